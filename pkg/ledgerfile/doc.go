@@ -1,0 +1,18 @@
+// Package ledgerfile stores a generation-numbered blob durably in several
+// copies, one per directory (one per M.2 disk on a real sled), the way
+// omicron's ledgers do.
+//
+// Each copy is one file: a header line
+//
+//	rackplane-ledger v1 generation=<g> length=<n> sha256=<hex>
+//
+// followed by exactly n payload bytes. The checksum covers the generation,
+// the length and the payload, so a torn write, a truncated file or a flipped
+// bit anywhere makes the copy invalid rather than wrong.
+//
+// A commit writes each copy as temp file, fsync, rename, fsync of the
+// directory, and succeeds once at least one copy is durable. A load reads
+// every copy, ignores (and reports) invalid ones, and returns the highest
+// valid generation. Generation rules (what may replace what) belong to the
+// caller; this package only keeps the newest valid bytes.
+package ledgerfile
