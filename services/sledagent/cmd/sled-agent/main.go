@@ -1,0 +1,71 @@
+// Command sled-agent runs the agent of one sled, with the simulated zone
+// runtime: see README.md for how to start one and push a zones config.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rackplane/rackplane/pkg/logging"
+	"github.com/rackplane/rackplane/services/sledagent"
+	"github.com/rackplane/rackplane/services/sledagent/config"
+)
+
+func main() {
+	if err := command().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sled-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func command() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:           "sled-agent",
+		Short:         "Run the agent of one sled (simulated zone runtime)",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	flags := config.BindFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := flags.Resolve()
+		if err != nil {
+			return err
+		}
+		return run(cfg)
+	}
+	return cmd
+}
+
+func run(cfg config.Config) error {
+	log, err := logging.New(cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	defer log.Sync() //nolint:errcheck // nothing to do if stderr is gone
+
+	srv, err := sledagent.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	select {
+	case err := <-served:
+		return err
+	case sig := <-signals:
+		log.Sugar().Infof("received %s; shutting down", sig)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
+	defer cancel()
+	srv.Shutdown(ctx)
+	return <-served
+}

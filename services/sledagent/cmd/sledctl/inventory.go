@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+)
+
+func inventoryCommand(addr *string) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "inventory",
+		Short: "Print the sled's inventory: resources, ledgered config, reconciler and zones",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return fmt.Errorf("--output: %q is not table or json", output)
+			}
+			client, closeConn, err := dial(*addr)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			inv, err := client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
+			if err != nil {
+				return describe(err)
+			}
+			if output == "json" {
+				data, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(inv)
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintln(cmd.OutOrStdout(), string(data))
+				return err
+			}
+			return printInventory(cmd.OutOrStdout(), inv)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+func printInventory(out io.Writer, inv *sledagentv1.GetInventoryResponse) error {
+	res := inv.GetResources()
+	fmt.Fprintf(out, "sled        %s\n", inv.GetSledId())
+	fmt.Fprintf(out, "resources   %d CPUs, %d GiB, zpools %s\n", res.GetNcpus(), res.GetMemoryBytes()>>30,
+		strings.Join(res.GetZpools(), ", "))
+	if cfg := inv.GetLedgeredConfig(); cfg != nil {
+		fmt.Fprintf(out, "ledgered    generation %d, %d zones\n", cfg.GetGeneration(), len(cfg.GetZones()))
+	} else {
+		fmt.Fprintln(out, "ledgered    nothing yet")
+	}
+	fmt.Fprintf(out, "reconciler  %s\n", reconcilerStatus(inv.GetReconcilerStatus()))
+	last := inv.GetLastReconciliation()
+	if last == nil {
+		return nil
+	}
+	fmt.Fprintf(out, "last pass   generation %d, completed %s\n\n", last.GetGeneration(),
+		last.GetCompletedAt().AsTime().Format(time.RFC3339))
+	addresses := map[string]string{}
+	for _, z := range inv.GetLedgeredConfig().GetZones() {
+		addresses[z.GetId()] = z.GetAddress()
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ZONE\tKIND\tADDRESS\tRESULT")
+	for _, z := range last.GetZones() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", z.GetZoneId(), kindName(z.GetKind()), addresses[z.GetZoneId()], zoneResult(z))
+	}
+	return tw.Flush()
+}
+
+func reconcilerStatus(s *sledagentv1.ReconcilerStatus) string {
+	switch {
+	case s.GetRunning() != nil:
+		return fmt.Sprintf("running generation %d since %s", s.GetRunning().GetGeneration(),
+			s.GetRunning().GetStartedAt().AsTime().Format(time.RFC3339))
+	case s.GetIdle() != nil:
+		return fmt.Sprintf("idle; last pass completed %s in %s",
+			s.GetIdle().GetCompletedAt().AsTime().Format(time.RFC3339), s.GetIdle().GetDuration().AsDuration())
+	}
+	return "not yet run"
+}
+
+func kindName(k sledagentv1.ZoneKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "ZONE_KIND_"))
+}
+
+func zoneResult(z *sledagentv1.ZoneReconciliation) string {
+	e := z.GetError()
+	if e == nil {
+		return "ok"
+	}
+	state := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(e.GetState().String(), "ZONE_STATE_"), "_", " "))
+	if e.GetState() == sledagentv1.ZoneState_ZONE_STATE_PARTIALLY_SHUT_DOWN {
+		state += " at " + strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(e.GetShutdownStep().String(), "SHUTDOWN_STEP_"), "_", " "))
+	}
+	return fmt.Sprintf("ERROR %s (attempt %d): %s", state, e.GetAttempts(), e.GetMessage())
+}

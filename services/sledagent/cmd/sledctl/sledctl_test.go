@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+)
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	root := newRoot(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestZ6_OperatorPutsAZonesConfigAndReadsTheInventory(t *testing.T) {
+	a := sledagenttest.Start(t)
+	nexusID, ntpID := uuid.NewString(), uuid.NewString()
+	file := filepath.Join(t.TempDir(), "zones.yaml")
+	yamlText := "generation: 3\nzones:\n" +
+		"  - id: " + nexusID + "\n    kind: nexus\n    filesystem_pool: " + a.Config.Zpools[0] + "\n    address: \"[fd00:1122:3344:101::3]:12221\"\n" +
+		"  - id: " + ntpID + "\n    kind: internal_ntp\n    filesystem_pool: " + a.Config.Zpools[1] + "\n    address: \"[fd00:1122:3344:101::4]:123\"\n"
+	if err := os.WriteFile(file, []byte(yamlText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "--addr", a.Server.Addr(), "zones", "put", file)
+	if err != nil || !strings.Contains(out, "generation 3 ledgered") {
+		t.Fatalf("zones put: %q, %v", out, err)
+	}
+	a.WaitReconciled(3, sledagenttest.AllOK)
+
+	out, err = run(t, "--addr", a.Server.Addr(), "inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{a.Config.SledID, nexusID, "internal_ntp", "[fd00:1122:3344:101::3]:12221", "idle"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table output lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, err = run(t, "--addr", a.Server.Addr(), "inventory", "--output", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inv struct {
+		SledID         string `json:"sled_id"`
+		LedgeredConfig struct {
+			Generation string `json:"generation"`
+		} `json:"ledgered_config"`
+	}
+	if err := json.Unmarshal([]byte(out), &inv); err != nil {
+		t.Fatalf("json output does not parse: %v\n%s", err, out)
+	}
+	if inv.SledID != a.Config.SledID || inv.LedgeredConfig.Generation != "3" {
+		t.Fatalf("json output %+v", inv)
+	}
+}
+
+func TestZ2_OperatorSeesEveryFieldTheSledRefused(t *testing.T) {
+	a := sledagenttest.Start(t)
+	file := filepath.Join(t.TempDir(), "zones.json")
+	bad := `{"generation": 1, "zones": [{"id": "nope", "kind": "nexus", "filesystem_pool": "oxp_x", "address": "[fd00::1]:1"}]}`
+	if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := run(t, "--addr", a.Server.Addr(), "zones", "put", file)
+	if err == nil || !strings.Contains(err.Error(), "config.zones[0].id") || !strings.Contains(err.Error(), "config.zones[0].filesystem_pool") {
+		t.Fatalf("error %v does not name both refused fields", err)
+	}
+	if err := os.WriteFile(file, []byte(`{"generation": 1, "zones": [{"kind": "toaster"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "--addr", a.Server.Addr(), "zones", "put", file); err == nil || !strings.Contains(err.Error(), "zones[0].kind") {
+		t.Fatalf("unknown kind: %v", err)
+	}
+}

@@ -1,0 +1,250 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+)
+
+// Duration is a time.Duration written as "250ms" in files.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("durations are strings like \"250ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// Config is everything a sled-agent process needs.
+type Config struct {
+	// ListenAddress is the gRPC listener, host:port (port 0 picks one).
+	ListenAddress string `json:"listen_address"`
+	SledID        string `json:"sled_id"`
+	// DataDir, when set, supplies defaults for LedgerDirs (data_dir/m2-0 and
+	// data_dir/m2-1) and ZoneStateDir (data_dir/zones).
+	DataDir string `json:"data_dir"`
+	// LedgerDirs hold one copy each of every ledger; at least two, like a
+	// sled's two M.2 disks.
+	LedgerDirs []string `json:"ledger_dirs"`
+	// Zpools are the sled's pools, named oxp_<uuid>.
+	Zpools    []string `json:"zpools"`
+	NCPUs     uint32   `json:"ncpus"`
+	MemoryGiB uint64   `json:"memory_gib"`
+	// ZoneStateDir is where the simulated zone runtime keeps its zones.
+	ZoneStateDir string `json:"zone_state_dir"`
+	// Reconciler retry backoff after a pass that left errors.
+	ReconcilerRetryInitial Duration `json:"reconciler_retry_initial"`
+	ReconcilerRetryMax     Duration `json:"reconciler_retry_max"`
+	// ShutdownTimeout bounds the graceful stop on SIGTERM.
+	ShutdownTimeout Duration `json:"shutdown_timeout"`
+	LogLevel        string   `json:"log_level"`
+	LogFormat       string   `json:"log_format"`
+}
+
+// Default returns the defaults every file and flag set starts from.
+func Default() Config {
+	return Config{
+		ListenAddress:          "127.0.0.1:12345",
+		NCPUs:                  64,
+		MemoryGiB:              512,
+		ReconcilerRetryInitial: Duration(250 * time.Millisecond),
+		ReconcilerRetryMax:     Duration(30 * time.Second),
+		ShutdownTimeout:        Duration(10 * time.Second),
+		LogLevel:               "info",
+		LogFormat:              "json",
+	}
+}
+
+// Load reads a YAML or JSON file over the defaults. Unknown keys are errors,
+// so that a misspelt setting is not silently ignored.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, err
+	}
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	// Relative paths in a file are relative to the file, not to wherever
+	// the agent happens to be started.
+	base := filepath.Dir(path)
+	rel := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	rel(&cfg.DataDir)
+	rel(&cfg.ZoneStateDir)
+	for i := range cfg.LedgerDirs {
+		rel(&cfg.LedgerDirs[i])
+	}
+	return cfg, nil
+}
+
+// Finish fills the defaults derived from DataDir and validates the result.
+func (c *Config) Finish() error {
+	if c.DataDir != "" {
+		if len(c.LedgerDirs) == 0 {
+			c.LedgerDirs = []string{filepath.Join(c.DataDir, "m2-0"), filepath.Join(c.DataDir, "m2-1")}
+		}
+		if c.ZoneStateDir == "" {
+			c.ZoneStateDir = filepath.Join(c.DataDir, "zones")
+		}
+	}
+	return c.Validate()
+}
+
+// Validate reports every problem, each naming its setting.
+func (c Config) Validate() error {
+	var problems []string
+	bad := func(setting, format string, args ...any) {
+		problems = append(problems, setting+": "+fmt.Sprintf(format, args...))
+	}
+	if _, err := netip.ParseAddrPort(c.ListenAddress); err != nil && !strings.HasPrefix(c.ListenAddress, "localhost:") {
+		bad("listen_address", "%q is not host:port", c.ListenAddress)
+	}
+	if id, err := uuid.Parse(c.SledID); err != nil || len(c.SledID) != 36 || id == uuid.Nil {
+		bad("sled_id", "%q is not a UUID", c.SledID)
+	}
+	if len(c.LedgerDirs) < 2 {
+		bad("ledger_dirs", "needs at least two directories (or data_dir), got %d", len(c.LedgerDirs))
+	}
+	seen := map[string]bool{}
+	for _, d := range c.LedgerDirs {
+		abs, _ := filepath.Abs(d)
+		if seen[abs] {
+			bad("ledger_dirs", "%q is listed twice", d)
+		}
+		seen[abs] = true
+	}
+	if len(c.Zpools) == 0 {
+		bad("zpools", "needs at least one zpool")
+	}
+	pools := map[string]bool{}
+	for _, z := range c.Zpools {
+		id, ok := strings.CutPrefix(z, "oxp_")
+		if _, err := uuid.Parse(id); !ok || err != nil || len(id) != 36 {
+			bad("zpools", "%q is not named oxp_<uuid>", z)
+		}
+		if pools[z] {
+			bad("zpools", "%q is listed twice", z)
+		}
+		pools[z] = true
+	}
+	if c.NCPUs == 0 {
+		bad("ncpus", "must be at least 1")
+	}
+	if c.MemoryGiB == 0 {
+		bad("memory_gib", "must be at least 1")
+	}
+	if c.ZoneStateDir == "" {
+		bad("zone_state_dir", "is required (or data_dir)")
+	}
+	if c.ReconcilerRetryInitial <= 0 {
+		bad("reconciler_retry_initial", "must be positive")
+	}
+	if c.ReconcilerRetryMax < c.ReconcilerRetryInitial {
+		bad("reconciler_retry_max", "must be at least reconciler_retry_initial")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be positive")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		bad("log_format", "%q is not json or console", c.LogFormat)
+	}
+	if len(problems) > 0 {
+		return errors.New("invalid sled-agent configuration:\n  " + strings.Join(problems, "\n  "))
+	}
+	return nil
+}
+
+// Flags are the command-line settings; each overrides the file when given.
+type Flags struct {
+	fs         *pflag.FlagSet
+	configPath string
+	values     Config
+	retryInit  time.Duration
+	retryMax   time.Duration
+	shutdown   time.Duration
+}
+
+// BindFlags registers the sled-agent's flags on fs.
+func BindFlags(fs *pflag.FlagSet) *Flags {
+	f := &Flags{fs: fs}
+	d := Default()
+	fs.StringVar(&f.configPath, "config", "", "YAML or JSON config file; flags given explicitly override it")
+	fs.StringVar(&f.values.ListenAddress, "listen", d.ListenAddress, "gRPC listen address host:port")
+	fs.StringVar(&f.values.SledID, "sled-id", "", "this sled's UUID")
+	fs.StringVar(&f.values.DataDir, "data-dir", "", "directory for default ledger dirs (m2-0, m2-1) and the zone state dir")
+	fs.StringSliceVar(&f.values.LedgerDirs, "ledger-dir", nil, "ledger directory, repeat for each copy (at least two)")
+	fs.StringSliceVar(&f.values.Zpools, "zpool", nil, "zpool name oxp_<uuid>, repeatable")
+	fs.Uint32Var(&f.values.NCPUs, "ncpus", d.NCPUs, "CPUs the sled offers")
+	fs.Uint64Var(&f.values.MemoryGiB, "memory-gib", d.MemoryGiB, "memory the sled offers, in GiB")
+	fs.StringVar(&f.values.ZoneStateDir, "zone-state-dir", "", "state directory of the simulated zone runtime")
+	fs.DurationVar(&f.retryInit, "reconciler-retry-initial", time.Duration(d.ReconcilerRetryInitial), "first retry delay after a reconciler pass with errors")
+	fs.DurationVar(&f.retryMax, "reconciler-retry-max", time.Duration(d.ReconcilerRetryMax), "cap of the reconciler retry delay")
+	fs.DurationVar(&f.shutdown, "shutdown-timeout", time.Duration(d.ShutdownTimeout), "bound on the graceful stop")
+	fs.StringVar(&f.values.LogLevel, "log-level", d.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&f.values.LogFormat, "log-format", d.LogFormat, "json or console")
+	return f
+}
+
+// Resolve combines defaults, the config file and explicitly given flags, and
+// validates the result.
+func (f *Flags) Resolve() (Config, error) {
+	cfg := Default()
+	if f.configPath != "" {
+		var err error
+		if cfg, err = Load(f.configPath); err != nil {
+			return cfg, err
+		}
+	}
+	overrides := map[string]func(){
+		"listen":                   func() { cfg.ListenAddress = f.values.ListenAddress },
+		"sled-id":                  func() { cfg.SledID = f.values.SledID },
+		"data-dir":                 func() { cfg.DataDir = f.values.DataDir },
+		"ledger-dir":               func() { cfg.LedgerDirs = f.values.LedgerDirs },
+		"zpool":                    func() { cfg.Zpools = f.values.Zpools },
+		"ncpus":                    func() { cfg.NCPUs = f.values.NCPUs },
+		"memory-gib":               func() { cfg.MemoryGiB = f.values.MemoryGiB },
+		"zone-state-dir":           func() { cfg.ZoneStateDir = f.values.ZoneStateDir },
+		"reconciler-retry-initial": func() { cfg.ReconcilerRetryInitial = Duration(f.retryInit) },
+		"reconciler-retry-max":     func() { cfg.ReconcilerRetryMax = Duration(f.retryMax) },
+		"shutdown-timeout":         func() { cfg.ShutdownTimeout = Duration(f.shutdown) },
+		"log-level":                func() { cfg.LogLevel = f.values.LogLevel },
+		"log-format":               func() { cfg.LogFormat = f.values.LogFormat },
+	}
+	f.fs.Visit(func(fl *pflag.Flag) {
+		if apply, ok := overrides[fl.Name]; ok {
+			apply()
+		}
+	})
+	err := cfg.Finish()
+	return cfg, err
+}

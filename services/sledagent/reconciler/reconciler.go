@@ -1,0 +1,381 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/rackplane/rackplane/pkg/backoff"
+	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
+)
+
+// ZoneState is where a tracked zone stands.
+type ZoneState int
+
+const (
+	ZoneRunning ZoneState = iota + 1
+	ZonePartiallyShutDown
+	ZoneFailedToStart
+)
+
+func (s ZoneState) String() string {
+	switch s {
+	case ZoneRunning:
+		return "running"
+	case ZonePartiallyShutDown:
+		return "partially shut down"
+	case ZoneFailedToStart:
+		return "failed to start"
+	}
+	return "unknown"
+}
+
+// Phase is what the reconciler is doing.
+type Phase int
+
+const (
+	PhaseNotYetRun Phase = iota
+	PhaseRunning
+	PhaseIdle
+)
+
+// Status is the reconciler's current activity.
+type Status struct {
+	Phase Phase
+	// Generation and StartedAt describe the pass under way (PhaseRunning).
+	Generation uint64
+	StartedAt  time.Time
+	// CompletedAt and Duration describe the last pass (PhaseIdle).
+	CompletedAt time.Time
+	Duration    time.Duration
+}
+
+// ZoneResult is one zone still present after a pass. Err is empty when the
+// zone is running as configured.
+type ZoneResult struct {
+	Zone     zoneconfig.Zone
+	State    ZoneState
+	Step     ShutdownStep // the failed step, when State is ZonePartiallyShutDown
+	Err      string
+	Attempts int
+}
+
+// Result is the outcome of a completed pass.
+type Result struct {
+	Generation  uint64
+	CompletedAt time.Time
+	Zones       []ZoneResult // sorted by zone id
+}
+
+// Config tunes the reconciler.
+type Config struct {
+	// Retry spaces the passes that follow a pass which left errors.
+	Retry backoff.Policy
+}
+
+type trackedZone struct {
+	zone     zoneconfig.Zone
+	state    ZoneState
+	step     ShutdownStep // next step to run, when partially shut down
+	lastErr  string
+	attempts int
+}
+
+// Reconciler is the handle to the reconciliation loop.
+type Reconciler struct {
+	log     *zap.Logger
+	runtime ZoneRuntime
+	retry   backoff.Policy
+	trigger chan struct{}
+
+	mu      sync.Mutex
+	desired *zoneconfig.Config
+	status  Status
+	last    *Result
+
+	// Owned by the loop goroutine.
+	zones map[uuid.UUID]*trackedZone
+	// Consecutive failed starts of each wanted zone; a failed start is
+	// cleaned up (shut down) before the next try, so the count lives here
+	// rather than in the tracked zone.
+	startFailures map[uuid.UUID]int
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a reconciler over runtime; call Start to run it.
+func New(runtime ZoneRuntime, cfg Config, log *zap.Logger) (*Reconciler, error) {
+	if err := cfg.Retry.Validate(); err != nil {
+		return nil, err
+	}
+	return &Reconciler{
+		log:     log,
+		runtime: runtime,
+		retry:   cfg.Retry,
+		trigger: make(chan struct{}, 1),
+		zones:   map[uuid.UUID]*trackedZone{},
+
+		startFailures: map[uuid.UUID]int{},
+		done:          make(chan struct{}),
+	}, nil
+}
+
+// Start adopts the zones the runtime already holds (Z8) and starts the loop.
+// desired is the ledgered config, if there is one; without one the reconciler
+// waits (NOT_YET_RUN) rather than tear down zones it knows nothing about.
+func (r *Reconciler) Start(ctx context.Context, desired *zoneconfig.Config) error {
+	present, err := r.runtime.Zones(ctx)
+	if err != nil {
+		return fmt.Errorf("listing the zones the runtime holds: %w", err)
+	}
+	for _, p := range present {
+		tz := &trackedZone{zone: p.Zone, state: ZoneRunning}
+		if p.ResumeAt != StepUntrackMetrics {
+			tz.state, tz.step = ZonePartiallyShutDown, p.ResumeAt
+			tz.lastErr = fmt.Sprintf("found partially shut down at startup; resuming at %s", p.ResumeAt)
+		}
+		r.zones[p.Zone.ID] = tz
+		r.log.Info("adopted zone from runtime", zap.Stringer("zone_id", p.Zone.ID),
+			zap.String("kind", string(p.Zone.Kind)), zap.Stringer("state", tz.state))
+	}
+	if desired != nil {
+		r.SetDesired(*desired)
+	}
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.cancel = cancel
+	go r.loop(loopCtx)
+	return nil
+}
+
+// Stop ends the loop, interrupting runtime calls in flight, and waits for it.
+func (r *Reconciler) Stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	<-r.done
+}
+
+// SetDesired hands the reconciler a newly ledgered config. Configs older than
+// the one it already has are ignored.
+func (r *Reconciler) SetDesired(cfg zoneconfig.Config) {
+	r.mu.Lock()
+	if r.desired != nil && cfg.Generation < r.desired.Generation {
+		r.mu.Unlock()
+		return
+	}
+	r.desired = &cfg
+	r.mu.Unlock()
+	r.Poke()
+}
+
+// Poke asks for a pass as soon as the current one (if any) ends.
+func (r *Reconciler) Poke() {
+	select {
+	case r.trigger <- struct{}{}:
+	default: // a pass is already pending
+	}
+}
+
+// Snapshot returns the current status and the last completed pass's result
+// (nil before the first pass). Neither is modified afterwards.
+func (r *Reconciler) Snapshot() (Status, *Result) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status, r.last
+}
+
+func (r *Reconciler) loop(ctx context.Context) {
+	defer close(r.done)
+	retry := time.NewTimer(0)
+	if !retry.Stop() {
+		<-retry.C
+	}
+	failedPasses := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.trigger:
+		case <-retry.C:
+		}
+		r.mu.Lock()
+		desired := r.desired
+		r.mu.Unlock()
+		if desired == nil {
+			continue
+		}
+		if r.pass(ctx, *desired) {
+			delay := r.retry.Delay(failedPasses)
+			failedPasses++
+			retry.Reset(delay)
+			r.log.Info("reconciler pass left errors; retrying", zap.Duration("after", delay),
+				zap.Int("consecutive_failed_passes", failedPasses))
+		} else {
+			failedPasses = 0
+			retry.Stop()
+		}
+	}
+}
+
+// pass runs one reconciliation against desired and reports whether any zone
+// was left in error.
+func (r *Reconciler) pass(ctx context.Context, desired zoneconfig.Config) bool {
+	started := time.Now()
+	r.mu.Lock()
+	r.status = Status{Phase: PhaseRunning, Generation: desired.Generation, StartedAt: started}
+	r.mu.Unlock()
+
+	shutdownFailed := r.shutDownUnwanted(ctx, desired)
+	if shutdownFailed {
+		r.log.Warn("not starting zones: a shutdown failed in this pass", zap.Uint64("generation", desired.Generation))
+	} else {
+		r.startMissing(ctx, desired)
+	}
+
+	result := r.result(desired.Generation)
+	errored := 0
+	for _, z := range result.Zones {
+		if z.Err != "" {
+			errored++
+		}
+	}
+	completed := time.Now()
+	r.log.Info("reconciler pass completed", zap.Uint64("generation", desired.Generation),
+		zap.Int("zones", len(result.Zones)), zap.Int("zones_in_error", errored),
+		zap.Duration("duration", completed.Sub(started)))
+	result.CompletedAt = completed
+	r.mu.Lock()
+	r.last = result
+	r.status = Status{Phase: PhaseIdle, CompletedAt: completed, Duration: completed.Sub(started)}
+	r.mu.Unlock()
+	return errored > 0
+}
+
+// shutDownUnwanted shuts down, concurrently, every tracked zone that must go
+// before the sled matches desired. It reports whether any shutdown failed.
+func (r *Reconciler) shutDownUnwanted(ctx context.Context, desired zoneconfig.Config) bool {
+	var victims []*trackedZone
+	for id, tz := range r.zones {
+		want, wanted := desired.Zone(id)
+		switch {
+		case !wanted:
+		case tz.state == ZonePartiallyShutDown:
+			// Wanted again: it must finish shutting down before it starts.
+		case tz.state == ZoneFailedToStart:
+			// Clear whatever the failed start left before trying again.
+		case tz.zone != want:
+			// Its config changed: restart it.
+		default:
+			continue
+		}
+		victims = append(victims, tz)
+	}
+	var wg sync.WaitGroup
+	failed := make([]bool, len(victims))
+	for i, tz := range victims {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			failed[i] = !r.shutDown(ctx, tz)
+		}()
+	}
+	wg.Wait()
+	anyFailed := false
+	for i, tz := range victims {
+		if failed[i] {
+			anyFailed = true
+			continue
+		}
+		delete(r.zones, tz.zone.ID)
+		if _, wanted := desired.Zone(tz.zone.ID); !wanted {
+			delete(r.startFailures, tz.zone.ID)
+		}
+	}
+	return anyFailed
+}
+
+// shutDown runs the remaining shutdown steps of tz, updating it in place on
+// failure. It reports whether the zone is now gone.
+func (r *Reconciler) shutDown(ctx context.Context, tz *trackedZone) bool {
+	first := StepUntrackMetrics
+	if tz.state == ZonePartiallyShutDown {
+		first = tz.step
+	}
+	log := r.log.With(zap.Stringer("zone_id", tz.zone.ID), zap.String("kind", string(tz.zone.Kind)))
+	for _, step := range ShutdownSteps {
+		if step < first {
+			continue
+		}
+		if err := r.runtime.Shutdown(ctx, tz.zone.ID, step); err != nil {
+			if tz.state != ZonePartiallyShutDown {
+				tz.attempts = 0
+			}
+			tz.state, tz.step = ZonePartiallyShutDown, step
+			tz.lastErr = fmt.Sprintf("%s: %v", step, err)
+			tz.attempts++
+			log.Warn("zone shutdown failed; the zone stays tracked", zap.Stringer("step", step),
+				zap.Int("attempts", tz.attempts), zap.Error(err))
+			return false
+		}
+	}
+	log.Info("zone shut down")
+	return true
+}
+
+// startMissing starts, concurrently, every desired zone not tracked.
+func (r *Reconciler) startMissing(ctx context.Context, desired zoneconfig.Config) {
+	var missing []zoneconfig.Zone
+	for _, z := range desired.Zones {
+		if _, tracked := r.zones[z.ID]; !tracked {
+			missing = append(missing, z)
+		}
+	}
+	errs := make([]error, len(missing))
+	var wg sync.WaitGroup
+	for i, z := range missing {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = r.runtime.StartZone(ctx, z)
+		}()
+	}
+	wg.Wait()
+	for i, z := range missing {
+		if errs[i] == nil {
+			r.zones[z.ID] = &trackedZone{zone: z, state: ZoneRunning}
+			delete(r.startFailures, z.ID)
+			continue
+		}
+		r.startFailures[z.ID]++
+		r.zones[z.ID] = &trackedZone{zone: z, state: ZoneFailedToStart,
+			lastErr: fmt.Sprintf("start: %v", errs[i]), attempts: r.startFailures[z.ID]}
+		r.log.Warn("zone failed to start", zap.Stringer("zone_id", z.ID), zap.String("kind", string(z.Kind)),
+			zap.Int("attempts", r.startFailures[z.ID]), zap.Error(errs[i]))
+	}
+}
+
+func (r *Reconciler) result(generation uint64) *Result {
+	res := &Result{Generation: generation}
+	for _, tz := range r.zones {
+		zr := ZoneResult{Zone: tz.zone, State: tz.state}
+		if tz.state != ZoneRunning {
+			zr.Err, zr.Attempts = tz.lastErr, tz.attempts
+			if tz.state == ZonePartiallyShutDown {
+				zr.Step = tz.step
+			}
+		}
+		res.Zones = append(res.Zones, zr)
+	}
+	slices.SortFunc(res.Zones, func(a, b ZoneResult) int {
+		return strings.Compare(a.Zone.ID.String(), b.Zone.ID.String())
+	})
+	return res
+}

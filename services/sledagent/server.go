@@ -1,0 +1,145 @@
+// Package sledagent assembles a sled-agent: the zone runtime, the
+// reconciler, the zones ledger, the app layer and the gRPC API, in the order
+// they depend on each other. cmd/sled-agent runs it as a process and
+// sledagenttest runs it inside tests.
+package sledagent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/backoff"
+	"github.com/rackplane/rackplane/services/sledagent/api"
+	"github.com/rackplane/rackplane/services/sledagent/app"
+	"github.com/rackplane/rackplane/services/sledagent/config"
+	"github.com/rackplane/rackplane/services/sledagent/ledger"
+	"github.com/rackplane/rackplane/services/sledagent/reconciler"
+	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
+	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/sim"
+)
+
+// Server is a running sled-agent.
+type Server struct {
+	cfg        config.Config
+	log        *zap.Logger
+	listener   net.Listener
+	grpc       *grpc.Server
+	health     *health.Server
+	reconciler *reconciler.Reconciler
+}
+
+// New opens the ledger and the zone runtime, adopts the zones already
+// running, starts the reconciler and listens. It fails, and starts nothing,
+// when the ledger has copies but none is valid (SPEC Z3).
+func New(cfg config.Config, log *zap.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sledID := uuid.MustParse(cfg.SledID)
+	log = log.With(zap.String("sled_id", sledID.String()))
+
+	zones, err := sim.Open(cfg.ZoneStateDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the simulated zone runtime: %w", err)
+	}
+	rec, err := reconciler.New(zones, reconciler.Config{Retry: backoff.Policy{
+		Initial: time.Duration(cfg.ReconcilerRetryInitial),
+		Max:     time.Duration(cfg.ReconcilerRetryMax),
+		Jitter:  0.5,
+	}}, log.Named("reconciler"))
+	if err != nil {
+		return nil, err
+	}
+	zonesLedger, err := ledger.Open(cfg.LedgerDirs, log.Named("ledger"), rec.SetDesired)
+	if err != nil {
+		return nil, err
+	}
+	var desired *zoneconfig.Config
+	if cur, ok := zonesLedger.Current(); ok {
+		desired = &cur
+	}
+	if err := rec.Start(context.Background(), desired); err != nil {
+		return nil, err
+	}
+	agent := app.New(app.Sled{
+		ID:          sledID,
+		NCPUs:       cfg.NCPUs,
+		MemoryBytes: cfg.MemoryGiB << 30,
+		Zpools:      cfg.Zpools,
+	}, zonesLedger, rec)
+
+	lis, err := net.Listen("tcp", cfg.ListenAddress)
+	if err != nil {
+		rec.Stop()
+		return nil, fmt.Errorf("listening on %s: %w", cfg.ListenAddress, err)
+	}
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logCalls(log)))
+	sledagentv1.RegisterSledAgentServer(srv, api.NewSledAgent(agent))
+	sledagentv1.RegisterSledAgentSimServer(srv, api.NewSledAgentSim(agent, zones))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	for _, svc := range []string{"", sledagentv1.SledAgent_ServiceDesc.ServiceName, sledagentv1.SledAgentSim_ServiceDesc.ServiceName} {
+		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	}
+	log.Info("sled-agent listening", zap.String("address", lis.Addr().String()),
+		zap.Strings("ledger_dirs", cfg.LedgerDirs), zap.String("zone_state_dir", cfg.ZoneStateDir))
+	return &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec}, nil
+}
+
+// Addr is the address the gRPC API listens on.
+func (s *Server) Addr() string { return s.listener.Addr().String() }
+
+// Serve answers requests until Shutdown.
+func (s *Server) Serve() error {
+	if err := s.grpc.Serve(s.listener); err != nil && err != grpc.ErrServerStopped {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops accepting calls, lets calls in flight finish until ctx ends,
+// then stops the reconciler. Zones keep running: they belong to the runtime,
+// and the next agent adopts them.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.log.Warn("graceful stop timed out; cutting remaining calls")
+		s.grpc.Stop()
+		<-stopped
+	}
+	s.reconciler.Stop()
+	s.log.Info("sled-agent stopped")
+}
+
+func logCalls(log *zap.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		code := status.Code(err)
+		fields := []zap.Field{zap.String("method", info.FullMethod), zap.Stringer("code", code),
+			zap.Duration("elapsed", time.Since(start))}
+		if err != nil {
+			log.Info("rpc failed", append(fields, zap.Error(err))...)
+		} else {
+			log.Debug("rpc", fields...)
+		}
+		return resp, err
+	}
+}

@@ -1,0 +1,162 @@
+package sledagenttest
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/sledagent"
+	"github.com/rackplane/rackplane/services/sledagent/config"
+)
+
+// Agent is a sled-agent running inside the test.
+type Agent struct {
+	t      testing.TB
+	Config config.Config
+	Server *sledagent.Server
+	Client sledagentv1.SledAgentClient
+	Sim    sledagentv1.SledAgentSimClient
+	conn   *grpc.ClientConn
+	served chan error
+}
+
+// Config returns a valid configuration over fresh temporary directories,
+// with two zpools and quick reconciler retries.
+func Config(t testing.TB) config.Config {
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.ListenAddress = "127.0.0.1:0"
+	cfg.SledID = uuid.NewString()
+	cfg.LedgerDirs = []string{filepath.Join(dir, "m2-0"), filepath.Join(dir, "m2-1")}
+	cfg.ZoneStateDir = filepath.Join(dir, "zones")
+	cfg.Zpools = []string{"oxp_" + uuid.NewString(), "oxp_" + uuid.NewString()}
+	cfg.ReconcilerRetryInitial = config.Duration(5 * time.Millisecond)
+	cfg.ReconcilerRetryMax = config.Duration(50 * time.Millisecond)
+	return cfg
+}
+
+// Start runs an agent with Config(t), adjusted by the options, and stops it
+// when the test ends.
+func Start(t testing.TB, opts ...func(*config.Config)) *Agent {
+	t.Helper()
+	cfg := Config(t)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	a := &Agent{t: t, Config: cfg}
+	a.start()
+	t.Cleanup(a.Stop)
+	return a
+}
+
+func (a *Agent) start() {
+	a.t.Helper()
+	log := zaptest.NewLogger(a.t, zaptest.Level(zap.WarnLevel))
+	srv, err := sledagent.New(a.Config, log)
+	if err != nil {
+		a.t.Fatalf("starting sled-agent: %v", err)
+	}
+	a.Server = srv
+	a.served = make(chan error, 1)
+	go func() { a.served <- srv.Serve() }()
+	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.conn = conn
+	a.Client = sledagentv1.NewSledAgentClient(conn)
+	a.Sim = sledagentv1.NewSledAgentSimClient(conn)
+}
+
+// Stop shuts the agent down; zones stay in the runtime's state directory.
+func (a *Agent) Stop() {
+	if a.Server == nil {
+		return
+	}
+	a.conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.Server.Shutdown(ctx)
+	if err := <-a.served; err != nil {
+		a.t.Errorf("serve: %v", err)
+	}
+	a.Server = nil
+}
+
+// Restart stops the agent and starts a new one over the same directories.
+func (a *Agent) Restart() {
+	a.t.Helper()
+	a.Stop()
+	a.start()
+}
+
+// Zone returns a zone config of kind on the agent's first zpool, with a
+// fresh id and the given port on a unique-local address.
+func (a *Agent) Zone(kind sledagentv1.ZoneKind, port int) *sledagentv1.OmicronZoneConfig {
+	return &sledagentv1.OmicronZoneConfig{
+		Id:             uuid.NewString(),
+		Kind:           kind,
+		FilesystemPool: a.Config.Zpools[0],
+		Address:        fmt.Sprintf("[fd00:1122:3344:101::%x]:%d", port, 12000+port%50000),
+	}
+}
+
+// Ensure sends a zones config and fails the test if it is refused.
+func (a *Agent) Ensure(generation uint64, zones ...*sledagentv1.OmicronZoneConfig) {
+	a.t.Helper()
+	_, err := a.Client.EnsureZones(context.Background(), &sledagentv1.EnsureZonesRequest{
+		Config: &sledagentv1.OmicronZonesConfig{Generation: generation, Zones: zones},
+	})
+	if err != nil {
+		a.t.Fatalf("EnsureZones(generation %d): %v", generation, err)
+	}
+}
+
+// Inventory fetches the agent's inventory.
+func (a *Agent) Inventory() *sledagentv1.GetInventoryResponse {
+	a.t.Helper()
+	inv, err := a.Client.GetInventory(context.Background(), &sledagentv1.GetInventoryRequest{})
+	if err != nil {
+		a.t.Fatalf("GetInventory: %v", err)
+	}
+	return inv
+}
+
+// WaitReconciled polls the inventory until a completed pass has reconciled
+// generation (or a later one) and cond, if given, holds for it.
+func (a *Agent) WaitReconciled(generation uint64, cond func(*sledagentv1.GetInventoryResponse) error) *sledagentv1.GetInventoryResponse {
+	a.t.Helper()
+	var inv *sledagentv1.GetInventoryResponse
+	testutil.WaitFor(a.t, 10*time.Second, func() error {
+		inv = a.Inventory()
+		last := inv.GetLastReconciliation()
+		if last == nil || last.GetGeneration() < generation {
+			return fmt.Errorf("last reconciled generation %d, waiting for %d", last.GetGeneration(), generation)
+		}
+		if cond != nil {
+			return cond(inv)
+		}
+		return nil
+	})
+	return inv
+}
+
+// AllOK is a WaitReconciled condition: every zone reported is running.
+func AllOK(inv *sledagentv1.GetInventoryResponse) error {
+	for _, z := range inv.GetLastReconciliation().GetZones() {
+		if z.GetError() != nil {
+			return fmt.Errorf("zone %s: %s", z.GetZoneId(), z.GetError().GetMessage())
+		}
+	}
+	return nil
+}

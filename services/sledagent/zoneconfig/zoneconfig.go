@@ -1,0 +1,210 @@
+package zoneconfig
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/google/uuid"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/apierror"
+)
+
+// Kind is a zone kind in its lowercase wire-independent spelling, e.g.
+// "nexus". It is what the ledger stores.
+type Kind string
+
+var kindsByProto = map[sledagentv1.ZoneKind]Kind{
+	sledagentv1.ZoneKind_ZONE_KIND_BOUNDARY_NTP:      "boundary_ntp",
+	sledagentv1.ZoneKind_ZONE_KIND_INTERNAL_NTP:      "internal_ntp",
+	sledagentv1.ZoneKind_ZONE_KIND_CLICKHOUSE:        "clickhouse",
+	sledagentv1.ZoneKind_ZONE_KIND_CLICKHOUSE_KEEPER: "clickhouse_keeper",
+	sledagentv1.ZoneKind_ZONE_KIND_COCKROACH_DB:      "cockroach_db",
+	sledagentv1.ZoneKind_ZONE_KIND_CRUCIBLE:          "crucible",
+	sledagentv1.ZoneKind_ZONE_KIND_CRUCIBLE_PANTRY:   "crucible_pantry",
+	sledagentv1.ZoneKind_ZONE_KIND_EXTERNAL_DNS:      "external_dns",
+	sledagentv1.ZoneKind_ZONE_KIND_INTERNAL_DNS:      "internal_dns",
+	sledagentv1.ZoneKind_ZONE_KIND_NEXUS:             "nexus",
+	sledagentv1.ZoneKind_ZONE_KIND_OXIMETER:          "oximeter",
+}
+
+// IsNTP reports whether the kind keeps the sled's time; a sled runs at most
+// one such zone.
+func (k Kind) IsNTP() bool { return k == "boundary_ntp" || k == "internal_ntp" }
+
+// Proto returns the wire enum for k.
+func (k Kind) Proto() sledagentv1.ZoneKind {
+	for p, kind := range kindsByProto {
+		if kind == k {
+			return p
+		}
+	}
+	return sledagentv1.ZoneKind_ZONE_KIND_UNSPECIFIED
+}
+
+// Zone is one zone a sled should run.
+type Zone struct {
+	ID             uuid.UUID      `json:"id"`
+	Kind           Kind           `json:"kind"`
+	FilesystemPool string         `json:"filesystem_pool"`
+	Address        netip.AddrPort `json:"address"`
+}
+
+// Config is a validated, canonical zones config.
+type Config struct {
+	Generation uint64 `json:"generation"`
+	Zones      []Zone `json:"zones"` // sorted by ID
+}
+
+// Sled is what validation needs to know about the sled the config is for.
+type Sled struct {
+	Zpools []string
+}
+
+// Parse validates a wire config for this sled. On failure it returns a
+// *apierror.ValidationError listing every problem; field paths are relative
+// to the request ("config.zones[1].id").
+func Parse(in *sledagentv1.OmicronZonesConfig, sled Sled) (Config, error) {
+	var v apierror.Violations
+	if in == nil {
+		v.Add("config", "is required")
+		return Config{}, v.Err()
+	}
+	if in.GetGeneration() == 0 {
+		v.Add("config.generation", "must be at least 1")
+	}
+	out := Config{Generation: in.GetGeneration(), Zones: make([]Zone, 0, len(in.GetZones()))}
+	idFirstSeen := map[uuid.UUID]int{}
+	addrFirstSeen := map[netip.AddrPort]int{}
+	ntpFirstSeen := -1
+	for i, z := range in.GetZones() {
+		field := fmt.Sprintf("config.zones[%d]", i)
+		zone := Zone{FilesystemPool: z.GetFilesystemPool()}
+		valid := true
+
+		id, err := uuid.Parse(z.GetId())
+		switch {
+		case z.GetId() == "":
+			v.Add(field+".id", "is required")
+			valid = false
+		case err != nil || len(z.GetId()) != 36:
+			v.Add(field+".id", "%q is not a UUID", z.GetId())
+			valid = false
+		default:
+			zone.ID = id
+			if first, dup := idFirstSeen[id]; dup {
+				v.Add(field+".id", "%s is also the id of config.zones[%d]", id, first)
+				valid = false
+			} else {
+				idFirstSeen[id] = i
+			}
+		}
+
+		kind, known := kindsByProto[z.GetKind()]
+		if !known {
+			v.Add(field+".kind", "unknown zone kind %s", describeKind(z.GetKind()))
+			valid = false
+		} else {
+			zone.Kind = kind
+			if kind.IsNTP() {
+				if ntpFirstSeen >= 0 {
+					v.Add(field+".kind", "a sled runs at most one NTP zone; config.zones[%d] is already one", ntpFirstSeen)
+					valid = false
+				} else {
+					ntpFirstSeen = i
+				}
+			}
+		}
+
+		switch {
+		case z.GetFilesystemPool() == "":
+			v.Add(field+".filesystem_pool", "is required")
+			valid = false
+		case !slices.Contains(sled.Zpools, z.GetFilesystemPool()):
+			v.Add(field+".filesystem_pool", "%q is not a zpool of this sled (it has %s)",
+				z.GetFilesystemPool(), strings.Join(sled.Zpools, ", "))
+			valid = false
+		}
+
+		addr, err := netip.ParseAddrPort(z.GetAddress())
+		switch {
+		case z.GetAddress() == "":
+			v.Add(field+".address", "is required")
+			valid = false
+		case err != nil:
+			v.Add(field+".address", "%q is not an ip:port socket address", z.GetAddress())
+			valid = false
+		case addr.Port() == 0 || addr.Addr().IsUnspecified():
+			v.Add(field+".address", "%q needs a specific address and a non-zero port", z.GetAddress())
+			valid = false
+		default:
+			addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+			zone.Address = addr
+			if first, dup := addrFirstSeen[addr]; dup {
+				v.Add(field+".address", "%s is also the address of config.zones[%d]", addr, first)
+				valid = false
+			} else {
+				addrFirstSeen[addr] = i
+			}
+		}
+		if valid {
+			out.Zones = append(out.Zones, zone)
+		}
+	}
+	if err := v.Err(); err != nil {
+		return Config{}, err
+	}
+	out.sort()
+	return out, nil
+}
+
+func describeKind(k sledagentv1.ZoneKind) string {
+	if name, ok := sledagentv1.ZoneKind_name[int32(k)]; ok {
+		return name
+	}
+	return fmt.Sprintf("%d", int32(k))
+}
+
+func (c *Config) sort() {
+	slices.SortFunc(c.Zones, func(a, b Zone) int { return strings.Compare(a.ID.String(), b.ID.String()) })
+}
+
+// Equal reports whether two configs have the same generation and zones.
+func (c Config) Equal(o Config) bool {
+	return c.Generation == o.Generation && slices.Equal(c.Zones, o.Zones)
+}
+
+// SameZones reports whether two configs ask for the same zones, whatever
+// their generations.
+func (c Config) SameZones(o Config) bool { return slices.Equal(c.Zones, o.Zones) }
+
+// Zone returns the zone with the given id.
+func (c Config) Zone(id uuid.UUID) (Zone, bool) {
+	for _, z := range c.Zones {
+		if z.ID == id {
+			return z, true
+		}
+	}
+	return Zone{}, false
+}
+
+// Proto returns the wire form of c.
+func (c Config) Proto() *sledagentv1.OmicronZonesConfig {
+	out := &sledagentv1.OmicronZonesConfig{Generation: c.Generation}
+	for _, z := range c.Zones {
+		out.Zones = append(out.Zones, z.Proto())
+	}
+	return out
+}
+
+// Proto returns the wire form of z.
+func (z Zone) Proto() *sledagentv1.OmicronZoneConfig {
+	return &sledagentv1.OmicronZoneConfig{
+		Id:             z.ID.String(),
+		Kind:           z.Kind.Proto(),
+		FilesystemPool: z.FilesystemPool,
+		Address:        z.Address.String(),
+	}
+}
