@@ -36,6 +36,7 @@ type Server struct {
 	grpc       *grpc.Server
 	health     *health.Server
 	reconciler *reconciler.Reconciler
+	zones      *sim.Runtime
 }
 
 // New opens the ledger and the zone runtime, adopts the zones already
@@ -52,6 +53,12 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the simulated zone runtime: %w", err)
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			zones.Close()
+		}
+	}()
 	rec, err := reconciler.New(zones, reconciler.Config{Retry: backoff.Policy{
 		Initial: time.Duration(cfg.ReconcilerRetryInitial),
 		Max:     time.Duration(cfg.ReconcilerRetryMax),
@@ -93,7 +100,8 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	}
 	log.Info("sled-agent listening", zap.String("address", lis.Addr().String()),
 		zap.Strings("ledger_dirs", cfg.LedgerDirs), zap.String("zone_state_dir", cfg.ZoneStateDir))
-	return &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec}, nil
+	ok = true
+	return &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec, zones: zones}, nil
 }
 
 // Addr is the address the gRPC API listens on.
@@ -125,6 +133,9 @@ func (s *Server) Shutdown(ctx context.Context) {
 		<-stopped
 	}
 	s.reconciler.Stop()
+	if err := s.zones.Close(); err != nil {
+		s.log.Warn("closing the zone runtime", zap.Error(err))
+	}
 	s.log.Info("sled-agent stopped")
 }
 

@@ -89,7 +89,12 @@ func zoneResult(inv *sledagentv1.GetInventoryResponse, id string) *sledagentv1.Z
 
 func runtimeZones(t testing.TB, a *sledagenttest.Agent) map[uuid.UUID]sim.InspectedZone {
 	t.Helper()
-	zones, err := sim.Inspect(a.Config.ZoneStateDir)
+	return runtimeZonesIn(t, a.Config.ZoneStateDir)
+}
+
+func runtimeZonesIn(t testing.TB, dir string) map[uuid.UUID]sim.InspectedZone {
+	t.Helper()
+	zones, err := sim.Inspect(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,9 +555,8 @@ func TestZ7_ShuttingDownAZoneThatIsAlreadyGoneSucceeds(t *testing.T) {
 	a.Ensure(1, z)
 	a.WaitReconciled(1, sledagenttest.AllOK)
 	// The zone vanishes underneath the agent (an operator removed it).
-	if err := os.Remove(filepath.Join(a.Config.ZoneStateDir, z.Id+".json")); err != nil {
-		t.Fatal(err)
-	}
+	a.Stop()
+	vanish(t, a.Config.ZoneStateDir, z.Id)
 	a.Restart() // the runtime re-reads its zones; the ledger still wants z
 	a.Ensure(2)
 	a.WaitReconciled(2, func(inv *sledagentv1.GetInventoryResponse) error {
@@ -566,6 +570,7 @@ func TestZ7_ShuttingDownAZoneThatIsAlreadyGoneSucceeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer rt.Close()
 	for _, step := range reconciler.ShutdownSteps {
 		if err := rt.Shutdown(ctx, uuid.New(), step); err != nil {
 			t.Fatalf("%s of an unknown zone: %v", step, err)
@@ -583,17 +588,18 @@ func TestZ8_RestartAdoptsMatchingZonesRemovesUnwantedAndStartsMissing(t *testing
 
 	// While the agent is down: one wanted zone disappears, and a zone the
 	// config does not mention appears.
-	if err := os.Remove(filepath.Join(a.Config.ZoneStateDir, lost.Id+".json")); err != nil {
-		t.Fatal(err)
-	}
 	rt, err := sim.Open(a.Config.ZoneStateDir)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Vanish(uuid.MustParse(lost.Id)); err != nil {
 		t.Fatal(err)
 	}
 	stray := zoneconfig.Zone{ID: uuid.New(), Kind: "oximeter", FilesystemPool: a.Config.Zpools[0]}
 	if err := rt.StartZone(ctx, stray); err != nil {
 		t.Fatal(err)
 	}
+	rt.Close()
 
 	a.Restart()
 	a.WaitReconciled(1, func(inv *sledagentv1.GetInventoryResponse) error {
@@ -666,6 +672,18 @@ func TestV7_ZoneLatencyDelaysOperations(t *testing.T) {
 	inv := a.WaitReconciled(1, sledagenttest.AllOK)
 	if d := inv.GetReconcilerStatus().GetIdle().GetDuration().AsDuration(); d < 30*time.Millisecond {
 		t.Fatalf("pass took %s with 30ms start latency", d)
+	}
+}
+
+func vanish(t *testing.T, dir, id string) {
+	t.Helper()
+	rt, err := sim.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	if err := rt.Vanish(uuid.MustParse(id)); err != nil {
+		t.Fatal(err)
 	}
 }
 

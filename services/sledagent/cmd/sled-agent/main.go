@@ -50,12 +50,14 @@ func run(cfg config.Config) error {
 	}
 	defer log.Sync() //nolint:errcheck // nothing to do if stderr is gone
 
+	// Subscribe before starting anything: a SIGTERM that arrives while the
+	// agent starts must still stop it gracefully.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	srv, err := sledagent.New(cfg, log)
 	if err != nil {
 		return err
 	}
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
 	select {

@@ -2,11 +2,8 @@ package sim
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,8 +17,8 @@ import (
 
 var _ reconciler.ZoneRuntime = (*Runtime)(nil)
 
-// zoneRecord is one simulated zone as stored on disk. A zone exists until its
-// last shutdown step removes the record.
+// zoneRecord is one simulated zone as the journal stores it. A zone exists
+// until its last shutdown step removes the record.
 type zoneRecord struct {
 	Zone           zoneconfig.Zone `json:"zone"`
 	MetricsTracked bool            `json:"metrics_tracked"`
@@ -46,9 +43,8 @@ type shutdownKey struct {
 
 // Runtime is the simulated zone runtime.
 type Runtime struct {
-	dir string
-
 	mu           sync.Mutex
+	journal      *journal
 	zones        map[uuid.UUID]*zoneRecord
 	startFaults  map[uuid.UUID]*fault
 	stepFaults   map[shutdownKey]*fault
@@ -57,54 +53,27 @@ type Runtime struct {
 	stepLatency  time.Duration
 }
 
-// Open returns the runtime whose zones live in dir, loading any zones a
-// previous process left running.
+// Open returns the runtime whose zones live in dir, with the zones a previous
+// process left there.
 func Open(dir string) (*Runtime, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("creating zone runtime directory: %w", err)
+	j, zones, err := openJournal(dir)
+	if err != nil {
+		return nil, err
 	}
-	r := &Runtime{
-		dir:         dir,
-		zones:       map[uuid.UUID]*zoneRecord{},
+	return &Runtime{
+		journal:     j,
+		zones:       zones,
 		startFaults: map[uuid.UUID]*fault{},
 		stepFaults:  map[shutdownKey]*fault{},
 		hangs:       map[uuid.UUID]chan struct{}{},
-	}
-	stale, _ := filepath.Glob(filepath.Join(dir, "*.tmp"))
-	for _, path := range stale {
-		os.Remove(path)
-	}
-	records, err := readRecords(dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, rec := range records {
-		r.zones[rec.Zone.ID] = rec
-	}
-	return r, nil
+	}, nil
 }
 
-func readRecords(dir string) ([]*zoneRecord, error) {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
-	if err != nil {
-		return nil, err
-	}
-	var out []*zoneRecord
-	for _, path := range paths {
-		data, err := os.ReadFile(path)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // removed since the listing
-		}
-		if err != nil {
-			return nil, err
-		}
-		var rec zoneRecord
-		if err := json.Unmarshal(data, &rec); err != nil {
-			return nil, fmt.Errorf("zone record %s: %w", path, err)
-		}
-		out = append(out, &rec)
-	}
-	return out, nil
+// Close releases the journal; the zones stay for the next Open.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.journal.close()
 }
 
 // InspectedZone is a zone as the runtime's state directory shows it.
@@ -120,13 +89,13 @@ type InspectedZone struct {
 // runtime, so that tests and operators can check what really runs while an
 // agent owns the directory.
 func Inspect(dir string) (map[uuid.UUID]InspectedZone, error) {
-	records, err := readRecords(dir)
+	zones, err := replay(dir)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[uuid.UUID]InspectedZone, len(records))
-	for _, rec := range records {
-		out[rec.Zone.ID] = InspectedZone{ID: rec.Zone.ID, Kind: rec.Zone.Kind, Running: rec.Running,
+	out := make(map[uuid.UUID]InspectedZone, len(zones))
+	for id, rec := range zones {
+		out[id] = InspectedZone{ID: id, Kind: rec.Zone.Kind, Running: rec.Running,
 			ResumeAt: rec.resumeAt(), StartedAt: rec.StartedAt}
 	}
 	return out, nil
@@ -174,7 +143,7 @@ func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec := &zoneRecord{Zone: zone, MetricsTracked: true, Running: true, StartedAt: time.Now().UTC()}
-	if err := r.persist(rec); err != nil {
+	if err := r.journal.put(rec); err != nil {
 		return err
 	}
 	r.zones[zone.ID] = rec
@@ -229,15 +198,16 @@ func (r *Runtime) Shutdown(ctx context.Context, id uuid.UUID, step reconciler.Sh
 		if next.Running {
 			return fmt.Errorf("zone %s is still running; it must be halted before clean-up", id)
 		}
-		if err := os.Remove(r.path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := r.journal.remove(id); err != nil {
 			return err
 		}
 		delete(r.zones, id)
+		r.journal.compactIfLarge(r.zones)
 		return nil
 	default:
 		return fmt.Errorf("unknown shutdown step %d", step)
 	}
-	if err := r.persist(&next); err != nil {
+	if err := r.journal.put(&next); err != nil {
 		return err
 	}
 	r.zones[id] = &next
@@ -258,20 +228,6 @@ func takeFault[K comparable](faults map[K]*fault, key K, defaultMessage func(K) 
 		return errors.New(f.message)
 	}
 	return errors.New(defaultMessage(key))
-}
-
-func (r *Runtime) path(id uuid.UUID) string { return filepath.Join(r.dir, id.String()+".json") }
-
-func (r *Runtime) persist(rec *zoneRecord) error {
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(r.dir, rec.Zone.ID.String()+".tmp")
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, r.path(rec.Zone.ID))
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -1,0 +1,79 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+const pool = "oxp_0b0e0000-0000-4000-8000-000000000001"
+
+func resolve(t *testing.T, args ...string) (Config, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("sled-agent", pflag.ContinueOnError)
+	f := BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return f.Resolve()
+}
+
+func TestFlagsOverrideTheFileAndPathsAreRelativeToIt(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "sled.yaml")
+	if err := os.WriteFile(file, []byte(`
+sled_id: 1a5e0000-0000-4000-8000-000000000001
+data_dir: state
+zpools: [`+pool+`]
+ncpus: 8
+reconciler_retry_initial: 100ms
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := resolve(t, "--config", file, "--ncpus", "16", "--listen", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NCPUs != 16 || cfg.ListenAddress != "127.0.0.1:0" {
+		t.Errorf("flags did not override the file: %+v", cfg)
+	}
+	if cfg.MemoryGiB != Default().MemoryGiB || time.Duration(cfg.ReconcilerRetryInitial) != 100*time.Millisecond {
+		t.Errorf("file or defaults lost: %+v", cfg)
+	}
+	wantLedger := []string{filepath.Join(dir, "state", "m2-0"), filepath.Join(dir, "state", "m2-1")}
+	if strings.Join(cfg.LedgerDirs, ",") != strings.Join(wantLedger, ",") || cfg.ZoneStateDir != filepath.Join(dir, "state", "zones") {
+		t.Errorf("data_dir defaults wrong: %v, %s", cfg.LedgerDirs, cfg.ZoneStateDir)
+	}
+}
+
+func TestInvalidSettingsAreAllNamed(t *testing.T) {
+	_, err := resolve(t, "--sled-id", "sled-7", "--ledger-dir", "/tmp/a", "--zpool", "tank", "--ncpus", "0", "--log-level", "loud")
+	if err == nil {
+		t.Fatal("invalid settings accepted")
+	}
+	for _, setting := range []string{"sled_id", "ledger_dirs", "zpools", "ncpus", "zone_state_dir", "log_level"} {
+		if !strings.Contains(err.Error(), setting+":") {
+			t.Errorf("error does not name %s:\n%v", setting, err)
+		}
+	}
+}
+
+func TestUnknownKeysInTheFileAreRefused(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "sled.yaml")
+	if err := os.WriteFile(file, []byte("sled_idd: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := resolve(t, "--config", file); err == nil || !strings.Contains(err.Error(), "sled_idd") {
+		t.Fatalf("misspelt key: %v", err)
+	}
+}
+
+func TestTheShippedSampleConfigIsValid(t *testing.T) {
+	if _, err := resolve(t, "--config", "../../../deploy/config/sled-agent-sim.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,320 @@
+package sledagent_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/services/sledagent/ledger"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+)
+
+var (
+	buildOnce   sync.Once
+	agentBinary string
+	buildErr    error
+)
+
+// sledAgentBinary builds cmd/sled-agent once per test run.
+func sledAgentBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sled-agent-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		agentBinary = filepath.Join(dir, "sled-agent")
+		out, err := exec.Command("go", "build", "-o", agentBinary, "./cmd/sled-agent").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return agentBinary
+}
+
+// agentProcess is a sled-agent running as its own process.
+type agentProcess struct {
+	cmd    *exec.Cmd
+	addr   string
+	stderr *lockedBuffer
+	exited chan error
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func processArgs(cfg sledagenttestConfig) []string {
+	args := []string{"--listen", "127.0.0.1:0", "--sled-id", cfg.SledID, "--zone-state-dir", cfg.ZoneStateDir,
+		"--reconciler-retry-initial", "5ms", "--reconciler-retry-max", "50ms", "--log-format", "json"}
+	for _, d := range cfg.LedgerDirs {
+		args = append(args, "--ledger-dir", d)
+	}
+	for _, z := range cfg.Zpools {
+		args = append(args, "--zpool", z)
+	}
+	return args
+}
+
+type sledagenttestConfig = struct {
+	SledID       string
+	LedgerDirs   []string
+	Zpools       []string
+	ZoneStateDir string
+}
+
+func testConfig(t *testing.T) sledagenttestConfig {
+	c := sledagenttest.Config(t)
+	return sledagenttestConfig{SledID: c.SledID, LedgerDirs: c.LedgerDirs, Zpools: c.Zpools, ZoneStateDir: c.ZoneStateDir}
+}
+
+// startProcess starts the binary and waits for its "listening" log line.
+func startProcess(t *testing.T, cfg sledagenttestConfig) *agentProcess {
+	t.Helper()
+	cmd := exec.Command(sledAgentBinary(t), processArgs(cfg)...)
+	// A test binary that dies must not leave agents behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &agentProcess{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan error, 1)}
+	addrFound := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Bytes()
+			p.stderr.Write(append(append([]byte(nil), line...), '\n'))
+			var entry struct {
+				Msg     string `json:"msg"`
+				Address string `json:"address"`
+			}
+			if json.Unmarshal(line, &entry) == nil && entry.Msg == "sled-agent listening" {
+				addrFound <- entry.Address
+			}
+		}
+		io.Copy(io.Discard, pipe)
+		p.exited <- cmd.Wait()
+	}()
+	select {
+	case p.addr = <-addrFound:
+	case err := <-p.exited:
+		t.Fatalf("sled-agent exited before listening (%v):\n%s", err, p.stderr)
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("sled-agent did not start listening:\n%s", p.stderr)
+	}
+	return p
+}
+
+func (p *agentProcess) client(t *testing.T) (sledagentv1.SledAgentClient, func()) {
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sledagentv1.NewSledAgentClient(conn), func() { conn.Close() }
+}
+
+// crashZones is the zones config of a generation: deterministic, so the
+// content of a generation never changes, and varied, so the reconciler is
+// busy starting and stopping zones when the kill lands.
+func crashZones(cfg sledagenttestConfig, generation uint64) *sledagentv1.OmicronZonesConfig {
+	out := &sledagentv1.OmicronZonesConfig{Generation: generation}
+	for k := generation % 6; k < generation%6+3; k++ {
+		out.Zones = append(out.Zones, &sledagentv1.OmicronZoneConfig{
+			Id:             uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprintf("crash-zone-%d", k))).String(),
+			Kind:           sledagentv1.ZoneKind_ZONE_KIND_CRUCIBLE,
+			FilesystemPool: cfg.Zpools[k%2],
+			Address:        fmt.Sprintf("[fd00:1122:3344:101::%x]:32345", 0x100+k),
+		})
+	}
+	return out
+}
+
+// TestZ3_AcknowledgedConfigSurvivesKill9 kills a real sled-agent process
+// with SIGKILL at random moments while configs stream in, restarts it each
+// time, and checks that the ledger always loads and is never behind the last
+// acknowledged generation.
+func TestZ3_AcknowledgedConfigSurvivesKill9(t *testing.T) {
+	const kills = 60
+	seed := uint64(time.Now().UnixNano())
+	if s, err := strconv.ParseUint(os.Getenv("CRASH_SEED"), 10, 64); err == nil {
+		seed = s
+	}
+	t.Logf("seed %d (set CRASH_SEED to replay)", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	cfg := testConfig(t)
+	var lastAcked atomic.Uint64
+	totalAcked := 0
+
+	for i := 0; i < kills; i++ {
+		p := startProcess(t, cfg)
+		client, closeConn := p.client(t)
+		inv, err := client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
+		if err != nil {
+			t.Fatalf("restart %d: GetInventory: %v\n%s", i, err, p.stderr)
+		}
+		ledgered := inv.GetLedgeredConfig().GetGeneration()
+		if ledgered < lastAcked.Load() {
+			t.Fatalf("restart %d: ledgered generation %d is below the acknowledged %d", i, ledgered, lastAcked.Load())
+		}
+
+		streamDone := make(chan int)
+		go func() {
+			acked := 0
+			for g := max(ledgered, lastAcked.Load()) + 1; ; g++ {
+				callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := client.EnsureZones(callCtx, &sledagentv1.EnsureZonesRequest{Config: crashZones(cfg, g)})
+				cancel()
+				if err != nil {
+					streamDone <- acked
+					return
+				}
+				lastAcked.Store(g)
+				acked++
+			}
+		}()
+		// The kill moment is the point of the test, drawn at random.
+		<-time.After(time.Duration(rng.Int64N(int64(25 * time.Millisecond))))
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-p.exited
+		totalAcked += <-streamDone
+		closeConn()
+	}
+
+	// After the last kill: the ledger loads, is not behind, and the sled
+	// converges on it with the runtime holding exactly its zones.
+	p := startProcess(t, cfg)
+	client, closeConn := p.client(t)
+	defer closeConn()
+	var inv *sledagentv1.GetInventoryResponse
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		inv, err = client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last := inv.GetLastReconciliation(); last.GetGeneration() == inv.GetLedgeredConfig().GetGeneration() &&
+			sledagenttest.AllOK(inv) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("final agent did not converge: %v", inv)
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+	if g := inv.GetLedgeredConfig().GetGeneration(); g < lastAcked.Load() {
+		t.Fatalf("final ledgered generation %d below acknowledged %d", g, lastAcked.Load())
+	}
+	want := map[string]bool{}
+	for _, z := range inv.GetLedgeredConfig().GetZones() {
+		want[z.GetId()] = true
+	}
+	zones := runtimeZonesIn(t, cfg.ZoneStateDir)
+	if len(zones) != len(want) {
+		t.Fatalf("runtime holds %d zones, the ledger wants %d", len(zones), len(want))
+	}
+	for id, z := range zones {
+		if !want[id.String()] || !z.Running {
+			t.Fatalf("runtime zone %s (running %v) does not match the ledger", id, z.Running)
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-p.exited; err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	t.Logf("%d kills, %d configs acknowledged, final generation %d", kills, totalAcked, lastAcked.Load())
+	if totalAcked == 0 {
+		t.Fatal("no config was acknowledged between kills; the test proved nothing")
+	}
+}
+
+func TestZ3_AgentProcessRefusesToStartWhenEveryLedgerCopyIsCorrupt(t *testing.T) {
+	cfg := testConfig(t)
+	for _, dir := range cfg.LedgerDirs {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, ledger.FileName), []byte("not a ledger"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, sledAgentBinary(t), processArgs(cfg)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("sled-agent with a corrupt ledger: %v, want a non-zero exit", err)
+	}
+	msg := stderr.String()
+	for _, want := range []string{"refusing to start", "none is valid", cfg.LedgerDirs[0], cfg.LedgerDirs[1]} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("stderr does not mention %q:\n%s", want, msg)
+		}
+	}
+}
+
+func TestSledAgentProcessStopsGracefullyOnSIGTERM(t *testing.T) {
+	cfg := testConfig(t)
+	p := startProcess(t, cfg)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.stderr)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit within 15s of SIGTERM")
+	}
+	if !strings.Contains(p.stderr.String(), "sled-agent stopped") {
+		t.Fatalf("no orderly stop logged:\n%s", p.stderr)
+	}
+}
