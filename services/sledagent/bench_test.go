@@ -132,7 +132,7 @@ func BenchmarkReconcile1000Zones(b *testing.B) {
 			if time.Since(start) > time.Minute {
 				b.Fatalf("generation %d not reconciled after a minute", gen)
 			}
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // poll interval: the measurement's resolution
 		}
 		if i == 0 {
 			first = time.Since(start)

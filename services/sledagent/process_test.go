@@ -23,8 +23,10 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/sledagent/ledger"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
@@ -230,22 +232,16 @@ func TestZ3_AcknowledgedConfigSurvivesKill9(t *testing.T) {
 	client, closeConn := p.client(t)
 	defer closeConn()
 	var inv *sledagentv1.GetInventoryResponse
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		var err error
-		inv, err = client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
-		if err != nil {
-			t.Fatal(err)
+		if inv, err = client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{}); err != nil {
+			return err
 		}
-		if last := inv.GetLastReconciliation(); last.GetGeneration() == inv.GetLedgeredConfig().GetGeneration() &&
-			sledagenttest.AllOK(inv) == nil {
-			break
+		if inv.GetLastReconciliation().GetGeneration() != inv.GetLedgeredConfig().GetGeneration() {
+			return fmt.Errorf("final agent has not reconciled its ledger: %v", inv)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("final agent did not converge: %v", inv)
-		}
-		<-time.After(5 * time.Millisecond)
-	}
+		return sledagenttest.AllOK(inv)
+	})
 	if g := inv.GetLedgeredConfig().GetGeneration(); g < lastAcked.Load() {
 		t.Fatalf("final ledgered generation %d below acknowledged %d", g, lastAcked.Load())
 	}
@@ -303,6 +299,17 @@ func TestZ3_AgentProcessRefusesToStartWhenEveryLedgerCopyIsCorrupt(t *testing.T)
 func TestSledAgentProcessStopsGracefullyOnSIGTERM(t *testing.T) {
 	cfg := testConfig(t)
 	p := startProcess(t, cfg)
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, service := range []string{"", "omicron.sledagent.v1.SledAgent"} {
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health of %q: %v, %v", service, resp, err)
+		}
+	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

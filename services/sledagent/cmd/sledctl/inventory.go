@@ -24,16 +24,13 @@ func inventoryCommand(addr *string) *cobra.Command {
 			if output != "table" && output != "json" {
 				return fmt.Errorf("--output: %q is not table or json", output)
 			}
-			client, closeConn, err := dial(*addr)
+			var inv *sledagentv1.GetInventoryResponse
+			err := call(cmd.Context(), *addr, func(ctx context.Context, client sledagentv1.SledAgentClient) (err error) {
+				inv, err = client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
+				return err
+			})
 			if err != nil {
 				return err
-			}
-			defer closeConn()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			inv, err := client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
-			if err != nil {
-				return describe(err)
 			}
 			if output == "json" {
 				data, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(inv)

@@ -42,16 +42,13 @@ func zonesCommand(addr *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client, closeConn, err := dial(*addr)
+			var resp *sledagentv1.EnsureZonesResponse
+			err = call(cmd.Context(), *addr, func(ctx context.Context, client sledagentv1.SledAgentClient) (err error) {
+				resp, err = client.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{Config: cfg})
+				return err
+			})
 			if err != nil {
 				return err
-			}
-			defer closeConn()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			resp, err := client.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{Config: cfg})
-			if err != nil {
-				return describe(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "zones config generation %d ledgered (%d zones); the sled reconciles it in the background\n",
 				resp.GetLedgeredGeneration(), len(cfg.GetZones()))
@@ -90,12 +87,20 @@ func readZonesFile(path string) (*sledagentv1.OmicronZonesConfig, error) {
 	return out, nil
 }
 
-func dial(addr string) (sledagentv1.SledAgentClient, func(), error) {
+// call runs one RPC against the sled-agent at addr, bounded in time, and
+// renders its error for a person.
+func call(ctx context.Context, addr string, rpc func(context.Context, sledagentv1.SledAgentClient) error) error {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	return sledagentv1.NewSledAgentClient(conn), func() { conn.Close() }, nil
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := rpc(ctx, sledagentv1.NewSledAgentClient(conn)); err != nil {
+		return describe(err)
+	}
+	return nil
 }
 
 // describe renders an API error for a person: the code, the reason and
