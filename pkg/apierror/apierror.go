@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/uuid"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -43,6 +45,24 @@ type Violations struct {
 func (v *Violations) Add(field, format string, args ...any) {
 	v.list = append(v.list, FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
 }
+
+// UUID parses field's value as a canonical (36-character, hyphenated) UUID,
+// recording a problem and returning uuid.Nil when it is not one.
+func (v *Violations) UUID(field, s string) uuid.UUID {
+	if s == "" {
+		v.Add(field, "is required")
+		return uuid.Nil
+	}
+	id, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		v.Add(field, "%q is not a UUID", s)
+		return uuid.Nil
+	}
+	return id
+}
+
+// Len returns how many problems have been recorded.
+func (v *Violations) Len() int { return len(v.list) }
 
 // Err returns a *ValidationError holding every recorded problem, or nil.
 func (v *Violations) Err() error {

@@ -1,6 +1,7 @@
 // Package sledagent assembles a sled-agent: the zone runtime, the
-// reconciler, the zones ledger, the app layer and the gRPC API, in the order
-// they depend on each other. cmd/sled-agent runs it as a process and
+// reconciler, the zones ledger, the hypervisor, the VMM manager and its
+// publisher to nexus, the app layer and the gRPC API, in the order they
+// depend on each other. cmd/sled-agent runs it as a process and
 // sledagenttest runs it inside tests.
 package sledagent
 
@@ -8,22 +9,28 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/backoff"
 	"github.com/rackplane/rackplane/services/sledagent/api"
 	"github.com/rackplane/rackplane/services/sledagent/app"
 	"github.com/rackplane/rackplane/services/sledagent/config"
+	hypervisorsim "github.com/rackplane/rackplane/services/sledagent/hypervisor/sim"
 	"github.com/rackplane/rackplane/services/sledagent/ledger"
+	"github.com/rackplane/rackplane/services/sledagent/nexusclient"
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
+	"github.com/rackplane/rackplane/services/sledagent/vmm"
 	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
 	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/sim"
 )
@@ -37,6 +44,10 @@ type Server struct {
 	health     *health.Server
 	reconciler *reconciler.Reconciler
 	zones      *sim.Runtime
+	publisher  *nexusclient.Publisher
+	nexusConn  *grpc.ClientConn
+	stopAgent  context.CancelFunc
+	background sync.WaitGroup
 }
 
 // New opens the ledger and the zone runtime, adopts the zones already
@@ -78,21 +89,45 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	if err := rec.Start(context.Background(), desired); err != nil {
 		return nil, err
 	}
-	agent := app.New(app.Sled{
-		ID:          sledID,
-		NCPUs:       cfg.NCPUs,
-		MemoryBytes: cfg.MemoryGiB << 30,
-		Zpools:      cfg.Zpools,
-	}, zonesLedger, rec)
+	// VMMs: the simulated hypervisor, the manager that owns their
+	// generations, and the publisher that tells nexus.
+	var nexusConn *grpc.ClientConn
+	var nexus nexusv1.NexusInternalClient
+	if cfg.NexusAddress != "" {
+		if nexusConn, err = grpc.NewClient(cfg.NexusAddress, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			rec.Stop()
+			return nil, fmt.Errorf("nexus_address: %w", err)
+		}
+		nexus = nexusv1.NewNexusInternalClient(nexusConn)
+	} else {
+		log.Warn("no nexus_address: running without nexus; VMM updates are not published")
+	}
+	publisher := nexusclient.NewPublisher(nexus, nexusclient.PublisherConfig{
+		SledID:         sledID,
+		Retry:          backoff.Policy{Initial: time.Duration(cfg.PublishRetryInitial), Max: time.Duration(cfg.PublishRetryMax), Jitter: 0.5},
+		AttemptTimeout: time.Duration(cfg.NexusCallTimeout),
+	}, log.Named("publisher"))
+	mode := hypervisorsim.ModeAuto
+	if cfg.HypervisorMode == "explicit" {
+		mode = hypervisorsim.ModeExplicit
+	}
+	hypervisor := hypervisorsim.New(mode, time.Duration(cfg.VMMTransitionDelay))
+	vmms := vmm.NewManager(hypervisor, publisher, log.Named("vmm"))
+	hypervisor.SetObserver(vmms.Observe)
+
+	sled := app.Sled{ID: sledID, NCPUs: cfg.NCPUs, MemoryBytes: cfg.MemoryGiB << 30, Zpools: cfg.Zpools}
+	agent := app.New(sled, zonesLedger, rec, vmms)
 
 	lis, err := net.Listen("tcp", cfg.ListenAddress)
 	if err != nil {
 		rec.Stop()
+		publisher.Close()
 		return nil, fmt.Errorf("listening on %s: %w", cfg.ListenAddress, err)
 	}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logCalls(log)))
+	rpcFaults := &api.RPCFaults{}
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logCalls(log), rpcFaults.Interceptor()))
 	sledagentv1.RegisterSledAgentServer(srv, api.NewSledAgent(agent))
-	sledagentv1.RegisterSledAgentSimServer(srv, api.NewSledAgentSim(agent, zones))
+	sledagentv1.RegisterSledAgentSimServer(srv, api.NewSledAgentSim(agent, zones, hypervisor, rpcFaults))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	for _, svc := range []string{"", sledagentv1.SledAgent_ServiceDesc.ServiceName, sledagentv1.SledAgentSim_ServiceDesc.ServiceName} {
@@ -101,7 +136,28 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	log.Info("sled-agent listening", zap.String("address", lis.Addr().String()),
 		zap.Strings("ledger_dirs", cfg.LedgerDirs), zap.String("zone_state_dir", cfg.ZoneStateDir))
 	ok = true
-	return &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec, zones: zones}, nil
+	s := &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec, zones: zones,
+		publisher: publisher, nexusConn: nexusConn}
+	agentCtx, stop := context.WithCancel(context.Background())
+	s.stopAgent = stop
+	if nexus != nil {
+		advertise := cfg.AdvertiseAddress
+		if advertise == "" {
+			advertise = lis.Addr().String()
+		}
+		s.background.Add(1)
+		go func() {
+			defer s.background.Done()
+			nexusclient.RunRegistrar(agentCtx, nexus, nexusclient.RegistrarConfig{
+				Sled: &nexusv1.RegisterSledRequest{SledId: sledID.String(), Address: advertise,
+					Ncpus: sled.NCPUs, MemoryBytes: sled.MemoryBytes, Zpools: sled.Zpools},
+				HeartbeatPeriod: time.Duration(cfg.HeartbeatPeriod),
+				Retry:           backoff.Policy{Initial: time.Duration(cfg.PublishRetryInitial), Max: time.Duration(cfg.PublishRetryMax), Jitter: 0.5},
+				AttemptTimeout:  time.Duration(cfg.NexusCallTimeout),
+			}, log.Named("registrar"))
+		}()
+	}
+	return s, nil
 }
 
 // Addr is the address the gRPC API listens on.
@@ -131,6 +187,12 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.log.Warn("graceful stop timed out; cutting remaining calls")
 		s.grpc.Stop()
 		<-stopped
+	}
+	s.stopAgent()
+	s.background.Wait()
+	s.publisher.Close()
+	if s.nexusConn != nil {
+		s.nexusConn.Close()
 	}
 	s.reconciler.Stop()
 	if err := s.zones.Close(); err != nil {

@@ -42,6 +42,7 @@ func inventoryProto(inv app.Inventory) *sledagentv1.GetInventoryResponse {
 			Zpools:      inv.Sled.Zpools,
 		},
 		ReconcilerStatus: reconcilerStatusProto(inv.ReconcilerState),
+		Vmms:             vmmInventoryProto(inv.VMMs),
 	}
 	if inv.LedgeredConfig != nil {
 		out.LedgeredConfig = inv.LedgeredConfig.Proto()

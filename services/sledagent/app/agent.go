@@ -2,12 +2,15 @@ package app
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/google/uuid"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/sledagent/ledger"
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
+	"github.com/rackplane/rackplane/services/sledagent/vmm"
 	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
 )
 
@@ -24,12 +27,13 @@ type Agent struct {
 	sled       Sled
 	ledger     *ledger.ZonesLedger
 	reconciler *reconciler.Reconciler
+	vmms       *vmm.Manager
 }
 
-// New returns the agent for sled over an opened ledger and a started
-// reconciler.
-func New(sled Sled, l *ledger.ZonesLedger, r *reconciler.Reconciler) *Agent {
-	return &Agent{sled: sled, ledger: l, reconciler: r}
+// New returns the agent for sled over an opened ledger, a started
+// reconciler and the VMM manager.
+func New(sled Sled, l *ledger.ZonesLedger, r *reconciler.Reconciler, vmms *vmm.Manager) *Agent {
+	return &Agent{sled: sled, ledger: l, reconciler: r, vmms: vmms}
 }
 
 // EnsureZones validates cfg (Z2) and ledgers it (Z1, Z3). It returns once the
@@ -53,6 +57,7 @@ type Inventory struct {
 	LedgeredConfig  *zoneconfig.Config
 	ReconcilerState reconciler.Status
 	LastPass        *reconciler.Result
+	VMMs            []vmm.View
 }
 
 // Inventory returns the sled's current inventory. It does not wait for a
@@ -63,7 +68,62 @@ func (a *Agent) Inventory() Inventory {
 		inv.LedgeredConfig = &cfg
 	}
 	inv.ReconcilerState, inv.LastPass = a.reconciler.Snapshot()
+	inv.VMMs = a.vmms.List()
 	return inv
+}
+
+// EnsureRegistered validates and registers a VMM (V1).
+func (a *Agent) EnsureRegistered(req *sledagentv1.EnsureRegisteredRequest) (vmm.Runtime, error) {
+	reg, err := vmm.ParseRegistration(req)
+	if err != nil {
+		return vmm.Runtime{}, err
+	}
+	return a.vmms.EnsureRegistered(reg)
+}
+
+// EnsureState asks a VMM to move toward a target state (V2).
+func (a *Agent) EnsureState(req *sledagentv1.EnsureStateRequest) (vmm.Runtime, error) {
+	id, target, err := vmm.ParseEnsureState(req)
+	if err != nil {
+		return vmm.Runtime{}, err
+	}
+	return a.vmms.EnsureState(id, target)
+}
+
+// EnsureUnregistered rudely terminates a VMM (V3); nil when unknown.
+func (a *Agent) EnsureUnregistered(vmmID string) (*vmm.Runtime, error) {
+	id, err := parseVMMID(vmmID)
+	if err != nil {
+		return nil, err
+	}
+	return a.vmms.EnsureUnregistered(id), nil
+}
+
+// VMM returns a registered VMM (V4).
+func (a *Agent) VMM(vmmID string) (vmm.View, error) {
+	id, err := parseVMMID(vmmID)
+	if err != nil {
+		return vmm.View{}, err
+	}
+	return a.vmms.Get(id)
+}
+
+// ForgetVMM drops a VMM without telling nexus (V7 fault).
+func (a *Agent) ForgetVMM(vmmID string) error {
+	id, err := parseVMMID(vmmID)
+	if err != nil {
+		return err
+	}
+	if !a.vmms.Forget(id) {
+		return fmt.Errorf("%w: %s", vmm.ErrNoSuchVMM, id)
+	}
+	return nil
+}
+
+func parseVMMID(s string) (uuid.UUID, error) {
+	var v apierror.Violations
+	id := v.UUID("vmm_id", s)
+	return id, v.Err()
 }
 
 // PokeReconciler asks for a reconciler pass now.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -53,6 +54,23 @@ type Config struct {
 	// Reconciler retry backoff after a pass that left errors.
 	ReconcilerRetryInitial Duration `json:"reconciler_retry_initial"`
 	ReconcilerRetryMax     Duration `json:"reconciler_retry_max"`
+	// NexusAddress is nexus's internal gRPC address. Empty runs the agent
+	// alone: it neither registers nor publishes VMM updates.
+	NexusAddress string `json:"nexus_address"`
+	// AdvertiseAddress is the address nexus is told to reach this agent at;
+	// empty means the address the listener got.
+	AdvertiseAddress string   `json:"advertise_address"`
+	HeartbeatPeriod  Duration `json:"heartbeat_period"`
+	// Publication of VMM updates to nexus: retry backoff and the bound on
+	// one attempt (V5).
+	PublishRetryInitial Duration `json:"publish_retry_initial"`
+	PublishRetryMax     Duration `json:"publish_retry_max"`
+	NexusCallTimeout    Duration `json:"nexus_call_timeout"`
+	// HypervisorMode is "auto" (transitions complete after
+	// VMMTransitionDelay) or "explicit" (only when stepped through
+	// SledAgentSim).
+	HypervisorMode     string   `json:"hypervisor_mode"`
+	VMMTransitionDelay Duration `json:"vmm_transition_delay"`
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout Duration `json:"shutdown_timeout"`
 	LogLevel        string   `json:"log_level"`
@@ -67,6 +85,12 @@ func Default() Config {
 		MemoryGiB:              512,
 		ReconcilerRetryInitial: Duration(250 * time.Millisecond),
 		ReconcilerRetryMax:     Duration(30 * time.Second),
+		HeartbeatPeriod:        Duration(10 * time.Second),
+		PublishRetryInitial:    Duration(250 * time.Millisecond),
+		PublishRetryMax:        Duration(3 * time.Minute),
+		NexusCallTimeout:       Duration(5 * time.Second),
+		HypervisorMode:         "auto",
+		VMMTransitionDelay:     Duration(50 * time.Millisecond),
 		ShutdownTimeout:        Duration(10 * time.Second),
 		LogLevel:               "info",
 		LogFormat:              "json",
@@ -165,6 +189,36 @@ func (c Config) Validate() error {
 	if c.ReconcilerRetryMax < c.ReconcilerRetryInitial {
 		bad("reconciler_retry_max", "must be at least reconciler_retry_initial")
 	}
+	if c.NexusAddress != "" {
+		if _, _, err := net.SplitHostPort(c.NexusAddress); err != nil {
+			bad("nexus_address", "%q is not host:port", c.NexusAddress)
+		}
+	}
+	if c.AdvertiseAddress != "" {
+		if _, _, err := net.SplitHostPort(c.AdvertiseAddress); err != nil {
+			bad("advertise_address", "%q is not host:port", c.AdvertiseAddress)
+		}
+	}
+	if c.HeartbeatPeriod <= 0 {
+		bad("heartbeat_period", "must be positive")
+	}
+	if c.PublishRetryInitial <= 0 {
+		bad("publish_retry_initial", "must be positive")
+	}
+	if c.PublishRetryMax < c.PublishRetryInitial {
+		bad("publish_retry_max", "must be at least publish_retry_initial")
+	}
+	if c.NexusCallTimeout <= 0 {
+		bad("nexus_call_timeout", "must be positive")
+	}
+	switch c.HypervisorMode {
+	case "auto", "explicit":
+	default:
+		bad("hypervisor_mode", "%q is not auto or explicit", c.HypervisorMode)
+	}
+	if c.VMMTransitionDelay < 0 {
+		bad("vmm_transition_delay", "must not be negative")
+	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
 	}
@@ -189,15 +243,18 @@ type Flags struct {
 	fs         *pflag.FlagSet
 	configPath string
 	values     Config
-	retryInit  time.Duration
-	retryMax   time.Duration
-	shutdown   time.Duration
+	durations  map[string]*time.Duration
 }
 
 // BindFlags registers the sled-agent's flags on fs.
 func BindFlags(fs *pflag.FlagSet) *Flags {
-	f := &Flags{fs: fs}
+	f := &Flags{fs: fs, durations: map[string]*time.Duration{}}
 	d := Default()
+	duration := func(name string, def Duration, usage string) {
+		v := new(time.Duration)
+		fs.DurationVar(v, name, time.Duration(def), usage)
+		f.durations[name] = v
+	}
 	fs.StringVar(&f.configPath, "config", "", "YAML or JSON config file; flags given explicitly override it")
 	fs.StringVar(&f.values.ListenAddress, "listen", d.ListenAddress, "gRPC listen address host:port")
 	fs.StringVar(&f.values.SledID, "sled-id", "", "this sled's UUID")
@@ -207,9 +264,17 @@ func BindFlags(fs *pflag.FlagSet) *Flags {
 	fs.Uint32Var(&f.values.NCPUs, "ncpus", d.NCPUs, "CPUs the sled offers")
 	fs.Uint64Var(&f.values.MemoryGiB, "memory-gib", d.MemoryGiB, "memory the sled offers, in GiB")
 	fs.StringVar(&f.values.ZoneStateDir, "zone-state-dir", "", "state directory of the simulated zone runtime")
-	fs.DurationVar(&f.retryInit, "reconciler-retry-initial", time.Duration(d.ReconcilerRetryInitial), "first retry delay after a reconciler pass with errors")
-	fs.DurationVar(&f.retryMax, "reconciler-retry-max", time.Duration(d.ReconcilerRetryMax), "cap of the reconciler retry delay")
-	fs.DurationVar(&f.shutdown, "shutdown-timeout", time.Duration(d.ShutdownTimeout), "bound on the graceful stop")
+	duration("reconciler-retry-initial", d.ReconcilerRetryInitial, "first retry delay after a reconciler pass with errors")
+	duration("reconciler-retry-max", d.ReconcilerRetryMax, "cap of the reconciler retry delay")
+	fs.StringVar(&f.values.NexusAddress, "nexus-address", "", "nexus internal gRPC address; empty runs without nexus")
+	fs.StringVar(&f.values.AdvertiseAddress, "advertise-address", "", "address nexus reaches this agent at (default: the listener's)")
+	duration("heartbeat-period", d.HeartbeatPeriod, "period of heartbeats to nexus")
+	duration("publish-retry-initial", d.PublishRetryInitial, "first retry delay of a VMM update nexus did not take")
+	duration("publish-retry-max", d.PublishRetryMax, "cap of the VMM update retry delay")
+	duration("nexus-call-timeout", d.NexusCallTimeout, "bound on one call to nexus")
+	fs.StringVar(&f.values.HypervisorMode, "hypervisor-mode", d.HypervisorMode, "simulated hypervisor: auto or explicit")
+	duration("vmm-transition-delay", d.VMMTransitionDelay, "time one simulated VMM transition takes in auto mode")
+	duration("shutdown-timeout", d.ShutdownTimeout, "bound on the graceful stop")
 	fs.StringVar(&f.values.LogLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.values.LogFormat, "log-format", d.LogFormat, "json or console")
 	return f
@@ -226,19 +291,32 @@ func (f *Flags) Resolve() (Config, error) {
 		}
 	}
 	overrides := map[string]func(){
-		"listen":                   func() { cfg.ListenAddress = f.values.ListenAddress },
-		"sled-id":                  func() { cfg.SledID = f.values.SledID },
-		"data-dir":                 func() { cfg.DataDir = f.values.DataDir },
-		"ledger-dir":               func() { cfg.LedgerDirs = f.values.LedgerDirs },
-		"zpool":                    func() { cfg.Zpools = f.values.Zpools },
-		"ncpus":                    func() { cfg.NCPUs = f.values.NCPUs },
-		"memory-gib":               func() { cfg.MemoryGiB = f.values.MemoryGiB },
-		"zone-state-dir":           func() { cfg.ZoneStateDir = f.values.ZoneStateDir },
-		"reconciler-retry-initial": func() { cfg.ReconcilerRetryInitial = Duration(f.retryInit) },
-		"reconciler-retry-max":     func() { cfg.ReconcilerRetryMax = Duration(f.retryMax) },
-		"shutdown-timeout":         func() { cfg.ShutdownTimeout = Duration(f.shutdown) },
-		"log-level":                func() { cfg.LogLevel = f.values.LogLevel },
-		"log-format":               func() { cfg.LogFormat = f.values.LogFormat },
+		"listen":            func() { cfg.ListenAddress = f.values.ListenAddress },
+		"sled-id":           func() { cfg.SledID = f.values.SledID },
+		"data-dir":          func() { cfg.DataDir = f.values.DataDir },
+		"ledger-dir":        func() { cfg.LedgerDirs = f.values.LedgerDirs },
+		"zpool":             func() { cfg.Zpools = f.values.Zpools },
+		"ncpus":             func() { cfg.NCPUs = f.values.NCPUs },
+		"memory-gib":        func() { cfg.MemoryGiB = f.values.MemoryGiB },
+		"zone-state-dir":    func() { cfg.ZoneStateDir = f.values.ZoneStateDir },
+		"nexus-address":     func() { cfg.NexusAddress = f.values.NexusAddress },
+		"advertise-address": func() { cfg.AdvertiseAddress = f.values.AdvertiseAddress },
+		"hypervisor-mode":   func() { cfg.HypervisorMode = f.values.HypervisorMode },
+		"log-level":         func() { cfg.LogLevel = f.values.LogLevel },
+		"log-format":        func() { cfg.LogFormat = f.values.LogFormat },
+	}
+	durationSettings := map[string]*Duration{
+		"reconciler-retry-initial": &cfg.ReconcilerRetryInitial,
+		"reconciler-retry-max":     &cfg.ReconcilerRetryMax,
+		"heartbeat-period":         &cfg.HeartbeatPeriod,
+		"publish-retry-initial":    &cfg.PublishRetryInitial,
+		"publish-retry-max":        &cfg.PublishRetryMax,
+		"nexus-call-timeout":       &cfg.NexusCallTimeout,
+		"vmm-transition-delay":     &cfg.VMMTransitionDelay,
+		"shutdown-timeout":         &cfg.ShutdownTimeout,
+	}
+	for name, setting := range durationSettings {
+		overrides[name] = func() { *setting = Duration(*f.durations[name]) }
 	}
 	f.fs.Visit(func(fl *pflag.Flag) {
 		if apply, ok := overrides[fl.Name]; ok {

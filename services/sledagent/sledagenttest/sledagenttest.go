@@ -160,3 +160,39 @@ func AllOK(inv *sledagentv1.GetInventoryResponse) error {
 	}
 	return nil
 }
+
+// Register registers a VMM for a new instance with a small valid spec and
+// returns the VMM id.
+func (a *Agent) Register() string {
+	a.t.Helper()
+	id := uuid.NewString()
+	if _, err := a.Client.EnsureRegistered(context.Background(), &sledagentv1.EnsureRegisteredRequest{
+		VmmId:      id,
+		InstanceId: uuid.NewString(),
+		Spec:       &sledagentv1.VmmSpec{Ncpus: 2, MemoryBytes: 4 << 30, Hostname: "guest"},
+	}); err != nil {
+		a.t.Fatalf("EnsureRegistered: %v", err)
+	}
+	return id
+}
+
+// EnsureState asks a VMM for a target state and fails the test on error.
+func (a *Agent) EnsureState(vmmID string, target sledagentv1.VmmTargetState) *sledagentv1.VmmRuntime {
+	a.t.Helper()
+	resp, err := a.Client.EnsureState(context.Background(), &sledagentv1.EnsureStateRequest{VmmId: vmmID, Target: target})
+	if err != nil {
+		a.t.Fatalf("EnsureState(%s, %s): %v", vmmID, target, err)
+	}
+	return resp.GetRuntime()
+}
+
+// Step completes the next pending transition of vmmID ("" for every VMM) in
+// explicit mode, or all of them with drain, and returns how many completed.
+func (a *Agent) Step(vmmID string, drain bool) int {
+	a.t.Helper()
+	resp, err := a.Sim.StepVmms(context.Background(), &sledagentv1.StepVmmsRequest{VmmId: vmmID, Drain: drain})
+	if err != nil {
+		a.t.Fatalf("StepVmms: %v", err)
+	}
+	return int(resp.GetTransitions())
+}

@@ -84,13 +84,10 @@ func Parse(in *sledagentv1.OmicronZonesConfig, sled Sled) (Config, error) {
 		zone := Zone{FilesystemPool: z.GetFilesystemPool()}
 		valid := true
 
-		id, err := uuid.Parse(z.GetId())
+		before := v.Len()
+		id := v.UUID(field+".id", z.GetId())
 		switch {
-		case z.GetId() == "":
-			v.Add(field+".id", "is required")
-			valid = false
-		case err != nil || len(z.GetId()) != 36:
-			v.Add(field+".id", "%q is not a UUID", z.GetId())
+		case v.Len() > before:
 			valid = false
 		default:
 			zone.ID = id

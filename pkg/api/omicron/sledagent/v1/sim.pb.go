@@ -25,6 +25,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type HypervisorMode int32
+
+const (
+	HypervisorMode_HYPERVISOR_MODE_UNSPECIFIED HypervisorMode = 0
+	HypervisorMode_HYPERVISOR_MODE_AUTO        HypervisorMode = 1
+	HypervisorMode_HYPERVISOR_MODE_EXPLICIT    HypervisorMode = 2
+)
+
+// Enum value maps for HypervisorMode.
+var (
+	HypervisorMode_name = map[int32]string{
+		0: "HYPERVISOR_MODE_UNSPECIFIED",
+		1: "HYPERVISOR_MODE_AUTO",
+		2: "HYPERVISOR_MODE_EXPLICIT",
+	}
+	HypervisorMode_value = map[string]int32{
+		"HYPERVISOR_MODE_UNSPECIFIED": 0,
+		"HYPERVISOR_MODE_AUTO":        1,
+		"HYPERVISOR_MODE_EXPLICIT":    2,
+	}
+)
+
+func (x HypervisorMode) Enum() *HypervisorMode {
+	p := new(HypervisorMode)
+	*p = x
+	return p
+}
+
+func (x HypervisorMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HypervisorMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_omicron_sledagent_v1_sim_proto_enumTypes[0].Descriptor()
+}
+
+func (HypervisorMode) Type() protoreflect.EnumType {
+	return &file_omicron_sledagent_v1_sim_proto_enumTypes[0]
+}
+
+func (x HypervisorMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HypervisorMode.Descriptor instead.
+func (HypervisorMode) EnumDescriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{0}
+}
+
 type FailZoneStartRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The zone's UUID; empty means every zone.
@@ -623,6 +672,691 @@ func (*PokeReconcilerResponse) Descriptor() ([]byte, []int) {
 	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{13}
 }
 
+type SetHypervisorModeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Mode  HypervisorMode         `protobuf:"varint,1,opt,name=mode,proto3,enum=omicron.sledagent.v1.HypervisorMode" json:"mode,omitempty"`
+	// In AUTO mode, how long each transition takes; unset keeps the current.
+	TransitionDelay *durationpb.Duration `protobuf:"bytes,2,opt,name=transition_delay,json=transitionDelay,proto3" json:"transition_delay,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SetHypervisorModeRequest) Reset() {
+	*x = SetHypervisorModeRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetHypervisorModeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetHypervisorModeRequest) ProtoMessage() {}
+
+func (x *SetHypervisorModeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetHypervisorModeRequest.ProtoReflect.Descriptor instead.
+func (*SetHypervisorModeRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SetHypervisorModeRequest) GetMode() HypervisorMode {
+	if x != nil {
+		return x.Mode
+	}
+	return HypervisorMode_HYPERVISOR_MODE_UNSPECIFIED
+}
+
+func (x *SetHypervisorModeRequest) GetTransitionDelay() *durationpb.Duration {
+	if x != nil {
+		return x.TransitionDelay
+	}
+	return nil
+}
+
+type SetHypervisorModeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetHypervisorModeResponse) Reset() {
+	*x = SetHypervisorModeResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetHypervisorModeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetHypervisorModeResponse) ProtoMessage() {}
+
+func (x *SetHypervisorModeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetHypervisorModeResponse.ProtoReflect.Descriptor instead.
+func (*SetHypervisorModeResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{15}
+}
+
+type StepVmmsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty means every VMM.
+	VmmId         string `protobuf:"bytes,1,opt,name=vmm_id,json=vmmId,proto3" json:"vmm_id,omitempty"`
+	Drain         bool   `protobuf:"varint,2,opt,name=drain,proto3" json:"drain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepVmmsRequest) Reset() {
+	*x = StepVmmsRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepVmmsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepVmmsRequest) ProtoMessage() {}
+
+func (x *StepVmmsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepVmmsRequest.ProtoReflect.Descriptor instead.
+func (*StepVmmsRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StepVmmsRequest) GetVmmId() string {
+	if x != nil {
+		return x.VmmId
+	}
+	return ""
+}
+
+func (x *StepVmmsRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
+	}
+	return false
+}
+
+type StepVmmsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Transitions   uint32                 `protobuf:"varint,1,opt,name=transitions,proto3" json:"transitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepVmmsResponse) Reset() {
+	*x = StepVmmsResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepVmmsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepVmmsResponse) ProtoMessage() {}
+
+func (x *StepVmmsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepVmmsResponse.ProtoReflect.Descriptor instead.
+func (*StepVmmsResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *StepVmmsResponse) GetTransitions() uint32 {
+	if x != nil {
+		return x.Transitions
+	}
+	return 0
+}
+
+type HangVmmStopRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VmmId         string                 `protobuf:"bytes,1,opt,name=vmm_id,json=vmmId,proto3" json:"vmm_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HangVmmStopRequest) Reset() {
+	*x = HangVmmStopRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HangVmmStopRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HangVmmStopRequest) ProtoMessage() {}
+
+func (x *HangVmmStopRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HangVmmStopRequest.ProtoReflect.Descriptor instead.
+func (*HangVmmStopRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HangVmmStopRequest) GetVmmId() string {
+	if x != nil {
+		return x.VmmId
+	}
+	return ""
+}
+
+type HangVmmStopResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HangVmmStopResponse) Reset() {
+	*x = HangVmmStopResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HangVmmStopResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HangVmmStopResponse) ProtoMessage() {}
+
+func (x *HangVmmStopResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HangVmmStopResponse.ProtoReflect.Descriptor instead.
+func (*HangVmmStopResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{19}
+}
+
+type FailEnsureStateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty means every VMM.
+	VmmId string `protobuf:"bytes,1,opt,name=vmm_id,json=vmmId,proto3" json:"vmm_id,omitempty"`
+	Count uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// The gRPC code to answer (google.rpc.Code); unset means INTERNAL. OK and
+	// NOT_FOUND are refused: NOT_FOUND/NO_SUCH_VMM is ForgetVmm's job.
+	Code          uint32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailEnsureStateRequest) Reset() {
+	*x = FailEnsureStateRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailEnsureStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailEnsureStateRequest) ProtoMessage() {}
+
+func (x *FailEnsureStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailEnsureStateRequest.ProtoReflect.Descriptor instead.
+func (*FailEnsureStateRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *FailEnsureStateRequest) GetVmmId() string {
+	if x != nil {
+		return x.VmmId
+	}
+	return ""
+}
+
+func (x *FailEnsureStateRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *FailEnsureStateRequest) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *FailEnsureStateRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type FailEnsureStateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailEnsureStateResponse) Reset() {
+	*x = FailEnsureStateResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailEnsureStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailEnsureStateResponse) ProtoMessage() {}
+
+func (x *FailEnsureStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailEnsureStateResponse.ProtoReflect.Descriptor instead.
+func (*FailEnsureStateResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{21}
+}
+
+type ForgetVmmRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VmmId         string                 `protobuf:"bytes,1,opt,name=vmm_id,json=vmmId,proto3" json:"vmm_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetVmmRequest) Reset() {
+	*x = ForgetVmmRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetVmmRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetVmmRequest) ProtoMessage() {}
+
+func (x *ForgetVmmRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetVmmRequest.ProtoReflect.Descriptor instead.
+func (*ForgetVmmRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ForgetVmmRequest) GetVmmId() string {
+	if x != nil {
+		return x.VmmId
+	}
+	return ""
+}
+
+type ForgetVmmResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetVmmResponse) Reset() {
+	*x = ForgetVmmResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetVmmResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetVmmResponse) ProtoMessage() {}
+
+func (x *ForgetVmmResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetVmmResponse.ProtoReflect.Descriptor instead.
+func (*ForgetVmmResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{23}
+}
+
+type SetBlackHoleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enabled       bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBlackHoleRequest) Reset() {
+	*x = SetBlackHoleRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBlackHoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBlackHoleRequest) ProtoMessage() {}
+
+func (x *SetBlackHoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBlackHoleRequest.ProtoReflect.Descriptor instead.
+func (*SetBlackHoleRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SetBlackHoleRequest) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+type SetBlackHoleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBlackHoleResponse) Reset() {
+	*x = SetBlackHoleResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBlackHoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBlackHoleResponse) ProtoMessage() {}
+
+func (x *SetBlackHoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBlackHoleResponse.ProtoReflect.Descriptor instead.
+func (*SetBlackHoleResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{25}
+}
+
+type SetRpcLatencyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Latency       *durationpb.Duration   `protobuf:"bytes,1,opt,name=latency,proto3" json:"latency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRpcLatencyRequest) Reset() {
+	*x = SetRpcLatencyRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRpcLatencyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRpcLatencyRequest) ProtoMessage() {}
+
+func (x *SetRpcLatencyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRpcLatencyRequest.ProtoReflect.Descriptor instead.
+func (*SetRpcLatencyRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SetRpcLatencyRequest) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+type SetRpcLatencyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRpcLatencyResponse) Reset() {
+	*x = SetRpcLatencyResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRpcLatencyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRpcLatencyResponse) ProtoMessage() {}
+
+func (x *SetRpcLatencyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRpcLatencyResponse.ProtoReflect.Descriptor instead.
+func (*SetRpcLatencyResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{27}
+}
+
+type ClearVmmFaultsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearVmmFaultsRequest) Reset() {
+	*x = ClearVmmFaultsRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearVmmFaultsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearVmmFaultsRequest) ProtoMessage() {}
+
+func (x *ClearVmmFaultsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearVmmFaultsRequest.ProtoReflect.Descriptor instead.
+func (*ClearVmmFaultsRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{28}
+}
+
+type ClearVmmFaultsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearVmmFaultsResponse) Reset() {
+	*x = ClearVmmFaultsResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearVmmFaultsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearVmmFaultsResponse) ProtoMessage() {}
+
+func (x *ClearVmmFaultsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearVmmFaultsResponse.ProtoReflect.Descriptor instead.
+func (*ClearVmmFaultsResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{29}
+}
+
 var File_omicron_sledagent_v1_sim_proto protoreflect.FileDescriptor
 
 const file_omicron_sledagent_v1_sim_proto_rawDesc = "" +
@@ -652,7 +1386,40 @@ const file_omicron_sledagent_v1_sim_proto_rawDesc = "" +
 	"\x16ClearZoneFaultsRequest\"\x19\n" +
 	"\x17ClearZoneFaultsResponse\"\x17\n" +
 	"\x15PokeReconcilerRequest\"\x18\n" +
-	"\x16PokeReconcilerResponse2\xa4\x06\n" +
+	"\x16PokeReconcilerResponse\"\x9a\x01\n" +
+	"\x18SetHypervisorModeRequest\x128\n" +
+	"\x04mode\x18\x01 \x01(\x0e2$.omicron.sledagent.v1.HypervisorModeR\x04mode\x12D\n" +
+	"\x10transition_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ftransitionDelay\"\x1b\n" +
+	"\x19SetHypervisorModeResponse\">\n" +
+	"\x0fStepVmmsRequest\x12\x15\n" +
+	"\x06vmm_id\x18\x01 \x01(\tR\x05vmmId\x12\x14\n" +
+	"\x05drain\x18\x02 \x01(\bR\x05drain\"4\n" +
+	"\x10StepVmmsResponse\x12 \n" +
+	"\vtransitions\x18\x01 \x01(\rR\vtransitions\"+\n" +
+	"\x12HangVmmStopRequest\x12\x15\n" +
+	"\x06vmm_id\x18\x01 \x01(\tR\x05vmmId\"\x15\n" +
+	"\x13HangVmmStopResponse\"s\n" +
+	"\x16FailEnsureStateRequest\x12\x15\n" +
+	"\x06vmm_id\x18\x01 \x01(\tR\x05vmmId\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x19\n" +
+	"\x17FailEnsureStateResponse\")\n" +
+	"\x10ForgetVmmRequest\x12\x15\n" +
+	"\x06vmm_id\x18\x01 \x01(\tR\x05vmmId\"\x13\n" +
+	"\x11ForgetVmmResponse\"/\n" +
+	"\x13SetBlackHoleRequest\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\"\x16\n" +
+	"\x14SetBlackHoleResponse\"K\n" +
+	"\x14SetRpcLatencyRequest\x123\n" +
+	"\alatency\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\alatency\"\x17\n" +
+	"\x15SetRpcLatencyResponse\"\x17\n" +
+	"\x15ClearVmmFaultsRequest\"\x18\n" +
+	"\x16ClearVmmFaultsResponse*i\n" +
+	"\x0eHypervisorMode\x12\x1f\n" +
+	"\x1bHYPERVISOR_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14HYPERVISOR_MODE_AUTO\x10\x01\x12\x1c\n" +
+	"\x18HYPERVISOR_MODE_EXPLICIT\x10\x022\xe5\f\n" +
 	"\fSledAgentSim\x12h\n" +
 	"\rFailZoneStart\x12*.omicron.sledagent.v1.FailZoneStartRequest\x1a+.omicron.sledagent.v1.FailZoneStartResponse\x12q\n" +
 	"\x10FailZoneShutdown\x12-.omicron.sledagent.v1.FailZoneShutdownRequest\x1a..omicron.sledagent.v1.FailZoneShutdownResponse\x12q\n" +
@@ -660,7 +1427,15 @@ const file_omicron_sledagent_v1_sim_proto_rawDesc = "" +
 	"\x13ReleaseZoneShutdown\x120.omicron.sledagent.v1.ReleaseZoneShutdownRequest\x1a1.omicron.sledagent.v1.ReleaseZoneShutdownResponse\x12k\n" +
 	"\x0eSetZoneLatency\x12+.omicron.sledagent.v1.SetZoneLatencyRequest\x1a,.omicron.sledagent.v1.SetZoneLatencyResponse\x12n\n" +
 	"\x0fClearZoneFaults\x12,.omicron.sledagent.v1.ClearZoneFaultsRequest\x1a-.omicron.sledagent.v1.ClearZoneFaultsResponse\x12k\n" +
-	"\x0ePokeReconciler\x12+.omicron.sledagent.v1.PokeReconcilerRequest\x1a,.omicron.sledagent.v1.PokeReconcilerResponseBIZGgithub.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1;sledagentv1b\x06proto3"
+	"\x0ePokeReconciler\x12+.omicron.sledagent.v1.PokeReconcilerRequest\x1a,.omicron.sledagent.v1.PokeReconcilerResponse\x12t\n" +
+	"\x11SetHypervisorMode\x12..omicron.sledagent.v1.SetHypervisorModeRequest\x1a/.omicron.sledagent.v1.SetHypervisorModeResponse\x12Y\n" +
+	"\bStepVmms\x12%.omicron.sledagent.v1.StepVmmsRequest\x1a&.omicron.sledagent.v1.StepVmmsResponse\x12b\n" +
+	"\vHangVmmStop\x12(.omicron.sledagent.v1.HangVmmStopRequest\x1a).omicron.sledagent.v1.HangVmmStopResponse\x12n\n" +
+	"\x0fFailEnsureState\x12,.omicron.sledagent.v1.FailEnsureStateRequest\x1a-.omicron.sledagent.v1.FailEnsureStateResponse\x12\\\n" +
+	"\tForgetVmm\x12&.omicron.sledagent.v1.ForgetVmmRequest\x1a'.omicron.sledagent.v1.ForgetVmmResponse\x12e\n" +
+	"\fSetBlackHole\x12).omicron.sledagent.v1.SetBlackHoleRequest\x1a*.omicron.sledagent.v1.SetBlackHoleResponse\x12h\n" +
+	"\rSetRpcLatency\x12*.omicron.sledagent.v1.SetRpcLatencyRequest\x1a+.omicron.sledagent.v1.SetRpcLatencyResponse\x12k\n" +
+	"\x0eClearVmmFaults\x12+.omicron.sledagent.v1.ClearVmmFaultsRequest\x1a,.omicron.sledagent.v1.ClearVmmFaultsResponseBIZGgithub.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1;sledagentv1b\x06proto3"
 
 var (
 	file_omicron_sledagent_v1_sim_proto_rawDescOnce sync.Once
@@ -674,48 +1449,85 @@ func file_omicron_sledagent_v1_sim_proto_rawDescGZIP() []byte {
 	return file_omicron_sledagent_v1_sim_proto_rawDescData
 }
 
-var file_omicron_sledagent_v1_sim_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_omicron_sledagent_v1_sim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_omicron_sledagent_v1_sim_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_omicron_sledagent_v1_sim_proto_goTypes = []any{
-	(*FailZoneStartRequest)(nil),        // 0: omicron.sledagent.v1.FailZoneStartRequest
-	(*FailZoneStartResponse)(nil),       // 1: omicron.sledagent.v1.FailZoneStartResponse
-	(*FailZoneShutdownRequest)(nil),     // 2: omicron.sledagent.v1.FailZoneShutdownRequest
-	(*FailZoneShutdownResponse)(nil),    // 3: omicron.sledagent.v1.FailZoneShutdownResponse
-	(*HangZoneShutdownRequest)(nil),     // 4: omicron.sledagent.v1.HangZoneShutdownRequest
-	(*HangZoneShutdownResponse)(nil),    // 5: omicron.sledagent.v1.HangZoneShutdownResponse
-	(*ReleaseZoneShutdownRequest)(nil),  // 6: omicron.sledagent.v1.ReleaseZoneShutdownRequest
-	(*ReleaseZoneShutdownResponse)(nil), // 7: omicron.sledagent.v1.ReleaseZoneShutdownResponse
-	(*SetZoneLatencyRequest)(nil),       // 8: omicron.sledagent.v1.SetZoneLatencyRequest
-	(*SetZoneLatencyResponse)(nil),      // 9: omicron.sledagent.v1.SetZoneLatencyResponse
-	(*ClearZoneFaultsRequest)(nil),      // 10: omicron.sledagent.v1.ClearZoneFaultsRequest
-	(*ClearZoneFaultsResponse)(nil),     // 11: omicron.sledagent.v1.ClearZoneFaultsResponse
-	(*PokeReconcilerRequest)(nil),       // 12: omicron.sledagent.v1.PokeReconcilerRequest
-	(*PokeReconcilerResponse)(nil),      // 13: omicron.sledagent.v1.PokeReconcilerResponse
-	(ShutdownStep)(0),                   // 14: omicron.sledagent.v1.ShutdownStep
-	(*durationpb.Duration)(nil),         // 15: google.protobuf.Duration
+	(HypervisorMode)(0),                 // 0: omicron.sledagent.v1.HypervisorMode
+	(*FailZoneStartRequest)(nil),        // 1: omicron.sledagent.v1.FailZoneStartRequest
+	(*FailZoneStartResponse)(nil),       // 2: omicron.sledagent.v1.FailZoneStartResponse
+	(*FailZoneShutdownRequest)(nil),     // 3: omicron.sledagent.v1.FailZoneShutdownRequest
+	(*FailZoneShutdownResponse)(nil),    // 4: omicron.sledagent.v1.FailZoneShutdownResponse
+	(*HangZoneShutdownRequest)(nil),     // 5: omicron.sledagent.v1.HangZoneShutdownRequest
+	(*HangZoneShutdownResponse)(nil),    // 6: omicron.sledagent.v1.HangZoneShutdownResponse
+	(*ReleaseZoneShutdownRequest)(nil),  // 7: omicron.sledagent.v1.ReleaseZoneShutdownRequest
+	(*ReleaseZoneShutdownResponse)(nil), // 8: omicron.sledagent.v1.ReleaseZoneShutdownResponse
+	(*SetZoneLatencyRequest)(nil),       // 9: omicron.sledagent.v1.SetZoneLatencyRequest
+	(*SetZoneLatencyResponse)(nil),      // 10: omicron.sledagent.v1.SetZoneLatencyResponse
+	(*ClearZoneFaultsRequest)(nil),      // 11: omicron.sledagent.v1.ClearZoneFaultsRequest
+	(*ClearZoneFaultsResponse)(nil),     // 12: omicron.sledagent.v1.ClearZoneFaultsResponse
+	(*PokeReconcilerRequest)(nil),       // 13: omicron.sledagent.v1.PokeReconcilerRequest
+	(*PokeReconcilerResponse)(nil),      // 14: omicron.sledagent.v1.PokeReconcilerResponse
+	(*SetHypervisorModeRequest)(nil),    // 15: omicron.sledagent.v1.SetHypervisorModeRequest
+	(*SetHypervisorModeResponse)(nil),   // 16: omicron.sledagent.v1.SetHypervisorModeResponse
+	(*StepVmmsRequest)(nil),             // 17: omicron.sledagent.v1.StepVmmsRequest
+	(*StepVmmsResponse)(nil),            // 18: omicron.sledagent.v1.StepVmmsResponse
+	(*HangVmmStopRequest)(nil),          // 19: omicron.sledagent.v1.HangVmmStopRequest
+	(*HangVmmStopResponse)(nil),         // 20: omicron.sledagent.v1.HangVmmStopResponse
+	(*FailEnsureStateRequest)(nil),      // 21: omicron.sledagent.v1.FailEnsureStateRequest
+	(*FailEnsureStateResponse)(nil),     // 22: omicron.sledagent.v1.FailEnsureStateResponse
+	(*ForgetVmmRequest)(nil),            // 23: omicron.sledagent.v1.ForgetVmmRequest
+	(*ForgetVmmResponse)(nil),           // 24: omicron.sledagent.v1.ForgetVmmResponse
+	(*SetBlackHoleRequest)(nil),         // 25: omicron.sledagent.v1.SetBlackHoleRequest
+	(*SetBlackHoleResponse)(nil),        // 26: omicron.sledagent.v1.SetBlackHoleResponse
+	(*SetRpcLatencyRequest)(nil),        // 27: omicron.sledagent.v1.SetRpcLatencyRequest
+	(*SetRpcLatencyResponse)(nil),       // 28: omicron.sledagent.v1.SetRpcLatencyResponse
+	(*ClearVmmFaultsRequest)(nil),       // 29: omicron.sledagent.v1.ClearVmmFaultsRequest
+	(*ClearVmmFaultsResponse)(nil),      // 30: omicron.sledagent.v1.ClearVmmFaultsResponse
+	(ShutdownStep)(0),                   // 31: omicron.sledagent.v1.ShutdownStep
+	(*durationpb.Duration)(nil),         // 32: google.protobuf.Duration
 }
 var file_omicron_sledagent_v1_sim_proto_depIdxs = []int32{
-	14, // 0: omicron.sledagent.v1.FailZoneShutdownRequest.step:type_name -> omicron.sledagent.v1.ShutdownStep
-	15, // 1: omicron.sledagent.v1.SetZoneLatencyRequest.start:type_name -> google.protobuf.Duration
-	15, // 2: omicron.sledagent.v1.SetZoneLatencyRequest.shutdown_step:type_name -> google.protobuf.Duration
-	0,  // 3: omicron.sledagent.v1.SledAgentSim.FailZoneStart:input_type -> omicron.sledagent.v1.FailZoneStartRequest
-	2,  // 4: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:input_type -> omicron.sledagent.v1.FailZoneShutdownRequest
-	4,  // 5: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:input_type -> omicron.sledagent.v1.HangZoneShutdownRequest
-	6,  // 6: omicron.sledagent.v1.SledAgentSim.ReleaseZoneShutdown:input_type -> omicron.sledagent.v1.ReleaseZoneShutdownRequest
-	8,  // 7: omicron.sledagent.v1.SledAgentSim.SetZoneLatency:input_type -> omicron.sledagent.v1.SetZoneLatencyRequest
-	10, // 8: omicron.sledagent.v1.SledAgentSim.ClearZoneFaults:input_type -> omicron.sledagent.v1.ClearZoneFaultsRequest
-	12, // 9: omicron.sledagent.v1.SledAgentSim.PokeReconciler:input_type -> omicron.sledagent.v1.PokeReconcilerRequest
-	1,  // 10: omicron.sledagent.v1.SledAgentSim.FailZoneStart:output_type -> omicron.sledagent.v1.FailZoneStartResponse
-	3,  // 11: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:output_type -> omicron.sledagent.v1.FailZoneShutdownResponse
-	5,  // 12: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:output_type -> omicron.sledagent.v1.HangZoneShutdownResponse
-	7,  // 13: omicron.sledagent.v1.SledAgentSim.ReleaseZoneShutdown:output_type -> omicron.sledagent.v1.ReleaseZoneShutdownResponse
-	9,  // 14: omicron.sledagent.v1.SledAgentSim.SetZoneLatency:output_type -> omicron.sledagent.v1.SetZoneLatencyResponse
-	11, // 15: omicron.sledagent.v1.SledAgentSim.ClearZoneFaults:output_type -> omicron.sledagent.v1.ClearZoneFaultsResponse
-	13, // 16: omicron.sledagent.v1.SledAgentSim.PokeReconciler:output_type -> omicron.sledagent.v1.PokeReconcilerResponse
-	10, // [10:17] is the sub-list for method output_type
-	3,  // [3:10] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	31, // 0: omicron.sledagent.v1.FailZoneShutdownRequest.step:type_name -> omicron.sledagent.v1.ShutdownStep
+	32, // 1: omicron.sledagent.v1.SetZoneLatencyRequest.start:type_name -> google.protobuf.Duration
+	32, // 2: omicron.sledagent.v1.SetZoneLatencyRequest.shutdown_step:type_name -> google.protobuf.Duration
+	0,  // 3: omicron.sledagent.v1.SetHypervisorModeRequest.mode:type_name -> omicron.sledagent.v1.HypervisorMode
+	32, // 4: omicron.sledagent.v1.SetHypervisorModeRequest.transition_delay:type_name -> google.protobuf.Duration
+	32, // 5: omicron.sledagent.v1.SetRpcLatencyRequest.latency:type_name -> google.protobuf.Duration
+	1,  // 6: omicron.sledagent.v1.SledAgentSim.FailZoneStart:input_type -> omicron.sledagent.v1.FailZoneStartRequest
+	3,  // 7: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:input_type -> omicron.sledagent.v1.FailZoneShutdownRequest
+	5,  // 8: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:input_type -> omicron.sledagent.v1.HangZoneShutdownRequest
+	7,  // 9: omicron.sledagent.v1.SledAgentSim.ReleaseZoneShutdown:input_type -> omicron.sledagent.v1.ReleaseZoneShutdownRequest
+	9,  // 10: omicron.sledagent.v1.SledAgentSim.SetZoneLatency:input_type -> omicron.sledagent.v1.SetZoneLatencyRequest
+	11, // 11: omicron.sledagent.v1.SledAgentSim.ClearZoneFaults:input_type -> omicron.sledagent.v1.ClearZoneFaultsRequest
+	13, // 12: omicron.sledagent.v1.SledAgentSim.PokeReconciler:input_type -> omicron.sledagent.v1.PokeReconcilerRequest
+	15, // 13: omicron.sledagent.v1.SledAgentSim.SetHypervisorMode:input_type -> omicron.sledagent.v1.SetHypervisorModeRequest
+	17, // 14: omicron.sledagent.v1.SledAgentSim.StepVmms:input_type -> omicron.sledagent.v1.StepVmmsRequest
+	19, // 15: omicron.sledagent.v1.SledAgentSim.HangVmmStop:input_type -> omicron.sledagent.v1.HangVmmStopRequest
+	21, // 16: omicron.sledagent.v1.SledAgentSim.FailEnsureState:input_type -> omicron.sledagent.v1.FailEnsureStateRequest
+	23, // 17: omicron.sledagent.v1.SledAgentSim.ForgetVmm:input_type -> omicron.sledagent.v1.ForgetVmmRequest
+	25, // 18: omicron.sledagent.v1.SledAgentSim.SetBlackHole:input_type -> omicron.sledagent.v1.SetBlackHoleRequest
+	27, // 19: omicron.sledagent.v1.SledAgentSim.SetRpcLatency:input_type -> omicron.sledagent.v1.SetRpcLatencyRequest
+	29, // 20: omicron.sledagent.v1.SledAgentSim.ClearVmmFaults:input_type -> omicron.sledagent.v1.ClearVmmFaultsRequest
+	2,  // 21: omicron.sledagent.v1.SledAgentSim.FailZoneStart:output_type -> omicron.sledagent.v1.FailZoneStartResponse
+	4,  // 22: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:output_type -> omicron.sledagent.v1.FailZoneShutdownResponse
+	6,  // 23: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:output_type -> omicron.sledagent.v1.HangZoneShutdownResponse
+	8,  // 24: omicron.sledagent.v1.SledAgentSim.ReleaseZoneShutdown:output_type -> omicron.sledagent.v1.ReleaseZoneShutdownResponse
+	10, // 25: omicron.sledagent.v1.SledAgentSim.SetZoneLatency:output_type -> omicron.sledagent.v1.SetZoneLatencyResponse
+	12, // 26: omicron.sledagent.v1.SledAgentSim.ClearZoneFaults:output_type -> omicron.sledagent.v1.ClearZoneFaultsResponse
+	14, // 27: omicron.sledagent.v1.SledAgentSim.PokeReconciler:output_type -> omicron.sledagent.v1.PokeReconcilerResponse
+	16, // 28: omicron.sledagent.v1.SledAgentSim.SetHypervisorMode:output_type -> omicron.sledagent.v1.SetHypervisorModeResponse
+	18, // 29: omicron.sledagent.v1.SledAgentSim.StepVmms:output_type -> omicron.sledagent.v1.StepVmmsResponse
+	20, // 30: omicron.sledagent.v1.SledAgentSim.HangVmmStop:output_type -> omicron.sledagent.v1.HangVmmStopResponse
+	22, // 31: omicron.sledagent.v1.SledAgentSim.FailEnsureState:output_type -> omicron.sledagent.v1.FailEnsureStateResponse
+	24, // 32: omicron.sledagent.v1.SledAgentSim.ForgetVmm:output_type -> omicron.sledagent.v1.ForgetVmmResponse
+	26, // 33: omicron.sledagent.v1.SledAgentSim.SetBlackHole:output_type -> omicron.sledagent.v1.SetBlackHoleResponse
+	28, // 34: omicron.sledagent.v1.SledAgentSim.SetRpcLatency:output_type -> omicron.sledagent.v1.SetRpcLatencyResponse
+	30, // 35: omicron.sledagent.v1.SledAgentSim.ClearVmmFaults:output_type -> omicron.sledagent.v1.ClearVmmFaultsResponse
+	21, // [21:36] is the sub-list for method output_type
+	6,  // [6:21] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_omicron_sledagent_v1_sim_proto_init() }
@@ -729,13 +1541,14 @@ func file_omicron_sledagent_v1_sim_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omicron_sledagent_v1_sim_proto_rawDesc), len(file_omicron_sledagent_v1_sim_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   14,
+			NumEnums:      1,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_omicron_sledagent_v1_sim_proto_goTypes,
 		DependencyIndexes: file_omicron_sledagent_v1_sim_proto_depIdxs,
+		EnumInfos:         file_omicron_sledagent_v1_sim_proto_enumTypes,
 		MessageInfos:      file_omicron_sledagent_v1_sim_proto_msgTypes,
 	}.Build()
 	File_omicron_sledagent_v1_sim_proto = out.File

@@ -29,6 +29,14 @@ const (
 	SledAgentSim_SetZoneLatency_FullMethodName      = "/omicron.sledagent.v1.SledAgentSim/SetZoneLatency"
 	SledAgentSim_ClearZoneFaults_FullMethodName     = "/omicron.sledagent.v1.SledAgentSim/ClearZoneFaults"
 	SledAgentSim_PokeReconciler_FullMethodName      = "/omicron.sledagent.v1.SledAgentSim/PokeReconciler"
+	SledAgentSim_SetHypervisorMode_FullMethodName   = "/omicron.sledagent.v1.SledAgentSim/SetHypervisorMode"
+	SledAgentSim_StepVmms_FullMethodName            = "/omicron.sledagent.v1.SledAgentSim/StepVmms"
+	SledAgentSim_HangVmmStop_FullMethodName         = "/omicron.sledagent.v1.SledAgentSim/HangVmmStop"
+	SledAgentSim_FailEnsureState_FullMethodName     = "/omicron.sledagent.v1.SledAgentSim/FailEnsureState"
+	SledAgentSim_ForgetVmm_FullMethodName           = "/omicron.sledagent.v1.SledAgentSim/ForgetVmm"
+	SledAgentSim_SetBlackHole_FullMethodName        = "/omicron.sledagent.v1.SledAgentSim/SetBlackHole"
+	SledAgentSim_SetRpcLatency_FullMethodName       = "/omicron.sledagent.v1.SledAgentSim/SetRpcLatency"
+	SledAgentSim_ClearVmmFaults_FullMethodName      = "/omicron.sledagent.v1.SledAgentSim/ClearVmmFaults"
 )
 
 // SledAgentSimClient is the client API for SledAgentSim service.
@@ -49,6 +57,25 @@ type SledAgentSimClient interface {
 	ClearZoneFaults(ctx context.Context, in *ClearZoneFaultsRequest, opts ...grpc.CallOption) (*ClearZoneFaultsResponse, error)
 	// PokeReconciler asks for a reconciler pass now (Z4's explicit poke).
 	PokeReconciler(ctx context.Context, in *PokeReconcilerRequest, opts ...grpc.CallOption) (*PokeReconcilerResponse, error)
+	// SetHypervisorMode chooses how simulated VMM transitions complete: after
+	// a delay (AUTO) or only when stepped (EXPLICIT), for deterministic tests.
+	SetHypervisorMode(ctx context.Context, in *SetHypervisorModeRequest, opts ...grpc.CallOption) (*SetHypervisorModeResponse, error)
+	// StepVmms completes pending VMM transitions in EXPLICIT mode: the next
+	// one of each VMM, or every one until none is left (drain).
+	StepVmms(ctx context.Context, in *StepVmmsRequest, opts ...grpc.CallOption) (*StepVmmsResponse, error)
+	// HangVmmStop makes a VMM never finish stopping: an unresponsive Propolis.
+	HangVmmStop(ctx context.Context, in *HangVmmStopRequest, opts ...grpc.CallOption) (*HangVmmStopResponse, error)
+	// FailEnsureState makes the next `count` EnsureState calls for a VMM fail.
+	FailEnsureState(ctx context.Context, in *FailEnsureStateRequest, opts ...grpc.CallOption) (*FailEnsureStateResponse, error)
+	// ForgetVmm drops a VMM without telling nexus, as a sled-agent restart
+	// would.
+	ForgetVmm(ctx context.Context, in *ForgetVmmRequest, opts ...grpc.CallOption) (*ForgetVmmResponse, error)
+	// SetBlackHole makes the SledAgent service accept calls and never answer.
+	SetBlackHole(ctx context.Context, in *SetBlackHoleRequest, opts ...grpc.CallOption) (*SetBlackHoleResponse, error)
+	// SetRpcLatency delays every SledAgent call.
+	SetRpcLatency(ctx context.Context, in *SetRpcLatencyRequest, opts ...grpc.CallOption) (*SetRpcLatencyResponse, error)
+	// ClearVmmFaults removes every VMM and RPC fault, lifting a black hole.
+	ClearVmmFaults(ctx context.Context, in *ClearVmmFaultsRequest, opts ...grpc.CallOption) (*ClearVmmFaultsResponse, error)
 }
 
 type sledAgentSimClient struct {
@@ -129,6 +156,86 @@ func (c *sledAgentSimClient) PokeReconciler(ctx context.Context, in *PokeReconci
 	return out, nil
 }
 
+func (c *sledAgentSimClient) SetHypervisorMode(ctx context.Context, in *SetHypervisorModeRequest, opts ...grpc.CallOption) (*SetHypervisorModeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetHypervisorModeResponse)
+	err := c.cc.Invoke(ctx, SledAgentSim_SetHypervisorMode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sledAgentSimClient) StepVmms(ctx context.Context, in *StepVmmsRequest, opts ...grpc.CallOption) (*StepVmmsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StepVmmsResponse)
+	err := c.cc.Invoke(ctx, SledAgentSim_StepVmms_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sledAgentSimClient) HangVmmStop(ctx context.Context, in *HangVmmStopRequest, opts ...grpc.CallOption) (*HangVmmStopResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HangVmmStopResponse)
+	err := c.cc.Invoke(ctx, SledAgentSim_HangVmmStop_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sledAgentSimClient) FailEnsureState(ctx context.Context, in *FailEnsureStateRequest, opts ...grpc.CallOption) (*FailEnsureStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FailEnsureStateResponse)
+	err := c.cc.Invoke(ctx, SledAgentSim_FailEnsureState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sledAgentSimClient) ForgetVmm(ctx context.Context, in *ForgetVmmRequest, opts ...grpc.CallOption) (*ForgetVmmResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetVmmResponse)
+	err := c.cc.Invoke(ctx, SledAgentSim_ForgetVmm_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sledAgentSimClient) SetBlackHole(ctx context.Context, in *SetBlackHoleRequest, opts ...grpc.CallOption) (*SetBlackHoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetBlackHoleResponse)
+	err := c.cc.Invoke(ctx, SledAgentSim_SetBlackHole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sledAgentSimClient) SetRpcLatency(ctx context.Context, in *SetRpcLatencyRequest, opts ...grpc.CallOption) (*SetRpcLatencyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetRpcLatencyResponse)
+	err := c.cc.Invoke(ctx, SledAgentSim_SetRpcLatency_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sledAgentSimClient) ClearVmmFaults(ctx context.Context, in *ClearVmmFaultsRequest, opts ...grpc.CallOption) (*ClearVmmFaultsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClearVmmFaultsResponse)
+	err := c.cc.Invoke(ctx, SledAgentSim_ClearVmmFaults_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SledAgentSimServer is the server API for SledAgentSim service.
 // All implementations must embed UnimplementedSledAgentSimServer
 // for forward compatibility.
@@ -147,6 +254,25 @@ type SledAgentSimServer interface {
 	ClearZoneFaults(context.Context, *ClearZoneFaultsRequest) (*ClearZoneFaultsResponse, error)
 	// PokeReconciler asks for a reconciler pass now (Z4's explicit poke).
 	PokeReconciler(context.Context, *PokeReconcilerRequest) (*PokeReconcilerResponse, error)
+	// SetHypervisorMode chooses how simulated VMM transitions complete: after
+	// a delay (AUTO) or only when stepped (EXPLICIT), for deterministic tests.
+	SetHypervisorMode(context.Context, *SetHypervisorModeRequest) (*SetHypervisorModeResponse, error)
+	// StepVmms completes pending VMM transitions in EXPLICIT mode: the next
+	// one of each VMM, or every one until none is left (drain).
+	StepVmms(context.Context, *StepVmmsRequest) (*StepVmmsResponse, error)
+	// HangVmmStop makes a VMM never finish stopping: an unresponsive Propolis.
+	HangVmmStop(context.Context, *HangVmmStopRequest) (*HangVmmStopResponse, error)
+	// FailEnsureState makes the next `count` EnsureState calls for a VMM fail.
+	FailEnsureState(context.Context, *FailEnsureStateRequest) (*FailEnsureStateResponse, error)
+	// ForgetVmm drops a VMM without telling nexus, as a sled-agent restart
+	// would.
+	ForgetVmm(context.Context, *ForgetVmmRequest) (*ForgetVmmResponse, error)
+	// SetBlackHole makes the SledAgent service accept calls and never answer.
+	SetBlackHole(context.Context, *SetBlackHoleRequest) (*SetBlackHoleResponse, error)
+	// SetRpcLatency delays every SledAgent call.
+	SetRpcLatency(context.Context, *SetRpcLatencyRequest) (*SetRpcLatencyResponse, error)
+	// ClearVmmFaults removes every VMM and RPC fault, lifting a black hole.
+	ClearVmmFaults(context.Context, *ClearVmmFaultsRequest) (*ClearVmmFaultsResponse, error)
 	mustEmbedUnimplementedSledAgentSimServer()
 }
 
@@ -177,6 +303,30 @@ func (UnimplementedSledAgentSimServer) ClearZoneFaults(context.Context, *ClearZo
 }
 func (UnimplementedSledAgentSimServer) PokeReconciler(context.Context, *PokeReconcilerRequest) (*PokeReconcilerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PokeReconciler not implemented")
+}
+func (UnimplementedSledAgentSimServer) SetHypervisorMode(context.Context, *SetHypervisorModeRequest) (*SetHypervisorModeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetHypervisorMode not implemented")
+}
+func (UnimplementedSledAgentSimServer) StepVmms(context.Context, *StepVmmsRequest) (*StepVmmsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StepVmms not implemented")
+}
+func (UnimplementedSledAgentSimServer) HangVmmStop(context.Context, *HangVmmStopRequest) (*HangVmmStopResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method HangVmmStop not implemented")
+}
+func (UnimplementedSledAgentSimServer) FailEnsureState(context.Context, *FailEnsureStateRequest) (*FailEnsureStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FailEnsureState not implemented")
+}
+func (UnimplementedSledAgentSimServer) ForgetVmm(context.Context, *ForgetVmmRequest) (*ForgetVmmResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetVmm not implemented")
+}
+func (UnimplementedSledAgentSimServer) SetBlackHole(context.Context, *SetBlackHoleRequest) (*SetBlackHoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetBlackHole not implemented")
+}
+func (UnimplementedSledAgentSimServer) SetRpcLatency(context.Context, *SetRpcLatencyRequest) (*SetRpcLatencyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetRpcLatency not implemented")
+}
+func (UnimplementedSledAgentSimServer) ClearVmmFaults(context.Context, *ClearVmmFaultsRequest) (*ClearVmmFaultsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ClearVmmFaults not implemented")
 }
 func (UnimplementedSledAgentSimServer) mustEmbedUnimplementedSledAgentSimServer() {}
 func (UnimplementedSledAgentSimServer) testEmbeddedByValue()                      {}
@@ -325,6 +475,150 @@ func _SledAgentSim_PokeReconciler_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SledAgentSim_SetHypervisorMode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetHypervisorModeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentSimServer).SetHypervisorMode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgentSim_SetHypervisorMode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentSimServer).SetHypervisorMode(ctx, req.(*SetHypervisorModeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SledAgentSim_StepVmms_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StepVmmsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentSimServer).StepVmms(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgentSim_StepVmms_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentSimServer).StepVmms(ctx, req.(*StepVmmsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SledAgentSim_HangVmmStop_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HangVmmStopRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentSimServer).HangVmmStop(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgentSim_HangVmmStop_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentSimServer).HangVmmStop(ctx, req.(*HangVmmStopRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SledAgentSim_FailEnsureState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FailEnsureStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentSimServer).FailEnsureState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgentSim_FailEnsureState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentSimServer).FailEnsureState(ctx, req.(*FailEnsureStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SledAgentSim_ForgetVmm_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetVmmRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentSimServer).ForgetVmm(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgentSim_ForgetVmm_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentSimServer).ForgetVmm(ctx, req.(*ForgetVmmRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SledAgentSim_SetBlackHole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetBlackHoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentSimServer).SetBlackHole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgentSim_SetBlackHole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentSimServer).SetBlackHole(ctx, req.(*SetBlackHoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SledAgentSim_SetRpcLatency_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRpcLatencyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentSimServer).SetRpcLatency(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgentSim_SetRpcLatency_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentSimServer).SetRpcLatency(ctx, req.(*SetRpcLatencyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SledAgentSim_ClearVmmFaults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClearVmmFaultsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentSimServer).ClearVmmFaults(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgentSim_ClearVmmFaults_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentSimServer).ClearVmmFaults(ctx, req.(*ClearVmmFaultsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SledAgentSim_ServiceDesc is the grpc.ServiceDesc for SledAgentSim service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -359,6 +653,38 @@ var SledAgentSim_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PokeReconciler",
 			Handler:    _SledAgentSim_PokeReconciler_Handler,
+		},
+		{
+			MethodName: "SetHypervisorMode",
+			Handler:    _SledAgentSim_SetHypervisorMode_Handler,
+		},
+		{
+			MethodName: "StepVmms",
+			Handler:    _SledAgentSim_StepVmms_Handler,
+		},
+		{
+			MethodName: "HangVmmStop",
+			Handler:    _SledAgentSim_HangVmmStop_Handler,
+		},
+		{
+			MethodName: "FailEnsureState",
+			Handler:    _SledAgentSim_FailEnsureState_Handler,
+		},
+		{
+			MethodName: "ForgetVmm",
+			Handler:    _SledAgentSim_ForgetVmm_Handler,
+		},
+		{
+			MethodName: "SetBlackHole",
+			Handler:    _SledAgentSim_SetBlackHole_Handler,
+		},
+		{
+			MethodName: "SetRpcLatency",
+			Handler:    _SledAgentSim_SetRpcLatency_Handler,
+		},
+		{
+			MethodName: "ClearVmmFaults",
+			Handler:    _SledAgentSim_ClearVmmFaults_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -210,6 +210,185 @@ func (ShutdownStep) EnumDescriptor() ([]byte, []int) {
 	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{2}
 }
 
+// The states of a VMM as the sled-agent reports them (V6).
+type VmmState int32
+
+const (
+	VmmState_VMM_STATE_UNSPECIFIED VmmState = 0
+	VmmState_VMM_STATE_STARTING    VmmState = 1
+	VmmState_VMM_STATE_RUNNING     VmmState = 2
+	VmmState_VMM_STATE_STOPPING    VmmState = 3
+	VmmState_VMM_STATE_STOPPED     VmmState = 4
+	VmmState_VMM_STATE_REBOOTING   VmmState = 5
+	VmmState_VMM_STATE_MIGRATING   VmmState = 6
+	VmmState_VMM_STATE_FAILED      VmmState = 7
+	VmmState_VMM_STATE_DESTROYED   VmmState = 8
+)
+
+// Enum value maps for VmmState.
+var (
+	VmmState_name = map[int32]string{
+		0: "VMM_STATE_UNSPECIFIED",
+		1: "VMM_STATE_STARTING",
+		2: "VMM_STATE_RUNNING",
+		3: "VMM_STATE_STOPPING",
+		4: "VMM_STATE_STOPPED",
+		5: "VMM_STATE_REBOOTING",
+		6: "VMM_STATE_MIGRATING",
+		7: "VMM_STATE_FAILED",
+		8: "VMM_STATE_DESTROYED",
+	}
+	VmmState_value = map[string]int32{
+		"VMM_STATE_UNSPECIFIED": 0,
+		"VMM_STATE_STARTING":    1,
+		"VMM_STATE_RUNNING":     2,
+		"VMM_STATE_STOPPING":    3,
+		"VMM_STATE_STOPPED":     4,
+		"VMM_STATE_REBOOTING":   5,
+		"VMM_STATE_MIGRATING":   6,
+		"VMM_STATE_FAILED":      7,
+		"VMM_STATE_DESTROYED":   8,
+	}
+)
+
+func (x VmmState) Enum() *VmmState {
+	p := new(VmmState)
+	*p = x
+	return p
+}
+
+func (x VmmState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (VmmState) Descriptor() protoreflect.EnumDescriptor {
+	return file_omicron_sledagent_v1_sledagent_proto_enumTypes[3].Descriptor()
+}
+
+func (VmmState) Type() protoreflect.EnumType {
+	return &file_omicron_sledagent_v1_sledagent_proto_enumTypes[3]
+}
+
+func (x VmmState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use VmmState.Descriptor instead.
+func (VmmState) EnumDescriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{3}
+}
+
+type MigrationState int32
+
+const (
+	MigrationState_MIGRATION_STATE_UNSPECIFIED MigrationState = 0
+	MigrationState_MIGRATION_STATE_PENDING     MigrationState = 1
+	MigrationState_MIGRATION_STATE_IN_PROGRESS MigrationState = 2
+	MigrationState_MIGRATION_STATE_COMPLETED   MigrationState = 3
+	MigrationState_MIGRATION_STATE_FAILED      MigrationState = 4
+)
+
+// Enum value maps for MigrationState.
+var (
+	MigrationState_name = map[int32]string{
+		0: "MIGRATION_STATE_UNSPECIFIED",
+		1: "MIGRATION_STATE_PENDING",
+		2: "MIGRATION_STATE_IN_PROGRESS",
+		3: "MIGRATION_STATE_COMPLETED",
+		4: "MIGRATION_STATE_FAILED",
+	}
+	MigrationState_value = map[string]int32{
+		"MIGRATION_STATE_UNSPECIFIED": 0,
+		"MIGRATION_STATE_PENDING":     1,
+		"MIGRATION_STATE_IN_PROGRESS": 2,
+		"MIGRATION_STATE_COMPLETED":   3,
+		"MIGRATION_STATE_FAILED":      4,
+	}
+)
+
+func (x MigrationState) Enum() *MigrationState {
+	p := new(MigrationState)
+	*p = x
+	return p
+}
+
+func (x MigrationState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MigrationState) Descriptor() protoreflect.EnumDescriptor {
+	return file_omicron_sledagent_v1_sledagent_proto_enumTypes[4].Descriptor()
+}
+
+func (MigrationState) Type() protoreflect.EnumType {
+	return &file_omicron_sledagent_v1_sledagent_proto_enumTypes[4]
+}
+
+func (x MigrationState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MigrationState.Descriptor instead.
+func (MigrationState) EnumDescriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{4}
+}
+
+type VmmTargetState int32
+
+const (
+	VmmTargetState_VMM_TARGET_STATE_UNSPECIFIED VmmTargetState = 0
+	VmmTargetState_VMM_TARGET_STATE_RUNNING     VmmTargetState = 1
+	VmmTargetState_VMM_TARGET_STATE_STOPPED     VmmTargetState = 2
+	VmmTargetState_VMM_TARGET_STATE_REBOOT      VmmTargetState = 3
+	// Start pulling the guest from the migration source given at registration.
+	VmmTargetState_VMM_TARGET_STATE_MIGRATION_TARGET VmmTargetState = 4
+)
+
+// Enum value maps for VmmTargetState.
+var (
+	VmmTargetState_name = map[int32]string{
+		0: "VMM_TARGET_STATE_UNSPECIFIED",
+		1: "VMM_TARGET_STATE_RUNNING",
+		2: "VMM_TARGET_STATE_STOPPED",
+		3: "VMM_TARGET_STATE_REBOOT",
+		4: "VMM_TARGET_STATE_MIGRATION_TARGET",
+	}
+	VmmTargetState_value = map[string]int32{
+		"VMM_TARGET_STATE_UNSPECIFIED":      0,
+		"VMM_TARGET_STATE_RUNNING":          1,
+		"VMM_TARGET_STATE_STOPPED":          2,
+		"VMM_TARGET_STATE_REBOOT":           3,
+		"VMM_TARGET_STATE_MIGRATION_TARGET": 4,
+	}
+)
+
+func (x VmmTargetState) Enum() *VmmTargetState {
+	p := new(VmmTargetState)
+	*p = x
+	return p
+}
+
+func (x VmmTargetState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (VmmTargetState) Descriptor() protoreflect.EnumDescriptor {
+	return file_omicron_sledagent_v1_sledagent_proto_enumTypes[5].Descriptor()
+}
+
+func (VmmTargetState) Type() protoreflect.EnumType {
+	return &file_omicron_sledagent_v1_sledagent_proto_enumTypes[5]
+}
+
+func (x VmmTargetState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use VmmTargetState.Descriptor instead.
+func (VmmTargetState) EnumDescriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{5}
+}
+
 // One zone the sled should run.
 type OmicronZoneConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -889,6 +1068,745 @@ func (x *LastReconciliation) GetZones() []*ZoneReconciliation {
 	return nil
 }
 
+// A VMM's state, numbered by the sled-agent, which owns the generation while
+// the VMM is registered: every change bumps it (V5).
+type VmmRuntime struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         VmmState               `protobuf:"varint,1,opt,name=state,proto3,enum=omicron.sledagent.v1.VmmState" json:"state,omitempty"`
+	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	TimeUpdated   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time_updated,json=timeUpdated,proto3" json:"time_updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VmmRuntime) Reset() {
+	*x = VmmRuntime{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VmmRuntime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VmmRuntime) ProtoMessage() {}
+
+func (x *VmmRuntime) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VmmRuntime.ProtoReflect.Descriptor instead.
+func (*VmmRuntime) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *VmmRuntime) GetState() VmmState {
+	if x != nil {
+		return x.State
+	}
+	return VmmState_VMM_STATE_UNSPECIFIED
+}
+
+func (x *VmmRuntime) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *VmmRuntime) GetTimeUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeUpdated
+	}
+	return nil
+}
+
+// One side of a migration, as seen by the VMM on this sled.
+type MigrationRuntime struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MigrationId   string                 `protobuf:"bytes,1,opt,name=migration_id,json=migrationId,proto3" json:"migration_id,omitempty"`
+	State         MigrationState         `protobuf:"varint,2,opt,name=state,proto3,enum=omicron.sledagent.v1.MigrationState" json:"state,omitempty"`
+	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	TimeUpdated   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time_updated,json=timeUpdated,proto3" json:"time_updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationRuntime) Reset() {
+	*x = MigrationRuntime{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationRuntime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationRuntime) ProtoMessage() {}
+
+func (x *MigrationRuntime) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationRuntime.ProtoReflect.Descriptor instead.
+func (*MigrationRuntime) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MigrationRuntime) GetMigrationId() string {
+	if x != nil {
+		return x.MigrationId
+	}
+	return ""
+}
+
+func (x *MigrationRuntime) GetState() MigrationState {
+	if x != nil {
+		return x.State
+	}
+	return MigrationState_MIGRATION_STATE_UNSPECIFIED
+}
+
+func (x *MigrationRuntime) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *MigrationRuntime) GetTimeUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeUpdated
+	}
+	return nil
+}
+
+// What a VMM is made of. Signed, so that a negative number reaches
+// validation and is refused by name rather than wrapping around.
+type VmmSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ncpus int32                  `protobuf:"varint,1,opt,name=ncpus,proto3" json:"ncpus,omitempty"`
+	// Whole GiB, at least 1 GiB.
+	MemoryBytes int64 `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// The guest's hostname: 1-63 letters, digits and hyphens.
+	Hostname      string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VmmSpec) Reset() {
+	*x = VmmSpec{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VmmSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VmmSpec) ProtoMessage() {}
+
+func (x *VmmSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VmmSpec.ProtoReflect.Descriptor instead.
+func (*VmmSpec) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *VmmSpec) GetNcpus() int32 {
+	if x != nil {
+		return x.Ncpus
+	}
+	return 0
+}
+
+func (x *VmmSpec) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *VmmSpec) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+// Where a migration-target VMM pulls its guest from.
+type MigrationTargetParams struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	MigrationId string                 `protobuf:"bytes,1,opt,name=migration_id,json=migrationId,proto3" json:"migration_id,omitempty"`
+	SourceVmmId string                 `protobuf:"bytes,2,opt,name=source_vmm_id,json=sourceVmmId,proto3" json:"source_vmm_id,omitempty"`
+	// The source sled-agent's gRPC address.
+	SourceSledAddress string `protobuf:"bytes,3,opt,name=source_sled_address,json=sourceSledAddress,proto3" json:"source_sled_address,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *MigrationTargetParams) Reset() {
+	*x = MigrationTargetParams{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationTargetParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationTargetParams) ProtoMessage() {}
+
+func (x *MigrationTargetParams) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationTargetParams.ProtoReflect.Descriptor instead.
+func (*MigrationTargetParams) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MigrationTargetParams) GetMigrationId() string {
+	if x != nil {
+		return x.MigrationId
+	}
+	return ""
+}
+
+func (x *MigrationTargetParams) GetSourceVmmId() string {
+	if x != nil {
+		return x.SourceVmmId
+	}
+	return ""
+}
+
+func (x *MigrationTargetParams) GetSourceSledAddress() string {
+	if x != nil {
+		return x.SourceSledAddress
+	}
+	return ""
+}
+
+type EnsureRegisteredRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	VmmId      string                 `protobuf:"bytes,1,opt,name=vmm_id,json=vmmId,proto3" json:"vmm_id,omitempty"`
+	InstanceId string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Spec       *VmmSpec               `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The VMM record as nexus created it; the sled-agent takes ownership of
+	// its generation. Unset means generation 1.
+	InitialRuntime *VmmRuntime `protobuf:"bytes,4,opt,name=initial_runtime,json=initialRuntime,proto3" json:"initial_runtime,omitempty"`
+	// Set when the VMM is the target of a migration.
+	MigrationTarget *MigrationTargetParams `protobuf:"bytes,5,opt,name=migration_target,json=migrationTarget,proto3" json:"migration_target,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *EnsureRegisteredRequest) Reset() {
+	*x = EnsureRegisteredRequest{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsureRegisteredRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsureRegisteredRequest) ProtoMessage() {}
+
+func (x *EnsureRegisteredRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsureRegisteredRequest.ProtoReflect.Descriptor instead.
+func (*EnsureRegisteredRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EnsureRegisteredRequest) GetVmmId() string {
+	if x != nil {
+		return x.VmmId
+	}
+	return ""
+}
+
+func (x *EnsureRegisteredRequest) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *EnsureRegisteredRequest) GetSpec() *VmmSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *EnsureRegisteredRequest) GetInitialRuntime() *VmmRuntime {
+	if x != nil {
+		return x.InitialRuntime
+	}
+	return nil
+}
+
+func (x *EnsureRegisteredRequest) GetMigrationTarget() *MigrationTargetParams {
+	if x != nil {
+		return x.MigrationTarget
+	}
+	return nil
+}
+
+type EnsureRegisteredResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runtime       *VmmRuntime            `protobuf:"bytes,1,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsureRegisteredResponse) Reset() {
+	*x = EnsureRegisteredResponse{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsureRegisteredResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsureRegisteredResponse) ProtoMessage() {}
+
+func (x *EnsureRegisteredResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsureRegisteredResponse.ProtoReflect.Descriptor instead.
+func (*EnsureRegisteredResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EnsureRegisteredResponse) GetRuntime() *VmmRuntime {
+	if x != nil {
+		return x.Runtime
+	}
+	return nil
+}
+
+type EnsureStateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VmmId         string                 `protobuf:"bytes,1,opt,name=vmm_id,json=vmmId,proto3" json:"vmm_id,omitempty"`
+	Target        VmmTargetState         `protobuf:"varint,2,opt,name=target,proto3,enum=omicron.sledagent.v1.VmmTargetState" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsureStateRequest) Reset() {
+	*x = EnsureStateRequest{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsureStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsureStateRequest) ProtoMessage() {}
+
+func (x *EnsureStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsureStateRequest.ProtoReflect.Descriptor instead.
+func (*EnsureStateRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *EnsureStateRequest) GetVmmId() string {
+	if x != nil {
+		return x.VmmId
+	}
+	return ""
+}
+
+func (x *EnsureStateRequest) GetTarget() VmmTargetState {
+	if x != nil {
+		return x.Target
+	}
+	return VmmTargetState_VMM_TARGET_STATE_UNSPECIFIED
+}
+
+type EnsureStateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runtime       *VmmRuntime            `protobuf:"bytes,1,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsureStateResponse) Reset() {
+	*x = EnsureStateResponse{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsureStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsureStateResponse) ProtoMessage() {}
+
+func (x *EnsureStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsureStateResponse.ProtoReflect.Descriptor instead.
+func (*EnsureStateResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *EnsureStateResponse) GetRuntime() *VmmRuntime {
+	if x != nil {
+		return x.Runtime
+	}
+	return nil
+}
+
+type EnsureUnregisteredRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VmmId         string                 `protobuf:"bytes,1,opt,name=vmm_id,json=vmmId,proto3" json:"vmm_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsureUnregisteredRequest) Reset() {
+	*x = EnsureUnregisteredRequest{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsureUnregisteredRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsureUnregisteredRequest) ProtoMessage() {}
+
+func (x *EnsureUnregisteredRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsureUnregisteredRequest.ProtoReflect.Descriptor instead.
+func (*EnsureUnregisteredRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *EnsureUnregisteredRequest) GetVmmId() string {
+	if x != nil {
+		return x.VmmId
+	}
+	return ""
+}
+
+type EnsureUnregisteredResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// DESTROYED with the next generation; unset when the sled did not know
+	// the VMM.
+	UpdatedRuntime *VmmRuntime `protobuf:"bytes,1,opt,name=updated_runtime,json=updatedRuntime,proto3" json:"updated_runtime,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EnsureUnregisteredResponse) Reset() {
+	*x = EnsureUnregisteredResponse{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsureUnregisteredResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsureUnregisteredResponse) ProtoMessage() {}
+
+func (x *EnsureUnregisteredResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsureUnregisteredResponse.ProtoReflect.Descriptor instead.
+func (*EnsureUnregisteredResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *EnsureUnregisteredResponse) GetUpdatedRuntime() *VmmRuntime {
+	if x != nil {
+		return x.UpdatedRuntime
+	}
+	return nil
+}
+
+type GetVmmStateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VmmId         string                 `protobuf:"bytes,1,opt,name=vmm_id,json=vmmId,proto3" json:"vmm_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVmmStateRequest) Reset() {
+	*x = GetVmmStateRequest{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVmmStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVmmStateRequest) ProtoMessage() {}
+
+func (x *GetVmmStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVmmStateRequest.ProtoReflect.Descriptor instead.
+func (*GetVmmStateRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetVmmStateRequest) GetVmmId() string {
+	if x != nil {
+		return x.VmmId
+	}
+	return ""
+}
+
+type GetVmmStateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId    string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Runtime       *VmmRuntime            `protobuf:"bytes,2,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	MigrationIn   *MigrationRuntime      `protobuf:"bytes,3,opt,name=migration_in,json=migrationIn,proto3" json:"migration_in,omitempty"`
+	MigrationOut  *MigrationRuntime      `protobuf:"bytes,4,opt,name=migration_out,json=migrationOut,proto3" json:"migration_out,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVmmStateResponse) Reset() {
+	*x = GetVmmStateResponse{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVmmStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVmmStateResponse) ProtoMessage() {}
+
+func (x *GetVmmStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVmmStateResponse.ProtoReflect.Descriptor instead.
+func (*GetVmmStateResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetVmmStateResponse) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *GetVmmStateResponse) GetRuntime() *VmmRuntime {
+	if x != nil {
+		return x.Runtime
+	}
+	return nil
+}
+
+func (x *GetVmmStateResponse) GetMigrationIn() *MigrationRuntime {
+	if x != nil {
+		return x.MigrationIn
+	}
+	return nil
+}
+
+func (x *GetVmmStateResponse) GetMigrationOut() *MigrationRuntime {
+	if x != nil {
+		return x.MigrationOut
+	}
+	return nil
+}
+
+// A VMM registered on the sled.
+type VmmInventory struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VmmId         string                 `protobuf:"bytes,1,opt,name=vmm_id,json=vmmId,proto3" json:"vmm_id,omitempty"`
+	InstanceId    string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Runtime       *VmmRuntime            `protobuf:"bytes,3,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VmmInventory) Reset() {
+	*x = VmmInventory{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VmmInventory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VmmInventory) ProtoMessage() {}
+
+func (x *VmmInventory) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VmmInventory.ProtoReflect.Descriptor instead.
+func (*VmmInventory) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *VmmInventory) GetVmmId() string {
+	if x != nil {
+		return x.VmmId
+	}
+	return ""
+}
+
+func (x *VmmInventory) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *VmmInventory) GetRuntime() *VmmRuntime {
+	if x != nil {
+		return x.Runtime
+	}
+	return nil
+}
+
 type GetInventoryResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SledId    string                 `protobuf:"bytes,1,opt,name=sled_id,json=sledId,proto3" json:"sled_id,omitempty"`
@@ -898,13 +1816,15 @@ type GetInventoryResponse struct {
 	ReconcilerStatus *ReconcilerStatus   `protobuf:"bytes,4,opt,name=reconciler_status,json=reconcilerStatus,proto3" json:"reconciler_status,omitempty"`
 	// Unset until the reconciler has completed a pass.
 	LastReconciliation *LastReconciliation `protobuf:"bytes,5,opt,name=last_reconciliation,json=lastReconciliation,proto3" json:"last_reconciliation,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The VMMs registered on the sled, sorted by id.
+	Vmms          []*VmmInventory `protobuf:"bytes,6,rep,name=vmms,proto3" json:"vmms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetInventoryResponse) Reset() {
 	*x = GetInventoryResponse{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[11]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1836,7 @@ func (x *GetInventoryResponse) String() string {
 func (*GetInventoryResponse) ProtoMessage() {}
 
 func (x *GetInventoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[11]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1849,7 @@ func (x *GetInventoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInventoryResponse.ProtoReflect.Descriptor instead.
 func (*GetInventoryResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{11}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetInventoryResponse) GetSledId() string {
@@ -967,6 +1887,13 @@ func (x *GetInventoryResponse) GetLastReconciliation() *LastReconciliation {
 	return nil
 }
 
+func (x *GetInventoryResponse) GetVmms() []*VmmInventory {
+	if x != nil {
+		return x.Vmms
+	}
+	return nil
+}
+
 type ReconcilerStatus_NotYetRun struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -975,7 +1902,7 @@ type ReconcilerStatus_NotYetRun struct {
 
 func (x *ReconcilerStatus_NotYetRun) Reset() {
 	*x = ReconcilerStatus_NotYetRun{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[12]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1914,7 @@ func (x *ReconcilerStatus_NotYetRun) String() string {
 func (*ReconcilerStatus_NotYetRun) ProtoMessage() {}
 
 func (x *ReconcilerStatus_NotYetRun) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[12]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1940,7 @@ type ReconcilerStatus_Running struct {
 
 func (x *ReconcilerStatus_Running) Reset() {
 	*x = ReconcilerStatus_Running{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[13]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1952,7 @@ func (x *ReconcilerStatus_Running) String() string {
 func (*ReconcilerStatus_Running) ProtoMessage() {}
 
 func (x *ReconcilerStatus_Running) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[13]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1992,7 @@ type ReconcilerStatus_Idle struct {
 
 func (x *ReconcilerStatus_Idle) Reset() {
 	*x = ReconcilerStatus_Idle{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[14]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +2004,7 @@ func (x *ReconcilerStatus_Idle) String() string {
 func (*ReconcilerStatus_Idle) ProtoMessage() {}
 
 func (x *ReconcilerStatus_Idle) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[14]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,13 +2090,67 @@ const file_omicron_sledagent_v1_sledagent_proto_rawDesc = "" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12=\n" +
 	"\fcompleted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12>\n" +
-	"\x05zones\x18\x03 \x03(\v2(.omicron.sledagent.v1.ZoneReconciliationR\x05zones\"\xf5\x02\n" +
+	"\x05zones\x18\x03 \x03(\v2(.omicron.sledagent.v1.ZoneReconciliationR\x05zones\"\xa1\x01\n" +
+	"\n" +
+	"VmmRuntime\x124\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1e.omicron.sledagent.v1.VmmStateR\x05state\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12=\n" +
+	"\ftime_updated\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vtimeUpdated\"\xd0\x01\n" +
+	"\x10MigrationRuntime\x12!\n" +
+	"\fmigration_id\x18\x01 \x01(\tR\vmigrationId\x12:\n" +
+	"\x05state\x18\x02 \x01(\x0e2$.omicron.sledagent.v1.MigrationStateR\x05state\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12=\n" +
+	"\ftime_updated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vtimeUpdated\"^\n" +
+	"\aVmmSpec\x12\x14\n" +
+	"\x05ncpus\x18\x01 \x01(\x05R\x05ncpus\x12!\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12\x1a\n" +
+	"\bhostname\x18\x03 \x01(\tR\bhostname\"\x8e\x01\n" +
+	"\x15MigrationTargetParams\x12!\n" +
+	"\fmigration_id\x18\x01 \x01(\tR\vmigrationId\x12\"\n" +
+	"\rsource_vmm_id\x18\x02 \x01(\tR\vsourceVmmId\x12.\n" +
+	"\x13source_sled_address\x18\x03 \x01(\tR\x11sourceSledAddress\"\xa7\x02\n" +
+	"\x17EnsureRegisteredRequest\x12\x15\n" +
+	"\x06vmm_id\x18\x01 \x01(\tR\x05vmmId\x12\x1f\n" +
+	"\vinstance_id\x18\x02 \x01(\tR\n" +
+	"instanceId\x121\n" +
+	"\x04spec\x18\x03 \x01(\v2\x1d.omicron.sledagent.v1.VmmSpecR\x04spec\x12I\n" +
+	"\x0finitial_runtime\x18\x04 \x01(\v2 .omicron.sledagent.v1.VmmRuntimeR\x0einitialRuntime\x12V\n" +
+	"\x10migration_target\x18\x05 \x01(\v2+.omicron.sledagent.v1.MigrationTargetParamsR\x0fmigrationTarget\"V\n" +
+	"\x18EnsureRegisteredResponse\x12:\n" +
+	"\aruntime\x18\x01 \x01(\v2 .omicron.sledagent.v1.VmmRuntimeR\aruntime\"i\n" +
+	"\x12EnsureStateRequest\x12\x15\n" +
+	"\x06vmm_id\x18\x01 \x01(\tR\x05vmmId\x12<\n" +
+	"\x06target\x18\x02 \x01(\x0e2$.omicron.sledagent.v1.VmmTargetStateR\x06target\"Q\n" +
+	"\x13EnsureStateResponse\x12:\n" +
+	"\aruntime\x18\x01 \x01(\v2 .omicron.sledagent.v1.VmmRuntimeR\aruntime\"2\n" +
+	"\x19EnsureUnregisteredRequest\x12\x15\n" +
+	"\x06vmm_id\x18\x01 \x01(\tR\x05vmmId\"g\n" +
+	"\x1aEnsureUnregisteredResponse\x12I\n" +
+	"\x0fupdated_runtime\x18\x01 \x01(\v2 .omicron.sledagent.v1.VmmRuntimeR\x0eupdatedRuntime\"+\n" +
+	"\x12GetVmmStateRequest\x12\x15\n" +
+	"\x06vmm_id\x18\x01 \x01(\tR\x05vmmId\"\x8a\x02\n" +
+	"\x13GetVmmStateResponse\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12:\n" +
+	"\aruntime\x18\x02 \x01(\v2 .omicron.sledagent.v1.VmmRuntimeR\aruntime\x12I\n" +
+	"\fmigration_in\x18\x03 \x01(\v2&.omicron.sledagent.v1.MigrationRuntimeR\vmigrationIn\x12K\n" +
+	"\rmigration_out\x18\x04 \x01(\v2&.omicron.sledagent.v1.MigrationRuntimeR\fmigrationOut\"\x82\x01\n" +
+	"\fVmmInventory\x12\x15\n" +
+	"\x06vmm_id\x18\x01 \x01(\tR\x05vmmId\x12\x1f\n" +
+	"\vinstance_id\x18\x02 \x01(\tR\n" +
+	"instanceId\x12:\n" +
+	"\aruntime\x18\x03 \x01(\v2 .omicron.sledagent.v1.VmmRuntimeR\aruntime\"\xad\x03\n" +
 	"\x14GetInventoryResponse\x12\x17\n" +
 	"\asled_id\x18\x01 \x01(\tR\x06sledId\x12A\n" +
 	"\tresources\x18\x02 \x01(\v2#.omicron.sledagent.v1.SledResourcesR\tresources\x12Q\n" +
 	"\x0fledgered_config\x18\x03 \x01(\v2(.omicron.sledagent.v1.OmicronZonesConfigR\x0eledgeredConfig\x12S\n" +
 	"\x11reconciler_status\x18\x04 \x01(\v2&.omicron.sledagent.v1.ReconcilerStatusR\x10reconcilerStatus\x12Y\n" +
-	"\x13last_reconciliation\x18\x05 \x01(\v2(.omicron.sledagent.v1.LastReconciliationR\x12lastReconciliation*\xd0\x02\n" +
+	"\x13last_reconciliation\x18\x05 \x01(\v2(.omicron.sledagent.v1.LastReconciliationR\x12lastReconciliation\x126\n" +
+	"\x04vmms\x18\x06 \x03(\v2\".omicron.sledagent.v1.VmmInventoryR\x04vmms*\xd0\x02\n" +
 	"\bZoneKind\x12\x19\n" +
 	"\x15ZONE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ZONE_KIND_BOUNDARY_NTP\x10\x01\x12\x1a\n" +
@@ -1193,10 +2174,36 @@ const file_omicron_sledagent_v1_sledagent_proto_rawDesc = "" +
 	"\x19SHUTDOWN_STEP_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dSHUTDOWN_STEP_UNTRACK_METRICS\x10\x01\x12!\n" +
 	"\x1dSHUTDOWN_STEP_HALT_AND_REMOVE\x10\x02\x12\x1a\n" +
-	"\x16SHUTDOWN_STEP_CLEAN_UP\x10\x032\xd6\x01\n" +
+	"\x16SHUTDOWN_STEP_CLEAN_UP\x10\x03*\xe4\x01\n" +
+	"\bVmmState\x12\x19\n" +
+	"\x15VMM_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12VMM_STATE_STARTING\x10\x01\x12\x15\n" +
+	"\x11VMM_STATE_RUNNING\x10\x02\x12\x16\n" +
+	"\x12VMM_STATE_STOPPING\x10\x03\x12\x15\n" +
+	"\x11VMM_STATE_STOPPED\x10\x04\x12\x17\n" +
+	"\x13VMM_STATE_REBOOTING\x10\x05\x12\x17\n" +
+	"\x13VMM_STATE_MIGRATING\x10\x06\x12\x14\n" +
+	"\x10VMM_STATE_FAILED\x10\a\x12\x17\n" +
+	"\x13VMM_STATE_DESTROYED\x10\b*\xaa\x01\n" +
+	"\x0eMigrationState\x12\x1f\n" +
+	"\x1bMIGRATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17MIGRATION_STATE_PENDING\x10\x01\x12\x1f\n" +
+	"\x1bMIGRATION_STATE_IN_PROGRESS\x10\x02\x12\x1d\n" +
+	"\x19MIGRATION_STATE_COMPLETED\x10\x03\x12\x1a\n" +
+	"\x16MIGRATION_STATE_FAILED\x10\x04*\xb2\x01\n" +
+	"\x0eVmmTargetState\x12 \n" +
+	"\x1cVMM_TARGET_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18VMM_TARGET_STATE_RUNNING\x10\x01\x12\x1c\n" +
+	"\x18VMM_TARGET_STATE_STOPPED\x10\x02\x12\x1b\n" +
+	"\x17VMM_TARGET_STATE_REBOOT\x10\x03\x12%\n" +
+	"!VMM_TARGET_STATE_MIGRATION_TARGET\x10\x042\x8a\x05\n" +
 	"\tSledAgent\x12b\n" +
 	"\vEnsureZones\x12(.omicron.sledagent.v1.EnsureZonesRequest\x1a).omicron.sledagent.v1.EnsureZonesResponse\x12e\n" +
-	"\fGetInventory\x12).omicron.sledagent.v1.GetInventoryRequest\x1a*.omicron.sledagent.v1.GetInventoryResponseBIZGgithub.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1;sledagentv1b\x06proto3"
+	"\fGetInventory\x12).omicron.sledagent.v1.GetInventoryRequest\x1a*.omicron.sledagent.v1.GetInventoryResponse\x12q\n" +
+	"\x10EnsureRegistered\x12-.omicron.sledagent.v1.EnsureRegisteredRequest\x1a..omicron.sledagent.v1.EnsureRegisteredResponse\x12b\n" +
+	"\vEnsureState\x12(.omicron.sledagent.v1.EnsureStateRequest\x1a).omicron.sledagent.v1.EnsureStateResponse\x12w\n" +
+	"\x12EnsureUnregistered\x12/.omicron.sledagent.v1.EnsureUnregisteredRequest\x1a0.omicron.sledagent.v1.EnsureUnregisteredResponse\x12b\n" +
+	"\vGetVmmState\x12(.omicron.sledagent.v1.GetVmmStateRequest\x1a).omicron.sledagent.v1.GetVmmStateResponseBIZGgithub.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1;sledagentv1b\x06proto3"
 
 var (
 	file_omicron_sledagent_v1_sledagent_proto_rawDescOnce sync.Once
@@ -1210,60 +2217,100 @@ func file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP() []byte {
 	return file_omicron_sledagent_v1_sledagent_proto_rawDescData
 }
 
-var file_omicron_sledagent_v1_sledagent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_omicron_sledagent_v1_sledagent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_omicron_sledagent_v1_sledagent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_omicron_sledagent_v1_sledagent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_omicron_sledagent_v1_sledagent_proto_goTypes = []any{
 	(ZoneKind)(0),                      // 0: omicron.sledagent.v1.ZoneKind
 	(ZoneState)(0),                     // 1: omicron.sledagent.v1.ZoneState
 	(ShutdownStep)(0),                  // 2: omicron.sledagent.v1.ShutdownStep
-	(*OmicronZoneConfig)(nil),          // 3: omicron.sledagent.v1.OmicronZoneConfig
-	(*OmicronZonesConfig)(nil),         // 4: omicron.sledagent.v1.OmicronZonesConfig
-	(*EnsureZonesRequest)(nil),         // 5: omicron.sledagent.v1.EnsureZonesRequest
-	(*EnsureZonesResponse)(nil),        // 6: omicron.sledagent.v1.EnsureZonesResponse
-	(*GetInventoryRequest)(nil),        // 7: omicron.sledagent.v1.GetInventoryRequest
-	(*SledResources)(nil),              // 8: omicron.sledagent.v1.SledResources
-	(*ReconcilerStatus)(nil),           // 9: omicron.sledagent.v1.ReconcilerStatus
-	(*ZoneError)(nil),                  // 10: omicron.sledagent.v1.ZoneError
-	(*ZoneOk)(nil),                     // 11: omicron.sledagent.v1.ZoneOk
-	(*ZoneReconciliation)(nil),         // 12: omicron.sledagent.v1.ZoneReconciliation
-	(*LastReconciliation)(nil),         // 13: omicron.sledagent.v1.LastReconciliation
-	(*GetInventoryResponse)(nil),       // 14: omicron.sledagent.v1.GetInventoryResponse
-	(*ReconcilerStatus_NotYetRun)(nil), // 15: omicron.sledagent.v1.ReconcilerStatus.NotYetRun
-	(*ReconcilerStatus_Running)(nil),   // 16: omicron.sledagent.v1.ReconcilerStatus.Running
-	(*ReconcilerStatus_Idle)(nil),      // 17: omicron.sledagent.v1.ReconcilerStatus.Idle
-	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 19: google.protobuf.Duration
+	(VmmState)(0),                      // 3: omicron.sledagent.v1.VmmState
+	(MigrationState)(0),                // 4: omicron.sledagent.v1.MigrationState
+	(VmmTargetState)(0),                // 5: omicron.sledagent.v1.VmmTargetState
+	(*OmicronZoneConfig)(nil),          // 6: omicron.sledagent.v1.OmicronZoneConfig
+	(*OmicronZonesConfig)(nil),         // 7: omicron.sledagent.v1.OmicronZonesConfig
+	(*EnsureZonesRequest)(nil),         // 8: omicron.sledagent.v1.EnsureZonesRequest
+	(*EnsureZonesResponse)(nil),        // 9: omicron.sledagent.v1.EnsureZonesResponse
+	(*GetInventoryRequest)(nil),        // 10: omicron.sledagent.v1.GetInventoryRequest
+	(*SledResources)(nil),              // 11: omicron.sledagent.v1.SledResources
+	(*ReconcilerStatus)(nil),           // 12: omicron.sledagent.v1.ReconcilerStatus
+	(*ZoneError)(nil),                  // 13: omicron.sledagent.v1.ZoneError
+	(*ZoneOk)(nil),                     // 14: omicron.sledagent.v1.ZoneOk
+	(*ZoneReconciliation)(nil),         // 15: omicron.sledagent.v1.ZoneReconciliation
+	(*LastReconciliation)(nil),         // 16: omicron.sledagent.v1.LastReconciliation
+	(*VmmRuntime)(nil),                 // 17: omicron.sledagent.v1.VmmRuntime
+	(*MigrationRuntime)(nil),           // 18: omicron.sledagent.v1.MigrationRuntime
+	(*VmmSpec)(nil),                    // 19: omicron.sledagent.v1.VmmSpec
+	(*MigrationTargetParams)(nil),      // 20: omicron.sledagent.v1.MigrationTargetParams
+	(*EnsureRegisteredRequest)(nil),    // 21: omicron.sledagent.v1.EnsureRegisteredRequest
+	(*EnsureRegisteredResponse)(nil),   // 22: omicron.sledagent.v1.EnsureRegisteredResponse
+	(*EnsureStateRequest)(nil),         // 23: omicron.sledagent.v1.EnsureStateRequest
+	(*EnsureStateResponse)(nil),        // 24: omicron.sledagent.v1.EnsureStateResponse
+	(*EnsureUnregisteredRequest)(nil),  // 25: omicron.sledagent.v1.EnsureUnregisteredRequest
+	(*EnsureUnregisteredResponse)(nil), // 26: omicron.sledagent.v1.EnsureUnregisteredResponse
+	(*GetVmmStateRequest)(nil),         // 27: omicron.sledagent.v1.GetVmmStateRequest
+	(*GetVmmStateResponse)(nil),        // 28: omicron.sledagent.v1.GetVmmStateResponse
+	(*VmmInventory)(nil),               // 29: omicron.sledagent.v1.VmmInventory
+	(*GetInventoryResponse)(nil),       // 30: omicron.sledagent.v1.GetInventoryResponse
+	(*ReconcilerStatus_NotYetRun)(nil), // 31: omicron.sledagent.v1.ReconcilerStatus.NotYetRun
+	(*ReconcilerStatus_Running)(nil),   // 32: omicron.sledagent.v1.ReconcilerStatus.Running
+	(*ReconcilerStatus_Idle)(nil),      // 33: omicron.sledagent.v1.ReconcilerStatus.Idle
+	(*timestamppb.Timestamp)(nil),      // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 35: google.protobuf.Duration
 }
 var file_omicron_sledagent_v1_sledagent_proto_depIdxs = []int32{
 	0,  // 0: omicron.sledagent.v1.OmicronZoneConfig.kind:type_name -> omicron.sledagent.v1.ZoneKind
-	3,  // 1: omicron.sledagent.v1.OmicronZonesConfig.zones:type_name -> omicron.sledagent.v1.OmicronZoneConfig
-	4,  // 2: omicron.sledagent.v1.EnsureZonesRequest.config:type_name -> omicron.sledagent.v1.OmicronZonesConfig
-	15, // 3: omicron.sledagent.v1.ReconcilerStatus.not_yet_run:type_name -> omicron.sledagent.v1.ReconcilerStatus.NotYetRun
-	16, // 4: omicron.sledagent.v1.ReconcilerStatus.running:type_name -> omicron.sledagent.v1.ReconcilerStatus.Running
-	17, // 5: omicron.sledagent.v1.ReconcilerStatus.idle:type_name -> omicron.sledagent.v1.ReconcilerStatus.Idle
+	6,  // 1: omicron.sledagent.v1.OmicronZonesConfig.zones:type_name -> omicron.sledagent.v1.OmicronZoneConfig
+	7,  // 2: omicron.sledagent.v1.EnsureZonesRequest.config:type_name -> omicron.sledagent.v1.OmicronZonesConfig
+	31, // 3: omicron.sledagent.v1.ReconcilerStatus.not_yet_run:type_name -> omicron.sledagent.v1.ReconcilerStatus.NotYetRun
+	32, // 4: omicron.sledagent.v1.ReconcilerStatus.running:type_name -> omicron.sledagent.v1.ReconcilerStatus.Running
+	33, // 5: omicron.sledagent.v1.ReconcilerStatus.idle:type_name -> omicron.sledagent.v1.ReconcilerStatus.Idle
 	1,  // 6: omicron.sledagent.v1.ZoneError.state:type_name -> omicron.sledagent.v1.ZoneState
 	2,  // 7: omicron.sledagent.v1.ZoneError.shutdown_step:type_name -> omicron.sledagent.v1.ShutdownStep
 	0,  // 8: omicron.sledagent.v1.ZoneReconciliation.kind:type_name -> omicron.sledagent.v1.ZoneKind
-	11, // 9: omicron.sledagent.v1.ZoneReconciliation.ok:type_name -> omicron.sledagent.v1.ZoneOk
-	10, // 10: omicron.sledagent.v1.ZoneReconciliation.error:type_name -> omicron.sledagent.v1.ZoneError
-	18, // 11: omicron.sledagent.v1.LastReconciliation.completed_at:type_name -> google.protobuf.Timestamp
-	12, // 12: omicron.sledagent.v1.LastReconciliation.zones:type_name -> omicron.sledagent.v1.ZoneReconciliation
-	8,  // 13: omicron.sledagent.v1.GetInventoryResponse.resources:type_name -> omicron.sledagent.v1.SledResources
-	4,  // 14: omicron.sledagent.v1.GetInventoryResponse.ledgered_config:type_name -> omicron.sledagent.v1.OmicronZonesConfig
-	9,  // 15: omicron.sledagent.v1.GetInventoryResponse.reconciler_status:type_name -> omicron.sledagent.v1.ReconcilerStatus
-	13, // 16: omicron.sledagent.v1.GetInventoryResponse.last_reconciliation:type_name -> omicron.sledagent.v1.LastReconciliation
-	18, // 17: omicron.sledagent.v1.ReconcilerStatus.Running.started_at:type_name -> google.protobuf.Timestamp
-	18, // 18: omicron.sledagent.v1.ReconcilerStatus.Idle.completed_at:type_name -> google.protobuf.Timestamp
-	19, // 19: omicron.sledagent.v1.ReconcilerStatus.Idle.duration:type_name -> google.protobuf.Duration
-	5,  // 20: omicron.sledagent.v1.SledAgent.EnsureZones:input_type -> omicron.sledagent.v1.EnsureZonesRequest
-	7,  // 21: omicron.sledagent.v1.SledAgent.GetInventory:input_type -> omicron.sledagent.v1.GetInventoryRequest
-	6,  // 22: omicron.sledagent.v1.SledAgent.EnsureZones:output_type -> omicron.sledagent.v1.EnsureZonesResponse
-	14, // 23: omicron.sledagent.v1.SledAgent.GetInventory:output_type -> omicron.sledagent.v1.GetInventoryResponse
-	22, // [22:24] is the sub-list for method output_type
-	20, // [20:22] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	14, // 9: omicron.sledagent.v1.ZoneReconciliation.ok:type_name -> omicron.sledagent.v1.ZoneOk
+	13, // 10: omicron.sledagent.v1.ZoneReconciliation.error:type_name -> omicron.sledagent.v1.ZoneError
+	34, // 11: omicron.sledagent.v1.LastReconciliation.completed_at:type_name -> google.protobuf.Timestamp
+	15, // 12: omicron.sledagent.v1.LastReconciliation.zones:type_name -> omicron.sledagent.v1.ZoneReconciliation
+	3,  // 13: omicron.sledagent.v1.VmmRuntime.state:type_name -> omicron.sledagent.v1.VmmState
+	34, // 14: omicron.sledagent.v1.VmmRuntime.time_updated:type_name -> google.protobuf.Timestamp
+	4,  // 15: omicron.sledagent.v1.MigrationRuntime.state:type_name -> omicron.sledagent.v1.MigrationState
+	34, // 16: omicron.sledagent.v1.MigrationRuntime.time_updated:type_name -> google.protobuf.Timestamp
+	19, // 17: omicron.sledagent.v1.EnsureRegisteredRequest.spec:type_name -> omicron.sledagent.v1.VmmSpec
+	17, // 18: omicron.sledagent.v1.EnsureRegisteredRequest.initial_runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	20, // 19: omicron.sledagent.v1.EnsureRegisteredRequest.migration_target:type_name -> omicron.sledagent.v1.MigrationTargetParams
+	17, // 20: omicron.sledagent.v1.EnsureRegisteredResponse.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	5,  // 21: omicron.sledagent.v1.EnsureStateRequest.target:type_name -> omicron.sledagent.v1.VmmTargetState
+	17, // 22: omicron.sledagent.v1.EnsureStateResponse.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	17, // 23: omicron.sledagent.v1.EnsureUnregisteredResponse.updated_runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	17, // 24: omicron.sledagent.v1.GetVmmStateResponse.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	18, // 25: omicron.sledagent.v1.GetVmmStateResponse.migration_in:type_name -> omicron.sledagent.v1.MigrationRuntime
+	18, // 26: omicron.sledagent.v1.GetVmmStateResponse.migration_out:type_name -> omicron.sledagent.v1.MigrationRuntime
+	17, // 27: omicron.sledagent.v1.VmmInventory.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	11, // 28: omicron.sledagent.v1.GetInventoryResponse.resources:type_name -> omicron.sledagent.v1.SledResources
+	7,  // 29: omicron.sledagent.v1.GetInventoryResponse.ledgered_config:type_name -> omicron.sledagent.v1.OmicronZonesConfig
+	12, // 30: omicron.sledagent.v1.GetInventoryResponse.reconciler_status:type_name -> omicron.sledagent.v1.ReconcilerStatus
+	16, // 31: omicron.sledagent.v1.GetInventoryResponse.last_reconciliation:type_name -> omicron.sledagent.v1.LastReconciliation
+	29, // 32: omicron.sledagent.v1.GetInventoryResponse.vmms:type_name -> omicron.sledagent.v1.VmmInventory
+	34, // 33: omicron.sledagent.v1.ReconcilerStatus.Running.started_at:type_name -> google.protobuf.Timestamp
+	34, // 34: omicron.sledagent.v1.ReconcilerStatus.Idle.completed_at:type_name -> google.protobuf.Timestamp
+	35, // 35: omicron.sledagent.v1.ReconcilerStatus.Idle.duration:type_name -> google.protobuf.Duration
+	8,  // 36: omicron.sledagent.v1.SledAgent.EnsureZones:input_type -> omicron.sledagent.v1.EnsureZonesRequest
+	10, // 37: omicron.sledagent.v1.SledAgent.GetInventory:input_type -> omicron.sledagent.v1.GetInventoryRequest
+	21, // 38: omicron.sledagent.v1.SledAgent.EnsureRegistered:input_type -> omicron.sledagent.v1.EnsureRegisteredRequest
+	23, // 39: omicron.sledagent.v1.SledAgent.EnsureState:input_type -> omicron.sledagent.v1.EnsureStateRequest
+	25, // 40: omicron.sledagent.v1.SledAgent.EnsureUnregistered:input_type -> omicron.sledagent.v1.EnsureUnregisteredRequest
+	27, // 41: omicron.sledagent.v1.SledAgent.GetVmmState:input_type -> omicron.sledagent.v1.GetVmmStateRequest
+	9,  // 42: omicron.sledagent.v1.SledAgent.EnsureZones:output_type -> omicron.sledagent.v1.EnsureZonesResponse
+	30, // 43: omicron.sledagent.v1.SledAgent.GetInventory:output_type -> omicron.sledagent.v1.GetInventoryResponse
+	22, // 44: omicron.sledagent.v1.SledAgent.EnsureRegistered:output_type -> omicron.sledagent.v1.EnsureRegisteredResponse
+	24, // 45: omicron.sledagent.v1.SledAgent.EnsureState:output_type -> omicron.sledagent.v1.EnsureStateResponse
+	26, // 46: omicron.sledagent.v1.SledAgent.EnsureUnregistered:output_type -> omicron.sledagent.v1.EnsureUnregisteredResponse
+	28, // 47: omicron.sledagent.v1.SledAgent.GetVmmState:output_type -> omicron.sledagent.v1.GetVmmStateResponse
+	42, // [42:48] is the sub-list for method output_type
+	36, // [36:42] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_omicron_sledagent_v1_sledagent_proto_init() }
@@ -1285,8 +2332,8 @@ func file_omicron_sledagent_v1_sledagent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omicron_sledagent_v1_sledagent_proto_rawDesc), len(file_omicron_sledagent_v1_sledagent_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   15,
+			NumEnums:      6,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,8 +22,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SledAgent_EnsureZones_FullMethodName  = "/omicron.sledagent.v1.SledAgent/EnsureZones"
-	SledAgent_GetInventory_FullMethodName = "/omicron.sledagent.v1.SledAgent/GetInventory"
+	SledAgent_EnsureZones_FullMethodName        = "/omicron.sledagent.v1.SledAgent/EnsureZones"
+	SledAgent_GetInventory_FullMethodName       = "/omicron.sledagent.v1.SledAgent/GetInventory"
+	SledAgent_EnsureRegistered_FullMethodName   = "/omicron.sledagent.v1.SledAgent/EnsureRegistered"
+	SledAgent_EnsureState_FullMethodName        = "/omicron.sledagent.v1.SledAgent/EnsureState"
+	SledAgent_EnsureUnregistered_FullMethodName = "/omicron.sledagent.v1.SledAgent/EnsureUnregistered"
+	SledAgent_GetVmmState_FullMethodName        = "/omicron.sledagent.v1.SledAgent/GetVmmState"
 )
 
 // SledAgentClient is the client API for SledAgent service.
@@ -46,6 +50,22 @@ type SledAgentClient interface {
 	// GetInventory reports what the sled has and what actually runs on it
 	// (Z6). It never blocks on a reconciliation in progress.
 	GetInventory(ctx context.Context, in *GetInventoryRequest, opts ...grpc.CallOption) (*GetInventoryResponse, error)
+	// EnsureRegistered creates a VMM (its Propolis zone and process) for an
+	// instance incarnation (V1). Registering the same VMM for the same instance
+	// again returns its current runtime; the same vmm_id for another instance,
+	// or with another spec, is ALREADY_EXISTS.
+	EnsureRegistered(ctx context.Context, in *EnsureRegisteredRequest, opts ...grpc.CallOption) (*EnsureRegisteredResponse, error)
+	// EnsureState asks a VMM to move toward a target state and returns its
+	// current runtime (V2); the move itself is asynchronous and published to
+	// nexus (V5). An unknown VMM is NOT_FOUND with reason NO_SUCH_VMM; a target
+	// the VMM cannot reach from where it is is FAILED_PRECONDITION.
+	EnsureState(ctx context.Context, in *EnsureStateRequest, opts ...grpc.CallOption) (*EnsureStateResponse, error)
+	// EnsureUnregistered rudely terminates a VMM and destroys its zone (V3).
+	// An unknown VMM answers an empty updated_runtime, never an error.
+	EnsureUnregistered(ctx context.Context, in *EnsureUnregisteredRequest, opts ...grpc.CallOption) (*EnsureUnregisteredResponse, error)
+	// GetVmmState returns a VMM's runtime (V4), NOT_FOUND/NO_SUCH_VMM when
+	// the sled does not know it.
+	GetVmmState(ctx context.Context, in *GetVmmStateRequest, opts ...grpc.CallOption) (*GetVmmStateResponse, error)
 }
 
 type sledAgentClient struct {
@@ -76,6 +96,46 @@ func (c *sledAgentClient) GetInventory(ctx context.Context, in *GetInventoryRequ
 	return out, nil
 }
 
+func (c *sledAgentClient) EnsureRegistered(ctx context.Context, in *EnsureRegisteredRequest, opts ...grpc.CallOption) (*EnsureRegisteredResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnsureRegisteredResponse)
+	err := c.cc.Invoke(ctx, SledAgent_EnsureRegistered_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sledAgentClient) EnsureState(ctx context.Context, in *EnsureStateRequest, opts ...grpc.CallOption) (*EnsureStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnsureStateResponse)
+	err := c.cc.Invoke(ctx, SledAgent_EnsureState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sledAgentClient) EnsureUnregistered(ctx context.Context, in *EnsureUnregisteredRequest, opts ...grpc.CallOption) (*EnsureUnregisteredResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnsureUnregisteredResponse)
+	err := c.cc.Invoke(ctx, SledAgent_EnsureUnregistered_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sledAgentClient) GetVmmState(ctx context.Context, in *GetVmmStateRequest, opts ...grpc.CallOption) (*GetVmmStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetVmmStateResponse)
+	err := c.cc.Invoke(ctx, SledAgent_GetVmmState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SledAgentServer is the server API for SledAgent service.
 // All implementations must embed UnimplementedSledAgentServer
 // for forward compatibility.
@@ -96,6 +156,22 @@ type SledAgentServer interface {
 	// GetInventory reports what the sled has and what actually runs on it
 	// (Z6). It never blocks on a reconciliation in progress.
 	GetInventory(context.Context, *GetInventoryRequest) (*GetInventoryResponse, error)
+	// EnsureRegistered creates a VMM (its Propolis zone and process) for an
+	// instance incarnation (V1). Registering the same VMM for the same instance
+	// again returns its current runtime; the same vmm_id for another instance,
+	// or with another spec, is ALREADY_EXISTS.
+	EnsureRegistered(context.Context, *EnsureRegisteredRequest) (*EnsureRegisteredResponse, error)
+	// EnsureState asks a VMM to move toward a target state and returns its
+	// current runtime (V2); the move itself is asynchronous and published to
+	// nexus (V5). An unknown VMM is NOT_FOUND with reason NO_SUCH_VMM; a target
+	// the VMM cannot reach from where it is is FAILED_PRECONDITION.
+	EnsureState(context.Context, *EnsureStateRequest) (*EnsureStateResponse, error)
+	// EnsureUnregistered rudely terminates a VMM and destroys its zone (V3).
+	// An unknown VMM answers an empty updated_runtime, never an error.
+	EnsureUnregistered(context.Context, *EnsureUnregisteredRequest) (*EnsureUnregisteredResponse, error)
+	// GetVmmState returns a VMM's runtime (V4), NOT_FOUND/NO_SUCH_VMM when
+	// the sled does not know it.
+	GetVmmState(context.Context, *GetVmmStateRequest) (*GetVmmStateResponse, error)
 	mustEmbedUnimplementedSledAgentServer()
 }
 
@@ -111,6 +187,18 @@ func (UnimplementedSledAgentServer) EnsureZones(context.Context, *EnsureZonesReq
 }
 func (UnimplementedSledAgentServer) GetInventory(context.Context, *GetInventoryRequest) (*GetInventoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetInventory not implemented")
+}
+func (UnimplementedSledAgentServer) EnsureRegistered(context.Context, *EnsureRegisteredRequest) (*EnsureRegisteredResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnsureRegistered not implemented")
+}
+func (UnimplementedSledAgentServer) EnsureState(context.Context, *EnsureStateRequest) (*EnsureStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnsureState not implemented")
+}
+func (UnimplementedSledAgentServer) EnsureUnregistered(context.Context, *EnsureUnregisteredRequest) (*EnsureUnregisteredResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnsureUnregistered not implemented")
+}
+func (UnimplementedSledAgentServer) GetVmmState(context.Context, *GetVmmStateRequest) (*GetVmmStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetVmmState not implemented")
 }
 func (UnimplementedSledAgentServer) mustEmbedUnimplementedSledAgentServer() {}
 func (UnimplementedSledAgentServer) testEmbeddedByValue()                   {}
@@ -169,6 +257,78 @@ func _SledAgent_GetInventory_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SledAgent_EnsureRegistered_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnsureRegisteredRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentServer).EnsureRegistered(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgent_EnsureRegistered_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentServer).EnsureRegistered(ctx, req.(*EnsureRegisteredRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SledAgent_EnsureState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnsureStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentServer).EnsureState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgent_EnsureState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentServer).EnsureState(ctx, req.(*EnsureStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SledAgent_EnsureUnregistered_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnsureUnregisteredRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentServer).EnsureUnregistered(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgent_EnsureUnregistered_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentServer).EnsureUnregistered(ctx, req.(*EnsureUnregisteredRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SledAgent_GetVmmState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVmmStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentServer).GetVmmState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgent_GetVmmState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentServer).GetVmmState(ctx, req.(*GetVmmStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SledAgent_ServiceDesc is the grpc.ServiceDesc for SledAgent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -183,6 +343,22 @@ var SledAgent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetInventory",
 			Handler:    _SledAgent_GetInventory_Handler,
+		},
+		{
+			MethodName: "EnsureRegistered",
+			Handler:    _SledAgent_EnsureRegistered_Handler,
+		},
+		{
+			MethodName: "EnsureState",
+			Handler:    _SledAgent_EnsureState_Handler,
+		},
+		{
+			MethodName: "EnsureUnregistered",
+			Handler:    _SledAgent_EnsureUnregistered_Handler,
+		},
+		{
+			MethodName: "GetVmmState",
+			Handler:    _SledAgent_GetVmmState_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,336 @@
+package sim
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rackplane/rackplane/services/sledagent/vmm"
+)
+
+var _ vmm.Hypervisor = (*Hypervisor)(nil)
+
+// Mode is how transitions complete.
+type Mode int
+
+const (
+	ModeAuto Mode = iota + 1
+	ModeExplicit
+)
+
+// AnyVMM, as a VMM id in a fault, means every VMM.
+var AnyVMM = uuid.Nil
+
+type step struct {
+	state        vmm.State
+	migrationIn  vmm.MigrationState
+	migrationOut vmm.MigrationState
+}
+
+type machine struct {
+	state     vmm.State
+	pending   []step
+	migration *vmm.MigrationTarget
+	timer     *time.Timer
+	timerSeq  uint64 // invalidates a timer that fired after being replaced
+}
+
+// effective is where the VMM is heading: the end of its pending path.
+func (m *machine) effective() vmm.State {
+	if len(m.pending) > 0 {
+		return m.pending[len(m.pending)-1].state
+	}
+	return m.state
+}
+
+type requestFault struct {
+	count   int
+	code    codes.Code
+	message string
+}
+
+// Hypervisor is the simulated hypervisor of one sled.
+type Hypervisor struct {
+	// deliver is held from computing a transition until the observer has
+	// seen it, so that observations of one VMM never overtake each other.
+	deliver sync.Mutex
+
+	mu            sync.Mutex
+	observer      func(uuid.UUID, vmm.Observation)
+	mode          Mode
+	delay         time.Duration
+	vms           map[uuid.UUID]*machine
+	hangStop      map[uuid.UUID]bool
+	requestFaults map[uuid.UUID]*requestFault
+}
+
+// New returns a hypervisor in mode, with transitions taking delay in AUTO.
+func New(mode Mode, delay time.Duration) *Hypervisor {
+	return &Hypervisor{
+		mode:          mode,
+		delay:         delay,
+		vms:           map[uuid.UUID]*machine{},
+		hangStop:      map[uuid.UUID]bool{},
+		requestFaults: map[uuid.UUID]*requestFault{},
+	}
+}
+
+// SetObserver registers the function told of every completed transition.
+func (h *Hypervisor) SetObserver(observe func(uuid.UUID, vmm.Observation)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.observer = observe
+}
+
+// Launch implements vmm.Hypervisor.
+func (h *Hypervisor) Launch(id uuid.UUID, _ vmm.Spec, migration *vmm.MigrationTarget) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.vms[id] = &machine{state: vmm.StateStarting, migration: migration}
+	return nil
+}
+
+// Request implements vmm.Hypervisor.
+func (h *Hypervisor) Request(id uuid.UUID, target vmm.Target) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.takeRequestFault(id); err != nil {
+		return err
+	}
+	m, ok := h.vms[id]
+	if !ok {
+		return fmt.Errorf("%w: %s", vmm.ErrNoSuchVMM, id)
+	}
+	eff := m.effective()
+	unreachable := func(why string) error {
+		return fmt.Errorf("%w: VMM %s is %s (heading to %s) and cannot go to %s: %s",
+			vmm.ErrUnreachableTarget, id, m.state, eff, target, why)
+	}
+	var path []step
+	switch target {
+	case vmm.TargetRunning:
+		switch {
+		case m.migration != nil && eff == vmm.StateStarting:
+			return unreachable("a migration target starts by migrating in")
+		case eff == vmm.StateStarting:
+			path = []step{{state: vmm.StateRunning}}
+		case eff == vmm.StateRunning:
+		default:
+			return unreachable("only a starting VMM can start running")
+		}
+	case vmm.TargetStopped:
+		switch eff {
+		case vmm.StateStarting, vmm.StateRunning:
+			path = []step{{state: vmm.StateStopping}, {state: vmm.StateStopped}, {state: vmm.StateDestroyed}}
+		case vmm.StateFailed:
+			path = []step{{state: vmm.StateDestroyed}}
+		case vmm.StateStopping, vmm.StateStopped, vmm.StateDestroyed:
+		default:
+			return unreachable("a migrating VMM cannot be stopped")
+		}
+	case vmm.TargetReboot:
+		switch {
+		case eff != vmm.StateRunning:
+			return unreachable("only a running VMM can reboot")
+		case slices.ContainsFunc(m.pending, func(s step) bool { return s.state == vmm.StateRebooting }):
+		default:
+			path = []step{{state: vmm.StateRebooting}, {state: vmm.StateRunning}}
+		}
+	case vmm.TargetMigrationTarget:
+		switch {
+		case m.migration == nil:
+			return unreachable("it was not registered as a migration target")
+		case eff == vmm.StateStarting:
+			path = []step{
+				{state: vmm.StateMigrating, migrationIn: vmm.MigrationInProgress},
+				{state: vmm.StateRunning, migrationIn: vmm.MigrationCompleted},
+			}
+		case eff == vmm.StateMigrating || eff == vmm.StateRunning:
+		default:
+			return unreachable("the migration can no longer begin")
+		}
+	default:
+		return fmt.Errorf("%w: unknown target %d", vmm.ErrUnreachableTarget, target)
+	}
+	if len(path) > 0 {
+		m.pending = append(m.pending, path...)
+		if h.mode == ModeAuto && m.timer == nil {
+			h.scheduleLocked(id, m)
+		}
+	}
+	return nil
+}
+
+// Terminate implements vmm.Hypervisor: the VMM is gone at once, whatever it
+// was doing, and none of its pending transitions will be reported.
+func (h *Hypervisor) Terminate(id uuid.UUID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if m, ok := h.vms[id]; ok {
+		h.stopTimerLocked(m)
+		delete(h.vms, id)
+	}
+}
+
+func (h *Hypervisor) scheduleLocked(id uuid.UUID, m *machine) {
+	m.timerSeq++
+	seq := m.timerSeq
+	m.timer = time.AfterFunc(h.delay, func() { h.advance(id, seq) })
+}
+
+func (h *Hypervisor) stopTimerLocked(m *machine) {
+	if m.timer != nil {
+		m.timer.Stop()
+		m.timer = nil
+	}
+	m.timerSeq++
+}
+
+// stalledLocked reports whether the VMM's next transition is held back by a
+// fault: an unresponsive Propolis never finishes stopping.
+func (h *Hypervisor) stalledLocked(id uuid.UUID, m *machine) bool {
+	return m.state == vmm.StateStopping && (h.hangStop[id] || h.hangStop[AnyVMM])
+}
+
+// advance completes the VMM's next transition. timerSeq is the sequence of
+// the timer that fired, or 0 for an explicit step.
+func (h *Hypervisor) advance(id uuid.UUID, timerSeq uint64) bool {
+	h.deliver.Lock()
+	defer h.deliver.Unlock()
+	h.mu.Lock()
+	m, ok := h.vms[id]
+	if !ok {
+		h.mu.Unlock()
+		return false
+	}
+	if timerSeq != 0 {
+		if timerSeq != m.timerSeq {
+			h.mu.Unlock()
+			return false // replaced by a later timer or a mode change
+		}
+		m.timer = nil
+	}
+	if len(m.pending) == 0 || h.stalledLocked(id, m) {
+		h.mu.Unlock()
+		return false
+	}
+	next := m.pending[0]
+	m.pending = m.pending[1:]
+	m.state = next.state
+	if next.state == vmm.StateDestroyed {
+		h.stopTimerLocked(m)
+		delete(h.vms, id)
+	} else if len(m.pending) > 0 && h.mode == ModeAuto && m.timer == nil {
+		h.scheduleLocked(id, m)
+	}
+	observe := h.observer
+	h.mu.Unlock()
+	if observe != nil {
+		observe(id, vmm.Observation{State: next.state, MigrationIn: next.migrationIn, MigrationOut: next.migrationOut})
+	}
+	return true
+}
+
+// Step completes pending transitions: the next one of vmmID (AnyVMM: of
+// every VMM, in id order), or, with drain, every one until none is left or
+// only stalled ones remain. It returns how many transitions completed.
+func (h *Hypervisor) Step(vmmID uuid.UUID, drain bool) int {
+	total := 0
+	for {
+		progressed := 0
+		for _, id := range h.targets(vmmID) {
+			if h.advance(id, 0) {
+				progressed++
+			}
+		}
+		total += progressed
+		if !drain || progressed == 0 {
+			return total
+		}
+	}
+}
+
+func (h *Hypervisor) targets(vmmID uuid.UUID) []uuid.UUID {
+	if vmmID != AnyVMM {
+		return []uuid.UUID{vmmID}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids := make([]uuid.UUID, 0, len(h.vms))
+	for id := range h.vms {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+	return ids
+}
+
+// SetMode switches between AUTO and EXPLICIT; a positive delay also sets
+// the AUTO transition time. Switching to AUTO resumes pending transitions.
+func (h *Hypervisor) SetMode(mode Mode, delay time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.mode = mode
+	if delay > 0 {
+		h.delay = delay
+	}
+	h.rescheduleLocked()
+}
+
+func (h *Hypervisor) rescheduleLocked() {
+	for id, m := range h.vms {
+		h.stopTimerLocked(m)
+		if h.mode == ModeAuto && len(m.pending) > 0 {
+			h.scheduleLocked(id, m)
+		}
+	}
+}
+
+// HangStop makes the VMM (AnyVMM: every VMM) stay stopping once it gets
+// there, until ClearFaults.
+func (h *Hypervisor) HangStop(id uuid.UUID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hangStop[id] = true
+}
+
+// FailRequests makes the next count requests to the VMM (AnyVMM: to any VMM)
+// fail with code and message.
+func (h *Hypervisor) FailRequests(id uuid.UUID, count int, code codes.Code, message string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.requestFaults[id] = &requestFault{count: count, code: code, message: message}
+}
+
+func (h *Hypervisor) takeRequestFault(id uuid.UUID) error {
+	for _, key := range []uuid.UUID{id, AnyVMM} {
+		f, ok := h.requestFaults[key]
+		if !ok {
+			continue
+		}
+		f.count--
+		if f.count <= 0 {
+			delete(h.requestFaults, key)
+		}
+		msg := f.message
+		if msg == "" {
+			msg = fmt.Sprintf("injected fault: request to VMM %s fails", id)
+		}
+		return status.Error(f.code, msg)
+	}
+	return nil
+}
+
+// ClearFaults removes every fault; stalled stops resume.
+func (h *Hypervisor) ClearFaults() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	clear(h.hangStop)
+	clear(h.requestFaults)
+	h.rescheduleLocked()
+}

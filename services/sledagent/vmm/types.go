@@ -1,0 +1,140 @@
+package vmm
+
+import (
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// State is a VMM's state as the sled reports it (V6).
+type State int
+
+const (
+	StateStarting State = iota + 1
+	StateRunning
+	StateStopping
+	StateStopped
+	StateRebooting
+	StateMigrating
+	StateFailed
+	StateDestroyed
+)
+
+var stateNames = map[State]string{
+	StateStarting: "starting", StateRunning: "running", StateStopping: "stopping", StateStopped: "stopped",
+	StateRebooting: "rebooting", StateMigrating: "migrating", StateFailed: "failed", StateDestroyed: "destroyed",
+}
+
+func (s State) String() string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return "unknown"
+}
+
+// Target is a state EnsureState can ask for (V2).
+type Target int
+
+const (
+	TargetRunning Target = iota + 1
+	TargetStopped
+	TargetReboot
+	TargetMigrationTarget
+)
+
+var targetNames = map[Target]string{
+	TargetRunning: "running", TargetStopped: "stopped", TargetReboot: "reboot", TargetMigrationTarget: "migration target",
+}
+
+func (t Target) String() string {
+	if n, ok := targetNames[t]; ok {
+		return n
+	}
+	return "unknown"
+}
+
+// MigrationState is the progress of one side of a migration.
+type MigrationState int
+
+const (
+	MigrationPending MigrationState = iota + 1
+	MigrationInProgress
+	MigrationCompleted
+	MigrationFailed
+)
+
+// Runtime is a VMM's state and its generation.
+type Runtime struct {
+	State       State
+	Generation  uint64
+	TimeUpdated time.Time
+}
+
+// Migration is one side of a migration as this sled sees it.
+type Migration struct {
+	ID          uuid.UUID
+	State       MigrationState
+	Generation  uint64
+	TimeUpdated time.Time
+}
+
+// Spec is what a VMM is made of.
+type Spec struct {
+	NCPUs       int32
+	MemoryBytes int64
+	Hostname    string
+}
+
+// MigrationTarget says where a migration-target VMM pulls its guest from.
+type MigrationTarget struct {
+	MigrationID       uuid.UUID
+	SourceVMM         uuid.UUID
+	SourceSledAddress string
+}
+
+// Registration is a validated EnsureRegistered request.
+type Registration struct {
+	VMM               uuid.UUID
+	Instance          uuid.UUID
+	Spec              Spec
+	InitialGeneration uint64
+	MigrationTarget   *MigrationTarget
+}
+
+// View is a registered VMM as callers see it.
+type View struct {
+	VMM          uuid.UUID
+	Instance     uuid.UUID
+	Runtime      Runtime
+	MigrationIn  *Migration
+	MigrationOut *Migration
+}
+
+// Update is one published change of a VMM (V5).
+type Update struct {
+	VMM          uuid.UUID
+	Runtime      Runtime
+	MigrationIn  *Migration
+	MigrationOut *Migration
+}
+
+// Observation is what the hypervisor reports when a VMM's state changes.
+// A zero migration state means "no change" for that side.
+type Observation struct {
+	State        State
+	MigrationIn  MigrationState
+	MigrationOut MigrationState
+}
+
+var (
+	// ErrNoSuchVMM means the sled does not know the VMM: the one answer
+	// nexus treats as "VMM gone".
+	ErrNoSuchVMM = errors.New("no such VMM on this sled")
+	// ErrAlreadyExists means the VMM id is registered for another instance
+	// or with another spec.
+	ErrAlreadyExists = errors.New("VMM already registered differently")
+	// ErrUnreachableTarget means the VMM cannot move to the requested
+	// state from where it is (a stopping VMM cannot run again, say).
+	ErrUnreachableTarget = errors.New("VMM cannot reach the requested state")
+)

@@ -1,0 +1,569 @@
+package sledagent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/sledagent/config"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+)
+
+const (
+	running         = sledagentv1.VmmTargetState_VMM_TARGET_STATE_RUNNING
+	stopped         = sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED
+	reboot          = sledagentv1.VmmTargetState_VMM_TARGET_STATE_REBOOT
+	migrationTarget = sledagentv1.VmmTargetState_VMM_TARGET_STATE_MIGRATION_TARGET
+
+	sStarting  = sledagentv1.VmmState_VMM_STATE_STARTING
+	sRunning   = sledagentv1.VmmState_VMM_STATE_RUNNING
+	sStopping  = sledagentv1.VmmState_VMM_STATE_STOPPING
+	sStopped   = sledagentv1.VmmState_VMM_STATE_STOPPED
+	sRebooting = sledagentv1.VmmState_VMM_STATE_REBOOTING
+	sMigrating = sledagentv1.VmmState_VMM_STATE_MIGRATING
+	sDestroyed = sledagentv1.VmmState_VMM_STATE_DESTROYED
+)
+
+func spec() *sledagentv1.VmmSpec {
+	return &sledagentv1.VmmSpec{Ncpus: 2, MemoryBytes: 4 << 30, Hostname: "guest"}
+}
+
+func requireNoSuchVMM(t *testing.T, err error) {
+	t.Helper()
+	requireReason(t, err, codes.NotFound, "NO_SUCH_VMM")
+}
+
+// states returns the published states of a VMM, checking on the way that
+// their generations strictly increase in the order nexus received them.
+func states(t *testing.T, n *sledagenttest.NexusReceiver, vmmID string) []sledagentv1.VmmState {
+	t.Helper()
+	var out []sledagentv1.VmmState
+	var last uint64
+	for _, u := range n.Updates(vmmID) {
+		if g := u.GetRuntime().GetGeneration(); g <= last {
+			t.Fatalf("VMM %s published generation %d after %d", vmmID, g, last)
+		}
+		last = u.GetRuntime().GetGeneration()
+		out = append(out, u.GetRuntime().GetState())
+	}
+	return out
+}
+
+// publicationBarrier registers a fresh VMM and waits for its first update:
+// publication is in order, so everything published before has arrived.
+func publicationBarrier(t *testing.T, a *sledagenttest.Agent, n *sledagenttest.NexusReceiver) {
+	t.Helper()
+	id := a.Register()
+	n.WaitUpdate(id, func(*nexusv1.VmmStateUpdateRequest) bool { return true })
+}
+
+func TestV1_RegisterIsIdempotentAndAVmmIdBelongsToOneInstance(t *testing.T) {
+	a := sledagenttest.Start(t, sledagenttest.Explicit)
+	req := &sledagentv1.EnsureRegisteredRequest{VmmId: uuid.NewString(), InstanceId: uuid.NewString(), Spec: spec(),
+		InitialRuntime: &sledagentv1.VmmRuntime{Generation: 4}}
+	first, err := a.Client.EnsureRegistered(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt := first.GetRuntime(); rt.GetState() != sStarting || rt.GetGeneration() != 5 {
+		t.Fatalf("registered runtime %v, want starting at generation 5 (nexus's 4, bumped)", rt)
+	}
+	again, err := a.Client.EnsureRegistered(ctx, req)
+	if err != nil || again.GetRuntime().GetGeneration() != 5 {
+		t.Fatalf("second registration: %v, %v; want the same runtime", again, err)
+	}
+	other := &sledagentv1.EnsureRegisteredRequest{VmmId: req.VmmId, InstanceId: uuid.NewString(), Spec: spec()}
+	_, err = a.Client.EnsureRegistered(ctx, other)
+	requireReason(t, err, codes.AlreadyExists, "VMM_ALREADY_EXISTS")
+	bigger := &sledagentv1.EnsureRegisteredRequest{VmmId: req.VmmId, InstanceId: req.InstanceId,
+		Spec: &sledagentv1.VmmSpec{Ncpus: 8, MemoryBytes: 4 << 30, Hostname: "guest"}}
+	_, err = a.Client.EnsureRegistered(ctx, bigger)
+	requireReason(t, err, codes.AlreadyExists, "VMM_ALREADY_EXISTS")
+	if n := len(a.Inventory().GetVmms()); n != 1 {
+		t.Fatalf("inventory lists %d VMMs, want 1", n)
+	}
+}
+
+func TestV1_BadRegistrationNamesTheFieldAndRegistersNothing(t *testing.T) {
+	a := sledagenttest.Start(t, sledagenttest.Explicit)
+	valid := func(mut func(*sledagentv1.EnsureRegisteredRequest)) *sledagentv1.EnsureRegisteredRequest {
+		r := &sledagentv1.EnsureRegisteredRequest{VmmId: uuid.NewString(), InstanceId: uuid.NewString(), Spec: spec()}
+		mut(r)
+		return r
+	}
+	for name, tc := range map[string]struct {
+		req   *sledagentv1.EnsureRegisteredRequest
+		field string
+	}{
+		"malformed vmm id":     {valid(func(r *sledagentv1.EnsureRegisteredRequest) { r.VmmId = "vmm-1" }), "vmm_id"},
+		"missing instance id":  {valid(func(r *sledagentv1.EnsureRegisteredRequest) { r.InstanceId = "" }), "instance_id"},
+		"missing spec":         {valid(func(r *sledagentv1.EnsureRegisteredRequest) { r.Spec = nil }), "spec"},
+		"zero cpus":            {valid(func(r *sledagentv1.EnsureRegisteredRequest) { r.Spec.Ncpus = 0 }), "spec.ncpus"},
+		"negative cpus":        {valid(func(r *sledagentv1.EnsureRegisteredRequest) { r.Spec.Ncpus = -4 }), "spec.ncpus"},
+		"zero memory":          {valid(func(r *sledagentv1.EnsureRegisteredRequest) { r.Spec.MemoryBytes = 0 }), "spec.memory_bytes"},
+		"negative memory":      {valid(func(r *sledagentv1.EnsureRegisteredRequest) { r.Spec.MemoryBytes = -(1 << 30) }), "spec.memory_bytes"},
+		"memory not whole GiB": {valid(func(r *sledagentv1.EnsureRegisteredRequest) { r.Spec.MemoryBytes = 3<<30 + 512 }), "spec.memory_bytes"},
+		"bad hostname":         {valid(func(r *sledagentv1.EnsureRegisteredRequest) { r.Spec.Hostname = "-bad_host" }), "spec.hostname"},
+		"initial generation 0": {valid(func(r *sledagentv1.EnsureRegisteredRequest) { r.InitialRuntime = &sledagentv1.VmmRuntime{} }), "initial_runtime.generation"},
+		"migration without src": {valid(func(r *sledagentv1.EnsureRegisteredRequest) {
+			r.MigrationTarget = &sledagentv1.MigrationTargetParams{MigrationId: uuid.NewString(), SourceVmmId: uuid.NewString()}
+		}), "migration_target.source_sled_address"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := a.Client.EnsureRegistered(ctx, tc.req)
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("error = %v, want INVALID_ARGUMENT", err)
+			}
+			if v := apierror.FieldViolations(err); len(v) != 1 || v[0].Field != tc.field {
+				t.Fatalf("violations %+v, want exactly one naming %s", v, tc.field)
+			}
+			if n := len(a.Inventory().GetVmms()); n != 0 {
+				t.Fatalf("a refused registration left %d VMMs", n)
+			}
+		})
+	}
+}
+
+func TestV2_UnknownVMMIsNoSuchVMMAndUnknownTargetIsInvalid(t *testing.T) {
+	a := sledagenttest.Start(t, sledagenttest.Explicit)
+	_, err := a.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: uuid.NewString(), Target: running})
+	requireNoSuchVMM(t, err)
+	_, err = a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: uuid.NewString()})
+	requireNoSuchVMM(t, err)
+
+	id := a.Register()
+	for _, target := range []sledagentv1.VmmTargetState{0, 42} {
+		_, err := a.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: id, Target: target})
+		if v := apierror.FieldViolations(err); status.Code(err) != codes.InvalidArgument || len(v) != 1 || v[0].Field != "target" {
+			t.Fatalf("target %d: %v, want INVALID_ARGUMENT naming target", target, err)
+		}
+	}
+	_, err = a.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: "nope", Target: running})
+	if v := apierror.FieldViolations(err); len(v) != 1 || v[0].Field != "vmm_id" {
+		t.Fatalf("malformed id: %v", err)
+	}
+	if st := a.Inventory().GetVmms()[0].GetRuntime().GetState(); st != sStarting {
+		t.Fatalf("refused requests moved the VMM to %s", st)
+	}
+}
+
+func TestV6_ExplicitModeWalksTheStateMachineAndPublishesEveryStep(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
+	id := a.Register()
+	if rt := a.EnsureState(id, running); rt.GetState() != sStarting {
+		t.Fatalf("EnsureState(running) answered %v; in explicit mode nothing moves until stepped", rt)
+	}
+	step := func(want sledagentv1.VmmState) {
+		t.Helper()
+		if a.Step(id, false) != 1 {
+			t.Fatalf("no transition to %s was pending", want)
+		}
+		resp, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
+		if want == sDestroyed {
+			requireNoSuchVMM(t, err)
+			return
+		}
+		if err != nil || resp.GetRuntime().GetState() != want {
+			t.Fatalf("after a step: %v, %v; want %s", resp, err, want)
+		}
+	}
+	step(sRunning)
+	a.EnsureState(id, reboot)
+	a.EnsureState(id, reboot) // idempotent while the reboot is pending
+	step(sRebooting)
+	step(sRunning)
+	if a.Step(id, false) != 0 {
+		t.Fatal("a second reboot was queued by a repeated request")
+	}
+	a.EnsureState(id, stopped)
+	step(sStopping)
+	step(sStopped)
+	step(sDestroyed)
+	if len(a.Inventory().GetVmms()) != 0 {
+		t.Fatal("a destroyed VMM is still in the inventory")
+	}
+	want := []sledagentv1.VmmState{sStarting, sRunning, sRebooting, sRunning, sStopping, sStopped, sDestroyed}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if got := states(t, n, id); !slices.Equal(got, want) {
+			return fmt.Errorf("published %v, want %v", got, want)
+		}
+		return nil
+	})
+}
+
+func TestV6_AutoModeCompletesTransitionsAfterTheDelay(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	a := sledagenttest.Start(t, sledagenttest.WithNexus(n), func(c *config.Config) {
+		c.VMMTransitionDelay = config.Duration(5 * time.Millisecond)
+	})
+	id := a.Register()
+	a.EnsureState(id, running)
+	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sRunning })
+	a.EnsureState(id, stopped)
+	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sDestroyed })
+	if got := states(t, n, id); !slices.Equal(got, []sledagentv1.VmmState{sStarting, sRunning, sStopping, sStopped, sDestroyed}) {
+		t.Fatalf("published %v", got)
+	}
+}
+
+func TestV6_UnreachableTargetsAreRefused(t *testing.T) {
+	a := sledagenttest.Start(t, sledagenttest.Explicit)
+	id := a.Register()
+	_, err := a.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: id, Target: reboot})
+	requireReason(t, err, codes.FailedPrecondition, "VMM_TARGET_UNREACHABLE")
+	a.EnsureState(id, running)
+	a.Step(id, false)
+	a.EnsureState(id, stopped)
+	a.Step(id, false) // stopping
+	_, err = a.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: id, Target: running})
+	requireReason(t, err, codes.FailedPrecondition, "VMM_TARGET_UNREACHABLE")
+	if rt := a.EnsureState(id, stopped); rt.GetState() != sStopping {
+		t.Fatalf("stopping a stopping VMM: %v", rt)
+	}
+}
+
+func TestV6_MigrationTargetMigratesInAndReportsMigrationProgress(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
+	id, migration := uuid.NewString(), uuid.NewString()
+	_, err := a.Client.EnsureRegistered(ctx, &sledagentv1.EnsureRegisteredRequest{
+		VmmId: id, InstanceId: uuid.NewString(), Spec: spec(),
+		MigrationTarget: &sledagentv1.MigrationTargetParams{MigrationId: migration, SourceVmmId: uuid.NewString(),
+			SourceSledAddress: "127.0.0.1:1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: id, Target: running})
+	requireReason(t, err, codes.FailedPrecondition, "VMM_TARGET_UNREACHABLE")
+	a.EnsureState(id, migrationTarget)
+	a.Step(id, false)
+	resp, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
+	if err != nil || resp.GetRuntime().GetState() != sMigrating ||
+		resp.GetMigrationIn().GetState() != sledagentv1.MigrationState_MIGRATION_STATE_IN_PROGRESS ||
+		resp.GetMigrationIn().GetMigrationId() != migration {
+		t.Fatalf("after one step: %v, %v; want migrating with migration_in in progress", resp, err)
+	}
+	a.Step(id, false)
+	u := n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sRunning })
+	if u.GetMigrationIn().GetState() != sledagentv1.MigrationState_MIGRATION_STATE_COMPLETED {
+		t.Fatalf("running after migrating in, but migration_in is %v", u.GetMigrationIn())
+	}
+}
+
+func TestV3_RudeUnregisterDoesNotWaitForAHungStop(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
+	id := a.Register()
+	a.EnsureState(id, running)
+	a.Step(id, false)
+	if _, err := a.Sim.HangVmmStop(ctx, &sledagentv1.HangVmmStopRequest{VmmId: id}); err != nil {
+		t.Fatal(err)
+	}
+	a.EnsureState(id, stopped)
+	a.Step(id, true) // reaches stopping, then hangs: an unresponsive Propolis
+	if a.Step(id, true) != 0 {
+		t.Fatal("a hung stop made progress")
+	}
+	before, _ := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
+	if before.GetRuntime().GetState() != sStopping {
+		t.Fatalf("VMM is %v, want stuck stopping", before.GetRuntime())
+	}
+
+	resp, err := a.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := resp.GetUpdatedRuntime()
+	if rt.GetState() != sDestroyed || rt.GetGeneration() != before.GetRuntime().GetGeneration()+1 {
+		t.Fatalf("unregister answered %v, want destroyed at generation %d", rt, before.GetRuntime().GetGeneration()+1)
+	}
+	_, err = a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
+	requireNoSuchVMM(t, err)
+	if len(a.Inventory().GetVmms()) != 0 {
+		t.Fatal("the VMM's zone is still listed")
+	}
+	// The stop would now complete if the VMM still existed; it does not.
+	if _, err := a.Sim.ClearVmmFaults(ctx, &sledagentv1.ClearVmmFaultsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if a.Step("", true) != 0 {
+		t.Fatal("a transition of an unregistered VMM completed")
+	}
+	publicationBarrier(t, a, n)
+	for _, u := range n.Updates(id) {
+		if u.GetRuntime().GetGeneration() >= rt.GetGeneration() {
+			t.Fatalf("published %v after unregistering at generation %d", u.GetRuntime(), rt.GetGeneration())
+		}
+	}
+}
+
+func TestV3_UnregisteringAnUnknownVMMAnswersEmpty(t *testing.T) {
+	a := sledagenttest.Start(t, sledagenttest.Explicit)
+	id := a.Register()
+	for i := 0; i < 2; i++ {
+		resp, err := a.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (i == 0) != (resp.GetUpdatedRuntime() != nil) {
+			t.Fatalf("call %d answered %v", i, resp)
+		}
+	}
+	resp, err := a.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: uuid.NewString()})
+	if err != nil || resp.GetUpdatedRuntime() != nil {
+		t.Fatalf("unknown VMM: %v, %v; want an empty answer", resp, err)
+	}
+}
+
+func TestV3_UpdatesNotYetDeliveredAreDroppedOnUnregister(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
+	n.Stop() // nexus unreachable: updates queue up and are retried
+	id := a.Register()
+	a.EnsureState(id, running)
+	a.Step(id, false)
+	if _, err := a.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: id}); err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	publicationBarrier(t, a, n)
+	if got := n.Updates(id); len(got) != 0 {
+		t.Fatalf("nexus received %d updates of an unregistered VMM", len(got))
+	}
+}
+
+func TestV5_UpdatesAreRetriedUntilNexusTakesThemInOrder(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
+	n.FailUpdates(codes.Unavailable, codes.Unavailable, codes.DeadlineExceeded, codes.Internal)
+	id := a.Register()
+	a.EnsureState(id, running)
+	a.Step(id, false)
+	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sRunning })
+	if got := states(t, n, id); !slices.Equal(got, []sledagentv1.VmmState{sStarting, sRunning}) {
+		t.Fatalf("published %v, want starting then running", got)
+	}
+	if n.UpdateAttempts() != 6 {
+		t.Fatalf("%d attempts, want 4 failures + 2 deliveries", n.UpdateAttempts())
+	}
+
+	// Nexus down altogether, then back on the same address.
+	n.Stop()
+	a.EnsureState(id, stopped)
+	a.Step(id, true)
+	n.Start()
+	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sDestroyed })
+	if got := states(t, n, id); !slices.Equal(got, []sledagentv1.VmmState{sStarting, sRunning, sStopping, sStopped, sDestroyed}) {
+		t.Fatalf("published %v after nexus came back", got)
+	}
+}
+
+func TestV5_PermanentErrorsDropTheUpdateInsteadOfRetrying(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
+	n.FailUpdates(codes.InvalidArgument)
+	id := a.Register() // its first update is refused for good
+	a.EnsureState(id, running)
+	a.Step(id, false)
+	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sRunning })
+	if got := states(t, n, id); !slices.Equal(got, []sledagentv1.VmmState{sRunning}) || n.UpdateAttempts() != 2 {
+		t.Fatalf("published %v in %d attempts; want the refused update dropped after one attempt", got, n.UpdateAttempts())
+	}
+}
+
+func TestV7_EnsureStateFaultAnswersTheInjectedCode(t *testing.T) {
+	a := sledagenttest.Start(t, sledagenttest.Explicit)
+	id := a.Register()
+	if _, err := a.Sim.FailEnsureState(ctx, &sledagentv1.FailEnsureStateRequest{VmmId: id, Count: 2,
+		Code: uint32(codes.Unavailable), Message: "propolis is restarting"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		_, err := a.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: id, Target: running})
+		if status.Code(err) != codes.Unavailable || status.Convert(err).Message() != "propolis is restarting" {
+			t.Fatalf("call %d: %v, want the injected UNAVAILABLE", i, err)
+		}
+	}
+	a.EnsureState(id, running)
+	_, err := a.Sim.FailEnsureState(ctx, &sledagentv1.FailEnsureStateRequest{VmmId: id, Count: 1, Code: uint32(codes.NotFound)})
+	if v := apierror.FieldViolations(err); len(v) != 1 || v[0].Field != "code" {
+		t.Fatalf("NOT_FOUND must not be injectable as a plain error: %v", err)
+	}
+}
+
+func TestV7_ForgottenVMMIsGoneWithoutNexusBeingTold(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
+	id := a.Register()
+	a.EnsureState(id, running)
+	a.Step(id, false)
+	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sRunning })
+	if _, err := a.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: id}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
+	requireNoSuchVMM(t, err)
+	resp, err := a.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: id})
+	if err != nil || resp.GetUpdatedRuntime() != nil {
+		t.Fatalf("unregistering a forgotten VMM: %v, %v; want empty", resp, err)
+	}
+	publicationBarrier(t, a, n)
+	if last := n.Updates(id)[len(n.Updates(id))-1]; last.GetRuntime().GetState() != sRunning {
+		t.Fatalf("nexus was told %v about a forgotten VMM", last.GetRuntime())
+	}
+}
+
+func TestV7_BlackHoledAgentAcceptsCallsAndNeverAnswers(t *testing.T) {
+	a := sledagenttest.Start(t, sledagenttest.Explicit)
+	if _, err := a.Sim.SetBlackHole(ctx, &sledagentv1.SetBlackHoleRequest{Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_, err := a.Client.GetInventory(callCtx, &sledagentv1.GetInventoryRequest{})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("call into the black hole: %v, want DEADLINE_EXCEEDED", err)
+	}
+	if _, err := a.Sim.ClearVmmFaults(ctx, &sledagentv1.ClearVmmFaultsRequest{}); err != nil {
+		t.Fatalf("SledAgentSim must stay reachable: %v", err)
+	}
+	a.Inventory()
+}
+
+func TestV7_RPCLatencyDelaysSledAgentCalls(t *testing.T) {
+	a := sledagenttest.Start(t, sledagenttest.Explicit)
+	if _, err := a.Sim.SetRpcLatency(ctx, &sledagentv1.SetRpcLatencyRequest{Latency: durationpb.New(40 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	a.Inventory()
+	if d := time.Since(start); d < 40*time.Millisecond {
+		t.Fatalf("call took %s with 40ms injected latency", d)
+	}
+}
+
+func TestV7_RestartedAgentKnowsNoVMMs(t *testing.T) {
+	a := sledagenttest.Start(t, sledagenttest.Explicit)
+	id := a.Register()
+	a.Restart()
+	if len(a.Inventory().GetVmms()) != 0 {
+		t.Fatal("a restarted agent lists VMMs")
+	}
+	_, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
+	requireNoSuchVMM(t, err)
+}
+
+func TestV8_AgentRegistersAndHeartbeatsOnceNexusIsReachable(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	n.Stop()
+	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
+	a.Inventory() // serves its API while nexus is down
+	n.Start()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if len(n.Registrations()) == 0 || n.Heartbeats() < 3 {
+			return fmt.Errorf("%d registrations, %d heartbeats", len(n.Registrations()), n.Heartbeats())
+		}
+		return nil
+	})
+	reg := n.Registrations()[0]
+	if reg.GetSledId() != a.Config.SledID || reg.GetAddress() != a.Server.Addr() || reg.GetNcpus() != a.Config.NCPUs ||
+		reg.GetMemoryBytes() != a.Config.MemoryGiB<<30 || !slices.Equal(reg.GetZpools(), a.Config.Zpools) {
+		t.Fatalf("registration %v does not describe the sled", reg)
+	}
+	// A nexus that lost the sled answers heartbeats NOT_FOUND: the agent
+	// registers again.
+	n.ForgetSleds()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if len(n.Registrations()) < 2 {
+			return errors.New("no re-registration yet")
+		}
+		return nil
+	})
+}
+
+// TestV5_ConcurrentRequestsOnOneVMMStayConsistent fires many concurrent
+// EnsureState and EnsureUnregistered calls at one VMM while transitions
+// complete, then checks one consistent outcome: generations strictly
+// increasing in what nexus received and in what the calls answered after
+// each other, and the VMM either gone everywhere or present everywhere.
+func TestV5_ConcurrentRequestsOnOneVMMStayConsistent(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		n := sledagenttest.StartNexus(t)
+		a := sledagenttest.Start(t, sledagenttest.WithNexus(n), func(c *config.Config) { c.VMMTransitionDelay = 0 })
+		id := a.Register()
+		a.EnsureState(id, running)
+
+		var mu sync.Mutex
+		var unregistered []uint64
+		var wg sync.WaitGroup
+		for g := 0; g < 16; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(round), uint64(g)))
+				for i := 0; i < 10; i++ {
+					switch rng.IntN(4) {
+					case 0:
+						resp, err := a.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: id})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if rt := resp.GetUpdatedRuntime(); rt != nil {
+							mu.Lock()
+							unregistered = append(unregistered, rt.GetGeneration())
+							mu.Unlock()
+						}
+					default:
+						target := []sledagentv1.VmmTargetState{running, stopped, reboot}[rng.IntN(3)]
+						_, err := a.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: id, Target: target})
+						switch apierror.Reason(err) {
+						case "", "NO_SUCH_VMM", "VMM_TARGET_UNREACHABLE":
+						default:
+							t.Errorf("EnsureState(%s): %v", target, err)
+							return
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if len(unregistered) > 1 {
+			t.Fatalf("round %d: %d calls each claim to have unregistered the VMM", round, len(unregistered))
+		}
+		_, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
+		gone := status.Code(err) == codes.NotFound
+		if listed := len(a.Inventory().GetVmms()) == 1; listed == gone {
+			t.Fatalf("round %d: GetVmmState says gone=%v but inventory lists it=%v", round, gone, listed)
+		}
+		publicationBarrier(t, a, n)
+		published := states(t, n, id) // checks strictly increasing generations
+		if len(unregistered) == 1 {
+			for _, u := range n.Updates(id) {
+				if u.GetRuntime().GetGeneration() >= unregistered[0] {
+					t.Fatalf("round %d: published generation %d at or after the unregister's %d", round, u.GetRuntime().GetGeneration(), unregistered[0])
+				}
+			}
+		} else if gone && published[len(published)-1] != sDestroyed {
+			t.Fatalf("round %d: VMM gone without unregister, last published %v", round, published)
+		}
+		a.Stop()
+		n.Stop()
+	}
+}
