@@ -46,6 +46,7 @@ type Server struct {
 	zones      *sim.Runtime
 	publisher  *nexusclient.Publisher
 	nexusConn  *grpc.ClientConn
+	peer       *hypervisorsim.GRPCPeer
 	stopAgent  context.CancelFunc
 	background sync.WaitGroup
 }
@@ -111,7 +112,8 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	if cfg.HypervisorMode == "explicit" {
 		mode = hypervisorsim.ModeExplicit
 	}
-	hypervisor := hypervisorsim.New(mode, time.Duration(cfg.VMMTransitionDelay))
+	migrationPeer := &hypervisorsim.GRPCPeer{Timeout: time.Duration(cfg.NexusCallTimeout)}
+	hypervisor := hypervisorsim.New(mode, time.Duration(cfg.VMMTransitionDelay), migrationPeer)
 	vmms := vmm.NewManager(hypervisor, publisher, log.Named("vmm"))
 	hypervisor.SetObserver(vmms.Observe)
 
@@ -128,6 +130,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logCalls(log), rpcFaults.Interceptor()))
 	sledagentv1.RegisterSledAgentServer(srv, api.NewSledAgent(agent))
 	sledagentv1.RegisterSledAgentSimServer(srv, api.NewSledAgentSim(agent, zones, hypervisor, rpcFaults))
+	sledagentv1.RegisterSimMigrationServer(srv, api.NewSimMigration(hypervisor))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	for _, svc := range []string{"", sledagentv1.SledAgent_ServiceDesc.ServiceName, sledagentv1.SledAgentSim_ServiceDesc.ServiceName} {
@@ -137,7 +140,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 		zap.Strings("ledger_dirs", cfg.LedgerDirs), zap.String("zone_state_dir", cfg.ZoneStateDir))
 	ok = true
 	s := &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec, zones: zones,
-		publisher: publisher, nexusConn: nexusConn}
+		publisher: publisher, nexusConn: nexusConn, peer: migrationPeer}
 	agentCtx, stop := context.WithCancel(context.Background())
 	s.stopAgent = stop
 	if nexus != nil {
@@ -191,6 +194,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.stopAgent()
 	s.background.Wait()
 	s.publisher.Close()
+	s.peer.Close()
 	if s.nexusConn != nil {
 		s.nexusConn.Close()
 	}

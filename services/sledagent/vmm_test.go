@@ -237,33 +237,106 @@ func TestV6_UnreachableTargetsAreRefused(t *testing.T) {
 	}
 }
 
-func TestV6_MigrationTargetMigratesInAndReportsMigrationProgress(t *testing.T) {
-	n := sledagenttest.StartNexus(t)
-	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
-	id, migration := uuid.NewString(), uuid.NewString()
-	_, err := a.Client.EnsureRegistered(ctx, &sledagentv1.EnsureRegisteredRequest{
-		VmmId: id, InstanceId: uuid.NewString(), Spec: spec(),
-		MigrationTarget: &sledagentv1.MigrationTargetParams{MigrationId: migration, SourceVmmId: uuid.NewString(),
-			SourceSledAddress: "127.0.0.1:1"},
-	})
+// migrationPair starts a source and a target sled (explicit mode, one
+// nexus), a running VMM on the source, and a migration-target VMM for it on
+// the target.
+func migrationPair(t *testing.T) (n *sledagenttest.NexusReceiver, src, dst *sledagenttest.Agent, source, target, migration string) {
+	n = sledagenttest.StartNexus(t)
+	src = sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
+	dst = sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
+	source = src.Register()
+	src.EnsureState(source, running)
+	src.Step(source, false)
+	target, migration = uuid.NewString(), uuid.NewString()
+	if _, err := dst.Client.EnsureRegistered(ctx, &sledagentv1.EnsureRegisteredRequest{
+		VmmId: target, InstanceId: uuid.NewString(), Spec: spec(),
+		MigrationTarget: &sledagentv1.MigrationTargetParams{MigrationId: migration, SourceVmmId: source,
+			SourceSledAddress: src.Server.Addr()},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n, src, dst, source, target, migration
+}
+
+func migrationState(t *testing.T, a *sledagenttest.Agent, vmmID string) (sledagentv1.VmmState, *sledagentv1.MigrationRuntime, *sledagentv1.MigrationRuntime) {
+	t.Helper()
+	resp, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: vmmID})
+	if status.Code(err) == codes.NotFound {
+		return sDestroyed, nil, nil
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: id, Target: running})
+	return resp.GetRuntime().GetState(), resp.GetMigrationIn(), resp.GetMigrationOut()
+}
+
+func TestV6_MigrationMovesTheGuestFromSourceToTarget(t *testing.T) {
+	const inProgress, completed = sledagentv1.MigrationState_MIGRATION_STATE_IN_PROGRESS, sledagentv1.MigrationState_MIGRATION_STATE_COMPLETED
+	n, src, dst, source, target, migration := migrationPair(t)
+	_, err := dst.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: target, Target: running})
 	requireReason(t, err, codes.FailedPrecondition, "VMM_TARGET_UNREACHABLE")
-	a.EnsureState(id, migrationTarget)
-	a.Step(id, false)
-	resp, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
-	if err != nil || resp.GetRuntime().GetState() != sMigrating ||
-		resp.GetMigrationIn().GetState() != sledagentv1.MigrationState_MIGRATION_STATE_IN_PROGRESS ||
-		resp.GetMigrationIn().GetMigrationId() != migration {
-		t.Fatalf("after one step: %v, %v; want migrating with migration_in in progress", resp, err)
+	dst.EnsureState(target, migrationTarget)
+
+	dst.Step(target, false) // the target begins pulling: the source is told
+	if st, in, _ := migrationState(t, dst, target); st != sMigrating || in.GetState() != inProgress || in.GetMigrationId() != migration {
+		t.Fatalf("target is %s with migration_in %v", st, in)
 	}
-	a.Step(id, false)
-	u := n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sRunning })
-	if u.GetMigrationIn().GetState() != sledagentv1.MigrationState_MIGRATION_STATE_COMPLETED {
-		t.Fatalf("running after migrating in, but migration_in is %v", u.GetMigrationIn())
+	src.Step(source, false)
+	if st, _, out := migrationState(t, src, source); st != sMigrating || out.GetState() != inProgress || out.GetMigrationId() != migration {
+		t.Fatalf("source is %s with migration_out %v", st, out)
 	}
+	dst.Step(target, false) // the pull completes
+	if st, in, _ := migrationState(t, dst, target); st != sRunning || in.GetState() != completed {
+		t.Fatalf("target is %s with migration_in %v after completing", st, in)
+	}
+	src.Step(source, false)
+	if st, _, _ := migrationState(t, src, source); st != sDestroyed {
+		t.Fatalf("source is %s after the migration completed, want destroyed", st)
+	}
+	u := n.WaitUpdate(source, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sDestroyed })
+	if u.GetMigrationOut().GetState() != completed {
+		t.Fatalf("source's final update carries migration_out %v", u.GetMigrationOut())
+	}
+	n.WaitUpdate(target, func(u *nexusv1.VmmStateUpdateRequest) bool {
+		return u.GetRuntime().GetState() == sRunning && u.GetMigrationIn().GetState() == completed
+	})
+	if got := states(t, n, source); !slices.Equal(got, []sledagentv1.VmmState{sStarting, sRunning, sMigrating, sDestroyed}) {
+		t.Fatalf("source published %v", got)
+	}
+	if got := states(t, n, target); !slices.Equal(got, []sledagentv1.VmmState{sStarting, sMigrating, sRunning}) {
+		t.Fatalf("target published %v", got)
+	}
+}
+
+func TestV6_MigrationFromAVanishedSourceFailsTheTarget(t *testing.T) {
+	_, src, dst, source, target, _ := migrationPair(t)
+	if _, err := src.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: source}); err != nil {
+		t.Fatal(err)
+	}
+	dst.EnsureState(target, migrationTarget)
+	dst.Step(target, false)
+	st, in, _ := migrationState(t, dst, target)
+	if st != sledagentv1.VmmState_VMM_STATE_FAILED || in.GetState() != sledagentv1.MigrationState_MIGRATION_STATE_FAILED {
+		t.Fatalf("target is %s with migration_in %v, want failed", st, in)
+	}
+}
+
+func TestV6_RudelyUnregisteredTargetLetsTheSourceResume(t *testing.T) {
+	_, src, dst, source, target, _ := migrationPair(t)
+	dst.EnsureState(target, migrationTarget)
+	dst.Step(target, false)
+	src.Step(source, false)
+	if _, err := dst.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: target}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		src.Step(source, false)
+		st, _, out := migrationState(t, src, source)
+		if st != sRunning || out.GetState() != sledagentv1.MigrationState_MIGRATION_STATE_FAILED {
+			return fmt.Errorf("source is %s with migration_out %v, want running again with the migration failed", st, out)
+		}
+		return nil
+	})
 }
 
 func TestV3_RudeUnregisterDoesNotWaitForAHungStop(t *testing.T) {

@@ -201,12 +201,18 @@ func (m *Manager) Observe(id uuid.UUID, obs Observation) {
 	}
 }
 
-func advanceMigration(m **Migration, to MigrationState, now time.Time) bool {
-	if to == 0 || *m == nil || (*m).State == to {
+func advanceMigration(m **Migration, change *MigrationChange, now time.Time) bool {
+	switch {
+	case change == nil:
+		return false
+	case *m == nil || (*m).ID != change.ID:
+		*m = &Migration{ID: change.ID, State: change.State, Generation: 1, TimeUpdated: now}
+		return true
+	case (*m).State == change.State:
 		return false
 	}
 	next := **m
-	next.State, next.Generation, next.TimeUpdated = to, next.Generation+1, now
+	next.State, next.Generation, next.TimeUpdated = change.State, next.Generation+1, now
 	*m = &next
 	return true
 }

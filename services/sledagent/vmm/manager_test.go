@@ -32,7 +32,7 @@ func (r *recorder) count() int {
 }
 
 func newManager(t *testing.T) (*vmm.Manager, *hypervisorsim.Hypervisor, *recorder) {
-	h := hypervisorsim.New(hypervisorsim.ModeExplicit, 0)
+	h := hypervisorsim.New(hypervisorsim.ModeExplicit, 0, nil)
 	pub := &recorder{}
 	m := vmm.NewManager(h, pub, zaptest.NewLogger(t))
 	h.SetObserver(m.Observe)

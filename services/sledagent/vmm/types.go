@@ -119,12 +119,18 @@ type Update struct {
 	MigrationOut *Migration
 }
 
+// MigrationChange is a new state of one side of a migration.
+type MigrationChange struct {
+	ID    uuid.UUID
+	State MigrationState
+}
+
 // Observation is what the hypervisor reports when a VMM's state changes.
-// A zero migration state means "no change" for that side.
+// A nil migration change means "no change" for that side.
 type Observation struct {
 	State        State
-	MigrationIn  MigrationState
-	MigrationOut MigrationState
+	MigrationIn  *MigrationChange
+	MigrationOut *MigrationChange
 }
 
 var (

@@ -58,6 +58,24 @@ func printInventory(out io.Writer, inv *sledagentv1.GetInventoryResponse) error 
 		fmt.Fprintln(out, "ledgered    nothing yet")
 	}
 	fmt.Fprintf(out, "reconciler  %s\n", reconcilerStatus(inv.GetReconcilerStatus()))
+	if err := printZones(out, inv); err != nil {
+		return err
+	}
+	if len(inv.GetVmms()) == 0 {
+		fmt.Fprintln(out, "\nno VMMs")
+		return nil
+	}
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VMM\tINSTANCE\tSTATE\tGENERATION")
+	for _, v := range inv.GetVmms() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", v.GetVmmId(), v.GetInstanceId(),
+			strings.ToLower(strings.TrimPrefix(v.GetRuntime().GetState().String(), "VMM_STATE_")), v.GetRuntime().GetGeneration())
+	}
+	return tw.Flush()
+}
+
+func printZones(out io.Writer, inv *sledagentv1.GetInventoryResponse) error {
 	last := inv.GetLastReconciliation()
 	if last == nil {
 		return nil

@@ -37,12 +37,13 @@ func TestZ6_OperatorPutsAZonesConfigAndReadsTheInventory(t *testing.T) {
 		t.Fatalf("zones put: %q, %v", out, err)
 	}
 	a.WaitReconciled(3, sledagenttest.AllOK)
+	vmmID := a.Register()
 
 	out, err = run(t, "--addr", a.Server.Addr(), "inventory")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{a.Config.SledID, nexusID, "internal_ntp", "[fd00:1122:3344:101::3]:12221", "idle"} {
+	for _, want := range []string{a.Config.SledID, nexusID, "internal_ntp", "[fd00:1122:3344:101::3]:12221", "idle", vmmID, "starting"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table output lacks %q:\n%s", want, out)
 		}

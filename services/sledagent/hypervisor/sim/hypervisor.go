@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -27,16 +28,28 @@ const (
 // AnyVMM, as a VMM id in a fault, means every VMM.
 var AnyVMM = uuid.Nil
 
+// peerAction is what a migration target says to its source before a step.
+type peerAction int
+
+const (
+	peerNone peerAction = iota
+	peerBegin
+	peerFinish
+)
+
 type step struct {
 	state        vmm.State
-	migrationIn  vmm.MigrationState
-	migrationOut vmm.MigrationState
+	migrationIn  *vmm.MigrationChange
+	migrationOut *vmm.MigrationChange
+	peer         peerAction
 }
 
 type machine struct {
 	state     vmm.State
 	pending   []step
-	migration *vmm.MigrationTarget
+	migration *vmm.MigrationTarget // set on a migration target
+	pulling   bool                 // a migration target whose source has begun sending
+	sending   uuid.UUID            // the migration a source is sending, if any
 	timer     *time.Timer
 	timerSeq  uint64 // invalidates a timer that fired after being replaced
 }
@@ -63,6 +76,7 @@ type Hypervisor struct {
 
 	mu            sync.Mutex
 	observer      func(uuid.UUID, vmm.Observation)
+	peer          MigrationPeer
 	mode          Mode
 	delay         time.Duration
 	vms           map[uuid.UUID]*machine
@@ -70,9 +84,11 @@ type Hypervisor struct {
 	requestFaults map[uuid.UUID]*requestFault
 }
 
-// New returns a hypervisor in mode, with transitions taking delay in AUTO.
-func New(mode Mode, delay time.Duration) *Hypervisor {
+// New returns a hypervisor in mode, with transitions taking delay in AUTO;
+// peer carries migrations to other sleds' hypervisors.
+func New(mode Mode, delay time.Duration, peer MigrationPeer) *Hypervisor {
 	return &Hypervisor{
+		peer:          peer,
 		mode:          mode,
 		delay:         delay,
 		vms:           map[uuid.UUID]*machine{},
@@ -147,9 +163,12 @@ func (h *Hypervisor) Request(id uuid.UUID, target vmm.Target) error {
 		case m.migration == nil:
 			return unreachable("it was not registered as a migration target")
 		case eff == vmm.StateStarting:
+			id := m.migration.MigrationID
 			path = []step{
-				{state: vmm.StateMigrating, migrationIn: vmm.MigrationInProgress},
-				{state: vmm.StateRunning, migrationIn: vmm.MigrationCompleted},
+				{state: vmm.StateMigrating, peer: peerBegin,
+					migrationIn: &vmm.MigrationChange{ID: id, State: vmm.MigrationInProgress}},
+				{state: vmm.StateRunning, peer: peerFinish,
+					migrationIn: &vmm.MigrationChange{ID: id, State: vmm.MigrationCompleted}},
 			}
 		case eff == vmm.StateMigrating || eff == vmm.StateRunning:
 		default:
@@ -159,22 +178,78 @@ func (h *Hypervisor) Request(id uuid.UUID, target vmm.Target) error {
 		return fmt.Errorf("%w: unknown target %d", vmm.ErrUnreachableTarget, target)
 	}
 	if len(path) > 0 {
-		m.pending = append(m.pending, path...)
-		if h.mode == ModeAuto && m.timer == nil {
-			h.scheduleLocked(id, m)
-		}
+		h.appendLocked(id, m, path...)
 	}
 	return nil
 }
 
 // Terminate implements vmm.Hypervisor: the VMM is gone at once, whatever it
-// was doing, and none of its pending transitions will be reported.
+// was doing, and none of its pending transitions will be reported. A target
+// killed while pulling a guest drops the connection to its source, which
+// then resumes running, as a real source Propolis would.
 func (h *Hypervisor) Terminate(id uuid.UUID) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if m, ok := h.vms[id]; ok {
-		h.stopTimerLocked(m)
-		delete(h.vms, id)
+	m, ok := h.vms[id]
+	if !ok {
+		return
+	}
+	h.stopTimerLocked(m)
+	delete(h.vms, id)
+	if m.pulling && h.peer != nil {
+		mt := *m.migration
+		go h.peer.EndMigrationOut(mt.SourceSledAddress, mt.SourceVMM, mt.MigrationID, false) //nolint:errcheck // best effort, like a dropped connection
+	}
+}
+
+// BeginMigrationOut is the source side of a migration: a target has started
+// pulling the guest of VMM source.
+func (h *Hypervisor) BeginMigrationOut(source, migration uuid.UUID) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m, ok := h.vms[source]
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: %s", vmm.ErrNoSuchVMM, source)
+	case m.sending == migration:
+		return nil
+	case m.sending != uuid.Nil || m.effective() != vmm.StateRunning:
+		return fmt.Errorf("%w: VMM %s is %s and cannot send migration %s", vmm.ErrUnreachableTarget, source, m.effective(), migration)
+	}
+	m.sending = migration
+	h.appendLocked(source, m, step{state: vmm.StateMigrating,
+		migrationOut: &vmm.MigrationChange{ID: migration, State: vmm.MigrationInProgress}})
+	return nil
+}
+
+// EndMigrationOut is the source side of a migration's end: the guest now
+// runs on the target (the source is destroyed) or the pull failed (the
+// source resumes).
+func (h *Hypervisor) EndMigrationOut(source, migration uuid.UUID, succeeded bool) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m, ok := h.vms[source]
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: %s", vmm.ErrNoSuchVMM, source)
+	case m.sending != migration:
+		return fmt.Errorf("%w: VMM %s is not sending migration %s", vmm.ErrUnreachableTarget, source, migration)
+	}
+	m.sending = uuid.Nil
+	if succeeded {
+		h.appendLocked(source, m, step{state: vmm.StateDestroyed,
+			migrationOut: &vmm.MigrationChange{ID: migration, State: vmm.MigrationCompleted}})
+	} else {
+		h.appendLocked(source, m, step{state: vmm.StateRunning,
+			migrationOut: &vmm.MigrationChange{ID: migration, State: vmm.MigrationFailed}})
+	}
+	return nil
+}
+
+func (h *Hypervisor) appendLocked(id uuid.UUID, m *machine, path ...step) {
+	m.pending = append(m.pending, path...)
+	if h.mode == ModeAuto && m.timer == nil {
+		h.scheduleLocked(id, m)
 	}
 }
 
@@ -221,6 +296,24 @@ func (h *Hypervisor) advance(id uuid.UUID, timerSeq uint64) bool {
 		return false
 	}
 	next := m.pending[0]
+	if next.peer != peerNone {
+		// Talk to the source without holding the lock: it may be a VMM of
+		// this very hypervisor.
+		mt := *m.migration
+		h.mu.Unlock()
+		err := h.tellSource(next.peer, id, mt)
+		h.mu.Lock()
+		if h.vms[id] != m {
+			h.mu.Unlock()
+			return false // terminated meanwhile
+		}
+		if err != nil {
+			next = step{state: vmm.StateFailed,
+				migrationIn: &vmm.MigrationChange{ID: mt.MigrationID, State: vmm.MigrationFailed}}
+			m.pending = []step{next}
+		}
+		m.pulling = err == nil && next.peer == peerBegin
+	}
 	m.pending = m.pending[1:]
 	m.state = next.state
 	if next.state == vmm.StateDestroyed {
@@ -235,6 +328,16 @@ func (h *Hypervisor) advance(id uuid.UUID, timerSeq uint64) bool {
 		observe(id, vmm.Observation{State: next.state, MigrationIn: next.migrationIn, MigrationOut: next.migrationOut})
 	}
 	return true
+}
+
+func (h *Hypervisor) tellSource(action peerAction, target uuid.UUID, mt vmm.MigrationTarget) error {
+	if h.peer == nil {
+		return errors.New("no migration peer configured")
+	}
+	if action == peerBegin {
+		return h.peer.BeginMigrationOut(mt.SourceSledAddress, mt.SourceVMM, mt.MigrationID, target)
+	}
+	return h.peer.EndMigrationOut(mt.SourceSledAddress, mt.SourceVMM, mt.MigrationID, true)
 }
 
 // Step completes pending transitions: the next one of vmmID (AnyVMM: of

@@ -1357,6 +1357,198 @@ func (*ClearVmmFaultsResponse) Descriptor() ([]byte, []int) {
 	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{29}
 }
 
+type BeginMigrationOutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SourceVmmId   string                 `protobuf:"bytes,1,opt,name=source_vmm_id,json=sourceVmmId,proto3" json:"source_vmm_id,omitempty"`
+	MigrationId   string                 `protobuf:"bytes,2,opt,name=migration_id,json=migrationId,proto3" json:"migration_id,omitempty"`
+	TargetVmmId   string                 `protobuf:"bytes,3,opt,name=target_vmm_id,json=targetVmmId,proto3" json:"target_vmm_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginMigrationOutRequest) Reset() {
+	*x = BeginMigrationOutRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginMigrationOutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginMigrationOutRequest) ProtoMessage() {}
+
+func (x *BeginMigrationOutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginMigrationOutRequest.ProtoReflect.Descriptor instead.
+func (*BeginMigrationOutRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *BeginMigrationOutRequest) GetSourceVmmId() string {
+	if x != nil {
+		return x.SourceVmmId
+	}
+	return ""
+}
+
+func (x *BeginMigrationOutRequest) GetMigrationId() string {
+	if x != nil {
+		return x.MigrationId
+	}
+	return ""
+}
+
+func (x *BeginMigrationOutRequest) GetTargetVmmId() string {
+	if x != nil {
+		return x.TargetVmmId
+	}
+	return ""
+}
+
+type BeginMigrationOutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginMigrationOutResponse) Reset() {
+	*x = BeginMigrationOutResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginMigrationOutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginMigrationOutResponse) ProtoMessage() {}
+
+func (x *BeginMigrationOutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginMigrationOutResponse.ProtoReflect.Descriptor instead.
+func (*BeginMigrationOutResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{31}
+}
+
+type EndMigrationOutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SourceVmmId   string                 `protobuf:"bytes,1,opt,name=source_vmm_id,json=sourceVmmId,proto3" json:"source_vmm_id,omitempty"`
+	MigrationId   string                 `protobuf:"bytes,2,opt,name=migration_id,json=migrationId,proto3" json:"migration_id,omitempty"`
+	Succeeded     bool                   `protobuf:"varint,3,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndMigrationOutRequest) Reset() {
+	*x = EndMigrationOutRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndMigrationOutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndMigrationOutRequest) ProtoMessage() {}
+
+func (x *EndMigrationOutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndMigrationOutRequest.ProtoReflect.Descriptor instead.
+func (*EndMigrationOutRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *EndMigrationOutRequest) GetSourceVmmId() string {
+	if x != nil {
+		return x.SourceVmmId
+	}
+	return ""
+}
+
+func (x *EndMigrationOutRequest) GetMigrationId() string {
+	if x != nil {
+		return x.MigrationId
+	}
+	return ""
+}
+
+func (x *EndMigrationOutRequest) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+type EndMigrationOutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndMigrationOutResponse) Reset() {
+	*x = EndMigrationOutResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndMigrationOutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndMigrationOutResponse) ProtoMessage() {}
+
+func (x *EndMigrationOutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndMigrationOutResponse.ProtoReflect.Descriptor instead.
+func (*EndMigrationOutResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{33}
+}
+
 var File_omicron_sledagent_v1_sim_proto protoreflect.FileDescriptor
 
 const file_omicron_sledagent_v1_sim_proto_rawDesc = "" +
@@ -1415,7 +1607,17 @@ const file_omicron_sledagent_v1_sim_proto_rawDesc = "" +
 	"\alatency\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\alatency\"\x17\n" +
 	"\x15SetRpcLatencyResponse\"\x17\n" +
 	"\x15ClearVmmFaultsRequest\"\x18\n" +
-	"\x16ClearVmmFaultsResponse*i\n" +
+	"\x16ClearVmmFaultsResponse\"\x85\x01\n" +
+	"\x18BeginMigrationOutRequest\x12\"\n" +
+	"\rsource_vmm_id\x18\x01 \x01(\tR\vsourceVmmId\x12!\n" +
+	"\fmigration_id\x18\x02 \x01(\tR\vmigrationId\x12\"\n" +
+	"\rtarget_vmm_id\x18\x03 \x01(\tR\vtargetVmmId\"\x1b\n" +
+	"\x19BeginMigrationOutResponse\"}\n" +
+	"\x16EndMigrationOutRequest\x12\"\n" +
+	"\rsource_vmm_id\x18\x01 \x01(\tR\vsourceVmmId\x12!\n" +
+	"\fmigration_id\x18\x02 \x01(\tR\vmigrationId\x12\x1c\n" +
+	"\tsucceeded\x18\x03 \x01(\bR\tsucceeded\"\x19\n" +
+	"\x17EndMigrationOutResponse*i\n" +
 	"\x0eHypervisorMode\x12\x1f\n" +
 	"\x1bHYPERVISOR_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HYPERVISOR_MODE_AUTO\x10\x01\x12\x1c\n" +
@@ -1435,7 +1637,10 @@ const file_omicron_sledagent_v1_sim_proto_rawDesc = "" +
 	"\tForgetVmm\x12&.omicron.sledagent.v1.ForgetVmmRequest\x1a'.omicron.sledagent.v1.ForgetVmmResponse\x12e\n" +
 	"\fSetBlackHole\x12).omicron.sledagent.v1.SetBlackHoleRequest\x1a*.omicron.sledagent.v1.SetBlackHoleResponse\x12h\n" +
 	"\rSetRpcLatency\x12*.omicron.sledagent.v1.SetRpcLatencyRequest\x1a+.omicron.sledagent.v1.SetRpcLatencyResponse\x12k\n" +
-	"\x0eClearVmmFaults\x12+.omicron.sledagent.v1.ClearVmmFaultsRequest\x1a,.omicron.sledagent.v1.ClearVmmFaultsResponseBIZGgithub.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1;sledagentv1b\x06proto3"
+	"\x0eClearVmmFaults\x12+.omicron.sledagent.v1.ClearVmmFaultsRequest\x1a,.omicron.sledagent.v1.ClearVmmFaultsResponse2\xf4\x01\n" +
+	"\fSimMigration\x12t\n" +
+	"\x11BeginMigrationOut\x12..omicron.sledagent.v1.BeginMigrationOutRequest\x1a/.omicron.sledagent.v1.BeginMigrationOutResponse\x12n\n" +
+	"\x0fEndMigrationOut\x12,.omicron.sledagent.v1.EndMigrationOutRequest\x1a-.omicron.sledagent.v1.EndMigrationOutResponseBIZGgithub.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1;sledagentv1b\x06proto3"
 
 var (
 	file_omicron_sledagent_v1_sim_proto_rawDescOnce sync.Once
@@ -1450,7 +1655,7 @@ func file_omicron_sledagent_v1_sim_proto_rawDescGZIP() []byte {
 }
 
 var file_omicron_sledagent_v1_sim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_omicron_sledagent_v1_sim_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_omicron_sledagent_v1_sim_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_omicron_sledagent_v1_sim_proto_goTypes = []any{
 	(HypervisorMode)(0),                 // 0: omicron.sledagent.v1.HypervisorMode
 	(*FailZoneStartRequest)(nil),        // 1: omicron.sledagent.v1.FailZoneStartRequest
@@ -1483,16 +1688,20 @@ var file_omicron_sledagent_v1_sim_proto_goTypes = []any{
 	(*SetRpcLatencyResponse)(nil),       // 28: omicron.sledagent.v1.SetRpcLatencyResponse
 	(*ClearVmmFaultsRequest)(nil),       // 29: omicron.sledagent.v1.ClearVmmFaultsRequest
 	(*ClearVmmFaultsResponse)(nil),      // 30: omicron.sledagent.v1.ClearVmmFaultsResponse
-	(ShutdownStep)(0),                   // 31: omicron.sledagent.v1.ShutdownStep
-	(*durationpb.Duration)(nil),         // 32: google.protobuf.Duration
+	(*BeginMigrationOutRequest)(nil),    // 31: omicron.sledagent.v1.BeginMigrationOutRequest
+	(*BeginMigrationOutResponse)(nil),   // 32: omicron.sledagent.v1.BeginMigrationOutResponse
+	(*EndMigrationOutRequest)(nil),      // 33: omicron.sledagent.v1.EndMigrationOutRequest
+	(*EndMigrationOutResponse)(nil),     // 34: omicron.sledagent.v1.EndMigrationOutResponse
+	(ShutdownStep)(0),                   // 35: omicron.sledagent.v1.ShutdownStep
+	(*durationpb.Duration)(nil),         // 36: google.protobuf.Duration
 }
 var file_omicron_sledagent_v1_sim_proto_depIdxs = []int32{
-	31, // 0: omicron.sledagent.v1.FailZoneShutdownRequest.step:type_name -> omicron.sledagent.v1.ShutdownStep
-	32, // 1: omicron.sledagent.v1.SetZoneLatencyRequest.start:type_name -> google.protobuf.Duration
-	32, // 2: omicron.sledagent.v1.SetZoneLatencyRequest.shutdown_step:type_name -> google.protobuf.Duration
+	35, // 0: omicron.sledagent.v1.FailZoneShutdownRequest.step:type_name -> omicron.sledagent.v1.ShutdownStep
+	36, // 1: omicron.sledagent.v1.SetZoneLatencyRequest.start:type_name -> google.protobuf.Duration
+	36, // 2: omicron.sledagent.v1.SetZoneLatencyRequest.shutdown_step:type_name -> google.protobuf.Duration
 	0,  // 3: omicron.sledagent.v1.SetHypervisorModeRequest.mode:type_name -> omicron.sledagent.v1.HypervisorMode
-	32, // 4: omicron.sledagent.v1.SetHypervisorModeRequest.transition_delay:type_name -> google.protobuf.Duration
-	32, // 5: omicron.sledagent.v1.SetRpcLatencyRequest.latency:type_name -> google.protobuf.Duration
+	36, // 4: omicron.sledagent.v1.SetHypervisorModeRequest.transition_delay:type_name -> google.protobuf.Duration
+	36, // 5: omicron.sledagent.v1.SetRpcLatencyRequest.latency:type_name -> google.protobuf.Duration
 	1,  // 6: omicron.sledagent.v1.SledAgentSim.FailZoneStart:input_type -> omicron.sledagent.v1.FailZoneStartRequest
 	3,  // 7: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:input_type -> omicron.sledagent.v1.FailZoneShutdownRequest
 	5,  // 8: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:input_type -> omicron.sledagent.v1.HangZoneShutdownRequest
@@ -1508,23 +1717,27 @@ var file_omicron_sledagent_v1_sim_proto_depIdxs = []int32{
 	25, // 18: omicron.sledagent.v1.SledAgentSim.SetBlackHole:input_type -> omicron.sledagent.v1.SetBlackHoleRequest
 	27, // 19: omicron.sledagent.v1.SledAgentSim.SetRpcLatency:input_type -> omicron.sledagent.v1.SetRpcLatencyRequest
 	29, // 20: omicron.sledagent.v1.SledAgentSim.ClearVmmFaults:input_type -> omicron.sledagent.v1.ClearVmmFaultsRequest
-	2,  // 21: omicron.sledagent.v1.SledAgentSim.FailZoneStart:output_type -> omicron.sledagent.v1.FailZoneStartResponse
-	4,  // 22: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:output_type -> omicron.sledagent.v1.FailZoneShutdownResponse
-	6,  // 23: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:output_type -> omicron.sledagent.v1.HangZoneShutdownResponse
-	8,  // 24: omicron.sledagent.v1.SledAgentSim.ReleaseZoneShutdown:output_type -> omicron.sledagent.v1.ReleaseZoneShutdownResponse
-	10, // 25: omicron.sledagent.v1.SledAgentSim.SetZoneLatency:output_type -> omicron.sledagent.v1.SetZoneLatencyResponse
-	12, // 26: omicron.sledagent.v1.SledAgentSim.ClearZoneFaults:output_type -> omicron.sledagent.v1.ClearZoneFaultsResponse
-	14, // 27: omicron.sledagent.v1.SledAgentSim.PokeReconciler:output_type -> omicron.sledagent.v1.PokeReconcilerResponse
-	16, // 28: omicron.sledagent.v1.SledAgentSim.SetHypervisorMode:output_type -> omicron.sledagent.v1.SetHypervisorModeResponse
-	18, // 29: omicron.sledagent.v1.SledAgentSim.StepVmms:output_type -> omicron.sledagent.v1.StepVmmsResponse
-	20, // 30: omicron.sledagent.v1.SledAgentSim.HangVmmStop:output_type -> omicron.sledagent.v1.HangVmmStopResponse
-	22, // 31: omicron.sledagent.v1.SledAgentSim.FailEnsureState:output_type -> omicron.sledagent.v1.FailEnsureStateResponse
-	24, // 32: omicron.sledagent.v1.SledAgentSim.ForgetVmm:output_type -> omicron.sledagent.v1.ForgetVmmResponse
-	26, // 33: omicron.sledagent.v1.SledAgentSim.SetBlackHole:output_type -> omicron.sledagent.v1.SetBlackHoleResponse
-	28, // 34: omicron.sledagent.v1.SledAgentSim.SetRpcLatency:output_type -> omicron.sledagent.v1.SetRpcLatencyResponse
-	30, // 35: omicron.sledagent.v1.SledAgentSim.ClearVmmFaults:output_type -> omicron.sledagent.v1.ClearVmmFaultsResponse
-	21, // [21:36] is the sub-list for method output_type
-	6,  // [6:21] is the sub-list for method input_type
+	31, // 21: omicron.sledagent.v1.SimMigration.BeginMigrationOut:input_type -> omicron.sledagent.v1.BeginMigrationOutRequest
+	33, // 22: omicron.sledagent.v1.SimMigration.EndMigrationOut:input_type -> omicron.sledagent.v1.EndMigrationOutRequest
+	2,  // 23: omicron.sledagent.v1.SledAgentSim.FailZoneStart:output_type -> omicron.sledagent.v1.FailZoneStartResponse
+	4,  // 24: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:output_type -> omicron.sledagent.v1.FailZoneShutdownResponse
+	6,  // 25: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:output_type -> omicron.sledagent.v1.HangZoneShutdownResponse
+	8,  // 26: omicron.sledagent.v1.SledAgentSim.ReleaseZoneShutdown:output_type -> omicron.sledagent.v1.ReleaseZoneShutdownResponse
+	10, // 27: omicron.sledagent.v1.SledAgentSim.SetZoneLatency:output_type -> omicron.sledagent.v1.SetZoneLatencyResponse
+	12, // 28: omicron.sledagent.v1.SledAgentSim.ClearZoneFaults:output_type -> omicron.sledagent.v1.ClearZoneFaultsResponse
+	14, // 29: omicron.sledagent.v1.SledAgentSim.PokeReconciler:output_type -> omicron.sledagent.v1.PokeReconcilerResponse
+	16, // 30: omicron.sledagent.v1.SledAgentSim.SetHypervisorMode:output_type -> omicron.sledagent.v1.SetHypervisorModeResponse
+	18, // 31: omicron.sledagent.v1.SledAgentSim.StepVmms:output_type -> omicron.sledagent.v1.StepVmmsResponse
+	20, // 32: omicron.sledagent.v1.SledAgentSim.HangVmmStop:output_type -> omicron.sledagent.v1.HangVmmStopResponse
+	22, // 33: omicron.sledagent.v1.SledAgentSim.FailEnsureState:output_type -> omicron.sledagent.v1.FailEnsureStateResponse
+	24, // 34: omicron.sledagent.v1.SledAgentSim.ForgetVmm:output_type -> omicron.sledagent.v1.ForgetVmmResponse
+	26, // 35: omicron.sledagent.v1.SledAgentSim.SetBlackHole:output_type -> omicron.sledagent.v1.SetBlackHoleResponse
+	28, // 36: omicron.sledagent.v1.SledAgentSim.SetRpcLatency:output_type -> omicron.sledagent.v1.SetRpcLatencyResponse
+	30, // 37: omicron.sledagent.v1.SledAgentSim.ClearVmmFaults:output_type -> omicron.sledagent.v1.ClearVmmFaultsResponse
+	32, // 38: omicron.sledagent.v1.SimMigration.BeginMigrationOut:output_type -> omicron.sledagent.v1.BeginMigrationOutResponse
+	34, // 39: omicron.sledagent.v1.SimMigration.EndMigrationOut:output_type -> omicron.sledagent.v1.EndMigrationOutResponse
+	23, // [23:40] is the sub-list for method output_type
+	6,  // [6:23] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1542,9 +1755,9 @@ func file_omicron_sledagent_v1_sim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omicron_sledagent_v1_sim_proto_rawDesc), len(file_omicron_sledagent_v1_sim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   34,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_omicron_sledagent_v1_sim_proto_goTypes,
 		DependencyIndexes: file_omicron_sledagent_v1_sim_proto_depIdxs,

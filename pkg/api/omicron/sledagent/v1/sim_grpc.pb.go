@@ -690,3 +690,161 @@ var SledAgentSim_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "omicron/sledagent/v1/sim.proto",
 }
+
+const (
+	SimMigration_BeginMigrationOut_FullMethodName = "/omicron.sledagent.v1.SimMigration/BeginMigrationOut"
+	SimMigration_EndMigrationOut_FullMethodName   = "/omicron.sledagent.v1.SimMigration/EndMigrationOut"
+)
+
+// SimMigrationClient is the client API for SimMigration service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// SimMigration is the simulated hypervisors' migration protocol: what one
+// Propolis says to another when a target pulls a guest from a source. The
+// target sled-agent calls it on the source sled-agent.
+type SimMigrationClient interface {
+	// BeginMigrationOut tells the source VMM a target is pulling it: it moves
+	// to MIGRATING with migration_out in progress. NOT_FOUND/NO_SUCH_VMM when
+	// the source is gone.
+	BeginMigrationOut(ctx context.Context, in *BeginMigrationOutRequest, opts ...grpc.CallOption) (*BeginMigrationOutResponse, error)
+	// EndMigrationOut tells the source how the pull ended: succeeded, the
+	// source is destroyed; failed, it resumes running.
+	EndMigrationOut(ctx context.Context, in *EndMigrationOutRequest, opts ...grpc.CallOption) (*EndMigrationOutResponse, error)
+}
+
+type simMigrationClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewSimMigrationClient(cc grpc.ClientConnInterface) SimMigrationClient {
+	return &simMigrationClient{cc}
+}
+
+func (c *simMigrationClient) BeginMigrationOut(ctx context.Context, in *BeginMigrationOutRequest, opts ...grpc.CallOption) (*BeginMigrationOutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BeginMigrationOutResponse)
+	err := c.cc.Invoke(ctx, SimMigration_BeginMigrationOut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *simMigrationClient) EndMigrationOut(ctx context.Context, in *EndMigrationOutRequest, opts ...grpc.CallOption) (*EndMigrationOutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EndMigrationOutResponse)
+	err := c.cc.Invoke(ctx, SimMigration_EndMigrationOut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SimMigrationServer is the server API for SimMigration service.
+// All implementations must embed UnimplementedSimMigrationServer
+// for forward compatibility.
+//
+// SimMigration is the simulated hypervisors' migration protocol: what one
+// Propolis says to another when a target pulls a guest from a source. The
+// target sled-agent calls it on the source sled-agent.
+type SimMigrationServer interface {
+	// BeginMigrationOut tells the source VMM a target is pulling it: it moves
+	// to MIGRATING with migration_out in progress. NOT_FOUND/NO_SUCH_VMM when
+	// the source is gone.
+	BeginMigrationOut(context.Context, *BeginMigrationOutRequest) (*BeginMigrationOutResponse, error)
+	// EndMigrationOut tells the source how the pull ended: succeeded, the
+	// source is destroyed; failed, it resumes running.
+	EndMigrationOut(context.Context, *EndMigrationOutRequest) (*EndMigrationOutResponse, error)
+	mustEmbedUnimplementedSimMigrationServer()
+}
+
+// UnimplementedSimMigrationServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedSimMigrationServer struct{}
+
+func (UnimplementedSimMigrationServer) BeginMigrationOut(context.Context, *BeginMigrationOutRequest) (*BeginMigrationOutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BeginMigrationOut not implemented")
+}
+func (UnimplementedSimMigrationServer) EndMigrationOut(context.Context, *EndMigrationOutRequest) (*EndMigrationOutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EndMigrationOut not implemented")
+}
+func (UnimplementedSimMigrationServer) mustEmbedUnimplementedSimMigrationServer() {}
+func (UnimplementedSimMigrationServer) testEmbeddedByValue()                      {}
+
+// UnsafeSimMigrationServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to SimMigrationServer will
+// result in compilation errors.
+type UnsafeSimMigrationServer interface {
+	mustEmbedUnimplementedSimMigrationServer()
+}
+
+func RegisterSimMigrationServer(s grpc.ServiceRegistrar, srv SimMigrationServer) {
+	// If the following call panics, it indicates UnimplementedSimMigrationServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&SimMigration_ServiceDesc, srv)
+}
+
+func _SimMigration_BeginMigrationOut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BeginMigrationOutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SimMigrationServer).BeginMigrationOut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SimMigration_BeginMigrationOut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SimMigrationServer).BeginMigrationOut(ctx, req.(*BeginMigrationOutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SimMigration_EndMigrationOut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EndMigrationOutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SimMigrationServer).EndMigrationOut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SimMigration_EndMigrationOut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SimMigrationServer).EndMigrationOut(ctx, req.(*EndMigrationOutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// SimMigration_ServiceDesc is the grpc.ServiceDesc for SimMigration service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var SimMigration_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "omicron.sledagent.v1.SimMigration",
+	HandlerType: (*SimMigrationServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "BeginMigrationOut",
+			Handler:    _SimMigration_BeginMigrationOut_Handler,
+		},
+		{
+			MethodName: "EndMigrationOut",
+			Handler:    _SimMigration_EndMigrationOut_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "omicron/sledagent/v1/sim.proto",
+}
