@@ -23,6 +23,7 @@ import (
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/sledagent"
+	"github.com/rackplane/rackplane/services/sledagent/config"
 	"github.com/rackplane/rackplane/services/sledagent/ledger"
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
@@ -483,7 +484,12 @@ func TestZ6_InventoryReportsTheSledConfigAndReconciler(t *testing.T) {
 // zone is absent, the runtime does not hold it.
 func TestZ6_ZoneWhoseShutdownFailsStaysInInventoryUntilItIsGone(t *testing.T) {
 	const failures = 5
-	a := sledagenttest.Start(t)
+	// Retries slow enough that the ERROR window (at least 10+20+40+50 ms)
+	// is seen by polling even on a loaded machine.
+	a := sledagenttest.Start(t, func(c *config.Config) {
+		c.ReconcilerRetryInitial = config.Duration(20 * time.Millisecond)
+		c.ReconcilerRetryMax = config.Duration(100 * time.Millisecond)
+	})
 	victim, keeper := a.Zone(nexus, 1), a.Zone(crucible, 2)
 	a.Ensure(1, victim, keeper)
 	a.WaitReconciled(1, sledagenttest.AllOK)
