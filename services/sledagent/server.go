@@ -101,7 +101,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 		}
 		nexus = nexusv1.NewNexusInternalClient(nexusConn)
 	} else {
-		log.Warn("no nexus_address: running without nexus; VMM updates are not published")
+		log.Info("no nexus_address: running without nexus; VMM updates are not published")
 	}
 	publisher := nexusclient.NewPublisher(nexus, nexusclient.PublisherConfig{
 		SledID:         sledID,
