@@ -1,0 +1,201 @@
+package pgtest
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+)
+
+// EnvDSN names the variable holding the DSN of an existing server.
+const EnvDSN = "RACKPLANE_TEST_POSTGRES_DSN"
+
+type server struct {
+	adminDSN string // the maintenance database, for CREATE DATABASE
+	dsnFor   func(db string) string
+	cmd      *exec.Cmd
+	dir      string
+	err      error
+}
+
+var (
+	once      sync.Once
+	shared    *server
+	databases atomic.Int64
+)
+
+// DSN returns the DSN of a new, empty database, or fails (CI=true) or skips
+// the test when no PostgreSQL can be had.
+func DSN(t testing.TB) string {
+	t.Helper()
+	once.Do(func() { shared = start() })
+	if shared.err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL is required in CI and could not be had: %v", shared.err)
+		}
+		t.Skipf("no PostgreSQL for this test (set %s or install PostgreSQL server binaries): %v", EnvDSN, shared.err)
+	}
+	name := fmt.Sprintf("test_%d_%d", os.Getpid(), databases.Add(1))
+	db, err := sql.Open("pgx", shared.adminDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatalf("creating test database: %v", err)
+	}
+	t.Cleanup(func() {
+		db, err := sql.Open("pgx", shared.adminDSN)
+		if err != nil {
+			return
+		}
+		defer db.Close()
+		db.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)") //nolint:errcheck // best effort
+	})
+	return shared.dsnFor(name)
+}
+
+// Main runs the tests, then stops the server DSN started, if any.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if shared != nil && shared.cmd != nil {
+		shared.cmd.Process.Signal(syscall.SIGINT) //nolint:errcheck // already gone is fine
+		shared.cmd.Wait()                         //nolint:errcheck // exit status of a stopped server
+		os.RemoveAll(shared.dir)
+	}
+	return code
+}
+
+func start() *server {
+	if dsn := os.Getenv(EnvDSN); dsn != "" {
+		return &server{adminDSN: dsn, dsnFor: func(db string) string { return withDatabase(dsn, db) }}
+	}
+	bin, err := findBinaries()
+	if err != nil {
+		return &server{err: err}
+	}
+	s, err := startLocal(bin)
+	if err != nil {
+		return &server{err: err}
+	}
+	return s
+}
+
+// withDatabase points a DSN, URL or key=value form, at database db.
+func withDatabase(dsn, db string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + db
+		return u.String()
+	}
+	return dsn + " dbname=" + db
+}
+
+func findBinaries() (string, error) {
+	if path, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(path), nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("no initdb on PATH or under /usr/lib/postgresql/*/bin")
+}
+
+func startLocal(bin string) (*server, error) {
+	dir, err := os.MkdirTemp("", "rackplane-pg-")
+	if err != nil {
+		return nil, err
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		// initdb and postgres refuse to run as root.
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("running as root needs a postgres user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return nil, err
+		}
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", dir, "-p", strconv.Itoa(port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off", "-c", "max_connections=300")
+	// The server dies with the test binary even if Main never runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	logFile, err := os.Create(filepath.Join(dir, "postgres.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{
+		cmd:      cmd,
+		dir:      dir,
+		adminDSN: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
+		dsnFor: func(db string) string {
+			return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, db)
+		},
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		db, err := sql.Open("pgx", s.adminDSN)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err = db.PingContext(ctx)
+			cancel()
+			db.Close()
+		}
+		if err == nil {
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
+			return nil, fmt.Errorf("postgres did not accept connections: %v\n%s", err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

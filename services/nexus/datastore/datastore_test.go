@@ -1,0 +1,286 @@
+package datastore_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/rackplane/rackplane/pkg/pgtest"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+var ctx = context.Background()
+
+func open(t *testing.T, backend datastore.Backend, dsn string) *datastore.DataStore {
+	t.Helper()
+	ds, err := datastore.Open(ctx, backend, dsn, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ds.Close() })
+	return ds
+}
+
+func dsnFor(t *testing.T, backend datastore.Backend) string {
+	if backend == datastore.SQLite {
+		return filepath.Join(t.TempDir(), "nexus.db")
+	}
+	return pgtest.DSN(t)
+}
+
+// forEachBackend runs test against a fresh SQLite and a fresh PostgreSQL
+// database: the one suite both backends must pass (N1).
+func forEachBackend(t *testing.T, test func(t *testing.T, ds *datastore.DataStore)) {
+	for _, b := range []datastore.Backend{datastore.SQLite, datastore.Postgres} {
+		t.Run(string(b), func(t *testing.T) { test(t, open(t, b, dsnFor(t, b))) })
+	}
+}
+
+var now = time.Date(2026, 11, 21, 6, 0, 0, 123456789, time.UTC)
+
+func fixture(t *testing.T, ds *datastore.DataStore) (datastore.Project, datastore.Sled) {
+	t.Helper()
+	p := datastore.Project{ID: uuid.New(), Name: "proj-" + uuid.NewString()[:8], Description: "d", TimeCreated: now}
+	if err := ds.ProjectCreate(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	s := datastore.Sled{ID: uuid.New(), Address: "127.0.0.1:1", NCPUs: 64, MemoryBytes: 512 << 30,
+		Zpools: []string{"oxp_a"}, TimeLastSeen: now}
+	if err := ds.SledUpsert(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	return p, s
+}
+
+func newInstance(project uuid.UUID, name string) datastore.Instance {
+	return datastore.Instance{ID: uuid.New(), ProjectID: project, Name: name, Description: "", Hostname: name,
+		NCPUs: 2, MemoryBytes: 4 << 30,
+		Runtime:       datastore.InstanceRuntime{State: datastore.InstanceNoVMM, Generation: 1, TimeUpdated: now},
+		IntendedState: datastore.IntendStopped, AutoRestartPolicy: datastore.AutoRestartBestEffort, TimeCreated: now}
+}
+
+func TestN1_MigrationsApplyOnceAndReopeningChangesNothing(t *testing.T) {
+	for _, b := range []datastore.Backend{datastore.SQLite, datastore.Postgres} {
+		t.Run(string(b), func(t *testing.T) {
+			dsn := dsnFor(t, b)
+			first := open(t, b, dsn)
+			v1, err := first.SchemaVersion(ctx)
+			if err != nil || v1 < 1 {
+				t.Fatalf("schema version %d, %v", v1, err)
+			}
+			p, _ := fixture(t, first)
+			first.Close()
+			again := open(t, b, dsn)
+			if v2, err := again.SchemaVersion(ctx); err != nil || v2 != v1 {
+				t.Fatalf("reopened at version %d (%v), want %d", v2, err, v1)
+			}
+			if _, err := again.ProjectGet(ctx, p.ID); err != nil {
+				t.Fatalf("data lost across reopen: %v", err)
+			}
+		})
+	}
+}
+
+func TestN2_StateVMMExactlyWhenThereIsAnActiveVMMIsAConstraint(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		p, _ := fixture(t, ds)
+		vmmID := uuid.New()
+		bad := newInstance(p.ID, "bad-1")
+		bad.Runtime.State = datastore.InstanceVMM
+		if err := ds.InstanceCreate(ctx, bad); !errors.Is(err, datastore.ErrConstraint) {
+			t.Fatalf("state vmm without an active VMM: %v, want ErrConstraint", err)
+		}
+		bad = newInstance(p.ID, "bad-2")
+		bad.Runtime.ActiveVMM = &vmmID
+		if err := ds.InstanceCreate(ctx, bad); !errors.Is(err, datastore.ErrConstraint) {
+			t.Fatalf("state no_vmm with an active VMM: %v, want ErrConstraint", err)
+		}
+		good := newInstance(p.ID, "good")
+		if err := ds.InstanceCreate(ctx, good); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ds.InstanceUpdateRuntime(ctx, good.ID, datastore.InstanceRuntime{
+			State: datastore.InstanceVMM, Generation: 2, TimeUpdated: now})
+		if !errors.Is(err, datastore.ErrConstraint) {
+			t.Fatalf("guarded update to vmm without an active VMM: %v, want ErrConstraint", err)
+		}
+		got, err := ds.InstanceGet(ctx, good.ID)
+		if err != nil || got.Runtime.Generation != 1 || got.Runtime.State != datastore.InstanceNoVMM {
+			t.Fatalf("a refused update changed the instance: %+v, %v", got.Runtime, err)
+		}
+	})
+}
+
+func TestN3_VMMUpdateRuntimeWrittenNotWrittenNotFound(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		p, s := fixture(t, ds)
+		inst := newInstance(p.ID, "i")
+		if err := ds.InstanceCreate(ctx, inst); err != nil {
+			t.Fatal(err)
+		}
+		v := datastore.VMM{ID: uuid.New(), InstanceID: inst.ID, SledID: s.ID, TimeCreated: now,
+			Runtime: datastore.VMMRuntime{State: datastore.VMMCreating, Generation: 1, TimeUpdated: now}}
+		if err := ds.VMMInsert(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		running := datastore.VMMRuntime{State: datastore.VMMRunning, Generation: 3, TimeUpdated: now.Add(time.Second)}
+		if wrote, err := ds.VMMUpdateRuntime(ctx, v.ID, running); !wrote || err != nil {
+			t.Fatalf("newer generation: (%v, %v), want written", wrote, err)
+		}
+		for _, stale := range []uint64{3, 2} {
+			failed := datastore.VMMRuntime{State: datastore.VMMFailed, Generation: stale, TimeUpdated: now, FailureReason: "no_such_vmm"}
+			if wrote, err := ds.VMMUpdateRuntime(ctx, v.ID, failed); wrote || err != nil {
+				t.Fatalf("generation %d over 3: (%v, %v), want not written", stale, wrote, err)
+			}
+		}
+		if _, err := ds.VMMUpdateRuntime(ctx, uuid.New(), running); !errors.Is(err, datastore.ErrNotFound) {
+			t.Fatalf("unknown VMM: %v, want ErrNotFound", err)
+		}
+		got, err := ds.VMMGet(ctx, v.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Runtime.State != datastore.VMMRunning || got.Runtime.Generation != 3 || got.Runtime.FailureReason != "" ||
+			!got.Runtime.TimeUpdated.Equal(now.Add(time.Second).Truncate(time.Microsecond)) {
+			t.Fatalf("stored runtime %+v", got.Runtime)
+		}
+	})
+}
+
+func TestN3_RacingGuardedWritesOfOneGenerationHaveOneWinner(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		p, s := fixture(t, ds)
+		inst := newInstance(p.ID, "i")
+		if err := ds.InstanceCreate(ctx, inst); err != nil {
+			t.Fatal(err)
+		}
+		v := datastore.VMM{ID: uuid.New(), InstanceID: inst.ID, SledID: s.ID, TimeCreated: now,
+			Runtime: datastore.VMMRuntime{State: datastore.VMMRunning, Generation: 1, TimeUpdated: now}}
+		if err := ds.VMMInsert(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		states := []datastore.VMMState{datastore.VMMDestroyed, datastore.VMMFailed, datastore.VMMStopping, datastore.VMMRebooting}
+		var (
+			mu      sync.Mutex
+			winners []datastore.VMMState
+			wg      sync.WaitGroup
+		)
+		for g := 0; g < 16; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st := states[g%len(states)]
+				wrote, err := ds.VMMUpdateRuntime(ctx, v.ID, datastore.VMMRuntime{State: st, Generation: 2, TimeUpdated: now})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if wrote {
+					mu.Lock()
+					winners = append(winners, st)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(winners) != 1 {
+			t.Fatalf("%d writers won generation 2, want exactly one", len(winners))
+		}
+		got, _ := ds.VMMGet(ctx, v.ID)
+		if got.Runtime.State != winners[0] {
+			t.Fatalf("stored %s, but the winner wrote %s", got.Runtime.State, winners[0])
+		}
+	})
+}
+
+func TestN3_InstanceUpdateRuntimeIsGuarded(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		p, _ := fixture(t, ds)
+		inst := newInstance(p.ID, "i")
+		if err := ds.InstanceCreate(ctx, inst); err != nil {
+			t.Fatal(err)
+		}
+		active, target, migration := uuid.New(), uuid.New(), uuid.New()
+		next := datastore.InstanceRuntime{State: datastore.InstanceVMM, ActiveVMM: &active, TargetVMM: &target,
+			MigrationID: &migration, Generation: 2, TimeUpdated: now}
+		if wrote, err := ds.InstanceUpdateRuntime(ctx, inst.ID, next); !wrote || err != nil {
+			t.Fatalf("(%v, %v), want written", wrote, err)
+		}
+		if wrote, err := ds.InstanceUpdateRuntime(ctx, inst.ID, datastore.InstanceRuntime{
+			State: datastore.InstanceNoVMM, Generation: 2, TimeUpdated: now}); wrote || err != nil {
+			t.Fatalf("same generation: (%v, %v), want not written", wrote, err)
+		}
+		if _, err := ds.InstanceUpdateRuntime(ctx, uuid.New(), next); !errors.Is(err, datastore.ErrNotFound) {
+			t.Fatalf("unknown instance: %v, want ErrNotFound", err)
+		}
+		got, _ := ds.InstanceGet(ctx, inst.ID)
+		if got.Runtime.State != datastore.InstanceVMM || *got.Runtime.ActiveVMM != active ||
+			*got.Runtime.TargetVMM != target || *got.Runtime.MigrationID != migration {
+			t.Fatalf("stored runtime %+v", got.Runtime)
+		}
+	})
+}
+
+func TestN2_NamesAreUniqueAmongLiveRecords(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		p, _ := fixture(t, ds)
+		dup := datastore.Project{ID: uuid.New(), Name: p.Name, TimeCreated: now}
+		if err := ds.ProjectCreate(ctx, dup); !errors.Is(err, datastore.ErrAlreadyExists) {
+			t.Fatalf("duplicate project name: %v, want ErrAlreadyExists", err)
+		}
+		if err := ds.InstanceCreate(ctx, newInstance(p.ID, "web")); err != nil {
+			t.Fatal(err)
+		}
+		if err := ds.InstanceCreate(ctx, newInstance(p.ID, "web")); !errors.Is(err, datastore.ErrAlreadyExists) {
+			t.Fatalf("duplicate instance name: %v, want ErrAlreadyExists", err)
+		}
+		other := datastore.Project{ID: uuid.New(), Name: "other", TimeCreated: now}
+		if err := ds.ProjectCreate(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+		if err := ds.InstanceCreate(ctx, newInstance(other.ID, "web")); err != nil {
+			t.Fatalf("same name in another project: %v", err)
+		}
+		if err := ds.InstanceCreate(ctx, newInstance(uuid.New(), "orphan")); !errors.Is(err, datastore.ErrNotFound) {
+			t.Fatalf("instance in a missing project: %v, want ErrNotFound", err)
+		}
+		if got, err := ds.ProjectLookup(ctx, "other"); err != nil || got.ID != other.ID {
+			t.Fatalf("lookup by name: %+v, %v", got, err)
+		}
+	})
+}
+
+func TestV8_SledRegistrationAndHeartbeat(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		_, s := fixture(t, ds)
+		if err := ds.SledSeen(ctx, uuid.New(), now); !errors.Is(err, datastore.ErrNotFound) {
+			t.Fatalf("heartbeat of an unknown sled: %v, want ErrNotFound", err)
+		}
+		later := now.Add(time.Minute)
+		if err := ds.SledSeen(ctx, s.ID, later); err != nil {
+			t.Fatal(err)
+		}
+		s.Address, s.TimeLastSeen = "127.0.0.1:2", later.Add(time.Minute)
+		if err := ds.SledUpsert(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		sleds, err := ds.SledList(ctx)
+		if err != nil || len(sleds) != 1 {
+			t.Fatalf("list: %v, %v", sleds, err)
+		}
+		got := sleds[0]
+		if got.Address != "127.0.0.1:2" || !got.TimeLastSeen.Equal(s.TimeLastSeen.Truncate(time.Microsecond)) || got.Zpools[0] != "oxp_a" ||
+			!got.TimeCreated.Equal(now.Truncate(time.Microsecond)) {
+			t.Fatalf("re-registered sled %+v", got)
+		}
+	})
+}

@@ -1,0 +1,89 @@
+package datastore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// SledUpsert records a sled as it registers (V8): new, or with its address
+// and resources refreshed. Either way it was just seen.
+func (d *DataStore) SledUpsert(ctx context.Context, s Sled) error {
+	zpools, err := json.Marshal(s.Zpools)
+	if err != nil {
+		return err
+	}
+	now := ts(s.TimeLastSeen)
+	_, err = d.db.ExecContext(ctx, `
+		INSERT INTO sled (id, address, ncpus, memory_bytes, zpools, time_created, time_modified, time_last_seen)
+		VALUES ($1, $2, $3, $4, $5, $6, $6, $6)
+		ON CONFLICT (id) DO UPDATE SET address = excluded.address, ncpus = excluded.ncpus,
+			memory_bytes = excluded.memory_bytes, zpools = excluded.zpools,
+			time_modified = excluded.time_modified, time_last_seen = excluded.time_last_seen,
+			time_deleted = NULL`,
+		s.ID.String(), s.Address, s.NCPUs, s.MemoryBytes, string(zpools), now)
+	return d.classify(err)
+}
+
+// SledSeen records a heartbeat; ErrNotFound for a sled never registered.
+func (d *DataStore) SledSeen(ctx context.Context, id uuid.UUID, at time.Time) error {
+	res, err := d.db.ExecContext(ctx, `UPDATE sled SET time_last_seen = $2 WHERE id = $1 AND time_deleted IS NULL`,
+		id.String(), ts(at))
+	if err != nil {
+		return d.classify(err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w: sled %s", ErrNotFound, id)
+	}
+	return nil
+}
+
+const sledColumns = `id, address, ncpus, memory_bytes, zpools, time_created, time_modified, time_last_seen`
+
+func scanSled(row interface{ Scan(...any) error }) (Sled, error) {
+	var (
+		s                       Sled
+		id, zpools              string
+		created, modified, seen dbTime
+	)
+	if err := row.Scan(&id, &s.Address, &s.NCPUs, &s.MemoryBytes, &zpools, &created, &modified, &seen); err != nil {
+		return Sled{}, err
+	}
+	s.ID = uuid.MustParse(id)
+	if err := json.Unmarshal([]byte(zpools), &s.Zpools); err != nil {
+		return Sled{}, fmt.Errorf("sled %s zpools: %w", id, err)
+	}
+	s.TimeCreated, s.TimeModified, s.TimeLastSeen = created.Time, modified.Time, seen.Time
+	return s, nil
+}
+
+// SledGet returns a live sled.
+func (d *DataStore) SledGet(ctx context.Context, id uuid.UUID) (Sled, error) {
+	s, err := scanSled(d.db.QueryRowContext(ctx,
+		`SELECT `+sledColumns+` FROM sled WHERE id = $1 AND time_deleted IS NULL`, id.String()))
+	if isNoRows(err) {
+		return Sled{}, fmt.Errorf("%w: sled %s", ErrNotFound, id)
+	}
+	return s, d.classify(err)
+}
+
+// SledList returns live sleds in id order.
+func (d *DataStore) SledList(ctx context.Context) ([]Sled, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT `+sledColumns+` FROM sled WHERE time_deleted IS NULL ORDER BY id`)
+	if err != nil {
+		return nil, d.classify(err)
+	}
+	defer rows.Close()
+	var out []Sled
+	for rows.Next() {
+		s, err := scanSled(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
