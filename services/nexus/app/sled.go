@@ -1,0 +1,51 @@
+package app
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/google/uuid"
+
+	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
+	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+)
+
+// SledRegister records a sled-agent's registration (V8). Idempotent.
+func (n *Nexus) SledRegister(ctx context.Context, req *nexusv1.RegisterSledRequest) error {
+	var v apierror.Violations
+	id := v.UUID("sled_id", req.GetSledId())
+	if _, _, err := net.SplitHostPort(req.GetAddress()); err != nil {
+		v.Add("address", "%q is not host:port", req.GetAddress())
+	}
+	if req.GetNcpus() == 0 {
+		v.Add("ncpus", "must be at least 1")
+	}
+	if req.GetMemoryBytes() == 0 || req.GetMemoryBytes() > 1<<62 {
+		v.Add("memory_bytes", "must be between 1 and 2^62, got %d", req.GetMemoryBytes())
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	return n.ds.SledUpsert(ctx, datastore.Sled{
+		ID: id, Address: req.GetAddress(), NCPUs: int64(req.GetNcpus()), MemoryBytes: int64(req.GetMemoryBytes()),
+		Zpools: append([]string{}, req.GetZpools()...), TimeLastSeen: time.Now(),
+	})
+}
+
+// SledHeartbeat records that a sled is alive; ErrNotFound (the agent then
+// registers again) for a sled nexus does not know.
+func (n *Nexus) SledHeartbeat(ctx context.Context, sledID string) error {
+	var v apierror.Violations
+	id := v.UUID("sled_id", sledID)
+	if err := v.Err(); err != nil {
+		return err
+	}
+	return n.ds.SledSeen(ctx, id, time.Now())
+}
+
+// Sled returns a sled by id.
+func (n *Nexus) Sled(ctx context.Context, id uuid.UUID) (datastore.Sled, error) {
+	return n.ds.SledGet(ctx, id)
+}

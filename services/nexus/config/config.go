@@ -1,0 +1,140 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+)
+
+// Config is everything a nexus process needs.
+type Config struct {
+	// ID names this nexus replica; sagas it runs are owned by it.
+	ID string `json:"id"`
+	// InternalListen serves NexusInternal (sled-agents); never exposed
+	// on the external listener (SPEC N10).
+	InternalListen string `json:"internal_listen"`
+	// DatabaseBackend is "sqlite" (default) or "postgres".
+	DatabaseBackend string `json:"database_backend"`
+	// DatabaseURL is the SQLite file path or the PostgreSQL DSN.
+	DatabaseURL string `json:"database_url"`
+	LogLevel    string `json:"log_level"`
+	LogFormat   string `json:"log_format"`
+}
+
+// Default returns the defaults every file and flag set starts from.
+func Default() Config {
+	return Config{
+		InternalListen:  "127.0.0.1:12221",
+		DatabaseBackend: "sqlite",
+		DatabaseURL:     ".local/nexus/nexus.db",
+		LogLevel:        "info",
+		LogFormat:       "json",
+	}
+}
+
+// Load reads a YAML or JSON file over the defaults; unknown keys are errors.
+// A relative SQLite path is relative to the file.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, err
+	}
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	if cfg.DatabaseBackend == "sqlite" && !filepath.IsAbs(cfg.DatabaseURL) {
+		cfg.DatabaseURL = filepath.Join(filepath.Dir(path), cfg.DatabaseURL)
+	}
+	return cfg, nil
+}
+
+// Validate reports every problem, each naming its setting.
+func (c Config) Validate() error {
+	var problems []string
+	bad := func(setting, format string, args ...any) {
+		problems = append(problems, setting+": "+fmt.Sprintf(format, args...))
+	}
+	if id, err := uuid.Parse(c.ID); err != nil || len(c.ID) != 36 || id == uuid.Nil {
+		bad("id", "%q is not a UUID", c.ID)
+	}
+	if _, _, err := net.SplitHostPort(c.InternalListen); err != nil {
+		bad("internal_listen", "%q is not host:port", c.InternalListen)
+	}
+	switch c.DatabaseBackend {
+	case "sqlite", "postgres":
+	default:
+		bad("database_backend", "%q is not sqlite or postgres", c.DatabaseBackend)
+	}
+	if c.DatabaseURL == "" {
+		bad("database_url", "is required")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		bad("log_format", "%q is not json or console", c.LogFormat)
+	}
+	if len(problems) > 0 {
+		return errors.New("invalid nexus configuration:\n  " + strings.Join(problems, "\n  "))
+	}
+	return nil
+}
+
+// Flags are the command-line settings; each overrides the file when given.
+type Flags struct {
+	fs         *pflag.FlagSet
+	configPath string
+	values     Config
+}
+
+// BindFlags registers nexus's flags on fs.
+func BindFlags(fs *pflag.FlagSet) *Flags {
+	f := &Flags{fs: fs}
+	d := Default()
+	fs.StringVar(&f.configPath, "config", "", "YAML or JSON config file; flags given explicitly override it")
+	fs.StringVar(&f.values.ID, "id", "", "this nexus replica's UUID")
+	fs.StringVar(&f.values.InternalListen, "internal-listen", d.InternalListen, "internal gRPC listen address for sled-agents")
+	fs.StringVar(&f.values.DatabaseBackend, "database-backend", d.DatabaseBackend, "sqlite or postgres")
+	fs.StringVar(&f.values.DatabaseURL, "database-url", d.DatabaseURL, "SQLite file path or PostgreSQL DSN")
+	fs.StringVar(&f.values.LogLevel, "log-level", d.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&f.values.LogFormat, "log-format", d.LogFormat, "json or console")
+	return f
+}
+
+// Resolve combines defaults, the config file and explicitly given flags, and
+// validates the result.
+func (f *Flags) Resolve() (Config, error) {
+	cfg := Default()
+	if f.configPath != "" {
+		var err error
+		if cfg, err = Load(f.configPath); err != nil {
+			return cfg, err
+		}
+	}
+	overrides := map[string]func(){
+		"id":               func() { cfg.ID = f.values.ID },
+		"internal-listen":  func() { cfg.InternalListen = f.values.InternalListen },
+		"database-backend": func() { cfg.DatabaseBackend = f.values.DatabaseBackend },
+		"database-url":     func() { cfg.DatabaseURL = f.values.DatabaseURL },
+		"log-level":        func() { cfg.LogLevel = f.values.LogLevel },
+		"log-format":       func() { cfg.LogFormat = f.values.LogFormat },
+	}
+	f.fs.Visit(func(fl *pflag.Flag) {
+		if apply, ok := overrides[fl.Name]; ok {
+			apply()
+		}
+	})
+	return cfg, cfg.Validate()
+}

@@ -1,0 +1,153 @@
+package nexus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/pkg/pgtest"
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+var ctx = context.Background()
+
+func withNexus(addr string) func(*sledconfig.Config) {
+	return func(c *sledconfig.Config) {
+		c.NexusAddress = addr
+		c.HeartbeatPeriod = sledconfig.Duration(20 * time.Millisecond)
+		c.PublishRetryInitial = sledconfig.Duration(5 * time.Millisecond)
+		c.PublishRetryMax = sledconfig.Duration(50 * time.Millisecond)
+		c.HypervisorMode = "explicit"
+	}
+}
+
+func TestV8_SledAgentRegistersWithNexusAndHeartbeats(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n := nexustest.Start(t, backend)
+			a := sledagenttest.Start(t, withNexus(n.InternalAddr()))
+			sledID := uuid.MustParse(a.Config.SledID)
+			var first time.Time
+			testutil.WaitFor(t, 10*time.Second, func() error {
+				s, err := n.DataStore().SledGet(ctx, sledID)
+				if err != nil {
+					return err
+				}
+				if s.Address != a.Server.Addr() || s.NCPUs != int64(a.Config.NCPUs) {
+					return fmt.Errorf("sled row %+v", s)
+				}
+				first = s.TimeLastSeen
+				return nil
+			})
+			testutil.WaitFor(t, 10*time.Second, func() error {
+				s, err := n.DataStore().SledGet(ctx, sledID)
+				if err != nil || !s.TimeLastSeen.After(first) {
+					return fmt.Errorf("last seen %v not after %v (%v)", s.TimeLastSeen, first, err)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestV5_VMMUpdatesFromASledAreAppliedThroughTheGenerationGuard(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n := nexustest.Start(t, backend)
+			a := sledagenttest.Start(t, withNexus(n.InternalAddr()))
+			ds := n.DataStore()
+			sledID := uuid.MustParse(a.Config.SledID)
+			testutil.WaitFor(t, 10*time.Second, func() error { _, err := ds.SledGet(ctx, sledID); return err })
+
+			// The records a start saga will create; made by hand until it exists.
+			now := time.Now()
+			project := datastore.Project{ID: uuid.New(), Name: "p", TimeCreated: now}
+			instance := datastore.Instance{ID: uuid.New(), ProjectID: project.ID, Name: "i", Hostname: "i", NCPUs: 2,
+				MemoryBytes: 4 << 30, IntendedState: datastore.IntendRunning, AutoRestartPolicy: datastore.AutoRestartNever,
+				Runtime: datastore.InstanceRuntime{State: datastore.InstanceNoVMM, Generation: 1, TimeUpdated: now}, TimeCreated: now}
+			vmm := datastore.VMM{ID: uuid.New(), InstanceID: instance.ID, SledID: sledID, TimeCreated: now,
+				Runtime: datastore.VMMRuntime{State: datastore.VMMCreating, Generation: 1, TimeUpdated: now}}
+			for _, err := range []error{ds.ProjectCreate(ctx, project), ds.InstanceCreate(ctx, instance), ds.VMMInsert(ctx, vmm)} {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitVMM := func(state datastore.VMMState, gen uint64) {
+				t.Helper()
+				testutil.WaitFor(t, 10*time.Second, func() error {
+					got, err := ds.VMMGet(ctx, vmm.ID)
+					if err != nil || got.Runtime.State != state || got.Runtime.Generation != gen {
+						return fmt.Errorf("VMM row %+v (%v), want %s at generation %d", got.Runtime, err, state, gen)
+					}
+					return nil
+				})
+			}
+			if _, err := a.Client.EnsureRegistered(ctx, &sledagentv1.EnsureRegisteredRequest{
+				VmmId: vmm.ID.String(), InstanceId: instance.ID.String(),
+				Spec:           &sledagentv1.VmmSpec{Ncpus: 2, MemoryBytes: 4 << 30, Hostname: "i"},
+				InitialRuntime: &sledagentv1.VmmRuntime{Generation: 1},
+			}); err != nil {
+				t.Fatal(err)
+			}
+			waitVMM(datastore.VMMStarting, 2)
+			a.EnsureState(vmm.ID.String(), sledagentv1.VmmTargetState_VMM_TARGET_STATE_RUNNING)
+			a.Step(vmm.ID.String(), false)
+			waitVMM(datastore.VMMRunning, 3)
+
+			conn, err := grpc.NewClient(n.InternalAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			internal := nexusv1.NewNexusInternalClient(conn)
+			update := func(id string, state sledagentv1.VmmState, gen uint64) error {
+				_, err := internal.VmmStateUpdate(ctx, &nexusv1.VmmStateUpdateRequest{VmmId: id,
+					Runtime: &sledagentv1.VmmRuntime{State: state, Generation: gen, TimeUpdated: timestamppb.Now()}})
+				return err
+			}
+			// A stale update is accepted and changes nothing, so the sled
+			// does not retry it.
+			if err := update(vmm.ID.String(), sledagentv1.VmmState_VMM_STATE_DESTROYED, 3); err != nil {
+				t.Fatalf("stale update: %v, want OK", err)
+			}
+			waitVMM(datastore.VMMRunning, 3)
+			if err := update(uuid.NewString(), sledagentv1.VmmState_VMM_STATE_RUNNING, 9); status.Code(err) != codes.NotFound {
+				t.Fatalf("update of an unknown VMM: %v, want NOT_FOUND", err)
+			}
+			err = update("vmm-7", 0, 0)
+			var fields []string
+			for _, v := range apierror.FieldViolations(err) {
+				fields = append(fields, v.Field)
+			}
+			if status.Code(err) != codes.InvalidArgument || len(fields) != 3 {
+				t.Fatalf("malformed update: %v (fields %v), want INVALID_ARGUMENT naming vmm_id, runtime.state, runtime.generation", err, fields)
+			}
+
+			a.EnsureState(vmm.ID.String(), sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED)
+			a.Step(vmm.ID.String(), true)
+			waitVMM(datastore.VMMDestroyed, 6)
+			if _, err := ds.VMMGet(ctx, vmm.ID); errors.Is(err, datastore.ErrNotFound) {
+				t.Fatal("a destroyed VMM's record vanished")
+			}
+		})
+	}
+}
