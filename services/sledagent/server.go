@@ -46,6 +46,7 @@ type Server struct {
 	zones      *sim.Runtime
 	publisher  *nexusclient.Publisher
 	nexusConn  *grpc.ClientConn
+	hypervisor *hypervisorsim.Hypervisor
 	peer       *hypervisorsim.GRPCPeer
 	stopAgent  context.CancelFunc
 	background sync.WaitGroup
@@ -123,7 +124,12 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	lis, err := net.Listen("tcp", cfg.ListenAddress)
 	if err != nil {
 		rec.Stop()
+		hypervisor.Close()
 		publisher.Close()
+		migrationPeer.Close()
+		if nexusConn != nil {
+			nexusConn.Close()
+		}
 		return nil, fmt.Errorf("listening on %s: %w", cfg.ListenAddress, err)
 	}
 	rpcFaults := &api.RPCFaults{}
@@ -140,7 +146,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 		zap.Strings("ledger_dirs", cfg.LedgerDirs), zap.String("zone_state_dir", cfg.ZoneStateDir))
 	ok = true
 	s := &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec, zones: zones,
-		publisher: publisher, nexusConn: nexusConn, peer: migrationPeer}
+		publisher: publisher, nexusConn: nexusConn, hypervisor: hypervisor, peer: migrationPeer}
 	agentCtx, stop := context.WithCancel(context.Background())
 	s.stopAgent = stop
 	if nexus != nil {
@@ -193,6 +199,9 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	s.stopAgent()
 	s.background.Wait()
+	// The hypervisor first: its VMMs die with the agent, and nothing they
+	// would still do may reach nexus or another sled.
+	s.hypervisor.Close()
 	s.publisher.Close()
 	s.peer.Close()
 	if s.nexusConn != nil {

@@ -16,8 +16,9 @@ import (
 // manager registers (Manager.Observe), never while a call from the manager
 // is in progress on the same goroutine.
 type Hypervisor interface {
-	// Launch creates the VMM's zone and process, in state starting.
-	Launch(id uuid.UUID, spec Spec, migration *MigrationTarget) error
+	// Launch creates the VMM's zone and process, in state starting, and
+	// returns its incarnation, which every observation of it carries.
+	Launch(id uuid.UUID, spec Spec, migration *MigrationTarget) (uint64, error)
 	// Request asks the VMM to move toward target. It fails with an error
 	// wrapping ErrUnreachableTarget when the VMM cannot get there.
 	Request(id uuid.UUID, target Target) error
@@ -36,6 +37,7 @@ type Publisher interface {
 }
 
 type record struct {
+	incarnation  uint64
 	instance     uuid.UUID
 	spec         Spec
 	migration    *MigrationTarget
@@ -88,13 +90,15 @@ func (m *Manager) EnsureRegistered(reg Registration) (Runtime, error) {
 		}
 		return r.runtime, nil
 	}
-	if err := m.hypervisor.Launch(reg.VMM, reg.Spec, reg.MigrationTarget); err != nil {
+	incarnation, err := m.hypervisor.Launch(reg.VMM, reg.Spec, reg.MigrationTarget)
+	if err != nil {
 		return Runtime{}, err
 	}
 	r := &record{
-		instance:  reg.Instance,
-		spec:      reg.Spec,
-		migration: reg.MigrationTarget,
+		incarnation: incarnation,
+		instance:    reg.Instance,
+		spec:        reg.Spec,
+		migration:   reg.MigrationTarget,
 		// Registration is itself a change: nexus's record (at the initial
 		// generation) moves to starting under the sled's next generation.
 		runtime: Runtime{State: StateStarting, Generation: reg.InitialGeneration + 1, TimeUpdated: time.Now().UTC()},
@@ -180,8 +184,10 @@ func (m *Manager) Observe(id uuid.UUID, obs Observation) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, ok := m.vmms[id]
-	if !ok {
-		return // unregistered or forgotten meanwhile: publish nothing
+	if !ok || obs.Incarnation != r.incarnation {
+		// Unregistered or forgotten meanwhile (perhaps registered again
+		// under the same id): this observation is of a VMM that is gone.
+		return
 	}
 	now := time.Now().UTC()
 	changed := false

@@ -128,6 +128,9 @@ type MigrationChange struct {
 // Observation is what the hypervisor reports when a VMM's state changes.
 // A nil migration change means "no change" for that side.
 type Observation struct {
+	// Incarnation is the one Hypervisor.Launch returned for the VMM; an
+	// observation of an earlier incarnation of the same id is stale.
+	Incarnation  uint64
 	State        State
 	MigrationIn  *MigrationChange
 	MigrationOut *MigrationChange

@@ -45,13 +45,18 @@ type step struct {
 }
 
 type machine struct {
-	state     vmm.State
-	pending   []step
-	migration *vmm.MigrationTarget // set on a migration target
-	pulling   bool                 // a migration target whose source has begun sending
-	sending   uuid.UUID            // the migration a source is sending, if any
-	timer     *time.Timer
-	timerSeq  uint64 // invalidates a timer that fired after being replaced
+	// deliver is held from computing a transition of this VMM until the
+	// observer has seen it, so its observations never overtake each other;
+	// other VMMs go on meanwhile, even while this one talks to a peer.
+	deliver     sync.Mutex
+	incarnation uint64
+	state       vmm.State
+	pending     []step
+	migration   *vmm.MigrationTarget // set on a migration target
+	pulling     bool                 // a migration target whose source has begun sending
+	sending     uuid.UUID            // the migration a source is sending, if any
+	timer       *time.Timer
+	timerSeq    uint64 // invalidates a timer that fired after being replaced
 }
 
 // effective is where the VMM is heading: the end of its pending path.
@@ -70,11 +75,13 @@ type requestFault struct {
 
 // Hypervisor is the simulated hypervisor of one sled.
 type Hypervisor struct {
-	// deliver is held from computing a transition until the observer has
-	// seen it, so that observations of one VMM never overtake each other.
-	deliver sync.Mutex
+	// running counts transitions and best-effort peer calls under way, so
+	// Close can wait for them.
+	running sync.WaitGroup
 
 	mu            sync.Mutex
+	closed        bool
+	incarnations  uint64
 	observer      func(uuid.UUID, vmm.Observation)
 	peer          MigrationPeer
 	mode          Mode
@@ -105,11 +112,28 @@ func (h *Hypervisor) SetObserver(observe func(uuid.UUID, vmm.Observation)) {
 }
 
 // Launch implements vmm.Hypervisor.
-func (h *Hypervisor) Launch(id uuid.UUID, _ vmm.Spec, migration *vmm.MigrationTarget) error {
+func (h *Hypervisor) Launch(id uuid.UUID, _ vmm.Spec, migration *vmm.MigrationTarget) (uint64, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.vms[id] = &machine{state: vmm.StateStarting, migration: migration}
-	return nil
+	if h.closed {
+		return 0, errors.New("hypervisor is shut down")
+	}
+	h.incarnations++
+	h.vms[id] = &machine{incarnation: h.incarnations, state: vmm.StateStarting, migration: migration}
+	return h.incarnations, nil
+}
+
+// Close stops every pending transition and waits for transitions and peer
+// calls under way; nothing is observed afterwards. The VMMs die with it, as
+// they do with a sled-agent process.
+func (h *Hypervisor) Close() {
+	h.mu.Lock()
+	h.closed = true
+	for _, m := range h.vms {
+		h.stopTimerLocked(m)
+	}
+	h.mu.Unlock()
+	h.running.Wait()
 }
 
 // Request implements vmm.Hypervisor.
@@ -196,10 +220,23 @@ func (h *Hypervisor) Terminate(id uuid.UUID) {
 	}
 	h.stopTimerLocked(m)
 	delete(h.vms, id)
-	if m.pulling && h.peer != nil {
-		mt := *m.migration
-		go h.peer.EndMigrationOut(mt.SourceSledAddress, mt.SourceVMM, mt.MigrationID, false) //nolint:errcheck // best effort, like a dropped connection
+	if m.pulling {
+		h.abandonPullLocked(*m.migration)
 	}
+}
+
+// abandonPullLocked tells a source, in the background and on a best-effort
+// basis, that its target is gone, as the dropped connection would tell a
+// real source Propolis; the source then resumes running.
+func (h *Hypervisor) abandonPullLocked(mt vmm.MigrationTarget) {
+	if h.peer == nil || h.closed {
+		return
+	}
+	h.running.Add(1)
+	go func() {
+		defer h.running.Done()
+		h.peer.EndMigrationOut(mt.SourceSledAddress, mt.SourceVMM, mt.MigrationID, false) //nolint:errcheck // best effort
+	}()
 }
 
 // BeginMigrationOut is the source side of a migration: a target has started
@@ -276,11 +313,20 @@ func (h *Hypervisor) stalledLocked(id uuid.UUID, m *machine) bool {
 // advance completes the VMM's next transition. timerSeq is the sequence of
 // the timer that fired, or 0 for an explicit step.
 func (h *Hypervisor) advance(id uuid.UUID, timerSeq uint64) bool {
-	h.deliver.Lock()
-	defer h.deliver.Unlock()
 	h.mu.Lock()
 	m, ok := h.vms[id]
-	if !ok {
+	if !ok || h.closed {
+		h.mu.Unlock()
+		return false
+	}
+	h.running.Add(1)
+	h.mu.Unlock()
+	defer h.running.Done()
+
+	m.deliver.Lock()
+	defer m.deliver.Unlock()
+	h.mu.Lock()
+	if h.closed || h.vms[id] != m {
 		h.mu.Unlock()
 		return false
 	}
@@ -291,7 +337,7 @@ func (h *Hypervisor) advance(id uuid.UUID, timerSeq uint64) bool {
 		}
 		m.timer = nil
 	}
-	if len(m.pending) == 0 || h.stalledLocked(id, m) {
+	if len(m.pending) == 0 || m.state == vmm.StateDestroyed || h.stalledLocked(id, m) {
 		h.mu.Unlock()
 		return false
 	}
@@ -303,29 +349,50 @@ func (h *Hypervisor) advance(id uuid.UUID, timerSeq uint64) bool {
 		h.mu.Unlock()
 		err := h.tellSource(next.peer, id, mt)
 		h.mu.Lock()
-		if h.vms[id] != m {
+		begun := next.peer == peerBegin
+		if h.closed || h.vms[id] != m {
+			// Terminated during the call: a source that began sending must
+			// hear that the pull is off, or it stays migrating for ever.
+			if begun {
+				h.abandonPullLocked(mt)
+			}
 			h.mu.Unlock()
-			return false // terminated meanwhile
+			return false
 		}
 		if err != nil {
+			if begun {
+				// The begin may have landed although its answer was lost.
+				h.abandonPullLocked(mt)
+			}
 			next = step{state: vmm.StateFailed,
 				migrationIn: &vmm.MigrationChange{ID: mt.MigrationID, State: vmm.MigrationFailed}}
 			m.pending = []step{next}
 		}
-		m.pulling = err == nil && next.peer == peerBegin
+		m.pulling = err == nil && begun
 	}
 	m.pending = m.pending[1:]
 	m.state = next.state
 	if next.state == vmm.StateDestroyed {
+		// The machine stays as a tombstone until the observer has seen the
+		// end: a request racing the observation finds a destroyed VMM (stop
+		// is then a no-op), never an unknown one, which would read as "gone".
 		h.stopTimerLocked(m)
-		delete(h.vms, id)
+		m.pending = nil
 	} else if len(m.pending) > 0 && h.mode == ModeAuto && m.timer == nil {
 		h.scheduleLocked(id, m)
 	}
 	observe := h.observer
 	h.mu.Unlock()
 	if observe != nil {
-		observe(id, vmm.Observation{State: next.state, MigrationIn: next.migrationIn, MigrationOut: next.migrationOut})
+		observe(id, vmm.Observation{Incarnation: m.incarnation, State: next.state,
+			MigrationIn: next.migrationIn, MigrationOut: next.migrationOut})
+	}
+	if next.state == vmm.StateDestroyed {
+		h.mu.Lock()
+		if h.vms[id] == m {
+			delete(h.vms, id)
+		}
+		h.mu.Unlock()
 	}
 	return true
 }

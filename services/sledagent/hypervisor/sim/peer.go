@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -24,8 +25,9 @@ type MigrationPeer interface {
 type GRPCPeer struct {
 	Timeout time.Duration
 
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	mu     sync.Mutex
+	closed bool
+	conns  map[string]*grpc.ClientConn
 }
 
 var _ MigrationPeer = (*GRPCPeer)(nil)
@@ -33,6 +35,9 @@ var _ MigrationPeer = (*GRPCPeer)(nil)
 func (p *GRPCPeer) client(addr string) (sledagentv1.SimMigrationClient, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errors.New("migration peer is closed")
+	}
 	if conn, ok := p.conns[addr]; ok {
 		return sledagentv1.NewSimMigrationClient(conn), nil
 	}
@@ -77,6 +82,7 @@ func (p *GRPCPeer) EndMigrationOut(sourceSled string, source, migration uuid.UUI
 func (p *GRPCPeer) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	for _, c := range p.conns {
 		c.Close()
 	}
