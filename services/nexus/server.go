@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
@@ -22,16 +24,22 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/gateway"
 )
 
 // Server is a running nexus replica.
 type Server struct {
-	log      *zap.Logger
-	ds       *datastore.DataStore
-	app      *app.Nexus
-	internal net.Listener
-	grpc     *grpc.Server
-	health   *health.Server
+	log          *zap.Logger
+	ds           *datastore.DataStore
+	app          *app.Nexus
+	internal     net.Listener
+	internalGRPC *grpc.Server
+	external     net.Listener
+	externalGRPC *grpc.Server
+	rest         net.Listener
+	http         *http.Server
+	closeGateway func() error
+	health       *health.Server
 }
 
 // New opens the datastore (migrating its schema) and listens.
@@ -50,51 +58,108 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Server, erro
 		return nil, fmt.Errorf("opening the database: %w", err)
 	}
 	nexusApp := app.New(ds, log.Named("app"))
-	lis, err := net.Listen("tcp", cfg.InternalListen)
-	if err != nil {
+	s := &Server{log: log, ds: ds, app: nexusApp, health: health.NewServer()}
+	if err := s.listen(ctx, cfg); err != nil {
+		s.closeListeners()
 		ds.Close()
-		return nil, fmt.Errorf("internal_listen %s: %w", cfg.InternalListen, err)
+		return nil, err
 	}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logCalls(log)))
-	nexusv1.RegisterNexusInternalServer(srv, api.NewInternal(nexusApp))
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(srv, hs)
-	for _, svc := range []string{"", nexusv1.NexusInternal_ServiceDesc.ServiceName} {
-		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
-	}
-	log.Info("nexus listening", zap.String("internal_address", lis.Addr().String()),
+	log.Info("nexus listening", zap.String("internal_address", s.internal.Addr().String()),
+		zap.String("external_address", s.rest.Addr().String()),
 		zap.String("database_backend", cfg.DatabaseBackend))
-	return &Server{log: log, ds: ds, app: nexusApp, internal: lis, grpc: srv, health: hs}, nil
+	return s, nil
+}
+
+// listen opens the three listeners: internal gRPC (sled-agents), external
+// gRPC (NexusExternal) and REST (the gateway, dialing external gRPC). The
+// internal API is registered on its own server only, so it cannot be reached
+// through the external listeners (N10).
+func (s *Server) listen(ctx context.Context, cfg config.Config) error {
+	var err error
+	if s.internal, err = net.Listen("tcp", cfg.InternalListen); err != nil {
+		return fmt.Errorf("internal_listen %s: %w", cfg.InternalListen, err)
+	}
+	if s.external, err = net.Listen("tcp", cfg.ExternalGRPCListen); err != nil {
+		return fmt.Errorf("external_grpc_listen %s: %w", cfg.ExternalGRPCListen, err)
+	}
+	if s.rest, err = net.Listen("tcp", cfg.ExternalListen); err != nil {
+		return fmt.Errorf("external_listen %s: %w", cfg.ExternalListen, err)
+	}
+	interceptors := grpc.ChainUnaryInterceptor(logCalls(s.log))
+	s.internalGRPC = grpc.NewServer(interceptors)
+	nexusv1.RegisterNexusInternalServer(s.internalGRPC, api.NewInternal(s.app))
+	s.externalGRPC = grpc.NewServer(interceptors)
+	nexusv1.RegisterNexusExternalServer(s.externalGRPC, api.NewExternal(s.app))
+	for _, srv := range []*grpc.Server{s.internalGRPC, s.externalGRPC} {
+		healthpb.RegisterHealthServer(srv, s.health)
+	}
+	for _, svc := range []string{"", nexusv1.NexusInternal_ServiceDesc.ServiceName, nexusv1.NexusExternal_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	}
+	handler, closeGateway, err := gateway.New(ctx, s.external.Addr().String())
+	if err != nil {
+		return err
+	}
+	s.closeGateway = closeGateway
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range []net.Listener{s.internal, s.external, s.rest} {
+		if l != nil {
+			l.Close()
+		}
+	}
 }
 
 // InternalAddr is where sled-agents reach this nexus.
 func (s *Server) InternalAddr() string { return s.internal.Addr().String() }
 
+// ExternalURL is the base URL of the REST API.
+func (s *Server) ExternalURL() string { return "http://" + s.rest.Addr().String() }
+
+// ExternalGRPCAddr is where NexusExternal is served over gRPC.
+func (s *Server) ExternalGRPCAddr() string { return s.external.Addr().String() }
+
 // DataStore is the replica's database, for tests that inspect it.
 func (s *Server) DataStore() *datastore.DataStore { return s.ds }
 
-// Serve answers requests until Shutdown.
+// Serve answers requests on every listener until Shutdown.
 func (s *Server) Serve() error {
-	if err := s.grpc.Serve(s.internal); err != nil && err != grpc.ErrServerStopped {
-		return err
+	errs := make(chan error, 3)
+	go func() { errs <- s.internalGRPC.Serve(s.internal) }()
+	go func() { errs <- s.externalGRPC.Serve(s.external) }()
+	go func() { errs <- s.http.Serve(s.rest) }()
+	var first error
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil && err != grpc.ErrServerStopped && err != http.ErrServerClosed && first == nil {
+			first = err
+		}
 	}
-	return nil
+	return first
 }
 
-// Shutdown stops accepting calls, lets calls in flight finish until ctx
-// ends, and closes the database.
+// Shutdown stops accepting requests, lets requests in flight finish until
+// ctx ends, and closes the database.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
-	stopped := make(chan struct{})
-	go func() {
-		s.grpc.GracefulStop()
-		close(stopped)
-	}()
-	select {
-	case <-stopped:
-	case <-ctx.Done():
-		s.grpc.Stop()
-		<-stopped
+	if err := s.http.Shutdown(ctx); err != nil {
+		s.http.Close()
+	}
+	s.closeGateway() //nolint:errcheck // closing a client connection
+	for _, srv := range []*grpc.Server{s.externalGRPC, s.internalGRPC} {
+		stopped := make(chan struct{})
+		go func() {
+			srv.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			srv.Stop()
+			<-stopped
+		}
 	}
 	s.ds.Close()
 	s.log.Info("nexus stopped")
@@ -106,6 +171,9 @@ func logCalls(log *zap.Logger) grpc.UnaryServerInterceptor {
 		resp, err := handler(ctx, req)
 		fields := []zap.Field{zap.String("method", info.FullMethod), zap.Stringer("code", status.Code(err)),
 			zap.Duration("elapsed", time.Since(start))}
+		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(gateway.RequestIDHeader)) > 0 {
+			fields = append(fields, zap.String("request_id", md.Get(gateway.RequestIDHeader)[0]))
+		}
 		if err != nil {
 			log.Info("rpc failed", append(fields, zap.Error(err))...)
 		} else {

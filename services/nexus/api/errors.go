@@ -25,6 +25,10 @@ func toStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, datastore.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, datastore.ErrInUse):
+		// Oxide answers 400 InvalidRequest for "delete what still holds
+		// resources", not 409.
+		return apierror.WithReason(codes.FailedPrecondition, "InvalidRequest", err.Error(), nil)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

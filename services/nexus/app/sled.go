@@ -49,3 +49,17 @@ func (n *Nexus) SledHeartbeat(ctx context.Context, sledID string) error {
 func (n *Nexus) Sled(ctx context.Context, id uuid.UUID) (datastore.Sled, error) {
 	return n.ds.SledGet(ctx, id)
 }
+
+// SledList lists sleds a page at a time, by id.
+func (n *Nexus) SledList(ctx context.Context, req *nexusv1.SledListRequest) ([]datastore.Sled, *string, error) {
+	var v apierror.Violations
+	p := parsePage(&v, req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "id_ascending")
+	if err := v.Err(); err != nil {
+		return nil, nil, err
+	}
+	items, err := n.ds.SledListPage(ctx, p.after, p.limit)
+	if err != nil || len(items) == 0 {
+		return items, nil, err
+	}
+	return items, p.next(len(items), items[len(items)-1].ID.String()), nil
+}

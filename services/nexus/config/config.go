@@ -20,6 +20,11 @@ type Config struct {
 	// InternalListen serves NexusInternal (sled-agents); never exposed
 	// on the external listener (SPEC N10).
 	InternalListen string `json:"internal_listen"`
+	// ExternalListen serves the REST API (Oxide API v1 subset).
+	ExternalListen string `json:"external_listen"`
+	// ExternalGRPCListen serves NexusExternal over gRPC; the REST gateway
+	// dials it, so interceptors cover both. Loopback by default.
+	ExternalGRPCListen string `json:"external_grpc_listen"`
 	// DatabaseBackend is "sqlite" (default) or "postgres".
 	DatabaseBackend string `json:"database_backend"`
 	// DatabaseURL is the SQLite file path or the PostgreSQL DSN.
@@ -31,11 +36,13 @@ type Config struct {
 // Default returns the defaults every file and flag set starts from.
 func Default() Config {
 	return Config{
-		InternalListen:  "127.0.0.1:12221",
-		DatabaseBackend: "sqlite",
-		DatabaseURL:     ".local/nexus/nexus.db",
-		LogLevel:        "info",
-		LogFormat:       "json",
+		InternalListen:     "127.0.0.1:12221",
+		ExternalListen:     "127.0.0.1:12220",
+		ExternalGRPCListen: "127.0.0.1:0",
+		DatabaseBackend:    "sqlite",
+		DatabaseURL:        ".local/nexus/nexus.db",
+		LogLevel:           "info",
+		LogFormat:          "json",
 	}
 }
 
@@ -65,8 +72,11 @@ func (c Config) Validate() error {
 	if id, err := uuid.Parse(c.ID); err != nil || len(c.ID) != 36 || id == uuid.Nil {
 		bad("id", "%q is not a UUID", c.ID)
 	}
-	if _, _, err := net.SplitHostPort(c.InternalListen); err != nil {
-		bad("internal_listen", "%q is not host:port", c.InternalListen)
+	for setting, addr := range map[string]string{"internal_listen": c.InternalListen,
+		"external_listen": c.ExternalListen, "external_grpc_listen": c.ExternalGRPCListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(setting, "%q is not host:port", addr)
+		}
 	}
 	switch c.DatabaseBackend {
 	case "sqlite", "postgres":
@@ -106,6 +116,8 @@ func BindFlags(fs *pflag.FlagSet) *Flags {
 	fs.StringVar(&f.configPath, "config", "", "YAML or JSON config file; flags given explicitly override it")
 	fs.StringVar(&f.values.ID, "id", "", "this nexus replica's UUID")
 	fs.StringVar(&f.values.InternalListen, "internal-listen", d.InternalListen, "internal gRPC listen address for sled-agents")
+	fs.StringVar(&f.values.ExternalListen, "external-listen", d.ExternalListen, "REST API listen address")
+	fs.StringVar(&f.values.ExternalGRPCListen, "external-grpc-listen", d.ExternalGRPCListen, "external gRPC listen address (the REST gateway dials it)")
 	fs.StringVar(&f.values.DatabaseBackend, "database-backend", d.DatabaseBackend, "sqlite or postgres")
 	fs.StringVar(&f.values.DatabaseURL, "database-url", d.DatabaseURL, "SQLite file path or PostgreSQL DSN")
 	fs.StringVar(&f.values.LogLevel, "log-level", d.LogLevel, "debug, info, warn or error")
@@ -124,12 +136,14 @@ func (f *Flags) Resolve() (Config, error) {
 		}
 	}
 	overrides := map[string]func(){
-		"id":               func() { cfg.ID = f.values.ID },
-		"internal-listen":  func() { cfg.InternalListen = f.values.InternalListen },
-		"database-backend": func() { cfg.DatabaseBackend = f.values.DatabaseBackend },
-		"database-url":     func() { cfg.DatabaseURL = f.values.DatabaseURL },
-		"log-level":        func() { cfg.LogLevel = f.values.LogLevel },
-		"log-format":       func() { cfg.LogFormat = f.values.LogFormat },
+		"id":                   func() { cfg.ID = f.values.ID },
+		"internal-listen":      func() { cfg.InternalListen = f.values.InternalListen },
+		"external-listen":      func() { cfg.ExternalListen = f.values.ExternalListen },
+		"external-grpc-listen": func() { cfg.ExternalGRPCListen = f.values.ExternalGRPCListen },
+		"database-backend":     func() { cfg.DatabaseBackend = f.values.DatabaseBackend },
+		"database-url":         func() { cfg.DatabaseURL = f.values.DatabaseURL },
+		"log-level":            func() { cfg.LogLevel = f.values.LogLevel },
+		"log-format":           func() { cfg.LogFormat = f.values.LogFormat },
 	}
 	f.fs.Visit(func(fl *pflag.Flag) {
 		if apply, ok := overrides[fl.Name]; ok {

@@ -284,3 +284,45 @@ func TestV8_SledRegistrationAndHeartbeat(t *testing.T) {
 		}
 	})
 }
+
+func TestN9_ProjectsListUpdateAndDelete(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		for _, name := range []string{"charlie", "alpha", "bravo"} {
+			if err := ds.ProjectCreate(ctx, datastore.Project{ID: uuid.New(), Name: name, TimeCreated: now}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		first, err := ds.ProjectList(ctx, datastore.ProjectByName, "", 2)
+		if err != nil || len(first) != 2 || first[0].Name != "alpha" || first[1].Name != "bravo" {
+			t.Fatalf("first page %+v, %v", first, err)
+		}
+		rest, err := ds.ProjectList(ctx, datastore.ProjectByName, first[1].Name, 2)
+		if err != nil || len(rest) != 1 || rest[0].Name != "charlie" {
+			t.Fatalf("second page %+v, %v", rest, err)
+		}
+		renamed := "delta"
+		p, err := ds.ProjectUpdate(ctx, rest[0].ID, &renamed, nil, now.Add(time.Hour))
+		if err != nil || p.Name != "delta" || !p.TimeModified.After(p.TimeCreated) {
+			t.Fatalf("update: %+v, %v", p, err)
+		}
+		taken := "alpha"
+		if _, err := ds.ProjectUpdate(ctx, p.ID, &taken, nil, now); !errors.Is(err, datastore.ErrAlreadyExists) {
+			t.Fatalf("rename onto a taken name: %v, want ErrAlreadyExists", err)
+		}
+		if err := ds.InstanceCreate(ctx, newInstance(p.ID, "web")); err != nil {
+			t.Fatal(err)
+		}
+		if err := ds.ProjectDelete(ctx, p.ID, now); !errors.Is(err, datastore.ErrInUse) {
+			t.Fatalf("deleting a project with an instance: %v, want ErrInUse", err)
+		}
+		if err := ds.ProjectDelete(ctx, first[0].ID, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := ds.ProjectDelete(ctx, first[0].ID, now); !errors.Is(err, datastore.ErrNotFound) {
+			t.Fatalf("deleting twice: %v, want ErrNotFound", err)
+		}
+		if err := ds.ProjectCreate(ctx, datastore.Project{ID: uuid.New(), Name: "alpha", TimeCreated: now}); err != nil {
+			t.Fatalf("a deleted project's name is free again: %v", err)
+		}
+	})
+}

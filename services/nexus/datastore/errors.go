@@ -14,6 +14,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrAlreadyExists means a unique name or id is taken.
 	ErrAlreadyExists = errors.New("already exists")
+	// ErrInUse means a record cannot go while others depend on it.
+	ErrInUse = errors.New("in use")
 	// ErrConstraint means a CHECK or foreign-key constraint refused a
 	// write: a bug in the caller, since input is validated before it gets
 	// here.

@@ -3,6 +3,7 @@ package datastore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -48,4 +49,70 @@ func (d *DataStore) ProjectLookup(ctx context.Context, name string) (Project, er
 		return Project{}, fmt.Errorf("%w: project %q", ErrNotFound, name)
 	}
 	return p, d.classify(err)
+}
+
+// ProjectSort orders a project listing.
+type ProjectSort string
+
+const (
+	ProjectByName ProjectSort = "name"
+	ProjectByID   ProjectSort = "id"
+)
+
+// ProjectList returns up to limit live projects ordered by sort, starting
+// after the given name or id (keyset pagination: stable under inserts).
+func (d *DataStore) ProjectList(ctx context.Context, sort ProjectSort, after string, limit int) ([]Project, error) {
+	column := "name"
+	if sort == ProjectByID {
+		column = "id"
+	}
+	rows, err := d.db.QueryContext(ctx, `SELECT `+projectColumns+` FROM project
+		WHERE time_deleted IS NULL AND `+column+` > $1 ORDER BY `+column+` LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, d.classify(err)
+	}
+	defer rows.Close()
+	var out []Project
+	for rows.Next() {
+		p, err := scanProject(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// ProjectUpdate changes a live project's name and/or description (nil
+// leaves a field as it is) and returns it; ErrAlreadyExists when the new name
+// is taken.
+func (d *DataStore) ProjectUpdate(ctx context.Context, id uuid.UUID, name, description *string, at time.Time) (Project, error) {
+	p, err := scanProject(d.db.QueryRowContext(ctx, `
+		UPDATE project SET name = COALESCE($2, name), description = COALESCE($3, description), time_modified = $4
+		WHERE id = $1 AND time_deleted IS NULL
+		RETURNING `+projectColumns, id.String(), name, description, ts(at)))
+	if isNoRows(err) {
+		return Project{}, fmt.Errorf("%w: project %s", ErrNotFound, id)
+	}
+	return p, d.classify(err)
+}
+
+// ProjectDelete soft-deletes a live project that holds no live instance;
+// ErrInUse when it still does.
+func (d *DataStore) ProjectDelete(ctx context.Context, id uuid.UUID, at time.Time) error {
+	res, err := d.db.ExecContext(ctx, `
+		UPDATE project SET time_deleted = $2
+		WHERE id = $1 AND time_deleted IS NULL
+			AND NOT EXISTS (SELECT 1 FROM instance WHERE project_id = $1 AND time_deleted IS NULL)`,
+		id.String(), ts(at))
+	if err != nil {
+		return d.classify(err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	if _, err := d.ProjectGet(ctx, id); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: project %s still holds instances", ErrInUse, id)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -70,9 +71,15 @@ func (d *DataStore) SledGet(ctx context.Context, id uuid.UUID) (Sled, error) {
 	return s, d.classify(err)
 }
 
-// SledList returns live sleds in id order.
+// SledList returns every live sled in id order.
 func (d *DataStore) SledList(ctx context.Context) ([]Sled, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT `+sledColumns+` FROM sled WHERE time_deleted IS NULL ORDER BY id`)
+	return d.SledListPage(ctx, "", math.MaxInt32)
+}
+
+// SledListPage returns up to limit live sleds in id order after the given id.
+func (d *DataStore) SledListPage(ctx context.Context, after string, limit int) ([]Sled, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT `+sledColumns+` FROM sled
+		WHERE time_deleted IS NULL AND id > $1 ORDER BY id LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, d.classify(err)
 	}

@@ -27,6 +27,7 @@ func Start(t testing.TB, backend datastore.Backend) *nexus.Server {
 	cfg := config.Default()
 	cfg.ID = uuid.NewString()
 	cfg.InternalListen = "127.0.0.1:0"
+	cfg.ExternalListen = "127.0.0.1:0"
 	cfg.DatabaseBackend = string(backend)
 	if backend == datastore.SQLite {
 		cfg.DatabaseURL = filepath.Join(t.TempDir(), "nexus.db")

@@ -1,0 +1,109 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
+	"github.com/rackplane/rackplane/services/nexus/app"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/gateway"
+)
+
+// External serves NexusExternal, the API behind the REST gateway.
+type External struct {
+	nexusv1.UnimplementedNexusExternalServer
+	nexus *app.Nexus
+}
+
+// NewExternal returns the external API handlers.
+func NewExternal(n *app.Nexus) *External { return &External{nexus: n} }
+
+// httpStatus tells the gateway which success status to answer with.
+func httpStatus(ctx context.Context, code int) {
+	grpc.SetHeader(ctx, metadata.Pairs(gateway.StatusHeader, strconv.Itoa(code))) //nolint:errcheck // only fails outside a gRPC call
+}
+
+func (h *External) ProjectList(ctx context.Context, req *nexusv1.ProjectListRequest) (*nexusv1.ProjectListResponse, error) {
+	items, next, err := h.nexus.ProjectList(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &nexusv1.ProjectListResponse{Items: make([]*nexusv1.Project, 0, len(items)), NextPage: next}
+	for _, p := range items {
+		resp.Items = append(resp.Items, projectProto(p))
+	}
+	return resp, nil
+}
+
+func (h *External) ProjectCreate(ctx context.Context, req *nexusv1.ProjectCreateRequest) (*nexusv1.ProjectCreateResponse, error) {
+	p, err := h.nexus.ProjectCreate(ctx, req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	httpStatus(ctx, http.StatusCreated)
+	return &nexusv1.ProjectCreateResponse{Project: projectProto(p)}, nil
+}
+
+func (h *External) ProjectView(ctx context.Context, req *nexusv1.ProjectViewRequest) (*nexusv1.ProjectViewResponse, error) {
+	p, err := h.nexus.Project(ctx, req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.ProjectViewResponse{Project: projectProto(p)}, nil
+}
+
+func (h *External) ProjectUpdate(ctx context.Context, req *nexusv1.ProjectUpdateRequest) (*nexusv1.ProjectUpdateResponse, error) {
+	p, err := h.nexus.ProjectUpdate(ctx, req.GetProject(), req.GetUpdate())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.ProjectUpdateResponse{Project: projectProto(p)}, nil
+}
+
+func (h *External) ProjectDelete(ctx context.Context, req *nexusv1.ProjectDeleteRequest) (*nexusv1.ProjectDeleteResponse, error) {
+	if err := h.nexus.ProjectDelete(ctx, req.GetProject()); err != nil {
+		return nil, toStatus(err)
+	}
+	httpStatus(ctx, http.StatusNoContent)
+	return &nexusv1.ProjectDeleteResponse{}, nil
+}
+
+func (h *External) SledList(ctx context.Context, req *nexusv1.SledListRequest) (*nexusv1.SledListResponse, error) {
+	items, next, err := h.nexus.SledList(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &nexusv1.SledListResponse{Items: make([]*nexusv1.Sled, 0, len(items)), NextPage: next}
+	for _, s := range items {
+		resp.Items = append(resp.Items, sledProto(s))
+	}
+	return resp, nil
+}
+
+func projectProto(p datastore.Project) *nexusv1.Project {
+	return &nexusv1.Project{Id: p.ID.String(), Name: p.Name, Description: p.Description,
+		TimeCreated: timestamppb.New(p.TimeCreated), TimeModified: timestamppb.New(p.TimeModified)}
+}
+
+// rackID is the one rack a simulated deployment has.
+const rackID = "de608e01-b8e4-4d93-b972-a7dbed36dd22"
+
+func sledProto(s datastore.Sled) *nexusv1.Sled {
+	return &nexusv1.Sled{
+		Id:                    s.ID.String(),
+		Baseboard:             &nexusv1.Baseboard{Part: "sim-gimlet", Serial: s.ID.String()[:8]},
+		Policy:                &nexusv1.SledPolicy{Kind: "in_service", ProvisionPolicy: "provisionable"},
+		RackId:                rackID,
+		State:                 "active",
+		TimeCreated:           timestamppb.New(s.TimeCreated),
+		TimeModified:          timestamppb.New(s.TimeModified),
+		UsableHardwareThreads: uint32(s.NCPUs),
+		UsablePhysicalRam:     uint64(s.MemoryBytes),
+	}
+}

@@ -1,0 +1,185 @@
+package nexus_test
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/oxidecomputer/oxide.go/oxide"
+
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+)
+
+func sdk(t *testing.T, n *nexus.Server) *oxide.Client {
+	t.Helper()
+	c, err := oxide.NewClient(oxide.WithHost(n.ExternalURL()), oxide.WithToken("unused-until-N10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestN9_TheOxideSDKManagesProjects(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			c := sdk(t, nexustest.Start(t, backend))
+			created, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "demo", Description: "first"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if created.Name != "demo" || created.Description != "first" || created.TimeCreated == nil {
+				t.Fatalf("created %+v", created)
+			}
+			for _, ref := range []oxide.NameOrId{"demo", oxide.NameOrId(created.Id)} {
+				got, err := c.ProjectView(ctx, oxide.ProjectViewParams{Project: ref})
+				if err != nil || got.Id != created.Id {
+					t.Fatalf("view %s: %+v, %v", ref, got, err)
+				}
+			}
+			_, err = c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "demo"}})
+			if !errors.Is(err, oxide.ErrObjectAlreadyExists) {
+				t.Fatalf("duplicate name: %v, want ObjectAlreadyExists", err)
+			}
+			_, err = c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "Not_A_Name"}})
+			var httpErr *oxide.HTTPError
+			if !errors.Is(err, oxide.ErrInvalidRequest) || !errors.As(err, &httpErr) ||
+				!strings.Contains(httpErr.ErrorResponse.Message, "name") {
+				t.Fatalf("bad name: %v, want InvalidRequest naming the field", err)
+			}
+
+			for _, name := range []string{"p-3", "p-1", "p-2"} {
+				if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: oxide.Name(name)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			one := 1
+			page, err := c.ProjectList(ctx, oxide.ProjectListParams{Limit: &one})
+			if err != nil || len(page.Items) != 1 || page.Items[0].Name != "demo" || page.NextPage == "" {
+				t.Fatalf("first page of one: %+v, %v", page, err)
+			}
+			all, err := c.ProjectListAllPages(ctx, oxide.ProjectListParams{Limit: &one})
+			if err != nil || len(all) != 4 || all[1].Name != "p-1" || all[3].Name != "p-3" {
+				t.Fatalf("all pages: %+v, %v", all, err)
+			}
+
+			updated, err := c.ProjectUpdate(ctx, oxide.ProjectUpdateParams{Project: "demo",
+				Body: &oxide.ProjectUpdate{Description: "second"}})
+			if err != nil || updated.Name != "demo" || updated.Description != "second" {
+				t.Fatalf("update: %+v, %v", updated, err)
+			}
+			if err := c.ProjectDelete(ctx, oxide.ProjectDeleteParams{Project: "demo"}); err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.ProjectView(ctx, oxide.ProjectViewParams{Project: "demo"})
+			if !errors.Is(err, oxide.ErrObjectNotFound) || !errors.Is(err, oxide.ErrHTTP404) {
+				t.Fatalf("deleted project: %v, want ObjectNotFound", err)
+			}
+		})
+	}
+}
+
+func TestN9_TheOxideSDKListsSleds(t *testing.T) {
+	n := nexustest.Start(t, nexustest.Backends[0])
+	a := sledagenttest.Start(t, withNexus(n.InternalAddr()))
+	c := sdk(t, n)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		page, err := c.SledList(ctx, oxide.SledListParams{})
+		if err != nil {
+			return err
+		}
+		if len(page.Items) != 1 || page.Items[0].Id != a.Config.SledID ||
+			uint64(page.Items[0].UsablePhysicalRam) != a.Config.MemoryGiB<<30 ||
+			page.Items[0].Policy.Kind() != oxide.SledPolicyKindInService {
+			return errors.New("sled not listed as registered")
+		}
+		return nil
+	})
+}
+
+type oxideError struct {
+	RequestID string `json:"request_id"`
+	ErrorCode string `json:"error_code"`
+	Message   string `json:"message"`
+}
+
+func do(t *testing.T, method, url, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp, data
+}
+
+func TestN9_RESTConventions(t *testing.T) {
+	n := nexustest.Start(t, nexustest.Backends[0])
+	base := n.ExternalURL()
+
+	resp, data := do(t, "POST", base+"/v1/projects", `{"name": "web", "description": "", "from_a_newer_client": 1}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create with an unknown field: %d %s", resp.StatusCode, data)
+	}
+	resp, data = do(t, "POST", base+"/v1/projects", `{"name": `)
+	var e oxideError
+	if err := json.Unmarshal(data, &e); err != nil || resp.StatusCode != 400 || e.ErrorCode != "InvalidRequest" ||
+		e.RequestID == "" || e.RequestID != resp.Header.Get("x-request-id") {
+		t.Fatalf("malformed JSON: %d %s (x-request-id %s)", resp.StatusCode, data, resp.Header.Get("x-request-id"))
+	}
+	for _, body := range []string{`{"name": "web"}`, `{"name": ""}`} {
+		if resp, data := do(t, "POST", base+"/v1/projects", body); resp.StatusCode != 400 {
+			t.Fatalf("%s: %d %s", body, resp.StatusCode, data)
+		}
+	}
+	resp, data = do(t, "GET", base+"/v1/projects?limit=5000", "")
+	if resp.StatusCode != 400 || !strings.Contains(string(data), "limit") {
+		t.Fatalf("limit out of range: %d %s", resp.StatusCode, data)
+	}
+	resp, data = do(t, "GET", base+"/v1/projects/"+uuid.NewString(), "")
+	if json.Unmarshal(data, &e); resp.StatusCode != 404 || e.ErrorCode != "ObjectNotFound" {
+		t.Fatalf("unknown project: %d %s", resp.StatusCode, data)
+	}
+	resp, data = do(t, "GET", base+"/v1/no-such-thing", "")
+	if json.Unmarshal(data, &e); resp.StatusCode != 404 || e.ErrorCode != "ObjectNotFound" {
+		t.Fatalf("unknown route: %d %s", resp.StatusCode, data)
+	}
+	resp, data = do(t, "DELETE", base+"/v1/projects/web", "")
+	if resp.StatusCode != http.StatusNoContent || len(data) != 0 {
+		t.Fatalf("delete: %d %q", resp.StatusCode, data)
+	}
+	resp, data = do(t, "GET", base+"/openapi.json", "")
+	if resp.StatusCode != 200 || !strings.Contains(string(data), "/v1/projects/{project}") {
+		t.Fatalf("openapi: %d %.200s", resp.StatusCode, data)
+	}
+}
+
+func TestN9_SixtyFourBitIntegersAreJSONNumbers(t *testing.T) {
+	n := nexustest.Start(t, nexustest.Backends[0])
+	sledagenttest.Start(t, withNexus(n.InternalAddr()))
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		_, data := do(t, "GET", n.ExternalURL()+"/v1/system/hardware/sleds", "")
+		var page struct {
+			Items []map[string]any `json:"items"`
+		}
+		if err := json.Unmarshal(data, &page); err != nil || len(page.Items) != 1 {
+			return errors.New("no sled yet")
+		}
+		if _, isNumber := page.Items[0]["usable_physical_ram"].(float64); !isNumber {
+			t.Fatalf("usable_physical_ram is %T in %s", page.Items[0]["usable_physical_ram"], data)
+		}
+		return nil
+	})
+}

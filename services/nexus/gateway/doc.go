@@ -1,0 +1,17 @@
+// Package gateway is nexus's external REST API: grpc-gateway in front of
+// the NexusExternal gRPC service, speaking Oxide API v1 conventions (SPEC
+// N9) so that Oxide's own Go SDK works against it.
+//
+// The gateway dials nexus's own external gRPC listener rather than calling
+// the handlers directly, so every interceptor (request ids, auth, metrics)
+// covers REST exactly as it covers gRPC.
+//
+//   - JSON: snake_case field names, 64-bit integers as JSON numbers, enums
+//     as lowercase strings (the proto carries them as strings), RFC 3339
+//     timestamps; unknown fields from newer clients are ignored.
+//   - Errors: {"request_id", "error_code", "message"} with Oxide's codes,
+//     mapped from gRPC codes in one table (errors.go).
+//   - Every response carries x-request-id, the id nexus logs the request
+//     under and puts in error bodies (N11).
+//   - GET /openapi.json serves the document protoc-gen-openapiv2 wrote.
+package gateway

@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"context"
+	_ "embed"
+	"net/http"
+	"strconv"
+
+	"github.com/google/uuid"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
+)
+
+//go:embed openapi/omicron/nexus/v1/external.swagger.json
+var openAPI []byte
+
+// RequestIDHeader carries a request's id, on the HTTP response and as gRPC
+// metadata to the handlers.
+const RequestIDHeader = "x-request-id"
+
+// StatusHeader is gRPC header metadata a handler sets to choose the HTTP
+// status of a success (201 for creates, 204 for deletes).
+const StatusHeader = "x-http-status"
+
+type requestIDKey struct{}
+
+// RequestID returns the id the gateway gave the request.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// New returns the REST handler, forwarding to the NexusExternal gRPC server
+// at grpcAddr.
+func New(ctx context.Context, grpcAddr string) (http.Handler, func() error, error) {
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, OxideJSON{}),
+		runtime.WithErrorHandler(handleError),
+		runtime.WithRoutingErrorHandler(handleRoutingError),
+		runtime.WithMetadata(func(ctx context.Context, _ *http.Request) metadata.MD {
+			return metadata.Pairs(RequestIDHeader, RequestID(ctx))
+		}),
+		runtime.WithForwardResponseOption(setStatus),
+		// gRPC metadata is nexus's business, not the client's.
+		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithIncomingHeaderMatcher(func(key string) (string, bool) {
+			if key == "Authorization" {
+				return "authorization", true
+			}
+			return "", false
+		}),
+	)
+	if err := nexusv1.RegisterNexusExternalHandler(ctx, mux, conn); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	top := http.NewServeMux()
+	top.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI) //nolint:errcheck // the client went away
+	})
+	top.Handle("/", mux)
+	return withRequestID(top), conn.Close, nil
+}
+
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := uuid.NewString()
+		w.Header().Set(RequestIDHeader, id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
+func setStatus(ctx context.Context, w http.ResponseWriter, _ proto.Message) error {
+	md, ok := runtime.ServerMetadataFromContext(ctx)
+	if !ok {
+		return nil
+	}
+	if values := md.HeaderMD.Get(StatusHeader); len(values) > 0 {
+		if code, err := strconv.Atoi(values[0]); err == nil {
+			w.WriteHeader(code)
+		}
+	}
+	return nil
+}
