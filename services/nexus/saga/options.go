@@ -1,0 +1,58 @@
+package saga
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/pkg/backoff"
+)
+
+// Hooks are called around each node, in the saga's goroutine, so a test can
+// block there to stand for a crash at that exact point. Nil hooks are
+// skipped.
+type Hooks struct {
+	// BeforeNode runs once the node's "started" event is durable and
+	// before its action runs.
+	BeforeNode func(sagaID uuid.UUID, node string)
+	// AfterNode runs once the action returned and before its outcome is
+	// logged: blocking here leaves an action that took effect unlogged.
+	AfterNode func(sagaID uuid.UUID, node string)
+	// BeforeUndo and AfterUndo are the same around a node's undo.
+	BeforeUndo func(sagaID uuid.UUID, node string)
+	AfterUndo  func(sagaID uuid.UUID, node string)
+}
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithHooks installs test hooks.
+func WithHooks(h Hooks) Option { return func(e *Engine) { e.hooks = h } }
+
+// WithUndoRetry sets how many times in all an undo is tried, with policy's
+// delays between tries, before its saga is declared stuck.
+func WithUndoRetry(attempts int, policy backoff.Policy) Option {
+	return func(e *Engine) { e.undoAttempts, e.undoBackoff = max(attempts, 1), policy }
+}
+
+// WithStoreRetry sets the delays between retries of a failed database
+// write. The engine retries such writes until it is shut down, because a
+// saga whose progress cannot be logged must not progress.
+func WithStoreRetry(policy backoff.Policy) Option {
+	return func(e *Engine) { e.storeBackoff = policy }
+}
+
+// WithRepeat runs every action and every undo n times in a row (the last
+// outcome counts), the way omicron's saga tests prove that actions and
+// undos are idempotent. For tests only.
+func WithRepeat(n int) Option { return func(e *Engine) { e.repeat = max(n, 1) } }
+
+// WithClock replaces time.Now for the timestamps in the log.
+func WithClock(now func() time.Time) Option { return func(e *Engine) { e.now = now } }
+
+var (
+	defaultUndoBackoff  = backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
+	defaultStoreBackoff = backoff.Policy{Initial: 50 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
+)
+
+const defaultUndoAttempts = 5
