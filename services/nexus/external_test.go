@@ -20,7 +20,12 @@ import (
 
 func sdk(t *testing.T, n *nexus.Server) *oxide.Client {
 	t.Helper()
-	c, err := oxide.NewClient(oxide.WithHost(n.ExternalURL()), oxide.WithToken("unused-until-N10"))
+	return sdkAs(t, n, nexustest.AdminToken(t, n))
+}
+
+func sdkAs(t *testing.T, n *nexus.Server, token string) *oxide.Client {
+	t.Helper()
+	c, err := oxide.NewClient(oxide.WithHost(n.ExternalURL()), oxide.WithToken(token))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,11 +115,14 @@ type oxideError struct {
 	Message   string `json:"message"`
 }
 
-func do(t *testing.T, method, url, body string) (*http.Response, []byte) {
+func do(t *testing.T, token, method, url, body string) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -128,39 +136,40 @@ func do(t *testing.T, method, url, body string) (*http.Response, []byte) {
 func TestN9_RESTConventions(t *testing.T) {
 	n := nexustest.Start(t, nexustest.Backends[0])
 	base := n.ExternalURL()
+	admin := nexustest.AdminToken(t, n)
 
-	resp, data := do(t, "POST", base+"/v1/projects", `{"name": "web", "description": "", "from_a_newer_client": 1}`)
+	resp, data := do(t, admin, "POST", base+"/v1/projects", `{"name": "web", "description": "", "from_a_newer_client": 1}`)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create with an unknown field: %d %s", resp.StatusCode, data)
 	}
-	resp, data = do(t, "POST", base+"/v1/projects", `{"name": `)
+	resp, data = do(t, admin, "POST", base+"/v1/projects", `{"name": `)
 	var e oxideError
 	if err := json.Unmarshal(data, &e); err != nil || resp.StatusCode != 400 || e.ErrorCode != "InvalidRequest" ||
 		e.RequestID == "" || e.RequestID != resp.Header.Get("x-request-id") {
 		t.Fatalf("malformed JSON: %d %s (x-request-id %s)", resp.StatusCode, data, resp.Header.Get("x-request-id"))
 	}
 	for _, body := range []string{`{"name": "web"}`, `{"name": ""}`} {
-		if resp, data := do(t, "POST", base+"/v1/projects", body); resp.StatusCode != 400 {
+		if resp, data := do(t, admin, "POST", base+"/v1/projects", body); resp.StatusCode != 400 {
 			t.Fatalf("%s: %d %s", body, resp.StatusCode, data)
 		}
 	}
-	resp, data = do(t, "GET", base+"/v1/projects?limit=5000", "")
+	resp, data = do(t, admin, "GET", base+"/v1/projects?limit=5000", "")
 	if resp.StatusCode != 400 || !strings.Contains(string(data), "limit") {
 		t.Fatalf("limit out of range: %d %s", resp.StatusCode, data)
 	}
-	resp, data = do(t, "GET", base+"/v1/projects/"+uuid.NewString(), "")
+	resp, data = do(t, admin, "GET", base+"/v1/projects/"+uuid.NewString(), "")
 	if json.Unmarshal(data, &e); resp.StatusCode != 404 || e.ErrorCode != "ObjectNotFound" {
 		t.Fatalf("unknown project: %d %s", resp.StatusCode, data)
 	}
-	resp, data = do(t, "GET", base+"/v1/no-such-thing", "")
+	resp, data = do(t, admin, "GET", base+"/v1/no-such-thing", "")
 	if json.Unmarshal(data, &e); resp.StatusCode != 404 || e.ErrorCode != "ObjectNotFound" {
 		t.Fatalf("unknown route: %d %s", resp.StatusCode, data)
 	}
-	resp, data = do(t, "DELETE", base+"/v1/projects/web", "")
+	resp, data = do(t, admin, "DELETE", base+"/v1/projects/web", "")
 	if resp.StatusCode != http.StatusNoContent || len(data) != 0 {
 		t.Fatalf("delete: %d %q", resp.StatusCode, data)
 	}
-	resp, data = do(t, "GET", base+"/openapi.json", "")
+	resp, data = do(t, admin, "GET", base+"/openapi.json", "")
 	if resp.StatusCode != 200 || !strings.Contains(string(data), "/v1/projects/{project}") {
 		t.Fatalf("openapi: %d %.200s", resp.StatusCode, data)
 	}
@@ -168,9 +177,10 @@ func TestN9_RESTConventions(t *testing.T) {
 
 func TestN9_SixtyFourBitIntegersAreJSONNumbers(t *testing.T) {
 	n := nexustest.Start(t, nexustest.Backends[0])
+	admin := nexustest.AdminToken(t, n)
 	sledagenttest.Start(t, withNexus(n.InternalAddr()))
 	testutil.WaitFor(t, 10*time.Second, func() error {
-		_, data := do(t, "GET", n.ExternalURL()+"/v1/system/hardware/sleds", "")
+		_, data := do(t, admin, "GET", n.ExternalURL()+"/v1/system/hardware/sleds", "")
 		var page struct {
 			Items []map[string]any `json:"items"`
 		}

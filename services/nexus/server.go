@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -48,11 +46,6 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Server, erro
 		return nil, err
 	}
 	log = log.With(zap.String("nexus_id", cfg.ID))
-	if cfg.DatabaseBackend == string(datastore.SQLite) {
-		if err := os.MkdirAll(filepath.Dir(cfg.DatabaseURL), 0o755); err != nil {
-			return nil, err
-		}
-	}
 	ds, err := datastore.Open(ctx, datastore.Backend(cfg.DatabaseBackend), cfg.DatabaseURL, log.Named("datastore"))
 	if err != nil {
 		return nil, fmt.Errorf("opening the database: %w", err)
@@ -85,10 +78,9 @@ func (s *Server) listen(ctx context.Context, cfg config.Config) error {
 	if s.rest, err = net.Listen("tcp", cfg.ExternalListen); err != nil {
 		return fmt.Errorf("external_listen %s: %w", cfg.ExternalListen, err)
 	}
-	interceptors := grpc.ChainUnaryInterceptor(logCalls(s.log))
-	s.internalGRPC = grpc.NewServer(interceptors)
+	s.internalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(logCalls(s.log)))
 	nexusv1.RegisterNexusInternalServer(s.internalGRPC, api.NewInternal(s.app))
-	s.externalGRPC = grpc.NewServer(interceptors)
+	s.externalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(logCalls(s.log), api.Authenticate(s.app)))
 	nexusv1.RegisterNexusExternalServer(s.externalGRPC, api.NewExternal(s.app))
 	for _, srv := range []*grpc.Server{s.internalGRPC, s.externalGRPC} {
 		healthpb.RegisterHealthServer(srv, s.health)
@@ -121,6 +113,10 @@ func (s *Server) ExternalURL() string { return "http://" + s.rest.Addr().String(
 
 // ExternalGRPCAddr is where NexusExternal is served over gRPC.
 func (s *Server) ExternalGRPCAddr() string { return s.external.Addr().String() }
+
+// App is the replica's application layer, for commands and tests that act
+// as an operator (minting tokens, say).
+func (s *Server) App() *app.Nexus { return s.app }
 
 // DataStore is the replica's database, for tests that inspect it.
 func (s *Server) DataStore() *datastore.DataStore { return s.ds }

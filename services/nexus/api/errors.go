@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/services/nexus/app"
+	"github.com/rackplane/rackplane/services/nexus/authz"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 )
 
@@ -21,6 +23,10 @@ func toStatus(err error) error {
 	switch {
 	case errors.As(err, &verr):
 		return apierror.InvalidArgument(verr)
+	case errors.Is(err, app.ErrUnauthenticated):
+		return status.Error(codes.Unauthenticated, err.Error())
+	case errors.Is(err, authz.ErrForbidden):
+		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, datastore.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, datastore.ErrAlreadyExists):

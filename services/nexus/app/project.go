@@ -2,12 +2,14 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/services/nexus/authz"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 )
 
@@ -22,6 +24,9 @@ func checkDescription(v *apierror.Violations, field, d string) {
 // ProjectCreate creates a project (N9).
 func (n *Nexus) ProjectCreate(ctx context.Context, params *nexusv1.ProjectCreateParams) (datastore.Project, error) {
 	var v apierror.Violations
+	if err := authz.RequireFleetAdmin(ctx, "create projects"); err != nil {
+		return datastore.Project{}, err
+	}
 	if params == nil {
 		v.Add("body", "is required")
 		return datastore.Project{}, v.Err()
@@ -38,12 +43,25 @@ func (n *Nexus) ProjectCreate(ctx context.Context, params *nexusv1.ProjectCreate
 	return n.ds.ProjectGet(ctx, p.ID)
 }
 
-// lookupProject resolves a project name or id (already validated).
+// lookupProject resolves a project name or id (already validated) that the
+// caller may read.
 func (n *Nexus) lookupProject(ctx context.Context, ref nameOrID) (datastore.Project, error) {
+	var (
+		p   datastore.Project
+		err error
+	)
 	if ref.name != "" {
-		return n.ds.ProjectLookup(ctx, ref.name)
+		p, err = n.ds.ProjectLookup(ctx, ref.name)
+	} else {
+		p, err = n.ds.ProjectGet(ctx, ref.id)
 	}
-	return n.ds.ProjectGet(ctx, ref.id)
+	if err != nil {
+		return datastore.Project{}, err
+	}
+	if !authz.CanReadProject(ctx, p.ID) {
+		return datastore.Project{}, fmt.Errorf("%w: no role on project %s", authz.ErrForbidden, p.Name)
+	}
+	return p, nil
 }
 
 // Project returns a project by name or id.
@@ -67,16 +85,24 @@ func (n *Nexus) ProjectList(ctx context.Context, req *nexusv1.ProjectListRequest
 	if p.sortBy == "id_ascending" {
 		sort = datastore.ProjectByID
 	}
-	items, err := n.ds.ProjectList(ctx, sort, p.after, p.limit)
-	if err != nil || len(items) == 0 {
-		return items, nil, err
+	page, err := n.ds.ProjectList(ctx, sort, p.after, p.limit)
+	if err != nil || len(page) == 0 {
+		return nil, nil, err
 	}
-	last := items[len(items)-1]
+	// The page is cut before filtering, so the token resumes after what was
+	// read, not after what the caller may see.
+	last := page[len(page)-1]
 	key := last.Name
 	if sort == datastore.ProjectByID {
 		key = last.ID.String()
 	}
-	return items, p.next(len(items), key), nil
+	visible := page[:0]
+	for _, proj := range page {
+		if authz.CanReadProject(ctx, proj.ID) {
+			visible = append(visible, proj)
+		}
+	}
+	return visible, p.next(len(page), key), nil
 }
 
 // ProjectUpdate renames and/or redescribes a project.
@@ -96,11 +122,17 @@ func (n *Nexus) ProjectUpdate(ctx context.Context, project string, params *nexus
 	if err != nil {
 		return datastore.Project{}, err
 	}
+	if err := authz.RequireProjectRole(ctx, p.ID, authz.RoleCollaborator, "update project "+p.Name); err != nil {
+		return datastore.Project{}, err
+	}
 	return n.ds.ProjectUpdate(ctx, p.ID, params.Name, params.Description, time.Now())
 }
 
 // ProjectDelete deletes an empty project.
 func (n *Nexus) ProjectDelete(ctx context.Context, project string) error {
+	if err := authz.RequireFleetAdmin(ctx, "delete projects"); err != nil {
+		return err
+	}
 	p, err := n.Project(ctx, project)
 	if err != nil {
 		return err

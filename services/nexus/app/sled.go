@@ -9,6 +9,7 @@ import (
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/services/nexus/authz"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 )
 
@@ -52,6 +53,9 @@ func (n *Nexus) Sled(ctx context.Context, id uuid.UUID) (datastore.Sled, error) 
 
 // SledList lists sleds a page at a time, by id.
 func (n *Nexus) SledList(ctx context.Context, req *nexusv1.SledListRequest) ([]datastore.Sled, *string, error) {
+	if err := authz.RequireFleetAdmin(ctx, "list sleds"); err != nil {
+		return nil, nil, err
+	}
 	var v apierror.Violations
 	p := parsePage(&v, req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "id_ascending")
 	if err := v.Err(); err != nil {

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +47,9 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 	)
 	switch backend {
 	case SQLite:
+		if err := os.MkdirAll(filepath.Dir(dsn), 0o755); err != nil {
+			return nil, fmt.Errorf("creating the database directory: %w", err)
+		}
 		// WAL for concurrent readers; IMMEDIATE transactions so writers
 		// queue on the busy timeout instead of failing on upgrade.
 		db, err = sql.Open("sqlite", "file:"+dsn+

@@ -70,7 +70,9 @@ type errorBody struct {
 func writeError(w http.ResponseWriter, r *http.Request, httpStatus int, code, message string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(httpStatus)
-	json.NewEncoder(w).Encode(errorBody{RequestID: RequestID(r.Context()), ErrorCode: code, Message: message}) //nolint:errcheck // the client went away
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(errorBody{RequestID: RequestID(r.Context()), ErrorCode: code, Message: message}) //nolint:errcheck // the client went away
 }
 
 func handleError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {

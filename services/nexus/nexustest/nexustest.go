@@ -12,6 +12,7 @@ import (
 
 	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 )
@@ -49,4 +50,19 @@ func Start(t testing.TB, backend datastore.Backend) *nexus.Server {
 		}
 	})
 	return srv
+}
+
+// Token mints a token for principal with grants on srv and returns it.
+func Token(t testing.TB, srv *nexus.Server, principal string, grants ...app.Grant) string {
+	t.Helper()
+	secret, err := srv.App().TokenCreate(context.Background(), principal, grants, 0)
+	if err != nil {
+		t.Fatalf("minting a token: %v", err)
+	}
+	return secret
+}
+
+// AdminToken mints a fleet-admin token on srv.
+func AdminToken(t testing.TB, srv *nexus.Server) string {
+	return Token(t, srv, "test-admin", app.Grant{FleetAdmin: true})
 }

@@ -32,6 +32,7 @@ func command() *cobra.Command {
 		SilenceErrors: true,
 	}
 	flags := config.BindFlags(cmd.Flags())
+	cmd.AddCommand(tokenCommand())
 	cmd.RunE = func(*cobra.Command, []string) error {
 		cfg, err := flags.Resolve()
 		if err != nil {

@@ -1,0 +1,33 @@
+package api
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/rackplane/rackplane/services/nexus/app"
+	"github.com/rackplane/rackplane/services/nexus/authz"
+)
+
+// Authenticate is the external server's interceptor: every call carries a
+// bearer token, resolved to the caller the app layer authorizes (N10).
+// Health checks are exempt, so probes need no secret.
+func Authenticate(n *app.Nexus) grpc.UnaryServerInterceptor {
+	healthPrefix := "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if len(info.FullMethod) >= len(healthPrefix) && info.FullMethod[:len(healthPrefix)] == healthPrefix {
+			return handler(ctx, req)
+		}
+		var header string
+		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("authorization")) > 0 {
+			header = md.Get("authorization")[0]
+		}
+		actor, err := n.Authenticate(ctx, header)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return handler(authz.WithActor(ctx, actor), req)
+	}
+}
