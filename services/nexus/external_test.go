@@ -193,3 +193,12 @@ func TestN9_SixtyFourBitIntegersAreJSONNumbers(t *testing.T) {
 		return nil
 	})
 }
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -23,13 +24,22 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/gateway"
+	"github.com/rackplane/rackplane/services/nexus/saga"
+	"github.com/rackplane/rackplane/services/nexus/sagas"
+	"github.com/rackplane/rackplane/services/nexus/sledclient"
 )
+
+// sledLiveness is how recently a sled must have heartbeated to receive new
+// VMMs.
+const sledLiveness = time.Minute
 
 // Server is a running nexus replica.
 type Server struct {
 	log          *zap.Logger
 	ds           *datastore.DataStore
 	app          *app.Nexus
+	sagas        *saga.Engine
+	sleds        *sledclient.Pool
 	internal     net.Listener
 	internalGRPC *grpc.Server
 	external     net.Listener
@@ -50,8 +60,23 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Server, erro
 	if err != nil {
 		return nil, fmt.Errorf("opening the database: %w", err)
 	}
-	nexusApp := app.New(ds, log.Named("app"))
-	s := &Server{log: log, ds: ds, app: nexusApp, health: health.NewServer()}
+	nexusID := uuid.MustParse(cfg.ID)
+	sleds := sledclient.NewPool(ds)
+	engine := saga.New(ds, nexusID, log.Named("saga"))
+	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: sledLiveness}) {
+		if err := engine.Register(t); err != nil {
+			ds.Close()
+			return nil, err
+		}
+	}
+	// Sagas this nexus owned when it stopped (or died) finish or unwind now.
+	if n, err := engine.Recover(ctx); err != nil {
+		log.Error("recovering sagas", zap.Error(err))
+	} else if n > 0 {
+		log.Info("recovered sagas", zap.Int("count", n))
+	}
+	nexusApp := app.New(ds, engine, sleds, log.Named("app"))
+	s := &Server{log: log, ds: ds, app: nexusApp, sagas: engine, sleds: sleds, health: health.NewServer()}
 	if err := s.listen(ctx, cfg); err != nil {
 		s.closeListeners()
 		ds.Close()
@@ -157,6 +182,10 @@ func (s *Server) Shutdown(ctx context.Context) {
 			<-stopped
 		}
 	}
+	if err := s.sagas.Shutdown(ctx); err != nil {
+		s.log.Warn("sagas did not all reach a durable point", zap.Error(err))
+	}
+	s.sleds.Close()
 	s.ds.Close()
 	s.log.Info("nexus stopped")
 }

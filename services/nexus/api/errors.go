@@ -11,6 +11,8 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/authz"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/sagas"
+	"github.com/rackplane/rackplane/services/nexus/sledclient"
 )
 
 // toStatus is the one place where nexus's domain errors become gRPC
@@ -31,14 +33,35 @@ func toStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, datastore.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, datastore.ErrNoCapacity):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, sagas.ErrInstanceNotStopped):
+		return apierror.WithReason(codes.FailedPrecondition, "InvalidRequest", err.Error(), nil)
+	case errors.Is(err, sagas.ErrInstanceBusy):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, sledclient.ErrVMMGone), errors.Is(err, sledclient.ErrSledUnreachable):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, datastore.ErrInUse):
 		// Oxide answers 400 InvalidRequest for "delete what still holds
 		// resources", not 409.
 		return apierror.WithReason(codes.FailedPrecondition, "InvalidRequest", err.Error(), nil)
+	case sledStatus(err) != nil:
+		// A sled-agent's own refusal (a VMM that cannot reach the target
+		// state, say) keeps its code.
+		return status.Error(sledStatus(err).Code(), err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// sledStatus finds a gRPC status a sled-agent answered inside err.
+func sledStatus(err error) *status.Status {
+	var withStatus interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &withStatus) && withStatus.GRPCStatus().Code() != codes.Unknown {
+		return withStatus.GRPCStatus()
+	}
+	return nil
 }

@@ -107,3 +107,85 @@ func sledProto(s datastore.Sled) *nexusv1.Sled {
 		UsablePhysicalRam:     uint64(s.MemoryBytes),
 	}
 }
+
+func (h *External) InstanceList(ctx context.Context, req *nexusv1.InstanceListRequest) (*nexusv1.InstanceListResponse, error) {
+	items, next, err := h.nexus.InstanceList(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &nexusv1.InstanceListResponse{Items: make([]*nexusv1.Instance, 0, len(items)), NextPage: next}
+	for _, v := range items {
+		resp.Items = append(resp.Items, instanceProto(v))
+	}
+	return resp, nil
+}
+
+func (h *External) InstanceCreate(ctx context.Context, req *nexusv1.InstanceCreateRequest) (*nexusv1.InstanceCreateResponse, error) {
+	v, err := h.nexus.InstanceCreate(ctx, req.GetProject(), req.GetInstance())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	httpStatus(ctx, http.StatusCreated)
+	return &nexusv1.InstanceCreateResponse{Instance: instanceProto(v)}, nil
+}
+
+func (h *External) InstanceView(ctx context.Context, req *nexusv1.InstanceViewRequest) (*nexusv1.InstanceViewResponse, error) {
+	v, err := h.nexus.Instance(ctx, req.GetInstance(), req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.InstanceViewResponse{Instance: instanceProto(v)}, nil
+}
+
+func (h *External) InstanceDelete(ctx context.Context, req *nexusv1.InstanceDeleteRequest) (*nexusv1.InstanceDeleteResponse, error) {
+	if err := h.nexus.InstanceDelete(ctx, req.GetInstance(), req.GetProject()); err != nil {
+		return nil, toStatus(err)
+	}
+	httpStatus(ctx, http.StatusNoContent)
+	return &nexusv1.InstanceDeleteResponse{}, nil
+}
+
+func (h *External) InstanceStart(ctx context.Context, req *nexusv1.InstanceStartRequest) (*nexusv1.InstanceStartResponse, error) {
+	v, err := h.nexus.InstanceStart(ctx, req.GetInstance(), req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	httpStatus(ctx, http.StatusAccepted)
+	return &nexusv1.InstanceStartResponse{Instance: instanceProto(v)}, nil
+}
+
+func (h *External) InstanceStop(ctx context.Context, req *nexusv1.InstanceStopRequest) (*nexusv1.InstanceStopResponse, error) {
+	v, err := h.nexus.InstanceStop(ctx, req.GetInstance(), req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	httpStatus(ctx, http.StatusAccepted)
+	return &nexusv1.InstanceStopResponse{Instance: instanceProto(v)}, nil
+}
+
+func (h *External) InstanceReboot(ctx context.Context, req *nexusv1.InstanceRebootRequest) (*nexusv1.InstanceRebootResponse, error) {
+	v, err := h.nexus.InstanceReboot(ctx, req.GetInstance(), req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	httpStatus(ctx, http.StatusAccepted)
+	return &nexusv1.InstanceRebootResponse{Instance: instanceProto(v)}, nil
+}
+
+func instanceProto(v app.InstanceView) *nexusv1.Instance {
+	i := v.Instance
+	out := &nexusv1.Instance{
+		Id: i.ID.String(), Name: i.Name, Description: i.Description, Hostname: i.Hostname,
+		Memory: uint64(i.MemoryBytes), Ncpus: uint32(i.NCPUs), ProjectId: i.ProjectID.String(),
+		RunState:            v.RunState,
+		TimeCreated:         timestamppb.New(i.TimeCreated),
+		TimeModified:        timestamppb.New(i.TimeModified),
+		TimeRunStateUpdated: timestamppb.New(i.Runtime.TimeUpdated),
+		AutoRestartEnabled:  i.AutoRestartPolicy == datastore.AutoRestartBestEffort,
+		AutoRestartPolicy:   string(i.AutoRestartPolicy),
+	}
+	if t := i.TimeLastAutoRestarted; t != nil {
+		out.TimeLastAutoRestarted = timestamppb.New(*t)
+	}
+	return out
+}

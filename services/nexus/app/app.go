@@ -1,18 +1,39 @@
 package app
 
 import (
+	"context"
+
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/saga"
+	"github.com/rackplane/rackplane/services/nexus/sagas"
 )
 
 // Nexus is the application layer of one nexus replica.
 type Nexus struct {
-	log *zap.Logger
-	ds  *datastore.DataStore
+	log   *zap.Logger
+	ds    *datastore.DataStore
+	sagas *saga.Engine
+	sleds sagas.SledAgents
 }
 
-// New returns the application layer over ds.
-func New(ds *datastore.DataStore, log *zap.Logger) *Nexus {
-	return &Nexus{log: log, ds: ds}
+// New returns the application layer over ds. engine and sleds may be nil
+// for an operator command that only touches the database (minting tokens).
+func New(ds *datastore.DataStore, engine *saga.Engine, sleds sagas.SledAgents, log *zap.Logger) *Nexus {
+	return &Nexus{log: log, ds: ds, sagas: engine, sleds: sleds}
+}
+
+// UpdateInstanceInBackground starts an instance update saga (N6) without
+// waiting for it. If another update holds the instance's updater lock, this
+// one ends at once and the holder (or the background updater) does the work.
+func (n *Nexus) UpdateInstanceInBackground(instance uuid.UUID) {
+	if n.sagas == nil {
+		return
+	}
+	if _, err := n.sagas.Start(context.Background(), sagas.InstanceUpdate,
+		sagas.InstanceUpdateParams{Instance: instance, Lock: uuid.New()}); err != nil {
+		n.log.Warn("could not start an instance update saga", zap.Stringer("instance_id", instance), zap.Error(err))
+	}
 }

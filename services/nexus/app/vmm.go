@@ -9,18 +9,8 @@ import (
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/sledclient"
 )
-
-var vmmStates = map[sledagentv1.VmmState]datastore.VMMState{
-	sledagentv1.VmmState_VMM_STATE_STARTING:  datastore.VMMStarting,
-	sledagentv1.VmmState_VMM_STATE_RUNNING:   datastore.VMMRunning,
-	sledagentv1.VmmState_VMM_STATE_STOPPING:  datastore.VMMStopping,
-	sledagentv1.VmmState_VMM_STATE_STOPPED:   datastore.VMMStopped,
-	sledagentv1.VmmState_VMM_STATE_REBOOTING: datastore.VMMRebooting,
-	sledagentv1.VmmState_VMM_STATE_MIGRATING: datastore.VMMMigrating,
-	sledagentv1.VmmState_VMM_STATE_FAILED:    datastore.VMMFailed,
-	sledagentv1.VmmState_VMM_STATE_DESTROYED: datastore.VMMDestroyed,
-}
 
 // VMMStateUpdate applies a sled-agent's report of a VMM's runtime through
 // the generation guard (V5, N3). It reports whether the row changed; an
@@ -31,30 +21,33 @@ func (n *Nexus) VMMStateUpdate(ctx context.Context, req *nexusv1.VmmStateUpdateR
 	var v apierror.Violations
 	id := v.UUID("vmm_id", req.GetVmmId())
 	rt := req.GetRuntime()
-	state, known := vmmStates[rt.GetState()]
-	switch {
-	case rt == nil:
+	if rt == nil {
 		v.Add("runtime", "is required")
-	case !known:
-		v.Add("runtime.state", "unknown VMM state %s", rt.GetState())
-	}
-	if rt != nil && rt.GetGeneration() == 0 {
-		v.Add("runtime.generation", "must be at least 1")
+	} else if _, err := sledclient.Runtime(rt); err != nil {
+		if rt.GetGeneration() == 0 {
+			v.Add("runtime.generation", "must be at least 1")
+		}
+		if rt.GetState() == 0 || rt.GetState() > sledagentv1.VmmState_VMM_STATE_DESTROYED {
+			v.Add("runtime.state", "unknown VMM state %s", rt.GetState())
+		}
 	}
 	if err := v.Err(); err != nil {
 		return false, err
 	}
-	wrote, err := n.ds.VMMUpdateRuntime(ctx, id, datastore.VMMRuntime{
-		State: state, Generation: rt.GetGeneration(), TimeUpdated: rt.GetTimeUpdated().AsTime(),
-	})
+	runtime, _ := sledclient.Runtime(rt)
+	wrote, err := n.ds.VMMUpdateRuntime(ctx, id, runtime)
 	if err != nil {
 		return false, err
 	}
-	if wrote && state.Terminal() {
-		// The instance update saga (N6) takes it from here once it exists;
-		// until then the VMM row records the outcome.
-		n.log.Info("VMM became terminal", zap.Stringer("vmm_id", id), zap.String("state", string(state)),
-			zap.Uint64("generation", rt.GetGeneration()))
+	if wrote && runtime.State.Terminal() {
+		// Only a row that really changed and became terminal starts an
+		// update saga (N6); stale and repeated updates start nothing.
+		vmm, err := n.ds.VMMGet(ctx, id)
+		if err == nil {
+			n.log.Info("VMM became terminal; updating its instance", zap.Stringer("vmm_id", id),
+				zap.String("state", string(runtime.State)), zap.Uint64("generation", runtime.Generation))
+			n.UpdateInstanceInBackground(vmm.InstanceID)
+		}
 	}
 	return wrote, nil
 }

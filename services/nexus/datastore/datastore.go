@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" driver
 	"go.uber.org/zap"
 	_ "modernc.org/sqlite" // "sqlite" driver
@@ -181,7 +182,30 @@ func splitStatements(text string) []string {
 
 // inTx runs fn in a transaction, committing if it returns nil.
 func (d *DataStore) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := d.db.BeginTx(ctx, nil)
+	return d.inTxWith(ctx, nil, fn)
+}
+
+// inSerializableTx runs fn in a SERIALIZABLE transaction, retrying it when
+// PostgreSQL aborts it for a conflict. Use it where a check and a write must
+// not interleave with another's (capacity, say). SQLite's IMMEDIATE
+// transactions are serial already.
+func (d *DataStore) inSerializableTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if d.backend == SQLite {
+		return d.inTx(ctx, fn)
+	}
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		err = d.inTxWith(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable}, fn)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || (pgErr.Code != "40001" && pgErr.Code != "40P01") {
+			return err
+		}
+	}
+	return err
+}
+
+func (d *DataStore) inTxWith(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, opts)
 	if err != nil {
 		return d.classify(err)
 	}

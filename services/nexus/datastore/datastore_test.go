@@ -326,3 +326,40 @@ func TestN9_ProjectsListUpdateAndDelete(t *testing.T) {
 		}
 	})
 }
+
+func TestN7_ConcurrentStartsNeverOvercommitASled(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		p, _ := fixture(t, ds) // one sled: 64 CPUs, 512 GiB
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		placed, refused := 0, 0
+		for k := 0; k < 12; k++ {
+			inst := newInstance(p.ID, "i-"+uuid.NewString()[:8])
+			inst.NCPUs = 16
+			if err := ds.InstanceCreate(ctx, inst); err != nil {
+				t.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				v := datastore.VMM{ID: uuid.New(), InstanceID: inst.ID, TimeCreated: now,
+					Runtime: datastore.VMMRuntime{State: datastore.VMMCreating, Generation: 1, TimeUpdated: now}}
+				_, err := ds.VMMAllocate(ctx, v, 16, 4<<30, now.Add(-time.Hour))
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					placed++
+				case errors.Is(err, datastore.ErrNoCapacity):
+					refused++
+				default:
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if placed != 4 || refused != 8 {
+			t.Fatalf("placed %d and refused %d VMMs of 16 CPUs on a 64-CPU sled, want 4 and 8", placed, refused)
+		}
+	})
+}

@@ -14,6 +14,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrAlreadyExists means a unique name or id is taken.
 	ErrAlreadyExists = errors.New("already exists")
+	// ErrNoCapacity means no sled can take what was asked for.
+	ErrNoCapacity = errors.New("insufficient capacity")
 	// ErrInUse means a record cannot go while others depend on it.
 	ErrInUse = errors.New("in use")
 	// ErrConstraint means a CHECK or foreign-key constraint refused a

@@ -3,6 +3,7 @@ package datastore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -120,4 +121,96 @@ func (d *DataStore) guardOutcome(ctx context.Context, res rowsAffected, table st
 		return false, fmt.Errorf("%w: %s %s", ErrNotFound, table, id)
 	}
 	return false, nil
+}
+
+// InstanceLookup returns a live instance by project and name.
+func (d *DataStore) InstanceLookup(ctx context.Context, project uuid.UUID, name string) (Instance, error) {
+	i, err := scanInstance(d.db.QueryRowContext(ctx, `SELECT `+instanceColumns+` FROM instance
+		WHERE project_id = $1 AND name = $2 AND time_deleted IS NULL`, project.String(), name))
+	if isNoRows(err) {
+		return Instance{}, fmt.Errorf("%w: instance %q", ErrNotFound, name)
+	}
+	return i, d.classify(err)
+}
+
+// InstanceList returns up to limit live instances of a project by name,
+// after the given name.
+func (d *DataStore) InstanceList(ctx context.Context, project uuid.UUID, after string, limit int) ([]Instance, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT `+instanceColumns+` FROM instance
+		WHERE project_id = $1 AND time_deleted IS NULL AND name > $2 ORDER BY name LIMIT $3`,
+		project.String(), after, limit)
+	if err != nil {
+		return nil, d.classify(err)
+	}
+	defer rows.Close()
+	var out []Instance
+	for rows.Next() {
+		i, err := scanInstance(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, i)
+	}
+	return out, rows.Err()
+}
+
+// InstanceSetIntendedState records what the user last asked for (running,
+// stopped …). It is the user's wish, not runtime state, so it is not
+// generation-guarded: the latest request wins.
+func (d *DataStore) InstanceSetIntendedState(ctx context.Context, id uuid.UUID, intended IntendedState, at time.Time) error {
+	res, err := d.db.ExecContext(ctx, `UPDATE instance SET intended_state = $2, time_modified = $3
+		WHERE id = $1 AND time_deleted IS NULL`, id.String(), string(intended), ts(at))
+	if err != nil {
+		return d.classify(err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w: instance %s", ErrNotFound, id)
+	}
+	return nil
+}
+
+// InstanceDelete marks a stopped or failed instance destroyed and deleted,
+// through the generation guard: it writes only if the instance is still at
+// generation gen (true), and reports false when anything changed since.
+func (d *DataStore) InstanceDelete(ctx context.Context, id uuid.UUID, gen uint64, at time.Time) (bool, error) {
+	res, err := d.db.ExecContext(ctx, `
+		UPDATE instance SET state = 'destroyed', state_generation = $2, time_state_updated = $3, time_deleted = $3
+		WHERE id = $1 AND state_generation < $2 AND state_generation = $4
+			AND state IN ('no_vmm', 'failed') AND time_deleted IS NULL`,
+		id.String(), int64(gen+1), ts(at), int64(gen))
+	if err != nil {
+		return false, d.classify(err)
+	}
+	return d.guardOutcome(ctx, res, "instance", id)
+}
+
+// InstanceUpdaterLock takes the instance's updater lock for holder (N6):
+// true when it now holds it, including when it already did (an idempotent
+// saga node re-run after a crash); false when someone else holds it.
+func (d *DataStore) InstanceUpdaterLock(ctx context.Context, id, holder uuid.UUID) (bool, error) {
+	res, err := d.db.ExecContext(ctx, `UPDATE instance SET updater_id = $2, updater_gen = updater_gen + 1
+		WHERE id = $1 AND updater_id IS NULL AND time_deleted IS NULL`, id.String(), holder.String())
+	if err != nil {
+		return false, d.classify(err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return true, nil
+	}
+	var current *string
+	err = d.db.QueryRowContext(ctx, `SELECT updater_id FROM instance WHERE id = $1 AND time_deleted IS NULL`, id.String()).Scan(&current)
+	if isNoRows(err) {
+		return false, fmt.Errorf("%w: instance %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return false, d.classify(err)
+	}
+	return current != nil && *current == holder.String(), nil
+}
+
+// InstanceUpdaterUnlock releases the lock if holder holds it; releasing a
+// lock one does not hold changes nothing.
+func (d *DataStore) InstanceUpdaterUnlock(ctx context.Context, id, holder uuid.UUID) error {
+	_, err := d.db.ExecContext(ctx, `UPDATE instance SET updater_id = NULL WHERE id = $1 AND updater_id = $2`,
+		id.String(), holder.String())
+	return d.classify(err)
 }

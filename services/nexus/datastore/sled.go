@@ -94,3 +94,9 @@ func (d *DataStore) SledListPage(ctx context.Context, after string, limit int) (
 	}
 	return out, rows.Err()
 }
+
+// SledAddress returns where a live sled's agent listens.
+func (d *DataStore) SledAddress(ctx context.Context, id uuid.UUID) (string, error) {
+	s, err := d.SledGet(ctx, id)
+	return s.Address, err
+}

@@ -57,7 +57,7 @@ func tokenCommand() *cobra.Command {
 			return err
 		}
 		defer ds.Close()
-		secret, err := app.New(ds, zap.NewNop()).TokenCreate(ctx, principal, grants, ttl)
+		secret, err := app.New(ds, nil, nil, zap.NewNop()).TokenCreate(ctx, principal, grants, ttl)
 		if err != nil {
 			return err
 		}

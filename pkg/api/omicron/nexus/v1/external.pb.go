@@ -27,6 +27,949 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Instance struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Hostname    string                 `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// Bytes, a whole number of GiB.
+	Memory    uint64 `protobuf:"varint,5,opt,name=memory,proto3" json:"memory,omitempty"`
+	Ncpus     uint32 `protobuf:"varint,6,opt,name=ncpus,proto3" json:"ncpus,omitempty"`
+	ProjectId string `protobuf:"bytes,7,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// creating, starting, running, stopping, stopped, rebooting, migrating,
+	// repairing, failed or destroyed.
+	RunState            string                 `protobuf:"bytes,8,opt,name=run_state,json=runState,proto3" json:"run_state,omitempty"`
+	TimeCreated         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=time_created,json=timeCreated,proto3" json:"time_created,omitempty"`
+	TimeModified        *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=time_modified,json=timeModified,proto3" json:"time_modified,omitempty"`
+	TimeRunStateUpdated *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=time_run_state_updated,json=timeRunStateUpdated,proto3" json:"time_run_state_updated,omitempty"`
+	AutoRestartEnabled  bool                   `protobuf:"varint,12,opt,name=auto_restart_enabled,json=autoRestartEnabled,proto3" json:"auto_restart_enabled,omitempty"`
+	// never or best_effort.
+	AutoRestartPolicy             string                 `protobuf:"bytes,13,opt,name=auto_restart_policy,json=autoRestartPolicy,proto3" json:"auto_restart_policy,omitempty"`
+	TimeLastAutoRestarted         *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=time_last_auto_restarted,json=timeLastAutoRestarted,proto3,oneof" json:"time_last_auto_restarted,omitempty"`
+	AutoRestartCooldownExpiration *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=auto_restart_cooldown_expiration,json=autoRestartCooldownExpiration,proto3,oneof" json:"auto_restart_cooldown_expiration,omitempty"`
+	unknownFields                 protoimpl.UnknownFields
+	sizeCache                     protoimpl.SizeCache
+}
+
+func (x *Instance) Reset() {
+	*x = Instance{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Instance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Instance) ProtoMessage() {}
+
+func (x *Instance) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Instance.ProtoReflect.Descriptor instead.
+func (*Instance) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Instance) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Instance) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Instance) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Instance) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Instance) GetMemory() uint64 {
+	if x != nil {
+		return x.Memory
+	}
+	return 0
+}
+
+func (x *Instance) GetNcpus() uint32 {
+	if x != nil {
+		return x.Ncpus
+	}
+	return 0
+}
+
+func (x *Instance) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *Instance) GetRunState() string {
+	if x != nil {
+		return x.RunState
+	}
+	return ""
+}
+
+func (x *Instance) GetTimeCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeCreated
+	}
+	return nil
+}
+
+func (x *Instance) GetTimeModified() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeModified
+	}
+	return nil
+}
+
+func (x *Instance) GetTimeRunStateUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeRunStateUpdated
+	}
+	return nil
+}
+
+func (x *Instance) GetAutoRestartEnabled() bool {
+	if x != nil {
+		return x.AutoRestartEnabled
+	}
+	return false
+}
+
+func (x *Instance) GetAutoRestartPolicy() string {
+	if x != nil {
+		return x.AutoRestartPolicy
+	}
+	return ""
+}
+
+func (x *Instance) GetTimeLastAutoRestarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeLastAutoRestarted
+	}
+	return nil
+}
+
+func (x *Instance) GetAutoRestartCooldownExpiration() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AutoRestartCooldownExpiration
+	}
+	return nil
+}
+
+type InstanceCreateParams struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	Hostname    string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Memory      uint64                 `protobuf:"varint,4,opt,name=memory,proto3" json:"memory,omitempty"`
+	Ncpus       uint32                 `protobuf:"varint,5,opt,name=ncpus,proto3" json:"ncpus,omitempty"`
+	// Start the instance once created; true when absent, as in Oxide's API.
+	Start *bool `protobuf:"varint,6,opt,name=start,proto3,oneof" json:"start,omitempty"`
+	// never or best_effort (the default when absent).
+	AutoRestartPolicy string `protobuf:"bytes,7,opt,name=auto_restart_policy,json=autoRestartPolicy,proto3" json:"auto_restart_policy,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *InstanceCreateParams) Reset() {
+	*x = InstanceCreateParams{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceCreateParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceCreateParams) ProtoMessage() {}
+
+func (x *InstanceCreateParams) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceCreateParams.ProtoReflect.Descriptor instead.
+func (*InstanceCreateParams) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *InstanceCreateParams) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *InstanceCreateParams) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *InstanceCreateParams) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *InstanceCreateParams) GetMemory() uint64 {
+	if x != nil {
+		return x.Memory
+	}
+	return 0
+}
+
+func (x *InstanceCreateParams) GetNcpus() uint32 {
+	if x != nil {
+		return x.Ncpus
+	}
+	return 0
+}
+
+func (x *InstanceCreateParams) GetStart() bool {
+	if x != nil && x.Start != nil {
+		return *x.Start
+	}
+	return false
+}
+
+func (x *InstanceCreateParams) GetAutoRestartPolicy() string {
+	if x != nil {
+		return x.AutoRestartPolicy
+	}
+	return ""
+}
+
+type InstanceListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	SortBy        string                 `protobuf:"bytes,4,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceListRequest) Reset() {
+	*x = InstanceListRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceListRequest) ProtoMessage() {}
+
+func (x *InstanceListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceListRequest.ProtoReflect.Descriptor instead.
+func (*InstanceListRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *InstanceListRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *InstanceListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *InstanceListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *InstanceListRequest) GetSortBy() string {
+	if x != nil {
+		return x.SortBy
+	}
+	return ""
+}
+
+type InstanceListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*Instance            `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	NextPage      *string                `protobuf:"bytes,2,opt,name=next_page,json=nextPage,proto3,oneof" json:"next_page,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceListResponse) Reset() {
+	*x = InstanceListResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceListResponse) ProtoMessage() {}
+
+func (x *InstanceListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceListResponse.ProtoReflect.Descriptor instead.
+func (*InstanceListResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *InstanceListResponse) GetItems() []*Instance {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *InstanceListResponse) GetNextPage() string {
+	if x != nil && x.NextPage != nil {
+		return *x.NextPage
+	}
+	return ""
+}
+
+type InstanceCreateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	Instance      *InstanceCreateParams  `protobuf:"bytes,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceCreateRequest) Reset() {
+	*x = InstanceCreateRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceCreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceCreateRequest) ProtoMessage() {}
+
+func (x *InstanceCreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceCreateRequest.ProtoReflect.Descriptor instead.
+func (*InstanceCreateRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *InstanceCreateRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *InstanceCreateRequest) GetInstance() *InstanceCreateParams {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+type InstanceCreateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceCreateResponse) Reset() {
+	*x = InstanceCreateResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceCreateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceCreateResponse) ProtoMessage() {}
+
+func (x *InstanceCreateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceCreateResponse.ProtoReflect.Descriptor instead.
+func (*InstanceCreateResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *InstanceCreateResponse) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+type InstanceViewRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A name (with project) or an id.
+	Instance      string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Project       string `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceViewRequest) Reset() {
+	*x = InstanceViewRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceViewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceViewRequest) ProtoMessage() {}
+
+func (x *InstanceViewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceViewRequest.ProtoReflect.Descriptor instead.
+func (*InstanceViewRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *InstanceViewRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *InstanceViewRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type InstanceViewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceViewResponse) Reset() {
+	*x = InstanceViewResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceViewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceViewResponse) ProtoMessage() {}
+
+func (x *InstanceViewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceViewResponse.ProtoReflect.Descriptor instead.
+func (*InstanceViewResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *InstanceViewResponse) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+type InstanceDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Project       string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceDeleteRequest) Reset() {
+	*x = InstanceDeleteRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceDeleteRequest) ProtoMessage() {}
+
+func (x *InstanceDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceDeleteRequest.ProtoReflect.Descriptor instead.
+func (*InstanceDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *InstanceDeleteRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *InstanceDeleteRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type InstanceDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceDeleteResponse) Reset() {
+	*x = InstanceDeleteResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceDeleteResponse) ProtoMessage() {}
+
+func (x *InstanceDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceDeleteResponse.ProtoReflect.Descriptor instead.
+func (*InstanceDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{9}
+}
+
+type InstanceStartRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Project       string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceStartRequest) Reset() {
+	*x = InstanceStartRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceStartRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceStartRequest) ProtoMessage() {}
+
+func (x *InstanceStartRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceStartRequest.ProtoReflect.Descriptor instead.
+func (*InstanceStartRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *InstanceStartRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *InstanceStartRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type InstanceStartResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceStartResponse) Reset() {
+	*x = InstanceStartResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceStartResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceStartResponse) ProtoMessage() {}
+
+func (x *InstanceStartResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceStartResponse.ProtoReflect.Descriptor instead.
+func (*InstanceStartResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *InstanceStartResponse) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+type InstanceStopRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Project       string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceStopRequest) Reset() {
+	*x = InstanceStopRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceStopRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceStopRequest) ProtoMessage() {}
+
+func (x *InstanceStopRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceStopRequest.ProtoReflect.Descriptor instead.
+func (*InstanceStopRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *InstanceStopRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *InstanceStopRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type InstanceStopResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceStopResponse) Reset() {
+	*x = InstanceStopResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceStopResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceStopResponse) ProtoMessage() {}
+
+func (x *InstanceStopResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceStopResponse.ProtoReflect.Descriptor instead.
+func (*InstanceStopResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *InstanceStopResponse) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+type InstanceRebootRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Project       string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceRebootRequest) Reset() {
+	*x = InstanceRebootRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceRebootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceRebootRequest) ProtoMessage() {}
+
+func (x *InstanceRebootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceRebootRequest.ProtoReflect.Descriptor instead.
+func (*InstanceRebootRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *InstanceRebootRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *InstanceRebootRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type InstanceRebootResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceRebootResponse) Reset() {
+	*x = InstanceRebootResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceRebootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceRebootResponse) ProtoMessage() {}
+
+func (x *InstanceRebootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceRebootResponse.ProtoReflect.Descriptor instead.
+func (*InstanceRebootResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *InstanceRebootResponse) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
 type Project struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -40,7 +983,7 @@ type Project struct {
 
 func (x *Project) Reset() {
 	*x = Project{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[0]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +995,7 @@ func (x *Project) String() string {
 func (*Project) ProtoMessage() {}
 
 func (x *Project) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[0]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +1008,7 @@ func (x *Project) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Project.ProtoReflect.Descriptor instead.
 func (*Project) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{0}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Project) GetId() string {
@@ -116,7 +1059,7 @@ type ProjectListRequest struct {
 
 func (x *ProjectListRequest) Reset() {
 	*x = ProjectListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[1]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -128,7 +1071,7 @@ func (x *ProjectListRequest) String() string {
 func (*ProjectListRequest) ProtoMessage() {}
 
 func (x *ProjectListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[1]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -141,7 +1084,7 @@ func (x *ProjectListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectListRequest.ProtoReflect.Descriptor instead.
 func (*ProjectListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{1}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ProjectListRequest) GetLimit() uint32 {
@@ -176,7 +1119,7 @@ type ProjectListResponse struct {
 
 func (x *ProjectListResponse) Reset() {
 	*x = ProjectListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[2]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -188,7 +1131,7 @@ func (x *ProjectListResponse) String() string {
 func (*ProjectListResponse) ProtoMessage() {}
 
 func (x *ProjectListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[2]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -201,7 +1144,7 @@ func (x *ProjectListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectListResponse.ProtoReflect.Descriptor instead.
 func (*ProjectListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{2}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ProjectListResponse) GetItems() []*Project {
@@ -228,7 +1171,7 @@ type ProjectCreateParams struct {
 
 func (x *ProjectCreateParams) Reset() {
 	*x = ProjectCreateParams{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[3]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +1183,7 @@ func (x *ProjectCreateParams) String() string {
 func (*ProjectCreateParams) ProtoMessage() {}
 
 func (x *ProjectCreateParams) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[3]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +1196,7 @@ func (x *ProjectCreateParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateParams.ProtoReflect.Descriptor instead.
 func (*ProjectCreateParams) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{3}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ProjectCreateParams) GetName() string {
@@ -279,7 +1222,7 @@ type ProjectCreateRequest struct {
 
 func (x *ProjectCreateRequest) Reset() {
 	*x = ProjectCreateRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[4]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -291,7 +1234,7 @@ func (x *ProjectCreateRequest) String() string {
 func (*ProjectCreateRequest) ProtoMessage() {}
 
 func (x *ProjectCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[4]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -304,7 +1247,7 @@ func (x *ProjectCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateRequest.ProtoReflect.Descriptor instead.
 func (*ProjectCreateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{4}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ProjectCreateRequest) GetProject() *ProjectCreateParams {
@@ -323,7 +1266,7 @@ type ProjectCreateResponse struct {
 
 func (x *ProjectCreateResponse) Reset() {
 	*x = ProjectCreateResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[5]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +1278,7 @@ func (x *ProjectCreateResponse) String() string {
 func (*ProjectCreateResponse) ProtoMessage() {}
 
 func (x *ProjectCreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[5]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +1291,7 @@ func (x *ProjectCreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateResponse.ProtoReflect.Descriptor instead.
 func (*ProjectCreateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{5}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ProjectCreateResponse) GetProject() *Project {
@@ -368,7 +1311,7 @@ type ProjectViewRequest struct {
 
 func (x *ProjectViewRequest) Reset() {
 	*x = ProjectViewRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[6]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -380,7 +1323,7 @@ func (x *ProjectViewRequest) String() string {
 func (*ProjectViewRequest) ProtoMessage() {}
 
 func (x *ProjectViewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[6]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -393,7 +1336,7 @@ func (x *ProjectViewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectViewRequest.ProtoReflect.Descriptor instead.
 func (*ProjectViewRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{6}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ProjectViewRequest) GetProject() string {
@@ -412,7 +1355,7 @@ type ProjectViewResponse struct {
 
 func (x *ProjectViewResponse) Reset() {
 	*x = ProjectViewResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[7]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +1367,7 @@ func (x *ProjectViewResponse) String() string {
 func (*ProjectViewResponse) ProtoMessage() {}
 
 func (x *ProjectViewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[7]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +1380,7 @@ func (x *ProjectViewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectViewResponse.ProtoReflect.Descriptor instead.
 func (*ProjectViewResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{7}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ProjectViewResponse) GetProject() *Project {
@@ -457,7 +1400,7 @@ type ProjectUpdateParams struct {
 
 func (x *ProjectUpdateParams) Reset() {
 	*x = ProjectUpdateParams{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[8]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +1412,7 @@ func (x *ProjectUpdateParams) String() string {
 func (*ProjectUpdateParams) ProtoMessage() {}
 
 func (x *ProjectUpdateParams) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[8]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +1425,7 @@ func (x *ProjectUpdateParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateParams.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateParams) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{8}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ProjectUpdateParams) GetName() string {
@@ -509,7 +1452,7 @@ type ProjectUpdateRequest struct {
 
 func (x *ProjectUpdateRequest) Reset() {
 	*x = ProjectUpdateRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[9]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +1464,7 @@ func (x *ProjectUpdateRequest) String() string {
 func (*ProjectUpdateRequest) ProtoMessage() {}
 
 func (x *ProjectUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[9]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +1477,7 @@ func (x *ProjectUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateRequest.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{9}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ProjectUpdateRequest) GetProject() string {
@@ -560,7 +1503,7 @@ type ProjectUpdateResponse struct {
 
 func (x *ProjectUpdateResponse) Reset() {
 	*x = ProjectUpdateResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[10]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +1515,7 @@ func (x *ProjectUpdateResponse) String() string {
 func (*ProjectUpdateResponse) ProtoMessage() {}
 
 func (x *ProjectUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[10]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +1528,7 @@ func (x *ProjectUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateResponse.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{10}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ProjectUpdateResponse) GetProject() *Project {
@@ -604,7 +1547,7 @@ type ProjectDeleteRequest struct {
 
 func (x *ProjectDeleteRequest) Reset() {
 	*x = ProjectDeleteRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[11]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +1559,7 @@ func (x *ProjectDeleteRequest) String() string {
 func (*ProjectDeleteRequest) ProtoMessage() {}
 
 func (x *ProjectDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[11]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +1572,7 @@ func (x *ProjectDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ProjectDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{11}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ProjectDeleteRequest) GetProject() string {
@@ -647,7 +1590,7 @@ type ProjectDeleteResponse struct {
 
 func (x *ProjectDeleteResponse) Reset() {
 	*x = ProjectDeleteResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[12]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +1602,7 @@ func (x *ProjectDeleteResponse) String() string {
 func (*ProjectDeleteResponse) ProtoMessage() {}
 
 func (x *ProjectDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[12]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +1615,7 @@ func (x *ProjectDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ProjectDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{12}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{28}
 }
 
 type Baseboard struct {
@@ -686,7 +1629,7 @@ type Baseboard struct {
 
 func (x *Baseboard) Reset() {
 	*x = Baseboard{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[13]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +1641,7 @@ func (x *Baseboard) String() string {
 func (*Baseboard) ProtoMessage() {}
 
 func (x *Baseboard) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[13]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +1654,7 @@ func (x *Baseboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Baseboard.ProtoReflect.Descriptor instead.
 func (*Baseboard) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{13}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Baseboard) GetPart() string {
@@ -747,7 +1690,7 @@ type SledPolicy struct {
 
 func (x *SledPolicy) Reset() {
 	*x = SledPolicy{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[14]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +1702,7 @@ func (x *SledPolicy) String() string {
 func (*SledPolicy) ProtoMessage() {}
 
 func (x *SledPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[14]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +1715,7 @@ func (x *SledPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledPolicy.ProtoReflect.Descriptor instead.
 func (*SledPolicy) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{14}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SledPolicy) GetKind() string {
@@ -807,7 +1750,7 @@ type Sled struct {
 
 func (x *Sled) Reset() {
 	*x = Sled{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[15]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1762,7 @@ func (x *Sled) String() string {
 func (*Sled) ProtoMessage() {}
 
 func (x *Sled) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[15]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1775,7 @@ func (x *Sled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sled.ProtoReflect.Descriptor instead.
 func (*Sled) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{15}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Sled) GetId() string {
@@ -909,7 +1852,7 @@ type SledListRequest struct {
 
 func (x *SledListRequest) Reset() {
 	*x = SledListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1864,7 @@ func (x *SledListRequest) String() string {
 func (*SledListRequest) ProtoMessage() {}
 
 func (x *SledListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1877,7 @@ func (x *SledListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledListRequest.ProtoReflect.Descriptor instead.
 func (*SledListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{16}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SledListRequest) GetLimit() uint32 {
@@ -968,7 +1911,7 @@ type SledListResponse struct {
 
 func (x *SledListResponse) Reset() {
 	*x = SledListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1923,7 @@ func (x *SledListResponse) String() string {
 func (*SledListResponse) ProtoMessage() {}
 
 func (x *SledListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1936,7 @@ func (x *SledListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledListResponse.ProtoReflect.Descriptor instead.
 func (*SledListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{17}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SledListResponse) GetItems() []*Sled {
@@ -1014,7 +1957,76 @@ var File_omicron_nexus_v1_external_proto protoreflect.FileDescriptor
 
 const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\n" +
-	"\x1fomicron/nexus/v1/external.proto\x12\x10omicron.nexus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x01\n" +
+	"\x1fomicron/nexus/v1/external.proto\x12\x10omicron.nexus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x06\n" +
+	"\bInstance\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1a\n" +
+	"\bhostname\x18\x04 \x01(\tR\bhostname\x12\x16\n" +
+	"\x06memory\x18\x05 \x01(\x04R\x06memory\x12\x14\n" +
+	"\x05ncpus\x18\x06 \x01(\rR\x05ncpus\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\a \x01(\tR\tprojectId\x12\x1b\n" +
+	"\trun_state\x18\b \x01(\tR\brunState\x12=\n" +
+	"\ftime_created\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12?\n" +
+	"\rtime_modified\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\ftimeModified\x12O\n" +
+	"\x16time_run_state_updated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x13timeRunStateUpdated\x120\n" +
+	"\x14auto_restart_enabled\x18\f \x01(\bR\x12autoRestartEnabled\x12.\n" +
+	"\x13auto_restart_policy\x18\r \x01(\tR\x11autoRestartPolicy\x12X\n" +
+	"\x18time_last_auto_restarted\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x15timeLastAutoRestarted\x88\x01\x01\x12h\n" +
+	" auto_restart_cooldown_expiration\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampH\x01R\x1dautoRestartCooldownExpiration\x88\x01\x01B\x1b\n" +
+	"\x19_time_last_auto_restartedB#\n" +
+	"!_auto_restart_cooldown_expiration\"\xeb\x01\n" +
+	"\x14InstanceCreateParams\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1a\n" +
+	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x16\n" +
+	"\x06memory\x18\x04 \x01(\x04R\x06memory\x12\x14\n" +
+	"\x05ncpus\x18\x05 \x01(\rR\x05ncpus\x12\x19\n" +
+	"\x05start\x18\x06 \x01(\bH\x00R\x05start\x88\x01\x01\x12.\n" +
+	"\x13auto_restart_policy\x18\a \x01(\tR\x11autoRestartPolicyB\b\n" +
+	"\x06_start\"}\n" +
+	"\x13InstanceListRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x17\n" +
+	"\asort_by\x18\x04 \x01(\tR\x06sortBy\"x\n" +
+	"\x14InstanceListResponse\x120\n" +
+	"\x05items\x18\x01 \x03(\v2\x1a.omicron.nexus.v1.InstanceR\x05items\x12 \n" +
+	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
+	"\n" +
+	"_next_page\"u\n" +
+	"\x15InstanceCreateRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12B\n" +
+	"\binstance\x18\x02 \x01(\v2&.omicron.nexus.v1.InstanceCreateParamsR\binstance\"P\n" +
+	"\x16InstanceCreateResponse\x126\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"K\n" +
+	"\x13InstanceViewRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\"N\n" +
+	"\x14InstanceViewResponse\x126\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"M\n" +
+	"\x15InstanceDeleteRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\"\x18\n" +
+	"\x16InstanceDeleteResponse\"L\n" +
+	"\x14InstanceStartRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\"O\n" +
+	"\x15InstanceStartResponse\x126\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"K\n" +
+	"\x13InstanceStopRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\"N\n" +
+	"\x14InstanceStopResponse\x126\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"M\n" +
+	"\x15InstanceRebootRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\"P\n" +
+	"\x16InstanceRebootResponse\x126\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"\xcf\x01\n" +
 	"\aProject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -1082,14 +2094,21 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x05items\x18\x01 \x03(\v2\x16.omicron.nexus.v1.SledR\x05items\x12 \n" +
 	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
 	"\n" +
-	"_next_page2\x9f\x06\n" +
+	"_next_page2\xf9\r\n" +
 	"\rNexusExternal\x12p\n" +
 	"\vProjectList\x12$.omicron.nexus.v1.ProjectListRequest\x1a%.omicron.nexus.v1.ProjectListResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/projects\x12\x88\x01\n" +
 	"\rProjectCreate\x12&.omicron.nexus.v1.ProjectCreateRequest\x1a'.omicron.nexus.v1.ProjectCreateResponse\"&\x82\xd3\xe4\x93\x02 :\aprojectb\aproject\"\f/v1/projects\x12\x83\x01\n" +
 	"\vProjectView\x12$.omicron.nexus.v1.ProjectViewRequest\x1a%.omicron.nexus.v1.ProjectViewResponse\"'\x82\xd3\xe4\x93\x02!b\aproject\x12\x16/v1/projects/{project}\x12\x91\x01\n" +
 	"\rProjectUpdate\x12&.omicron.nexus.v1.ProjectUpdateRequest\x1a'.omicron.nexus.v1.ProjectUpdateResponse\"/\x82\xd3\xe4\x93\x02):\x06updateb\aproject\x1a\x16/v1/projects/{project}\x12\x80\x01\n" +
 	"\rProjectDelete\x12&.omicron.nexus.v1.ProjectDeleteRequest\x1a'.omicron.nexus.v1.ProjectDeleteResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/v1/projects/{project}\x12t\n" +
-	"\bSledList\x12!.omicron.nexus.v1.SledListRequest\x1a\".omicron.nexus.v1.SledListResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/system/hardware/sledsBAZ?github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1;nexusv1b\x06proto3"
+	"\bSledList\x12!.omicron.nexus.v1.SledListRequest\x1a\".omicron.nexus.v1.SledListResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/system/hardware/sleds\x12t\n" +
+	"\fInstanceList\x12%.omicron.nexus.v1.InstanceListRequest\x1a&.omicron.nexus.v1.InstanceListResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/instances\x12\x8e\x01\n" +
+	"\x0eInstanceCreate\x12'.omicron.nexus.v1.InstanceCreateRequest\x1a(.omicron.nexus.v1.InstanceCreateResponse\")\x82\xd3\xe4\x93\x02#:\binstanceb\binstance\"\r/v1/instances\x12\x89\x01\n" +
+	"\fInstanceView\x12%.omicron.nexus.v1.InstanceViewRequest\x1a&.omicron.nexus.v1.InstanceViewResponse\"*\x82\xd3\xe4\x93\x02$b\binstance\x12\x18/v1/instances/{instance}\x12\x85\x01\n" +
+	"\x0eInstanceDelete\x12'.omicron.nexus.v1.InstanceDeleteRequest\x1a(.omicron.nexus.v1.InstanceDeleteResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/instances/{instance}\x12\x92\x01\n" +
+	"\rInstanceStart\x12&.omicron.nexus.v1.InstanceStartRequest\x1a'.omicron.nexus.v1.InstanceStartResponse\"0\x82\xd3\xe4\x93\x02*b\binstance\"\x1e/v1/instances/{instance}/start\x12\x8e\x01\n" +
+	"\fInstanceStop\x12%.omicron.nexus.v1.InstanceStopRequest\x1a&.omicron.nexus.v1.InstanceStopResponse\"/\x82\xd3\xe4\x93\x02)b\binstance\"\x1d/v1/instances/{instance}/stop\x12\x96\x01\n" +
+	"\x0eInstanceReboot\x12'.omicron.nexus.v1.InstanceRebootRequest\x1a(.omicron.nexus.v1.InstanceRebootResponse\"1\x82\xd3\xe4\x93\x02+b\binstance\"\x1f/v1/instances/{instance}/rebootBAZ?github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1;nexusv1b\x06proto3"
 
 var (
 	file_omicron_nexus_v1_external_proto_rawDescOnce sync.Once
@@ -1103,59 +2122,101 @@ func file_omicron_nexus_v1_external_proto_rawDescGZIP() []byte {
 	return file_omicron_nexus_v1_external_proto_rawDescData
 }
 
-var file_omicron_nexus_v1_external_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_omicron_nexus_v1_external_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_omicron_nexus_v1_external_proto_goTypes = []any{
-	(*Project)(nil),               // 0: omicron.nexus.v1.Project
-	(*ProjectListRequest)(nil),    // 1: omicron.nexus.v1.ProjectListRequest
-	(*ProjectListResponse)(nil),   // 2: omicron.nexus.v1.ProjectListResponse
-	(*ProjectCreateParams)(nil),   // 3: omicron.nexus.v1.ProjectCreateParams
-	(*ProjectCreateRequest)(nil),  // 4: omicron.nexus.v1.ProjectCreateRequest
-	(*ProjectCreateResponse)(nil), // 5: omicron.nexus.v1.ProjectCreateResponse
-	(*ProjectViewRequest)(nil),    // 6: omicron.nexus.v1.ProjectViewRequest
-	(*ProjectViewResponse)(nil),   // 7: omicron.nexus.v1.ProjectViewResponse
-	(*ProjectUpdateParams)(nil),   // 8: omicron.nexus.v1.ProjectUpdateParams
-	(*ProjectUpdateRequest)(nil),  // 9: omicron.nexus.v1.ProjectUpdateRequest
-	(*ProjectUpdateResponse)(nil), // 10: omicron.nexus.v1.ProjectUpdateResponse
-	(*ProjectDeleteRequest)(nil),  // 11: omicron.nexus.v1.ProjectDeleteRequest
-	(*ProjectDeleteResponse)(nil), // 12: omicron.nexus.v1.ProjectDeleteResponse
-	(*Baseboard)(nil),             // 13: omicron.nexus.v1.Baseboard
-	(*SledPolicy)(nil),            // 14: omicron.nexus.v1.SledPolicy
-	(*Sled)(nil),                  // 15: omicron.nexus.v1.Sled
-	(*SledListRequest)(nil),       // 16: omicron.nexus.v1.SledListRequest
-	(*SledListResponse)(nil),      // 17: omicron.nexus.v1.SledListResponse
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*Instance)(nil),               // 0: omicron.nexus.v1.Instance
+	(*InstanceCreateParams)(nil),   // 1: omicron.nexus.v1.InstanceCreateParams
+	(*InstanceListRequest)(nil),    // 2: omicron.nexus.v1.InstanceListRequest
+	(*InstanceListResponse)(nil),   // 3: omicron.nexus.v1.InstanceListResponse
+	(*InstanceCreateRequest)(nil),  // 4: omicron.nexus.v1.InstanceCreateRequest
+	(*InstanceCreateResponse)(nil), // 5: omicron.nexus.v1.InstanceCreateResponse
+	(*InstanceViewRequest)(nil),    // 6: omicron.nexus.v1.InstanceViewRequest
+	(*InstanceViewResponse)(nil),   // 7: omicron.nexus.v1.InstanceViewResponse
+	(*InstanceDeleteRequest)(nil),  // 8: omicron.nexus.v1.InstanceDeleteRequest
+	(*InstanceDeleteResponse)(nil), // 9: omicron.nexus.v1.InstanceDeleteResponse
+	(*InstanceStartRequest)(nil),   // 10: omicron.nexus.v1.InstanceStartRequest
+	(*InstanceStartResponse)(nil),  // 11: omicron.nexus.v1.InstanceStartResponse
+	(*InstanceStopRequest)(nil),    // 12: omicron.nexus.v1.InstanceStopRequest
+	(*InstanceStopResponse)(nil),   // 13: omicron.nexus.v1.InstanceStopResponse
+	(*InstanceRebootRequest)(nil),  // 14: omicron.nexus.v1.InstanceRebootRequest
+	(*InstanceRebootResponse)(nil), // 15: omicron.nexus.v1.InstanceRebootResponse
+	(*Project)(nil),                // 16: omicron.nexus.v1.Project
+	(*ProjectListRequest)(nil),     // 17: omicron.nexus.v1.ProjectListRequest
+	(*ProjectListResponse)(nil),    // 18: omicron.nexus.v1.ProjectListResponse
+	(*ProjectCreateParams)(nil),    // 19: omicron.nexus.v1.ProjectCreateParams
+	(*ProjectCreateRequest)(nil),   // 20: omicron.nexus.v1.ProjectCreateRequest
+	(*ProjectCreateResponse)(nil),  // 21: omicron.nexus.v1.ProjectCreateResponse
+	(*ProjectViewRequest)(nil),     // 22: omicron.nexus.v1.ProjectViewRequest
+	(*ProjectViewResponse)(nil),    // 23: omicron.nexus.v1.ProjectViewResponse
+	(*ProjectUpdateParams)(nil),    // 24: omicron.nexus.v1.ProjectUpdateParams
+	(*ProjectUpdateRequest)(nil),   // 25: omicron.nexus.v1.ProjectUpdateRequest
+	(*ProjectUpdateResponse)(nil),  // 26: omicron.nexus.v1.ProjectUpdateResponse
+	(*ProjectDeleteRequest)(nil),   // 27: omicron.nexus.v1.ProjectDeleteRequest
+	(*ProjectDeleteResponse)(nil),  // 28: omicron.nexus.v1.ProjectDeleteResponse
+	(*Baseboard)(nil),              // 29: omicron.nexus.v1.Baseboard
+	(*SledPolicy)(nil),             // 30: omicron.nexus.v1.SledPolicy
+	(*Sled)(nil),                   // 31: omicron.nexus.v1.Sled
+	(*SledListRequest)(nil),        // 32: omicron.nexus.v1.SledListRequest
+	(*SledListResponse)(nil),       // 33: omicron.nexus.v1.SledListResponse
+	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
 }
 var file_omicron_nexus_v1_external_proto_depIdxs = []int32{
-	18, // 0: omicron.nexus.v1.Project.time_created:type_name -> google.protobuf.Timestamp
-	18, // 1: omicron.nexus.v1.Project.time_modified:type_name -> google.protobuf.Timestamp
-	0,  // 2: omicron.nexus.v1.ProjectListResponse.items:type_name -> omicron.nexus.v1.Project
-	3,  // 3: omicron.nexus.v1.ProjectCreateRequest.project:type_name -> omicron.nexus.v1.ProjectCreateParams
-	0,  // 4: omicron.nexus.v1.ProjectCreateResponse.project:type_name -> omicron.nexus.v1.Project
-	0,  // 5: omicron.nexus.v1.ProjectViewResponse.project:type_name -> omicron.nexus.v1.Project
-	8,  // 6: omicron.nexus.v1.ProjectUpdateRequest.update:type_name -> omicron.nexus.v1.ProjectUpdateParams
-	0,  // 7: omicron.nexus.v1.ProjectUpdateResponse.project:type_name -> omicron.nexus.v1.Project
-	13, // 8: omicron.nexus.v1.Sled.baseboard:type_name -> omicron.nexus.v1.Baseboard
-	14, // 9: omicron.nexus.v1.Sled.policy:type_name -> omicron.nexus.v1.SledPolicy
-	18, // 10: omicron.nexus.v1.Sled.time_created:type_name -> google.protobuf.Timestamp
-	18, // 11: omicron.nexus.v1.Sled.time_modified:type_name -> google.protobuf.Timestamp
-	15, // 12: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
-	1,  // 13: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
-	4,  // 14: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
-	6,  // 15: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
-	9,  // 16: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
-	11, // 17: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
-	16, // 18: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
-	2,  // 19: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
-	5,  // 20: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
-	7,  // 21: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
-	10, // 22: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
-	12, // 23: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
-	17, // 24: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	34, // 0: omicron.nexus.v1.Instance.time_created:type_name -> google.protobuf.Timestamp
+	34, // 1: omicron.nexus.v1.Instance.time_modified:type_name -> google.protobuf.Timestamp
+	34, // 2: omicron.nexus.v1.Instance.time_run_state_updated:type_name -> google.protobuf.Timestamp
+	34, // 3: omicron.nexus.v1.Instance.time_last_auto_restarted:type_name -> google.protobuf.Timestamp
+	34, // 4: omicron.nexus.v1.Instance.auto_restart_cooldown_expiration:type_name -> google.protobuf.Timestamp
+	0,  // 5: omicron.nexus.v1.InstanceListResponse.items:type_name -> omicron.nexus.v1.Instance
+	1,  // 6: omicron.nexus.v1.InstanceCreateRequest.instance:type_name -> omicron.nexus.v1.InstanceCreateParams
+	0,  // 7: omicron.nexus.v1.InstanceCreateResponse.instance:type_name -> omicron.nexus.v1.Instance
+	0,  // 8: omicron.nexus.v1.InstanceViewResponse.instance:type_name -> omicron.nexus.v1.Instance
+	0,  // 9: omicron.nexus.v1.InstanceStartResponse.instance:type_name -> omicron.nexus.v1.Instance
+	0,  // 10: omicron.nexus.v1.InstanceStopResponse.instance:type_name -> omicron.nexus.v1.Instance
+	0,  // 11: omicron.nexus.v1.InstanceRebootResponse.instance:type_name -> omicron.nexus.v1.Instance
+	34, // 12: omicron.nexus.v1.Project.time_created:type_name -> google.protobuf.Timestamp
+	34, // 13: omicron.nexus.v1.Project.time_modified:type_name -> google.protobuf.Timestamp
+	16, // 14: omicron.nexus.v1.ProjectListResponse.items:type_name -> omicron.nexus.v1.Project
+	19, // 15: omicron.nexus.v1.ProjectCreateRequest.project:type_name -> omicron.nexus.v1.ProjectCreateParams
+	16, // 16: omicron.nexus.v1.ProjectCreateResponse.project:type_name -> omicron.nexus.v1.Project
+	16, // 17: omicron.nexus.v1.ProjectViewResponse.project:type_name -> omicron.nexus.v1.Project
+	24, // 18: omicron.nexus.v1.ProjectUpdateRequest.update:type_name -> omicron.nexus.v1.ProjectUpdateParams
+	16, // 19: omicron.nexus.v1.ProjectUpdateResponse.project:type_name -> omicron.nexus.v1.Project
+	29, // 20: omicron.nexus.v1.Sled.baseboard:type_name -> omicron.nexus.v1.Baseboard
+	30, // 21: omicron.nexus.v1.Sled.policy:type_name -> omicron.nexus.v1.SledPolicy
+	34, // 22: omicron.nexus.v1.Sled.time_created:type_name -> google.protobuf.Timestamp
+	34, // 23: omicron.nexus.v1.Sled.time_modified:type_name -> google.protobuf.Timestamp
+	31, // 24: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
+	17, // 25: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
+	20, // 26: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
+	22, // 27: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
+	25, // 28: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
+	27, // 29: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
+	32, // 30: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
+	2,  // 31: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
+	4,  // 32: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
+	6,  // 33: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
+	8,  // 34: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
+	10, // 35: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
+	12, // 36: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
+	14, // 37: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
+	18, // 38: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
+	21, // 39: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
+	23, // 40: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
+	26, // 41: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
+	28, // 42: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
+	33, // 43: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
+	3,  // 44: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
+	5,  // 45: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
+	7,  // 46: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
+	9,  // 47: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
+	11, // 48: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
+	13, // 49: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
+	15, // 50: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
+	38, // [38:51] is the sub-list for method output_type
+	25, // [25:38] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_omicron_nexus_v1_external_proto_init() }
@@ -1163,16 +2224,19 @@ func file_omicron_nexus_v1_external_proto_init() {
 	if File_omicron_nexus_v1_external_proto != nil {
 		return
 	}
-	file_omicron_nexus_v1_external_proto_msgTypes[2].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[8].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[17].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[0].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[1].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[3].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[18].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[24].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[33].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omicron_nexus_v1_external_proto_rawDesc), len(file_omicron_nexus_v1_external_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

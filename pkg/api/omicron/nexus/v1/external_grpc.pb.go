@@ -23,12 +23,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	NexusExternal_ProjectList_FullMethodName   = "/omicron.nexus.v1.NexusExternal/ProjectList"
-	NexusExternal_ProjectCreate_FullMethodName = "/omicron.nexus.v1.NexusExternal/ProjectCreate"
-	NexusExternal_ProjectView_FullMethodName   = "/omicron.nexus.v1.NexusExternal/ProjectView"
-	NexusExternal_ProjectUpdate_FullMethodName = "/omicron.nexus.v1.NexusExternal/ProjectUpdate"
-	NexusExternal_ProjectDelete_FullMethodName = "/omicron.nexus.v1.NexusExternal/ProjectDelete"
-	NexusExternal_SledList_FullMethodName      = "/omicron.nexus.v1.NexusExternal/SledList"
+	NexusExternal_ProjectList_FullMethodName    = "/omicron.nexus.v1.NexusExternal/ProjectList"
+	NexusExternal_ProjectCreate_FullMethodName  = "/omicron.nexus.v1.NexusExternal/ProjectCreate"
+	NexusExternal_ProjectView_FullMethodName    = "/omicron.nexus.v1.NexusExternal/ProjectView"
+	NexusExternal_ProjectUpdate_FullMethodName  = "/omicron.nexus.v1.NexusExternal/ProjectUpdate"
+	NexusExternal_ProjectDelete_FullMethodName  = "/omicron.nexus.v1.NexusExternal/ProjectDelete"
+	NexusExternal_SledList_FullMethodName       = "/omicron.nexus.v1.NexusExternal/SledList"
+	NexusExternal_InstanceList_FullMethodName   = "/omicron.nexus.v1.NexusExternal/InstanceList"
+	NexusExternal_InstanceCreate_FullMethodName = "/omicron.nexus.v1.NexusExternal/InstanceCreate"
+	NexusExternal_InstanceView_FullMethodName   = "/omicron.nexus.v1.NexusExternal/InstanceView"
+	NexusExternal_InstanceDelete_FullMethodName = "/omicron.nexus.v1.NexusExternal/InstanceDelete"
+	NexusExternal_InstanceStart_FullMethodName  = "/omicron.nexus.v1.NexusExternal/InstanceStart"
+	NexusExternal_InstanceStop_FullMethodName   = "/omicron.nexus.v1.NexusExternal/InstanceStop"
+	NexusExternal_InstanceReboot_FullMethodName = "/omicron.nexus.v1.NexusExternal/InstanceReboot"
 )
 
 // NexusExternalClient is the client API for NexusExternal service.
@@ -41,6 +48,13 @@ type NexusExternalClient interface {
 	ProjectUpdate(ctx context.Context, in *ProjectUpdateRequest, opts ...grpc.CallOption) (*ProjectUpdateResponse, error)
 	ProjectDelete(ctx context.Context, in *ProjectDeleteRequest, opts ...grpc.CallOption) (*ProjectDeleteResponse, error)
 	SledList(ctx context.Context, in *SledListRequest, opts ...grpc.CallOption) (*SledListResponse, error)
+	InstanceList(ctx context.Context, in *InstanceListRequest, opts ...grpc.CallOption) (*InstanceListResponse, error)
+	InstanceCreate(ctx context.Context, in *InstanceCreateRequest, opts ...grpc.CallOption) (*InstanceCreateResponse, error)
+	InstanceView(ctx context.Context, in *InstanceViewRequest, opts ...grpc.CallOption) (*InstanceViewResponse, error)
+	InstanceDelete(ctx context.Context, in *InstanceDeleteRequest, opts ...grpc.CallOption) (*InstanceDeleteResponse, error)
+	InstanceStart(ctx context.Context, in *InstanceStartRequest, opts ...grpc.CallOption) (*InstanceStartResponse, error)
+	InstanceStop(ctx context.Context, in *InstanceStopRequest, opts ...grpc.CallOption) (*InstanceStopResponse, error)
+	InstanceReboot(ctx context.Context, in *InstanceRebootRequest, opts ...grpc.CallOption) (*InstanceRebootResponse, error)
 }
 
 type nexusExternalClient struct {
@@ -111,6 +125,76 @@ func (c *nexusExternalClient) SledList(ctx context.Context, in *SledListRequest,
 	return out, nil
 }
 
+func (c *nexusExternalClient) InstanceList(ctx context.Context, in *InstanceListRequest, opts ...grpc.CallOption) (*InstanceListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceListResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_InstanceList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) InstanceCreate(ctx context.Context, in *InstanceCreateRequest, opts ...grpc.CallOption) (*InstanceCreateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceCreateResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_InstanceCreate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) InstanceView(ctx context.Context, in *InstanceViewRequest, opts ...grpc.CallOption) (*InstanceViewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceViewResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_InstanceView_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) InstanceDelete(ctx context.Context, in *InstanceDeleteRequest, opts ...grpc.CallOption) (*InstanceDeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceDeleteResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_InstanceDelete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) InstanceStart(ctx context.Context, in *InstanceStartRequest, opts ...grpc.CallOption) (*InstanceStartResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceStartResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_InstanceStart_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) InstanceStop(ctx context.Context, in *InstanceStopRequest, opts ...grpc.CallOption) (*InstanceStopResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceStopResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_InstanceStop_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) InstanceReboot(ctx context.Context, in *InstanceRebootRequest, opts ...grpc.CallOption) (*InstanceRebootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceRebootResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_InstanceReboot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NexusExternalServer is the server API for NexusExternal service.
 // All implementations must embed UnimplementedNexusExternalServer
 // for forward compatibility.
@@ -121,6 +205,13 @@ type NexusExternalServer interface {
 	ProjectUpdate(context.Context, *ProjectUpdateRequest) (*ProjectUpdateResponse, error)
 	ProjectDelete(context.Context, *ProjectDeleteRequest) (*ProjectDeleteResponse, error)
 	SledList(context.Context, *SledListRequest) (*SledListResponse, error)
+	InstanceList(context.Context, *InstanceListRequest) (*InstanceListResponse, error)
+	InstanceCreate(context.Context, *InstanceCreateRequest) (*InstanceCreateResponse, error)
+	InstanceView(context.Context, *InstanceViewRequest) (*InstanceViewResponse, error)
+	InstanceDelete(context.Context, *InstanceDeleteRequest) (*InstanceDeleteResponse, error)
+	InstanceStart(context.Context, *InstanceStartRequest) (*InstanceStartResponse, error)
+	InstanceStop(context.Context, *InstanceStopRequest) (*InstanceStopResponse, error)
+	InstanceReboot(context.Context, *InstanceRebootRequest) (*InstanceRebootResponse, error)
 	mustEmbedUnimplementedNexusExternalServer()
 }
 
@@ -148,6 +239,27 @@ func (UnimplementedNexusExternalServer) ProjectDelete(context.Context, *ProjectD
 }
 func (UnimplementedNexusExternalServer) SledList(context.Context, *SledListRequest) (*SledListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SledList not implemented")
+}
+func (UnimplementedNexusExternalServer) InstanceList(context.Context, *InstanceListRequest) (*InstanceListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstanceList not implemented")
+}
+func (UnimplementedNexusExternalServer) InstanceCreate(context.Context, *InstanceCreateRequest) (*InstanceCreateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstanceCreate not implemented")
+}
+func (UnimplementedNexusExternalServer) InstanceView(context.Context, *InstanceViewRequest) (*InstanceViewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstanceView not implemented")
+}
+func (UnimplementedNexusExternalServer) InstanceDelete(context.Context, *InstanceDeleteRequest) (*InstanceDeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstanceDelete not implemented")
+}
+func (UnimplementedNexusExternalServer) InstanceStart(context.Context, *InstanceStartRequest) (*InstanceStartResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstanceStart not implemented")
+}
+func (UnimplementedNexusExternalServer) InstanceStop(context.Context, *InstanceStopRequest) (*InstanceStopResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstanceStop not implemented")
+}
+func (UnimplementedNexusExternalServer) InstanceReboot(context.Context, *InstanceRebootRequest) (*InstanceRebootResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstanceReboot not implemented")
 }
 func (UnimplementedNexusExternalServer) mustEmbedUnimplementedNexusExternalServer() {}
 func (UnimplementedNexusExternalServer) testEmbeddedByValue()                       {}
@@ -278,6 +390,132 @@ func _NexusExternal_SledList_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NexusExternal_InstanceList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).InstanceList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_InstanceList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).InstanceList(ctx, req.(*InstanceListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_InstanceCreate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceCreateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).InstanceCreate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_InstanceCreate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).InstanceCreate(ctx, req.(*InstanceCreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_InstanceView_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceViewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).InstanceView(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_InstanceView_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).InstanceView(ctx, req.(*InstanceViewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_InstanceDelete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceDeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).InstanceDelete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_InstanceDelete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).InstanceDelete(ctx, req.(*InstanceDeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_InstanceStart_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceStartRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).InstanceStart(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_InstanceStart_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).InstanceStart(ctx, req.(*InstanceStartRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_InstanceStop_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceStopRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).InstanceStop(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_InstanceStop_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).InstanceStop(ctx, req.(*InstanceStopRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_InstanceReboot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceRebootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).InstanceReboot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_InstanceReboot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).InstanceReboot(ctx, req.(*InstanceRebootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NexusExternal_ServiceDesc is the grpc.ServiceDesc for NexusExternal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -308,6 +546,34 @@ var NexusExternal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SledList",
 			Handler:    _NexusExternal_SledList_Handler,
+		},
+		{
+			MethodName: "InstanceList",
+			Handler:    _NexusExternal_InstanceList_Handler,
+		},
+		{
+			MethodName: "InstanceCreate",
+			Handler:    _NexusExternal_InstanceCreate_Handler,
+		},
+		{
+			MethodName: "InstanceView",
+			Handler:    _NexusExternal_InstanceView_Handler,
+		},
+		{
+			MethodName: "InstanceDelete",
+			Handler:    _NexusExternal_InstanceDelete_Handler,
+		},
+		{
+			MethodName: "InstanceStart",
+			Handler:    _NexusExternal_InstanceStart_Handler,
+		},
+		{
+			MethodName: "InstanceStop",
+			Handler:    _NexusExternal_InstanceStop_Handler,
+		},
+		{
+			MethodName: "InstanceReboot",
+			Handler:    _NexusExternal_InstanceReboot_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

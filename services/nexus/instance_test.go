@@ -1,0 +1,252 @@
+package nexus_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/oxidecomputer/oxide.go/oxide"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/app"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+)
+
+// rack starts nexus over backend and n simulated sleds whose VMMs move on
+// their own (auto mode, quick transitions), and waits until every sled has
+// registered.
+func rack(t *testing.T, backend datastore.Backend, sleds int, opts ...func(*sledconfig.Config)) (*nexus.Server, []*sledagenttest.Agent) {
+	t.Helper()
+	n := nexustest.Start(t, backend)
+	var agents []*sledagenttest.Agent
+	for i := 0; i < sleds; i++ {
+		all := append([]func(*sledconfig.Config){withNexus(n.InternalAddr()), func(c *sledconfig.Config) {
+			c.HypervisorMode = "auto"
+			c.VMMTransitionDelay = sledconfig.Duration(5 * time.Millisecond)
+		}}, opts...)
+		agents = append(agents, sledagenttest.Start(t, all...))
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if got, err := n.DataStore().SledList(ctx); err != nil || len(got) != sleds {
+			return fmt.Errorf("%d of %d sleds registered (%v)", len(got), sleds, err)
+		}
+		return nil
+	})
+	return n, agents
+}
+
+func waitRunState(t *testing.T, c *oxide.Client, project, name string, want oxide.InstanceState) *oxide.Instance {
+	t.Helper()
+	var inst *oxide.Instance
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		var err error
+		inst, err = c.InstanceView(ctx, oxide.InstanceViewParams{Project: oxide.NameOrId(project), Instance: oxide.NameOrId(name)})
+		if err != nil {
+			return err
+		}
+		if inst.RunState != want {
+			return fmt.Errorf("instance %s is %s, waiting for %s", name, inst.RunState, want)
+		}
+		return nil
+	})
+	return inst
+}
+
+func vmmsOnSleds(t *testing.T, agents []*sledagenttest.Agent) int {
+	total := 0
+	for _, a := range agents {
+		total += len(a.Inventory().GetVmms())
+	}
+	return total
+}
+
+func createInstance(t *testing.T, c *oxide.Client, project, name string, start bool) *oxide.Instance {
+	t.Helper()
+	inst, err := c.InstanceCreate(ctx, oxide.InstanceCreateParams{Project: oxide.NameOrId(project), Body: &oxide.InstanceCreate{
+		Name: oxide.Name(name), Hostname: oxide.Hostname(name), Memory: 4 << 30, Ncpus: 2, Start: &start}})
+	if err != nil {
+		t.Fatalf("creating %s: %v", name, err)
+	}
+	return inst
+}
+
+func TestN7_TheOxideSDKRunsAnInstanceThroughItsLife(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 2)
+			c := sdk(t, n)
+			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "web"}}); err != nil {
+				t.Fatal(err)
+			}
+			created := createInstance(t, c, "web", "db-1", true)
+			if created.RunState != oxide.InstanceStateStarting && created.RunState != oxide.InstanceStateRunning {
+				t.Fatalf("created instance is %s, want starting or running", created.RunState)
+			}
+			if created.Memory != 4<<30 || created.Ncpus != 2 || created.AutoRestartEnabled == nil || !*created.AutoRestartEnabled {
+				t.Fatalf("created %+v", created)
+			}
+			waitRunState(t, c, "web", "db-1", oxide.InstanceStateRunning)
+			if vmmsOnSleds(t, agents) != 1 {
+				t.Fatal("a running instance should have exactly one VMM on the sleds")
+			}
+			list, err := c.InstanceList(ctx, oxide.InstanceListParams{Project: "web"})
+			if err != nil || len(list.Items) != 1 || list.Items[0].Id != created.Id {
+				t.Fatalf("list: %+v, %v", list, err)
+			}
+
+			if _, err := c.InstanceReboot(ctx, oxide.InstanceRebootParams{Project: "web", Instance: "db-1"}); err != nil {
+				t.Fatal(err)
+			}
+			waitRunState(t, c, "web", "db-1", oxide.InstanceStateRunning)
+
+			stopping, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "web", Instance: "db-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stopping.RunState == oxide.InstanceStateRunning {
+				t.Fatalf("stop answered %s", stopping.RunState)
+			}
+			waitRunState(t, c, "web", "db-1", oxide.InstanceStateStopped)
+			testutil.WaitFor(t, 5*time.Second, func() error {
+				if k := vmmsOnSleds(t, agents); k != 0 {
+					return fmt.Errorf("%d VMMs left on the sleds of a stopped instance", k)
+				}
+				return nil
+			})
+			again, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "web", Instance: "db-1"})
+			if err != nil || again.RunState != oxide.InstanceStateStopped {
+				t.Fatalf("stopping a stopped instance: %+v, %v", again, err)
+			}
+
+			if _, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Instance: oxide.NameOrId(created.Id)}); err != nil {
+				t.Fatal(err)
+			}
+			waitRunState(t, c, "web", "db-1", oxide.InstanceStateRunning)
+			err = c.InstanceDelete(ctx, oxide.InstanceDeleteParams{Project: "web", Instance: "db-1"})
+			if !errors.Is(err, oxide.ErrInvalidRequest) {
+				t.Fatalf("deleting a running instance: %v, want InvalidRequest", err)
+			}
+			if _, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "web", Instance: "db-1"}); err != nil {
+				t.Fatal(err)
+			}
+			waitRunState(t, c, "web", "db-1", oxide.InstanceStateStopped)
+			if err := c.InstanceDelete(ctx, oxide.InstanceDeleteParams{Project: "web", Instance: "db-1"}); err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.InstanceView(ctx, oxide.InstanceViewParams{Project: "web", Instance: "db-1"})
+			if !errors.Is(err, oxide.ErrObjectNotFound) {
+				t.Fatalf("deleted instance: %v, want ObjectNotFound", err)
+			}
+		})
+	}
+}
+
+func TestN7_StartWithoutCapacityIsInsufficientCapacityAndLeavesNothing(t *testing.T) {
+	n, agents := rack(t, nexustest.Backends[0], 1, func(c *sledconfig.Config) { c.MemoryGiB = 2 })
+	c := sdk(t, n)
+	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	start := true
+	_, err := c.InstanceCreate(ctx, oxide.InstanceCreateParams{Project: "p", Body: &oxide.InstanceCreate{
+		Name: "big", Hostname: "big", Memory: 4 << 30, Ncpus: 2, Start: &start}})
+	if !errors.Is(err, oxide.ErrInsufficientCapacity) || !errors.Is(err, oxide.ErrHTTP507) {
+		t.Fatalf("start without capacity: %v, want 507 InsufficientCapacity", err)
+	}
+	if inst := waitRunState(t, c, "p", "big", oxide.InstanceStateStopped); inst == nil || vmmsOnSleds(t, agents) != 0 {
+		t.Fatal("a start that could not place the instance left a VMM behind")
+	}
+}
+
+func TestN7_StopOfAVMMTheSledForgotFailsTheInstanceAndAnswers503(t *testing.T) {
+	n, agents := rack(t, nexustest.Backends[0], 1)
+	c := sdk(t, n)
+	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	createInstance(t, c, "p", "vm", true)
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+	vmmID := agents[0].Inventory().GetVmms()[0].GetVmmId()
+	if _, err := agents[0].Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmmID}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"})
+	if !errors.Is(err, oxide.ErrServiceUnavailable) || !errors.Is(err, oxide.ErrHTTP503) {
+		t.Fatalf("stop of a forgotten VMM: %v, want 503 ServiceNotAvailable", err)
+	}
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed)
+	// A failed instance can be stopped (in the database alone) and started.
+	if inst, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"}); err != nil || inst.RunState != oxide.InstanceStateStopped {
+		t.Fatalf("stopping the failed instance: %+v, %v", inst, err)
+	}
+	if _, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+}
+
+func TestN9_BadInstanceInputIsRefusedByFieldAndCreatesNothing(t *testing.T) {
+	n, _ := rack(t, nexustest.Backends[0], 1)
+	admin := nexustest.AdminToken(t, n)
+	c := sdkAs(t, n, admin)
+	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	base := n.ExternalURL() + "/v1/instances"
+	for name, tc := range map[string]struct{ query, body, field string }{
+		"zero cpus":         {"?project=p", `{"name":"a","hostname":"a","memory":4294967296,"ncpus":0}`, "ncpus"},
+		"too many cpus":     {"?project=p", `{"name":"a","hostname":"a","memory":4294967296,"ncpus":255}`, "ncpus"},
+		"no memory":         {"?project=p", `{"name":"a","hostname":"a","memory":0,"ncpus":1}`, "memory"},
+		"half a GiB":        {"?project=p", `{"name":"a","hostname":"a","memory":1610612736,"ncpus":1}`, "memory"},
+		"2 TiB":             {"?project=p", `{"name":"a","hostname":"a","memory":2199023255552,"ncpus":1}`, "memory"},
+		"bad name":          {"?project=p", `{"name":"A_b","hostname":"a","memory":4294967296,"ncpus":1}`, "name"},
+		"uuid name":         {"?project=p", `{"name":"8e5a0e6c-0b55-4d4e-9f6b-3a1c2d3e4f50","hostname":"a","memory":4294967296,"ncpus":1}`, "name"},
+		"bad hostname":      {"?project=p", `{"name":"a","hostname":"-x","memory":4294967296,"ncpus":1}`, "hostname"},
+		"unknown policy":    {"?project=p", `{"name":"a","hostname":"a","memory":4294967296,"ncpus":1,"auto_restart_policy":"always"}`, "auto_restart_policy"},
+		"missing project":   {"", `{"name":"a","hostname":"a","memory":4294967296,"ncpus":1}`, "project"},
+		"negative memory":   {"?project=p", `{"name":"a","hostname":"a","memory":-1,"ncpus":1}`, "memory"},
+		"memory not number": {"?project=p", `{"name":"a","hostname":"a","memory":"lots","ncpus":1}`, "memory"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, data := do(t, admin, "POST", base+tc.query, tc.body)
+			if resp.StatusCode != http.StatusBadRequest || !containsAll(string(data), tc.field, "InvalidRequest") {
+				t.Fatalf("%d %s, want 400 InvalidRequest naming %s", resp.StatusCode, data, tc.field)
+			}
+		})
+	}
+	if list, err := c.InstanceList(ctx, oxide.InstanceListParams{Project: "p"}); err != nil || len(list.Items) != 0 {
+		t.Fatalf("refused requests created instances: %+v, %v", list, err)
+	}
+	resp, data := do(t, admin, "GET", base+"/some-name", "")
+	if resp.StatusCode != http.StatusBadRequest || !containsAll(string(data), "project") {
+		t.Fatalf("instance by name without project: %d %s", resp.StatusCode, data)
+	}
+}
+
+func TestN10_ProjectViewersCannotOperateInstances(t *testing.T) {
+	n, _ := rack(t, nexustest.Backends[0], 1)
+	admin := sdk(t, n)
+	if _, err := admin.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	createInstance(t, admin, "p", "vm", false)
+	viewer := sdkAs(t, n, nexustest.Token(t, n, "vic", app.Grant{Project: "p", Role: "viewer"}))
+	collaborator := sdkAs(t, n, nexustest.Token(t, n, "col", app.Grant{Project: "p", Role: "collaborator"}))
+	if _, err := viewer.InstanceView(ctx, oxide.InstanceViewParams{Project: "p", Instance: "vm"}); err != nil {
+		t.Fatalf("viewer reading: %v", err)
+	}
+	if _, err := viewer.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"}); !errors.Is(err, oxide.ErrForbidden) {
+		t.Fatalf("viewer starting: %v, want Forbidden", err)
+	}
+	if _, err := collaborator.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"}); err != nil {
+		t.Fatalf("collaborator starting: %v", err)
+	}
+	waitRunState(t, collaborator, "p", "vm", oxide.InstanceStateRunning)
+}

@@ -1,0 +1,92 @@
+package sledclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/apierror"
+)
+
+var (
+	// ErrVMMGone means the sled-agent answered NO_SUCH_VMM.
+	ErrVMMGone = errors.New("the sled-agent does not know the VMM (NO_SUCH_VMM)")
+	// ErrSledUnreachable means the call did not get an answer.
+	ErrSledUnreachable = errors.New("sled-agent unreachable")
+)
+
+// Classify wraps a sled-agent error in ErrVMMGone or ErrSledUnreachable
+// where it is one, keeping the original in the chain.
+func Classify(sled uuid.UUID, err error) error {
+	if err == nil {
+		return nil
+	}
+	switch st, _ := status.FromError(err); {
+	case st.Code() == codes.NotFound && apierror.Reason(err) == "NO_SUCH_VMM":
+		return fmt.Errorf("%w: sled %s: %v", ErrVMMGone, sled, err)
+	case st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: sled %s: %v", ErrSledUnreachable, sled, err)
+	}
+	return fmt.Errorf("sled %s: %w", sled, err)
+}
+
+// Resolver finds the address a sled registered.
+type Resolver interface {
+	SledAddress(ctx context.Context, sled uuid.UUID) (string, error)
+}
+
+type conn struct {
+	addr string
+	cc   *grpc.ClientConn
+}
+
+// Pool keeps one connection per sled, redialling when a sled's address
+// changes (it re-registered elsewhere).
+type Pool struct {
+	resolver Resolver
+
+	mu    sync.Mutex
+	conns map[uuid.UUID]conn
+}
+
+// NewPool returns an empty pool.
+func NewPool(r Resolver) *Pool { return &Pool{resolver: r, conns: map[uuid.UUID]conn{}} }
+
+// Client returns a client for the sled.
+func (p *Pool) Client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgentClient, error) {
+	addr, err := p.resolver.SledAddress(ctx, sled)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[sled]; ok && c.addr == addr {
+		return sledagentv1.NewSledAgentClient(c.cc), nil
+	} else if ok {
+		c.cc.Close()
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	p.conns[sled] = conn{addr: addr, cc: cc}
+	return sledagentv1.NewSledAgentClient(cc), nil
+}
+
+// Close closes every connection.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, c := range p.conns {
+		c.cc.Close()
+		delete(p.conns, id)
+	}
+}
