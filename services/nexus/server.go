@@ -21,6 +21,7 @@ import (
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	"github.com/rackplane/rackplane/services/nexus/api"
 	"github.com/rackplane/rackplane/services/nexus/app"
+	"github.com/rackplane/rackplane/services/nexus/background"
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/gateway"
@@ -40,6 +41,7 @@ type Server struct {
 	app          *app.Nexus
 	sagas        *saga.Engine
 	sleds        *sledclient.Pool
+	background   *background.Driver
 	internal     net.Listener
 	internalGRPC *grpc.Server
 	external     net.Listener
@@ -76,17 +78,43 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Server, erro
 		log.Info("recovered sagas", zap.Int("count", n))
 	}
 	nexusApp := app.New(ds, engine, sleds, log.Named("app"))
-	s := &Server{log: log, ds: ds, app: nexusApp, sagas: engine, sleds: sleds, health: health.NewServer()}
+	s := &Server{log: log, ds: ds, app: nexusApp, sagas: engine, sleds: sleds, health: health.NewServer(),
+		background: backgroundTasks(cfg, nexusApp, log.Named("background"))}
 	if err := s.listen(ctx, cfg); err != nil {
 		s.closeListeners()
 		ds.Close()
 		return nil, err
 	}
+	s.background.Start()
 	log.Info("nexus listening", zap.String("internal_address", s.internal.Addr().String()),
 		zap.String("external_address", s.rest.Addr().String()),
 		zap.String("database_backend", cfg.DatabaseBackend))
 	return s, nil
 }
+
+// Names of the background tasks (N8), for Background().Activate.
+const (
+	TaskInstanceWatcher = "instance_watcher"
+	TaskInstanceUpdater = "instance_updater"
+	TaskReincarnation   = "reincarnation"
+	TaskSledLiveness    = "sled_liveness"
+)
+
+func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *background.Driver {
+	cooldown := time.Duration(cfg.ReincarnationCooldown)
+	return background.NewDriver(log,
+		background.Task{Name: TaskInstanceWatcher, Period: time.Duration(cfg.InstanceWatcherPeriod), Run: n.WatchInstances},
+		background.Task{Name: TaskInstanceUpdater, Period: time.Duration(cfg.InstanceUpdaterPeriod), Run: n.UpdateStaleInstances},
+		background.Task{Name: TaskReincarnation, Period: time.Duration(cfg.ReincarnationPeriod),
+			Run: func(ctx context.Context) error { return n.Reincarnate(ctx, cooldown) }},
+		background.Task{Name: TaskSledLiveness, Period: time.Duration(cfg.SledLivenessPeriod),
+			Run: func(ctx context.Context) error { return n.CheckSledLiveness(ctx, sledLiveness) }},
+	)
+}
+
+// Background is the replica's task driver, for tests and operators that
+// activate a task now.
+func (s *Server) Background() *background.Driver { return s.background }
 
 // listen opens the three listeners: internal gRPC (sled-agents), external
 // gRPC (NexusExternal) and REST (the gateway, dialing external gRPC). The
@@ -165,6 +193,7 @@ func (s *Server) Serve() error {
 // ctx ends, and closes the database.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
+	s.background.Stop()
 	if err := s.http.Shutdown(ctx); err != nil {
 		s.http.Close()
 	}

@@ -33,7 +33,10 @@ func (n *Nexus) UpdateInstanceInBackground(instance uuid.UUID) {
 		return
 	}
 	if _, err := n.sagas.Start(context.Background(), sagas.InstanceUpdate,
-		sagas.InstanceUpdateParams{Instance: instance, Lock: uuid.New()}); err != nil {
+		sagas.InstanceUpdateParams{Instance: instance, Lock: newLockID()}); err != nil {
 		n.log.Warn("could not start an instance update saga", zap.Stringer("instance_id", instance), zap.Error(err))
 	}
 }
+
+// newLockID names one holder of an instance's updater lock.
+func newLockID() uuid.UUID { return uuid.New() }

@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/pkg/duration"
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
 )
@@ -31,6 +34,12 @@ type Config struct {
 	DatabaseURL string `json:"database_url"`
 	LogLevel    string `json:"log_level"`
 	LogFormat   string `json:"log_format"`
+	// Background task periods (N8) and the reincarnation cooldown.
+	InstanceWatcherPeriod duration.Duration `json:"instance_watcher_period"`
+	InstanceUpdaterPeriod duration.Duration `json:"instance_updater_period"`
+	ReincarnationPeriod   duration.Duration `json:"reincarnation_period"`
+	ReincarnationCooldown duration.Duration `json:"reincarnation_cooldown"`
+	SledLivenessPeriod    duration.Duration `json:"sled_liveness_period"`
 }
 
 // Default returns the defaults every file and flag set starts from.
@@ -43,6 +52,12 @@ func Default() Config {
 		DatabaseURL:        ".local/nexus/nexus.db",
 		LogLevel:           "info",
 		LogFormat:          "json",
+
+		InstanceWatcherPeriod: duration.Duration(30 * time.Second),
+		InstanceUpdaterPeriod: duration.Duration(30 * time.Second),
+		ReincarnationPeriod:   duration.Duration(time.Minute),
+		ReincarnationCooldown: duration.Duration(5 * time.Minute),
+		SledLivenessPeriod:    duration.Duration(30 * time.Second),
 	}
 }
 
@@ -85,6 +100,13 @@ func (c Config) Validate() error {
 	}
 	if c.DatabaseURL == "" {
 		bad("database_url", "is required")
+	}
+	for setting, d := range map[string]duration.Duration{"instance_watcher_period": c.InstanceWatcherPeriod,
+		"instance_updater_period": c.InstanceUpdaterPeriod, "reincarnation_period": c.ReincarnationPeriod,
+		"reincarnation_cooldown": c.ReincarnationCooldown, "sled_liveness_period": c.SledLivenessPeriod} {
+		if d <= 0 {
+			bad(setting, "must be positive")
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

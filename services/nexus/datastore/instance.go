@@ -214,3 +214,52 @@ func (d *DataStore) InstanceUpdaterUnlock(ctx context.Context, id, holder uuid.U
 		id.String(), holder.String())
 	return d.classify(err)
 }
+
+// InstancesNeedingUpdate returns live instances whose active VMM is
+// terminal: the work an update saga should have done (N8 updater).
+func (d *DataStore) InstancesNeedingUpdate(ctx context.Context) ([]uuid.UUID, error) {
+	return d.ids(ctx, `SELECT i.id FROM instance i JOIN vmm v ON v.id = i.active_propolis_id
+		WHERE i.time_deleted IS NULL AND v.state IN ('destroyed', 'failed', 'saga_unwound') ORDER BY i.id`)
+}
+
+// InstancesToReincarnate returns failed instances the user wants running,
+// whose policy allows an automatic restart and whose cooldown ended before
+// cooledSince.
+func (d *DataStore) InstancesToReincarnate(ctx context.Context, cooledSince time.Time) ([]uuid.UUID, error) {
+	return d.ids(ctx, `SELECT id FROM instance
+		WHERE time_deleted IS NULL AND state = 'failed' AND intended_state = 'running'
+			AND auto_restart_policy = 'best_effort' AND updater_id IS NULL
+			AND (time_last_auto_restarted IS NULL OR time_last_auto_restarted < $1)
+		ORDER BY id`, ts(cooledSince))
+}
+
+// InstanceClaimAutoRestart records an automatic restart at `at` unless one
+// happened since cooledSince; true when this caller claimed it, so two
+// nexus replicas never restart the same instance twice in one cooldown.
+func (d *DataStore) InstanceClaimAutoRestart(ctx context.Context, id uuid.UUID, at, cooledSince time.Time) (bool, error) {
+	res, err := d.db.ExecContext(ctx, `UPDATE instance SET time_last_auto_restarted = $2
+		WHERE id = $1 AND time_deleted IS NULL AND state = 'failed'
+			AND (time_last_auto_restarted IS NULL OR time_last_auto_restarted < $3)`, id.String(), ts(at), ts(cooledSince))
+	if err != nil {
+		return false, d.classify(err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+func (d *DataStore) ids(ctx context.Context, query string, args ...any) ([]uuid.UUID, error) {
+	rows, err := d.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, d.classify(err)
+	}
+	defer rows.Close()
+	var out []uuid.UUID
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, uuid.MustParse(id))
+	}
+	return out, rows.Err()
+}

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,27 +11,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/pkg/duration"
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
 )
 
 // Duration is a time.Duration written as "250ms" in files.
-type Duration time.Duration
-
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("durations are strings like \"250ms\": %w", err)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
-
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+type Duration = duration.Duration
 
 // Config is everything a sled-agent process needs.
 type Config struct {

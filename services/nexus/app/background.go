@@ -1,0 +1,123 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/sagas"
+	"github.com/rackplane/rackplane/services/nexus/sledclient"
+)
+
+// WatchInstances asks each sled about every VMM the database says it runs
+// (N8 instance watcher). NO_SUCH_VMM marks the VMM failed, only if its
+// generation is still the one read; a sled that cannot be reached proves
+// nothing and changes nothing; an answer is recorded through the guard, in
+// case a publication was lost.
+func (n *Nexus) WatchInstances(ctx context.Context) error {
+	vmms, err := n.ds.VMMListActive(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, v := range vmms {
+		client, err := n.sleds.Client(ctx, v.SledID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := client.GetVmmState(callCtx, &sledagentv1.GetVmmStateRequest{VmmId: v.ID.String()})
+		cancel()
+		err = sledclient.Classify(v.SledID, err)
+		switch {
+		case errors.Is(err, sledclient.ErrVMMGone):
+			if v.Runtime.State == datastore.VMMCreating {
+				continue // a start saga has not registered it yet
+			}
+			outcome, err := n.ds.VMMMarkFailed(ctx, v, "no_such_vmm", time.Now())
+			if err != nil {
+				errs = append(errs, err)
+			} else if outcome == datastore.MarkWritten {
+				n.log.Warn("instance watcher: sled no longer knows the VMM; marked it failed",
+					zap.Stringer("vmm_id", v.ID), zap.Stringer("instance_id", v.InstanceID))
+				n.UpdateInstanceInBackground(v.InstanceID)
+			}
+		case errors.Is(err, sledclient.ErrSledUnreachable):
+			n.log.Info("instance watcher: sled unreachable; inconclusive", zap.Stringer("sled_id", v.SledID))
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			if rt, err := sledclient.Runtime(resp.GetRuntime()); err == nil {
+				if wrote, err := n.ds.VMMUpdateRuntime(ctx, v.ID, rt); err == nil && wrote && rt.State.Terminal() {
+					n.UpdateInstanceInBackground(v.InstanceID)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// UpdateStaleInstances runs an update saga for every instance whose active
+// VMM is terminal: the backstop for updates that never ran (N8 updater).
+func (n *Nexus) UpdateStaleInstances(ctx context.Context) error {
+	ids, err := n.ds.InstancesNeedingUpdate(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		_, err := n.sagas.Run(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: id, Lock: newLockID()})
+		if err != nil && !errors.Is(err, sagas.ErrUpdaterLockHeld) {
+			errs = append(errs, fmt.Errorf("instance %s: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Reincarnate restarts failed instances their users want running, whose
+// policy allows it, at most once per cooldown (N8 reincarnation).
+func (n *Nexus) Reincarnate(ctx context.Context, cooldown time.Duration) error {
+	now := time.Now()
+	ids, err := n.ds.InstancesToReincarnate(ctx, now.Add(-cooldown))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		claimed, err := n.ds.InstanceClaimAutoRestart(ctx, id, now, now.Add(-cooldown))
+		if err != nil || !claimed {
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		n.log.Info("reincarnating a failed instance", zap.Stringer("instance_id", id))
+		if _, err := n.runStart(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("reincarnating instance %s: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckSledLiveness reports sleds that stopped heartbeating; they receive
+// no new VMMs (the start saga only places VMMs on sleds seen recently), and
+// their VMMs are left to the instance watcher, which never calls a VMM dead
+// for want of an answer.
+func (n *Nexus) CheckSledLiveness(ctx context.Context, liveness time.Duration) error {
+	sleds, err := n.ds.SledList(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range sleds {
+		if since := time.Since(s.TimeLastSeen); since > liveness {
+			n.log.Warn("sled has not heartbeated", zap.Stringer("sled_id", s.ID), zap.Duration("since", since))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,136 @@
+package nexus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/oxidecomputer/oxide.go/oxide"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/nexustest"
+)
+
+func activate(t *testing.T, n *nexus.Server, task string) {
+	t.Helper()
+	if err := n.Background().Activate(ctx, task); err != nil {
+		t.Fatalf("activating %s: %v", task, err)
+	}
+}
+
+func runningInstance(t *testing.T, n *nexus.Server, c *oxide.Client) (datastore.Instance, datastore.VMM) {
+	t.Helper()
+	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	created := createInstance(t, c, "p", "vm", true)
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+	inst, err := n.DataStore().InstanceGet(ctx, uuid.MustParse(created.Id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmm, err := n.DataStore().VMMGet(ctx, *inst.Runtime.ActiveVMM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inst, vmm
+}
+
+func TestN8_WatcherFailsAForgottenVMMAndReincarnationRestartsItOncePerCooldown(t *testing.T) {
+	n, agents := rack(t, nexustest.Backends[0], 1)
+	c := sdk(t, n)
+	_, vmm := runningInstance(t, n, c)
+	if _, err := agents[0].Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	activate(t, n, nexus.TaskInstanceWatcher)
+	failed, err := n.DataStore().VMMGet(ctx, vmm.ID)
+	if err != nil || failed.Runtime.State != datastore.VMMFailed || failed.Runtime.FailureReason != "no_such_vmm" {
+		t.Fatalf("VMM after the watcher: %+v, %v", failed.Runtime, err)
+	}
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed)
+
+	// The user wanted it running and its policy allows a restart.
+	activate(t, n, nexus.TaskReincarnation)
+	inst := waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+	if inst.TimeLastAutoRestarted == nil {
+		t.Fatal("an automatic restart was not recorded")
+	}
+
+	// Failing again within the cooldown: no second restart.
+	newVMM := agents[0].Inventory().GetVmms()[0].GetVmmId()
+	if _, err := agents[0].Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: newVMM}); err != nil {
+		t.Fatal(err)
+	}
+	activate(t, n, nexus.TaskInstanceWatcher)
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed)
+	activate(t, n, nexus.TaskReincarnation)
+	if got := waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed); got == nil || len(agents[0].Inventory().GetVmms()) != 0 {
+		t.Fatal("an instance was reincarnated twice within its cooldown")
+	}
+}
+
+func TestN7_AnInstanceThatFailedDuringAStopIsNotReincarnated(t *testing.T) {
+	n, agents := rack(t, nexustest.Backends[0], 1)
+	c := sdk(t, n)
+	_, vmm := runningInstance(t, n, c)
+	if _, err := agents[0].Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"}); !errors.Is(err, oxide.ErrServiceUnavailable) {
+		t.Fatalf("stop: %v, want 503", err)
+	}
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed)
+	activate(t, n, nexus.TaskReincarnation)
+	if got := waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed); got.TimeLastAutoRestarted != nil {
+		t.Fatal("an instance its user stopped was restarted")
+	}
+}
+
+func TestN8_AnUnreachableSledIsInconclusive(t *testing.T) {
+	n, agents := rack(t, nexustest.Backends[0], 1)
+	c := sdk(t, n)
+	_, vmm := runningInstance(t, n, c)
+	if _, err := agents[0].Sim.SetBlackHole(ctx, &sledagentv1.SetBlackHoleRequest{Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	shortCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	n.Background().Activate(shortCtx, nexus.TaskInstanceWatcher) //nolint:errcheck // the sled does not answer
+	if got, _ := n.DataStore().VMMGet(ctx, vmm.ID); got.Runtime.State != datastore.VMMRunning {
+		t.Fatalf("a VMM on an unreachable sled became %s", got.Runtime.State)
+	}
+	if _, err := agents[0].Sim.ClearVmmFaults(ctx, &sledagentv1.ClearVmmFaultsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+}
+
+func TestN8_TheUpdaterBackstopsAnUpdateThatNeverRan(t *testing.T) {
+	n, _ := rack(t, nexustest.Backends[0], 1)
+	c := sdk(t, n)
+	inst, vmm := runningInstance(t, n, c)
+	// The VMM's end is recorded, but its update saga never ran (say nexus
+	// died in between).
+	if wrote, err := n.DataStore().VMMUpdateRuntime(ctx, vmm.ID, datastore.VMMRuntime{State: datastore.VMMDestroyed,
+		Generation: vmm.Runtime.Generation + 100, TimeUpdated: time.Now()}); !wrote || err != nil {
+		t.Fatalf("(%v, %v)", wrote, err)
+	}
+	if got, _ := n.DataStore().InstanceGet(ctx, inst.ID); got.Runtime.State != datastore.InstanceVMM {
+		t.Fatalf("instance is %s before the updater ran", got.Runtime.State)
+	}
+	activate(t, n, nexus.TaskInstanceUpdater)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		got, _ := n.DataStore().InstanceGet(ctx, inst.ID)
+		if got.Runtime.State != datastore.InstanceNoVMM || got.Runtime.ActiveVMM != nil || got.UpdaterID != nil {
+			return fmt.Errorf("instance runtime %+v, updater %v", got.Runtime, got.UpdaterID)
+		}
+		return nil
+	})
+}
