@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// readyTimeout covers the launcher's go build of nexus and sled-agent, which
+// on an empty build cache compiles gRPC and SQLite (a minute or two on two
+// cores); with a warm cache a start takes seconds.
+const (
+	readyTimeout = 5 * time.Minute
+	exitTimeout  = 30 * time.Second
+)
+
+func TestLocalClusterStartsAndStops(t *testing.T) {
+	launcher := buildLauncher(t)
+	dir := filepath.Join(t.TempDir(), "cluster")
+	lc := startLauncher(t, launcher, "--dir", dir, "--api-port", strconv.Itoa(freePort(t)))
+
+	if ids := lc.sledIDs(t); len(ids) != 2 {
+		t.Fatalf("nexus lists %d sleds, want 2: %v", len(ids), ids)
+	}
+	if len(lc.pids) != 3 {
+		t.Fatalf("launcher reported %d processes, want nexus and 2 sled-agents: %v", len(lc.pids), lc.pids)
+	}
+	for name := range lc.pids {
+		if _, err := os.Stat(filepath.Join(dir, "logs", name+".log")); err != nil {
+			t.Errorf("no log for %s: %v", name, err)
+		}
+	}
+
+	lc.stop(t)
+}
+
+// A restart without --fresh keeps nexus's database: what was created before
+// is still there, the same two sleds are listed, and the new token works.
+func TestLocalClusterRestartKeepsItsState(t *testing.T) {
+	launcher := buildLauncher(t)
+	dir := filepath.Join(t.TempDir(), "cluster")
+	port := strconv.Itoa(freePort(t))
+
+	first := startLauncher(t, launcher, "--dir", dir, "--api-port", port)
+	first.do(t, "POST", "/v1/projects", `{"name": "kept", "description": ""}`, http.StatusCreated)
+	first.stop(t)
+
+	second := startLauncher(t, launcher, "--dir", dir, "--api-port", port)
+	if second.token == first.token {
+		t.Errorf("the restart reused the token; want a new one each start")
+	}
+	if ids := second.sledIDs(t); len(ids) != 2 {
+		t.Fatalf("after a restart nexus lists %d sleds, want the same 2: %v", len(ids), ids)
+	}
+	body := second.do(t, "GET", "/v1/projects", "", http.StatusOK)
+	if !strings.Contains(body, `"kept"`) {
+		t.Errorf("project made before the restart is gone: %s", body)
+	}
+	second.stop(t)
+
+	third := startLauncher(t, launcher, "--dir", dir, "--api-port", port, "--fresh")
+	if body := third.do(t, "GET", "/v1/projects", "", http.StatusOK); strings.Contains(body, `"kept"`) {
+		t.Errorf("--fresh kept the old database: %s", body)
+	}
+	third.stop(t)
+}
+
+func TestLocalClusterStopsEverythingWhenAChildDies(t *testing.T) {
+	launcher := buildLauncher(t)
+	lc := startLauncher(t, launcher, "--dir", filepath.Join(t.TempDir(), "cluster"), "--api-port", strconv.Itoa(freePort(t)))
+
+	if err := syscall.Kill(lc.pids["sled-agent-2"], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := lc.wait(t); code == 0 {
+		t.Fatalf("launcher exited 0 after a sled-agent died, want non-zero")
+	}
+	stderr := lc.stderr()
+	for _, want := range []string{"sled-agent-2 exited unexpectedly", "last lines of"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	lc.assertChildrenGone(t)
+}
+
+// launcherRun is one launcher process and what it printed.
+type launcherRun struct {
+	cmd        *exec.Cmd
+	stderrPath string
+	exited     chan struct{} // closed once the launcher is reaped
+	exitCode   int
+	ready      chan struct{} // closed at the ready line; url, token, pids are set before
+
+	mu      sync.Mutex
+	stdout  []byte // everything printed, for failure reports
+	partial []byte // an unfinished line
+	url     string
+	token   string
+	pids    map[string]int
+}
+
+func buildLauncher(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "localcluster")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("building the launcher: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startLauncher starts the launcher and returns once it printed its ready
+// line; a launcher still running when the test ends is killed, and with it
+// (parent-death signal) its children.
+func startLauncher(t *testing.T, bin string, args ...string) *launcherRun {
+	t.Helper()
+	lc := &launcherRun{cmd: exec.Command(bin, args...), exited: make(chan struct{}), ready: make(chan struct{}),
+		pids: map[string]int{}, stderrPath: filepath.Join(t.TempDir(), "stderr")}
+	stderr, err := os.Create(lc.stderrPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	// lc is the launcher's stdout: exec copies into it until the launcher
+	// exits, and Write never blocks, so Wait cannot hang on an unread pipe.
+	lc.cmd.Stdout, lc.cmd.Stderr = lc, stderr
+	lc.cmd.SysProcAttr = childSysProcAttr()
+	if err := lc.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		lc.cmd.Wait() //nolint:errcheck // the exit code is what the tests look at
+		lc.exitCode = lc.cmd.ProcessState.ExitCode()
+		close(lc.exited)
+	}()
+	t.Cleanup(func() {
+		lc.cmd.Process.Kill() //nolint:errcheck // it may have exited
+		<-lc.exited
+		if t.Failed() {
+			t.Logf("launcher stdout:\n%s", lc.output())
+		}
+	})
+	select {
+	case <-lc.ready:
+		return lc
+	case <-lc.exited:
+		t.Fatalf("launcher exited %d before it was ready; stderr:\n%s", lc.exitCode, lc.stderr())
+	case <-time.After(readyTimeout):
+		t.Fatalf("launcher not ready within %s; stderr:\n%s", readyTimeout, lc.stderr())
+	}
+	return nil
+}
+
+// Write takes the launcher's stdout, line by line.
+func (lc *launcherRun) Write(p []byte) (int, error) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.stdout = append(lc.stdout, p...)
+	lc.partial = append(lc.partial, p...)
+	for {
+		line, rest, ok := bytes.Cut(lc.partial, []byte("\n"))
+		if !ok {
+			return len(p), nil
+		}
+		lc.parse(string(line))
+		lc.partial = rest
+	}
+}
+
+// parse records a "started <name> pid <pid>, …" line, and closes ready at
+// the "ready: url=… token=…" line.
+func (lc *launcherRun) parse(line string) {
+	var name string
+	var pid int
+	if _, err := fmt.Sscanf(line, "started %s pid %d,", &name, &pid); err == nil {
+		lc.pids[name] = pid
+		return
+	}
+	rest, ok := strings.CutPrefix(line, "ready: ")
+	if !ok {
+		return
+	}
+	for _, field := range strings.Fields(rest) {
+		if v, ok := strings.CutPrefix(field, "url="); ok {
+			lc.url = v
+		}
+		if v, ok := strings.CutPrefix(field, "token="); ok {
+			lc.token = v
+		}
+	}
+	close(lc.ready)
+}
+
+func (lc *launcherRun) output() string {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return string(lc.stdout)
+}
+
+// do calls the REST API with the printed URL and token.
+func (lc *launcherRun) do(t *testing.T, method, path, body string, wantStatus int) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, lc.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+lc.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var sb strings.Builder
+	if _, err := bufio.NewReader(resp.Body).WriteTo(&sb); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != wantStatus {
+		t.Fatalf("%s %s: %s, want %d: %s", method, path, resp.Status, wantStatus, sb.String())
+	}
+	return sb.String()
+}
+
+func (lc *launcherRun) sledIDs(t *testing.T) []string {
+	t.Helper()
+	var page struct {
+		Items []struct {
+			ID string `json:"id"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(lc.do(t, "GET", "/v1/system/hardware/sleds", "", http.StatusOK)), &page); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, s := range page.Items {
+		ids = append(ids, s.ID)
+	}
+	return ids
+}
+
+// stop sends SIGINT and requires a clean exit with no child left.
+func (lc *launcherRun) stop(t *testing.T) {
+	t.Helper()
+	lc.cmd.Process.Signal(syscall.SIGINT) //nolint:errcheck // checked by the exit below
+	if code := lc.wait(t); code != 0 {
+		t.Fatalf("launcher exited %d after SIGINT, want 0; stderr:\n%s", code, lc.stderr())
+	}
+	lc.assertChildrenGone(t)
+}
+
+// wait returns the launcher's exit code, failing if it runs past exitTimeout.
+func (lc *launcherRun) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-lc.exited:
+		return lc.exitCode
+	case <-time.After(exitTimeout):
+		t.Fatalf("launcher still running %s after it was told to stop", exitTimeout)
+		return -1
+	}
+}
+
+// assertChildrenGone checks, right after the launcher exited, that none of
+// the processes it started exists any more, not even as a zombie: the
+// launcher must have reaped them all, not left them to be killed or
+// adopted after it.
+func (lc *launcherRun) assertChildrenGone(t *testing.T) {
+	t.Helper()
+	for name, pid := range lc.pids {
+		err := syscall.Kill(pid, 0)
+		if !errors.Is(err, syscall.ESRCH) {
+			state, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			t.Errorf("%s (pid %d) still exists after the launcher exited (kill 0: %v; %s)", name, pid, err, state)
+		}
+	}
+}
+
+func (lc *launcherRun) stderr() string {
+	data, _ := os.ReadFile(lc.stderrPath)
+	return string(data)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := strings.Cut(addr, ":")
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

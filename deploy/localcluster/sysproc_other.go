@@ -1,0 +1,9 @@
+//go:build !linux
+
+package main
+
+import "syscall"
+
+// childSysProcAttr: outside Linux there is no parent-death signal; children
+// are stopped by the launcher only, so kill it with SIGTERM, not SIGKILL.
+func childSysProcAttr() *syscall.SysProcAttr { return nil }
