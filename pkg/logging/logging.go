@@ -1,10 +1,15 @@
 package logging
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // New returns a logger writing to stderr at level ("debug", "info", "warn",
@@ -28,4 +33,44 @@ func New(level, format string) (*zap.Logger, error) {
 	cfg.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
 	cfg.Sampling = nil
 	return cfg.Build()
+}
+
+// CheckLevel reports a level New would refuse.
+func CheckLevel(level string) error {
+	switch level {
+	case "debug", "info", "warn", "error":
+		return nil
+	}
+	return fmt.Errorf("%q is not one of debug, info, warn, error", level)
+}
+
+// CheckFormat reports a format New would refuse.
+func CheckFormat(format string) error {
+	if format == "json" || format == "console" {
+		return nil
+	}
+	return fmt.Errorf("%q is not json or console", format)
+}
+
+// UnaryServerInterceptor logs every gRPC call: failures at info with the
+// error, successes at debug. When requestIDKey is set, the request id found
+// under it in the call's metadata goes on the line (N11).
+func UnaryServerInterceptor(log *zap.Logger, requestIDKey string) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		fields := []zap.Field{zap.String("method", info.FullMethod), zap.Stringer("code", status.Code(err)),
+			zap.Duration("elapsed", time.Since(start))}
+		if requestIDKey != "" {
+			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(requestIDKey)) > 0 {
+				fields = append(fields, zap.String("request_id", md.Get(requestIDKey)[0]))
+			}
+		}
+		if err != nil {
+			log.Info("rpc failed", append(fields, zap.Error(err))...)
+		} else {
+			log.Debug("rpc", fields...)
+		}
+		return resp, err
+	}
 }

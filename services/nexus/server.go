@@ -15,10 +15,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
+	"github.com/rackplane/rackplane/pkg/logging"
 	"github.com/rackplane/rackplane/services/nexus/api"
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/background"
@@ -131,9 +130,9 @@ func (s *Server) listen(ctx context.Context, cfg config.Config) error {
 	if s.rest, err = net.Listen("tcp", cfg.ExternalListen); err != nil {
 		return fmt.Errorf("external_listen %s: %w", cfg.ExternalListen, err)
 	}
-	s.internalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(logCalls(s.log)))
+	s.internalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader)))
 	nexusv1.RegisterNexusInternalServer(s.internalGRPC, api.NewInternal(s.app))
-	s.externalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(logCalls(s.log), api.Authenticate(s.app)))
+	s.externalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), api.Authenticate(s.app)))
 	nexusv1.RegisterNexusExternalServer(s.externalGRPC, api.NewExternal(s.app))
 	for _, srv := range []*grpc.Server{s.internalGRPC, s.externalGRPC} {
 		healthpb.RegisterHealthServer(srv, s.health)
@@ -217,22 +216,4 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.sleds.Close()
 	s.ds.Close()
 	s.log.Info("nexus stopped")
-}
-
-func logCalls(log *zap.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		start := time.Now()
-		resp, err := handler(ctx, req)
-		fields := []zap.Field{zap.String("method", info.FullMethod), zap.Stringer("code", status.Code(err)),
-			zap.Duration("elapsed", time.Since(start))}
-		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(gateway.RequestIDHeader)) > 0 {
-			fields = append(fields, zap.String("request_id", md.Get(gateway.RequestIDHeader)[0]))
-		}
-		if err != nil {
-			log.Info("rpc failed", append(fields, zap.Error(err))...)
-		} else {
-			log.Debug("rpc", fields...)
-		}
-		return resp, err
-	}
 }

@@ -18,11 +18,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/backoff"
+	"github.com/rackplane/rackplane/pkg/logging"
 	"github.com/rackplane/rackplane/services/sledagent/api"
 	"github.com/rackplane/rackplane/services/sledagent/app"
 	"github.com/rackplane/rackplane/services/sledagent/config"
@@ -133,7 +133,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.ListenAddress, err)
 	}
 	rpcFaults := &api.RPCFaults{}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logCalls(log), rpcFaults.Interceptor()))
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(log, ""), rpcFaults.Interceptor()))
 	sledagentv1.RegisterSledAgentServer(srv, api.NewSledAgent(agent))
 	sledagentv1.RegisterSledAgentSimServer(srv, api.NewSledAgentSim(agent, zones, hypervisor, rpcFaults))
 	sledagentv1.RegisterSimMigrationServer(srv, api.NewSimMigration(hypervisor))
@@ -212,20 +212,4 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.log.Warn("closing the zone runtime", zap.Error(err))
 	}
 	s.log.Info("sled-agent stopped")
-}
-
-func logCalls(log *zap.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		start := time.Now()
-		resp, err := handler(ctx, req)
-		code := status.Code(err)
-		fields := []zap.Field{zap.String("method", info.FullMethod), zap.Stringer("code", code),
-			zap.Duration("elapsed", time.Since(start))}
-		if err != nil {
-			log.Info("rpc failed", append(fields, zap.Error(err))...)
-		} else {
-			log.Debug("rpc", fields...)
-		}
-		return resp, err
-	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/pkg/duration"
+	"github.com/rackplane/rackplane/pkg/logging"
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
 )
@@ -208,15 +209,11 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
 	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	if err := logging.CheckLevel(c.LogLevel); err != nil {
+		bad("log_level", "%v", err)
 	}
-	switch c.LogFormat {
-	case "json", "console":
-	default:
-		bad("log_format", "%q is not json or console", c.LogFormat)
+	if err := logging.CheckFormat(c.LogFormat); err != nil {
+		bad("log_format", "%v", err)
 	}
 	if len(problems) > 0 {
 		return errors.New("invalid sled-agent configuration:\n  " + strings.Join(problems, "\n  "))
