@@ -27,10 +27,41 @@ func instanceUpdate(d Deps) saga.Template {
 	return saga.Template{Name: InstanceUpdate, Nodes: []saga.Node{
 		{Name: "lock", Action: d.updaterLock, Undo: d.updaterUnlock},
 		{Name: "apply", Action: d.applyUpdate},
-		{Name: "unlock", Action: func(ctx context.Context, sc *saga.Context) (any, error) {
-			return nil, d.updaterUnlock(ctx, sc)
-		}},
+		{Name: "unlock", Action: d.releaseAndRecheck},
 	}}
+}
+
+// releaseAndRecheck releases the lock, then looks again: an update that
+// found the lock held while this saga had it gave up, trusting the holder,
+// so the holder must catch what changed meanwhile. If the instance still
+// needs settling and the lock is free, take it again and settle; if someone
+// else took it, they re-check when they release. Whoever releases last
+// looks last, so no update is lost.
+func (d Deps) releaseAndRecheck(ctx context.Context, sc *saga.Context) (any, error) {
+	var p InstanceUpdateParams
+	if err := sc.Params(&p); err != nil {
+		return nil, err
+	}
+	for attempt := 0; attempt < casRetries; attempt++ {
+		if err := d.DS.InstanceUpdaterUnlock(ctx, p.Instance, p.Lock); err != nil {
+			return nil, err
+		}
+		inst, err := d.DS.InstanceGet(ctx, p.Instance)
+		if err != nil {
+			return nil, err
+		}
+		if _, needed, err := d.settle(ctx, inst); err != nil || !needed {
+			return nil, err
+		}
+		locked, err := d.DS.InstanceUpdaterLock(ctx, p.Instance, p.Lock)
+		if err != nil || !locked {
+			return nil, err
+		}
+		if err := d.settleInstance(ctx, p.Instance); err != nil {
+			return nil, err
+		}
+	}
+	return nil, d.DS.InstanceUpdaterUnlock(ctx, p.Instance, p.Lock)
 }
 
 func (d Deps) updaterLock(ctx context.Context, sc *saga.Context) (any, error) {
@@ -61,21 +92,27 @@ func (d Deps) applyUpdate(ctx context.Context, sc *saga.Context) (any, error) {
 	if err := sc.Params(&p); err != nil {
 		return nil, err
 	}
+	return nil, d.settleInstance(ctx, p.Instance)
+}
+
+// settleInstance writes the runtime the instance's VMMs call for, through
+// the generation guard, re-reading when it loses a race.
+func (d Deps) settleInstance(ctx context.Context, id uuid.UUID) error {
 	for attempt := 0; attempt < casRetries; attempt++ {
-		inst, err := d.DS.InstanceGet(ctx, p.Instance)
+		inst, err := d.DS.InstanceGet(ctx, id)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		next, changed, err := d.settle(ctx, inst)
 		if err != nil || !changed {
-			return nil, err
+			return err
 		}
 		wrote, err := d.DS.InstanceUpdateRuntime(ctx, inst.ID, next)
 		if err != nil || wrote {
-			return nil, err
+			return err
 		}
 	}
-	return nil, fmt.Errorf("instance %s kept changing during its update", p.Instance)
+	return fmt.Errorf("instance %s kept changing during its update", id)
 }
 
 // settle computes the instance runtime its VMMs call for: an active VMM
