@@ -970,6 +970,428 @@ func (x *InstanceRebootResponse) GetInstance() *Instance {
 	return nil
 }
 
+type ForceTerminateInstanceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Project       string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForceTerminateInstanceRequest) Reset() {
+	*x = ForceTerminateInstanceRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForceTerminateInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForceTerminateInstanceRequest) ProtoMessage() {}
+
+func (x *ForceTerminateInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForceTerminateInstanceRequest.ProtoReflect.Descriptor instead.
+func (*ForceTerminateInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ForceTerminateInstanceRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ForceTerminateInstanceRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type ForceTerminateInstanceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForceTerminateInstanceResponse) Reset() {
+	*x = ForceTerminateInstanceResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForceTerminateInstanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForceTerminateInstanceResponse) ProtoMessage() {}
+
+func (x *ForceTerminateInstanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForceTerminateInstanceResponse.ProtoReflect.Descriptor instead.
+func (*ForceTerminateInstanceResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ForceTerminateInstanceResponse) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+type InstanceMigrateParams struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sled to move the instance to.
+	DstSledId     string `protobuf:"bytes,1,opt,name=dst_sled_id,json=dstSledId,proto3" json:"dst_sled_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceMigrateParams) Reset() {
+	*x = InstanceMigrateParams{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceMigrateParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceMigrateParams) ProtoMessage() {}
+
+func (x *InstanceMigrateParams) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceMigrateParams.ProtoReflect.Descriptor instead.
+func (*InstanceMigrateParams) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *InstanceMigrateParams) GetDstSledId() string {
+	if x != nil {
+		return x.DstSledId
+	}
+	return ""
+}
+
+type InstanceMigrateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Project       string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	Migrate       *InstanceMigrateParams `protobuf:"bytes,3,opt,name=migrate,proto3" json:"migrate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceMigrateRequest) Reset() {
+	*x = InstanceMigrateRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceMigrateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceMigrateRequest) ProtoMessage() {}
+
+func (x *InstanceMigrateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceMigrateRequest.ProtoReflect.Descriptor instead.
+func (*InstanceMigrateRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *InstanceMigrateRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *InstanceMigrateRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *InstanceMigrateRequest) GetMigrate() *InstanceMigrateParams {
+	if x != nil {
+		return x.Migrate
+	}
+	return nil
+}
+
+type InstanceMigrateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceMigrateResponse) Reset() {
+	*x = InstanceMigrateResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceMigrateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceMigrateResponse) ProtoMessage() {}
+
+func (x *InstanceMigrateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceMigrateResponse.ProtoReflect.Descriptor instead.
+func (*InstanceMigrateResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *InstanceMigrateResponse) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+// A saga whose undo kept failing; what it left behind needs an operator.
+type StuckSaga struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The saga's kind: instance-start, instance-update, instance-migrate …
+	Template string `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	// The nexus replica that owns it.
+	Owner       string                 `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	TimeCreated *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time_created,json=timeCreated,proto3" json:"time_created,omitempty"`
+	// The node whose undo failed, and its last error.
+	Node  string `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// The saga's parameters as JSON (which instance, which VMM).
+	Params        string `protobuf:"bytes,7,opt,name=params,proto3" json:"params,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StuckSaga) Reset() {
+	*x = StuckSaga{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StuckSaga) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StuckSaga) ProtoMessage() {}
+
+func (x *StuckSaga) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StuckSaga.ProtoReflect.Descriptor instead.
+func (*StuckSaga) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *StuckSaga) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StuckSaga) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *StuckSaga) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *StuckSaga) GetTimeCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeCreated
+	}
+	return nil
+}
+
+func (x *StuckSaga) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *StuckSaga) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *StuckSaga) GetParams() string {
+	if x != nil {
+		return x.Params
+	}
+	return ""
+}
+
+type SagaListStuckRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SagaListStuckRequest) Reset() {
+	*x = SagaListStuckRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SagaListStuckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SagaListStuckRequest) ProtoMessage() {}
+
+func (x *SagaListStuckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SagaListStuckRequest.ProtoReflect.Descriptor instead.
+func (*SagaListStuckRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{22}
+}
+
+type SagaListStuckResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*StuckSaga           `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SagaListStuckResponse) Reset() {
+	*x = SagaListStuckResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SagaListStuckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SagaListStuckResponse) ProtoMessage() {}
+
+func (x *SagaListStuckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SagaListStuckResponse.ProtoReflect.Descriptor instead.
+func (*SagaListStuckResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SagaListStuckResponse) GetItems() []*StuckSaga {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
 type Project struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -983,7 +1405,7 @@ type Project struct {
 
 func (x *Project) Reset() {
 	*x = Project{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1417,7 @@ func (x *Project) String() string {
 func (*Project) ProtoMessage() {}
 
 func (x *Project) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1430,7 @@ func (x *Project) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Project.ProtoReflect.Descriptor instead.
 func (*Project) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{16}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Project) GetId() string {
@@ -1059,7 +1481,7 @@ type ProjectListRequest struct {
 
 func (x *ProjectListRequest) Reset() {
 	*x = ProjectListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1493,7 @@ func (x *ProjectListRequest) String() string {
 func (*ProjectListRequest) ProtoMessage() {}
 
 func (x *ProjectListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1506,7 @@ func (x *ProjectListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectListRequest.ProtoReflect.Descriptor instead.
 func (*ProjectListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{17}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ProjectListRequest) GetLimit() uint32 {
@@ -1119,7 +1541,7 @@ type ProjectListResponse struct {
 
 func (x *ProjectListResponse) Reset() {
 	*x = ProjectListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[18]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1553,7 @@ func (x *ProjectListResponse) String() string {
 func (*ProjectListResponse) ProtoMessage() {}
 
 func (x *ProjectListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[18]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1566,7 @@ func (x *ProjectListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectListResponse.ProtoReflect.Descriptor instead.
 func (*ProjectListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{18}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ProjectListResponse) GetItems() []*Project {
@@ -1171,7 +1593,7 @@ type ProjectCreateParams struct {
 
 func (x *ProjectCreateParams) Reset() {
 	*x = ProjectCreateParams{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[19]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1605,7 @@ func (x *ProjectCreateParams) String() string {
 func (*ProjectCreateParams) ProtoMessage() {}
 
 func (x *ProjectCreateParams) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[19]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1618,7 @@ func (x *ProjectCreateParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateParams.ProtoReflect.Descriptor instead.
 func (*ProjectCreateParams) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{19}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ProjectCreateParams) GetName() string {
@@ -1222,7 +1644,7 @@ type ProjectCreateRequest struct {
 
 func (x *ProjectCreateRequest) Reset() {
 	*x = ProjectCreateRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[20]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1656,7 @@ func (x *ProjectCreateRequest) String() string {
 func (*ProjectCreateRequest) ProtoMessage() {}
 
 func (x *ProjectCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[20]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1669,7 @@ func (x *ProjectCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateRequest.ProtoReflect.Descriptor instead.
 func (*ProjectCreateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{20}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ProjectCreateRequest) GetProject() *ProjectCreateParams {
@@ -1266,7 +1688,7 @@ type ProjectCreateResponse struct {
 
 func (x *ProjectCreateResponse) Reset() {
 	*x = ProjectCreateResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[21]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1700,7 @@ func (x *ProjectCreateResponse) String() string {
 func (*ProjectCreateResponse) ProtoMessage() {}
 
 func (x *ProjectCreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[21]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1713,7 @@ func (x *ProjectCreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateResponse.ProtoReflect.Descriptor instead.
 func (*ProjectCreateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{21}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ProjectCreateResponse) GetProject() *Project {
@@ -1311,7 +1733,7 @@ type ProjectViewRequest struct {
 
 func (x *ProjectViewRequest) Reset() {
 	*x = ProjectViewRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[22]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1745,7 @@ func (x *ProjectViewRequest) String() string {
 func (*ProjectViewRequest) ProtoMessage() {}
 
 func (x *ProjectViewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[22]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1758,7 @@ func (x *ProjectViewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectViewRequest.ProtoReflect.Descriptor instead.
 func (*ProjectViewRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{22}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ProjectViewRequest) GetProject() string {
@@ -1355,7 +1777,7 @@ type ProjectViewResponse struct {
 
 func (x *ProjectViewResponse) Reset() {
 	*x = ProjectViewResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[23]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1789,7 @@ func (x *ProjectViewResponse) String() string {
 func (*ProjectViewResponse) ProtoMessage() {}
 
 func (x *ProjectViewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[23]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1802,7 @@ func (x *ProjectViewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectViewResponse.ProtoReflect.Descriptor instead.
 func (*ProjectViewResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{23}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ProjectViewResponse) GetProject() *Project {
@@ -1400,7 +1822,7 @@ type ProjectUpdateParams struct {
 
 func (x *ProjectUpdateParams) Reset() {
 	*x = ProjectUpdateParams{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1834,7 @@ func (x *ProjectUpdateParams) String() string {
 func (*ProjectUpdateParams) ProtoMessage() {}
 
 func (x *ProjectUpdateParams) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1847,7 @@ func (x *ProjectUpdateParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateParams.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateParams) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{24}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ProjectUpdateParams) GetName() string {
@@ -1452,7 +1874,7 @@ type ProjectUpdateRequest struct {
 
 func (x *ProjectUpdateRequest) Reset() {
 	*x = ProjectUpdateRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1886,7 @@ func (x *ProjectUpdateRequest) String() string {
 func (*ProjectUpdateRequest) ProtoMessage() {}
 
 func (x *ProjectUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1899,7 @@ func (x *ProjectUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateRequest.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{25}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ProjectUpdateRequest) GetProject() string {
@@ -1503,7 +1925,7 @@ type ProjectUpdateResponse struct {
 
 func (x *ProjectUpdateResponse) Reset() {
 	*x = ProjectUpdateResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1937,7 @@ func (x *ProjectUpdateResponse) String() string {
 func (*ProjectUpdateResponse) ProtoMessage() {}
 
 func (x *ProjectUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1950,7 @@ func (x *ProjectUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateResponse.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{26}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ProjectUpdateResponse) GetProject() *Project {
@@ -1547,7 +1969,7 @@ type ProjectDeleteRequest struct {
 
 func (x *ProjectDeleteRequest) Reset() {
 	*x = ProjectDeleteRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1981,7 @@ func (x *ProjectDeleteRequest) String() string {
 func (*ProjectDeleteRequest) ProtoMessage() {}
 
 func (x *ProjectDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1994,7 @@ func (x *ProjectDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ProjectDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{27}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ProjectDeleteRequest) GetProject() string {
@@ -1590,7 +2012,7 @@ type ProjectDeleteResponse struct {
 
 func (x *ProjectDeleteResponse) Reset() {
 	*x = ProjectDeleteResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +2024,7 @@ func (x *ProjectDeleteResponse) String() string {
 func (*ProjectDeleteResponse) ProtoMessage() {}
 
 func (x *ProjectDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +2037,7 @@ func (x *ProjectDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ProjectDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{28}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{36}
 }
 
 type Baseboard struct {
@@ -1629,7 +2051,7 @@ type Baseboard struct {
 
 func (x *Baseboard) Reset() {
 	*x = Baseboard{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +2063,7 @@ func (x *Baseboard) String() string {
 func (*Baseboard) ProtoMessage() {}
 
 func (x *Baseboard) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +2076,7 @@ func (x *Baseboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Baseboard.ProtoReflect.Descriptor instead.
 func (*Baseboard) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{29}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Baseboard) GetPart() string {
@@ -1690,7 +2112,7 @@ type SledPolicy struct {
 
 func (x *SledPolicy) Reset() {
 	*x = SledPolicy{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +2124,7 @@ func (x *SledPolicy) String() string {
 func (*SledPolicy) ProtoMessage() {}
 
 func (x *SledPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +2137,7 @@ func (x *SledPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledPolicy.ProtoReflect.Descriptor instead.
 func (*SledPolicy) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{30}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SledPolicy) GetKind() string {
@@ -1750,7 +2172,7 @@ type Sled struct {
 
 func (x *Sled) Reset() {
 	*x = Sled{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +2184,7 @@ func (x *Sled) String() string {
 func (*Sled) ProtoMessage() {}
 
 func (x *Sled) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +2197,7 @@ func (x *Sled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sled.ProtoReflect.Descriptor instead.
 func (*Sled) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{31}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Sled) GetId() string {
@@ -1852,7 +2274,7 @@ type SledListRequest struct {
 
 func (x *SledListRequest) Reset() {
 	*x = SledListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +2286,7 @@ func (x *SledListRequest) String() string {
 func (*SledListRequest) ProtoMessage() {}
 
 func (x *SledListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +2299,7 @@ func (x *SledListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledListRequest.ProtoReflect.Descriptor instead.
 func (*SledListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{32}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SledListRequest) GetLimit() uint32 {
@@ -1911,7 +2333,7 @@ type SledListResponse struct {
 
 func (x *SledListResponse) Reset() {
 	*x = SledListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2345,7 @@ func (x *SledListResponse) String() string {
 func (*SledListResponse) ProtoMessage() {}
 
 func (x *SledListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2358,7 @@ func (x *SledListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledListResponse.ProtoReflect.Descriptor instead.
 func (*SledListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{33}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SledListResponse) GetItems() []*Sled {
@@ -2026,7 +2448,31 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\"P\n" +
 	"\x16InstanceRebootResponse\x126\n" +
-	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"\xcf\x01\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"U\n" +
+	"\x1dForceTerminateInstanceRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\"X\n" +
+	"\x1eForceTerminateInstanceResponse\x126\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"7\n" +
+	"\x15InstanceMigrateParams\x12\x1e\n" +
+	"\vdst_sled_id\x18\x01 \x01(\tR\tdstSledId\"\x91\x01\n" +
+	"\x16InstanceMigrateRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\x12A\n" +
+	"\amigrate\x18\x03 \x01(\v2'.omicron.nexus.v1.InstanceMigrateParamsR\amigrate\"Q\n" +
+	"\x17InstanceMigrateResponse\x126\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"\xce\x01\n" +
+	"\tStuckSaga\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\btemplate\x18\x02 \x01(\tR\btemplate\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12=\n" +
+	"\ftime_created\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12\x12\n" +
+	"\x04node\x18\x05 \x01(\tR\x04node\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x16\n" +
+	"\x06params\x18\a \x01(\tR\x06params\"\x16\n" +
+	"\x14SagaListStuckRequest\"J\n" +
+	"\x15SagaListStuckResponse\x121\n" +
+	"\x05items\x18\x01 \x03(\v2\x1b.omicron.nexus.v1.StuckSagaR\x05items\"\xcf\x01\n" +
 	"\aProject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -2094,7 +2540,7 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x05items\x18\x01 \x03(\v2\x16.omicron.nexus.v1.SledR\x05items\x12 \n" +
 	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
 	"\n" +
-	"_next_page2\xf9\r\n" +
+	"_next_page2\xdc\x11\n" +
 	"\rNexusExternal\x12p\n" +
 	"\vProjectList\x12$.omicron.nexus.v1.ProjectListRequest\x1a%.omicron.nexus.v1.ProjectListResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/projects\x12\x88\x01\n" +
 	"\rProjectCreate\x12&.omicron.nexus.v1.ProjectCreateRequest\x1a'.omicron.nexus.v1.ProjectCreateResponse\"&\x82\xd3\xe4\x93\x02 :\aprojectb\aproject\"\f/v1/projects\x12\x83\x01\n" +
@@ -2108,7 +2554,10 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x0eInstanceDelete\x12'.omicron.nexus.v1.InstanceDeleteRequest\x1a(.omicron.nexus.v1.InstanceDeleteResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/instances/{instance}\x12\x92\x01\n" +
 	"\rInstanceStart\x12&.omicron.nexus.v1.InstanceStartRequest\x1a'.omicron.nexus.v1.InstanceStartResponse\"0\x82\xd3\xe4\x93\x02*b\binstance\"\x1e/v1/instances/{instance}/start\x12\x8e\x01\n" +
 	"\fInstanceStop\x12%.omicron.nexus.v1.InstanceStopRequest\x1a&.omicron.nexus.v1.InstanceStopResponse\"/\x82\xd3\xe4\x93\x02)b\binstance\"\x1d/v1/instances/{instance}/stop\x12\x96\x01\n" +
-	"\x0eInstanceReboot\x12'.omicron.nexus.v1.InstanceRebootRequest\x1a(.omicron.nexus.v1.InstanceRebootResponse\"1\x82\xd3\xe4\x93\x02+b\binstance\"\x1f/v1/instances/{instance}/rebootBAZ?github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1;nexusv1b\x06proto3"
+	"\x0eInstanceReboot\x12'.omicron.nexus.v1.InstanceRebootRequest\x1a(.omicron.nexus.v1.InstanceRebootResponse\"1\x82\xd3\xe4\x93\x02+b\binstance\"\x1f/v1/instances/{instance}/reboot\x12\xb7\x01\n" +
+	"\x16ForceTerminateInstance\x12/.omicron.nexus.v1.ForceTerminateInstanceRequest\x1a0.omicron.nexus.v1.ForceTerminateInstanceResponse\":\x82\xd3\xe4\x93\x024b\binstance\"(/v1/instances/{instance}/force-terminate\x12\xa3\x01\n" +
+	"\x0fInstanceMigrate\x12(.omicron.nexus.v1.InstanceMigrateRequest\x1a).omicron.nexus.v1.InstanceMigrateResponse\";\x82\xd3\xe4\x93\x025:\amigrateb\binstance\" /v1/instances/{instance}/migrate\x12\x80\x01\n" +
+	"\rSagaListStuck\x12&.omicron.nexus.v1.SagaListStuckRequest\x1a'.omicron.nexus.v1.SagaListStuckResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/system/sagas/stuckBAZ?github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1;nexusv1b\x06proto3"
 
 var (
 	file_omicron_nexus_v1_external_proto_rawDescOnce sync.Once
@@ -2122,50 +2571,58 @@ func file_omicron_nexus_v1_external_proto_rawDescGZIP() []byte {
 	return file_omicron_nexus_v1_external_proto_rawDescData
 }
 
-var file_omicron_nexus_v1_external_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_omicron_nexus_v1_external_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_omicron_nexus_v1_external_proto_goTypes = []any{
-	(*Instance)(nil),               // 0: omicron.nexus.v1.Instance
-	(*InstanceCreateParams)(nil),   // 1: omicron.nexus.v1.InstanceCreateParams
-	(*InstanceListRequest)(nil),    // 2: omicron.nexus.v1.InstanceListRequest
-	(*InstanceListResponse)(nil),   // 3: omicron.nexus.v1.InstanceListResponse
-	(*InstanceCreateRequest)(nil),  // 4: omicron.nexus.v1.InstanceCreateRequest
-	(*InstanceCreateResponse)(nil), // 5: omicron.nexus.v1.InstanceCreateResponse
-	(*InstanceViewRequest)(nil),    // 6: omicron.nexus.v1.InstanceViewRequest
-	(*InstanceViewResponse)(nil),   // 7: omicron.nexus.v1.InstanceViewResponse
-	(*InstanceDeleteRequest)(nil),  // 8: omicron.nexus.v1.InstanceDeleteRequest
-	(*InstanceDeleteResponse)(nil), // 9: omicron.nexus.v1.InstanceDeleteResponse
-	(*InstanceStartRequest)(nil),   // 10: omicron.nexus.v1.InstanceStartRequest
-	(*InstanceStartResponse)(nil),  // 11: omicron.nexus.v1.InstanceStartResponse
-	(*InstanceStopRequest)(nil),    // 12: omicron.nexus.v1.InstanceStopRequest
-	(*InstanceStopResponse)(nil),   // 13: omicron.nexus.v1.InstanceStopResponse
-	(*InstanceRebootRequest)(nil),  // 14: omicron.nexus.v1.InstanceRebootRequest
-	(*InstanceRebootResponse)(nil), // 15: omicron.nexus.v1.InstanceRebootResponse
-	(*Project)(nil),                // 16: omicron.nexus.v1.Project
-	(*ProjectListRequest)(nil),     // 17: omicron.nexus.v1.ProjectListRequest
-	(*ProjectListResponse)(nil),    // 18: omicron.nexus.v1.ProjectListResponse
-	(*ProjectCreateParams)(nil),    // 19: omicron.nexus.v1.ProjectCreateParams
-	(*ProjectCreateRequest)(nil),   // 20: omicron.nexus.v1.ProjectCreateRequest
-	(*ProjectCreateResponse)(nil),  // 21: omicron.nexus.v1.ProjectCreateResponse
-	(*ProjectViewRequest)(nil),     // 22: omicron.nexus.v1.ProjectViewRequest
-	(*ProjectViewResponse)(nil),    // 23: omicron.nexus.v1.ProjectViewResponse
-	(*ProjectUpdateParams)(nil),    // 24: omicron.nexus.v1.ProjectUpdateParams
-	(*ProjectUpdateRequest)(nil),   // 25: omicron.nexus.v1.ProjectUpdateRequest
-	(*ProjectUpdateResponse)(nil),  // 26: omicron.nexus.v1.ProjectUpdateResponse
-	(*ProjectDeleteRequest)(nil),   // 27: omicron.nexus.v1.ProjectDeleteRequest
-	(*ProjectDeleteResponse)(nil),  // 28: omicron.nexus.v1.ProjectDeleteResponse
-	(*Baseboard)(nil),              // 29: omicron.nexus.v1.Baseboard
-	(*SledPolicy)(nil),             // 30: omicron.nexus.v1.SledPolicy
-	(*Sled)(nil),                   // 31: omicron.nexus.v1.Sled
-	(*SledListRequest)(nil),        // 32: omicron.nexus.v1.SledListRequest
-	(*SledListResponse)(nil),       // 33: omicron.nexus.v1.SledListResponse
-	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
+	(*Instance)(nil),                       // 0: omicron.nexus.v1.Instance
+	(*InstanceCreateParams)(nil),           // 1: omicron.nexus.v1.InstanceCreateParams
+	(*InstanceListRequest)(nil),            // 2: omicron.nexus.v1.InstanceListRequest
+	(*InstanceListResponse)(nil),           // 3: omicron.nexus.v1.InstanceListResponse
+	(*InstanceCreateRequest)(nil),          // 4: omicron.nexus.v1.InstanceCreateRequest
+	(*InstanceCreateResponse)(nil),         // 5: omicron.nexus.v1.InstanceCreateResponse
+	(*InstanceViewRequest)(nil),            // 6: omicron.nexus.v1.InstanceViewRequest
+	(*InstanceViewResponse)(nil),           // 7: omicron.nexus.v1.InstanceViewResponse
+	(*InstanceDeleteRequest)(nil),          // 8: omicron.nexus.v1.InstanceDeleteRequest
+	(*InstanceDeleteResponse)(nil),         // 9: omicron.nexus.v1.InstanceDeleteResponse
+	(*InstanceStartRequest)(nil),           // 10: omicron.nexus.v1.InstanceStartRequest
+	(*InstanceStartResponse)(nil),          // 11: omicron.nexus.v1.InstanceStartResponse
+	(*InstanceStopRequest)(nil),            // 12: omicron.nexus.v1.InstanceStopRequest
+	(*InstanceStopResponse)(nil),           // 13: omicron.nexus.v1.InstanceStopResponse
+	(*InstanceRebootRequest)(nil),          // 14: omicron.nexus.v1.InstanceRebootRequest
+	(*InstanceRebootResponse)(nil),         // 15: omicron.nexus.v1.InstanceRebootResponse
+	(*ForceTerminateInstanceRequest)(nil),  // 16: omicron.nexus.v1.ForceTerminateInstanceRequest
+	(*ForceTerminateInstanceResponse)(nil), // 17: omicron.nexus.v1.ForceTerminateInstanceResponse
+	(*InstanceMigrateParams)(nil),          // 18: omicron.nexus.v1.InstanceMigrateParams
+	(*InstanceMigrateRequest)(nil),         // 19: omicron.nexus.v1.InstanceMigrateRequest
+	(*InstanceMigrateResponse)(nil),        // 20: omicron.nexus.v1.InstanceMigrateResponse
+	(*StuckSaga)(nil),                      // 21: omicron.nexus.v1.StuckSaga
+	(*SagaListStuckRequest)(nil),           // 22: omicron.nexus.v1.SagaListStuckRequest
+	(*SagaListStuckResponse)(nil),          // 23: omicron.nexus.v1.SagaListStuckResponse
+	(*Project)(nil),                        // 24: omicron.nexus.v1.Project
+	(*ProjectListRequest)(nil),             // 25: omicron.nexus.v1.ProjectListRequest
+	(*ProjectListResponse)(nil),            // 26: omicron.nexus.v1.ProjectListResponse
+	(*ProjectCreateParams)(nil),            // 27: omicron.nexus.v1.ProjectCreateParams
+	(*ProjectCreateRequest)(nil),           // 28: omicron.nexus.v1.ProjectCreateRequest
+	(*ProjectCreateResponse)(nil),          // 29: omicron.nexus.v1.ProjectCreateResponse
+	(*ProjectViewRequest)(nil),             // 30: omicron.nexus.v1.ProjectViewRequest
+	(*ProjectViewResponse)(nil),            // 31: omicron.nexus.v1.ProjectViewResponse
+	(*ProjectUpdateParams)(nil),            // 32: omicron.nexus.v1.ProjectUpdateParams
+	(*ProjectUpdateRequest)(nil),           // 33: omicron.nexus.v1.ProjectUpdateRequest
+	(*ProjectUpdateResponse)(nil),          // 34: omicron.nexus.v1.ProjectUpdateResponse
+	(*ProjectDeleteRequest)(nil),           // 35: omicron.nexus.v1.ProjectDeleteRequest
+	(*ProjectDeleteResponse)(nil),          // 36: omicron.nexus.v1.ProjectDeleteResponse
+	(*Baseboard)(nil),                      // 37: omicron.nexus.v1.Baseboard
+	(*SledPolicy)(nil),                     // 38: omicron.nexus.v1.SledPolicy
+	(*Sled)(nil),                           // 39: omicron.nexus.v1.Sled
+	(*SledListRequest)(nil),                // 40: omicron.nexus.v1.SledListRequest
+	(*SledListResponse)(nil),               // 41: omicron.nexus.v1.SledListResponse
+	(*timestamppb.Timestamp)(nil),          // 42: google.protobuf.Timestamp
 }
 var file_omicron_nexus_v1_external_proto_depIdxs = []int32{
-	34, // 0: omicron.nexus.v1.Instance.time_created:type_name -> google.protobuf.Timestamp
-	34, // 1: omicron.nexus.v1.Instance.time_modified:type_name -> google.protobuf.Timestamp
-	34, // 2: omicron.nexus.v1.Instance.time_run_state_updated:type_name -> google.protobuf.Timestamp
-	34, // 3: omicron.nexus.v1.Instance.time_last_auto_restarted:type_name -> google.protobuf.Timestamp
-	34, // 4: omicron.nexus.v1.Instance.auto_restart_cooldown_expiration:type_name -> google.protobuf.Timestamp
+	42, // 0: omicron.nexus.v1.Instance.time_created:type_name -> google.protobuf.Timestamp
+	42, // 1: omicron.nexus.v1.Instance.time_modified:type_name -> google.protobuf.Timestamp
+	42, // 2: omicron.nexus.v1.Instance.time_run_state_updated:type_name -> google.protobuf.Timestamp
+	42, // 3: omicron.nexus.v1.Instance.time_last_auto_restarted:type_name -> google.protobuf.Timestamp
+	42, // 4: omicron.nexus.v1.Instance.auto_restart_cooldown_expiration:type_name -> google.protobuf.Timestamp
 	0,  // 5: omicron.nexus.v1.InstanceListResponse.items:type_name -> omicron.nexus.v1.Instance
 	1,  // 6: omicron.nexus.v1.InstanceCreateRequest.instance:type_name -> omicron.nexus.v1.InstanceCreateParams
 	0,  // 7: omicron.nexus.v1.InstanceCreateResponse.instance:type_name -> omicron.nexus.v1.Instance
@@ -2173,50 +2630,61 @@ var file_omicron_nexus_v1_external_proto_depIdxs = []int32{
 	0,  // 9: omicron.nexus.v1.InstanceStartResponse.instance:type_name -> omicron.nexus.v1.Instance
 	0,  // 10: omicron.nexus.v1.InstanceStopResponse.instance:type_name -> omicron.nexus.v1.Instance
 	0,  // 11: omicron.nexus.v1.InstanceRebootResponse.instance:type_name -> omicron.nexus.v1.Instance
-	34, // 12: omicron.nexus.v1.Project.time_created:type_name -> google.protobuf.Timestamp
-	34, // 13: omicron.nexus.v1.Project.time_modified:type_name -> google.protobuf.Timestamp
-	16, // 14: omicron.nexus.v1.ProjectListResponse.items:type_name -> omicron.nexus.v1.Project
-	19, // 15: omicron.nexus.v1.ProjectCreateRequest.project:type_name -> omicron.nexus.v1.ProjectCreateParams
-	16, // 16: omicron.nexus.v1.ProjectCreateResponse.project:type_name -> omicron.nexus.v1.Project
-	16, // 17: omicron.nexus.v1.ProjectViewResponse.project:type_name -> omicron.nexus.v1.Project
-	24, // 18: omicron.nexus.v1.ProjectUpdateRequest.update:type_name -> omicron.nexus.v1.ProjectUpdateParams
-	16, // 19: omicron.nexus.v1.ProjectUpdateResponse.project:type_name -> omicron.nexus.v1.Project
-	29, // 20: omicron.nexus.v1.Sled.baseboard:type_name -> omicron.nexus.v1.Baseboard
-	30, // 21: omicron.nexus.v1.Sled.policy:type_name -> omicron.nexus.v1.SledPolicy
-	34, // 22: omicron.nexus.v1.Sled.time_created:type_name -> google.protobuf.Timestamp
-	34, // 23: omicron.nexus.v1.Sled.time_modified:type_name -> google.protobuf.Timestamp
-	31, // 24: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
-	17, // 25: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
-	20, // 26: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
-	22, // 27: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
-	25, // 28: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
-	27, // 29: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
-	32, // 30: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
-	2,  // 31: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
-	4,  // 32: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
-	6,  // 33: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
-	8,  // 34: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
-	10, // 35: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
-	12, // 36: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
-	14, // 37: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
-	18, // 38: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
-	21, // 39: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
-	23, // 40: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
-	26, // 41: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
-	28, // 42: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
-	33, // 43: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
-	3,  // 44: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
-	5,  // 45: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
-	7,  // 46: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
-	9,  // 47: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
-	11, // 48: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
-	13, // 49: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
-	15, // 50: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
-	38, // [38:51] is the sub-list for method output_type
-	25, // [25:38] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	0,  // 12: omicron.nexus.v1.ForceTerminateInstanceResponse.instance:type_name -> omicron.nexus.v1.Instance
+	18, // 13: omicron.nexus.v1.InstanceMigrateRequest.migrate:type_name -> omicron.nexus.v1.InstanceMigrateParams
+	0,  // 14: omicron.nexus.v1.InstanceMigrateResponse.instance:type_name -> omicron.nexus.v1.Instance
+	42, // 15: omicron.nexus.v1.StuckSaga.time_created:type_name -> google.protobuf.Timestamp
+	21, // 16: omicron.nexus.v1.SagaListStuckResponse.items:type_name -> omicron.nexus.v1.StuckSaga
+	42, // 17: omicron.nexus.v1.Project.time_created:type_name -> google.protobuf.Timestamp
+	42, // 18: omicron.nexus.v1.Project.time_modified:type_name -> google.protobuf.Timestamp
+	24, // 19: omicron.nexus.v1.ProjectListResponse.items:type_name -> omicron.nexus.v1.Project
+	27, // 20: omicron.nexus.v1.ProjectCreateRequest.project:type_name -> omicron.nexus.v1.ProjectCreateParams
+	24, // 21: omicron.nexus.v1.ProjectCreateResponse.project:type_name -> omicron.nexus.v1.Project
+	24, // 22: omicron.nexus.v1.ProjectViewResponse.project:type_name -> omicron.nexus.v1.Project
+	32, // 23: omicron.nexus.v1.ProjectUpdateRequest.update:type_name -> omicron.nexus.v1.ProjectUpdateParams
+	24, // 24: omicron.nexus.v1.ProjectUpdateResponse.project:type_name -> omicron.nexus.v1.Project
+	37, // 25: omicron.nexus.v1.Sled.baseboard:type_name -> omicron.nexus.v1.Baseboard
+	38, // 26: omicron.nexus.v1.Sled.policy:type_name -> omicron.nexus.v1.SledPolicy
+	42, // 27: omicron.nexus.v1.Sled.time_created:type_name -> google.protobuf.Timestamp
+	42, // 28: omicron.nexus.v1.Sled.time_modified:type_name -> google.protobuf.Timestamp
+	39, // 29: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
+	25, // 30: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
+	28, // 31: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
+	30, // 32: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
+	33, // 33: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
+	35, // 34: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
+	40, // 35: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
+	2,  // 36: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
+	4,  // 37: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
+	6,  // 38: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
+	8,  // 39: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
+	10, // 40: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
+	12, // 41: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
+	14, // 42: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
+	16, // 43: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:input_type -> omicron.nexus.v1.ForceTerminateInstanceRequest
+	19, // 44: omicron.nexus.v1.NexusExternal.InstanceMigrate:input_type -> omicron.nexus.v1.InstanceMigrateRequest
+	22, // 45: omicron.nexus.v1.NexusExternal.SagaListStuck:input_type -> omicron.nexus.v1.SagaListStuckRequest
+	26, // 46: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
+	29, // 47: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
+	31, // 48: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
+	34, // 49: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
+	36, // 50: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
+	41, // 51: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
+	3,  // 52: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
+	5,  // 53: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
+	7,  // 54: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
+	9,  // 55: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
+	11, // 56: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
+	13, // 57: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
+	15, // 58: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
+	17, // 59: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:output_type -> omicron.nexus.v1.ForceTerminateInstanceResponse
+	20, // 60: omicron.nexus.v1.NexusExternal.InstanceMigrate:output_type -> omicron.nexus.v1.InstanceMigrateResponse
+	23, // 61: omicron.nexus.v1.NexusExternal.SagaListStuck:output_type -> omicron.nexus.v1.SagaListStuckResponse
+	46, // [46:62] is the sub-list for method output_type
+	30, // [30:46] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_omicron_nexus_v1_external_proto_init() }
@@ -2227,16 +2695,16 @@ func file_omicron_nexus_v1_external_proto_init() {
 	file_omicron_nexus_v1_external_proto_msgTypes[0].OneofWrappers = []any{}
 	file_omicron_nexus_v1_external_proto_msgTypes[1].OneofWrappers = []any{}
 	file_omicron_nexus_v1_external_proto_msgTypes[3].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[18].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[24].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[33].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[26].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[32].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[41].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omicron_nexus_v1_external_proto_rawDesc), len(file_omicron_nexus_v1_external_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -596,6 +596,139 @@ func local_request_NexusExternal_InstanceReboot_0(ctx context.Context, marshaler
 	return msg, metadata, err
 }
 
+var filter_NexusExternal_ForceTerminateInstance_0 = &utilities.DoubleArray{Encoding: map[string]int{"instance": 0}, Base: []int{1, 1, 0}, Check: []int{0, 1, 2}}
+
+func request_NexusExternal_ForceTerminateInstance_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq ForceTerminateInstanceRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["instance"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "instance")
+	}
+	protoReq.Instance, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "instance", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_ForceTerminateInstance_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.ForceTerminateInstance(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_ForceTerminateInstance_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq ForceTerminateInstanceRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["instance"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "instance")
+	}
+	protoReq.Instance, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "instance", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_ForceTerminateInstance_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.ForceTerminateInstance(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+var filter_NexusExternal_InstanceMigrate_0 = &utilities.DoubleArray{Encoding: map[string]int{"migrate": 0, "instance": 1}, Base: []int{1, 1, 2, 0, 0}, Check: []int{0, 1, 1, 2, 3}}
+
+func request_NexusExternal_InstanceMigrate_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq InstanceMigrateRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq.Migrate); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	val, ok := pathParams["instance"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "instance")
+	}
+	protoReq.Instance, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "instance", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_InstanceMigrate_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.InstanceMigrate(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_InstanceMigrate_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq InstanceMigrateRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq.Migrate); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	val, ok := pathParams["instance"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "instance")
+	}
+	protoReq.Instance, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "instance", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_InstanceMigrate_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.InstanceMigrate(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+func request_NexusExternal_SagaListStuck_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SagaListStuckRequest
+		metadata runtime.ServerMetadata
+	)
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.SagaListStuck(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_SagaListStuck_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SagaListStuckRequest
+		metadata runtime.ServerMetadata
+	)
+	msg, err := server.SagaListStuck(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 // RegisterNexusExternalHandlerServer registers the http handlers for service NexusExternal to "mux".
 // UnaryRPC     :call NexusExternalServer directly.
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
@@ -862,6 +995,66 @@ func RegisterNexusExternalHandlerServer(ctx context.Context, mux *runtime.ServeM
 		}
 		forward_NexusExternal_InstanceReboot_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_InstanceReboot_0{resp.(*InstanceRebootResponse)}, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodPost, pattern_NexusExternal_ForceTerminateInstance_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/ForceTerminateInstance", runtime.WithHTTPPathPattern("/v1/instances/{instance}/force-terminate"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_ForceTerminateInstance_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_ForceTerminateInstance_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_ForceTerminateInstance_0{resp.(*ForceTerminateInstanceResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodPost, pattern_NexusExternal_InstanceMigrate_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/InstanceMigrate", runtime.WithHTTPPathPattern("/v1/instances/{instance}/migrate"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_InstanceMigrate_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_InstanceMigrate_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_InstanceMigrate_0{resp.(*InstanceMigrateResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_SagaListStuck_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SagaListStuck", runtime.WithHTTPPathPattern("/v1/system/sagas/stuck"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_SagaListStuck_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SagaListStuck_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 
 	return nil
 }
@@ -1123,6 +1316,57 @@ func RegisterNexusExternalHandlerClient(ctx context.Context, mux *runtime.ServeM
 		}
 		forward_NexusExternal_InstanceReboot_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_InstanceReboot_0{resp.(*InstanceRebootResponse)}, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodPost, pattern_NexusExternal_ForceTerminateInstance_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/ForceTerminateInstance", runtime.WithHTTPPathPattern("/v1/instances/{instance}/force-terminate"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_ForceTerminateInstance_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_ForceTerminateInstance_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_ForceTerminateInstance_0{resp.(*ForceTerminateInstanceResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodPost, pattern_NexusExternal_InstanceMigrate_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/InstanceMigrate", runtime.WithHTTPPathPattern("/v1/instances/{instance}/migrate"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_InstanceMigrate_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_InstanceMigrate_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_InstanceMigrate_0{resp.(*InstanceMigrateResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_SagaListStuck_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SagaListStuck", runtime.WithHTTPPathPattern("/v1/system/sagas/stuck"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_SagaListStuck_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SagaListStuck_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	return nil
 }
 
@@ -1198,34 +1442,58 @@ func (m response_NexusExternal_InstanceReboot_0) XXX_ResponseBody() interface{} 
 	return response.Instance
 }
 
+type response_NexusExternal_ForceTerminateInstance_0 struct {
+	*ForceTerminateInstanceResponse
+}
+
+func (m response_NexusExternal_ForceTerminateInstance_0) XXX_ResponseBody() interface{} {
+	response := m.ForceTerminateInstanceResponse
+	return response.Instance
+}
+
+type response_NexusExternal_InstanceMigrate_0 struct {
+	*InstanceMigrateResponse
+}
+
+func (m response_NexusExternal_InstanceMigrate_0) XXX_ResponseBody() interface{} {
+	response := m.InstanceMigrateResponse
+	return response.Instance
+}
+
 var (
-	pattern_NexusExternal_ProjectList_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "projects"}, ""))
-	pattern_NexusExternal_ProjectCreate_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "projects"}, ""))
-	pattern_NexusExternal_ProjectView_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
-	pattern_NexusExternal_ProjectUpdate_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
-	pattern_NexusExternal_ProjectDelete_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
-	pattern_NexusExternal_SledList_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "system", "hardware", "sleds"}, ""))
-	pattern_NexusExternal_InstanceList_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "instances"}, ""))
-	pattern_NexusExternal_InstanceCreate_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "instances"}, ""))
-	pattern_NexusExternal_InstanceView_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "instances", "instance"}, ""))
-	pattern_NexusExternal_InstanceDelete_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "instances", "instance"}, ""))
-	pattern_NexusExternal_InstanceStart_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "start"}, ""))
-	pattern_NexusExternal_InstanceStop_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "stop"}, ""))
-	pattern_NexusExternal_InstanceReboot_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "reboot"}, ""))
+	pattern_NexusExternal_ProjectList_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "projects"}, ""))
+	pattern_NexusExternal_ProjectCreate_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "projects"}, ""))
+	pattern_NexusExternal_ProjectView_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
+	pattern_NexusExternal_ProjectUpdate_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
+	pattern_NexusExternal_ProjectDelete_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
+	pattern_NexusExternal_SledList_0               = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "system", "hardware", "sleds"}, ""))
+	pattern_NexusExternal_InstanceList_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "instances"}, ""))
+	pattern_NexusExternal_InstanceCreate_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "instances"}, ""))
+	pattern_NexusExternal_InstanceView_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "instances", "instance"}, ""))
+	pattern_NexusExternal_InstanceDelete_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "instances", "instance"}, ""))
+	pattern_NexusExternal_InstanceStart_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "start"}, ""))
+	pattern_NexusExternal_InstanceStop_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "stop"}, ""))
+	pattern_NexusExternal_InstanceReboot_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "reboot"}, ""))
+	pattern_NexusExternal_ForceTerminateInstance_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "force-terminate"}, ""))
+	pattern_NexusExternal_InstanceMigrate_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "migrate"}, ""))
+	pattern_NexusExternal_SagaListStuck_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "system", "sagas", "stuck"}, ""))
 )
 
 var (
-	forward_NexusExternal_ProjectList_0    = runtime.ForwardResponseMessage
-	forward_NexusExternal_ProjectCreate_0  = runtime.ForwardResponseMessage
-	forward_NexusExternal_ProjectView_0    = runtime.ForwardResponseMessage
-	forward_NexusExternal_ProjectUpdate_0  = runtime.ForwardResponseMessage
-	forward_NexusExternal_ProjectDelete_0  = runtime.ForwardResponseMessage
-	forward_NexusExternal_SledList_0       = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceList_0   = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceCreate_0 = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceView_0   = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceDelete_0 = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceStart_0  = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceStop_0   = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceReboot_0 = runtime.ForwardResponseMessage
+	forward_NexusExternal_ProjectList_0            = runtime.ForwardResponseMessage
+	forward_NexusExternal_ProjectCreate_0          = runtime.ForwardResponseMessage
+	forward_NexusExternal_ProjectView_0            = runtime.ForwardResponseMessage
+	forward_NexusExternal_ProjectUpdate_0          = runtime.ForwardResponseMessage
+	forward_NexusExternal_ProjectDelete_0          = runtime.ForwardResponseMessage
+	forward_NexusExternal_SledList_0               = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceList_0           = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceCreate_0         = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceView_0           = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceDelete_0         = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceStart_0          = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceStop_0           = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceReboot_0         = runtime.ForwardResponseMessage
+	forward_NexusExternal_ForceTerminateInstance_0 = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceMigrate_0        = runtime.ForwardResponseMessage
+	forward_NexusExternal_SagaListStuck_0          = runtime.ForwardResponseMessage
 )

@@ -23,19 +23,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	NexusExternal_ProjectList_FullMethodName    = "/omicron.nexus.v1.NexusExternal/ProjectList"
-	NexusExternal_ProjectCreate_FullMethodName  = "/omicron.nexus.v1.NexusExternal/ProjectCreate"
-	NexusExternal_ProjectView_FullMethodName    = "/omicron.nexus.v1.NexusExternal/ProjectView"
-	NexusExternal_ProjectUpdate_FullMethodName  = "/omicron.nexus.v1.NexusExternal/ProjectUpdate"
-	NexusExternal_ProjectDelete_FullMethodName  = "/omicron.nexus.v1.NexusExternal/ProjectDelete"
-	NexusExternal_SledList_FullMethodName       = "/omicron.nexus.v1.NexusExternal/SledList"
-	NexusExternal_InstanceList_FullMethodName   = "/omicron.nexus.v1.NexusExternal/InstanceList"
-	NexusExternal_InstanceCreate_FullMethodName = "/omicron.nexus.v1.NexusExternal/InstanceCreate"
-	NexusExternal_InstanceView_FullMethodName   = "/omicron.nexus.v1.NexusExternal/InstanceView"
-	NexusExternal_InstanceDelete_FullMethodName = "/omicron.nexus.v1.NexusExternal/InstanceDelete"
-	NexusExternal_InstanceStart_FullMethodName  = "/omicron.nexus.v1.NexusExternal/InstanceStart"
-	NexusExternal_InstanceStop_FullMethodName   = "/omicron.nexus.v1.NexusExternal/InstanceStop"
-	NexusExternal_InstanceReboot_FullMethodName = "/omicron.nexus.v1.NexusExternal/InstanceReboot"
+	NexusExternal_ProjectList_FullMethodName            = "/omicron.nexus.v1.NexusExternal/ProjectList"
+	NexusExternal_ProjectCreate_FullMethodName          = "/omicron.nexus.v1.NexusExternal/ProjectCreate"
+	NexusExternal_ProjectView_FullMethodName            = "/omicron.nexus.v1.NexusExternal/ProjectView"
+	NexusExternal_ProjectUpdate_FullMethodName          = "/omicron.nexus.v1.NexusExternal/ProjectUpdate"
+	NexusExternal_ProjectDelete_FullMethodName          = "/omicron.nexus.v1.NexusExternal/ProjectDelete"
+	NexusExternal_SledList_FullMethodName               = "/omicron.nexus.v1.NexusExternal/SledList"
+	NexusExternal_InstanceList_FullMethodName           = "/omicron.nexus.v1.NexusExternal/InstanceList"
+	NexusExternal_InstanceCreate_FullMethodName         = "/omicron.nexus.v1.NexusExternal/InstanceCreate"
+	NexusExternal_InstanceView_FullMethodName           = "/omicron.nexus.v1.NexusExternal/InstanceView"
+	NexusExternal_InstanceDelete_FullMethodName         = "/omicron.nexus.v1.NexusExternal/InstanceDelete"
+	NexusExternal_InstanceStart_FullMethodName          = "/omicron.nexus.v1.NexusExternal/InstanceStart"
+	NexusExternal_InstanceStop_FullMethodName           = "/omicron.nexus.v1.NexusExternal/InstanceStop"
+	NexusExternal_InstanceReboot_FullMethodName         = "/omicron.nexus.v1.NexusExternal/InstanceReboot"
+	NexusExternal_ForceTerminateInstance_FullMethodName = "/omicron.nexus.v1.NexusExternal/ForceTerminateInstance"
+	NexusExternal_InstanceMigrate_FullMethodName        = "/omicron.nexus.v1.NexusExternal/InstanceMigrate"
+	NexusExternal_SagaListStuck_FullMethodName          = "/omicron.nexus.v1.NexusExternal/SagaListStuck"
 )
 
 // NexusExternalClient is the client API for NexusExternal service.
@@ -55,6 +58,14 @@ type NexusExternalClient interface {
 	InstanceStart(ctx context.Context, in *InstanceStartRequest, opts ...grpc.CallOption) (*InstanceStartResponse, error)
 	InstanceStop(ctx context.Context, in *InstanceStopRequest, opts ...grpc.CallOption) (*InstanceStopResponse, error)
 	InstanceReboot(ctx context.Context, in *InstanceRebootRequest, opts ...grpc.CallOption) (*InstanceRebootResponse, error)
+	// Terminates every VMM of the instance and returns it settled: stopped,
+	// or failed when a sled-agent had forgotten its VMM (SPEC F1-F12).
+	ForceTerminateInstance(ctx context.Context, in *ForceTerminateInstanceRequest, opts ...grpc.CallOption) (*ForceTerminateInstanceResponse, error)
+	// Moves a running instance to another sled (fleet admin only).
+	InstanceMigrate(ctx context.Context, in *InstanceMigrateRequest, opts ...grpc.CallOption) (*InstanceMigrateResponse, error)
+	// Sagas an operator has to look at: those whose undo kept failing
+	// (fleet admin only).
+	SagaListStuck(ctx context.Context, in *SagaListStuckRequest, opts ...grpc.CallOption) (*SagaListStuckResponse, error)
 }
 
 type nexusExternalClient struct {
@@ -195,6 +206,36 @@ func (c *nexusExternalClient) InstanceReboot(ctx context.Context, in *InstanceRe
 	return out, nil
 }
 
+func (c *nexusExternalClient) ForceTerminateInstance(ctx context.Context, in *ForceTerminateInstanceRequest, opts ...grpc.CallOption) (*ForceTerminateInstanceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForceTerminateInstanceResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_ForceTerminateInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) InstanceMigrate(ctx context.Context, in *InstanceMigrateRequest, opts ...grpc.CallOption) (*InstanceMigrateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceMigrateResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_InstanceMigrate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) SagaListStuck(ctx context.Context, in *SagaListStuckRequest, opts ...grpc.CallOption) (*SagaListStuckResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SagaListStuckResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_SagaListStuck_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NexusExternalServer is the server API for NexusExternal service.
 // All implementations must embed UnimplementedNexusExternalServer
 // for forward compatibility.
@@ -212,6 +253,14 @@ type NexusExternalServer interface {
 	InstanceStart(context.Context, *InstanceStartRequest) (*InstanceStartResponse, error)
 	InstanceStop(context.Context, *InstanceStopRequest) (*InstanceStopResponse, error)
 	InstanceReboot(context.Context, *InstanceRebootRequest) (*InstanceRebootResponse, error)
+	// Terminates every VMM of the instance and returns it settled: stopped,
+	// or failed when a sled-agent had forgotten its VMM (SPEC F1-F12).
+	ForceTerminateInstance(context.Context, *ForceTerminateInstanceRequest) (*ForceTerminateInstanceResponse, error)
+	// Moves a running instance to another sled (fleet admin only).
+	InstanceMigrate(context.Context, *InstanceMigrateRequest) (*InstanceMigrateResponse, error)
+	// Sagas an operator has to look at: those whose undo kept failing
+	// (fleet admin only).
+	SagaListStuck(context.Context, *SagaListStuckRequest) (*SagaListStuckResponse, error)
 	mustEmbedUnimplementedNexusExternalServer()
 }
 
@@ -260,6 +309,15 @@ func (UnimplementedNexusExternalServer) InstanceStop(context.Context, *InstanceS
 }
 func (UnimplementedNexusExternalServer) InstanceReboot(context.Context, *InstanceRebootRequest) (*InstanceRebootResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InstanceReboot not implemented")
+}
+func (UnimplementedNexusExternalServer) ForceTerminateInstance(context.Context, *ForceTerminateInstanceRequest) (*ForceTerminateInstanceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForceTerminateInstance not implemented")
+}
+func (UnimplementedNexusExternalServer) InstanceMigrate(context.Context, *InstanceMigrateRequest) (*InstanceMigrateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstanceMigrate not implemented")
+}
+func (UnimplementedNexusExternalServer) SagaListStuck(context.Context, *SagaListStuckRequest) (*SagaListStuckResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SagaListStuck not implemented")
 }
 func (UnimplementedNexusExternalServer) mustEmbedUnimplementedNexusExternalServer() {}
 func (UnimplementedNexusExternalServer) testEmbeddedByValue()                       {}
@@ -516,6 +574,60 @@ func _NexusExternal_InstanceReboot_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NexusExternal_ForceTerminateInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForceTerminateInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).ForceTerminateInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_ForceTerminateInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).ForceTerminateInstance(ctx, req.(*ForceTerminateInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_InstanceMigrate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceMigrateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).InstanceMigrate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_InstanceMigrate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).InstanceMigrate(ctx, req.(*InstanceMigrateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_SagaListStuck_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SagaListStuckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).SagaListStuck(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_SagaListStuck_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).SagaListStuck(ctx, req.(*SagaListStuckRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NexusExternal_ServiceDesc is the grpc.ServiceDesc for NexusExternal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -574,6 +686,18 @@ var NexusExternal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "InstanceReboot",
 			Handler:    _NexusExternal_InstanceReboot_Handler,
+		},
+		{
+			MethodName: "ForceTerminateInstance",
+			Handler:    _NexusExternal_ForceTerminateInstance_Handler,
+		},
+		{
+			MethodName: "InstanceMigrate",
+			Handler:    _NexusExternal_InstanceMigrate_Handler,
+		},
+		{
+			MethodName: "SagaListStuck",
+			Handler:    _NexusExternal_SagaListStuck_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
