@@ -35,11 +35,19 @@ const (
 	sStopped   = sledagentv1.VmmState_VMM_STATE_STOPPED
 	sRebooting = sledagentv1.VmmState_VMM_STATE_REBOOTING
 	sMigrating = sledagentv1.VmmState_VMM_STATE_MIGRATING
+	sFailed    = sledagentv1.VmmState_VMM_STATE_FAILED
 	sDestroyed = sledagentv1.VmmState_VMM_STATE_DESTROYED
 )
 
 func spec() *sledagentv1.VmmSpec {
 	return &sledagentv1.VmmSpec{Ncpus: 2, MemoryBytes: 4 << 30, Hostname: "guest"}
+}
+
+// sameRuntime reports whether two runtimes are the same state at the same
+// generation and time.
+func sameRuntime(a, b *sledagentv1.VmmRuntime) bool {
+	return a != nil && b != nil && a.GetState() == b.GetState() && a.GetGeneration() == b.GetGeneration() &&
+		a.GetTimeUpdated().AsTime().Equal(b.GetTimeUpdated().AsTime())
 }
 
 func requireNoSuchVMM(t *testing.T, err error) {
@@ -174,10 +182,6 @@ func TestV6_ExplicitModeWalksTheStateMachineAndPublishesEveryStep(t *testing.T) 
 			t.Fatalf("no transition to %s was pending", want)
 		}
 		resp, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
-		if want == sDestroyed {
-			requireNoSuchVMM(t, err)
-			return
-		}
 		if err != nil || resp.GetRuntime().GetState() != want {
 			t.Fatalf("after a step: %v, %v; want %s", resp, err, want)
 		}
@@ -261,9 +265,6 @@ func migrationPair(t *testing.T) (n *sledagenttest.NexusReceiver, src, dst *sled
 func migrationState(t *testing.T, a *sledagenttest.Agent, vmmID string) (sledagentv1.VmmState, *sledagentv1.MigrationRuntime, *sledagentv1.MigrationRuntime) {
 	t.Helper()
 	resp, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: vmmID})
-	if status.Code(err) == codes.NotFound {
-		return sDestroyed, nil, nil
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,8 +291,8 @@ func TestV6_MigrationMovesTheGuestFromSourceToTarget(t *testing.T) {
 		t.Fatalf("target is %s with migration_in %v after completing", st, in)
 	}
 	src.Step(source, false)
-	if st, _, _ := migrationState(t, src, source); st != sDestroyed {
-		t.Fatalf("source is %s after the migration completed, want destroyed", st)
+	if st, _, out := migrationState(t, src, source); st != sDestroyed || out.GetState() != completed {
+		t.Fatalf("source is %s with migration_out %v after the migration completed, want destroyed with it completed", st, out)
 	}
 	u := n.WaitUpdate(source, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sDestroyed })
 	if u.GetMigrationOut().GetState() != completed {
@@ -308,16 +309,30 @@ func TestV6_MigrationMovesTheGuestFromSourceToTarget(t *testing.T) {
 	}
 }
 
+// A failed target reports it, then leaves the sled: a failed Propolis never
+// runs again, and nexus must not find it registered once unlinked. The sled
+// remembers how it ended: failed, never "unknown".
 func TestV6_MigrationFromAVanishedSourceFailsTheTarget(t *testing.T) {
-	_, src, dst, source, target, _ := migrationPair(t)
+	n, src, dst, source, target, _ := migrationPair(t)
 	if _, err := src.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: source}); err != nil {
 		t.Fatal(err)
 	}
 	dst.EnsureState(target, migrationTarget)
 	dst.Step(target, false)
+	u := n.WaitUpdate(target, func(u *nexusv1.VmmStateUpdateRequest) bool {
+		return u.GetRuntime().GetState() == sFailed &&
+			u.GetMigrationIn().GetState() == sledagentv1.MigrationState_MIGRATION_STATE_FAILED
+	})
+	if len(dst.Inventory().GetVmms()) != 0 {
+		t.Fatal("the failed target is still registered")
+	}
 	st, in, _ := migrationState(t, dst, target)
-	if st != sledagentv1.VmmState_VMM_STATE_FAILED || in.GetState() != sledagentv1.MigrationState_MIGRATION_STATE_FAILED {
-		t.Fatalf("target is %s with migration_in %v, want failed", st, in)
+	if st != sFailed || in.GetState() != sledagentv1.MigrationState_MIGRATION_STATE_FAILED {
+		t.Fatalf("GetVmmState of the failed target: %s with migration_in %v, want its end: failed", st, in)
+	}
+	resp, err := dst.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: target})
+	if err != nil || !sameRuntime(resp.GetUpdatedRuntime(), u.GetRuntime()) {
+		t.Fatalf("unregistering the failed target: %v, %v; want its final runtime %v", resp, err, u.GetRuntime())
 	}
 }
 
@@ -366,8 +381,10 @@ func TestV3_RudeUnregisterDoesNotWaitForAHungStop(t *testing.T) {
 	if rt.GetState() != sDestroyed || rt.GetGeneration() != before.GetRuntime().GetGeneration()+1 {
 		t.Fatalf("unregister answered %v, want destroyed at generation %d", rt, before.GetRuntime().GetGeneration()+1)
 	}
-	_, err = a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
-	requireNoSuchVMM(t, err)
+	after, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
+	if err != nil || !sameRuntime(after.GetRuntime(), rt) {
+		t.Fatalf("GetVmmState after unregistering: %v, %v; want its end %v", after, err, rt)
+	}
 	if len(a.Inventory().GetVmms()) != 0 {
 		t.Fatal("the VMM's zone is still listed")
 	}
@@ -386,21 +403,38 @@ func TestV3_RudeUnregisterDoesNotWaitForAHungStop(t *testing.T) {
 	}
 }
 
-func TestV3_UnregisteringAnUnknownVMMAnswersEmpty(t *testing.T) {
-	a := sledagenttest.Start(t, sledagenttest.Explicit)
+// Unregistering again answers the same end (an unregistered VMM has ended,
+// it is not unknown) and publishes nothing; only a VMM the sled never knew
+// answers empty.
+func TestV3_UnregisterIsIdempotentAndAnUnknownVMMAnswersEmpty(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
 	id := a.Register()
-	for i := 0; i < 2; i++ {
+	var first *sledagentv1.VmmRuntime
+	for i := 0; i < 3; i++ {
 		resp, err := a.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: id})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if (i == 0) != (resp.GetUpdatedRuntime() != nil) {
-			t.Fatalf("call %d answered %v", i, resp)
+		rt := resp.GetUpdatedRuntime()
+		if i == 0 {
+			if rt.GetState() != sDestroyed || rt.GetGeneration() != 3 {
+				t.Fatalf("first unregister answered %v, want destroyed at generation 3 (starting was 2)", rt)
+			}
+			first = rt
+		} else if !sameRuntime(rt, first) {
+			t.Fatalf("unregister %d answered %v, want the same end %v", i, rt, first)
 		}
 	}
 	resp, err := a.Client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: uuid.NewString()})
 	if err != nil || resp.GetUpdatedRuntime() != nil {
 		t.Fatalf("unknown VMM: %v, %v; want an empty answer", resp, err)
+	}
+	publicationBarrier(t, a, n)
+	for _, u := range n.Updates(id) {
+		if u.GetRuntime().GetGeneration() >= first.GetGeneration() {
+			t.Fatalf("published %v after unregistering at generation %d", u.GetRuntime(), first.GetGeneration())
+		}
 	}
 }
 
@@ -573,8 +607,9 @@ func TestV8_AgentRegistersAndHeartbeatsOnceNexusIsReachable(t *testing.T) {
 // TestV5_ConcurrentRequestsOnOneVMMStayConsistent fires many concurrent
 // EnsureState and EnsureUnregistered calls at one VMM while transitions
 // complete, then checks one consistent outcome: generations strictly
-// increasing in what nexus received and in what the calls answered after
-// each other, and the VMM either gone everywhere or present everywhere.
+// increasing in what nexus received, every unregister answering one and the
+// same end, the VMM either ended everywhere or registered everywhere, and
+// never NO_SUCH_VMM: the sled never forgets a VMM that ended (F9).
 func TestV5_ConcurrentRequestsOnOneVMMStayConsistent(t *testing.T) {
 	for round := 0; round < 20; round++ {
 		n := sledagenttest.StartNexus(t)
@@ -598,16 +633,19 @@ func TestV5_ConcurrentRequestsOnOneVMMStayConsistent(t *testing.T) {
 							t.Error(err)
 							return
 						}
-						if rt := resp.GetUpdatedRuntime(); rt != nil {
-							mu.Lock()
-							unregistered = append(unregistered, rt.GetGeneration())
-							mu.Unlock()
+						rt := resp.GetUpdatedRuntime()
+						if rt.GetState() != sDestroyed && rt.GetState() != sFailed {
+							t.Errorf("EnsureUnregistered answered %v, want the VMM's end", rt)
+							return
 						}
+						mu.Lock()
+						unregistered = append(unregistered, rt.GetGeneration())
+						mu.Unlock()
 					default:
 						target := []sledagentv1.VmmTargetState{running, stopped, reboot}[rng.IntN(3)]
 						_, err := a.Client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: id, Target: target})
 						switch apierror.Reason(err) {
-						case "", "NO_SUCH_VMM", "VMM_TARGET_UNREACHABLE":
+						case "", "VMM_TARGET_UNREACHABLE":
 						default:
 							t.Errorf("EnsureState(%s): %v", target, err)
 							return
@@ -617,24 +655,47 @@ func TestV5_ConcurrentRequestsOnOneVMMStayConsistent(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		if len(unregistered) > 1 {
-			t.Fatalf("round %d: %d calls each claim to have unregistered the VMM", round, len(unregistered))
+		for _, g := range unregistered {
+			if g != unregistered[0] {
+				t.Fatalf("round %d: unregister calls answered different ends at generations %v", round, unregistered)
+			}
 		}
-		_, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
-		gone := status.Code(err) == codes.NotFound
+		resp, err := a.Client.GetVmmState(ctx, &sledagentv1.GetVmmStateRequest{VmmId: id})
+		if err != nil {
+			t.Fatalf("round %d: GetVmmState: %v; the sled must not forget a VMM", round, err)
+		}
+		final := resp.GetRuntime()
+		gone := final.GetState() == sDestroyed
 		if listed := len(a.Inventory().GetVmms()) == 1; listed == gone {
-			t.Fatalf("round %d: GetVmmState says gone=%v but inventory lists it=%v", round, gone, listed)
+			t.Fatalf("round %d: GetVmmState says %v but inventory lists it=%v", round, final, listed)
+		}
+		if len(unregistered) > 0 && (!gone || final.GetGeneration() != unregistered[0]) {
+			t.Fatalf("round %d: unregister answered generation %d, the VMM's end is %v", round, unregistered[0], final)
 		}
 		publicationBarrier(t, a, n)
-		published := states(t, n, id) // checks strictly increasing generations
-		if len(unregistered) == 1 {
-			for _, u := range n.Updates(id) {
-				if u.GetRuntime().GetGeneration() >= unregistered[0] {
-					t.Fatalf("round %d: published generation %d at or after the unregister's %d", round, u.GetRuntime().GetGeneration(), unregistered[0])
-				}
+		states(t, n, id) // checks strictly increasing generations
+		// The last update nexus received; nil when the VMM was unregistered
+		// before anything was delivered.
+		var last *sledagentv1.VmmRuntime
+		if published := n.Updates(id); len(published) > 0 {
+			last = published[len(published)-1].GetRuntime()
+		}
+		switch {
+		case !gone:
+		case last.GetState() == sDestroyed:
+			// Destroyed by a stop (and published) before any unregister:
+			// every unregister answered that end.
+			if last.GetGeneration() != final.GetGeneration() {
+				t.Fatalf("round %d: published end %v, the sled answers %v", round, last, final)
 			}
-		} else if gone && published[len(published)-1] != sDestroyed {
-			t.Fatalf("round %d: VMM gone without unregister, last published %v", round, published)
+		case len(unregistered) == 0:
+			t.Fatalf("round %d: VMM ended %v without an unregister, last published %v", round, final, last)
+		default:
+			// Unregistered while registered: nothing published at or
+			// after the unregister's generation.
+			if last.GetGeneration() >= final.GetGeneration() {
+				t.Fatalf("round %d: published generation %d at or after the unregister's %d", round, last.GetGeneration(), final.GetGeneration())
+			}
 		}
 		a.Stop()
 		n.Stop()

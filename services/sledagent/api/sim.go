@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
@@ -215,4 +216,14 @@ func attempts(v *apierror.Violations, count uint32) {
 	if count == 0 {
 		v.Add("count", "must be at least 1")
 	}
+}
+
+func (h *SledAgentSim) GetRpcFaults(context.Context, *sledagentv1.GetRpcFaultsRequest) (*sledagentv1.GetRpcFaultsResponse, error) {
+	s := h.rpcFaults.State()
+	resp := &sledagentv1.GetRpcFaultsResponse{BlackHole: s.BlackHole, Latency: durationpb.New(s.Latency),
+		HeldCalls: make([]*sledagentv1.HeldCall, 0, len(s.Held))}
+	for _, c := range s.Held {
+		resp.HeldCalls = append(resp.HeldCalls, &sledagentv1.HeldCall{Method: c.Method, VmmId: c.VMMID})
+	}
+	return resp, nil
 }

@@ -196,3 +196,31 @@ func (a *Agent) Step(vmmID string, drain bool) int {
 	}
 	return int(resp.GetTransitions())
 }
+
+// RPCFaults fetches the agent's RPC faults and the calls its black hole
+// holds.
+func (a *Agent) RPCFaults() *sledagentv1.GetRpcFaultsResponse {
+	a.t.Helper()
+	resp, err := a.Sim.GetRpcFaults(context.Background(), &sledagentv1.GetRpcFaultsRequest{})
+	if err != nil {
+		a.t.Fatalf("GetRpcFaults: %v", err)
+	}
+	return resp
+}
+
+// WaitHeld polls until the agent's black hole holds a call of method (its
+// full gRPC name, e.g. sledagentv1.SledAgent_EnsureUnregistered_FullMethodName)
+// for vmmID ("" for any), so a test knows the call has reached the sled and
+// waits there before staging what happens next.
+func (a *Agent) WaitHeld(method string, vmmID string) {
+	a.t.Helper()
+	testutil.WaitFor(a.t, 10*time.Second, func() error {
+		held := a.RPCFaults().GetHeldCalls()
+		for _, c := range held {
+			if c.GetMethod() == method && (vmmID == "" || c.GetVmmId() == vmmID) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s call for VMM %q held; held: %v", method, vmmID, held)
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	hypervisorsim "github.com/rackplane/rackplane/services/sledagent/hypervisor/sim"
@@ -61,11 +62,14 @@ func TestV3_ALateObservationOfAnUnregisteredVMMIsNotPublished(t *testing.T) {
 		t.Fatalf("unregister returned %+v", final)
 	}
 	before := pub.count()
-	m.Observe(id, vmm.Observation{State: vmm.StateRunning})
+	m.Observe(id, vmm.Observation{Incarnation: 1, State: vmm.StateRunning})
 	if pub.count() != before {
 		t.Fatal("an observation after unregistering was published")
 	}
-	if _, err := m.Get(id); err == nil {
+	if v, err := m.Get(id); err != nil || v.Runtime != *final {
+		t.Fatalf("after a late observation: %+v, %v; want the VMM's end %+v", v.Runtime, err, *final)
+	}
+	if len(m.List()) != 0 {
 		t.Fatal("a late observation brought the VMM back")
 	}
 }
@@ -124,13 +128,22 @@ func TestV2_AStopRacingTheFinalObservationIsNotAnsweredNoSuchVMM(t *testing.T) {
 	}
 	close(release)
 	<-done
-	if _, err := m.Get(id); !errors.Is(err, vmm.ErrNoSuchVMM) {
-		t.Fatalf("after the observation: %v, want ErrNoSuchVMM", err)
+	// And after it, the VMM has ended: still not "gone".
+	v, err := m.Get(id)
+	if err != nil || v.Runtime.State != vmm.StateDestroyed {
+		t.Fatalf("after the observation: %+v, %v; want the VMM's end", v.Runtime, err)
+	}
+	if rt, err := m.EnsureState(id, vmm.TargetStopped); err != nil || rt != v.Runtime {
+		t.Fatalf("stop after the observation: %+v, %v; want the VMM's end %+v", rt, err, v.Runtime)
+	}
+	if _, err := m.EnsureState(id, vmm.TargetRunning); !errors.Is(err, vmm.ErrUnreachableTarget) {
+		t.Fatalf("run after the observation: %v, want ErrUnreachableTarget", err)
 	}
 }
 
 // TestV5_AnObservationOfAnEarlierIncarnationIsDropped: the same VMM id
-// registered again must not inherit news about the VMM it replaced.
+// registered again (possible only once the sled forgot it, as after a
+// restart) must not inherit news about the VMM it replaced.
 func TestV5_AnObservationOfAnEarlierIncarnationIsDropped(t *testing.T) {
 	m, _, pub := newManager(t)
 	id := uuid.New()
@@ -140,6 +153,9 @@ func TestV5_AnObservationOfAnEarlierIncarnationIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.EnsureUnregistered(id)
+	if !m.Forget(id) {
+		t.Fatal("Forget did not know the ended VMM")
+	}
 	if _, err := m.EnsureRegistered(reg); err != nil {
 		t.Fatal(err)
 	}
@@ -147,5 +163,77 @@ func TestV5_AnObservationOfAnEarlierIncarnationIsDropped(t *testing.T) {
 	m.Observe(id, vmm.Observation{Incarnation: 1, State: vmm.StateRunning})
 	if v, _ := m.Get(id); v.Runtime.State != vmm.StateStarting || pub.count() != before {
 		t.Fatalf("a stale incarnation's observation was applied: %+v", v.Runtime)
+	}
+}
+
+// TestV3_AFailedVMMIsRememberedAsFailed: a VMM whose Propolis failed leaves
+// the table, and every later question about it answers that end.
+func TestV3_AFailedVMMIsRememberedAsFailed(t *testing.T) {
+	m, _, pub := newManager(t)
+	id := register(t, m)
+	m.Observe(id, vmm.Observation{Incarnation: 1, State: vmm.StateFailed})
+	v, err := m.Get(id)
+	if err != nil || v.Runtime.State != vmm.StateFailed || v.Runtime.Generation != 3 {
+		t.Fatalf("Get of a failed VMM: %+v, %v; want failed at generation 3", v.Runtime, err)
+	}
+	before := pub.count()
+	if rt := m.EnsureUnregistered(id); rt == nil || *rt != v.Runtime {
+		t.Fatalf("unregistering a failed VMM answered %+v, want its end %+v", rt, v.Runtime)
+	}
+	if rt, err := m.EnsureState(id, vmm.TargetStopped); err != nil || rt != v.Runtime {
+		t.Fatalf("stopping a failed VMM: %+v, %v; want its end", rt, err)
+	}
+	for _, target := range []vmm.Target{vmm.TargetRunning, vmm.TargetReboot, vmm.TargetMigrationTarget} {
+		if _, err := m.EnsureState(id, target); !errors.Is(err, vmm.ErrUnreachableTarget) || errors.Is(err, vmm.ErrNoSuchVMM) {
+			t.Fatalf("EnsureState(%s) of a failed VMM: %v, want ErrUnreachableTarget", target, err)
+		}
+	}
+	if pub.count() != before || len(m.List()) != 0 {
+		t.Fatalf("questions about a failed VMM published %d updates or listed it", pub.count()-before)
+	}
+}
+
+// TestV3_TheManagerRemembersTheMostRecentEndedVMMs: the memory of ended
+// VMMs is bounded; the one that ended longest ago is forgotten first, and
+// a forgotten one is unknown again.
+func TestV3_TheManagerRemembersTheMostRecentEndedVMMs(t *testing.T) {
+	h := hypervisorsim.New(hypervisorsim.ModeExplicit, 0, nil)
+	m := vmm.NewManager(h, &recorder{}, zap.NewNop())
+	h.SetObserver(m.Observe)
+	ids := make([]uuid.UUID, vmm.EndedLimit+2)
+	for i := range ids {
+		ids[i] = register(t, m)
+		if m.EnsureUnregistered(ids[i]) == nil {
+			t.Fatalf("unregistering VMM %d answered nil", i)
+		}
+	}
+	for i, id := range ids {
+		rt := m.EnsureUnregistered(id)
+		if i < 2 {
+			if rt != nil {
+				t.Fatalf("VMM %d, ended %d VMMs ago, is still remembered: %+v", i, len(ids)-i, rt)
+			}
+			if _, err := m.Get(id); !errors.Is(err, vmm.ErrNoSuchVMM) {
+				t.Fatalf("Get of forgotten VMM %d: %v, want ErrNoSuchVMM", i, err)
+			}
+			continue
+		}
+		if rt == nil || rt.State != vmm.StateDestroyed {
+			t.Fatalf("VMM %d, one of the last %d ended, answered %+v", i, vmm.EndedLimit, rt)
+		}
+	}
+	// Forgetting one frees its place: the next end evicts no one else.
+	if !m.Forget(ids[2]) {
+		t.Fatal("Forget did not know an ended VMM")
+	}
+	last := register(t, m)
+	m.EnsureUnregistered(last)
+	for _, id := range append(ids[3:], last) {
+		if m.EnsureUnregistered(id) == nil {
+			t.Fatalf("VMM %s was forgotten although a place was free", id)
+		}
+	}
+	if m.EnsureUnregistered(ids[2]) != nil {
+		t.Fatal("a forgotten VMM is remembered again")
 	}
 }

@@ -102,7 +102,8 @@ type Registration struct {
 	MigrationTarget   *MigrationTarget
 }
 
-// View is a registered VMM as callers see it.
+// View is a registered VMM as callers see it, or the final view of one
+// that ended.
 type View struct {
 	VMM          uuid.UUID
 	Instance     uuid.UUID
@@ -137,11 +138,12 @@ type Observation struct {
 }
 
 var (
-	// ErrNoSuchVMM means the sled does not know the VMM: the one answer
-	// nexus treats as "VMM gone".
+	// ErrNoSuchVMM means the sled does not know the VMM (never did, or
+	// forgot it): the one answer nexus treats as "VMM gone". A VMM that
+	// ended here is not unknown.
 	ErrNoSuchVMM = errors.New("no such VMM on this sled")
 	// ErrAlreadyExists means the VMM id is registered for another instance
-	// or with another spec.
+	// or with another spec, or ended here as another instance's VMM.
 	ErrAlreadyExists = errors.New("VMM already registered differently")
 	// ErrUnreachableTarget means the VMM cannot move to the requested
 	// state from where it is (a stopping VMM cannot run again, say).

@@ -1357,6 +1357,163 @@ func (*ClearVmmFaultsResponse) Descriptor() ([]byte, []int) {
 	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{29}
 }
 
+type GetRpcFaultsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRpcFaultsRequest) Reset() {
+	*x = GetRpcFaultsRequest{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRpcFaultsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRpcFaultsRequest) ProtoMessage() {}
+
+func (x *GetRpcFaultsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRpcFaultsRequest.ProtoReflect.Descriptor instead.
+func (*GetRpcFaultsRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{30}
+}
+
+type GetRpcFaultsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the black hole is open.
+	BlackHole bool `protobuf:"varint,1,opt,name=black_hole,json=blackHole,proto3" json:"black_hole,omitempty"`
+	// The latency added to every SledAgent call; zero for none.
+	Latency *durationpb.Duration `protobuf:"bytes,2,opt,name=latency,proto3" json:"latency,omitempty"`
+	// The SledAgent calls the black hole holds, in the order they arrived. A
+	// call is listed from when the hole catches it until it leaves: the hole
+	// is lifted (the call then proceeds) or its caller gives up.
+	HeldCalls     []*HeldCall `protobuf:"bytes,3,rep,name=held_calls,json=heldCalls,proto3" json:"held_calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRpcFaultsResponse) Reset() {
+	*x = GetRpcFaultsResponse{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRpcFaultsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRpcFaultsResponse) ProtoMessage() {}
+
+func (x *GetRpcFaultsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRpcFaultsResponse.ProtoReflect.Descriptor instead.
+func (*GetRpcFaultsResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetRpcFaultsResponse) GetBlackHole() bool {
+	if x != nil {
+		return x.BlackHole
+	}
+	return false
+}
+
+func (x *GetRpcFaultsResponse) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *GetRpcFaultsResponse) GetHeldCalls() []*HeldCall {
+	if x != nil {
+		return x.HeldCalls
+	}
+	return nil
+}
+
+// A SledAgent call held by the black hole.
+type HeldCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The full gRPC method name, e.g.
+	// "/omicron.sledagent.v1.SledAgent/EnsureUnregistered".
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// The request's vmm_id; empty for a request without one.
+	VmmId         string `protobuf:"bytes,2,opt,name=vmm_id,json=vmmId,proto3" json:"vmm_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldCall) Reset() {
+	*x = HeldCall{}
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldCall) ProtoMessage() {}
+
+func (x *HeldCall) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldCall.ProtoReflect.Descriptor instead.
+func (*HeldCall) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *HeldCall) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *HeldCall) GetVmmId() string {
+	if x != nil {
+		return x.VmmId
+	}
+	return ""
+}
+
 type BeginMigrationOutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SourceVmmId   string                 `protobuf:"bytes,1,opt,name=source_vmm_id,json=sourceVmmId,proto3" json:"source_vmm_id,omitempty"`
@@ -1368,7 +1525,7 @@ type BeginMigrationOutRequest struct {
 
 func (x *BeginMigrationOutRequest) Reset() {
 	*x = BeginMigrationOutRequest{}
-	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[30]
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1537,7 @@ func (x *BeginMigrationOutRequest) String() string {
 func (*BeginMigrationOutRequest) ProtoMessage() {}
 
 func (x *BeginMigrationOutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[30]
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1550,7 @@ func (x *BeginMigrationOutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginMigrationOutRequest.ProtoReflect.Descriptor instead.
 func (*BeginMigrationOutRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{30}
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BeginMigrationOutRequest) GetSourceVmmId() string {
@@ -1425,7 +1582,7 @@ type BeginMigrationOutResponse struct {
 
 func (x *BeginMigrationOutResponse) Reset() {
 	*x = BeginMigrationOutResponse{}
-	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[31]
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1594,7 @@ func (x *BeginMigrationOutResponse) String() string {
 func (*BeginMigrationOutResponse) ProtoMessage() {}
 
 func (x *BeginMigrationOutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[31]
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1607,7 @@ func (x *BeginMigrationOutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginMigrationOutResponse.ProtoReflect.Descriptor instead.
 func (*BeginMigrationOutResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{31}
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{34}
 }
 
 type EndMigrationOutRequest struct {
@@ -1464,7 +1621,7 @@ type EndMigrationOutRequest struct {
 
 func (x *EndMigrationOutRequest) Reset() {
 	*x = EndMigrationOutRequest{}
-	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[32]
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1633,7 @@ func (x *EndMigrationOutRequest) String() string {
 func (*EndMigrationOutRequest) ProtoMessage() {}
 
 func (x *EndMigrationOutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[32]
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1646,7 @@ func (x *EndMigrationOutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndMigrationOutRequest.ProtoReflect.Descriptor instead.
 func (*EndMigrationOutRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{32}
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *EndMigrationOutRequest) GetSourceVmmId() string {
@@ -1521,7 +1678,7 @@ type EndMigrationOutResponse struct {
 
 func (x *EndMigrationOutResponse) Reset() {
 	*x = EndMigrationOutResponse{}
-	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[33]
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +1690,7 @@ func (x *EndMigrationOutResponse) String() string {
 func (*EndMigrationOutResponse) ProtoMessage() {}
 
 func (x *EndMigrationOutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[33]
+	mi := &file_omicron_sledagent_v1_sim_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +1703,7 @@ func (x *EndMigrationOutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndMigrationOutResponse.ProtoReflect.Descriptor instead.
 func (*EndMigrationOutResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{33}
+	return file_omicron_sledagent_v1_sim_proto_rawDescGZIP(), []int{36}
 }
 
 var File_omicron_sledagent_v1_sim_proto protoreflect.FileDescriptor
@@ -1607,7 +1764,17 @@ const file_omicron_sledagent_v1_sim_proto_rawDesc = "" +
 	"\alatency\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\alatency\"\x17\n" +
 	"\x15SetRpcLatencyResponse\"\x17\n" +
 	"\x15ClearVmmFaultsRequest\"\x18\n" +
-	"\x16ClearVmmFaultsResponse\"\x85\x01\n" +
+	"\x16ClearVmmFaultsResponse\"\x15\n" +
+	"\x13GetRpcFaultsRequest\"\xa9\x01\n" +
+	"\x14GetRpcFaultsResponse\x12\x1d\n" +
+	"\n" +
+	"black_hole\x18\x01 \x01(\bR\tblackHole\x123\n" +
+	"\alatency\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12=\n" +
+	"\n" +
+	"held_calls\x18\x03 \x03(\v2\x1e.omicron.sledagent.v1.HeldCallR\theldCalls\"9\n" +
+	"\bHeldCall\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12\x15\n" +
+	"\x06vmm_id\x18\x02 \x01(\tR\x05vmmId\"\x85\x01\n" +
 	"\x18BeginMigrationOutRequest\x12\"\n" +
 	"\rsource_vmm_id\x18\x01 \x01(\tR\vsourceVmmId\x12!\n" +
 	"\fmigration_id\x18\x02 \x01(\tR\vmigrationId\x12\"\n" +
@@ -1621,7 +1788,7 @@ const file_omicron_sledagent_v1_sim_proto_rawDesc = "" +
 	"\x0eHypervisorMode\x12\x1f\n" +
 	"\x1bHYPERVISOR_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HYPERVISOR_MODE_AUTO\x10\x01\x12\x1c\n" +
-	"\x18HYPERVISOR_MODE_EXPLICIT\x10\x022\xe5\f\n" +
+	"\x18HYPERVISOR_MODE_EXPLICIT\x10\x022\xcc\r\n" +
 	"\fSledAgentSim\x12h\n" +
 	"\rFailZoneStart\x12*.omicron.sledagent.v1.FailZoneStartRequest\x1a+.omicron.sledagent.v1.FailZoneStartResponse\x12q\n" +
 	"\x10FailZoneShutdown\x12-.omicron.sledagent.v1.FailZoneShutdownRequest\x1a..omicron.sledagent.v1.FailZoneShutdownResponse\x12q\n" +
@@ -1637,7 +1804,8 @@ const file_omicron_sledagent_v1_sim_proto_rawDesc = "" +
 	"\tForgetVmm\x12&.omicron.sledagent.v1.ForgetVmmRequest\x1a'.omicron.sledagent.v1.ForgetVmmResponse\x12e\n" +
 	"\fSetBlackHole\x12).omicron.sledagent.v1.SetBlackHoleRequest\x1a*.omicron.sledagent.v1.SetBlackHoleResponse\x12h\n" +
 	"\rSetRpcLatency\x12*.omicron.sledagent.v1.SetRpcLatencyRequest\x1a+.omicron.sledagent.v1.SetRpcLatencyResponse\x12k\n" +
-	"\x0eClearVmmFaults\x12+.omicron.sledagent.v1.ClearVmmFaultsRequest\x1a,.omicron.sledagent.v1.ClearVmmFaultsResponse2\xf4\x01\n" +
+	"\x0eClearVmmFaults\x12+.omicron.sledagent.v1.ClearVmmFaultsRequest\x1a,.omicron.sledagent.v1.ClearVmmFaultsResponse\x12e\n" +
+	"\fGetRpcFaults\x12).omicron.sledagent.v1.GetRpcFaultsRequest\x1a*.omicron.sledagent.v1.GetRpcFaultsResponse2\xf4\x01\n" +
 	"\fSimMigration\x12t\n" +
 	"\x11BeginMigrationOut\x12..omicron.sledagent.v1.BeginMigrationOutRequest\x1a/.omicron.sledagent.v1.BeginMigrationOutResponse\x12n\n" +
 	"\x0fEndMigrationOut\x12,.omicron.sledagent.v1.EndMigrationOutRequest\x1a-.omicron.sledagent.v1.EndMigrationOutResponseBIZGgithub.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1;sledagentv1b\x06proto3"
@@ -1655,7 +1823,7 @@ func file_omicron_sledagent_v1_sim_proto_rawDescGZIP() []byte {
 }
 
 var file_omicron_sledagent_v1_sim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_omicron_sledagent_v1_sim_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_omicron_sledagent_v1_sim_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_omicron_sledagent_v1_sim_proto_goTypes = []any{
 	(HypervisorMode)(0),                 // 0: omicron.sledagent.v1.HypervisorMode
 	(*FailZoneStartRequest)(nil),        // 1: omicron.sledagent.v1.FailZoneStartRequest
@@ -1688,59 +1856,66 @@ var file_omicron_sledagent_v1_sim_proto_goTypes = []any{
 	(*SetRpcLatencyResponse)(nil),       // 28: omicron.sledagent.v1.SetRpcLatencyResponse
 	(*ClearVmmFaultsRequest)(nil),       // 29: omicron.sledagent.v1.ClearVmmFaultsRequest
 	(*ClearVmmFaultsResponse)(nil),      // 30: omicron.sledagent.v1.ClearVmmFaultsResponse
-	(*BeginMigrationOutRequest)(nil),    // 31: omicron.sledagent.v1.BeginMigrationOutRequest
-	(*BeginMigrationOutResponse)(nil),   // 32: omicron.sledagent.v1.BeginMigrationOutResponse
-	(*EndMigrationOutRequest)(nil),      // 33: omicron.sledagent.v1.EndMigrationOutRequest
-	(*EndMigrationOutResponse)(nil),     // 34: omicron.sledagent.v1.EndMigrationOutResponse
-	(ShutdownStep)(0),                   // 35: omicron.sledagent.v1.ShutdownStep
-	(*durationpb.Duration)(nil),         // 36: google.protobuf.Duration
+	(*GetRpcFaultsRequest)(nil),         // 31: omicron.sledagent.v1.GetRpcFaultsRequest
+	(*GetRpcFaultsResponse)(nil),        // 32: omicron.sledagent.v1.GetRpcFaultsResponse
+	(*HeldCall)(nil),                    // 33: omicron.sledagent.v1.HeldCall
+	(*BeginMigrationOutRequest)(nil),    // 34: omicron.sledagent.v1.BeginMigrationOutRequest
+	(*BeginMigrationOutResponse)(nil),   // 35: omicron.sledagent.v1.BeginMigrationOutResponse
+	(*EndMigrationOutRequest)(nil),      // 36: omicron.sledagent.v1.EndMigrationOutRequest
+	(*EndMigrationOutResponse)(nil),     // 37: omicron.sledagent.v1.EndMigrationOutResponse
+	(ShutdownStep)(0),                   // 38: omicron.sledagent.v1.ShutdownStep
+	(*durationpb.Duration)(nil),         // 39: google.protobuf.Duration
 }
 var file_omicron_sledagent_v1_sim_proto_depIdxs = []int32{
-	35, // 0: omicron.sledagent.v1.FailZoneShutdownRequest.step:type_name -> omicron.sledagent.v1.ShutdownStep
-	36, // 1: omicron.sledagent.v1.SetZoneLatencyRequest.start:type_name -> google.protobuf.Duration
-	36, // 2: omicron.sledagent.v1.SetZoneLatencyRequest.shutdown_step:type_name -> google.protobuf.Duration
+	38, // 0: omicron.sledagent.v1.FailZoneShutdownRequest.step:type_name -> omicron.sledagent.v1.ShutdownStep
+	39, // 1: omicron.sledagent.v1.SetZoneLatencyRequest.start:type_name -> google.protobuf.Duration
+	39, // 2: omicron.sledagent.v1.SetZoneLatencyRequest.shutdown_step:type_name -> google.protobuf.Duration
 	0,  // 3: omicron.sledagent.v1.SetHypervisorModeRequest.mode:type_name -> omicron.sledagent.v1.HypervisorMode
-	36, // 4: omicron.sledagent.v1.SetHypervisorModeRequest.transition_delay:type_name -> google.protobuf.Duration
-	36, // 5: omicron.sledagent.v1.SetRpcLatencyRequest.latency:type_name -> google.protobuf.Duration
-	1,  // 6: omicron.sledagent.v1.SledAgentSim.FailZoneStart:input_type -> omicron.sledagent.v1.FailZoneStartRequest
-	3,  // 7: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:input_type -> omicron.sledagent.v1.FailZoneShutdownRequest
-	5,  // 8: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:input_type -> omicron.sledagent.v1.HangZoneShutdownRequest
-	7,  // 9: omicron.sledagent.v1.SledAgentSim.ReleaseZoneShutdown:input_type -> omicron.sledagent.v1.ReleaseZoneShutdownRequest
-	9,  // 10: omicron.sledagent.v1.SledAgentSim.SetZoneLatency:input_type -> omicron.sledagent.v1.SetZoneLatencyRequest
-	11, // 11: omicron.sledagent.v1.SledAgentSim.ClearZoneFaults:input_type -> omicron.sledagent.v1.ClearZoneFaultsRequest
-	13, // 12: omicron.sledagent.v1.SledAgentSim.PokeReconciler:input_type -> omicron.sledagent.v1.PokeReconcilerRequest
-	15, // 13: omicron.sledagent.v1.SledAgentSim.SetHypervisorMode:input_type -> omicron.sledagent.v1.SetHypervisorModeRequest
-	17, // 14: omicron.sledagent.v1.SledAgentSim.StepVmms:input_type -> omicron.sledagent.v1.StepVmmsRequest
-	19, // 15: omicron.sledagent.v1.SledAgentSim.HangVmmStop:input_type -> omicron.sledagent.v1.HangVmmStopRequest
-	21, // 16: omicron.sledagent.v1.SledAgentSim.FailEnsureState:input_type -> omicron.sledagent.v1.FailEnsureStateRequest
-	23, // 17: omicron.sledagent.v1.SledAgentSim.ForgetVmm:input_type -> omicron.sledagent.v1.ForgetVmmRequest
-	25, // 18: omicron.sledagent.v1.SledAgentSim.SetBlackHole:input_type -> omicron.sledagent.v1.SetBlackHoleRequest
-	27, // 19: omicron.sledagent.v1.SledAgentSim.SetRpcLatency:input_type -> omicron.sledagent.v1.SetRpcLatencyRequest
-	29, // 20: omicron.sledagent.v1.SledAgentSim.ClearVmmFaults:input_type -> omicron.sledagent.v1.ClearVmmFaultsRequest
-	31, // 21: omicron.sledagent.v1.SimMigration.BeginMigrationOut:input_type -> omicron.sledagent.v1.BeginMigrationOutRequest
-	33, // 22: omicron.sledagent.v1.SimMigration.EndMigrationOut:input_type -> omicron.sledagent.v1.EndMigrationOutRequest
-	2,  // 23: omicron.sledagent.v1.SledAgentSim.FailZoneStart:output_type -> omicron.sledagent.v1.FailZoneStartResponse
-	4,  // 24: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:output_type -> omicron.sledagent.v1.FailZoneShutdownResponse
-	6,  // 25: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:output_type -> omicron.sledagent.v1.HangZoneShutdownResponse
-	8,  // 26: omicron.sledagent.v1.SledAgentSim.ReleaseZoneShutdown:output_type -> omicron.sledagent.v1.ReleaseZoneShutdownResponse
-	10, // 27: omicron.sledagent.v1.SledAgentSim.SetZoneLatency:output_type -> omicron.sledagent.v1.SetZoneLatencyResponse
-	12, // 28: omicron.sledagent.v1.SledAgentSim.ClearZoneFaults:output_type -> omicron.sledagent.v1.ClearZoneFaultsResponse
-	14, // 29: omicron.sledagent.v1.SledAgentSim.PokeReconciler:output_type -> omicron.sledagent.v1.PokeReconcilerResponse
-	16, // 30: omicron.sledagent.v1.SledAgentSim.SetHypervisorMode:output_type -> omicron.sledagent.v1.SetHypervisorModeResponse
-	18, // 31: omicron.sledagent.v1.SledAgentSim.StepVmms:output_type -> omicron.sledagent.v1.StepVmmsResponse
-	20, // 32: omicron.sledagent.v1.SledAgentSim.HangVmmStop:output_type -> omicron.sledagent.v1.HangVmmStopResponse
-	22, // 33: omicron.sledagent.v1.SledAgentSim.FailEnsureState:output_type -> omicron.sledagent.v1.FailEnsureStateResponse
-	24, // 34: omicron.sledagent.v1.SledAgentSim.ForgetVmm:output_type -> omicron.sledagent.v1.ForgetVmmResponse
-	26, // 35: omicron.sledagent.v1.SledAgentSim.SetBlackHole:output_type -> omicron.sledagent.v1.SetBlackHoleResponse
-	28, // 36: omicron.sledagent.v1.SledAgentSim.SetRpcLatency:output_type -> omicron.sledagent.v1.SetRpcLatencyResponse
-	30, // 37: omicron.sledagent.v1.SledAgentSim.ClearVmmFaults:output_type -> omicron.sledagent.v1.ClearVmmFaultsResponse
-	32, // 38: omicron.sledagent.v1.SimMigration.BeginMigrationOut:output_type -> omicron.sledagent.v1.BeginMigrationOutResponse
-	34, // 39: omicron.sledagent.v1.SimMigration.EndMigrationOut:output_type -> omicron.sledagent.v1.EndMigrationOutResponse
-	23, // [23:40] is the sub-list for method output_type
-	6,  // [6:23] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	39, // 4: omicron.sledagent.v1.SetHypervisorModeRequest.transition_delay:type_name -> google.protobuf.Duration
+	39, // 5: omicron.sledagent.v1.SetRpcLatencyRequest.latency:type_name -> google.protobuf.Duration
+	39, // 6: omicron.sledagent.v1.GetRpcFaultsResponse.latency:type_name -> google.protobuf.Duration
+	33, // 7: omicron.sledagent.v1.GetRpcFaultsResponse.held_calls:type_name -> omicron.sledagent.v1.HeldCall
+	1,  // 8: omicron.sledagent.v1.SledAgentSim.FailZoneStart:input_type -> omicron.sledagent.v1.FailZoneStartRequest
+	3,  // 9: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:input_type -> omicron.sledagent.v1.FailZoneShutdownRequest
+	5,  // 10: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:input_type -> omicron.sledagent.v1.HangZoneShutdownRequest
+	7,  // 11: omicron.sledagent.v1.SledAgentSim.ReleaseZoneShutdown:input_type -> omicron.sledagent.v1.ReleaseZoneShutdownRequest
+	9,  // 12: omicron.sledagent.v1.SledAgentSim.SetZoneLatency:input_type -> omicron.sledagent.v1.SetZoneLatencyRequest
+	11, // 13: omicron.sledagent.v1.SledAgentSim.ClearZoneFaults:input_type -> omicron.sledagent.v1.ClearZoneFaultsRequest
+	13, // 14: omicron.sledagent.v1.SledAgentSim.PokeReconciler:input_type -> omicron.sledagent.v1.PokeReconcilerRequest
+	15, // 15: omicron.sledagent.v1.SledAgentSim.SetHypervisorMode:input_type -> omicron.sledagent.v1.SetHypervisorModeRequest
+	17, // 16: omicron.sledagent.v1.SledAgentSim.StepVmms:input_type -> omicron.sledagent.v1.StepVmmsRequest
+	19, // 17: omicron.sledagent.v1.SledAgentSim.HangVmmStop:input_type -> omicron.sledagent.v1.HangVmmStopRequest
+	21, // 18: omicron.sledagent.v1.SledAgentSim.FailEnsureState:input_type -> omicron.sledagent.v1.FailEnsureStateRequest
+	23, // 19: omicron.sledagent.v1.SledAgentSim.ForgetVmm:input_type -> omicron.sledagent.v1.ForgetVmmRequest
+	25, // 20: omicron.sledagent.v1.SledAgentSim.SetBlackHole:input_type -> omicron.sledagent.v1.SetBlackHoleRequest
+	27, // 21: omicron.sledagent.v1.SledAgentSim.SetRpcLatency:input_type -> omicron.sledagent.v1.SetRpcLatencyRequest
+	29, // 22: omicron.sledagent.v1.SledAgentSim.ClearVmmFaults:input_type -> omicron.sledagent.v1.ClearVmmFaultsRequest
+	31, // 23: omicron.sledagent.v1.SledAgentSim.GetRpcFaults:input_type -> omicron.sledagent.v1.GetRpcFaultsRequest
+	34, // 24: omicron.sledagent.v1.SimMigration.BeginMigrationOut:input_type -> omicron.sledagent.v1.BeginMigrationOutRequest
+	36, // 25: omicron.sledagent.v1.SimMigration.EndMigrationOut:input_type -> omicron.sledagent.v1.EndMigrationOutRequest
+	2,  // 26: omicron.sledagent.v1.SledAgentSim.FailZoneStart:output_type -> omicron.sledagent.v1.FailZoneStartResponse
+	4,  // 27: omicron.sledagent.v1.SledAgentSim.FailZoneShutdown:output_type -> omicron.sledagent.v1.FailZoneShutdownResponse
+	6,  // 28: omicron.sledagent.v1.SledAgentSim.HangZoneShutdown:output_type -> omicron.sledagent.v1.HangZoneShutdownResponse
+	8,  // 29: omicron.sledagent.v1.SledAgentSim.ReleaseZoneShutdown:output_type -> omicron.sledagent.v1.ReleaseZoneShutdownResponse
+	10, // 30: omicron.sledagent.v1.SledAgentSim.SetZoneLatency:output_type -> omicron.sledagent.v1.SetZoneLatencyResponse
+	12, // 31: omicron.sledagent.v1.SledAgentSim.ClearZoneFaults:output_type -> omicron.sledagent.v1.ClearZoneFaultsResponse
+	14, // 32: omicron.sledagent.v1.SledAgentSim.PokeReconciler:output_type -> omicron.sledagent.v1.PokeReconcilerResponse
+	16, // 33: omicron.sledagent.v1.SledAgentSim.SetHypervisorMode:output_type -> omicron.sledagent.v1.SetHypervisorModeResponse
+	18, // 34: omicron.sledagent.v1.SledAgentSim.StepVmms:output_type -> omicron.sledagent.v1.StepVmmsResponse
+	20, // 35: omicron.sledagent.v1.SledAgentSim.HangVmmStop:output_type -> omicron.sledagent.v1.HangVmmStopResponse
+	22, // 36: omicron.sledagent.v1.SledAgentSim.FailEnsureState:output_type -> omicron.sledagent.v1.FailEnsureStateResponse
+	24, // 37: omicron.sledagent.v1.SledAgentSim.ForgetVmm:output_type -> omicron.sledagent.v1.ForgetVmmResponse
+	26, // 38: omicron.sledagent.v1.SledAgentSim.SetBlackHole:output_type -> omicron.sledagent.v1.SetBlackHoleResponse
+	28, // 39: omicron.sledagent.v1.SledAgentSim.SetRpcLatency:output_type -> omicron.sledagent.v1.SetRpcLatencyResponse
+	30, // 40: omicron.sledagent.v1.SledAgentSim.ClearVmmFaults:output_type -> omicron.sledagent.v1.ClearVmmFaultsResponse
+	32, // 41: omicron.sledagent.v1.SledAgentSim.GetRpcFaults:output_type -> omicron.sledagent.v1.GetRpcFaultsResponse
+	35, // 42: omicron.sledagent.v1.SimMigration.BeginMigrationOut:output_type -> omicron.sledagent.v1.BeginMigrationOutResponse
+	37, // 43: omicron.sledagent.v1.SimMigration.EndMigrationOut:output_type -> omicron.sledagent.v1.EndMigrationOutResponse
+	26, // [26:44] is the sub-list for method output_type
+	8,  // [8:26] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_omicron_sledagent_v1_sim_proto_init() }
@@ -1755,7 +1930,7 @@ func file_omicron_sledagent_v1_sim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omicron_sledagent_v1_sim_proto_rawDesc), len(file_omicron_sledagent_v1_sim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -37,6 +37,7 @@ const (
 	SledAgentSim_SetBlackHole_FullMethodName        = "/omicron.sledagent.v1.SledAgentSim/SetBlackHole"
 	SledAgentSim_SetRpcLatency_FullMethodName       = "/omicron.sledagent.v1.SledAgentSim/SetRpcLatency"
 	SledAgentSim_ClearVmmFaults_FullMethodName      = "/omicron.sledagent.v1.SledAgentSim/ClearVmmFaults"
+	SledAgentSim_GetRpcFaults_FullMethodName        = "/omicron.sledagent.v1.SledAgentSim/GetRpcFaults"
 )
 
 // SledAgentSimClient is the client API for SledAgentSim service.
@@ -76,6 +77,10 @@ type SledAgentSimClient interface {
 	SetRpcLatency(ctx context.Context, in *SetRpcLatencyRequest, opts ...grpc.CallOption) (*SetRpcLatencyResponse, error)
 	// ClearVmmFaults removes every VMM and RPC fault, lifting a black hole.
 	ClearVmmFaults(ctx context.Context, in *ClearVmmFaultsRequest, opts ...grpc.CallOption) (*ClearVmmFaultsResponse, error)
+	// GetRpcFaults reports the RPC faults in force and the SledAgent calls the
+	// black hole holds right now, so a test can tell that a call has reached
+	// the sled and is waiting there before it stages what happens next.
+	GetRpcFaults(ctx context.Context, in *GetRpcFaultsRequest, opts ...grpc.CallOption) (*GetRpcFaultsResponse, error)
 }
 
 type sledAgentSimClient struct {
@@ -236,6 +241,16 @@ func (c *sledAgentSimClient) ClearVmmFaults(ctx context.Context, in *ClearVmmFau
 	return out, nil
 }
 
+func (c *sledAgentSimClient) GetRpcFaults(ctx context.Context, in *GetRpcFaultsRequest, opts ...grpc.CallOption) (*GetRpcFaultsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRpcFaultsResponse)
+	err := c.cc.Invoke(ctx, SledAgentSim_GetRpcFaults_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SledAgentSimServer is the server API for SledAgentSim service.
 // All implementations must embed UnimplementedSledAgentSimServer
 // for forward compatibility.
@@ -273,6 +288,10 @@ type SledAgentSimServer interface {
 	SetRpcLatency(context.Context, *SetRpcLatencyRequest) (*SetRpcLatencyResponse, error)
 	// ClearVmmFaults removes every VMM and RPC fault, lifting a black hole.
 	ClearVmmFaults(context.Context, *ClearVmmFaultsRequest) (*ClearVmmFaultsResponse, error)
+	// GetRpcFaults reports the RPC faults in force and the SledAgent calls the
+	// black hole holds right now, so a test can tell that a call has reached
+	// the sled and is waiting there before it stages what happens next.
+	GetRpcFaults(context.Context, *GetRpcFaultsRequest) (*GetRpcFaultsResponse, error)
 	mustEmbedUnimplementedSledAgentSimServer()
 }
 
@@ -327,6 +346,9 @@ func (UnimplementedSledAgentSimServer) SetRpcLatency(context.Context, *SetRpcLat
 }
 func (UnimplementedSledAgentSimServer) ClearVmmFaults(context.Context, *ClearVmmFaultsRequest) (*ClearVmmFaultsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClearVmmFaults not implemented")
+}
+func (UnimplementedSledAgentSimServer) GetRpcFaults(context.Context, *GetRpcFaultsRequest) (*GetRpcFaultsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRpcFaults not implemented")
 }
 func (UnimplementedSledAgentSimServer) mustEmbedUnimplementedSledAgentSimServer() {}
 func (UnimplementedSledAgentSimServer) testEmbeddedByValue()                      {}
@@ -619,6 +641,24 @@ func _SledAgentSim_ClearVmmFaults_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SledAgentSim_GetRpcFaults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRpcFaultsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SledAgentSimServer).GetRpcFaults(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SledAgentSim_GetRpcFaults_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SledAgentSimServer).GetRpcFaults(ctx, req.(*GetRpcFaultsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SledAgentSim_ServiceDesc is the grpc.ServiceDesc for SledAgentSim service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -685,6 +725,10 @@ var SledAgentSim_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ClearVmmFaults",
 			Handler:    _SledAgentSim_ClearVmmFaults_Handler,
+		},
+		{
+			MethodName: "GetRpcFaults",
+			Handler:    _SledAgentSim_GetRpcFaults_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

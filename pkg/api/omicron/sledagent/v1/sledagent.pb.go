@@ -1590,8 +1590,9 @@ func (x *EnsureUnregisteredRequest) GetVmmId() string {
 
 type EnsureUnregisteredResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// DESTROYED with the next generation; unset when the sled did not know
-	// the VMM.
+	// DESTROYED with the next generation; for a VMM that had already ended,
+	// its final runtime unchanged (DESTROYED or FAILED); unset when the sled
+	// does not know the VMM.
 	UpdatedRuntime *VmmRuntime `protobuf:"bytes,1,opt,name=updated_runtime,json=updatedRuntime,proto3" json:"updated_runtime,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -1816,7 +1817,7 @@ type GetInventoryResponse struct {
 	ReconcilerStatus *ReconcilerStatus   `protobuf:"bytes,4,opt,name=reconciler_status,json=reconcilerStatus,proto3" json:"reconciler_status,omitempty"`
 	// Unset until the reconciler has completed a pass.
 	LastReconciliation *LastReconciliation `protobuf:"bytes,5,opt,name=last_reconciliation,json=lastReconciliation,proto3" json:"last_reconciliation,omitempty"`
-	// The VMMs registered on the sled, sorted by id.
+	// The VMMs registered on the sled, sorted by id; never one that ended.
 	Vmms          []*VmmInventory `protobuf:"bytes,6,rep,name=vmms,proto3" json:"vmms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -54,17 +54,41 @@ type SledAgentClient interface {
 	// instance incarnation (V1). Registering the same VMM for the same instance
 	// again returns its current runtime; the same vmm_id for another instance,
 	// or with another spec, is ALREADY_EXISTS.
+	//
+	// A VMM that ended on this sled (destroyed, failed or unregistered) is
+	// never launched again: registering it for the same instance returns its
+	// final runtime and publishes nothing; for another instance it is
+	// ALREADY_EXISTS. Nexus never reuses VMM ids, so only a re-run (a saga
+	// recovered after a crash) registers an ended VMM again.
 	EnsureRegistered(ctx context.Context, in *EnsureRegisteredRequest, opts ...grpc.CallOption) (*EnsureRegisteredResponse, error)
 	// EnsureState asks a VMM to move toward a target state and returns its
 	// current runtime (V2); the move itself is asynchronous and published to
-	// nexus (V5). An unknown VMM is NOT_FOUND with reason NO_SUCH_VMM; a target
-	// the VMM cannot reach from where it is is FAILED_PRECONDITION.
+	// nexus (V5). A target the VMM cannot reach from where it is is
+	// FAILED_PRECONDITION with reason VMM_TARGET_UNREACHABLE.
+	//
+	// A VMM that ended on this sled (destroyed, failed or unregistered) has
+	// stopped for good: STOPPED answers its final runtime (the stop is
+	// satisfied); any other target is FAILED_PRECONDITION with reason
+	// VMM_TARGET_UNREACHABLE, saying how and at which generation it ended.
+	// Only a VMM the sled does not know (never did, or forgot it: a sled-agent
+	// restart) is NOT_FOUND with reason NO_SUCH_VMM.
 	EnsureState(ctx context.Context, in *EnsureStateRequest, opts ...grpc.CallOption) (*EnsureStateResponse, error)
-	// EnsureUnregistered rudely terminates a VMM and destroys its zone (V3).
-	// An unknown VMM answers an empty updated_runtime, never an error.
+	// EnsureUnregistered rudely terminates a VMM and destroys its zone (V3),
+	// and answers DESTROYED with the next generation; nothing more is
+	// published about the VMM.
+	//
+	// A VMM that already ended on this sled (destroyed, failed or
+	// unregistered) answers its final runtime again, unchanged (same state and
+	// generation), and nothing is published for it: the caller writes it
+	// through its generation guard, which is a no-op if the sled's publication
+	// of that end already arrived and records the end if it did not. Only a
+	// VMM the sled does not know (never did, or forgot it: a sled-agent
+	// restart) answers an empty updated_runtime. Never an error.
 	EnsureUnregistered(ctx context.Context, in *EnsureUnregisteredRequest, opts ...grpc.CallOption) (*EnsureUnregisteredResponse, error)
-	// GetVmmState returns a VMM's runtime (V4), NOT_FOUND/NO_SUCH_VMM when
-	// the sled does not know it.
+	// GetVmmState returns a VMM's runtime and migration sides (V4); for a VMM
+	// that ended on this sled (destroyed, failed or unregistered), its final
+	// ones. NOT_FOUND/NO_SUCH_VMM when the sled does not know it (never did,
+	// or forgot it: a sled-agent restart).
 	GetVmmState(ctx context.Context, in *GetVmmStateRequest, opts ...grpc.CallOption) (*GetVmmStateResponse, error)
 }
 
@@ -160,17 +184,41 @@ type SledAgentServer interface {
 	// instance incarnation (V1). Registering the same VMM for the same instance
 	// again returns its current runtime; the same vmm_id for another instance,
 	// or with another spec, is ALREADY_EXISTS.
+	//
+	// A VMM that ended on this sled (destroyed, failed or unregistered) is
+	// never launched again: registering it for the same instance returns its
+	// final runtime and publishes nothing; for another instance it is
+	// ALREADY_EXISTS. Nexus never reuses VMM ids, so only a re-run (a saga
+	// recovered after a crash) registers an ended VMM again.
 	EnsureRegistered(context.Context, *EnsureRegisteredRequest) (*EnsureRegisteredResponse, error)
 	// EnsureState asks a VMM to move toward a target state and returns its
 	// current runtime (V2); the move itself is asynchronous and published to
-	// nexus (V5). An unknown VMM is NOT_FOUND with reason NO_SUCH_VMM; a target
-	// the VMM cannot reach from where it is is FAILED_PRECONDITION.
+	// nexus (V5). A target the VMM cannot reach from where it is is
+	// FAILED_PRECONDITION with reason VMM_TARGET_UNREACHABLE.
+	//
+	// A VMM that ended on this sled (destroyed, failed or unregistered) has
+	// stopped for good: STOPPED answers its final runtime (the stop is
+	// satisfied); any other target is FAILED_PRECONDITION with reason
+	// VMM_TARGET_UNREACHABLE, saying how and at which generation it ended.
+	// Only a VMM the sled does not know (never did, or forgot it: a sled-agent
+	// restart) is NOT_FOUND with reason NO_SUCH_VMM.
 	EnsureState(context.Context, *EnsureStateRequest) (*EnsureStateResponse, error)
-	// EnsureUnregistered rudely terminates a VMM and destroys its zone (V3).
-	// An unknown VMM answers an empty updated_runtime, never an error.
+	// EnsureUnregistered rudely terminates a VMM and destroys its zone (V3),
+	// and answers DESTROYED with the next generation; nothing more is
+	// published about the VMM.
+	//
+	// A VMM that already ended on this sled (destroyed, failed or
+	// unregistered) answers its final runtime again, unchanged (same state and
+	// generation), and nothing is published for it: the caller writes it
+	// through its generation guard, which is a no-op if the sled's publication
+	// of that end already arrived and records the end if it did not. Only a
+	// VMM the sled does not know (never did, or forgot it: a sled-agent
+	// restart) answers an empty updated_runtime. Never an error.
 	EnsureUnregistered(context.Context, *EnsureUnregisteredRequest) (*EnsureUnregisteredResponse, error)
-	// GetVmmState returns a VMM's runtime (V4), NOT_FOUND/NO_SUCH_VMM when
-	// the sled does not know it.
+	// GetVmmState returns a VMM's runtime and migration sides (V4); for a VMM
+	// that ended on this sled (destroyed, failed or unregistered), its final
+	// ones. NOT_FOUND/NO_SUCH_VMM when the sled does not know it (never did,
+	// or forgot it: a sled-agent restart).
 	GetVmmState(context.Context, *GetVmmStateRequest) (*GetVmmStateResponse, error)
 	mustEmbedUnimplementedSledAgentServer()
 }
