@@ -63,9 +63,10 @@ func (l layout) nexusDatabaseArgs() []string {
 	return []string{"--id", nexusID, "--database-backend", "sqlite", "--database-url", l.database()}
 }
 
-func (l layout) nexusArgs(apiPort int, internal string) []string {
+func (l layout) nexusArgs(apiPort, metricsPort int, internal string) []string {
 	return append(l.nexusDatabaseArgs(),
 		"--external-listen", fmt.Sprintf("127.0.0.1:%d", apiPort),
+		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort),
 		"--internal-listen", internal,
 		"--log-format", "console")
 }

@@ -35,6 +35,10 @@ func TestLocalClusterStartsAndStops(t *testing.T) {
 	if ids := lc.sledIDs(t); len(ids) != 2 {
 		t.Fatalf("nexus lists %d sleds, want 2: %v", len(ids), ids)
 	}
+	metrics := lc.get(t, lc.metrics)
+	if !strings.Contains(metrics, `nexus_http_requests_total{code="200",method="GET",route="/v1/system/hardware/sleds"}`) {
+		t.Errorf("nexus's metrics at %s do not count the sled listings:\n%s", lc.metrics, metrics)
+	}
 	if len(lc.pids) != 3 {
 		t.Fatalf("launcher reported %d processes, want nexus and 2 sled-agents: %v", len(lc.pids), lc.pids)
 	}
@@ -103,13 +107,14 @@ type launcherRun struct {
 	stderrPath string
 	exited     chan struct{} // closed once the launcher is reaped
 	exitCode   int
-	ready      chan struct{} // closed at the ready line; url, token, pids are set before
+	ready      chan struct{} // closed at the ready line; url, token, metrics, pids are set before
 
 	mu      sync.Mutex
 	stdout  []byte // everything printed, for failure reports
 	partial []byte // an unfinished line
 	url     string
 	token   string
+	metrics string
 	pids    map[string]int
 }
 
@@ -124,9 +129,11 @@ func buildLauncher(t *testing.T) string {
 
 // startLauncher starts the launcher and returns once it printed its ready
 // line; a launcher still running when the test ends is killed, and with it
-// (parent-death signal) its children.
+// (parent-death signal) its children. Nexus's metrics go to a free port, so
+// that a cluster someone runs on this machine does not collide.
 func startLauncher(t *testing.T, bin string, args ...string) *launcherRun {
 	t.Helper()
+	args = append(args, "--metrics-port", strconv.Itoa(freePort(t)))
 	lc := &launcherRun{cmd: exec.Command(bin, args...), exited: make(chan struct{}), ready: make(chan struct{}),
 		pids: map[string]int{}, stderrPath: filepath.Join(t.TempDir(), "stderr")}
 	stderr, err := os.Create(lc.stderrPath)
@@ -200,6 +207,9 @@ func (lc *launcherRun) parse(line string) {
 		if v, ok := strings.CutPrefix(field, "token="); ok {
 			lc.token = v
 		}
+		if v, ok := strings.CutPrefix(field, "metrics="); ok {
+			lc.metrics = v
+		}
 	}
 	close(lc.ready)
 }
@@ -231,6 +241,30 @@ func (lc *launcherRun) do(t *testing.T, method, path, body string, wantStatus in
 	}
 	if resp.StatusCode != wantStatus {
 		t.Fatalf("%s %s: %s, want %d: %s", method, path, resp.Status, wantStatus, sb.String())
+	}
+	return sb.String()
+}
+
+// get fetches a URL the launcher printed, without a token.
+func (lc *launcherRun) get(t *testing.T, url string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var sb strings.Builder
+	if _, err := bufio.NewReader(resp.Body).WriteTo(&sb); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, sb.String())
 	}
 	return sb.String()
 }

@@ -17,6 +17,7 @@ import (
 type options struct {
 	dir          string
 	apiPort      int
+	metricsPort  int
 	fresh        bool
 	readyTimeout time.Duration
 	stopTimeout  time.Duration
@@ -32,6 +33,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.dir, "dir", "", "state directory (default <repository>/.local/cluster)")
 	fs.IntVar(&o.apiPort, "api-port", 12220, "port of nexus's REST API on 127.0.0.1")
+	fs.IntVar(&o.metricsPort, "metrics-port", 12223, "port of nexus's Prometheus metrics (/metrics) on 127.0.0.1")
 	fs.BoolVar(&o.fresh, "fresh", false, "wipe the state directory first (database, zones, logs)")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", time.Minute, "bound on nexus answering and both sleds registering")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 15*time.Second, "bound on the children's graceful stop before SIGKILL")
@@ -117,7 +119,7 @@ func (l layout) startAndAwait(ctx context.Context, opts options, stdout io.Write
 		return err
 	}
 	api := apiURL(opts.apiPort)
-	nexus, err := l.startChild("nexus", l.nexusArgs(opts.apiPort, internal), fail, stdout)
+	nexus, err := l.startChild("nexus", l.nexusArgs(opts.apiPort, opts.metricsPort, internal), fail, stdout)
 	if err != nil {
 		return err
 	}
@@ -143,8 +145,10 @@ func (l layout) startAndAwait(ctx context.Context, opts options, stdout io.Write
 	if err := waitSleds(ctx, api, l.token, sledIDs(), opts.readyTimeout); err != nil {
 		return fmt.Errorf("the sleds did not register with nexus: %w (logs in %s)", err, l.logDir())
 	}
-	printReady(stdout, api, l.token, sleds, l.logDir())
+	printReady(stdout, api, metricsURL(opts.metricsPort), l.token, sleds, l.logDir())
 	return nil
 }
 
 func apiURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) }
+
+func metricsURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/metrics", port) }

@@ -86,9 +86,10 @@ type sledAddr struct{ name, id, addr string }
 
 // printReady prints the "ready" line first (what scripts and the test wait
 // for), then what a person needs to use the cluster.
-func printReady(w io.Writer, api, token string, sleds []sledAddr, logDir string) {
-	fmt.Fprintf(w, "ready: url=%s token=%s\n\n", api, token)
+func printReady(w io.Writer, api, metrics, token string, sleds []sledAddr, logDir string) {
+	fmt.Fprintf(w, "ready: url=%s token=%s metrics=%s\n\n", api, token, metrics)
 	fmt.Fprintf(w, "  REST API    %s  (OpenAPI document at %s/openapi.json)\n", api, api)
+	fmt.Fprintf(w, "  metrics     %s  (Prometheus; no token)\n", metrics)
 	fmt.Fprintf(w, "  token       %s  (fleet admin; a new one each start)\n", token)
 	for _, s := range sleds {
 		fmt.Fprintf(w, "  %s  sled %s, gRPC at %s (sledctl --addr %s)\n", s.name, s.id, s.addr, s.addr)

@@ -29,6 +29,10 @@ type Config struct {
 	// ExternalGRPCListen serves NexusExternal over gRPC; the REST gateway
 	// dials it, so interceptors cover both. Loopback by default.
 	ExternalGRPCListen string `json:"external_grpc_listen"`
+	// MetricsListen serves Prometheus metrics at /metrics, without auth:
+	// its own listener, never the external one, where every request needs
+	// a token (SPEC N10, N11). Loopback by default.
+	MetricsListen string `json:"metrics_listen"`
 	// DatabaseBackend is "sqlite" (default) or "postgres".
 	DatabaseBackend string `json:"database_backend"`
 	// DatabaseURL is the SQLite file path or the PostgreSQL DSN.
@@ -41,6 +45,9 @@ type Config struct {
 	ReincarnationPeriod   duration.Duration `json:"reincarnation_period"`
 	ReincarnationCooldown duration.Duration `json:"reincarnation_cooldown"`
 	SledLivenessPeriod    duration.Duration `json:"sled_liveness_period"`
+	// SledUnreachableBound is how long force-terminate keeps retrying a
+	// sled-agent that does not answer before it answers 503 (SPEC F7).
+	SledUnreachableBound duration.Duration `json:"sled_unreachable_bound"`
 }
 
 // Default returns the defaults every file and flag set starts from.
@@ -49,6 +56,7 @@ func Default() Config {
 		InternalListen:     "127.0.0.1:12221",
 		ExternalListen:     "127.0.0.1:12220",
 		ExternalGRPCListen: "127.0.0.1:0",
+		MetricsListen:      "127.0.0.1:12223",
 		DatabaseBackend:    "sqlite",
 		DatabaseURL:        ".local/nexus/nexus.db",
 		LogLevel:           "info",
@@ -59,6 +67,7 @@ func Default() Config {
 		ReincarnationPeriod:   duration.Duration(time.Minute),
 		ReincarnationCooldown: duration.Duration(5 * time.Minute),
 		SledLivenessPeriod:    duration.Duration(30 * time.Second),
+		SledUnreachableBound:  duration.Duration(10 * time.Second),
 	}
 }
 
@@ -88,11 +97,23 @@ func (c Config) Validate() error {
 	if id, err := uuid.Parse(c.ID); err != nil || len(c.ID) != 36 || id == uuid.Nil {
 		bad("id", "%q is not a UUID", c.ID)
 	}
-	for setting, addr := range map[string]string{"internal_listen": c.InternalListen,
-		"external_listen": c.ExternalListen, "external_grpc_listen": c.ExternalGRPCListen} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+	listens := map[string]string{"internal_listen": c.InternalListen, "external_listen": c.ExternalListen,
+		"external_grpc_listen": c.ExternalGRPCListen, "metrics_listen": c.MetricsListen}
+	taken := map[string]string{}
+	for _, setting := range []string{"internal_listen", "external_listen", "external_grpc_listen", "metrics_listen"} {
+		addr := listens[setting]
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
 			bad(setting, "%q is not host:port", addr)
+			continue
 		}
+		if port == "0" {
+			continue // any free port: never the same as another
+		}
+		if other, ok := taken[addr]; ok {
+			bad(setting, "%q is also %s; each listener needs its own address", addr, other)
+		}
+		taken[addr] = setting
 	}
 	switch c.DatabaseBackend {
 	case "sqlite", "postgres":
@@ -104,7 +125,8 @@ func (c Config) Validate() error {
 	}
 	for setting, d := range map[string]duration.Duration{"instance_watcher_period": c.InstanceWatcherPeriod,
 		"instance_updater_period": c.InstanceUpdaterPeriod, "reincarnation_period": c.ReincarnationPeriod,
-		"reincarnation_cooldown": c.ReincarnationCooldown, "sled_liveness_period": c.SledLivenessPeriod} {
+		"reincarnation_cooldown": c.ReincarnationCooldown, "sled_liveness_period": c.SledLivenessPeriod,
+		"sled_unreachable_bound": c.SledUnreachableBound} {
 		if d <= 0 {
 			bad(setting, "must be positive")
 		}
@@ -137,6 +159,7 @@ func BindFlags(fs *pflag.FlagSet) *Flags {
 	fs.StringVar(&f.values.InternalListen, "internal-listen", d.InternalListen, "internal gRPC listen address for sled-agents")
 	fs.StringVar(&f.values.ExternalListen, "external-listen", d.ExternalListen, "REST API listen address")
 	fs.StringVar(&f.values.ExternalGRPCListen, "external-grpc-listen", d.ExternalGRPCListen, "external gRPC listen address (the REST gateway dials it)")
+	fs.StringVar(&f.values.MetricsListen, "metrics-listen", d.MetricsListen, "Prometheus metrics listen address (/metrics, no auth)")
 	fs.StringVar(&f.values.DatabaseBackend, "database-backend", d.DatabaseBackend, "sqlite or postgres")
 	fs.StringVar(&f.values.DatabaseURL, "database-url", d.DatabaseURL, "SQLite file path or PostgreSQL DSN")
 	fs.StringVar(&f.values.LogLevel, "log-level", d.LogLevel, "debug, info, warn or error")
@@ -159,6 +182,7 @@ func (f *Flags) Resolve() (Config, error) {
 		"internal-listen":      func() { cfg.InternalListen = f.values.InternalListen },
 		"external-listen":      func() { cfg.ExternalListen = f.values.ExternalListen },
 		"external-grpc-listen": func() { cfg.ExternalGRPCListen = f.values.ExternalGRPCListen },
+		"metrics-listen":       func() { cfg.MetricsListen = f.values.MetricsListen },
 		"database-backend":     func() { cfg.DatabaseBackend = f.values.DatabaseBackend },
 		"database-url":         func() { cfg.DatabaseURL = f.values.DatabaseURL },
 		"log-level":            func() { cfg.LogLevel = f.values.LogLevel },

@@ -107,6 +107,16 @@ func (d *DataStore) SagaListStuck(ctx context.Context) ([]saga.Record, error) {
 	return d.listSagas(ctx, `SELECT `+sagaColumns+` FROM saga WHERE state = 'stuck' ORDER BY time_created, id`)
 }
 
+// SagaCountStuck counts the stuck sagas of every nexus, for the metrics
+// scrape: one count over the saga_stuck partial index.
+func (d *DataStore) SagaCountStuck(ctx context.Context) (int64, error) {
+	var n int64
+	if err := d.db.QueryRowContext(ctx, `SELECT count(*) FROM saga WHERE state = 'stuck'`).Scan(&n); err != nil {
+		return 0, d.classify(err)
+	}
+	return n, nil
+}
+
 func (d *DataStore) listSagas(ctx context.Context, query string, args ...any) ([]saga.Record, error) {
 	rows, err := d.db.QueryContext(ctx, query, args...)
 	if err != nil {

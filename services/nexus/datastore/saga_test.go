@@ -158,6 +158,20 @@ func TestN5_UnfinishedSagasAreListedPerOwnerAndStuckOnesRackWide(t *testing.T) {
 		if got := sagaIDs(stuck); !slices.Equal(got, wantStuck) {
 			t.Fatalf("stuck sagas %v, want %v", got, wantStuck)
 		}
+		if n, err := ds.SagaCountStuck(ctx); err != nil || n != int64(len(wantStuck)) {
+			t.Fatalf("stuck saga count %d, %v, want %d", n, err, len(wantStuck))
+		}
+	})
+}
+
+func TestN5_NoStuckSagasCountsZero(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		if err := ds.SagaCreate(ctx, newSagaRecord(uuid.New(), saga.StateUnwound, now)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := ds.SagaCountStuck(ctx); err != nil || n != 0 {
+			t.Fatalf("stuck saga count %d, %v, want 0", n, err)
+		}
 	})
 }
 

@@ -37,7 +37,11 @@ func RequestID(ctx context.Context) string {
 
 // New returns the REST handler, forwarding to the NexusExternal gRPC server
 // at grpcAddr.
-func New(ctx context.Context, grpcAddr string) (http.Handler, func() error, error) {
+func New(ctx context.Context, grpcAddr string, opts ...Option) (http.Handler, func() error, error) {
+	var set settings
+	for _, opt := range opts {
+		opt(&set)
+	}
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, nil, err
@@ -46,7 +50,11 @@ func New(ctx context.Context, grpcAddr string) (http.Handler, func() error, erro
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, OxideJSON{}),
 		runtime.WithErrorHandler(handleError),
 		runtime.WithRoutingErrorHandler(handleRoutingError),
+		runtime.WithMiddlewares(recordRoute),
 		runtime.WithMetadata(func(ctx context.Context, _ *http.Request) metadata.MD {
+			if pattern, ok := runtime.HTTPPathPattern(ctx); ok {
+				setRoute(ctx, pattern)
+			}
 			return metadata.Pairs(RequestIDHeader, RequestID(ctx))
 		}),
 		runtime.WithForwardResponseOption(setStatus),
@@ -64,12 +72,13 @@ func New(ctx context.Context, grpcAddr string) (http.Handler, func() error, erro
 		return nil, nil, err
 	}
 	top := http.NewServeMux()
-	top.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+	top.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		setRoute(r.Context(), "/openapi.json")
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openAPI) //nolint:errcheck // the client went away
 	})
 	top.Handle("/", mux)
-	return withRequestID(top), conn.Close, nil
+	return withRequestID(observe(top, set.observers)), conn.Close, nil
 }
 
 func withRequestID(next http.Handler) http.Handler {

@@ -1,0 +1,197 @@
+package nexus_test
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/oxidecomputer/oxide.go/oxide"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/nexustest"
+)
+
+// scrape reads n's /metrics as Prometheus does.
+func scrape(t *testing.T, n *nexus.Server) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(n.MetricsURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	return families
+}
+
+// sample finds the metric of family name whose labels include want, and
+// returns its value (a histogram's count); ok false when there is none.
+func sample(families map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	fam, ok := families[name]
+	if !ok {
+		return 0, false
+	}
+next:
+	for _, m := range fam.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue(), true
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue(), true
+		case m.GetHistogram() != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
+		case m.GetUntyped() != nil:
+			return m.GetUntyped().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+func labels(kv ...string) map[string]string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
+func TestN11_MetricsCountRequestsByRouteAndCodeAndSagasByOutcome(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, _ := rack(t, backend, 1)
+			admin := nexustest.AdminToken(t, n)
+			base := n.ExternalURL()
+			for _, call := range []struct {
+				token, path string
+				want        int
+			}{
+				{admin, "/v1/projects", http.StatusOK},
+				{admin, "/v1/projects/no-such-project", http.StatusNotFound},
+				{"", "/v1/projects", http.StatusUnauthorized},
+				{admin, "/v1/no/such/route", http.StatusNotFound},
+			} {
+				if resp, body := do(t, call.token, http.MethodGet, base+call.path, ""); resp.StatusCode != call.want {
+					t.Fatalf("GET %s: %s, want %d: %s", call.path, resp.Status, call.want, body)
+				}
+			}
+			c := sdkAs(t, n, admin)
+			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+				t.Fatal(err)
+			}
+			createInstance(t, c, "p", "vm", false)
+			if _, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"}); err != nil {
+				t.Fatal(err)
+			}
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+
+			got := scrape(t, n)
+			exact := []struct {
+				name   string
+				labels map[string]string
+				want   float64
+			}{
+				// REST, by route pattern and status.
+				{"nexus_http_requests_total", labels("method", "GET", "route", "/v1/projects", "code", "200"), 1},
+				{"nexus_http_requests_total", labels("method", "GET", "route", "/v1/projects", "code", "401"), 1},
+				{"nexus_http_requests_total", labels("method", "GET", "route", "/v1/projects/{project}", "code", "404"), 1},
+				{"nexus_http_requests_total", labels("method", "GET", "route", "unmatched", "code", "404"), 1},
+				{"nexus_http_requests_total", labels("method", "POST", "route", "/v1/projects", "code", "201"), 1},
+				{"nexus_http_requests_total", labels("method", "POST", "route", "/v1/instances/{instance}/start", "code", "202"), 1},
+				{"nexus_http_request_duration_seconds", labels("method", "GET", "route", "/v1/projects"), 2},
+				// gRPC behind the gateway: the refused call counts too.
+				{"nexus_grpc_requests_total", labels("service", "omicron.nexus.v1.NexusExternal", "method", "ProjectList", "code", "OK"), 1},
+				{"nexus_grpc_requests_total", labels("service", "omicron.nexus.v1.NexusExternal", "method", "ProjectList", "code", "Unauthenticated"), 1},
+				{"nexus_grpc_requests_total", labels("service", "omicron.nexus.v1.NexusExternal", "method", "ProjectView", "code", "NotFound"), 1},
+				{"nexus_grpc_requests_total", labels("service", "omicron.nexus.v1.NexusExternal", "method", "InstanceStart", "code", "OK"), 1},
+				{"nexus_grpc_request_duration_seconds", labels("service", "omicron.nexus.v1.NexusExternal", "method", "ProjectList"), 2},
+				// Sagas: nothing stuck, in this engine or in the database.
+				{"nexus_sagas_total", labels("outcome", "stuck"), 0},
+				{"nexus_sagas_stuck", nil, 0},
+			}
+			for _, e := range exact {
+				if v, ok := sample(got, e.name, e.labels); !ok || v != e.want {
+					t.Errorf("%s%v = %v (present %v), want %v", e.name, e.labels, v, ok, e.want)
+				}
+			}
+			atLeast := []struct {
+				name   string
+				labels map[string]string
+				min    float64
+			}{
+				// The sled-agent's calls to the internal API.
+				{"nexus_grpc_requests_total", labels("service", "omicron.nexus.v1.NexusInternal", "method", "RegisterSled", "code", "OK"), 1},
+				{"nexus_grpc_requests_total", labels("service", "omicron.nexus.v1.NexusInternal", "method", "SledHeartbeat", "code", "OK"), 1},
+				{"nexus_grpc_requests_total", labels("service", "omicron.nexus.v1.NexusInternal", "method", "VmmStateUpdate", "code", "OK"), 1},
+				// The start saga ran to its end on the real sled-agent.
+				{"nexus_sagas_total", labels("outcome", "started"), 1},
+				{"nexus_sagas_total", labels("outcome", "done"), 1},
+				{"nexus_sagas_running", nil, 0},
+				{"nexus_sagas_total", labels("outcome", "recovered"), 0},
+				{"nexus_sagas_total", labels("outcome", "unwound"), 0},
+				// The standard collectors.
+				{"go_goroutines", nil, 1},
+				{"process_cpu_seconds_total", nil, 0},
+			}
+			for _, e := range atLeast {
+				if v, ok := sample(got, e.name, e.labels); !ok || v < e.min {
+					t.Errorf("%s%v = %v (present %v), want at least %v", e.name, e.labels, v, ok, e.min)
+				}
+			}
+			// Raw paths never become label values.
+			for _, m := range got["nexus_http_requests_total"].GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "route" && (strings.Contains(l.GetValue(), "no-such") || strings.Contains(l.GetValue(), "/vm")) {
+						t.Errorf("route label %q is a raw path", l.GetValue())
+					}
+				}
+			}
+			// Declared for force-terminate: already in this replica's registry.
+			var already prometheus.AlreadyRegisteredError
+			if err := n.Metrics().Registry().Register(n.Metrics().ForceTerminations); !errors.As(err, &already) {
+				t.Errorf("nexus_instance_force_terminate_total is not registered: %v", err)
+			}
+
+			// Each replica has its own registry: another nexus in this
+			// process has served nothing yet.
+			other := scrape(t, nexustest.Start(t, backend))
+			if _, ok := other["nexus_http_requests_total"]; ok {
+				t.Error("a second nexus in the same process reports the first one's requests")
+			}
+		})
+	}
+}
+
+func TestN11_MetricsAreNotServedOnTheExternalListener(t *testing.T) {
+	n := nexustest.Start(t, nexustest.Backends[0])
+	admin := nexustest.AdminToken(t, n)
+	if resp, _ := do(t, "", http.MethodGet, n.MetricsURL()+"/metrics", ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("metrics listener: %s, want 200 without a token", resp.Status)
+	}
+	if resp, body := do(t, admin, http.MethodGet, n.ExternalURL()+"/metrics", ""); resp.StatusCode != http.StatusNotFound ||
+		strings.Contains(string(body), "nexus_http_requests_total") {
+		t.Fatalf("external listener /metrics: %s %s, want 404", resp.Status, body)
+	}
+	if resp, _ := do(t, "", http.MethodGet, n.MetricsURL()+"/v1/projects", ""); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the metrics listener answers the REST API: %s", resp.Status)
+	}
+}

@@ -1,0 +1,181 @@
+package nexus_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/oxidecomputer/oxide.go/oxide"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/app"
+	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	"github.com/rackplane/rackplane/services/nexus/saga"
+	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+)
+
+type stuckSagaJSON struct {
+	ID          string    `json:"id"`
+	Template    string    `json:"template"`
+	Owner       string    `json:"owner"`
+	TimeCreated time.Time `json:"time_created"`
+	Node        string    `json:"node"`
+	Error       string    `json:"error"`
+	Params      string    `json:"params"`
+}
+
+func listStuck(t *testing.T, n *nexus.Server, token string, wantStatus int) []stuckSagaJSON {
+	t.Helper()
+	resp, body := do(t, token, http.MethodGet, n.ExternalURL()+"/v1/system/sagas/stuck", "")
+	if resp.StatusCode != wantStatus {
+		t.Fatalf("GET /v1/system/sagas/stuck: %s, want %d: %s", resp.Status, wantStatus, body)
+	}
+	if wantStatus != http.StatusOK {
+		var e oxideError
+		if err := json.Unmarshal(body, &e); err != nil || e.RequestID == "" || e.ErrorCode == "" {
+			t.Fatalf("error body %s (%v), want an Oxide error", body, err)
+		}
+		return nil
+	}
+	var page struct {
+		Items *[]stuckSagaJSON `json:"items"`
+	}
+	if err := json.Unmarshal(body, &page); err != nil || page.Items == nil {
+		t.Fatalf("body %s (%v), want {\"items\": [...]}", body, err)
+	}
+	return *page.Items
+}
+
+// A start saga whose VMM fails to run unwinds; the sled dies just before
+// the undo of the VMM's registration, so that undo keeps failing (the
+// sled-agent is really gone: connection refused) and the saga is stuck.
+// The operator finds it through the API, the metrics and the error log.
+func TestN5_AStuckSagaIsReportedToTheOperator(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			// The hook hands the moment before the undo to the test
+			// goroutine, which stops the sled, and waits for it.
+			undoing, sledDown := make(chan uuid.UUID, 1), make(chan struct{})
+			var once sync.Once
+			hooks := saga.Hooks{BeforeUndo: func(id uuid.UUID, node string) {
+				if node != "ensure_registered" {
+					return
+				}
+				once.Do(func() {
+					undoing <- id
+					<-sledDown
+				})
+			}}
+			core, logs := observer.New(zap.ErrorLevel)
+			log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core))
+			n := nexustest.StartWithLogger(t, backend, log, nexus.WithSagaOptions(saga.WithHooks(hooks)))
+			agent := sledagenttest.Start(t, withNexus(n.InternalAddr()), func(c *sledconfig.Config) {
+				c.HypervisorMode = "auto"
+				c.VMMTransitionDelay = sledconfig.Duration(5 * time.Millisecond)
+			})
+			testutil.WaitFor(t, 10*time.Second, func() error {
+				if got, err := n.DataStore().SledList(ctx); err != nil || len(got) != 1 {
+					return fmt.Errorf("%d sleds registered (%v)", len(got), err)
+				}
+				return nil
+			})
+			admin := nexustest.AdminToken(t, n)
+			c := sdkAs(t, n, admin)
+			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+				t.Fatal(err)
+			}
+			inst := createInstance(t, c, "p", "vm", false)
+			collaborator := nexustest.Token(t, n, "alice", app.Grant{Project: "p", Role: "collaborator"})
+
+			listStuck(t, n, collaborator, http.StatusForbidden)
+			listStuck(t, n, "", http.StatusUnauthorized)
+			if got := listStuck(t, n, admin, http.StatusOK); len(got) != 0 {
+				t.Fatalf("stuck sagas before any got stuck: %+v", got)
+			}
+
+			if _, err := agent.Sim.FailEnsureState(ctx, &sledagentv1.FailEnsureStateRequest{Count: 1, Message: "injected: the VMM will not run"}); err != nil {
+				t.Fatal(err)
+			}
+			started := make(chan error, 1)
+			go func() {
+				_, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"})
+				started <- err
+			}()
+			var sagaID uuid.UUID
+			select {
+			case sagaID = <-undoing:
+			case err := <-started:
+				t.Fatalf("the start ended (%v) without undoing its registration", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the start saga did not begin to unwind within 10s")
+			}
+			agent.Stop()
+			close(sledDown)
+			select {
+			case err := <-started:
+				if err == nil {
+					t.Fatal("a start whose saga got stuck succeeded")
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("the stuck start did not answer within 15s")
+			}
+
+			rec, err := n.DataStore().SagaGet(ctx, sagaID)
+			if err != nil || rec.State != saga.StateStuck {
+				t.Fatalf("saga %s: %+v, %v; want it stuck", sagaID, rec, err)
+			}
+			got := listStuck(t, n, admin, http.StatusOK)
+			if len(got) != 1 {
+				t.Fatalf("stuck sagas %+v, want the one start", got)
+			}
+			s := got[0]
+			if s.ID != sagaID.String() || s.Template != "instance-start" || s.Owner != rec.Owner.String() ||
+				s.Node != "ensure_registered" || !strings.Contains(s.Error, "unreachable") ||
+				!strings.Contains(s.Params, inst.Id) || !s.TimeCreated.Equal(rec.TimeCreated) {
+				t.Errorf("stuck saga %+v, want saga %s of instance %s stuck undoing ensure_registered on an unreachable sled (row %+v)",
+					s, sagaID, inst.Id, rec)
+			}
+			listStuck(t, n, collaborator, http.StatusForbidden)
+
+			m := scrape(t, n)
+			for _, e := range []struct {
+				name   string
+				labels map[string]string
+			}{
+				{"nexus_sagas_stuck", nil},
+				{"nexus_sagas_total", labels("outcome", "stuck")},
+			} {
+				if v, ok := sample(m, e.name, e.labels); !ok || v != 1 {
+					t.Errorf("%s%v = %v (present %v), want 1", e.name, e.labels, v, ok)
+				}
+			}
+
+			var stuckLogs []observer.LoggedEntry
+			for _, e := range logs.FilterMessageSnippet("saga stuck").All() {
+				if e.ContextMap()["saga_id"] == sagaID.String() {
+					stuckLogs = append(stuckLogs, e)
+				}
+			}
+			if len(stuckLogs) != 1 {
+				t.Fatalf("%d error logs of the stuck saga, want 1: %+v", len(stuckLogs), logs.All())
+			}
+			fields := stuckLogs[0].ContextMap()
+			if stuckLogs[0].Level != zap.ErrorLevel || fields["saga"] != "instance-start" || fields["node"] != "ensure_registered" ||
+				!strings.Contains(fmt.Sprint(fields["error"]), "unreachable") {
+				t.Errorf("stuck saga logged as %v %q %v", stuckLogs[0].Level, stuckLogs[0].Message, fields)
+			}
+		})
+	}
+}
