@@ -55,17 +55,19 @@ func CheckFormat(format string) error {
 // UnaryServerInterceptor logs every gRPC call: failures at info with the
 // error, successes at debug. When requestIDKey is set, the request id found
 // under it in the call's metadata goes on the line (N11).
+// The handler's context carries the request id, for FromContext.
 func UnaryServerInterceptor(log *zap.Logger, requestIDKey string) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
-		resp, err := handler(ctx, req)
-		fields := []zap.Field{zap.String("method", info.FullMethod), zap.Stringer("code", status.Code(err)),
-			zap.Duration("elapsed", time.Since(start))}
 		if requestIDKey != "" {
 			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(requestIDKey)) > 0 {
-				fields = append(fields, zap.String("request_id", md.Get(requestIDKey)[0]))
+				ctx = context.WithValue(ctx, requestIDKeyType{}, md.Get(requestIDKey)[0])
 			}
 		}
+		resp, err := handler(ctx, req)
+		log := FromContext(ctx, log)
+		fields := []zap.Field{zap.String("method", info.FullMethod), zap.Stringer("code", status.Code(err)),
+			zap.Duration("elapsed", time.Since(start))}
 		if err != nil {
 			log.Info("rpc failed", append(fields, zap.Error(err))...)
 		} else {
@@ -73,4 +75,16 @@ func UnaryServerInterceptor(log *zap.Logger, requestIDKey string) grpc.UnaryServ
 		}
 		return resp, err
 	}
+}
+
+type requestIDKeyType struct{}
+
+// FromContext returns log with the request's id on it when ctx is a
+// request's, so that every line logged while serving a request names it
+// (N11); log itself otherwise.
+func FromContext(ctx context.Context, log *zap.Logger) *zap.Logger {
+	if id, ok := ctx.Value(requestIDKeyType{}).(string); ok {
+		return log.With(zap.String("request_id", id))
+	}
+	return log
 }

@@ -24,6 +24,20 @@ func activate(t *testing.T, n *nexus.Server, task string) {
 	}
 }
 
+// waitUpdated waits until no update holds the instance's updater lock: an
+// instance reads failed as soon as its update saga wrote it, before the saga
+// releases the lock, and reincarnation leaves locked instances to the
+// update under way.
+func waitUpdated(t *testing.T, n *nexus.Server, id uuid.UUID) {
+	t.Helper()
+	waitInstance(t, n, id, func(i datastore.Instance) error {
+		if i.UpdaterID != nil {
+			return fmt.Errorf("updater lock held by %s", i.UpdaterID)
+		}
+		return nil
+	})
+}
+
 func runningInstance(t *testing.T, n *nexus.Server, c *oxide.Client) (datastore.Instance, datastore.VMM) {
 	t.Helper()
 	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
@@ -45,7 +59,7 @@ func runningInstance(t *testing.T, n *nexus.Server, c *oxide.Client) (datastore.
 func TestN8_WatcherFailsAForgottenVMMAndReincarnationRestartsItOncePerCooldown(t *testing.T) {
 	n, agents := rack(t, nexustest.Backends[0], 1)
 	c := sdk(t, n)
-	_, vmm := runningInstance(t, n, c)
+	inst, vmm := runningInstance(t, n, c)
 	if _, err := agents[0].Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
 		t.Fatal(err)
 	}
@@ -55,11 +69,12 @@ func TestN8_WatcherFailsAForgottenVMMAndReincarnationRestartsItOncePerCooldown(t
 		t.Fatalf("VMM after the watcher: %+v, %v", failed.Runtime, err)
 	}
 	waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed)
+	waitUpdated(t, n, inst.ID)
 
 	// The user wanted it running and its policy allows a restart.
 	activate(t, n, nexus.TaskReincarnation)
-	inst := waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
-	if inst.TimeLastAutoRestarted == nil {
+	restarted := waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+	if restarted.TimeLastAutoRestarted == nil {
 		t.Fatal("an automatic restart was not recorded")
 	}
 
@@ -70,6 +85,7 @@ func TestN8_WatcherFailsAForgottenVMMAndReincarnationRestartsItOncePerCooldown(t
 	}
 	activate(t, n, nexus.TaskInstanceWatcher)
 	waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed)
+	waitUpdated(t, n, inst.ID)
 	activate(t, n, nexus.TaskReincarnation)
 	if got := waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed); got == nil || len(agents[0].Inventory().GetVmms()) != 0 {
 		t.Fatal("an instance was reincarnated twice within its cooldown")

@@ -24,7 +24,13 @@ import (
 // registered.
 func rack(t *testing.T, backend datastore.Backend, sleds int, opts ...func(*sledconfig.Config)) (*nexus.Server, []*sledagenttest.Agent) {
 	t.Helper()
-	n := nexustest.Start(t, backend)
+	return rackWith(t, backend, sleds, nexustest.Setup{}, opts...)
+}
+
+// rackWith is rack with a nexus started with setup.
+func rackWith(t *testing.T, backend datastore.Backend, sleds int, setup nexustest.Setup, opts ...func(*sledconfig.Config)) (*nexus.Server, []*sledagenttest.Agent) {
+	t.Helper()
+	n := nexustest.StartWith(t, backend, setup)
 	var agents []*sledagenttest.Agent
 	for i := 0; i < sleds; i++ {
 		all := append([]func(*sledconfig.Config){withNexus(n.InternalAddr()), func(c *sledconfig.Config) {

@@ -24,6 +24,7 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/gateway"
+	"github.com/rackplane/rackplane/services/nexus/metrics"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	"github.com/rackplane/rackplane/services/nexus/sagas"
 	"github.com/rackplane/rackplane/services/nexus/sledclient"
@@ -49,10 +50,14 @@ type Server struct {
 	http         *http.Server
 	closeGateway func() error
 	health       *health.Server
+	metrics      *metrics.Metrics
+	metricsLis   net.Listener
+	metricsHTTP  *http.Server
 }
 
-// New opens the datastore (migrating its schema) and listens.
-func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Server, error) {
+// New opens the datastore (migrating its schema) and listens. The options
+// are for tests and test hooks (see Option).
+func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -63,7 +68,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Server, erro
 	}
 	nexusID := uuid.MustParse(cfg.ID)
 	sleds := sledclient.NewPool(ds)
-	engine := saga.New(ds, nexusID, log.Named("saga"))
+	engine := saga.New(ds, nexusID, log.Named("saga"), collectOptions(opts).saga...)
 	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: sledLiveness}) {
 		if err := engine.Register(t); err != nil {
 			ds.Close()
@@ -76,9 +81,16 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Server, erro
 	} else if n > 0 {
 		log.Info("recovered sagas", zap.Int("count", n))
 	}
-	nexusApp := app.New(ds, engine, sleds, log.Named("app"))
+	m := metrics.New()
+	if err := m.RegisterSagas(engine.Stats, ds.SagaCountStuck); err != nil {
+		ds.Close()
+		return nil, err
+	}
+	nexusApp := app.New(ds, engine, sleds, log.Named("app"),
+		app.WithSledRetryBound(time.Duration(cfg.SledUnreachableBound)),
+		app.WithForceTerminateCounter(func(outcome string) { m.ForceTerminations.WithLabelValues(outcome).Inc() }))
 	s := &Server{log: log, ds: ds, app: nexusApp, sagas: engine, sleds: sleds, health: health.NewServer(),
-		background: backgroundTasks(cfg, nexusApp, log.Named("background"))}
+		metrics: m, background: backgroundTasks(cfg, nexusApp, log.Named("background"))}
 	if err := s.listen(ctx, cfg); err != nil {
 		s.closeListeners()
 		ds.Close()
@@ -87,6 +99,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Server, erro
 	s.background.Start()
 	log.Info("nexus listening", zap.String("internal_address", s.internal.Addr().String()),
 		zap.String("external_address", s.rest.Addr().String()),
+		zap.String("metrics_address", s.metricsLis.Addr().String()),
 		zap.String("database_backend", cfg.DatabaseBackend))
 	return s, nil
 }
@@ -115,10 +128,11 @@ func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *backgrou
 // activate a task now.
 func (s *Server) Background() *background.Driver { return s.background }
 
-// listen opens the three listeners: internal gRPC (sled-agents), external
-// gRPC (NexusExternal) and REST (the gateway, dialing external gRPC). The
-// internal API is registered on its own server only, so it cannot be reached
-// through the external listeners (N10).
+// listen opens the four listeners: internal gRPC (sled-agents), external
+// gRPC (NexusExternal), REST (the gateway, dialing external gRPC) and
+// metrics. The internal API is registered on its own server only, so it
+// cannot be reached through the external listeners (N10); metrics, which
+// need no token, have their own listener for the same reason (N11).
 func (s *Server) listen(ctx context.Context, cfg config.Config) error {
 	var err error
 	if s.internal, err = net.Listen("tcp", cfg.InternalListen); err != nil {
@@ -130,9 +144,15 @@ func (s *Server) listen(ctx context.Context, cfg config.Config) error {
 	if s.rest, err = net.Listen("tcp", cfg.ExternalListen); err != nil {
 		return fmt.Errorf("external_listen %s: %w", cfg.ExternalListen, err)
 	}
-	s.internalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader)))
+	if s.metricsLis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+		return fmt.Errorf("metrics_listen %s: %w", cfg.MetricsListen, err)
+	}
+	// Metrics first, so that calls the auth interceptor refuses count too.
+	s.internalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(s.metrics.UnaryServerInterceptor(),
+		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader)))
 	nexusv1.RegisterNexusInternalServer(s.internalGRPC, api.NewInternal(s.app))
-	s.externalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), api.Authenticate(s.app)))
+	s.externalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(s.metrics.UnaryServerInterceptor(),
+		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), api.Authenticate(s.app)))
 	nexusv1.RegisterNexusExternalServer(s.externalGRPC, api.NewExternal(s.app))
 	for _, srv := range []*grpc.Server{s.internalGRPC, s.externalGRPC} {
 		healthpb.RegisterHealthServer(srv, s.health)
@@ -140,17 +160,20 @@ func (s *Server) listen(ctx context.Context, cfg config.Config) error {
 	for _, svc := range []string{"", nexusv1.NexusInternal_ServiceDesc.ServiceName, nexusv1.NexusExternal_ServiceDesc.ServiceName} {
 		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
 	}
-	handler, closeGateway, err := gateway.New(ctx, s.external.Addr().String())
+	handler, closeGateway, err := gateway.New(ctx, s.external.Addr().String(), gateway.WithObserver(s.metrics.ObserveHTTP))
 	if err != nil {
 		return err
 	}
 	s.closeGateway = closeGateway
 	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("GET /metrics", s.metrics.Handler(s.log.Named("metrics")))
+	s.metricsHTTP = &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
 
 func (s *Server) closeListeners() {
-	for _, l := range []net.Listener{s.internal, s.external, s.rest} {
+	for _, l := range []net.Listener{s.internal, s.external, s.rest, s.metricsLis} {
 		if l != nil {
 			l.Close()
 		}
@@ -166,6 +189,14 @@ func (s *Server) ExternalURL() string { return "http://" + s.rest.Addr().String(
 // ExternalGRPCAddr is where NexusExternal is served over gRPC.
 func (s *Server) ExternalGRPCAddr() string { return s.external.Addr().String() }
 
+// MetricsURL is the base URL of the metrics listener; Prometheus scrapes
+// MetricsURL()+"/metrics".
+func (s *Server) MetricsURL() string { return "http://" + s.metricsLis.Addr().String() }
+
+// Metrics is the replica's metrics, for layers that count events of their
+// own.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
 // App is the replica's application layer, for commands and tests that act
 // as an operator (minting tokens, say).
 func (s *Server) App() *app.Nexus { return s.app }
@@ -175,12 +206,13 @@ func (s *Server) DataStore() *datastore.DataStore { return s.ds }
 
 // Serve answers requests on every listener until Shutdown.
 func (s *Server) Serve() error {
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 	go func() { errs <- s.internalGRPC.Serve(s.internal) }()
 	go func() { errs <- s.externalGRPC.Serve(s.external) }()
 	go func() { errs <- s.http.Serve(s.rest) }()
+	go func() { errs <- s.metricsHTTP.Serve(s.metricsLis) }()
 	var first error
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 4; i++ {
 		if err := <-errs; err != nil && err != grpc.ErrServerStopped && err != http.ErrServerClosed && first == nil {
 			first = err
 		}
@@ -193,8 +225,10 @@ func (s *Server) Serve() error {
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
 	s.background.Stop()
-	if err := s.http.Shutdown(ctx); err != nil {
-		s.http.Close()
+	for _, srv := range []*http.Server{s.http, s.metricsHTTP} {
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
 	}
 	s.closeGateway() //nolint:errcheck // closing a client connection
 	for _, srv := range []*grpc.Server{s.externalGRPC, s.internalGRPC} {

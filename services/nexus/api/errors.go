@@ -37,9 +37,12 @@ func toStatus(err error) error {
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, sagas.ErrInstanceNotStopped):
 		return apierror.WithReason(codes.FailedPrecondition, "InvalidRequest", err.Error(), nil)
+	case errors.Is(err, sagas.ErrSameSled):
+		return apierror.WithReason(codes.InvalidArgument, "InvalidRequest", err.Error(), nil)
 	case errors.Is(err, sagas.ErrInstanceBusy):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, sledclient.ErrVMMGone), errors.Is(err, sledclient.ErrSledUnreachable):
+	case errors.Is(err, sledclient.ErrVMMGone), errors.Is(err, sledclient.ErrSledUnreachable),
+		errors.Is(err, app.ErrUpdateInProgress):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, datastore.ErrInUse):
 		// Oxide answers 400 InvalidRequest for "delete what still holds

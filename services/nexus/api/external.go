@@ -172,6 +172,22 @@ func (h *External) InstanceReboot(ctx context.Context, req *nexusv1.InstanceRebo
 	return &nexusv1.InstanceRebootResponse{Instance: instanceProto(v)}, nil
 }
 
+func (h *External) ForceTerminateInstance(ctx context.Context, req *nexusv1.ForceTerminateInstanceRequest) (*nexusv1.ForceTerminateInstanceResponse, error) {
+	v, err := h.nexus.InstanceForceTerminate(ctx, req.GetInstance(), req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.ForceTerminateInstanceResponse{Instance: instanceProto(v)}, nil
+}
+
+func (h *External) InstanceMigrate(ctx context.Context, req *nexusv1.InstanceMigrateRequest) (*nexusv1.InstanceMigrateResponse, error) {
+	v, err := h.nexus.InstanceMigrate(ctx, req.GetInstance(), req.GetProject(), req.GetMigrate())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.InstanceMigrateResponse{Instance: instanceProto(v)}, nil
+}
+
 func instanceProto(v app.InstanceView) *nexusv1.Instance {
 	i := v.Instance
 	out := &nexusv1.Instance{

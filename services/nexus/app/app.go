@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
@@ -17,12 +18,33 @@ type Nexus struct {
 	ds    *datastore.DataStore
 	sagas *saga.Engine
 	sleds sagas.SledAgents
+
+	sledRetryBound       time.Duration
+	forceTerminateCounts func(outcome string)
+}
+
+// Option configures the application layer.
+type Option func(*Nexus)
+
+// WithSledRetryBound sets how long force-terminate keeps retrying a sled
+// that does not answer before it gives up with 503 (F7).
+func WithSledRetryBound(d time.Duration) Option { return func(n *Nexus) { n.sledRetryBound = d } }
+
+// WithForceTerminateCounter is told the outcome of every force-terminate,
+// for the metric of F12.
+func WithForceTerminateCounter(count func(outcome string)) Option {
+	return func(n *Nexus) { n.forceTerminateCounts = count }
 }
 
 // New returns the application layer over ds. engine and sleds may be nil
 // for an operator command that only touches the database (minting tokens).
-func New(ds *datastore.DataStore, engine *saga.Engine, sleds sagas.SledAgents, log *zap.Logger) *Nexus {
-	return &Nexus{log: log, ds: ds, sagas: engine, sleds: sleds}
+func New(ds *datastore.DataStore, engine *saga.Engine, sleds sagas.SledAgents, log *zap.Logger, opts ...Option) *Nexus {
+	n := &Nexus{log: log, ds: ds, sagas: engine, sleds: sleds,
+		sledRetryBound: defaultSledRetryBound, forceTerminateCounts: func(string) {}}
+	for _, opt := range opts {
+		opt(n)
+	}
+	return n
 }
 
 // UpdateInstanceInBackground starts an instance update saga (N6) without

@@ -373,3 +373,34 @@ func (n *Nexus) InstanceDelete(ctx context.Context, instance, project string) er
 	_, err = n.sagas.Run(ctx, sagas.InstanceDelete, sagas.InstanceDeleteParams{Instance: inst.ID})
 	return err
 }
+
+// InstanceMigrate moves a running instance to another sled (fleet admin
+// only). It returns once the target VMM is pulling the guest; the instance
+// is migrating until the sled-agents report the outcome and an update saga
+// resolves it (N6).
+func (n *Nexus) InstanceMigrate(ctx context.Context, instance, project string, params *nexusv1.InstanceMigrateParams) (InstanceView, error) {
+	var v apierror.Violations
+	if params == nil {
+		v.Add("body", "is required")
+		return InstanceView{}, v.Err()
+	}
+	dst := v.UUID("dst_sled_id", params.GetDstSledId())
+	if err := v.Err(); err != nil {
+		return InstanceView{}, err
+	}
+	inst, err := n.lookupInstance(ctx, instance, project, authz.RoleViewer, "migrate")
+	if err != nil {
+		return InstanceView{}, err
+	}
+	if err := authz.RequireFleetAdmin(ctx, "migrate instance "+inst.Name); err != nil {
+		return InstanceView{}, err
+	}
+	if _, err := n.ds.SledGet(ctx, dst); err != nil {
+		return InstanceView{}, err
+	}
+	if _, err := n.sagas.Run(ctx, sagas.InstanceMigrate, sagas.InstanceMigrateParams{Instance: inst.ID, DstSled: dst,
+		Migration: uuid.New(), TargetVMM: uuid.New()}); err != nil {
+		return InstanceView{}, err
+	}
+	return n.instanceView(ctx, inst.ID)
+}

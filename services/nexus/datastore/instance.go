@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -215,11 +216,16 @@ func (d *DataStore) InstanceUpdaterUnlock(ctx context.Context, id, holder uuid.U
 	return d.classify(err)
 }
 
-// InstancesNeedingUpdate returns live instances whose active VMM is
-// terminal: the work an update saga should have done (N8 updater).
+// InstancesNeedingUpdate returns live instances whose active or target VMM
+// is terminal, or whose migration either side finished: the work an update
+// saga should have done (N8 updater).
 func (d *DataStore) InstancesNeedingUpdate(ctx context.Context) ([]uuid.UUID, error) {
-	return d.ids(ctx, `SELECT i.id FROM instance i JOIN vmm v ON v.id = i.active_propolis_id
-		WHERE i.time_deleted IS NULL AND v.state IN ('destroyed', 'failed', 'saga_unwound') ORDER BY i.id`)
+	return d.ids(ctx, `SELECT i.id FROM instance i WHERE i.time_deleted IS NULL AND i.state = 'vmm' AND (
+			EXISTS (SELECT 1 FROM vmm v WHERE v.id IN (i.active_propolis_id, i.target_propolis_id)
+				AND v.state IN ('destroyed', 'failed', 'saga_unwound'))
+			OR EXISTS (SELECT 1 FROM migration m WHERE m.id = i.migration_id
+				AND (m.source_state IN ('completed', 'failed') OR m.target_state IN ('completed', 'failed'))))
+		ORDER BY i.id`)
 }
 
 // InstancesToReincarnate returns failed instances the user wants running,
@@ -262,4 +268,21 @@ func (d *DataStore) ids(ctx context.Context, query string, args ...any) ([]uuid.
 		out = append(out, uuid.MustParse(id))
 	}
 	return out, rows.Err()
+}
+
+// InstanceIntendStopped records that the instance must stop (as
+// InstanceSetIntendedState does) and returns what it runs now, in one
+// transaction: what force-terminate acts on (F2, F3).
+func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, at time.Time) (InstanceSnapshot, error) {
+	var s InstanceSnapshot
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE instance SET intended_state = 'stopped', time_modified = $2
+			WHERE id = $1 AND time_deleted IS NULL`, id.String(), ts(at)); err != nil {
+			return err
+		}
+		var err error
+		s, err = snapshot(ctx, tx, id)
+		return err
+	})
+	return s, err
 }

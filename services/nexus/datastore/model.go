@@ -133,3 +133,48 @@ type VMM struct {
 	Runtime     VMMRuntime
 	TimeCreated time.Time
 }
+
+// Terminal reports whether this side of the migration has ended.
+func (s MigrationState) Terminal() bool { return s == MigrationCompleted || s == MigrationFailed }
+
+// Migration moves an instance from its active (source) VMM to a target VMM
+// on another sled. Each side's progress is numbered by the sled-agent that
+// runs that side, and written through its own generation guard.
+type Migration struct {
+	ID          uuid.UUID
+	InstanceID  uuid.UUID
+	SourceVMM   uuid.UUID
+	TargetVMM   uuid.UUID
+	SourceState MigrationState
+	SourceGen   uint64
+	TargetState MigrationState
+	TargetGen   uint64
+	TimeCreated time.Time
+}
+
+// Succeeded reports whether either side saw the guest move to the target.
+func (m Migration) Succeeded() bool {
+	return m.SourceState == MigrationCompleted || m.TargetState == MigrationCompleted
+}
+
+// Failed reports whether either side saw the migration fail.
+func (m Migration) Failed() bool {
+	return m.SourceState == MigrationFailed || m.TargetState == MigrationFailed
+}
+
+// MigrationSide names one side of a migration.
+type MigrationSide string
+
+const (
+	MigrationSource MigrationSide = "source"
+	MigrationTarget MigrationSide = "target"
+)
+
+// InstanceSnapshot is an instance with the VMMs and migration its runtime
+// points at, read together: what the instance update (N6) decides from.
+type InstanceSnapshot struct {
+	Instance  Instance
+	Active    *VMM
+	Target    *VMM
+	Migration *Migration
+}

@@ -28,14 +28,15 @@ type Deps struct {
 
 // Template names.
 const (
-	InstanceStart  = "instance-start"
-	InstanceUpdate = "instance-update"
-	InstanceDelete = "instance-delete"
+	InstanceStart   = "instance-start"
+	InstanceUpdate  = "instance-update"
+	InstanceDelete  = "instance-delete"
+	InstanceMigrate = "instance-migrate"
 )
 
 // Templates returns every saga template, for the engine to register.
 func Templates(d Deps) []saga.Template {
-	return []saga.Template{instanceStart(d), instanceUpdate(d), instanceDelete(d)}
+	return []saga.Template{instanceStart(d), instanceUpdate(d), instanceDelete(d), instanceMigrate(d)}
 }
 
 var (
@@ -48,6 +49,9 @@ var (
 	// ErrUpdaterLockHeld means another update holds the instance's
 	// updater lock; it (or the background updater) will do the work.
 	ErrUpdaterLockHeld = errors.New("instance updater lock is held by another update")
+	// ErrSameSled means a migration was asked to move an instance to the
+	// sled it already runs on.
+	ErrSameSled = errors.New("the destination is the instance's own sled")
 )
 
 // casRetries bounds read-modify-write loops that lose a generation race.

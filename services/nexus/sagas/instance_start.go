@@ -56,15 +56,20 @@ func (d Deps) allocVMM(ctx context.Context, sc *saga.Context) (any, error) {
 	return allocated{Sled: sled}, nil
 }
 
-// unwindVMM marks the saga's VMM saga_unwound, after whatever the sled said
-// last: nexus owns the generation again once the VMM is unregistered.
+// unwindVMM marks the saga's VMM saga_unwound.
 func (d Deps) unwindVMM(ctx context.Context, sc *saga.Context) error {
 	var p InstanceStartParams
 	if err := sc.Params(&p); err != nil {
 		return err
 	}
+	return d.markUnwound(ctx, p.VMM)
+}
+
+// markUnwound marks a saga's VMM saga_unwound, after whatever the sled said
+// last: nexus owns the generation again once the VMM is unregistered.
+func (d Deps) markUnwound(ctx context.Context, id uuid.UUID) error {
 	for attempt := 0; attempt < casRetries; attempt++ {
-		v, err := d.DS.VMMGet(ctx, p.VMM)
+		v, err := d.DS.VMMGet(ctx, id)
 		if errors.Is(err, datastore.ErrNotFound) {
 			return nil // the action never inserted it
 		}
@@ -80,7 +85,7 @@ func (d Deps) unwindVMM(ctx context.Context, sc *saga.Context) error {
 			return err
 		}
 	}
-	return fmt.Errorf("VMM %s kept changing while being marked saga_unwound", p.VMM)
+	return fmt.Errorf("VMM %s kept changing while being marked saga_unwound", id)
 }
 
 func (d Deps) linkVMM(ctx context.Context, sc *saga.Context) (any, error) {
@@ -171,16 +176,39 @@ func (d Deps) ensureRegistered(ctx context.Context, sc *saga.Context) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	resp, err := client.EnsureRegistered(ctx, &sledagentv1.EnsureRegisteredRequest{
+	return nil, d.register(ctx, client, sled, p.VMM, &sledagentv1.EnsureRegisteredRequest{
 		VmmId:          p.VMM.String(),
 		InstanceId:     p.Instance.String(),
 		Spec:           &sledagentv1.VmmSpec{Ncpus: int32(inst.NCPUs), MemoryBytes: inst.MemoryBytes, Hostname: inst.Hostname},
 		InitialRuntime: &sledagentv1.VmmRuntime{Generation: 1},
 	})
+}
+
+// register registers a VMM with its sled-agent and records the answer. A
+// force-terminate may have ended the VMM in the database while the request
+// was on its way (its EnsureUnregistered found nothing to remove, so it
+// wrote the VMM's end itself): the VMM is then unregistered again, its
+// recorded end stands, and the node fails, so its saga unwinds instead of
+// leaving a VMM running on a sled that no instance points at (F10).
+func (d Deps) register(ctx context.Context, client sledagentv1.SledAgentClient, sled, vmm uuid.UUID, req *sledagentv1.EnsureRegisteredRequest) error {
+	resp, err := client.EnsureRegistered(ctx, req)
 	if err != nil {
-		return nil, sledclient.Classify(sled, err)
+		return sledclient.Classify(sled, err)
 	}
-	return nil, d.writeRuntime(ctx, p.VMM, resp.GetRuntime())
+	if err := d.writeRuntime(ctx, vmm, resp.GetRuntime()); err != nil {
+		return err
+	}
+	v, err := d.DS.VMMGet(ctx, vmm)
+	if err != nil {
+		return err
+	}
+	if !v.Runtime.State.Terminal() {
+		return nil
+	}
+	if _, err := client.EnsureUnregistered(ctx, &sledagentv1.EnsureUnregisteredRequest{VmmId: vmm.String()}); err != nil {
+		return sledclient.Classify(sled, err)
+	}
+	return fmt.Errorf("%w: VMM %s was terminated (%s) while it was being registered", ErrInstanceBusy, vmm, v.Runtime.State)
 }
 
 // ensureUnregistered undoes registration. A sled that does not know the VMM

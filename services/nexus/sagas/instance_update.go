@@ -2,7 +2,6 @@ package sagas
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -19,10 +18,9 @@ type InstanceUpdateParams struct {
 }
 
 // instanceUpdate (N6): take the updater lock (try-lock: if another update
-// holds it, that one does the work), unlink a terminal active VMM and set
-// the instance no_vmm, or failed when the VMM failed, through the
-// generation guard, and release the lock. Migrations are resolved here too
-// once they exist.
+// holds it, that one does the work), resolve a finished migration and unlink
+// a terminal active VMM as Settle says, through the generation guard, and
+// release the lock.
 func instanceUpdate(d Deps) saga.Template {
 	return saga.Template{Name: InstanceUpdate, Nodes: []saga.Node{
 		{Name: "lock", Action: d.updaterLock, Undo: d.updaterUnlock},
@@ -46,18 +44,15 @@ func (d Deps) releaseAndRecheck(ctx context.Context, sc *saga.Context) (any, err
 		if err := d.DS.InstanceUpdaterUnlock(ctx, p.Instance, p.Lock); err != nil {
 			return nil, err
 		}
-		inst, err := d.DS.InstanceGet(ctx, p.Instance)
-		if err != nil {
-			return nil, err
-		}
-		if _, needed, err := d.settle(ctx, inst); err != nil || !needed {
+		snap, err := d.DS.InstanceSnapshot(ctx, p.Instance)
+		if err != nil || !NeedsSettling(snap) {
 			return nil, err
 		}
 		locked, err := d.DS.InstanceUpdaterLock(ctx, p.Instance, p.Lock)
 		if err != nil || !locked {
 			return nil, err
 		}
-		if err := d.settleInstance(ctx, p.Instance); err != nil {
+		if err := d.settleInstance(ctx, p.Instance, p.Lock); err != nil {
 			return nil, err
 		}
 	}
@@ -92,46 +87,14 @@ func (d Deps) applyUpdate(ctx context.Context, sc *saga.Context) (any, error) {
 	if err := sc.Params(&p); err != nil {
 		return nil, err
 	}
-	return nil, d.settleInstance(ctx, p.Instance)
+	return nil, d.settleInstance(ctx, p.Instance, p.Lock)
 }
 
 // settleInstance writes the runtime the instance's VMMs call for, through
-// the generation guard, re-reading when it loses a race.
-func (d Deps) settleInstance(ctx context.Context, id uuid.UUID) error {
-	for attempt := 0; attempt < casRetries; attempt++ {
-		inst, err := d.DS.InstanceGet(ctx, id)
-		if err != nil {
-			return err
-		}
-		next, changed, err := d.settle(ctx, inst)
-		if err != nil || !changed {
-			return err
-		}
-		wrote, err := d.DS.InstanceUpdateRuntime(ctx, inst.ID, next)
-		if err != nil || wrote {
-			return err
-		}
-	}
-	return fmt.Errorf("instance %s kept changing during its update", id)
-}
-
-// settle computes the instance runtime its VMMs call for: an active VMM
-// that is destroyed, failed or saga_unwound is unlinked.
-func (d Deps) settle(ctx context.Context, inst datastore.Instance) (datastore.InstanceRuntime, bool, error) {
-	rt := inst.Runtime
-	if rt.ActiveVMM == nil {
-		return rt, false, nil
-	}
-	vmm, err := d.DS.VMMGet(ctx, *rt.ActiveVMM)
-	if err != nil {
-		return rt, false, err
-	}
-	if !vmm.Runtime.State.Terminal() {
-		return rt, false, nil
-	}
-	next := datastore.InstanceRuntime{State: datastore.InstanceNoVMM, Generation: rt.Generation + 1, TimeUpdated: time.Now()}
-	if vmm.Runtime.State == datastore.VMMFailed {
-		next.State = datastore.InstanceFailed
-	}
-	return next, true, nil
+// the generation guard, as the holder of its updater lock.
+func (d Deps) settleInstance(ctx context.Context, id, holder uuid.UUID) error {
+	_, err := d.DS.InstanceSettle(ctx, id, holder, nil, func(s datastore.InstanceSnapshot) (datastore.InstanceRuntime, bool) {
+		return Settle(s, time.Now())
+	})
+	return err
 }

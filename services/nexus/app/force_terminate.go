@@ -1,0 +1,312 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/backoff"
+	"github.com/rackplane/rackplane/pkg/logging"
+	"github.com/rackplane/rackplane/services/nexus/authz"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/sagas"
+	"github.com/rackplane/rackplane/services/nexus/sledclient"
+)
+
+const (
+	// defaultSledRetryBound is how long force-terminate keeps trying a sled
+	// that does not answer (F7).
+	defaultSledRetryBound = 10 * time.Second
+	// sledAttemptTimeout bounds one EnsureUnregistered: a black-holed sled
+	// must turn into a retry, not a hang.
+	sledAttemptTimeout = 2 * time.Second
+	// lockWaitBound is how long force-terminate waits for another update
+	// holding the instance's updater lock (F6).
+	lockWaitBound = 10 * time.Second
+	// terminateRounds bounds how often a VMM that moved on while it was
+	// being terminated is looked at again (F5).
+	terminateRounds = 4
+)
+
+var (
+	sledRetryPolicy = backoff.Policy{Initial: 50 * time.Millisecond, Max: time.Second, Jitter: 0.2}
+	lockWaitPolicy  = backoff.Policy{Initial: 5 * time.Millisecond, Max: 200 * time.Millisecond, Jitter: 0.2}
+)
+
+// ErrUpdateInProgress means another update held the instance's updater
+// lock for longer than force-terminate waits; the VMMs are terminated and
+// that update settles the instance.
+var ErrUpdateInProgress = errors.New("another update of the instance is in progress")
+
+// Outcomes of terminating one VMM, as logged and counted (F12).
+const (
+	vmmDestroyed    = "destroyed"    // its sled-agent terminated it
+	vmmMarkedFailed = "failed"       // its sled-agent had forgotten it (F5)
+	vmmUnwound      = "saga_unwound" // never registered: its start or migration had not got that far
+	vmmMovedOn      = "moved_on"     // someone else ended it first; nothing was marked
+)
+
+// termination is what force-terminate did to one VMM.
+type termination struct {
+	vmm   datastore.VMM
+	write datastore.VMMWrite
+	// marked: the write records that the sled did not know the VMM, so it
+	// is only right while the VMM's generation is the one read (F5).
+	marked  bool
+	outcome string
+}
+
+// InstanceForceTerminate terminates every VMM of the instance and returns
+// it settled (SPEC F1-F12): stopped, or failed when a sled-agent had
+// forgotten its VMM.
+func (n *Nexus) InstanceForceTerminate(ctx context.Context, instance, project string) (InstanceView, error) {
+	inst, err := n.lookupInstance(ctx, instance, project, authz.RoleCollaborator, "force-terminate")
+	if err != nil {
+		return InstanceView{}, err
+	}
+	start := time.Now()
+	view, done, err := n.forceTerminate(ctx, inst.ID)
+	outcome := "ok"
+	switch {
+	case errors.Is(err, sledclient.ErrSledUnreachable):
+		outcome = "sled_unreachable"
+	case errors.Is(err, ErrUpdateInProgress):
+		outcome = "update_in_progress"
+	case err != nil:
+		outcome = "error"
+	}
+	n.forceTerminateCounts(outcome)
+	vmms := make([]string, 0, len(done))
+	for _, t := range done {
+		vmms = append(vmms, t.vmm.ID.String()+"@"+t.vmm.SledID.String()+": "+t.outcome)
+	}
+	fields := []zap.Field{zap.String("caller", authz.FromContext(ctx).Principal), zap.Stringer("instance_id", inst.ID),
+		zap.Strings("vmms", vmms), zap.String("outcome", outcome), zap.Duration("elapsed", time.Since(start))}
+	log := logging.FromContext(ctx, n.log)
+	if err != nil {
+		log.Warn("force-terminate failed", append(fields, zap.Error(err))...)
+		return InstanceView{}, err
+	}
+	log.Info("force-terminated instance", append(fields, zap.String("run_state", view.RunState))...)
+	return view, nil
+}
+
+func (n *Nexus) forceTerminate(ctx context.Context, id uuid.UUID) (InstanceView, []termination, error) {
+	// F2: the wish comes first, so that nothing restarts the instance
+	// whatever happens next.
+	snap, err := n.ds.InstanceIntendStopped(ctx, id, time.Now())
+	if err != nil {
+		return InstanceView{}, nil, err
+	}
+	var done []termination
+	pending := liveVMMs(snap)
+	if len(pending) == 0 && !sagas.NeedsSettling(snap) {
+		// F8: nothing runs; no sled is called and nothing is written.
+		return InstanceView{Instance: snap.Instance, RunState: RunState(snap.Instance, snap.Active)}, nil, nil
+	}
+	for round := 0; ; round++ {
+		if round == terminateRounds {
+			return InstanceView{}, done, fmt.Errorf("%w: its VMMs kept changing while they were terminated", sagas.ErrInstanceBusy)
+		}
+		var results []termination
+		var err error
+		if len(pending) > 0 {
+			if results, err = n.terminateAll(ctx, pending); len(results) == 0 {
+				// F7: no sled answered; nothing but the wish has changed.
+				return InstanceView{}, done, err
+			}
+		}
+		writes := make([]datastore.VMMWrite, len(results))
+		for i, t := range results {
+			writes[i] = t.write
+		}
+		// F4, F6: what the sleds said goes through the VMM guard, and the
+		// instance settles, in one transaction.
+		res, settleErr := n.ds.InstanceSettle(ctx, id, uuid.Nil, writes, settleNow)
+		if settleErr != nil {
+			return InstanceView{}, done, settleErr
+		}
+		snap = res.After
+		pending = nil
+		for i, t := range results {
+			if t.marked && !res.VMMWritten[i] {
+				// F5: it moved on since it was read (a racing stop
+				// destroyed it, or a start registered it): nothing was
+				// marked. Look again: if it is still alive, end it.
+				v, err := n.ds.VMMGet(ctx, t.vmm.ID)
+				if err != nil {
+					return InstanceView{}, done, err
+				}
+				if !v.Runtime.State.Terminal() {
+					pending = append(pending, v)
+				}
+				t.outcome = vmmMovedOn
+			}
+			done = append(done, t)
+		}
+		if err != nil {
+			// F7: a sled that did not answer; the others' answers are
+			// recorded, and nothing is claimed about its VMM.
+			return InstanceView{}, done, err
+		}
+		if res.Outcome == datastore.SettleLockHeld {
+			if snap, err = n.settleWhenUnlocked(ctx, id); err != nil {
+				return InstanceView{}, done, err
+			}
+		}
+		if len(pending) == 0 {
+			return InstanceView{Instance: snap.Instance, RunState: RunState(snap.Instance, snap.Active)}, done, nil
+		}
+	}
+}
+
+func settleNow(s datastore.InstanceSnapshot) (datastore.InstanceRuntime, bool) {
+	return sagas.Settle(s, time.Now())
+}
+
+// liveVMMs are the instance's VMMs that force-terminate must end: a VMM
+// already destroyed, unwound or failed in the database is left alone,
+// without calling its sled (F3).
+func liveVMMs(s datastore.InstanceSnapshot) []datastore.VMM {
+	var out []datastore.VMM
+	for _, v := range []*datastore.VMM{s.Active, s.Target} {
+		if v != nil && !v.Runtime.State.Terminal() {
+			out = append(out, *v)
+		}
+	}
+	return out
+}
+
+// terminateAll unregisters the VMMs from their sleds at the same time, so
+// that two unreachable sleds cost one bound, not two. It returns the
+// terminations that got an answer, and the error of any that did not.
+func (n *Nexus) terminateAll(ctx context.Context, vmms []datastore.VMM) ([]termination, error) {
+	if len(vmms) == 1 {
+		t, err := n.terminate(ctx, vmms[0])
+		if err != nil {
+			return nil, err
+		}
+		return []termination{t}, nil
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		out  []termination
+		errs []error
+	)
+	for _, v := range vmms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t, err := n.terminate(ctx, v)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			out = append(out, t)
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// terminate asks the VMM's sled-agent to unregister it (F4), retrying a
+// sled that does not answer until the bound (F7).
+func (n *Nexus) terminate(ctx context.Context, v datastore.VMM) (termination, error) {
+	resp, err := n.unregister(ctx, v)
+	if err != nil {
+		return termination{}, err
+	}
+	now := time.Now()
+	if rt := resp.GetUpdatedRuntime(); rt != nil {
+		runtime, err := sledclient.Runtime(rt)
+		if err != nil {
+			return termination{}, err
+		}
+		return termination{vmm: v, write: datastore.VMMWrite{ID: v.ID, Runtime: runtime}, outcome: vmmDestroyed}, nil
+	}
+	// The sled does not know the VMM. The next generation after the one
+	// read is only written if nobody advanced the VMM meanwhile (F5).
+	next := datastore.VMMRuntime{State: datastore.VMMFailed, FailureReason: "no_such_vmm",
+		Generation: v.Runtime.Generation + 1, TimeUpdated: now}
+	outcome := vmmMarkedFailed
+	if v.Runtime.State == datastore.VMMCreating {
+		// Never registered: the saga creating it had not reached its sled.
+		// Nothing failed; that saga finds its VMM ended and unwinds.
+		next = datastore.VMMRuntime{State: datastore.VMMSagaUnwound, Generation: v.Runtime.Generation + 1, TimeUpdated: now}
+		outcome = vmmUnwound
+	}
+	return termination{vmm: v, write: datastore.VMMWrite{ID: v.ID, Runtime: next}, marked: true, outcome: outcome}, nil
+}
+
+func (n *Nexus) unregister(ctx context.Context, v datastore.VMM) (*sledagentv1.EnsureUnregisteredResponse, error) {
+	client, err := n.sleds.Client(ctx, v.SledID)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(n.sledRetryBound)
+	for attempt := 0; ; attempt++ {
+		callCtx, cancel := context.WithDeadline(ctx, minTime(deadline, time.Now().Add(sledAttemptTimeout)))
+		resp, err := client.EnsureUnregistered(callCtx, &sledagentv1.EnsureUnregisteredRequest{VmmId: v.ID.String()})
+		cancel()
+		err = sledclient.Classify(v.SledID, err)
+		if !errors.Is(err, sledclient.ErrSledUnreachable) || ctx.Err() != nil {
+			return resp, err
+		}
+		wait := sledRetryPolicy.Delay(attempt)
+		if time.Now().Add(wait).After(deadline) {
+			return nil, fmt.Errorf("%w: gave up after %s; VMM %s was left as it was: %v",
+				sledclient.ErrSledUnreachable, n.sledRetryBound, v.ID, err)
+		}
+		if !sleep(ctx, wait) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// settleWhenUnlocked waits, within a bound, for the update holding the
+// instance's updater lock, then settles the instance itself if the holder
+// left anything to do.
+func (n *Nexus) settleWhenUnlocked(ctx context.Context, id uuid.UUID) (datastore.InstanceSnapshot, error) {
+	deadline := time.Now().Add(lockWaitBound)
+	for attempt := 0; ; attempt++ {
+		if !sleep(ctx, lockWaitPolicy.Delay(attempt)) {
+			return datastore.InstanceSnapshot{}, ctx.Err()
+		}
+		res, err := n.ds.InstanceSettle(ctx, id, uuid.Nil, nil, settleNow)
+		if err != nil || res.Outcome != datastore.SettleLockHeld {
+			return res.After, err
+		}
+		if time.Now().After(deadline) {
+			return datastore.InstanceSnapshot{}, fmt.Errorf("%w: its VMMs are terminated and that update will settle it",
+				ErrUpdateInProgress)
+		}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// sleep waits d unless ctx ends first; false when it did.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,179 @@
+package datastore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/google/uuid"
+)
+
+// queryer is what reads and writes need, in or out of a transaction.
+type queryer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// InstanceSnapshot reads an instance with the VMMs and migration its
+// runtime points at.
+func (d *DataStore) InstanceSnapshot(ctx context.Context, id uuid.UUID) (InstanceSnapshot, error) {
+	s, err := snapshot(ctx, d.db, id)
+	return s, d.classify(err)
+}
+
+func snapshot(ctx context.Context, q queryer, id uuid.UUID) (InstanceSnapshot, error) {
+	inst, err := scanInstance(q.QueryRowContext(ctx,
+		`SELECT `+instanceColumns+` FROM instance WHERE id = $1 AND time_deleted IS NULL`, id.String()))
+	if isNoRows(err) {
+		return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return InstanceSnapshot{}, err
+	}
+	s := InstanceSnapshot{Instance: inst}
+	rt := inst.Runtime
+	if rt.ActiveVMM != nil || rt.TargetVMM != nil {
+		rows, err := q.QueryContext(ctx, `SELECT `+vmmColumns+` FROM vmm WHERE id IN ($1, $2)`,
+			idOrNil(rt.ActiveVMM), idOrNil(rt.TargetVMM))
+		if err != nil {
+			return s, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			v, err := scanVMM(rows)
+			if err != nil {
+				return s, err
+			}
+			switch {
+			case rt.ActiveVMM != nil && v.ID == *rt.ActiveVMM:
+				s.Active = &v
+			case rt.TargetVMM != nil && v.ID == *rt.TargetVMM:
+				s.Target = &v
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return s, err
+		}
+	}
+	if rt.MigrationID != nil {
+		m, err := migrationGet(ctx, q, *rt.MigrationID)
+		if err != nil {
+			return s, err
+		}
+		s.Migration = &m
+	}
+	return s, nil
+}
+
+// VMMWrite is a guarded VMM runtime write (N3) made together with a settle.
+type VMMWrite struct {
+	ID      uuid.UUID
+	Runtime VMMRuntime
+}
+
+// SettleOutcome is what InstanceSettle did to the instance.
+type SettleOutcome int
+
+const (
+	// SettleWritten: the instance runtime was rewritten.
+	SettleWritten SettleOutcome = iota + 1
+	// SettleUnchanged: the instance already is what its VMMs call for.
+	SettleUnchanged
+	// SettleLockHeld: it needs settling, but another update holds its
+	// updater lock; that holder settles it when it releases (N6).
+	SettleLockHeld
+)
+
+// SettleResult reports an InstanceSettle.
+type SettleResult struct {
+	Outcome SettleOutcome
+	// Before is what the settle decided from (after the VMM writes); After
+	// is what it left.
+	Before, After InstanceSnapshot
+	// VMMWritten says, for each write given, whether the guard let it in.
+	VMMWritten []bool
+}
+
+// InstanceSettle makes the writes through the VMM guard, then rewrites the
+// instance's runtime to what compute says its VMMs call for, unless someone
+// other than holder holds its updater lock. It is the instance update of
+// N6 done in one transaction (one commit) rather than a saga: taking the
+// lock, applying and releasing it cannot be interrupted half-way. Pass
+// uuid.Nil as holder when not holding the lock. compute must not have side
+// effects: it may be called again when the instance changes meanwhile.
+func (d *DataStore) InstanceSettle(ctx context.Context, id, holder uuid.UUID, writes []VMMWrite,
+	compute func(InstanceSnapshot) (InstanceRuntime, bool)) (SettleResult, error) {
+	var res SettleResult
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		res = SettleResult{VMMWritten: make([]bool, len(writes))}
+		for i, w := range writes {
+			r, err := tx.ExecContext(ctx, `
+				UPDATE vmm SET state = $2, state_generation = $3, time_state_updated = $4, failure_reason = $5
+				WHERE id = $1 AND state_generation < $3 AND time_deleted IS NULL`,
+				w.ID.String(), string(w.Runtime.State), int64(w.Runtime.Generation), ts(w.Runtime.TimeUpdated),
+				stringOrNil(w.Runtime.FailureReason))
+			if err != nil {
+				return err
+			}
+			n, err := r.RowsAffected()
+			if err != nil {
+				return err
+			}
+			res.VMMWritten[i] = n == 1
+		}
+		for attempt := 0; attempt < 8; attempt++ {
+			s, err := snapshot(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			res.Before, res.After = s, s
+			next, changed := compute(s)
+			if !changed {
+				res.Outcome = SettleUnchanged
+				return nil
+			}
+			if u := s.Instance.UpdaterID; u != nil && *u != holder {
+				res.Outcome = SettleLockHeld
+				return nil
+			}
+			r, err := tx.ExecContext(ctx, `
+				UPDATE instance SET state = $2, active_propolis_id = $3, target_propolis_id = $4, migration_id = $5,
+					state_generation = $6, time_state_updated = $7
+				WHERE id = $1 AND state_generation < $6 AND time_deleted IS NULL
+					AND (updater_id IS NULL OR updater_id = $8)`,
+				id.String(), string(next.State), idOrNil(next.ActiveVMM), idOrNil(next.TargetVMM), idOrNil(next.MigrationID),
+				int64(next.Generation), ts(next.TimeUpdated), holder.String())
+			if err != nil {
+				return err
+			}
+			if n, err := r.RowsAffected(); err != nil || n == 1 {
+				res.Outcome = SettleWritten
+				res.After = s.relinked(next)
+				return err
+			}
+		}
+		return fmt.Errorf("instance %s kept changing while it was settled", id)
+	})
+	return res, err
+}
+
+// relinked is the snapshot after its instance's runtime became next: the
+// same VMMs, linked as next says.
+func (s InstanceSnapshot) relinked(next InstanceRuntime) InstanceSnapshot {
+	out := InstanceSnapshot{Instance: s.Instance}
+	out.Instance.Runtime = next
+	for _, v := range []*VMM{s.Active, s.Target} {
+		switch {
+		case v == nil:
+		case next.ActiveVMM != nil && v.ID == *next.ActiveVMM:
+			out.Active = v
+		case next.TargetVMM != nil && v.ID == *next.TargetVMM:
+			out.Target = v
+		}
+	}
+	if next.MigrationID != nil && s.Migration != nil && *next.MigrationID == s.Migration.ID {
+		out.Migration = s.Migration
+	}
+	return out
+}

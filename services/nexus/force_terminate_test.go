@@ -1,0 +1,448 @@
+package nexus_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/oxidecomputer/oxide.go/oxide"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/duration"
+	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/app"
+	"github.com/rackplane/rackplane/services/nexus/config"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	"github.com/rackplane/rackplane/services/nexus/saga"
+	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+)
+
+// instanceJSON is the part of an Oxide instance these tests read.
+type instanceJSON struct {
+	ID       string `json:"id"`
+	RunState string `json:"run_state"`
+}
+
+// forceTerminate calls POST /v1/instances/{instance}/force-terminate and
+// returns the status, the instance (on 200) and the error body otherwise.
+func forceTerminate(t *testing.T, n *nexus.Server, token, instance, project string) (int, instanceJSON, oxideError) {
+	t.Helper()
+	url := n.ExternalURL() + "/v1/instances/" + instance + "/force-terminate"
+	if project != "" {
+		url += "?project=" + project
+	}
+	resp, data := do(t, token, http.MethodPost, url, "")
+	var inst instanceJSON
+	var eb oxideError
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(data, &inst); err != nil {
+			t.Fatalf("force-terminate answered %s: %v", data, err)
+		}
+	} else if err := json.Unmarshal(data, &eb); err != nil {
+		t.Fatalf("force-terminate answered %d %s: %v", resp.StatusCode, data, err)
+	}
+	return resp.StatusCode, inst, eb
+}
+
+func mustForceTerminate(t *testing.T, n *nexus.Server, token, instance, project, want string) {
+	t.Helper()
+	code, inst, eb := forceTerminate(t, n, token, instance, project)
+	if code != http.StatusOK || inst.RunState != want {
+		t.Fatalf("force-terminate: %d %+v %+v, want 200 %s", code, inst, eb, want)
+	}
+}
+
+var explicitSleds = func(c *sledconfig.Config) { c.HypervisorMode = "explicit" }
+
+// startedInstance creates project p and instance vm on an explicit-mode
+// rack and steps its VMM to running.
+func startedInstance(t *testing.T, n *nexus.Server, c *oxide.Client, agents []*sledagenttest.Agent) (datastore.Instance, datastore.VMM, *sledagenttest.Agent) {
+	t.Helper()
+	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	created := createInstance(t, c, "p", "vm", true)
+	inst, err := n.DataStore().InstanceGet(ctx, uuid.MustParse(created.Id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmm, err := n.DataStore().VMMGet(ctx, *inst.Runtime.ActiveVMM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sled := agentOf(t, agents, vmm.SledID)
+	sled.Step(vmm.ID.String(), true)
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+	vmm, _ = n.DataStore().VMMGet(ctx, vmm.ID)
+	return inst, vmm, sled
+}
+
+func agentOf(t *testing.T, agents []*sledagenttest.Agent, sled uuid.UUID) *sledagenttest.Agent {
+	t.Helper()
+	for _, a := range agents {
+		if a.Inventory().GetSledId() == sled.String() {
+			return a
+		}
+	}
+	t.Fatalf("no agent runs sled %s", sled)
+	return nil
+}
+
+func vmmState(t *testing.T, n *nexus.Server, id uuid.UUID) datastore.VMMRuntime {
+	t.Helper()
+	v, err := n.DataStore().VMMGet(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.Runtime
+}
+
+func blackHole(t *testing.T, a *sledagenttest.Agent, on bool) {
+	t.Helper()
+	if _, err := a.Sim.SetBlackHole(ctx, &sledagentv1.SetBlackHoleRequest{Enabled: on}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestF1_F4_ForceTerminateUnregistersTheVMMAndAnswersStopped(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 1, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			inst, vmm, sled := startedInstance(t, n, sdkAs(t, n, token), agents)
+			mustForceTerminate(t, n, token, "vm", "p", "stopped")
+			if k := len(sled.Inventory().GetVmms()); k != 0 {
+				t.Fatalf("%d VMMs still registered after force-terminate", k)
+			}
+			// F4: the sled's answer, destroyed at the next generation, is
+			// what the database records.
+			if rt := vmmState(t, n, vmm.ID); rt.State != datastore.VMMDestroyed || rt.Generation != vmm.Runtime.Generation+1 {
+				t.Fatalf("VMM after force-terminate: %+v, want destroyed at generation %d", rt, vmm.Runtime.Generation+1)
+			}
+			got, _ := n.DataStore().InstanceGet(ctx, inst.ID)
+			if got.Runtime.State != datastore.InstanceNoVMM || got.Runtime.ActiveVMM != nil ||
+				got.IntendedState != datastore.IntendStopped || got.UpdaterID != nil {
+				t.Fatalf("instance after force-terminate: %+v intended %s updater %v", got.Runtime, got.IntendedState, got.UpdaterID)
+			}
+			// By id as well as by name; F8: again is 200 stopped.
+			mustForceTerminate(t, n, token, inst.ID.String(), "", "stopped")
+		})
+	}
+}
+
+func TestF5_F11_AVMMTheSledForgotIsMarkedFailedAndTheInstanceStaysUsable(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 1, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			c := sdkAs(t, n, token)
+			_, vmm, sled := startedInstance(t, n, c, agents)
+			if _, err := sled.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
+				t.Fatal(err)
+			}
+			mustForceTerminate(t, n, token, "vm", "p", "failed")
+			if rt := vmmState(t, n, vmm.ID); rt.State != datastore.VMMFailed || rt.FailureReason != "no_such_vmm" ||
+				rt.Generation != vmm.Runtime.Generation+1 {
+				t.Fatalf("forgotten VMM after force-terminate: %+v", rt)
+			}
+			// F11: start, stop, delete all work on it.
+			if _, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"}); err != nil {
+				t.Fatal(err)
+			}
+			sled.Step("", true)
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+			mustForceTerminate(t, n, token, "vm", "p", "stopped")
+			if _, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"}); err != nil {
+				t.Fatal(err)
+			}
+			sled.Step("", true)
+			running := waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+			again := vmmOf(t, n, running.Id)
+			if _, err := sled.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: again.String()}); err != nil {
+				t.Fatal(err)
+			}
+			mustForceTerminate(t, n, token, "vm", "p", "failed")
+			if inst, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"}); err != nil || inst.RunState != oxide.InstanceStateStopped {
+				t.Fatalf("stopping the failed instance: %+v, %v", inst, err)
+			}
+			if err := c.InstanceDelete(ctx, oxide.InstanceDeleteParams{Project: "p", Instance: "vm"}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func vmmOf(t *testing.T, n *nexus.Server, instance string) uuid.UUID {
+	t.Helper()
+	inst, err := n.DataStore().InstanceGet(ctx, uuid.MustParse(instance))
+	if err != nil || inst.Runtime.ActiveVMM == nil {
+		t.Fatalf("instance %s has no active VMM: %+v, %v", instance, inst.Runtime, err)
+	}
+	return *inst.Runtime.ActiveVMM
+}
+
+func TestF2_AForceTerminatedInstanceThatEndedFailedIsNeverReincarnated(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 1, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			inst, vmm, sled := startedInstance(t, n, sdkAs(t, n, token), agents)
+			if inst.AutoRestartPolicy != datastore.AutoRestartBestEffort || inst.IntendedState != datastore.IntendRunning {
+				t.Fatalf("the instance should be one reincarnation would restart: %+v", inst)
+			}
+			if _, err := sled.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
+				t.Fatal(err)
+			}
+			mustForceTerminate(t, n, token, "vm", "p", "failed")
+			// It never restarted, so no cooldown holds it back: only the
+			// recorded wish (stopped) does.
+			activate(t, n, nexus.TaskReincarnation)
+			got, _ := n.DataStore().InstanceGet(ctx, inst.ID)
+			if got.Runtime.State != datastore.InstanceFailed || got.TimeLastAutoRestarted != nil || len(sled.Inventory().GetVmms()) != 0 {
+				t.Fatalf("after reincarnation: %+v, auto-restarted at %v", got.Runtime, got.TimeLastAutoRestarted)
+			}
+		})
+	}
+}
+
+func TestF3_AVMMAlreadyEndedInTheDatabaseIsNotSentToItsSled(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 1, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			_, vmm, sled := startedInstance(t, n, sdkAs(t, n, token), agents)
+			// Its end is recorded but the update saga has not run yet; the
+			// sled answers nobody, so a call to it would time out (F7).
+			if wrote, err := n.DataStore().VMMUpdateRuntime(ctx, vmm.ID, datastore.VMMRuntime{State: datastore.VMMDestroyed,
+				Generation: vmm.Runtime.Generation + 3, TimeUpdated: time.Now()}); !wrote || err != nil {
+				t.Fatalf("(%v, %v)", wrote, err)
+			}
+			blackHole(t, sled, true)
+			mustForceTerminate(t, n, token, "vm", "p", "stopped")
+		})
+	}
+}
+
+// The trap of the omicron review: a stop races the force-terminate and
+// destroys the VMM after force-terminate read it but before its
+// EnsureUnregistered lands. The VMM must end destroyed, the instance
+// stopped, never failed, and force-terminate starts no update of its own
+// (the stop's end already settled the instance).
+func TestF5_ARacingStopThatDestroyedTheVMMFirstIsNotAFailure(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		for _, forgotten := range []bool{false, true} {
+			name := string(backend) + "/sled_remembers_the_end"
+			if forgotten {
+				// The sled has forgotten even the end (it restarted): its
+				// empty answer makes force-terminate try to mark the VMM
+				// failed, which the generation guard refuses.
+				name = string(backend) + "/sled_forgot_the_end"
+			}
+			t.Run(name, func(t *testing.T) {
+				n, agents := rack(t, backend, 1, explicitSleds)
+				token := nexustest.AdminToken(t, n)
+				c := sdkAs(t, n, token)
+				inst, vmm, sled := startedInstance(t, n, c, agents)
+				if _, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"}); err != nil {
+					t.Fatal(err)
+				}
+				blackHole(t, sled, true)
+				done := make(chan struct{})
+				var (
+					code int
+					got  instanceJSON
+					eb   oxideError
+				)
+				go func() {
+					defer close(done)
+					code, got, eb = forceTerminate(t, n, token, "vm", "p")
+				}()
+				sled.WaitHeld(sledagentv1.SledAgent_EnsureUnregistered_FullMethodName, vmm.ID.String())
+				// The stop finishes on the sled and nexus hears of it.
+				sled.Step(vmm.ID.String(), true)
+				waitInstance(t, n, inst.ID, func(i datastore.Instance) error {
+					if i.Runtime.State != datastore.InstanceNoVMM || i.UpdaterID != nil {
+						return fmt.Errorf("instance runtime %+v, updater %v", i.Runtime, i.UpdaterID)
+					}
+					return nil
+				})
+				if forgotten {
+					if _, err := sled.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				sagasStarted, _ := sample(scrape(t, n), "nexus_sagas_total", labels("outcome", "started"))
+				blackHole(t, sled, false)
+				<-done
+				if code != http.StatusOK || got.RunState != "stopped" {
+					t.Fatalf("force-terminate racing a stop: %d %+v %+v, want 200 stopped", code, got, eb)
+				}
+				if rt := vmmState(t, n, vmm.ID); rt.State != datastore.VMMDestroyed || rt.FailureReason != "" {
+					t.Fatalf("VMM after the race: %+v, want destroyed", rt)
+				}
+				if after, _ := sample(scrape(t, n), "nexus_sagas_total", labels("outcome", "started")); after != sagasStarted {
+					t.Fatalf("force-terminate started %v sagas after a racing stop settled the instance", after-sagasStarted)
+				}
+			})
+		}
+	}
+}
+
+func TestF7_AnUnreachableSledIs503NamingItAndOnlyTheWishChanges(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rackWith(t, backend, 1, nexustest.Setup{Config: func(c *config.Config) {
+				c.SledUnreachableBound = duration.Duration(300 * time.Millisecond)
+			}}, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			inst, vmm, sled := startedInstance(t, n, sdkAs(t, n, token), agents)
+			before, _ := n.DataStore().InstanceGet(ctx, inst.ID)
+			blackHole(t, sled, true)
+			code, _, eb := forceTerminate(t, n, token, "vm", "p")
+			if code != http.StatusServiceUnavailable || eb.ErrorCode != "ServiceNotAvailable" || !strings.Contains(eb.Message, vmm.SledID.String()) {
+				t.Fatalf("force-terminate with the sled black-holed: %d %+v, want 503 ServiceNotAvailable naming sled %s", code, eb, vmm.SledID)
+			}
+			after, _ := n.DataStore().InstanceGet(ctx, inst.ID)
+			if after.Runtime.Generation != before.Runtime.Generation || vmmState(t, n, vmm.ID).Generation != vmm.Runtime.Generation ||
+				after.IntendedState != datastore.IntendStopped {
+				t.Fatalf("an unreachable sled changed more than the intended state:\n before %+v %+v\n after  %+v %+v",
+					before.Runtime, vmm.Runtime, after.Runtime, vmmState(t, n, vmm.ID))
+			}
+			blackHole(t, sled, false)
+			mustForceTerminate(t, n, token, "vm", "p", "stopped")
+			if len(sled.Inventory().GetVmms()) != 0 {
+				t.Fatal("the VMM is still registered")
+			}
+		})
+	}
+}
+
+func TestF8_AStoppedInstanceCallsNoSledAndAGoneOneIs404(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 1, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			c := sdkAs(t, n, token)
+			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+				t.Fatal(err)
+			}
+			created := createInstance(t, c, "p", "vm", false)
+			blackHole(t, agents[0], true)
+			before, _ := n.DataStore().InstanceGet(ctx, uuid.MustParse(created.Id))
+			mustForceTerminate(t, n, token, "vm", "p", "stopped")
+			after, _ := n.DataStore().InstanceGet(ctx, uuid.MustParse(created.Id))
+			if after.Runtime.Generation != before.Runtime.Generation {
+				t.Fatalf("force-terminating a stopped instance changed its runtime: %+v -> %+v", before.Runtime, after.Runtime)
+			}
+			if err := c.InstanceDelete(ctx, oxide.InstanceDeleteParams{Project: "p", Instance: "vm"}); err != nil {
+				t.Fatal(err)
+			}
+			for _, ref := range []struct{ instance, project string }{{"vm", "p"}, {created.Id, ""}, {uuid.NewString(), ""}} {
+				if code, _, eb := forceTerminate(t, n, token, ref.instance, ref.project); code != http.StatusNotFound || eb.ErrorCode != "ObjectNotFound" {
+					t.Fatalf("force-terminate of %v: %d %+v, want 404 ObjectNotFound", ref, code, eb)
+				}
+			}
+		})
+	}
+}
+
+// blockAt stops the first saga of template at node, before its action,
+// until the test releases it.
+type blockAt struct {
+	node    string
+	reached chan struct{}
+	release chan struct{}
+	once    bool
+}
+
+func newBlockAt(node string) *blockAt {
+	return &blockAt{node: node, reached: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (b *blockAt) option() nexus.Option {
+	return nexus.WithSagaOptions(saga.WithHooks(saga.Hooks{BeforeNode: func(_ uuid.UUID, node string) {
+		if node != b.node || b.once {
+			return
+		}
+		b.once = true
+		close(b.reached)
+		<-b.release
+	}}))
+}
+
+func TestF10_AForceTerminateBetweenRegisterAndRunUnwindsTheStart(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			block := newBlockAt("ensure_running")
+			n, agents := rackWith(t, backend, 1, nexustest.Setup{Options: []nexus.Option{block.option()}}, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			c := sdkAs(t, n, token)
+			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+				t.Fatal(err)
+			}
+			created := createInstance(t, c, "p", "vm", false)
+			started := make(chan error, 1)
+			go func() {
+				_, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"})
+				started <- err
+			}()
+			<-block.reached // registered on the sled, not yet asked to run
+			if k := len(agents[0].Inventory().GetVmms()); k != 1 {
+				t.Fatalf("%d VMMs registered at ensure_running", k)
+			}
+			vmm := vmmOf(t, n, created.Id)
+			mustForceTerminate(t, n, token, "vm", "p", "stopped")
+			close(block.release)
+			if err := <-started; err == nil {
+				t.Fatal("the start whose VMM was force-terminated succeeded")
+			}
+			if rt := vmmState(t, n, vmm); rt.State != datastore.VMMSagaUnwound {
+				t.Fatalf("the start saga's VMM is %s after it unwound, want saga_unwound", rt.State)
+			}
+			inst := waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
+			if len(agents[0].Inventory().GetVmms()) != 0 {
+				t.Fatal("a VMM is left on the sled")
+			}
+			if _, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Instance: oxide.NameOrId(inst.Id)}); err != nil {
+				t.Fatal(err)
+			}
+			agents[0].Step("", true)
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+		})
+	}
+}
+
+func TestF12_EachForceTerminateIsCountedByOutcome(t *testing.T) {
+	n, agents := rack(t, nexustest.Backends[0], 1, explicitSleds)
+	token := nexustest.AdminToken(t, n)
+	startedInstance(t, n, sdkAs(t, n, token), agents)
+	mustForceTerminate(t, n, token, "vm", "p", "stopped")
+	mustForceTerminate(t, n, token, "vm", "p", "stopped")
+	if got, ok := sample(scrape(t, n), "nexus_instance_force_terminate_total", labels("outcome", "ok")); !ok || got != 2 {
+		t.Fatalf("nexus_instance_force_terminate_total{outcome=ok} = %v (%v), want 2", got, ok)
+	}
+}
+
+func TestN5_ForceTerminateNeedsACollaborator(t *testing.T) {
+	n, agents := rack(t, nexustest.Backends[0], 1, explicitSleds)
+	admin := nexustest.AdminToken(t, n)
+	inst, _, _ := startedInstance(t, n, sdkAs(t, n, admin), agents)
+	viewer := nexustest.Token(t, n, "viewer", app.Grant{Project: inst.ProjectID.String(), Role: "viewer"})
+	if code, _, eb := forceTerminate(t, n, viewer, "vm", "p"); code != http.StatusForbidden || eb.ErrorCode != "Forbidden" {
+		t.Fatalf("a viewer's force-terminate: %d %+v, want 403", code, eb)
+	}
+	if code, _, _ := forceTerminate(t, n, "", "vm", "p"); code != http.StatusUnauthorized {
+		t.Fatalf("an anonymous force-terminate: %d, want 401", code)
+	}
+	if code, _, eb := forceTerminate(t, n, admin, "Not_A_Name", "p"); code != http.StatusBadRequest || !strings.Contains(eb.Message, "instance") {
+		t.Fatalf("a malformed name: %d %+v, want 400 naming instance", code, eb)
+	}
+	collaborator := nexustest.Token(t, n, "collab", app.Grant{Project: inst.ProjectID.String(), Role: "collaborator"})
+	mustForceTerminate(t, n, collaborator, "vm", "p", "stopped")
+}

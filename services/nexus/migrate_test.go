@@ -1,0 +1,261 @@
+package nexus_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/oxidecomputer/oxide.go/oxide"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/app"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+)
+
+func migrate(t *testing.T, n *nexus.Server, token, instance, project, body string) (int, instanceJSON, oxideError) {
+	t.Helper()
+	url := n.ExternalURL() + "/v1/instances/" + instance + "/migrate"
+	if project != "" {
+		url += "?project=" + project
+	}
+	resp, data := do(t, token, http.MethodPost, url, body)
+	var inst instanceJSON
+	var eb oxideError
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(data, &inst); err != nil {
+			t.Fatalf("migrate answered %s: %v", data, err)
+		}
+	} else if err := json.Unmarshal(data, &eb); err != nil {
+		t.Fatalf("migrate answered %d %s: %v", resp.StatusCode, data, err)
+	}
+	return resp.StatusCode, inst, eb
+}
+
+func mustMigrate(t *testing.T, n *nexus.Server, token string, to uuid.UUID) {
+	t.Helper()
+	code, inst, eb := migrate(t, n, token, "vm", "p", fmt.Sprintf(`{"dst_sled_id": %q}`, to))
+	if code != http.StatusOK || inst.RunState != "migrating" {
+		t.Fatalf("migrate: %d %+v %+v, want 200 migrating", code, inst, eb)
+	}
+}
+
+// otherSled is the agent of the two that does not run vmm.
+func otherSled(t *testing.T, agents []*sledagenttest.Agent, vmm datastore.VMM) *sledagenttest.Agent {
+	t.Helper()
+	for _, a := range agents {
+		if a.Inventory().GetSledId() != vmm.SledID.String() {
+			return a
+		}
+	}
+	t.Fatal("no other sled")
+	return nil
+}
+
+func sledID(a *sledagenttest.Agent) uuid.UUID { return uuid.MustParse(a.Inventory().GetSledId()) }
+
+// waitInstance polls the instance record until check passes.
+func waitInstance(t *testing.T, n *nexus.Server, id uuid.UUID, check func(datastore.Instance) error) datastore.Instance {
+	t.Helper()
+	var inst datastore.Instance
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		var err error
+		if inst, err = n.DataStore().InstanceGet(ctx, id); err != nil {
+			return err
+		}
+		return check(inst)
+	})
+	return inst
+}
+
+func TestN6_MigrationMovesARunningInstanceToTheDestinationSled(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 2)
+			token := nexustest.AdminToken(t, n)
+			c := sdkAs(t, n, token)
+			inst, source := runningInstance(t, n, c)
+			dst := otherSled(t, agents, source)
+			mustMigrate(t, n, token, sledID(dst))
+			moved := waitInstance(t, n, inst.ID, func(i datastore.Instance) error {
+				if i.Runtime.MigrationID != nil || i.Runtime.ActiveVMM == nil || *i.Runtime.ActiveVMM == source.ID {
+					return fmt.Errorf("instance runtime %+v", i.Runtime)
+				}
+				return nil
+			})
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+			target, _ := n.DataStore().VMMGet(ctx, *moved.Runtime.ActiveVMM)
+			if target.SledID != sledID(dst) || moved.Runtime.TargetVMM != nil {
+				t.Fatalf("after the migration the instance runs %+v on sled %s, want sled %s", moved.Runtime, target.SledID, sledID(dst))
+			}
+			testutil.WaitFor(t, 5*time.Second, func() error {
+				if rt := vmmState(t, n, source.ID); rt.State != datastore.VMMDestroyed {
+					return fmt.Errorf("source VMM is %s", rt.State)
+				}
+				if k := len(agentOf(t, agents, source.SledID).Inventory().GetVmms()); k != 0 {
+					return fmt.Errorf("%d VMMs left on the source sled", k)
+				}
+				return nil
+			})
+			if vmms := dst.Inventory().GetVmms(); len(vmms) != 1 || vmms[0].GetVmmId() != target.ID.String() {
+				t.Fatalf("destination sled runs %v", vmms)
+			}
+		})
+	}
+}
+
+func TestN6_MigrateIsForFleetAdminsAndRefusesBadInputChangingNothing(t *testing.T) {
+	n, agents := rack(t, nexustest.Backends[0], 2)
+	admin := nexustest.AdminToken(t, n)
+	c := sdkAs(t, n, admin)
+	inst, source := runningInstance(t, n, c)
+	dst := sledID(otherSled(t, agents, source))
+	collaborator := nexustest.Token(t, n, "collab", app.Grant{Project: inst.ProjectID.String(), Role: "collaborator"})
+	for _, tc := range []struct {
+		token, body string
+		code        int
+		errorCode   string
+		mentions    string
+	}{
+		{collaborator, fmt.Sprintf(`{"dst_sled_id": %q}`, dst), http.StatusForbidden, "Forbidden", "migrate"},
+		{admin, `{"dst_sled_id": "not-a-uuid"}`, http.StatusBadRequest, "InvalidRequest", "dst_sled_id"},
+		{admin, `{}`, http.StatusBadRequest, "InvalidRequest", "dst_sled_id"},
+		{admin, `{"dst_sled_id": 7}`, http.StatusBadRequest, "InvalidRequest", ""},
+		{admin, fmt.Sprintf(`{"dst_sled_id": %q}`, uuid.New()), http.StatusNotFound, "ObjectNotFound", "sled"},
+		{admin, fmt.Sprintf(`{"dst_sled_id": %q}`, source.SledID), http.StatusBadRequest, "InvalidRequest", "already runs"},
+	} {
+		code, _, eb := migrate(t, n, tc.token, "vm", "p", tc.body)
+		if code != tc.code || eb.ErrorCode != tc.errorCode || !strings.Contains(eb.Message, tc.mentions) {
+			t.Errorf("migrate %s: %d %+v, want %d %s mentioning %q", tc.body, code, eb, tc.code, tc.errorCode, tc.mentions)
+		}
+	}
+	after, _ := n.DataStore().InstanceGet(ctx, inst.ID)
+	if after.Runtime.Generation != inst.Runtime.Generation || vmmsOnSleds(t, agents) != 1 {
+		t.Fatalf("refused migrations changed something: %+v -> %+v", inst.Runtime, after.Runtime)
+	}
+	// A stopped instance cannot migrate.
+	if _, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
+	if code, _, eb := migrate(t, n, admin, "vm", "p", fmt.Sprintf(`{"dst_sled_id": %q}`, dst)); code != http.StatusConflict {
+		t.Fatalf("migrating a stopped instance: %d %+v, want 409", code, eb)
+	}
+}
+
+// migratingInstance starts vm on one of two explicit-mode sleds and begins
+// migrating it to the other; the target VMM is registered and asked to pull
+// the guest, and nothing has moved yet.
+func migratingInstance(t *testing.T, n *nexus.Server, token string, agents []*sledagenttest.Agent) (inst datastore.Instance, source, target datastore.VMM, src, dst *sledagenttest.Agent) {
+	t.Helper()
+	inst, source, src = startedInstance(t, n, sdkAs(t, n, token), agents)
+	dst = otherSled(t, agents, source)
+	mustMigrate(t, n, token, sledID(dst))
+	inst, _ = n.DataStore().InstanceGet(ctx, inst.ID)
+	if inst.Runtime.TargetVMM == nil || inst.Runtime.MigrationID == nil {
+		t.Fatalf("a migrating instance without migration ids: %+v", inst.Runtime)
+	}
+	target, _ = n.DataStore().VMMGet(ctx, *inst.Runtime.TargetVMM)
+	if len(dst.Inventory().GetVmms()) != 1 {
+		t.Fatal("the target VMM is not registered on the destination")
+	}
+	return inst, source, target, src, dst
+}
+
+func TestF3_ForceTerminateOfAMigratingInstanceEndsSourceAndTarget(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 2, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			inst, source, target, src, dst := migratingInstance(t, n, token, agents)
+			// The target starts pulling: both sides are now migrating.
+			dst.Step(target.ID.String(), false)
+			src.Step(source.ID.String(), false)
+			testutil.WaitFor(t, 5*time.Second, func() error {
+				if rt := vmmState(t, n, source.ID); rt.State != datastore.VMMMigrating {
+					return fmt.Errorf("source is %s", rt.State)
+				}
+				return nil
+			})
+			mustForceTerminate(t, n, token, "vm", "p", "stopped")
+			for _, v := range []datastore.VMM{source, target} {
+				if rt := vmmState(t, n, v.ID); rt.State != datastore.VMMDestroyed {
+					t.Errorf("VMM %s is %s after force-terminate, want destroyed", v.ID, rt.State)
+				}
+			}
+			if len(src.Inventory().GetVmms())+len(dst.Inventory().GetVmms()) != 0 {
+				t.Fatal("VMMs left on the sleds")
+			}
+			got, _ := n.DataStore().InstanceGet(ctx, inst.ID)
+			if got.Runtime.State != datastore.InstanceNoVMM || got.Runtime.MigrationID != nil || got.Runtime.TargetVMM != nil {
+				t.Fatalf("instance after force-terminate: %+v", got.Runtime)
+			}
+		})
+	}
+}
+
+func TestN6_AMigrationWhoseTargetFailsLeavesTheInstanceOnItsSource(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 2, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			inst, source, target, src, dst := migratingInstance(t, n, token, agents)
+			if _, err := dst.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: target.ID.String()}); err != nil {
+				t.Fatal(err)
+			}
+			activate(t, n, nexus.TaskInstanceWatcher)
+			got := waitInstance(t, n, inst.ID, func(i datastore.Instance) error {
+				if i.Runtime.MigrationID != nil || i.Runtime.ActiveVMM == nil || *i.Runtime.ActiveVMM != source.ID {
+					return fmt.Errorf("instance runtime %+v", i.Runtime)
+				}
+				return nil
+			})
+			if got.Runtime.TargetVMM != nil || vmmState(t, n, target.ID).State != datastore.VMMFailed {
+				t.Fatalf("instance %+v, target %+v", got.Runtime, vmmState(t, n, target.ID))
+			}
+			waitRunState(t, sdkAs(t, n, token), "p", "vm", oxide.InstanceStateRunning)
+			if len(src.Inventory().GetVmms()) != 1 {
+				t.Fatal("the source VMM should still run")
+			}
+		})
+	}
+}
+
+func TestN6_AMigrationWhoseSourceVanishesFailsTheInstance(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 2, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			inst, source, target, src, dst := migratingInstance(t, n, token, agents)
+			if _, err := src.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: source.ID.String()}); err != nil {
+				t.Fatal(err)
+			}
+			// The target cannot reach its source and fails.
+			dst.Step(target.ID.String(), true)
+			testutil.WaitFor(t, 5*time.Second, func() error {
+				if rt := vmmState(t, n, target.ID); rt.State != datastore.VMMFailed {
+					return fmt.Errorf("target is %s", rt.State)
+				}
+				return nil
+			})
+			// The watcher finds the source gone too.
+			activate(t, n, nexus.TaskInstanceWatcher)
+			waitInstance(t, n, inst.ID, func(i datastore.Instance) error {
+				if i.Runtime.State != datastore.InstanceFailed || i.Runtime.MigrationID != nil || i.Runtime.TargetVMM != nil {
+					return fmt.Errorf("instance runtime %+v", i.Runtime)
+				}
+				return nil
+			})
+			if vmmsOnSleds(t, agents) != 0 {
+				t.Fatal("VMMs left on the sleds")
+			}
+		})
+	}
+}
