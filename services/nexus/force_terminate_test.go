@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/oxidecomputer/oxide.go/oxide"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/duration"
@@ -418,12 +420,27 @@ func TestF10_AForceTerminateBetweenRegisterAndRunUnwindsTheStart(t *testing.T) {
 	}
 }
 
-func TestF12_EachForceTerminateIsCountedByOutcome(t *testing.T) {
-	n, agents := rack(t, nexustest.Backends[0], 1, explicitSleds)
+func TestF12_EachForceTerminateIsLoggedAndCountedByOutcome(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	n, agents := rackWith(t, nexustest.Backends[0], 1, nexustest.Setup{Log: zap.New(core)}, explicitSleds)
 	token := nexustest.AdminToken(t, n)
-	startedInstance(t, n, sdkAs(t, n, token), agents)
+	inst, vmm, _ := startedInstance(t, n, sdkAs(t, n, token), agents)
+	resp, _ := do(t, token, http.MethodPost, n.ExternalURL()+"/v1/instances/vm/force-terminate?project=p", "")
+	requestID := resp.Header.Get("x-request-id")
+	if resp.StatusCode != http.StatusOK || requestID == "" {
+		t.Fatalf("force-terminate: %d, request id %q", resp.StatusCode, requestID)
+	}
 	mustForceTerminate(t, n, token, "vm", "p", "stopped")
-	mustForceTerminate(t, n, token, "vm", "p", "stopped")
+	entries := logs.FilterMessage("force-terminated instance").FilterField(zap.String("request_id", requestID)).All()
+	if len(entries) != 1 {
+		t.Fatalf("%d log lines for force-terminate request %s, want 1", len(entries), requestID)
+	}
+	fields := entries[0].ContextMap()
+	vmms, _ := fields["vmms"].([]any)
+	if fields["caller"] != "test-admin" || fields["instance_id"] != inst.ID.String() || fields["outcome"] != "ok" ||
+		len(vmms) != 1 || !strings.Contains(fmt.Sprint(vmms[0]), vmm.ID.String()+"@"+vmm.SledID.String()+": destroyed") {
+		t.Fatalf("force-terminate logged %v", fields)
+	}
 	if got, ok := sample(scrape(t, n), "nexus_instance_force_terminate_total", labels("outcome", "ok")); !ok || got != 2 {
 		t.Fatalf("nexus_instance_force_terminate_total{outcome=ok} = %v (%v), want 2", got, ok)
 	}
