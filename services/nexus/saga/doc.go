@@ -26,7 +26,12 @@
 //     node that succeeded or started without an outcome; undos must
 //     tolerate an action that never took effect (Context.Output then
 //     returns ErrNoOutput). The node whose action failed is not undone: a
-//     failing action must leave nothing behind, as in steno.
+//     failing action must leave nothing behind, as in steno. Except after a
+//     crash: a node started before it and run again on recovery may have
+//     taken effect in the run the crash cut short, so if its new run fails
+//     it is undone too (the failed event carries that mark, durably).
+//     Without this, a registration done just before the crash would outlive
+//     a saga that unwound because the sled was unreachable afterwards.
 //   - Actions are not retried by the engine: an action that can meet a
 //     transient error retries it itself, and its failure unwinds the saga.
 //     An undo is retried (WithUndoRetry, default 5 tries with backoff);

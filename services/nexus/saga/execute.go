@@ -121,6 +121,9 @@ func (e *Engine) runNode(x *execution, n Node) error {
 	if err := e.checkStop(); err != nil {
 		return err
 	}
+	// Started already: an earlier run of this node ended without an
+	// outcome (a crash), and may have taken effect.
+	interrupted := x.events.has(n.Name, EventStarted)
 	if err := e.record(x, n.Name, EventStarted, nil, ""); err != nil {
 		return err
 	}
@@ -136,9 +139,14 @@ func (e *Engine) runNode(x *execution, n Node) error {
 			// action: leave it to be run again by Recover.
 			return fmt.Errorf("saga %s, node %q: %w", x.rec.ID, n.Name, ErrStopped)
 		}
-		x.log.Warn("saga action failed; unwinding", zap.String("node", n.Name), zap.Error(actErr))
+		x.log.Warn("saga action failed; unwinding", zap.String("node", n.Name), zap.Error(actErr),
+			zap.Bool("earlier_run_interrupted", interrupted))
 		x.cause = &ActionError{SagaID: x.rec.ID, Node: n.Name, Err: actErr}
-		return e.record(x, n.Name, EventFailed, nil, actErr.Error())
+		var mark json.RawMessage
+		if interrupted {
+			mark = interruptedFailure
+		}
+		return e.record(x, n.Name, EventFailed, mark, actErr.Error())
 	}
 	if err := e.record(x, n.Name, EventSucceeded, out, ""); err != nil {
 		return err
@@ -173,7 +181,8 @@ func (e *Engine) act(x *execution, n Node) (json.RawMessage, error) {
 
 // unwind undoes, last first, every node whose action may have taken
 // effect: succeeded, or started with no outcome logged. A failed action
-// left nothing to undo.
+// left nothing to undo, unless an earlier run of it was interrupted: that
+// run may have taken effect.
 func (e *Engine) unwind(x *execution) error {
 	if x.cause == nil {
 		x.cause = &ActionError{SagaID: x.rec.ID, Err: errors.New("no failed action in the log")}
@@ -181,7 +190,8 @@ func (e *Engine) unwind(x *execution) error {
 	for i := len(x.tmpl.Nodes) - 1; i >= 0; i-- {
 		n := x.tmpl.Nodes[i]
 		mayHaveRun := x.events.has(n.Name, EventStarted) || x.events.has(n.Name, EventSucceeded)
-		if n.Undo == nil || !mayHaveRun || x.events.has(n.Name, EventFailed) || x.events.has(n.Name, EventUndoSucceeded) {
+		failedCleanly := x.events.has(n.Name, EventFailed) && !x.events.failedAfterInterruption(n.Name)
+		if n.Undo == nil || !mayHaveRun || failedCleanly || x.events.has(n.Name, EventUndoSucceeded) {
 			continue
 		}
 		if ev, ok := x.events[n.Name][EventUndoFailed]; ok {

@@ -1,7 +1,10 @@
 package saga_test
 
 import (
+	"context"
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -99,4 +102,95 @@ func TestN5_ANexusRecoversOnlyTheSagasItOwns(t *testing.T) {
 			t.Fatalf("resumed saga: %s, %v", res.State, err)
 		}
 	})
+}
+
+// A node cut short by a crash runs again on recovery. If that new run
+// fails, the saga unwinds, and the node must be undone as well: the run the
+// crash cut short may have taken effect (a VMM registered on a sled, say),
+// and the failure of the new run says nothing about it.
+func TestN5_ANodeThatFailsWhenRerunAfterACrashIsStillUndone(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db database) {
+		for _, at := range []window{beforeAction, afterAction} {
+			t.Run(at.String(), func(t *testing.T) {
+				owner := uuid.New()
+				id := crashAt(t, db, owner, &world{}, at, "b")
+
+				w := &world{failAction: "b"}
+				restarted := newEngine(t, db.open(t), owner, w)
+				if n, err := restarted.Recover(ctx); n != 1 || err != nil {
+					t.Fatalf("Recover: %d, %v", n, err)
+				}
+				res, err := restarted.Wait(waitCtx(t), id)
+				var actionErr *saga.ActionError
+				if res.State != saga.StateUnwound || !errors.As(err, &actionErr) || actionErr.Node != "b" {
+					t.Fatalf("resumed saga: %s, %v; want unwound by b", res.State, err)
+				}
+				if got, want := w.entries(), []string{"do b", "undo b", "undo a"}; !slices.Equal(got, want) {
+					t.Fatalf("after the restart ran %v, want %v", got, want)
+				}
+				if logged := eventsOf(t, db.open(t), id); !logged["b failed"] || !logged["b undo_succeeded"] {
+					t.Fatalf("log %v: want b failed and undone", logged)
+				}
+			})
+		}
+	})
+}
+
+// The same when the nexus that saw the new run fail dies too, before it
+// could undo anything: the next one still undoes the node, from the log
+// alone.
+func TestN5_ThatUndoIsOwedEvenAfterASecondCrash(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db database) {
+		owner := uuid.New()
+		id := crashAt(t, db, owner, &world{}, afterAction, "b")
+
+		// The second nexus: b fails again, and the database goes away
+		// just as the unwinding starts; then this nexus dies too.
+		store := &refusingStore{Store: db.open(t), refuse: saga.EventUndoStarted, refused: make(chan struct{})}
+		second := newEngine(t, store, owner, &world{failAction: "b"})
+		if n, err := second.Recover(ctx); n != 1 || err != nil {
+			t.Fatalf("Recover: %d, %v", n, err)
+		}
+		select {
+		case <-store.refused:
+		case <-waitCtx(t).Done():
+			t.Fatal("the second nexus never began to undo")
+		}
+		gone, cancel := context.WithCancel(ctx)
+		cancel()
+		second.Shutdown(gone) //nolint:errcheck // dying, as with kill -9
+		if logged := eventsOf(t, db.open(t), id); !logged["b failed"] || logged["b undo_started"] {
+			t.Fatalf("log %v: want b failed and nothing undone yet", logged)
+		}
+
+		w := &world{}
+		third := newEngine(t, db.open(t), owner, w)
+		if n, err := third.Recover(ctx); n != 1 || err != nil {
+			t.Fatalf("Recover: %d, %v", n, err)
+		}
+		res, err := third.Wait(waitCtx(t), id)
+		if res.State != saga.StateUnwound || err == nil {
+			t.Fatalf("resumed saga: %s, %v; want unwound", res.State, err)
+		}
+		if got, want := w.entries(), []string{"undo b", "undo a"}; !slices.Equal(got, want) {
+			t.Fatalf("the third nexus ran %v, want %v", got, want)
+		}
+	})
+}
+
+// refusingStore fails every append of one event type, as a database that
+// went away would.
+type refusingStore struct {
+	saga.Store
+	refuse  saga.EventType
+	refused chan struct{}
+	once    sync.Once
+}
+
+func (s *refusingStore) SagaAppendEvent(ctx context.Context, e saga.Event) error {
+	if e.Type == s.refuse {
+		s.once.Do(func() { close(s.refused) })
+		return errors.New("database unreachable")
+	}
+	return s.Store.SagaAppendEvent(ctx, e)
 }

@@ -58,7 +58,8 @@ type Event struct {
 	Node   string
 	Type   EventType
 	// Output is the JSON a succeeded action returned; nil when it
-	// returned nil.
+	// returned nil. On a failed event it marks a failure that followed an
+	// interrupted run of the same node, whose effect must still be undone.
 	Output json.RawMessage
 	// Error is the text of a failed action or undo.
 	Error string
