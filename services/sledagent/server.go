@@ -15,13 +15,13 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/backoff"
+	"github.com/rackplane/rackplane/pkg/grpcconn"
 	"github.com/rackplane/rackplane/pkg/logging"
 	"github.com/rackplane/rackplane/services/sledagent/api"
 	"github.com/rackplane/rackplane/services/sledagent/app"
@@ -96,7 +96,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	var nexusConn *grpc.ClientConn
 	var nexus nexusv1.NexusInternalClient
 	if cfg.NexusAddress != "" {
-		if nexusConn, err = grpc.NewClient(cfg.NexusAddress, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		if nexusConn, err = grpcconn.Dial(cfg.NexusAddress, 0); err != nil {
 			rec.Stop()
 			return nil, fmt.Errorf("nexus_address: %w", err)
 		}

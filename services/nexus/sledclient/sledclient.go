@@ -5,15 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/pkg/grpcconn"
 )
 
 var (
@@ -57,6 +58,11 @@ type Pool struct {
 	conns map[uuid.UUID]conn
 }
 
+// CallTimeout bounds a sled-agent call made without a deadline of its own
+// (a saga step, a stop): a sled that accepts calls and never answers then
+// reads as unreachable (ErrSledUnreachable) instead of holding the caller.
+const CallTimeout = 10 * time.Second
+
 // NewPool returns an empty pool.
 func NewPool(r Resolver) *Pool { return &Pool{resolver: r, conns: map[uuid.UUID]conn{}} }
 
@@ -73,7 +79,7 @@ func (p *Pool) Client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgen
 	} else if ok {
 		c.cc.Close()
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpcconn.Dial(addr, CallTimeout)
 	if err != nil {
 		return nil, err
 	}
