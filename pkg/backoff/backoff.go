@@ -1,6 +1,7 @@
 package backoff
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -50,4 +51,20 @@ func (p Policy) Delay(attempt int) time.Duration {
 		d -= d * p.Jitter * rand.Float64()
 	}
 	return time.Duration(d)
+}
+
+// Sleep waits d, or until ctx ends, whichever comes first; it returns
+// ctx's error in the second case.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

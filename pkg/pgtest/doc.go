@@ -13,4 +13,8 @@
 // skipped with the reason, so that a laptop without PostgreSQL can still
 // run the rest. Packages using it call Main from TestMain so the server is
 // stopped and its files removed at the end.
+//
+// Programs that need a throwaway server of their own (the force-terminate
+// benchmark, services/nexus/cmd/ftbench) call StartServer, which starts one
+// from the same binaries, durable (fsync on) if asked.
 package pgtest

@@ -89,12 +89,57 @@ func start() *server {
 	if err != nil {
 		return &server{err: err}
 	}
-	s, err := startLocal(bin)
+	s, err := startLocal(bin, ServerOptions{})
 	if err != nil {
 		return &server{err: err}
 	}
 	return s
 }
+
+// ServerOptions say how StartServer runs its server.
+type ServerOptions struct {
+	// Durable keeps PostgreSQL's own defaults for fsync, synchronous_commit
+	// and full_page_writes (all on), so that a commit costs what it costs
+	// in production: for benchmarks. Without it the server runs as the
+	// tests' server does, with all three off, for speed.
+	Durable bool
+	// Settings are more run-time parameters, each "name=value"
+	// ("shared_preload_libraries=pg_stat_statements", say).
+	Settings []string
+}
+
+// StartServer starts a throwaway PostgreSQL server from the server binaries
+// on this machine (initdb and postgres, on PATH or under
+// /usr/lib/postgresql/*/bin), for programs rather than tests: a benchmark
+// command, say. Its data lives in a new temporary directory; it listens on
+// a free loopback port, runs as the postgres user when the caller is root,
+// trusts every local connection, and is killed if the caller dies. It
+// returns the DSN of the server's maintenance database ("postgres", as the
+// superuser postgres) and stop, which stops the server and removes its
+// files. It ignores RACKPLANE_TEST_POSTGRES_DSN: it always starts its own.
+func StartServer(opts ServerOptions) (dsn string, stop func(), err error) {
+	bin, err := findBinaries()
+	if err != nil {
+		return "", nil, err
+	}
+	s, err := startLocal(bin, opts)
+	if err != nil {
+		return "", nil, err
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			s.cmd.Process.Signal(syscall.SIGINT) //nolint:errcheck // already gone is fine
+			s.cmd.Wait()                         //nolint:errcheck // exit status of a stopped server
+			os.RemoveAll(s.dir)
+		})
+	}
+	return s.adminDSN, stop, nil
+}
+
+// WithDatabase returns dsn, a URL (postgres://…) or key=value DSN, pointed
+// at database db instead.
+func WithDatabase(dsn, db string) string { return withDatabase(dsn, db) }
 
 // withDatabase points a DSN, URL or key=value form, at database db.
 func withDatabase(dsn, db string) string {
@@ -119,7 +164,7 @@ func findBinaries() (string, error) {
 	return "", errors.New("no initdb on PATH or under /usr/lib/postgresql/*/bin")
 }
 
-func startLocal(bin string) (*server, error) {
+func startLocal(bin string, opts ServerOptions) (*server, error) {
 	dir, err := os.MkdirTemp("", "rackplane-pg-")
 	if err != nil {
 		return nil, err
@@ -149,9 +194,15 @@ func startLocal(bin string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", dir, "-p", strconv.Itoa(port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off", "-c", "max_connections=300")
+	args := []string{"-D", data, "-k", dir, "-p", strconv.Itoa(port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"}
+	if !opts.Durable {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	for _, setting := range opts.Settings {
+		args = append(args, "-c", setting)
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
 	// The server dies with the test binary even if Main never runs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
 	logFile, err := os.Create(filepath.Join(dir, "postgres.log"))

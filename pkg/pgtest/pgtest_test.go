@@ -39,3 +39,46 @@ func TestWithDatabaseReplacesThePath(t *testing.T) {
 		}
 	}
 }
+
+func TestStartServerRunsADurableServerAndStopRemovesIt(t *testing.T) {
+	dsn, stop, err := StartServer(ServerOptions{Durable: true, Settings: []string{"shared_preload_libraries=pg_stat_statements"}})
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL server binaries are required in CI: %v", err)
+		}
+		t.Skipf("no PostgreSQL server binaries: %v", err)
+	}
+	defer stop()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for setting, want := range map[string]string{"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on",
+		"shared_preload_libraries": "pg_stat_statements"} {
+		var got string
+		if err := db.QueryRow("SHOW " + setting).Scan(&got); err != nil || got != want {
+			t.Errorf("%s = %q (%v), want %q", setting, got, err, want)
+		}
+	}
+	if _, err := db.Exec("CREATE DATABASE other"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := sql.Open("pgx", WithDatabase(dsn, "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	if err := other.QueryRow("SELECT current_database()").Scan(&name); err != nil || name != "other" {
+		t.Fatalf("WithDatabase: connected to %q (%v)", name, err)
+	}
+	other.Close()
+	db.Close()
+	stop()
+	stop() // twice is fine
+	again, _ := sql.Open("pgx", dsn)
+	defer again.Close()
+	if err := again.Ping(); err == nil {
+		t.Fatal("the server still answers after stop")
+	}
+}

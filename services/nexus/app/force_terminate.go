@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -160,6 +161,18 @@ func (n *Nexus) forceTerminate(ctx context.Context, id uuid.UUID) (InstanceView,
 				return InstanceView{}, done, err
 			}
 		}
+		switch {
+		case snap.Instance.IntendedState == datastore.IntendStopped:
+			// A VMM linked since the first look (a racing migration's
+			// target, a start that lost to this call's wish) is ended too,
+			// so the answer is settled (F1).
+			pending = appendNew(pending, liveVMMs(snap))
+		case snap.Target != nil && !snap.Target.Runtime.State.Terminal():
+			// A start that came later recorded its own wish and wins; a
+			// migration racing this call does not: its target is ended,
+			// so the answer is never migrating (F1).
+			pending = appendNew(pending, []datastore.VMM{*snap.Target})
+		}
 		if len(pending) == 0 {
 			return InstanceView{Instance: snap.Instance, RunState: RunState(snap.Instance, snap.Active)}, done, nil
 		}
@@ -181,6 +194,16 @@ func liveVMMs(s datastore.InstanceSnapshot) []datastore.VMM {
 		}
 	}
 	return out
+}
+
+// appendNew appends the VMMs of more not already in vmms.
+func appendNew(vmms, more []datastore.VMM) []datastore.VMM {
+	for _, m := range more {
+		if !slices.ContainsFunc(vmms, func(v datastore.VMM) bool { return v.ID == m.ID }) {
+			vmms = append(vmms, m)
+		}
+	}
+	return vmms
 }
 
 // terminateAll unregisters the VMMs from their sleds at the same time, so
@@ -266,7 +289,7 @@ func (n *Nexus) unregister(ctx context.Context, v datastore.VMM) (*sledagentv1.E
 			return nil, fmt.Errorf("%w: gave up after %s; VMM %s was left as it was: %v",
 				sledclient.ErrSledUnreachable, n.sledRetryBound, v.ID, err)
 		}
-		if !sleep(ctx, wait) {
+		if backoff.Sleep(ctx, wait) != nil {
 			return nil, ctx.Err()
 		}
 	}
@@ -278,7 +301,7 @@ func (n *Nexus) unregister(ctx context.Context, v datastore.VMM) (*sledagentv1.E
 func (n *Nexus) settleWhenUnlocked(ctx context.Context, id uuid.UUID) (datastore.InstanceSnapshot, error) {
 	deadline := time.Now().Add(lockWaitBound)
 	for attempt := 0; ; attempt++ {
-		if !sleep(ctx, lockWaitPolicy.Delay(attempt)) {
+		if backoff.Sleep(ctx, lockWaitPolicy.Delay(attempt)) != nil {
 			return datastore.InstanceSnapshot{}, ctx.Err()
 		}
 		res, err := n.ds.InstanceSettle(ctx, id, uuid.Nil, nil, settleNow)
@@ -297,16 +320,4 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// sleep waits d unless ctx ends first; false when it did.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

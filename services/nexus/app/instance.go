@@ -274,6 +274,13 @@ func (n *Nexus) InstanceStop(ctx context.Context, instance, project string) (Ins
 	if err := n.ds.InstanceSetIntendedState(ctx, inst.ID, datastore.IntendStopped, time.Now()); err != nil {
 		return InstanceView{}, err
 	}
+	// Act on the instance as it is now that the wish is recorded: a start
+	// saga that linked its VMM before the wish was written is told to stop
+	// here; one that links it later sees the wish itself (ensure_running's
+	// last look), so a stop racing a start is never lost.
+	if inst, err = n.ds.InstanceGet(ctx, inst.ID); err != nil {
+		return InstanceView{}, err
+	}
 	switch inst.Runtime.State {
 	case datastore.InstanceFailed:
 		return n.settleFailedAsStopped(ctx, inst.ID)
@@ -330,6 +337,15 @@ func (n *Nexus) tellActiveVMM(ctx context.Context, inst datastore.Instance, targ
 	vmm, err := n.ds.VMMGet(ctx, *inst.Runtime.ActiveVMM)
 	if err != nil {
 		return err
+	}
+	if vmm.Runtime.State == datastore.VMMCreating {
+		// Its start saga has not registered it yet, so its sled rightly
+		// does not know it: that is not "gone". A stop is left to the saga,
+		// which looks at the wish once the VMM runs; a reboot must wait.
+		if target == sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED {
+			return nil
+		}
+		return fmt.Errorf("%w: it is still starting", sagas.ErrInstanceBusy)
 	}
 	client, err := n.sleds.Client(ctx, vmm.SledID)
 	if err != nil {

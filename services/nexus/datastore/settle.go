@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 )
@@ -105,9 +107,17 @@ type SettleResult struct {
 func (d *DataStore) InstanceSettle(ctx context.Context, id, holder uuid.UUID, writes []VMMWrite,
 	compute func(InstanceSnapshot) (InstanceRuntime, bool)) (SettleResult, error) {
 	var res SettleResult
+	// Rows are locked in id order, so two settles of one instance writing
+	// the same VMMs cannot deadlock.
+	order := make([]int, len(writes))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(writes[a].ID.String(), writes[b].ID.String()) })
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
 		res = SettleResult{VMMWritten: make([]bool, len(writes))}
-		for i, w := range writes {
+		for _, i := range order {
+			w := writes[i]
 			r, err := tx.ExecContext(ctx, `
 				UPDATE vmm SET state = $2, state_generation = $3, time_state_updated = $4, failure_reason = $5
 				WHERE id = $1 AND state_generation < $3 AND time_deleted IS NULL`,

@@ -227,6 +227,11 @@ func (d Deps) ensureUnregistered(ctx context.Context, sc *saga.Context) error {
 	return d.writeRuntime(ctx, p.VMM, resp.GetUpdatedRuntime())
 }
 
+// ensureRunning asks the VMM to run, then takes a last look at what the
+// user wants: a stop that arrived while the VMM was being created found
+// nothing its sled knew to stop and left it to this saga (the stop, for
+// its part, looks again after recording its wish, so one of the two always
+// sees the other).
 func (d Deps) ensureRunning(ctx context.Context, sc *saga.Context) (any, error) {
 	client, sled, p, err := d.sledOf(ctx, sc)
 	if err != nil {
@@ -234,6 +239,21 @@ func (d Deps) ensureRunning(ctx context.Context, sc *saga.Context) (any, error) 
 	}
 	resp, err := client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: p.VMM.String(),
 		Target: sledagentv1.VmmTargetState_VMM_TARGET_STATE_RUNNING})
+	if err != nil {
+		return nil, sledclient.Classify(sled, err)
+	}
+	if err := d.writeRuntime(ctx, p.VMM, resp.GetRuntime()); err != nil {
+		return nil, err
+	}
+	inst, err := d.DS.InstanceGet(ctx, p.Instance)
+	if err != nil {
+		return nil, err
+	}
+	if inst.IntendedState != datastore.IntendStopped {
+		return nil, nil
+	}
+	resp, err = client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: p.VMM.String(),
+		Target: sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED})
 	if err != nil {
 		return nil, sledclient.Classify(sled, err)
 	}

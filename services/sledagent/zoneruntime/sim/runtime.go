@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rackplane/rackplane/pkg/backoff"
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
 	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
 )
@@ -134,7 +135,7 @@ func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 		return fmt.Sprintf("injected fault: start of zone %s fails", id)
 	})
 	r.mu.Unlock()
-	if err := sleep(ctx, latency); err != nil {
+	if err := backoff.Sleep(ctx, latency); err != nil {
 		return err
 	}
 	if err != nil {
@@ -162,7 +163,7 @@ func (r *Runtime) Shutdown(ctx context.Context, id uuid.UUID, step reconciler.Sh
 		}
 	}
 	r.mu.Unlock()
-	if err := sleep(ctx, latency); err != nil {
+	if err := backoff.Sleep(ctx, latency); err != nil {
 		return err
 	}
 	if hang != nil {
@@ -228,18 +229,4 @@ func takeFault[K comparable](faults map[K]*fault, key K, defaultMessage func(K) 
 		return errors.New(f.message)
 	}
 	return errors.New(defaultMessage(key))
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
