@@ -45,9 +45,16 @@ type Resolver interface {
 }
 
 type conn struct {
-	addr string
-	cc   *grpc.ClientConn
+	addr     string
+	cc       *grpc.ClientConn
+	resolved time.Time
 }
+
+// addressTTL is how long a sled's address is trusted before it is read
+// from the database again: a sled that re-registers elsewhere is reached
+// at its new address within this long, and a request need not read the
+// address every time (one round trip of each force-terminate).
+const addressTTL = 10 * time.Second
 
 // Pool keeps one connection per sled, redialling when a sled's address
 // changes (it re-registered elsewhere).
@@ -68,13 +75,22 @@ func NewPool(r Resolver) *Pool { return &Pool{resolver: r, conns: map[uuid.UUID]
 
 // Client returns a client for the sled.
 func (p *Pool) Client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgentClient, error) {
+	p.mu.Lock()
+	c, ok := p.conns[sled]
+	p.mu.Unlock()
+	if ok && time.Since(c.resolved) < addressTTL {
+		return sledagentv1.NewSledAgentClient(c.cc), nil
+	}
 	addr, err := p.resolver.SledAddress(ctx, sled)
 	if err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	now := time.Now()
 	if c, ok := p.conns[sled]; ok && c.addr == addr {
+		c.resolved = now
+		p.conns[sled] = c
 		return sledagentv1.NewSledAgentClient(c.cc), nil
 	} else if ok {
 		c.cc.Close()
@@ -83,7 +99,7 @@ func (p *Pool) Client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgen
 	if err != nil {
 		return nil, err
 	}
-	p.conns[sled] = conn{addr: addr, cc: cc}
+	p.conns[sled] = conn{addr: addr, cc: cc, resolved: now}
 	return sledagentv1.NewSledAgentClient(cc), nil
 }
 
