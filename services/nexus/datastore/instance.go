@@ -2,7 +2,6 @@ package datastore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -271,18 +270,20 @@ func (d *DataStore) ids(ctx context.Context, query string, args ...any) ([]uuid.
 }
 
 // InstanceIntendStopped records that the instance must stop (as
-// InstanceSetIntendedState does) and returns what it runs now, in one
-// transaction: what force-terminate acts on (F2, F3).
+// InstanceSetIntendedState does) and returns what it runs now: what
+// force-terminate acts on (F2, F3). The wish and the instance it returns
+// are one statement; the VMMs are read just after, which is as good, since
+// whatever links a VMM later is looked at again by the caller. Two round
+// trips and one commit.
 func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, at time.Time) (InstanceSnapshot, error) {
-	var s InstanceSnapshot
-	err := d.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE instance SET intended_state = 'stopped', time_modified = $2
-			WHERE id = $1 AND time_deleted IS NULL`, id.String(), ts(at)); err != nil {
-			return err
-		}
-		var err error
-		s, err = snapshot(ctx, tx, id)
-		return err
-	})
-	return s, err
+	inst, err := scanInstance(d.db.QueryRowContext(ctx, `UPDATE instance SET intended_state = 'stopped', time_modified = $2
+		WHERE id = $1 AND time_deleted IS NULL RETURNING `+instanceColumns, id.String(), ts(at)))
+	if isNoRows(err) {
+		return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return InstanceSnapshot{}, d.classify(err)
+	}
+	s, err := linked(ctx, d.db, inst)
+	return s, d.classify(err)
 }

@@ -33,6 +33,11 @@ func snapshot(ctx context.Context, q queryer, id uuid.UUID) (InstanceSnapshot, e
 	if err != nil {
 		return InstanceSnapshot{}, err
 	}
+	return linked(ctx, q, inst)
+}
+
+// linked reads the VMMs and migration inst's runtime points at.
+func linked(ctx context.Context, q queryer, inst Instance) (InstanceSnapshot, error) {
 	s := InstanceSnapshot{Instance: inst}
 	rt := inst.Runtime
 	if rt.ActiveVMM != nil || rt.TargetVMM != nil {
