@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oxidecomputer/oxide.go/oxide"
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
 	"github.com/rackplane/rackplane/services/nexus/nexustest"
 )
@@ -104,7 +106,16 @@ func TestN11_MetricsCountRequestsByRouteAndCodeAndSagasByOutcome(t *testing.T) {
 			}
 			waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
 
-			got := scrape(t, n)
+			// The sled-agent's first heartbeat may still be on its way.
+			var got map[string]*dto.MetricFamily
+			testutil.WaitFor(t, 10*time.Second, func() error {
+				got = scrape(t, n)
+				heartbeat := labels("service", "omicron.nexus.v1.NexusInternal", "method", "SledHeartbeat", "code", "OK")
+				if _, ok := sample(got, "nexus_grpc_requests_total", heartbeat); !ok {
+					return errors.New("no sled-agent heartbeat yet")
+				}
+				return nil
+			})
 			exact := []struct {
 				name   string
 				labels map[string]string

@@ -490,6 +490,24 @@ func buildNexus(t *testing.T) string {
 // on port 0 (other tests run alongside) can take one while its process is
 // down; the ports the repository's defaults use (12220-12345) are below
 // the range drawn from.
+// handedOut are the ports freeAddrs gave out in this test process: cases run
+// in parallel and bind their ports later, so a port once handed out is
+// never drawn again.
+var handedOut = struct {
+	sync.Mutex
+	ports map[string]bool
+}{ports: map[string]bool{}}
+
+func claimPort(addr string) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports[addr] {
+		return false
+	}
+	handedOut.ports[addr] = true
+	return true
+}
+
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
 	low := 32768
@@ -506,6 +524,9 @@ func freeAddrs(t *testing.T, n int) []string {
 			t.Fatalf("no free port below %d after %d tries", low, tries)
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", low-15000+rand.IntN(15000))
+		if !claimPort(addr) {
+			continue // handed to a parallel case already, which may not have bound it yet
+		}
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue // taken; draw again
