@@ -108,6 +108,19 @@ type ServerOptions struct {
 	Settings []string
 }
 
+// RequireServerBinaries skips t when this machine has no PostgreSQL server
+// binaries for StartServer, and fails it instead when CI=true: a test that
+// needs its own server must never turn green by skipping in CI.
+func RequireServerBinaries(t testing.TB) {
+	t.Helper()
+	if _, err := findBinaries(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL server binaries are required in CI: %v", err)
+		}
+		t.Skipf("no PostgreSQL server binaries: %v", err)
+	}
+}
+
 // StartServer starts a throwaway PostgreSQL server from the server binaries
 // on this machine (initdb and postgres, on PATH or under
 // /usr/lib/postgresql/*/bin), for programs rather than tests: a benchmark

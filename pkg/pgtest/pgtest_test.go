@@ -41,12 +41,10 @@ func TestWithDatabaseReplacesThePath(t *testing.T) {
 }
 
 func TestStartServerRunsADurableServerAndStopRemovesIt(t *testing.T) {
+	RequireServerBinaries(t)
 	dsn, stop, err := StartServer(ServerOptions{Durable: true, Settings: []string{"shared_preload_libraries=pg_stat_statements"}})
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL server binaries are required in CI: %v", err)
-		}
-		t.Skipf("no PostgreSQL server binaries: %v", err)
+		t.Fatal(err)
 	}
 	defer stop()
 	db, err := sql.Open("pgx", dsn)

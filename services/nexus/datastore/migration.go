@@ -44,11 +44,7 @@ func scanMigration(row interface{ Scan(...any) error }) (Migration, error) {
 	return m, nil
 }
 
-// MigrationGet returns a migration.
-func (d *DataStore) MigrationGet(ctx context.Context, id uuid.UUID) (Migration, error) {
-	return migrationGet(ctx, d.db, id)
-}
-
+// migrationGet reads a migration, for a snapshot.
 func migrationGet(ctx context.Context, q queryer, id uuid.UUID) (Migration, error) {
 	m, err := scanMigration(q.QueryRowContext(ctx,
 		`SELECT `+migrationColumns+` FROM migration WHERE id = $1 AND time_deleted IS NULL`, id.String()))

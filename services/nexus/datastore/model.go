@@ -157,11 +157,6 @@ func (m Migration) Succeeded() bool {
 	return m.SourceState == MigrationCompleted || m.TargetState == MigrationCompleted
 }
 
-// Failed reports whether either side saw the migration fail.
-func (m Migration) Failed() bool {
-	return m.SourceState == MigrationFailed || m.TargetState == MigrationFailed
-}
-
 // MigrationSide names one side of a migration.
 type MigrationSide string
 

@@ -95,9 +95,8 @@ const (
 // SettleResult reports an InstanceSettle.
 type SettleResult struct {
 	Outcome SettleOutcome
-	// Before is what the settle decided from (after the VMM writes); After
-	// is what it left.
-	Before, After InstanceSnapshot
+	// After is what it left: the instance and the VMMs it points at.
+	After InstanceSnapshot
 	// VMMWritten says, for each write given, whether the guard let it in.
 	VMMWritten []bool
 }
@@ -142,7 +141,7 @@ func (d *DataStore) InstanceSettle(ctx context.Context, id, holder uuid.UUID, wr
 			if err != nil {
 				return err
 			}
-			res.Before, res.After = s, s
+			res.After = s
 			next, changed := compute(s)
 			if !changed {
 				res.Outcome = SettleUnchanged

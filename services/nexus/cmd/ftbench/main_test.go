@@ -43,14 +43,7 @@ func TestFtbenchMeasuresForceTerminateAndTheFloorOnTheTestServer(t *testing.T) {
 }
 
 func TestFtbenchStartsItsOwnDurableServerAndCountsStatements(t *testing.T) {
-	if _, stop, err := pgtest.StartServer(pgtest.ServerOptions{}); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL server binaries are required in CI: %v", err)
-		}
-		t.Skipf("no PostgreSQL server binaries: %v", err)
-	} else {
-		stop()
-	}
+	pgtest.RequireServerBinaries(t)
 	var out bytes.Buffer
 	err := run(context.Background(), []string{"--start-postgres", "--instances", "4", "--clients", "2", "--sleds", "1",
 		"--stats-wait", "0s", "--vmm-delay", "1ms"}, &out)
