@@ -1,6 +1,8 @@
 package nexus_test
 
 import (
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -196,6 +198,50 @@ func TestF3_ForceTerminateOfAMigratingInstanceEndsSourceAndTarget(t *testing.T) 
 			got, _ := n.DataStore().InstanceGet(ctx, inst.ID)
 			if got.Runtime.State != datastore.InstanceNoVMM || got.Runtime.MigrationID != nil || got.Runtime.TargetVMM != nil {
 				t.Fatalf("instance after force-terminate: %+v", got.Runtime)
+			}
+		})
+	}
+}
+
+// A migrating VMM cannot be stopped, so a stop that arrives mid-migration
+// only records the wish; the update that resolves the migration stops the
+// VMM the guest landed on, and the stop is never lost.
+func TestN6_AStopDuringAMigrationStopsTheInstanceWhereverItLands(t *testing.T) {
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 2, explicitSleds)
+			token := nexustest.AdminToken(t, n)
+			c := sdkAs(t, n, token)
+			inst, source, target, src, dst := migratingInstance(t, n, token, agents)
+			stopped, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stopped.RunState != oxide.InstanceStateMigrating {
+				t.Fatalf("stop of a migrating instance answered %s, want migrating", stopped.RunState)
+			}
+			// The guest moves: let both sleds run their transitions.
+			for _, a := range []*sledagenttest.Agent{src, dst} {
+				if _, err := a.Sim.SetHypervisorMode(ctx, &sledagentv1.SetHypervisorModeRequest{
+					Mode: sledagentv1.HypervisorMode_HYPERVISOR_MODE_AUTO, TransitionDelay: durationpb.New(time.Millisecond)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
+			// The source's own end may still be on its way to nexus.
+			testutil.WaitFor(t, 5*time.Second, func() error {
+				for _, v := range []datastore.VMM{source, target} {
+					if rt := vmmState(t, n, v.ID); !rt.State.Terminal() {
+						return fmt.Errorf("VMM %s is %s once the instance stopped", v.ID, rt.State)
+					}
+				}
+				if k := len(src.Inventory().GetVmms()) + len(dst.Inventory().GetVmms()); k != 0 {
+					return fmt.Errorf("%d VMMs left on the sleds", k)
+				}
+				return nil
+			})
+			if got, _ := n.DataStore().InstanceGet(ctx, inst.ID); got.Runtime.State != datastore.InstanceNoVMM {
+				t.Fatalf("instance %+v, want no_vmm", got.Runtime)
 			}
 		})
 	}

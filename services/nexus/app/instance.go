@@ -285,6 +285,12 @@ func (n *Nexus) InstanceStop(ctx context.Context, instance, project string) (Ins
 	case datastore.InstanceFailed:
 		return n.settleFailedAsStopped(ctx, inst.ID)
 	case datastore.InstanceVMM:
+		if inst.Runtime.MigrationID != nil {
+			// A migrating VMM cannot be stopped, and the guest may be about
+			// to move: the update that resolves the migration stops
+			// whichever VMM it ends up on (N6).
+			break
+		}
 		if err := n.tellActiveVMM(ctx, inst, sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED); err != nil {
 			return InstanceView{}, err
 		}
@@ -376,7 +382,13 @@ func (n *Nexus) tellActiveVMM(ctx context.Context, inst datastore.Instance, targ
 	if err != nil {
 		return err
 	}
-	_, err = n.ds.VMMUpdateRuntime(ctx, vmm.ID, runtime)
+	wrote, err := n.ds.VMMUpdateRuntime(ctx, vmm.ID, runtime)
+	if wrote && runtime.State.Terminal() {
+		// The VMM had already ended and this answer recorded it before its
+		// publication did, which now changes nothing and updates nothing:
+		// the update is started here instead (N6).
+		n.UpdateInstanceInBackground(inst.ID)
+	}
 	return err
 }
 

@@ -2,12 +2,15 @@ package sagas
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
 
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/saga"
+	"github.com/rackplane/rackplane/services/nexus/sledclient"
 )
 
 // InstanceUpdateParams name the instance and the lock holder id this update
@@ -26,7 +29,44 @@ func instanceUpdate(d Deps) saga.Template {
 		{Name: "lock", Action: d.updaterLock, Undo: d.updaterUnlock},
 		{Name: "apply", Action: d.applyUpdate},
 		{Name: "unlock", Action: d.releaseAndRecheck},
+		{Name: "honour_stop_wish", Action: d.honourStopWish},
 	}}
+}
+
+// honourStopWish stops the VMM an instance is left running on when its
+// user asked it to stop meanwhile. A stop that arrives during a migration
+// is sent to neither side (a migrating VMM cannot be stopped, and the guest
+// may be about to move): the update that resolves the migration carries it
+// out, on whichever VMM the guest ended up on. A VMM still starting is left
+// to its start saga, which looks at the wish itself.
+func (d Deps) honourStopWish(ctx context.Context, sc *saga.Context) (any, error) {
+	var p InstanceUpdateParams
+	if err := sc.Params(&p); err != nil {
+		return nil, err
+	}
+	snap, err := d.DS.InstanceSnapshot(ctx, p.Instance)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rt := snap.Instance.Runtime
+	if snap.Instance.IntendedState != datastore.IntendStopped || rt.State != datastore.InstanceVMM ||
+		rt.MigrationID != nil || snap.Active == nil || snap.Active.Runtime.State != datastore.VMMRunning {
+		return nil, nil
+	}
+	client, err := d.Sleds.Client(ctx, snap.Active.SledID)
+	if err != nil {
+		return nil, err
+	}
+	// The answer is not written: the VMM may have ended already (this look
+	// can be older than its end), and an end written here would keep its
+	// publication from starting the update that unlinks it. The sled
+	// publishes every step of the stop.
+	_, err = client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: snap.Active.ID.String(),
+		Target: sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED})
+	return nil, sledclient.Classify(snap.Active.SledID, err)
 }
 
 // releaseAndRecheck releases the lock, then looks again: an update that
