@@ -128,8 +128,8 @@ func (n *Nexus) forceTerminate(ctx context.Context, id uuid.UUID) (InstanceView,
 			writes[i] = t.write
 		}
 		// F4, F6: what the sleds said goes through the VMM guard, and the
-		// instance settles, in one transaction.
-		res, settleErr := n.ds.InstanceSettle(ctx, id, uuid.Nil, writes, settleNow)
+		// instance settles, in one commit.
+		res, settleErr := n.ds.InstanceSettleFrom(ctx, snap, writes, settleNow)
 		if settleErr != nil {
 			return InstanceView{}, done, settleErr
 		}

@@ -47,35 +47,47 @@ func (d *DataStore) TokenCreate(ctx context.Context, id uuid.UUID, hash, princip
 }
 
 // TokenPrincipal resolves the hash of a presented secret to its principal
-// and roles; ErrNotFound for an unknown, deleted or expired token.
+// and roles; ErrNotFound for an unknown, deleted or expired token. The
+// token and its principal's roles are one statement: every request pays
+// for it.
 func (d *DataStore) TokenPrincipal(ctx context.Context, hash string, now time.Time) (string, []RoleAssignment, error) {
-	var principal string
-	err := d.db.QueryRowContext(ctx, `SELECT principal FROM api_token
-		WHERE token_hash = $1 AND time_deleted IS NULL AND (time_expires IS NULL OR time_expires > $2)`,
-		hash, ts(now)).Scan(&principal)
-	if isNoRows(err) {
-		return "", nil, fmt.Errorf("%w: token", ErrNotFound)
-	}
-	if err != nil {
-		return "", nil, d.classify(err)
-	}
-	rows, err := d.db.QueryContext(ctx, `SELECT resource_type, resource_id, role FROM role_assignment WHERE principal = $1`, principal)
+	rows, err := d.db.QueryContext(ctx, `SELECT t.principal, r.resource_type, r.resource_id, r.role
+		FROM api_token t LEFT JOIN role_assignment r ON r.principal = t.principal
+		WHERE t.token_hash = $1 AND t.time_deleted IS NULL AND (t.time_expires IS NULL OR t.time_expires > $2)`,
+		hash, ts(now))
 	if err != nil {
 		return "", nil, d.classify(err)
 	}
 	defer rows.Close()
-	var roles []RoleAssignment
+	var (
+		principal string
+		found     bool
+		roles     []RoleAssignment
+	)
 	for rows.Next() {
-		r := RoleAssignment{Principal: principal}
-		var resourceID string
-		if err := rows.Scan(&r.Resource, &resourceID, &r.Role); err != nil {
-			return "", nil, err
+		var resource, resourceID, role *string
+		if err := rows.Scan(&principal, &resource, &resourceID, &role); err != nil {
+			return "", nil, d.classify(err)
 		}
-		if resourceID != "" {
-			id := uuid.MustParse(resourceID)
+		found = true
+		if resource == nil {
+			continue // a principal without roles
+		}
+		r := RoleAssignment{Principal: principal, Resource: *resource, Role: *role}
+		if resourceID != nil && *resourceID != "" {
+			id, err := uuid.Parse(*resourceID)
+			if err != nil {
+				return "", nil, fmt.Errorf("role assignment of %s: resource_id: %w", principal, err)
+			}
 			r.ResourceID = &id
 		}
 		roles = append(roles, r)
 	}
-	return principal, roles, rows.Err()
+	if err := rows.Err(); err != nil {
+		return "", nil, d.classify(err)
+	}
+	if !found {
+		return "", nil, fmt.Errorf("%w: token", ErrNotFound)
+	}
+	return principal, roles, nil
 }

@@ -79,6 +79,7 @@ type options struct {
 	vmmDelay      time.Duration
 	statsWait     time.Duration
 	logFile       string
+	cpuProfile    string
 }
 
 func parseFlags(args []string, out io.Writer) (options, error) {
@@ -95,6 +96,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.statsWait, "stats-wait", 11*time.Second,
 		"idle wait before each reading of pg_stat_database, so that every backend has flushed its counters (PostgreSQL flushes an idle backend's within 10s)")
 	fs.StringVar(&o.logFile, "log-file", "", "write nexus's and the sled-agents' logs (JSON, info level) here; by default they are encoded and discarded")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of each round's force-terminates (nexus, sleds and clients, all in this process) to this path, suffixed with .<clients>")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -89,6 +91,10 @@ func (b *bench) round(ctx context.Context, c int) (round, error) {
 		lats []time.Duration
 		wg   sync.WaitGroup
 	)
+	stopProfile, err := startCPUProfile(b.opts.cpuProfile, c)
+	if err != nil {
+		return r, err
+	}
 	began := time.Now()
 	for w := 0; w < c; w++ {
 		wg.Add(1)
@@ -126,6 +132,9 @@ func (b *bench) round(ctx context.Context, c int) (round, error) {
 	}
 	wg.Wait()
 	r.ft = summarize(lats, time.Since(began))
+	if err := stopProfile(); err != nil {
+		return r, err
+	}
 	after := b.stats.read(ctx, b.opts.statsWait)
 	r.cost = cost(before, after, len(b.instances))
 
@@ -462,4 +471,24 @@ func report(out io.Writer, o options, rounds []round) {
 	if !slices.Contains(o.clients, 1) || !slices.Contains(o.clients, 64) {
 		fmt.Fprintf(out, "(the targets are stated for 1 and 64 clients; this run measured %v)\n", o.clients)
 	}
+}
+
+// startCPUProfile profiles the process into path.<clients> until the
+// returned function is called; with no path it does nothing.
+func startCPUProfile(path string, clients int) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, clients))
+	if err != nil {
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
