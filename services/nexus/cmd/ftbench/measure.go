@@ -57,6 +57,8 @@ type round struct {
 	ftFirst  string // the first unexpected answer
 	floor    latencies
 	cost     dbCost
+	// ftCPU and floorCPU are the CPU time each operation cost.
+	ftCPU, floorCPU cpuUse
 }
 
 // dbCost is what the force-terminates of a round cost the database, per
@@ -71,8 +73,9 @@ type dbCost struct {
 }
 
 type statementCost struct {
-	perFT float64
-	query string
+	perFT    float64
+	meanExec time.Duration
+	query    string
 }
 
 func (b *bench) round(ctx context.Context, c int) (round, error) {
@@ -95,6 +98,7 @@ func (b *bench) round(ctx context.Context, c int) (round, error) {
 	if err != nil {
 		return r, err
 	}
+	cpuBefore := sampleCPU()
 	began := time.Now()
 	for w := 0; w < c; w++ {
 		wg.Add(1)
@@ -132,6 +136,7 @@ func (b *bench) round(ctx context.Context, c int) (round, error) {
 	}
 	wg.Wait()
 	r.ft = summarize(lats, time.Since(began))
+	r.ftCPU = per(cpuBefore, sampleCPU(), len(lats))
 	if err := stopProfile(); err != nil {
 		return r, err
 	}
@@ -139,11 +144,13 @@ func (b *bench) round(ctx context.Context, c int) (round, error) {
 	r.cost = cost(before, after, len(b.instances))
 
 	floorFor := max(r.ft.wall, time.Second)
+	cpuBefore = sampleCPU()
 	floor, err := runFloor(ctx, b.nexusDSN, c, floorFor)
 	if err != nil {
 		return r, fmt.Errorf("measuring the floor: %w", err)
 	}
 	r.floor = floor
+	r.floorCPU = per(cpuBefore, sampleCPU(), floor.count)
 	b.printRound(r)
 	return r, nil
 }
@@ -295,7 +302,9 @@ type dbStats struct {
 
 type statementCalls struct {
 	calls int64
-	query string
+	// execTime is the time spent executing the statement, in all.
+	execTime time.Duration
+	query    string
 }
 
 // read waits wait, so that every backend of nexus's database has flushed
@@ -314,7 +323,7 @@ func (s *statsReader) read(ctx context.Context, wait time.Duration) dbStats {
 	if !s.statements {
 		return st
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT queryid, calls, query FROM pg_stat_statements
+	rows, err := s.db.QueryContext(ctx, `SELECT queryid, calls, total_exec_time, query FROM pg_stat_statements
 		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)`, s.database)
 	if err != nil {
 		st.statementsE = err
@@ -324,12 +333,13 @@ func (s *statsReader) read(ctx context.Context, wait time.Duration) dbStats {
 	st.statements = map[int64]statementCalls{}
 	for rows.Next() {
 		var id, calls int64
+		var execMS float64
 		var query string
-		if err := rows.Scan(&id, &calls, &query); err != nil {
+		if err := rows.Scan(&id, &calls, &execMS, &query); err != nil {
 			st.statementsE = err
 			return st
 		}
-		st.statements[id] = statementCalls{calls: calls, query: query}
+		st.statements[id] = statementCalls{calls: calls, execTime: time.Duration(execMS * float64(time.Millisecond)), query: query}
 	}
 	st.statementsE = rows.Err()
 	return st
@@ -358,7 +368,8 @@ func cost(before, after dbStats, n int) dbCost {
 				continue
 			}
 			total += calls
-			c.top = append(c.top, statementCost{perFT: float64(calls) / float64(n), query: spaces.ReplaceAllString(a.query, " ")})
+			c.top = append(c.top, statementCost{perFT: float64(calls) / float64(n), query: spaces.ReplaceAllString(a.query, " "),
+				meanExec: (a.execTime - before.statements[id].execTime) / time.Duration(calls)})
 		}
 		c.statements = float64(total) / float64(n)
 		sort.Slice(c.top, func(i, j int) bool { return c.top[i].perFT > c.top[j].perFT })
@@ -385,6 +396,8 @@ func (b *bench) printRound(r round) {
 	fmt.Fprintf(out, "  floor UPDATE     n=%-6d p50 %-9s p99 %-9s max %-9s %8.0f/s  (%s)\n", r.floor.count,
 		ms(r.floor.p50), ms(r.floor.p99), ms(r.floor.max), r.floor.throughput, r.floor.wall.Round(time.Millisecond))
 	fmt.Fprintf(out, "  force-terminate throughput / floor throughput: %.1f%%\n", 100*ratio(r))
+	fmt.Fprintf(out, "  CPU per force-terminate: %s\n", r.ftCPU)
+	fmt.Fprintf(out, "  CPU per floor UPDATE:    %s\n", r.floorCPU)
 	if r.ftErrors > 0 {
 		fmt.Fprintf(out, "  UNEXPECTED ANSWERS: %d of %d force-terminates did not answer 200 stopped; first: %s\n",
 			r.ftErrors, r.ft.count, r.ftFirst)
@@ -397,7 +410,7 @@ func (b *bench) printRound(r round) {
 		fmt.Fprintf(out, "  commits per force-terminate %s\n", r.cost.commitsNote)
 	}
 	if r.cost.statements >= 0 {
-		fmt.Fprintf(out, "  per force-terminate: %.2f statements = round trips (pg_stat_statements calls, BEGIN/COMMIT included):\n",
+		fmt.Fprintf(out, "  per force-terminate: %.2f statements = round trips (pg_stat_statements calls, BEGIN/COMMIT included), each with its mean execution time:\n",
 			r.cost.statements)
 		for _, s := range r.cost.top {
 			if s.perFT < 0.05 {
@@ -407,7 +420,7 @@ func (b *bench) printRound(r round) {
 			if len(q) > 110 {
 				q = q[:107] + "..."
 			}
-			fmt.Fprintf(out, "    %5.2f  %s\n", s.perFT, q)
+			fmt.Fprintf(out, "    %5.2f  %6.0f µs  %s\n", s.perFT, us(s.meanExec), q)
 		}
 	} else if r.cost.statementsNote != "" {
 		fmt.Fprintf(out, "  statements per force-terminate %s\n", r.cost.statementsNote)
