@@ -2,14 +2,18 @@ package nexus_test
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/oxidecomputer/oxide.go/oxide"
 
+	"github.com/rackplane/rackplane/pkg/duration"
+	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/authz"
+	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/nexustest"
 )
 
@@ -69,10 +73,56 @@ func TestN10_RolesDecideWhatACallerMayDo(t *testing.T) {
 func TestN10_TokensAreStoredHashed(t *testing.T) {
 	n := nexustest.Start(t, nexustest.Backends[0])
 	secret := nexustest.AdminToken(t, n)
-	if _, _, err := n.DataStore().TokenPrincipal(ctx, secret, time.Now()); err == nil {
+	if _, err := n.DataStore().TokenByHash(ctx, secret, time.Now()); err == nil {
 		t.Fatal("the secret itself finds the token: it is stored in the clear")
 	}
-	if principal, _, err := n.DataStore().TokenPrincipal(ctx, authz.Hash(secret), time.Now()); err != nil || principal != "test-admin" {
-		t.Fatalf("lookup by hash: %q, %v", principal, err)
+	if tok, err := n.DataStore().TokenByHash(ctx, authz.Hash(secret), time.Now()); err != nil || tok.Principal != "test-admin" {
+		t.Fatalf("lookup by hash: %q, %v", tok.Principal, err)
+	}
+}
+
+// Authentication is remembered for authn_cache_ttl, but never past the
+// token's own expiry, and roles granted through this replica apply at once.
+func TestN10_ARememberedTokenNeverOutlivesItsExpiryOrARoleGrant(t *testing.T) {
+	n := nexustest.StartWith(t, nexustest.Backends[0], nexustest.Setup{Config: func(c *config.Config) {
+		c.AuthnCacheTTL = duration.Duration(time.Hour)
+	}})
+	admin := sdk(t, n)
+	if _, err := admin.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "alpha"}}); err != nil {
+		t.Fatal(err)
+	}
+	patToken := nexustest.Token(t, n, "pat", app.Grant{Project: "alpha", Role: "viewer"})
+	pat := sdkAs(t, n, patToken)
+	update := func() error {
+		_, err := pat.ProjectUpdate(ctx, oxide.ProjectUpdateParams{Project: "alpha", Body: &oxide.ProjectUpdate{Description: "by pat"}})
+		return err
+	}
+	if err := update(); !errors.Is(err, oxide.ErrHTTP403) {
+		t.Fatalf("a viewer updating its project: %v, want 403", err)
+	}
+	// A second token grants pat more: the first one's remembered roles go.
+	nexustest.Token(t, n, "pat", app.Grant{Project: "alpha", Role: "collaborator"})
+	if err := update(); err != nil {
+		t.Fatalf("pat, made collaborator through this replica, updating the project: %v", err)
+	}
+
+	expires := time.Now().Add(1500 * time.Millisecond)
+	secret, err := n.App().TokenCreate(ctx, "brief", []app.Grant{{FleetAdmin: true}}, time.Until(expires))
+	if err != nil {
+		t.Fatal(err)
+	}
+	brief := sdkAs(t, n, secret)
+	if _, err := brief.ProjectList(ctx, oxide.ProjectListParams{}); err != nil {
+		t.Fatalf("a fresh token: %v", err)
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		_, err := brief.ProjectList(ctx, oxide.ProjectListParams{})
+		if errors.Is(err, oxide.ErrHTTP401) {
+			return nil
+		}
+		return fmt.Errorf("a token past its expiry (%s ago) still answers %v", time.Since(expires).Round(time.Millisecond), err)
+	})
+	if time.Now().Before(expires) {
+		t.Fatal("the token was refused before it expired")
 	}
 }

@@ -88,6 +88,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	}
 	nexusApp := app.New(ds, engine, sleds, log.Named("app"),
 		app.WithSledRetryBound(time.Duration(cfg.SledUnreachableBound)),
+		app.WithAuthnCacheTTL(time.Duration(cfg.AuthnCacheTTL)),
 		app.WithForceTerminateCounter(func(outcome string) { m.ForceTerminations.WithLabelValues(outcome).Inc() }))
 	s := &Server{log: log, ds: ds, app: nexusApp, sagas: engine, sleds: sleds, health: health.NewServer(),
 		metrics: m, background: backgroundTasks(cfg, nexusApp, log.Named("background"))}

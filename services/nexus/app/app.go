@@ -21,6 +21,7 @@ type Nexus struct {
 
 	sledRetryBound       time.Duration
 	forceTerminateCounts func(outcome string)
+	authn                *authnCache
 }
 
 // Option configures the application layer.
@@ -29,6 +30,10 @@ type Option func(*Nexus)
 // WithSledRetryBound sets how long force-terminate keeps retrying a sled
 // that does not answer before it gives up with 503 (F7).
 func WithSledRetryBound(d time.Duration) Option { return func(n *Nexus) { n.sledRetryBound = d } }
+
+// WithAuthnCacheTTL sets how long a token's caller and roles are remembered
+// after the database resolved them; 0 resolves every request afresh.
+func WithAuthnCacheTTL(d time.Duration) Option { return func(n *Nexus) { n.authn = newAuthnCache(d) } }
 
 // WithForceTerminateCounter is told the outcome of every force-terminate,
 // for the metric of F12.
@@ -40,7 +45,7 @@ func WithForceTerminateCounter(count func(outcome string)) Option {
 // for an operator command that only touches the database (minting tokens).
 func New(ds *datastore.DataStore, engine *saga.Engine, sleds sagas.SledAgents, log *zap.Logger, opts ...Option) *Nexus {
 	n := &Nexus{log: log, ds: ds, sagas: engine, sleds: sleds,
-		sledRetryBound: defaultSledRetryBound, forceTerminateCounts: func(string) {}}
+		sledRetryBound: defaultSledRetryBound, forceTerminateCounts: func(string) {}, authn: newAuthnCache(0)}
 	for _, opt := range opts {
 		opt(n)
 	}

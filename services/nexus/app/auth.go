@@ -22,15 +22,19 @@ func (n *Nexus) Authenticate(ctx context.Context, authorization string) (*authz.
 	if !ok {
 		return nil, fmt.Errorf("%w: an Authorization: Bearer <token> header is required", ErrUnauthenticated)
 	}
-	principal, roles, err := n.ds.TokenPrincipal(ctx, authz.Hash(secret), time.Now())
+	hash, now := authz.Hash(secret), time.Now()
+	if actor, ok := n.authn.get(hash, now); ok {
+		return actor, nil
+	}
+	tok, err := n.ds.TokenByHash(ctx, hash, now)
 	if errors.Is(err, datastore.ErrNotFound) {
 		return nil, fmt.Errorf("%w: unknown or expired token", ErrUnauthenticated)
 	}
 	if err != nil {
 		return nil, err
 	}
-	actor := &authz.Actor{Principal: principal, Projects: map[uuid.UUID]authz.Role{}}
-	for _, r := range roles {
+	actor := &authz.Actor{Principal: tok.Principal, Projects: map[uuid.UUID]authz.Role{}}
+	for _, r := range tok.Roles {
 		switch {
 		case r.Resource == "fleet" && r.Role == "admin":
 			actor.FleetAdmin = true
@@ -40,6 +44,7 @@ func (n *Nexus) Authenticate(ctx context.Context, authorization string) (*authz.
 			actor.Projects[*r.ResourceID] = authz.RoleViewer
 		}
 	}
+	n.authn.put(hash, actor, tok.Expires, now)
 	return actor, nil
 }
 
@@ -90,5 +95,10 @@ func (n *Nexus) TokenCreate(ctx context.Context, principal string, grants []Gran
 		at := time.Now().Add(ttl)
 		expires = &at
 	}
-	return secret, n.ds.TokenCreate(ctx, uuid.New(), hash, principal, expires, roles, time.Now())
+	if err := n.ds.TokenCreate(ctx, uuid.New(), hash, principal, expires, roles, time.Now()); err != nil {
+		return "", err
+	}
+	// The grants may change the roles of the principal's other tokens.
+	n.authn.forget()
+	return secret, nil
 }

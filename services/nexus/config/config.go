@@ -48,6 +48,10 @@ type Config struct {
 	// SledUnreachableBound is how long force-terminate keeps retrying a
 	// sled-agent that does not answer before it answers 503 (SPEC F7).
 	SledUnreachableBound duration.Duration `json:"sled_unreachable_bound"`
+	// AuthnCacheTTL is how long a token's caller and roles are remembered
+	// after the database resolved them (0: never). It bounds how long a
+	// role change made through another replica takes to apply here.
+	AuthnCacheTTL duration.Duration `json:"authn_cache_ttl"`
 }
 
 // Default returns the defaults every file and flag set starts from.
@@ -68,6 +72,7 @@ func Default() Config {
 		ReincarnationCooldown: duration.Duration(5 * time.Minute),
 		SledLivenessPeriod:    duration.Duration(30 * time.Second),
 		SledUnreachableBound:  duration.Duration(10 * time.Second),
+		AuthnCacheTTL:         duration.Duration(time.Second),
 	}
 }
 
@@ -130,6 +135,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			bad(setting, "must be positive")
 		}
+	}
+	if c.AuthnCacheTTL < 0 {
+		bad("authn_cache_ttl", "must not be negative")
 	}
 	if err := logging.CheckLevel(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)

@@ -46,48 +46,58 @@ func (d *DataStore) TokenCreate(ctx context.Context, id uuid.UUID, hash, princip
 	})
 }
 
-// TokenPrincipal resolves the hash of a presented secret to its principal
-// and roles; ErrNotFound for an unknown, deleted or expired token. The
-// token and its principal's roles are one statement: every request pays
-// for it.
-func (d *DataStore) TokenPrincipal(ctx context.Context, hash string, now time.Time) (string, []RoleAssignment, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT t.principal, r.resource_type, r.resource_id, r.role
+// Token is a live token as authentication sees it: whose it is, the roles
+// its principal holds, and when it expires (nil: never).
+type Token struct {
+	Principal string
+	Roles     []RoleAssignment
+	Expires   *time.Time
+}
+
+// TokenByHash resolves the hash of a presented secret to its token;
+// ErrNotFound for an unknown, deleted or expired token. The token and its
+// principal's roles are one statement: every request pays for it.
+func (d *DataStore) TokenByHash(ctx context.Context, hash string, now time.Time) (Token, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT t.principal, t.time_expires, r.resource_type, r.resource_id, r.role
 		FROM api_token t LEFT JOIN role_assignment r ON r.principal = t.principal
 		WHERE t.token_hash = $1 AND t.time_deleted IS NULL AND (t.time_expires IS NULL OR t.time_expires > $2)`,
 		hash, ts(now))
 	if err != nil {
-		return "", nil, d.classify(err)
+		return Token{}, d.classify(err)
 	}
 	defer rows.Close()
 	var (
-		principal string
-		found     bool
-		roles     []RoleAssignment
+		tok   Token
+		found bool
 	)
 	for rows.Next() {
+		var expires dbTime
 		var resource, resourceID, role *string
-		if err := rows.Scan(&principal, &resource, &resourceID, &role); err != nil {
-			return "", nil, d.classify(err)
+		if err := rows.Scan(&tok.Principal, &expires, &resource, &resourceID, &role); err != nil {
+			return Token{}, d.classify(err)
 		}
 		found = true
+		if expires.Valid {
+			tok.Expires = &expires.Time
+		}
 		if resource == nil {
 			continue // a principal without roles
 		}
-		r := RoleAssignment{Principal: principal, Resource: *resource, Role: *role}
+		r := RoleAssignment{Principal: tok.Principal, Resource: *resource, Role: *role}
 		if resourceID != nil && *resourceID != "" {
 			id, err := uuid.Parse(*resourceID)
 			if err != nil {
-				return "", nil, fmt.Errorf("role assignment of %s: resource_id: %w", principal, err)
+				return Token{}, fmt.Errorf("role assignment of %s: resource_id: %w", tok.Principal, err)
 			}
 			r.ResourceID = &id
 		}
-		roles = append(roles, r)
+		tok.Roles = append(tok.Roles, r)
 	}
 	if err := rows.Err(); err != nil {
-		return "", nil, d.classify(err)
+		return Token{}, d.classify(err)
 	}
 	if !found {
-		return "", nil, fmt.Errorf("%w: token", ErrNotFound)
+		return Token{}, fmt.Errorf("%w: token", ErrNotFound)
 	}
-	return principal, roles, nil
+	return tok, nil
 }
