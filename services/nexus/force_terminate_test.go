@@ -447,19 +447,38 @@ func TestF12_EachForceTerminateIsLoggedAndCountedByOutcome(t *testing.T) {
 }
 
 func TestN5_ForceTerminateNeedsACollaborator(t *testing.T) {
-	n, agents := rack(t, nexustest.Backends[0], 1, explicitSleds)
-	admin := nexustest.AdminToken(t, n)
-	inst, _, _ := startedInstance(t, n, sdkAs(t, n, admin), agents)
-	viewer := nexustest.Token(t, n, "viewer", app.Grant{Project: inst.ProjectID.String(), Role: "viewer"})
-	if code, _, eb := forceTerminate(t, n, viewer, "vm", "p"); code != http.StatusForbidden || eb.ErrorCode != "Forbidden" {
-		t.Fatalf("a viewer's force-terminate: %d %+v, want 403", code, eb)
+	for _, backend := range nexustest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			n, agents := rack(t, backend, 1, explicitSleds)
+			admin := nexustest.AdminToken(t, n)
+			inst, _, _ := startedInstance(t, n, sdkAs(t, n, admin), agents)
+			other, err := sdkAs(t, n, admin).ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "other"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			viewer := nexustest.Token(t, n, "viewer", app.Grant{Project: inst.ProjectID.String(), Role: "viewer"})
+			outsider := nexustest.Token(t, n, "outsider", app.Grant{Project: other.Id, Role: "collaborator"})
+			// By name and by id (the id is authorized by the wish's own
+			// statement): 403, and nothing changes.
+			for _, ref := range []struct{ token, instance, project string }{
+				{viewer, "vm", "p"}, {viewer, inst.ID.String(), ""}, {outsider, inst.ID.String(), ""},
+			} {
+				if code, _, eb := forceTerminate(t, n, ref.token, ref.instance, ref.project); code != http.StatusForbidden || eb.ErrorCode != "Forbidden" {
+					t.Fatalf("force-terminate of %s without the role: %d %+v, want 403", ref.instance, code, eb)
+				}
+				if got, _ := n.DataStore().InstanceGet(ctx, inst.ID); got.IntendedState != datastore.IntendRunning ||
+					got.Runtime.State != datastore.InstanceVMM {
+					t.Fatalf("a refused force-terminate changed the instance: %+v, intended %s", got.Runtime, got.IntendedState)
+				}
+			}
+			if code, _, _ := forceTerminate(t, n, "", "vm", "p"); code != http.StatusUnauthorized {
+				t.Fatalf("an anonymous force-terminate: %d, want 401", code)
+			}
+			if code, _, eb := forceTerminate(t, n, admin, "Not_A_Name", "p"); code != http.StatusBadRequest || !strings.Contains(eb.Message, "instance") {
+				t.Fatalf("a malformed name: %d %+v, want 400 naming instance", code, eb)
+			}
+			collaborator := nexustest.Token(t, n, "collab", app.Grant{Project: inst.ProjectID.String(), Role: "collaborator"})
+			mustForceTerminate(t, n, collaborator, inst.ID.String(), "", "stopped")
+		})
 	}
-	if code, _, _ := forceTerminate(t, n, "", "vm", "p"); code != http.StatusUnauthorized {
-		t.Fatalf("an anonymous force-terminate: %d, want 401", code)
-	}
-	if code, _, eb := forceTerminate(t, n, admin, "Not_A_Name", "p"); code != http.StatusBadRequest || !strings.Contains(eb.Message, "instance") {
-		t.Fatalf("a malformed name: %d %+v, want 400 naming instance", code, eb)
-	}
-	collaborator := nexustest.Token(t, n, "collab", app.Grant{Project: inst.ProjectID.String(), Role: "collaborator"})
-	mustForceTerminate(t, n, collaborator, "vm", "p", "stopped")
 }

@@ -67,12 +67,23 @@ type termination struct {
 // it settled (SPEC F1-F12): stopped, or failed when a sled-agent had
 // forgotten its VMM.
 func (n *Nexus) InstanceForceTerminate(ctx context.Context, instance, project string) (InstanceView, error) {
-	inst, err := n.lookupInstance(ctx, instance, project, authz.RoleCollaborator, "force-terminate")
-	if err != nil {
-		return InstanceView{}, err
+	lookup := func() (uuid.UUID, error) {
+		inst, err := n.lookupInstance(ctx, instance, project, authz.RoleCollaborator, "force-terminate")
+		return inst.ID, err
+	}
+	var id uuid.UUID
+	if isUUID(instance) && project == "" {
+		// The wish checks the caller's role itself (see forceTerminate):
+		// no lookup is needed unless it finds nothing to write.
+		id = uuid.MustParse(instance)
+	} else {
+		var err error
+		if id, err = lookup(); err != nil {
+			return InstanceView{}, err
+		}
 	}
 	start := time.Now()
-	view, done, err := n.forceTerminate(ctx, inst.ID)
+	view, done, err := n.forceTerminate(ctx, id, lookup)
 	outcome := "ok"
 	switch {
 	case errors.Is(err, sledclient.ErrSledUnreachable):
@@ -87,7 +98,7 @@ func (n *Nexus) InstanceForceTerminate(ctx context.Context, instance, project st
 	for _, t := range done {
 		vmms = append(vmms, t.vmm.ID.String()+"@"+t.vmm.SledID.String()+": "+t.outcome)
 	}
-	fields := []zap.Field{zap.String("caller", authz.FromContext(ctx).Principal), zap.Stringer("instance_id", inst.ID),
+	fields := []zap.Field{zap.String("caller", authz.FromContext(ctx).Principal), zap.Stringer("instance_id", id),
 		zap.Strings("vmms", vmms), zap.String("outcome", outcome), zap.Duration("elapsed", time.Since(start))}
 	log := logging.FromContext(ctx, n.log)
 	if err != nil {
@@ -98,10 +109,23 @@ func (n *Nexus) InstanceForceTerminate(ctx context.Context, instance, project st
 	return view, nil
 }
 
-func (n *Nexus) forceTerminate(ctx context.Context, id uuid.UUID) (InstanceView, []termination, error) {
+// forceTerminate ends the instance's VMMs and settles it. lookup finds the
+// instance as the caller named it, checking the caller's role: it is only
+// called to say why the wish found nothing to write.
+func (n *Nexus) forceTerminate(ctx context.Context, id uuid.UUID, lookup func() (uuid.UUID, error)) (InstanceView, []termination, error) {
 	// F2: the wish comes first, so that nothing restarts the instance
-	// whatever happens next.
-	snap, err := n.ds.InstanceIntendStopped(ctx, id, time.Now())
+	// whatever happens next. It is written only where the caller is at
+	// least a collaborator, checked in the same statement.
+	all, projects := authz.ProjectsWithRole(ctx, authz.RoleCollaborator)
+	scope := datastore.ProjectScope{All: all, Projects: projects}
+	snap, err := n.ds.InstanceIntendStopped(ctx, id, scope, time.Now())
+	if errors.Is(err, datastore.ErrNotFound) {
+		// Missing, or not the caller's to stop: the lookup, with the same
+		// caller, says which (404 or 403).
+		if _, lookupErr := lookup(); lookupErr != nil {
+			return InstanceView{}, nil, lookupErr
+		}
+	}
 	if err != nil {
 		return InstanceView{}, nil, err
 	}

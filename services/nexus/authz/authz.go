@@ -104,6 +104,25 @@ func CanReadProject(ctx context.Context, project uuid.UUID) bool {
 	return a != nil && (a.FleetAdmin || a.role(project) >= RoleViewer)
 }
 
+// ProjectsWithRole is where the caller holds at least role, for a write that
+// checks it in its own statement: every project (a fleet admin), or these.
+// It agrees with RequireProjectRole.
+func ProjectsWithRole(ctx context.Context, role Role) (all bool, projects []uuid.UUID) {
+	a := FromContext(ctx)
+	if a == nil {
+		return false, nil
+	}
+	if a.FleetAdmin {
+		return true, nil
+	}
+	for p, r := range a.Projects {
+		if r >= role {
+			projects = append(projects, p)
+		}
+	}
+	return false, projects
+}
+
 // RequireProjectRole allows fleet admins and holders of at least role on
 // the project.
 func RequireProjectRole(ctx context.Context, project uuid.UUID, role Role, what string) error {

@@ -3,6 +3,7 @@ package datastore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -269,15 +270,36 @@ func (d *DataStore) ids(ctx context.Context, query string, args ...any) ([]uuid.
 	return out, rows.Err()
 }
 
+// ProjectScope is where a caller may act: every project, or these.
+type ProjectScope struct {
+	All      bool
+	Projects []uuid.UUID
+}
+
 // InstanceIntendStopped records that the instance must stop (as
 // InstanceSetIntendedState does) and returns what it runs now: what
-// force-terminate acts on (F2, F3). The wish and the instance it returns
-// are one statement; the VMMs are read just after, which is as good, since
-// whatever links a VMM later is looked at again by the caller. Two round
-// trips and one commit.
-func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, at time.Time) (InstanceSnapshot, error) {
-	inst, err := scanInstance(d.db.QueryRowContext(ctx, `UPDATE instance SET intended_state = 'stopped', time_modified = $2
-		WHERE id = $1 AND time_deleted IS NULL RETURNING `+instanceColumns, id.String(), ts(at)))
+// force-terminate acts on (F2, F3). The wish is only written to an instance
+// in scope, checked by the same statement, so authorizing it costs no
+// lookup; an instance out of scope is ErrNotFound and nothing is written.
+// The wish and the instance it returns are one statement; the VMMs are read
+// just after, which is as good, since whatever links a VMM later is looked
+// at again by the caller. Two round trips and one commit.
+func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, scope ProjectScope, at time.Time) (InstanceSnapshot, error) {
+	query := `UPDATE instance SET intended_state = 'stopped', time_modified = $2
+		WHERE id = $1 AND time_deleted IS NULL`
+	args := []any{id.String(), ts(at)}
+	if !scope.All {
+		if len(scope.Projects) == 0 {
+			return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
+		}
+		marks := make([]string, len(scope.Projects))
+		for i, p := range scope.Projects {
+			args = append(args, p.String())
+			marks[i] = fmt.Sprintf("$%d", len(args))
+		}
+		query += ` AND project_id IN (` + strings.Join(marks, ", ") + `)`
+	}
+	inst, err := scanInstance(d.db.QueryRowContext(ctx, query+` RETURNING `+instanceColumns, args...))
 	if isNoRows(err) {
 		return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
 	}
