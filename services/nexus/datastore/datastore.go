@@ -15,12 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" driver
 	"go.uber.org/zap"
 	_ "modernc.org/sqlite" // "sqlite" driver
-
-	"github.com/rackplane/rackplane/pkg/backoff"
 )
 
 // Backend names a database engine.
@@ -199,35 +196,27 @@ const (
 	// pgPoolSize bounds nexus's connections to PostgreSQL, idle ones
 	// included.
 	pgPoolSize = 32
-	// serializableRetries bounds the retries of a SERIALIZABLE transaction
-	// that PostgreSQL aborted for a conflict.
-	serializableRetries = 50
+	// placementLock is the PostgreSQL advisory lock VMM placements hold.
+	placementLock = 0x726b705f706c6163 // "rkp_plac"
 )
 
-var serializableBackoff = backoff.Policy{Initial: time.Millisecond, Max: 50 * time.Millisecond, Jitter: 0.5}
-
-// inSerializableTx runs fn in a SERIALIZABLE transaction, retrying it when
-// PostgreSQL aborts it for a conflict. Use it where a check and a write must
-// not interleave with another's (capacity, say). SQLite's IMMEDIATE
-// transactions are serial already.
-func (d *DataStore) inSerializableTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	if d.backend == SQLite {
-		return d.inTx(ctx, fn)
-	}
-	var err error
-	for attempt := 0; attempt < serializableRetries; attempt++ {
-		err = d.inTxWith(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable}, fn)
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || (pgErr.Code != "40001" && pgErr.Code != "40P01") {
-			return err
+// inPlacementTx runs fn, a check of a sled's free capacity and the VMM
+// insert it allows, one placement at a time across every replica: on
+// PostgreSQL under a transaction-level advisory lock, taken first, so that
+// every later statement of fn sees every placement committed before it (READ
+// COMMITTED); SQLite's IMMEDIATE transactions are serial already. A
+// SERIALIZABLE transaction did the same job by aborting all but one of
+// concurrent placements, which under a burst of starts ran out of retries
+// and answered 500; waiting for a lock held for a few statements does not.
+func (d *DataStore) inPlacementTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return d.inTx(ctx, func(tx *sql.Tx) error {
+		if d.backend == Postgres {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(placementLock)); err != nil {
+				return err
+			}
 		}
-		// Conflicting transactions retried at once conflict again: spread
-		// them out.
-		if err := backoff.Sleep(ctx, serializableBackoff.Delay(attempt)); err != nil {
-			return err
-		}
-	}
-	return err
+		return fn(tx)
+	})
 }
 
 func (d *DataStore) inTxWith(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) error) error {

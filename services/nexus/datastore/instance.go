@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -281,11 +282,11 @@ type ProjectScope struct {
 // force-terminate acts on (F2, F3). The wish is only written to an instance
 // in scope, checked by the same statement, so authorizing it costs no
 // lookup; an instance out of scope is ErrNotFound and nothing is written.
-// The wish and the instance it returns are one statement; the VMMs are read
-// just after, which is as good, since whatever links a VMM later is looked
-// at again by the caller. Two round trips and one commit.
+// On PostgreSQL the wish and the instance and VMMs it returns are one
+// statement; on SQLite the VMMs are read just after, which is as good,
+// since whatever links a VMM later is looked at again by the caller.
 func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, scope ProjectScope, at time.Time) (InstanceSnapshot, error) {
-	query := `UPDATE instance SET intended_state = 'stopped', time_modified = $2
+	update := `UPDATE instance SET intended_state = 'stopped', time_modified = $2
 		WHERE id = $1 AND time_deleted IS NULL`
 	args := []any{id.String(), ts(at)}
 	if !scope.All {
@@ -297,15 +298,81 @@ func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, sco
 			args = append(args, p.String())
 			marks[i] = fmt.Sprintf("$%d", len(args))
 		}
-		query += ` AND project_id IN (` + strings.Join(marks, ", ") + `)`
+		update += ` AND project_id IN (` + strings.Join(marks, ", ") + `)`
 	}
-	inst, err := scanInstance(d.db.QueryRowContext(ctx, query+` RETURNING `+instanceColumns, args...))
+	update += ` RETURNING ` + instanceColumns
+	var (
+		s   InstanceSnapshot
+		err error
+	)
+	if d.backend == Postgres {
+		s, err = intendStoppedJoined(ctx, d.db, update, args)
+	} else {
+		var inst Instance
+		if inst, err = scanInstance(d.db.QueryRowContext(ctx, update, args...)); err == nil {
+			s, err = linked(ctx, d.db, inst)
+		}
+	}
 	if isNoRows(err) {
 		return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
 	}
-	if err != nil {
-		return InstanceSnapshot{}, d.classify(err)
-	}
-	s, err := linked(ctx, d.db, inst)
 	return s, d.classify(err)
 }
+
+// intendStoppedJoined runs the wish's UPDATE … RETURNING joined with the
+// VMMs the instance points at: one row per linked VMM (one with NULLs when
+// none is). A migration, rare here, is read after.
+func intendStoppedJoined(ctx context.Context, q queryer, update string, args []any) (InstanceSnapshot, error) {
+	rows, err := q.QueryContext(ctx, `WITH i AS (`+update+`)
+		SELECT i.*, v.id IS NOT NULL, COALESCE(v.id, ''), COALESCE(v.instance_id, ''), COALESCE(v.sled_id, ''),
+			COALESCE(v.state, ''), v.failure_reason, COALESCE(v.state_generation, 0), v.time_state_updated, v.time_created
+		FROM i LEFT JOIN vmm v ON v.id IN (i.active_propolis_id, i.target_propolis_id)`, args...)
+	if err != nil {
+		return InstanceSnapshot{}, err
+	}
+	defer rows.Close()
+	var s InstanceSnapshot
+	found := false
+	for rows.Next() {
+		var (
+			present bool
+			vr      vmmRow
+		)
+		inst, err := scanInstance(scanFunc(func(dest ...any) error {
+			return rows.Scan(append(append(dest, &present), vr.dest()...)...)
+		}))
+		if err != nil {
+			return InstanceSnapshot{}, err
+		}
+		s.Instance, found = inst, true
+		if !present {
+			continue
+		}
+		v := vr.vmm()
+		switch rt := inst.Runtime; {
+		case rt.ActiveVMM != nil && v.ID == *rt.ActiveVMM:
+			s.Active = &v
+		case rt.TargetVMM != nil && v.ID == *rt.TargetVMM:
+			s.Target = &v
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return InstanceSnapshot{}, err
+	}
+	if !found {
+		return InstanceSnapshot{}, sql.ErrNoRows
+	}
+	if id := s.Instance.Runtime.MigrationID; id != nil {
+		m, err := migrationGet(ctx, q, *id)
+		if err != nil {
+			return InstanceSnapshot{}, err
+		}
+		s.Migration = &m
+	}
+	return s, nil
+}
+
+// scanFunc lets a function stand where a row is scanned.
+type scanFunc func(dest ...any) error
+
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }

@@ -82,7 +82,7 @@ func (d *DataStore) MigrationUpdateSide(ctx context.Context, id uuid.UUID, side 
 // VMMAllocate. ErrNoCapacity when the sled is full, ErrNotFound when it is
 // not a live sled seen since liveAfter.
 func (d *DataStore) VMMAllocateOn(ctx context.Context, v VMM, ncpus, memory int64, liveAfter time.Time) error {
-	return d.inSerializableTx(ctx, func(tx *sql.Tx) error {
+	return d.inPlacementTx(ctx, func(tx *sql.Tx) error {
 		var existing string
 		err := tx.QueryRowContext(ctx, `SELECT sled_id FROM vmm WHERE id = $1`, v.ID.String()).Scan(&existing)
 		if err == nil {

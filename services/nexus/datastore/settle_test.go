@@ -35,7 +35,7 @@ func runningOn(t *testing.T, ds *datastore.DataStore) datastore.InstanceSnapshot
 		ActiveVMM: &v.ID, Generation: 2, TimeUpdated: now}); !wrote || err != nil {
 		t.Fatalf("linking the VMM: (%v, %v)", wrote, err)
 	}
-	from, err := ds.InstanceIntendStopped(ctx, inst.ID, now)
+	from, err := ds.InstanceIntendStopped(ctx, inst.ID, datastore.ProjectScope{All: true}, now)
 	if err != nil {
 		t.Fatal(err)
 	}

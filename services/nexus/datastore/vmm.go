@@ -29,24 +29,34 @@ func (d *DataStore) VMMInsert(ctx context.Context, v VMM) error {
 
 const vmmColumns = `id, instance_id, sled_id, state, failure_reason, state_generation, time_state_updated, time_created`
 
+// vmmRow holds the vmmColumns of one row while it is scanned.
+type vmmRow struct {
+	id, instance, sled, state string
+	reason                    *string
+	gen                       int64
+	updated, created          dbTime
+}
+
+func (r *vmmRow) dest() []any {
+	return []any{&r.id, &r.instance, &r.sled, &r.state, &r.reason, &r.gen, &r.updated, &r.created}
+}
+
+func (r *vmmRow) vmm() VMM {
+	v := VMM{ID: uuid.MustParse(r.id), InstanceID: uuid.MustParse(r.instance), SledID: uuid.MustParse(r.sled),
+		Runtime:     VMMRuntime{State: VMMState(r.state), Generation: uint64(r.gen), TimeUpdated: r.updated.Time},
+		TimeCreated: r.created.Time}
+	if r.reason != nil {
+		v.Runtime.FailureReason = *r.reason
+	}
+	return v
+}
+
 func scanVMM(row interface{ Scan(...any) error }) (VMM, error) {
-	var (
-		v                         VMM
-		id, instance, sled, state string
-		reason                    *string
-		gen                       int64
-		updated, created          dbTime
-	)
-	if err := row.Scan(&id, &instance, &sled, &state, &reason, &gen, &updated, &created); err != nil {
+	var r vmmRow
+	if err := row.Scan(r.dest()...); err != nil {
 		return VMM{}, err
 	}
-	v.ID, v.InstanceID, v.SledID = uuid.MustParse(id), uuid.MustParse(instance), uuid.MustParse(sled)
-	v.Runtime = VMMRuntime{State: VMMState(state), Generation: uint64(gen), TimeUpdated: updated.Time}
-	if reason != nil {
-		v.Runtime.FailureReason = *reason
-	}
-	v.TimeCreated = created.Time
-	return v, nil
+	return r.vmm(), nil
 }
 
 // VMMGet returns a live VMM.
@@ -81,7 +91,7 @@ func (d *DataStore) VMMUpdateRuntime(ctx context.Context, id uuid.UUID, rt VMMRu
 // considered. ErrNoCapacity when no sled has room.
 func (d *DataStore) VMMAllocate(ctx context.Context, v VMM, ncpus, memory int64, liveAfter time.Time) (uuid.UUID, error) {
 	var chosen uuid.UUID
-	err := d.inSerializableTx(ctx, func(tx *sql.Tx) error {
+	err := d.inPlacementTx(ctx, func(tx *sql.Tx) error {
 		var existing string
 		err := tx.QueryRowContext(ctx, `SELECT sled_id FROM vmm WHERE id = $1`, v.ID.String()).Scan(&existing)
 		if err == nil {
