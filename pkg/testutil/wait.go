@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -9,15 +10,23 @@ import (
 // test with cond's last error.
 func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
+	if err := Poll(timeout, cond); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Poll polls cond until it returns nil, or until timeout passes, when it
+// returns cond's last error; for a caller that reports the failure itself.
+func Poll(timeout time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
 	interval := time.Millisecond
 	for {
 		err := cond()
 		if err == nil {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
+			return fmt.Errorf("condition not met within %s: %w", timeout, err)
 		}
 		time.Sleep(interval)
 		if interval < 20*time.Millisecond {

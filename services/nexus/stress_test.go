@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -23,6 +24,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
@@ -438,37 +440,31 @@ func (s *stress) judge(o *stressOutcome, body []byte) error {
 func (s *stress) quiesceAndCheck() {
 	t := s.t
 	began := time.Now()
-	deadline := began.Add(stressSettleBound)
 	var last []violation
-	for round := 1; ; round++ {
-		last = s.activateTasks()
-		last = append(last, s.check()...)
-		if len(last) == 0 {
-			t.Logf("settled and consistent after %d round(s) of background tasks, %s", round, time.Since(began).Round(time.Millisecond))
-			break
+	rounds := 0
+	unsettled := errors.New("inconsistent")
+	if testutil.Poll(stressSettleBound, func() error {
+		rounds++
+		last = append(s.activateTasks(), s.check()...)
+		if len(last) > 0 {
+			return unsettled
 		}
-		if time.Now().After(deadline) {
-			s.report(fmt.Sprintf("not settled and consistent %s after the clients stopped", stressSettleBound), last)
-			break
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	if len(last) == 0 {
+		return nil
+	}) != nil {
+		s.report(fmt.Sprintf("not settled and consistent %s after the clients stopped", stressSettleBound), last)
+	} else {
+		t.Logf("settled and consistent after %d round(s) of background tasks, %s", rounds, time.Since(began).Round(time.Millisecond))
 		// Settled: another pass of the background tasks leaves it
 		// consistent. (An update saga it starts in the background may
 		// still be finishing, so consistency is polled for, briefly.)
 		again := s.activateTasks()
-		passDeadline := time.Now().Add(5 * time.Second)
-		for len(again) == 0 {
-			v := s.check()
-			if len(v) == 0 {
-				break
+		if len(again) == 0 && testutil.Poll(5*time.Second, func() error {
+			if again = s.check(); len(again) > 0 {
+				return unsettled
 			}
-			if time.Now().After(passDeadline) {
-				again = v
-				break
-			}
-			time.Sleep(25 * time.Millisecond)
+			return nil
+		}) == nil {
+			again = nil
 		}
 		if len(again) > 0 {
 			s.report("another pass of the background tasks left the rack inconsistent", again)

@@ -348,13 +348,7 @@ func intendStoppedJoined(ctx context.Context, q queryer, update string, args []a
 		if !present {
 			continue
 		}
-		v := vr.vmm()
-		switch rt := inst.Runtime; {
-		case rt.ActiveVMM != nil && v.ID == *rt.ActiveVMM:
-			s.Active = &v
-		case rt.TargetVMM != nil && v.ID == *rt.TargetVMM:
-			s.Target = &v
-		}
+		s.attach(vr.vmm())
 	}
 	if err := rows.Err(); err != nil {
 		return InstanceSnapshot{}, err
@@ -362,14 +356,7 @@ func intendStoppedJoined(ctx context.Context, q queryer, update string, args []a
 	if !found {
 		return InstanceSnapshot{}, sql.ErrNoRows
 	}
-	if id := s.Instance.Runtime.MigrationID; id != nil {
-		m, err := migrationGet(ctx, q, *id)
-		if err != nil {
-			return InstanceSnapshot{}, err
-		}
-		s.Migration = &m
-	}
-	return s, nil
+	return s, s.readMigration(ctx, q)
 }
 
 // scanFunc lets a function stand where a row is scanned.

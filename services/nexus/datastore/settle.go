@@ -52,25 +52,38 @@ func linked(ctx context.Context, q queryer, inst Instance) (InstanceSnapshot, er
 			if err != nil {
 				return s, err
 			}
-			switch {
-			case rt.ActiveVMM != nil && v.ID == *rt.ActiveVMM:
-				s.Active = &v
-			case rt.TargetVMM != nil && v.ID == *rt.TargetVMM:
-				s.Target = &v
-			}
+			s.attach(v)
 		}
 		if err := rows.Err(); err != nil {
 			return s, err
 		}
 	}
-	if rt.MigrationID != nil {
-		m, err := migrationGet(ctx, q, *rt.MigrationID)
-		if err != nil {
-			return s, err
-		}
-		s.Migration = &m
+	return s, s.readMigration(ctx, q)
+}
+
+// attach links v where the instance's runtime points at it.
+func (s *InstanceSnapshot) attach(v VMM) {
+	switch rt := s.Instance.Runtime; {
+	case rt.ActiveVMM != nil && v.ID == *rt.ActiveVMM:
+		s.Active = &v
+	case rt.TargetVMM != nil && v.ID == *rt.TargetVMM:
+		s.Target = &v
 	}
-	return s, nil
+}
+
+// readMigration reads the migration the instance's runtime points at, if
+// any.
+func (s *InstanceSnapshot) readMigration(ctx context.Context, q queryer) error {
+	id := s.Instance.Runtime.MigrationID
+	if id == nil {
+		return nil
+	}
+	m, err := migrationGet(ctx, q, *id)
+	if err != nil {
+		return err
+	}
+	s.Migration = &m
+	return nil
 }
 
 // VMMWrite is a guarded VMM runtime write (N3) made together with a settle.
