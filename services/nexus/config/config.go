@@ -26,8 +26,8 @@ type Config struct {
 	InternalListen string `json:"internal_listen"`
 	// ExternalListen serves the REST API (Oxide API v1 subset).
 	ExternalListen string `json:"external_listen"`
-	// ExternalGRPCListen serves NexusExternal over gRPC; the REST gateway
-	// dials it, so interceptors cover both. Loopback by default.
+	// ExternalGRPCListen serves NexusExternal over gRPC, through the same
+	// interceptors as the REST gateway. Loopback by default.
 	ExternalGRPCListen string `json:"external_grpc_listen"`
 	// MetricsListen serves Prometheus metrics at /metrics, without auth:
 	// its own listener, never the external one, where every request needs
@@ -166,7 +166,7 @@ func BindFlags(fs *pflag.FlagSet) *Flags {
 	fs.StringVar(&f.values.ID, "id", "", "this nexus replica's UUID")
 	fs.StringVar(&f.values.InternalListen, "internal-listen", d.InternalListen, "internal gRPC listen address for sled-agents")
 	fs.StringVar(&f.values.ExternalListen, "external-listen", d.ExternalListen, "REST API listen address")
-	fs.StringVar(&f.values.ExternalGRPCListen, "external-grpc-listen", d.ExternalGRPCListen, "external gRPC listen address (the REST gateway dials it)")
+	fs.StringVar(&f.values.ExternalGRPCListen, "external-grpc-listen", d.ExternalGRPCListen, "external gRPC listen address (NexusExternal for gRPC clients)")
 	fs.StringVar(&f.values.MetricsListen, "metrics-listen", d.MetricsListen, "Prometheus metrics listen address (/metrics, no auth)")
 	fs.StringVar(&f.values.DatabaseBackend, "database-backend", d.DatabaseBackend, "sqlite or postgres")
 	fs.StringVar(&f.values.DatabaseURL, "database-url", d.DatabaseURL, "SQLite file path or PostgreSQL DSN")

@@ -2,9 +2,10 @@
 // the NexusExternal gRPC service, speaking Oxide API v1 conventions (SPEC
 // N9) so that Oxide's own Go SDK works against it.
 //
-// The gateway dials nexus's own external gRPC listener rather than calling
-// the handlers directly, so every interceptor (request ids, auth, metrics)
-// covers REST exactly as it covers gRPC.
+// The gateway calls NexusExternal through an in-process channel
+// (pkg/inprocgrpc) that runs the external gRPC server's interceptor chain,
+// so every interceptor (request ids, auth, metrics) covers REST exactly as
+// it covers gRPC, without a loopback HTTP/2 hop per request.
 //
 //   - JSON: snake_case field names, 64-bit integers as JSON numbers, enums
 //     as lowercase strings (the proto carries them as strings), RFC 3339

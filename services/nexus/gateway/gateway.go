@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -35,16 +34,13 @@ func RequestID(ctx context.Context) string {
 	return id
 }
 
-// New returns the REST handler, forwarding to the NexusExternal gRPC server
-// at grpcAddr.
-func New(ctx context.Context, grpcAddr string, opts ...Option) (http.Handler, func() error, error) {
+// New returns the REST handler, forwarding to NexusExternal over conn:
+// nexus passes an in-process channel (pkg/inprocgrpc), which runs the gRPC
+// server's interceptors without a transport.
+func New(ctx context.Context, conn grpc.ClientConnInterface, opts ...Option) (http.Handler, error) {
 	var set settings
 	for _, opt := range opts {
 		opt(&set)
-	}
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, nil, err
 	}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, OxideJSON{}),
@@ -67,9 +63,8 @@ func New(ctx context.Context, grpcAddr string, opts ...Option) (http.Handler, fu
 			return "", false
 		}),
 	)
-	if err := nexusv1.RegisterNexusExternalHandler(ctx, mux, conn); err != nil {
-		conn.Close()
-		return nil, nil, err
+	if err := nexusv1.RegisterNexusExternalHandlerClient(ctx, mux, nexusv1.NewNexusExternalClient(conn)); err != nil {
+		return nil, err
 	}
 	top := http.NewServeMux()
 	top.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
@@ -78,7 +73,7 @@ func New(ctx context.Context, grpcAddr string, opts ...Option) (http.Handler, fu
 		w.Write(openAPI) //nolint:errcheck // the client went away
 	})
 	top.Handle("/", mux)
-	return withRequestID(observe(top, set.observers)), conn.Close, nil
+	return withRequestID(observe(top, set.observers)), nil
 }
 
 func withRequestID(next http.Handler) http.Handler {
