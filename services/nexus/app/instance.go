@@ -71,7 +71,11 @@ func RunState(inst datastore.Instance, active *datastore.VMM) string {
 	case datastore.VMMRebooting:
 		return "rebooting"
 	case datastore.VMMMigrating:
-		return "migrating"
+		// The instance records no migration (that returned above): the
+		// one its VMM last reported is over, ended by an update or a
+		// force-terminate before the sled said so, and the guest runs on
+		// here (F1).
+		return "running"
 	case datastore.VMMSagaUnwound:
 		return "failed"
 	}
