@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" driver
 	"go.uber.org/zap"
 	_ "modernc.org/sqlite" // "sqlite" driver
@@ -36,6 +37,11 @@ type DataStore struct {
 	db      *sql.DB
 	backend Backend
 	log     *zap.Logger
+	// On PostgreSQL, force-terminate's two writes made at the same time
+	// share statements (see gatherer); nil on SQLite, whose writers take
+	// turns anyway.
+	wishes  *gatherer[stopWish, *InstanceSnapshot]
+	settles *gatherer[settleWrite, settleWritten]
 }
 
 // Open connects to the database and brings its schema up to date. For
@@ -71,6 +77,12 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 		return nil, err
 	}
 	d := &DataStore{db: db, backend: backend, log: log}
+	if backend == Postgres {
+		d.wishes = &gatherer[stopWish, *InstanceSnapshot]{statement: d.stopWishesStatement,
+			instance: func(w stopWish) uuid.UUID { return w.id }, log: log, slots: gatherSlots, most: gatherMost}
+		d.settles = &gatherer[settleWrite, settleWritten]{statement: d.settlesStatement,
+			instance: func(w settleWrite) uuid.UUID { return w.instance }, log: log, slots: gatherSlots, most: gatherMost}
+	}
 	if err := d.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -193,6 +205,12 @@ func (d *DataStore) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 const (
+	// gatherSlots is how many shared statements of one kind may be in
+	// flight: more slots answer sooner under moderate load, fewer share
+	// more under heavy load.
+	gatherSlots = 1
+	// gatherMost bounds the calls sharing one statement.
+	gatherMost = 64
 	// pgPoolSize bounds nexus's connections to PostgreSQL, idle ones
 	// included.
 	pgPoolSize = 32

@@ -2,7 +2,6 @@ package datastore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -283,16 +282,28 @@ type ProjectScope struct {
 // in scope, checked by the same statement, so authorizing it costs no
 // lookup; an instance out of scope is ErrNotFound and nothing is written.
 // On PostgreSQL the wish and the instance and VMMs it returns are one
-// statement; on SQLite the VMMs are read just after, which is as good,
-// since whatever links a VMM later is looked at again by the caller.
+// statement, shared by the wishes made at the same time (see gatherer); on
+// SQLite the VMMs are read just after, which is as good, since whatever
+// links a VMM later is looked at again by the caller.
 func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, scope ProjectScope, at time.Time) (InstanceSnapshot, error) {
+	if !scope.All && len(scope.Projects) == 0 {
+		return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
+	}
+	if d.wishes != nil {
+		s, err := d.wishes.do(ctx, stopWish{id: id, scope: scope, at: at})
+		if err != nil {
+			return InstanceSnapshot{}, err
+		}
+		if s == nil {
+			return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
+		}
+		// A migration, rare here, is read after.
+		return *s, d.classify(s.readMigration(ctx, d.db))
+	}
 	update := `UPDATE instance SET intended_state = 'stopped', time_modified = $2
 		WHERE id = $1 AND time_deleted IS NULL`
 	args := []any{id.String(), ts(at)}
 	if !scope.All {
-		if len(scope.Projects) == 0 {
-			return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
-		}
 		marks := make([]string, len(scope.Projects))
 		for i, p := range scope.Projects {
 			args = append(args, p.String())
@@ -300,63 +311,93 @@ func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, sco
 		}
 		update += ` AND project_id IN (` + strings.Join(marks, ", ") + `)`
 	}
-	update += ` RETURNING ` + instanceColumns
-	var (
-		s   InstanceSnapshot
-		err error
-	)
-	if d.backend == Postgres {
-		s, err = intendStoppedJoined(ctx, d.db, update, args)
-	} else {
-		var inst Instance
-		if inst, err = scanInstance(d.db.QueryRowContext(ctx, update, args...)); err == nil {
-			s, err = linked(ctx, d.db, inst)
-		}
-	}
+	inst, err := scanInstance(d.db.QueryRowContext(ctx, update+` RETURNING `+instanceColumns, args...))
 	if isNoRows(err) {
 		return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
 	}
+	if err != nil {
+		return InstanceSnapshot{}, d.classify(err)
+	}
+	s, err := linked(ctx, d.db, inst)
 	return s, d.classify(err)
 }
 
-// intendStoppedJoined runs the wish's UPDATE … RETURNING joined with the
-// VMMs the instance points at: one row per linked VMM (one with NULLs when
-// none is). A migration, rare here, is read after.
-func intendStoppedJoined(ctx context.Context, q queryer, update string, args []any) (InstanceSnapshot, error) {
-	rows, err := q.QueryContext(ctx, `WITH i AS (`+update+`)
+// stopWish is one InstanceIntendStopped waiting to share a statement.
+type stopWish struct {
+	id    uuid.UUID
+	scope ProjectScope
+	at    time.Time
+}
+
+// stopWishesStatement writes the wishes as one statement: an UPDATE …
+// RETURNING of every instance in its caller's scope, joined with the VMMs
+// each points at (one row per linked VMM, one with NULLs when none is). A
+// wish that wrote nothing is answered nil.
+func (d *DataStore) stopWishesStatement(ctx context.Context, wishes []stopWish) ([]*InstanceSnapshot, error) {
+	var (
+		nth, scopeNth          []int32
+		ids, ats, scopeProject []string
+		everywhere             []bool
+	)
+	for i, w := range wishes {
+		nth = append(nth, int32(i))
+		ids = append(ids, w.id.String())
+		ats = append(ats, ts(w.at))
+		everywhere = append(everywhere, w.scope.All)
+		for _, p := range w.scope.Projects {
+			scopeNth = append(scopeNth, int32(i))
+			scopeProject = append(scopeProject, p.String())
+		}
+	}
+	rows, err := d.db.QueryContext(ctx, `
+		WITH w AS (
+			SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bool[]) AS w(nth, id, at, everywhere)
+		), i AS (
+			UPDATE instance SET intended_state = 'stopped', time_modified = w.at::timestamptz
+			FROM w
+			WHERE instance.id = w.id AND instance.time_deleted IS NULL
+				AND (w.everywhere OR instance.project_id IN (
+					SELECT s.project_id FROM unnest($5::int[], $6::text[]) AS s(nth, project_id) WHERE s.nth = w.nth))
+			RETURNING w.nth, `+qualified("instance", instanceColumns)+`
+		)
 		SELECT i.*, v.id IS NOT NULL, COALESCE(v.id, ''), COALESCE(v.instance_id, ''), COALESCE(v.sled_id, ''),
 			COALESCE(v.state, ''), v.failure_reason, COALESCE(v.state_generation, 0), v.time_state_updated, v.time_created
-		FROM i LEFT JOIN vmm v ON v.id IN (i.active_propolis_id, i.target_propolis_id)`, args...)
+		FROM i LEFT JOIN vmm v ON v.id IN (i.active_propolis_id, i.target_propolis_id)`,
+		nth, ids, ats, everywhere, scopeNth, scopeProject)
 	if err != nil {
-		return InstanceSnapshot{}, err
+		return nil, d.classify(err)
 	}
 	defer rows.Close()
-	var s InstanceSnapshot
-	found := false
+	snaps := make([]*InstanceSnapshot, len(wishes))
 	for rows.Next() {
 		var (
+			i       int32
 			present bool
 			vr      vmmRow
 		)
 		inst, err := scanInstance(scanFunc(func(dest ...any) error {
-			return rows.Scan(append(append(dest, &present), vr.dest()...)...)
+			return rows.Scan(append(append([]any{&i}, dest...), append([]any{&present}, vr.dest()...)...)...)
 		}))
 		if err != nil {
-			return InstanceSnapshot{}, err
+			return nil, d.classify(err)
 		}
-		s.Instance, found = inst, true
-		if !present {
-			continue
+		if snaps[i] == nil {
+			snaps[i] = &InstanceSnapshot{Instance: inst}
 		}
-		s.attach(vr.vmm())
+		if present {
+			snaps[i].attach(vr.vmm())
+		}
 	}
-	if err := rows.Err(); err != nil {
-		return InstanceSnapshot{}, err
+	return snaps, d.classify(rows.Err())
+}
+
+// qualified prefixes each of the comma-separated columns with table.
+func qualified(table, columns string) string {
+	fields := strings.Split(columns, ",")
+	for i, f := range fields {
+		fields[i] = table + "." + strings.TrimSpace(f)
 	}
-	if !found {
-		return InstanceSnapshot{}, sql.ErrNoRows
-	}
-	return s, s.readMigration(ctx, q)
+	return strings.Join(fields, ", ")
 }
 
 // scanFunc lets a function stand where a row is scanned.

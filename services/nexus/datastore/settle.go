@@ -209,14 +209,14 @@ func (s InstanceSnapshot) relinked(next InstanceRuntime) InstanceSnapshot {
 // as from and has since learnt writes about its VMMs. In the common case
 // (PostgreSQL; from runs one VMM, the one written, with no migration and no
 // update holding the instance) the write and the settle computed from from
-// are one statement, one round trip instead of six: the instance is only
-// rewritten if its generation is still from's and the VMM write got in.
-// Anything else, or a guard that misses, is settled by InstanceSettle's
-// transaction, which reads afresh.
+// are one statement, shared by the settles made at the same time (see
+// gatherer): the instance is only rewritten if its generation is still
+// from's and the VMM write got in. Anything else, or a guard that misses,
+// is settled by InstanceSettle's transaction, which reads afresh.
 func (d *DataStore) InstanceSettleFrom(ctx context.Context, from InstanceSnapshot, writes []VMMWrite,
 	compute func(InstanceSnapshot) (InstanceRuntime, bool)) (SettleResult, error) {
 	id := from.Instance.ID
-	if d.backend != Postgres || from.Migration != nil || from.Target != nil || from.Instance.UpdaterID != nil ||
+	if d.settles == nil || from.Migration != nil || from.Target != nil || from.Instance.UpdaterID != nil ||
 		from.Active == nil || len(writes) != 1 || writes[0].ID != from.Active.ID ||
 		writes[0].Runtime.Generation <= from.Active.Runtime.Generation {
 		return d.InstanceSettle(ctx, id, uuid.Nil, writes, compute)
@@ -230,31 +230,13 @@ func (d *DataStore) InstanceSettleFrom(ctx context.Context, from InstanceSnapsho
 	if !changed {
 		return d.InstanceSettle(ctx, id, uuid.Nil, writes, compute)
 	}
-	var vmmWritten, instanceWritten bool
-	err := d.db.QueryRowContext(ctx, `
-		WITH v AS (
-			UPDATE vmm SET state = $2, state_generation = $3, time_state_updated = $4, failure_reason = $5
-			WHERE id = $1 AND state_generation < $3 AND time_deleted IS NULL
-			RETURNING 1
-		), i AS (
-			UPDATE instance SET state = $7, active_propolis_id = $8, target_propolis_id = $9, migration_id = $10,
-				state_generation = $11, time_state_updated = $12
-			WHERE id = $6 AND state_generation = $13 AND time_deleted IS NULL AND updater_id IS NULL
-				AND EXISTS (SELECT 1 FROM v)
-			RETURNING 1
-		)
-		SELECT EXISTS (SELECT 1 FROM v), EXISTS (SELECT 1 FROM i)`,
-		w.ID.String(), string(w.Runtime.State), int64(w.Runtime.Generation), ts(w.Runtime.TimeUpdated),
-		stringOrNil(w.Runtime.FailureReason),
-		id.String(), string(next.State), idOrNil(next.ActiveVMM), idOrNil(next.TargetVMM), idOrNil(next.MigrationID),
-		int64(next.Generation), ts(next.TimeUpdated), int64(from.Instance.Runtime.Generation),
-	).Scan(&vmmWritten, &instanceWritten)
+	written, err := d.settles.do(ctx, settleWrite{vmm: w, instance: id, next: next, from: from.Instance.Runtime.Generation})
 	switch {
 	case err != nil:
-		return SettleResult{}, d.classify(err)
-	case instanceWritten:
+		return SettleResult{}, err
+	case written.instance:
 		return SettleResult{Outcome: SettleWritten, After: expected.relinked(next), VMMWritten: []bool{true}}, nil
-	case !vmmWritten:
+	case !written.vmm:
 		// The VMM moved on since from: nothing was written.
 		return d.InstanceSettle(ctx, id, uuid.Nil, writes, compute)
 	}
@@ -263,4 +245,111 @@ func (d *DataStore) InstanceSettleFrom(ctx context.Context, from InstanceSnapsho
 	res, err := d.InstanceSettle(ctx, id, uuid.Nil, nil, compute)
 	res.VMMWritten = []bool{true}
 	return res, err
+}
+
+// settleWrite is one InstanceSettleFrom waiting to share a statement: a
+// guarded VMM write, and the instance runtime it settles to if the
+// instance is still at generation from.
+type settleWrite struct {
+	vmm      VMMWrite
+	instance uuid.UUID
+	next     InstanceRuntime
+	from     uint64
+}
+
+// settleWritten says which of a settleWrite's two writes got in.
+type settleWritten struct{ vmm, instance bool }
+
+// settlesStatement makes the settles as one statement, whose
+// data-modifying CTEs write each VMM through its guard, then each instance
+// whose VMM write got in and whose generation is still the one read. Rows
+// are locked in instance order, VMMs first, so two such statements cannot
+// deadlock each other.
+func (d *DataStore) settlesStatement(ctx context.Context, settles []settleWrite) ([]settleWritten, error) {
+	order := make([]int, len(settles))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		return strings.Compare(settles[a].instance.String(), settles[b].instance.String())
+	})
+	var (
+		nth                                        []int32
+		vmmIDs, vmmStates, vmmTimes                []string
+		vmmReasons, actives, targets, migrationIDs []*string
+		instanceIDs, states, times                 []string
+		vmmGens, gens, fromGens                    []int64
+	)
+	for _, i := range order {
+		r := settles[i]
+		nth = append(nth, int32(i))
+		vmmIDs = append(vmmIDs, r.vmm.ID.String())
+		vmmStates = append(vmmStates, string(r.vmm.Runtime.State))
+		vmmGens = append(vmmGens, int64(r.vmm.Runtime.Generation))
+		vmmTimes = append(vmmTimes, ts(r.vmm.Runtime.TimeUpdated))
+		vmmReasons = append(vmmReasons, stringPtrOrNil(r.vmm.Runtime.FailureReason))
+		instanceIDs = append(instanceIDs, r.instance.String())
+		states = append(states, string(r.next.State))
+		actives = append(actives, idPtr(r.next.ActiveVMM))
+		targets = append(targets, idPtr(r.next.TargetVMM))
+		migrationIDs = append(migrationIDs, idPtr(r.next.MigrationID))
+		gens = append(gens, int64(r.next.Generation))
+		times = append(times, ts(r.next.TimeUpdated))
+		fromGens = append(fromGens, int64(r.from))
+	}
+	rows, err := d.db.QueryContext(ctx, `
+		WITH w AS (
+			SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+				$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[], $14::bigint[])
+				AS w(nth, vmm_id, vmm_state, vmm_gen, vmm_time, vmm_reason,
+					instance_id, state, active, target, migration, gen, at, from_gen)
+		), v AS (
+			UPDATE vmm SET state = w.vmm_state, state_generation = w.vmm_gen,
+				time_state_updated = w.vmm_time::timestamptz, failure_reason = w.vmm_reason
+			FROM w
+			WHERE vmm.id = w.vmm_id AND vmm.state_generation < w.vmm_gen AND vmm.time_deleted IS NULL
+			RETURNING w.nth
+		), i AS (
+			UPDATE instance SET state = w.state, active_propolis_id = w.active, target_propolis_id = w.target,
+				migration_id = w.migration, state_generation = w.gen, time_state_updated = w.at::timestamptz
+			FROM w
+			WHERE instance.id = w.instance_id AND instance.state_generation = w.from_gen
+				AND instance.time_deleted IS NULL AND instance.updater_id IS NULL
+				AND w.nth IN (SELECT nth FROM v)
+			RETURNING w.nth
+		)
+		SELECT w.nth, w.nth IN (SELECT nth FROM v), w.nth IN (SELECT nth FROM i) FROM w`,
+		nth, vmmIDs, vmmStates, vmmGens, vmmTimes, vmmReasons,
+		instanceIDs, states, actives, targets, migrationIDs, gens, times, fromGens)
+	if err != nil {
+		return nil, d.classify(err)
+	}
+	defer rows.Close()
+	written := make([]settleWritten, len(settles))
+	for rows.Next() {
+		var (
+			i int32
+			w settleWritten
+		)
+		if err := rows.Scan(&i, &w.vmm, &w.instance); err != nil {
+			return nil, d.classify(err)
+		}
+		written[i] = w
+	}
+	return written, d.classify(rows.Err())
+}
+
+func stringPtrOrNil(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func idPtr(id *uuid.UUID) *string {
+	if id == nil {
+		return nil
+	}
+	s := id.String()
+	return &s
 }

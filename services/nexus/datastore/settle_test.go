@@ -19,7 +19,23 @@ func settleAt(s datastore.InstanceSnapshot) (datastore.InstanceRuntime, bool) {
 func runningOn(t *testing.T, ds *datastore.DataStore) datastore.InstanceSnapshot {
 	t.Helper()
 	p, s := fixture(t, ds)
-	inst := newInstance(p.ID, "i")
+	inst, _ := runningIn(t, ds, p, s, "i")
+	from, err := ds.InstanceIntendStopped(ctx, inst.ID, datastore.ProjectScope{All: true}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from.Active == nil || from.Active.Runtime.Generation != 3 || from.Instance.Runtime.Generation != 2 {
+		t.Fatalf("first look %+v", from)
+	}
+	return from
+}
+
+// runningIn creates an instance of p, meant to run, running a VMM on s:
+// the VMM at generation 3, the instance at generation 2.
+func runningIn(t *testing.T, ds *datastore.DataStore, p datastore.Project, s datastore.Sled, name string) (datastore.Instance, datastore.VMM) {
+	t.Helper()
+	inst := newInstance(p.ID, name)
+	inst.IntendedState = datastore.IntendRunning
 	if err := ds.InstanceCreate(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
@@ -35,14 +51,7 @@ func runningOn(t *testing.T, ds *datastore.DataStore) datastore.InstanceSnapshot
 		ActiveVMM: &v.ID, Generation: 2, TimeUpdated: now}); !wrote || err != nil {
 		t.Fatalf("linking the VMM: (%v, %v)", wrote, err)
 	}
-	from, err := ds.InstanceIntendStopped(ctx, inst.ID, datastore.ProjectScope{All: true}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if from.Active == nil || from.Active.Runtime.Generation != 3 || from.Instance.Runtime.Generation != 2 {
-		t.Fatalf("first look %+v", from)
-	}
-	return from
+	return inst, v
 }
 
 func destroyedAt(from datastore.InstanceSnapshot, gen uint64) []datastore.VMMWrite {

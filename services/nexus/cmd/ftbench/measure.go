@@ -75,7 +75,10 @@ type dbCost struct {
 type statementCost struct {
 	perFT    float64
 	meanExec time.Duration
-	query    string
+	// walBytes and walFPI are the WAL the statement wrote per call, and
+	// the full-page images in it.
+	walBytes, walFPI float64
+	query            string
 }
 
 func (b *bench) round(ctx context.Context, c int) (round, error) {
@@ -303,8 +306,9 @@ type dbStats struct {
 type statementCalls struct {
 	calls int64
 	// execTime is the time spent executing the statement, in all.
-	execTime time.Duration
-	query    string
+	execTime         time.Duration
+	walBytes, walFPI int64
+	query            string
 }
 
 // read waits wait, so that every backend of nexus's database has flushed
@@ -323,7 +327,7 @@ func (s *statsReader) read(ctx context.Context, wait time.Duration) dbStats {
 	if !s.statements {
 		return st
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT queryid, calls, total_exec_time, query FROM pg_stat_statements
+	rows, err := s.db.QueryContext(ctx, `SELECT queryid, calls, total_exec_time, wal_bytes, wal_fpi, query FROM pg_stat_statements
 		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)`, s.database)
 	if err != nil {
 		st.statementsE = err
@@ -332,14 +336,15 @@ func (s *statsReader) read(ctx context.Context, wait time.Duration) dbStats {
 	defer rows.Close()
 	st.statements = map[int64]statementCalls{}
 	for rows.Next() {
-		var id, calls int64
+		var id, calls, walBytes, walFPI int64
 		var execMS float64
 		var query string
-		if err := rows.Scan(&id, &calls, &execMS, &query); err != nil {
+		if err := rows.Scan(&id, &calls, &execMS, &walBytes, &walFPI, &query); err != nil {
 			st.statementsE = err
 			return st
 		}
-		st.statements[id] = statementCalls{calls: calls, execTime: time.Duration(execMS * float64(time.Millisecond)), query: query}
+		st.statements[id] = statementCalls{calls: calls, execTime: time.Duration(execMS * float64(time.Millisecond)),
+			walBytes: walBytes, walFPI: walFPI, query: query}
 	}
 	st.statementsE = rows.Err()
 	return st
@@ -369,7 +374,9 @@ func cost(before, after dbStats, n int) dbCost {
 			}
 			total += calls
 			c.top = append(c.top, statementCost{perFT: float64(calls) / float64(n), query: spaces.ReplaceAllString(a.query, " "),
-				meanExec: (a.execTime - before.statements[id].execTime) / time.Duration(calls)})
+				meanExec: (a.execTime - before.statements[id].execTime) / time.Duration(calls),
+				walBytes: float64(a.walBytes-before.statements[id].walBytes) / float64(calls),
+				walFPI:   float64(a.walFPI-before.statements[id].walFPI) / float64(calls)})
 		}
 		c.statements = float64(total) / float64(n)
 		sort.Slice(c.top, func(i, j int) bool { return c.top[i].perFT > c.top[j].perFT })
@@ -410,7 +417,8 @@ func (b *bench) printRound(r round) {
 		fmt.Fprintf(out, "  commits per force-terminate %s\n", r.cost.commitsNote)
 	}
 	if r.cost.statements >= 0 {
-		fmt.Fprintf(out, "  per force-terminate: %.2f statements = round trips (pg_stat_statements calls, BEGIN/COMMIT included), each with its mean execution time:\n",
+		fmt.Fprintf(out, "  per force-terminate: %.2f statements = round trips (pg_stat_statements calls, BEGIN/COMMIT included), "+
+			"each with its mean execution time and WAL written per call (full-page images in it):\n",
 			r.cost.statements)
 		for _, s := range r.cost.top {
 			if s.perFT < 0.05 {
@@ -420,7 +428,7 @@ func (b *bench) printRound(r round) {
 			if len(q) > 110 {
 				q = q[:107] + "..."
 			}
-			fmt.Fprintf(out, "    %5.2f  %6.0f µs  %s\n", s.perFT, us(s.meanExec), q)
+			fmt.Fprintf(out, "    %5.2f  %6.0f µs  %7.0f B WAL (%4.1f FPI)  %s\n", s.perFT, us(s.meanExec), s.walBytes, s.walFPI, q)
 		}
 	} else if r.cost.statementsNote != "" {
 		fmt.Fprintf(out, "  statements per force-terminate %s\n", r.cost.statementsNote)

@@ -1,0 +1,240 @@
+package datastore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/pkg/pgtest"
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+)
+
+// together makes the calls at once while the shared statements are held,
+// so that they queue, then lets them go: on PostgreSQL they share
+// statements, as concurrent force-terminates do under load.
+func together(t *testing.T, ds *datastore.DataStore, calls ...func()) {
+	t.Helper()
+	waiting, release := ds.HoldSharedStatements()
+	var wg sync.WaitGroup
+	for _, call := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			call()
+		}()
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if n := waiting(); n != len(calls) {
+			return fmt.Errorf("%d of %d calls queued", n, len(calls))
+		}
+		return nil
+	})
+	release()
+	wg.Wait()
+}
+
+// row names a row: its table and id.
+type row struct {
+	table string
+	id    uuid.UUID
+}
+
+// sameWriter fails the test unless every row was last written by one
+// transaction (one statement, since these statements commit on their own).
+func sameWriter(t *testing.T, ds *datastore.DataStore, want bool, rows ...row) {
+	t.Helper()
+	writers := map[string]bool{}
+	for _, r := range rows {
+		xmin, err := ds.RowWriter(ctx, r.table, r.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writers[xmin] = true
+	}
+	if (len(writers) == 1) != want {
+		t.Errorf("rows %v were last written by %d transactions; want one transaction: %v", rows, len(writers), want)
+	}
+}
+
+// F2, N10: force-terminates that record their wishes at the same time share
+// one statement on PostgreSQL, and each still gets what it would alone:
+// the wish written only where its own caller is a collaborator, its own
+// instance and VMMs, ErrNotFound with nothing written otherwise. Two wishes
+// for one instance never share a statement.
+func TestF2_StopWishesMadeTogetherShareAStatementAndKeepEachCallersScope(t *testing.T) {
+	ds := open(t, datastore.Postgres, pgtest.DSN(t))
+	mine, sled := fixture(t, ds)
+	theirs, _ := fixture(t, ds)
+	running, vmm := runningIn(t, ds, mine, sled, "running")
+	idle, idleToo := newInstance(mine.ID, "idle"), newInstance(mine.ID, "idle-too")
+	for _, inst := range []datastore.Instance{idle, idleToo} {
+		inst.IntendedState = datastore.IntendRunning
+		if err := ds.InstanceCreate(ctx, inst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, otherVMM := runningIn(t, ds, theirs, sled, "other")
+	untouched, _ := runningIn(t, ds, theirs, sled, "untouched")
+	before, err := ds.InstanceGet(ctx, untouched.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onlyMine := datastore.ProjectScope{Projects: []uuid.UUID{mine.ID}}
+	everywhere := datastore.ProjectScope{All: true}
+
+	type answer struct {
+		snap datastore.InstanceSnapshot
+		err  error
+	}
+	wishes := []struct {
+		id    uuid.UUID
+		scope datastore.ProjectScope
+	}{
+		{running.ID, onlyMine},
+		{idle.ID, onlyMine},
+		{untouched.ID, onlyMine}, // not the caller's
+		{uuid.New(), everywhere}, // no such instance
+		{other.ID, onlyMine},     // not the caller's…
+		{other.ID, everywhere},   // …but this caller's, in a later statement
+		{running.ID, everywhere}, // the same instance again: a later statement too
+		{idleToo.ID, onlyMine},
+	}
+	answers := make([]answer, len(wishes))
+	var calls []func()
+	for i, w := range wishes {
+		calls = append(calls, func() {
+			answers[i].snap, answers[i].err = ds.InstanceIntendStopped(ctx, w.id, w.scope, now.Add(time.Minute))
+		})
+	}
+	together(t, ds, calls...)
+
+	for _, i := range []int{2, 3, 4} {
+		if !errors.Is(answers[i].err, datastore.ErrNotFound) {
+			t.Errorf("wish %d: %v, want ErrNotFound", i, answers[i].err)
+		}
+	}
+	for _, i := range []int{0, 1, 5, 6, 7} {
+		a := answers[i]
+		if a.err != nil || a.snap.Instance.ID != wishes[i].id || a.snap.Instance.IntendedState != datastore.IntendStopped {
+			t.Errorf("wish %d: (%+v, %v), want instance %s meant to stop", i, a.snap.Instance, a.err, wishes[i].id)
+		}
+	}
+	for _, i := range []int{0, 6} {
+		if a := answers[i].snap.Active; a == nil || a.ID != vmm.ID || a.Runtime.Generation != 3 {
+			t.Errorf("wish %d for the running instance returned VMM %+v, want %s at generation 3", i, a, vmm.ID)
+		}
+	}
+	if answers[1].snap.Active != nil || answers[1].snap.Target != nil {
+		t.Errorf("the idle instance's wish returned VMMs %+v, %+v", answers[1].snap.Active, answers[1].snap.Target)
+	}
+	if a := answers[5].snap.Active; a == nil || a.ID != otherVMM.ID {
+		t.Errorf("the other project's instance returned VMM %+v, want %s", a, otherVMM.ID)
+	}
+	if got, err := ds.InstanceGet(ctx, untouched.ID); err != nil || got.IntendedState != datastore.IntendRunning ||
+		!got.TimeModified.Equal(before.TimeModified) {
+		t.Errorf("an instance out of the caller's scope changed: (%+v, %v)", got, err)
+	}
+	// Each idle instance had one wish, so both went in the first statement.
+	sameWriter(t, ds, true, row{"instance", idle.ID}, row{"instance", idleToo.ID})
+}
+
+// F4, F5: settles made at the same time share one statement on
+// PostgreSQL, each write still behind its own guard: the one whose VMM
+// moved on since it was read writes nothing and is settled afresh, alone.
+// A settle that fails the shared statement fails alone, and the others are
+// written.
+func TestF4_SettlesMadeTogetherShareAStatementAndEachKeepsItsGuard(t *testing.T) {
+	ds := open(t, datastore.Postgres, pgtest.DSN(t))
+	t.Run("guards", func(t *testing.T) {
+		first, movedOn, last := runningOn(t, ds), runningOn(t, ds), runningOn(t, ds)
+		// A racing stop destroyed this one first, at a later generation.
+		if _, err := ds.VMMUpdateRuntime(ctx, movedOn.Active.ID, destroyedAt(movedOn, 6)[0].Runtime); err != nil {
+			t.Fatal(err)
+		}
+		froms := []datastore.InstanceSnapshot{first, movedOn, last}
+		results := make([]datastore.SettleResult, len(froms))
+		errs := make([]error, len(froms))
+		var calls []func()
+		for i, from := range froms {
+			calls = append(calls, func() {
+				results[i], errs[i] = ds.InstanceSettleFrom(ctx, from, destroyedAt(from, 4), settleAt)
+			})
+		}
+		together(t, ds, calls...)
+		for i, from := range froms {
+			wantWritten, wantVMMGen := true, uint64(4)
+			if i == 1 {
+				wantWritten, wantVMMGen = false, 6
+			}
+			if errs[i] != nil || results[i].Outcome != datastore.SettleWritten || results[i].VMMWritten[0] != wantWritten {
+				t.Errorf("settle %d: (%+v, %v), want written with VMM written %v", i, results[i], errs[i], wantWritten)
+			}
+			inst, err := ds.InstanceGet(ctx, from.Instance.ID)
+			if err != nil || inst.Runtime.State != datastore.InstanceNoVMM || inst.Runtime.Generation != 3 {
+				t.Errorf("instance %d: (%+v, %v), want no_vmm at generation 3", i, inst.Runtime, err)
+			}
+			if v, err := ds.VMMGet(ctx, from.Active.ID); err != nil || v.Runtime.Generation != wantVMMGen {
+				t.Errorf("VMM %d: (%+v, %v), want generation %d", i, v.Runtime, err, wantVMMGen)
+			}
+		}
+		sameWriter(t, ds, true, row{"instance", first.Instance.ID}, row{"vmm", first.Active.ID},
+			row{"instance", last.Instance.ID}, row{"vmm", last.Active.ID})
+		sameWriter(t, ds, false, row{"instance", first.Instance.ID}, row{"instance", movedOn.Instance.ID})
+	})
+	t.Run("one failing", func(t *testing.T) {
+		bad, good := runningOn(t, ds), runningOn(t, ds)
+		// PostgreSQL refuses a NUL in text: the shared statement fails.
+		badWrite := []datastore.VMMWrite{{ID: bad.Active.ID, Runtime: datastore.VMMRuntime{State: datastore.VMMFailed,
+			FailureReason: "no\x00such", Generation: 4, TimeUpdated: now.Add(time.Second)}}}
+		var badErr, goodErr error
+		var goodRes datastore.SettleResult
+		together(t, ds,
+			func() { _, badErr = ds.InstanceSettleFrom(ctx, bad, badWrite, settleAt) },
+			func() { goodRes, goodErr = ds.InstanceSettleFrom(ctx, good, destroyedAt(good, 4), settleAt) })
+		if badErr == nil {
+			t.Error("a write PostgreSQL refuses succeeded")
+		}
+		if goodErr != nil || goodRes.Outcome != datastore.SettleWritten {
+			t.Errorf("the settle sharing its statement: (%+v, %v), want written", goodRes, goodErr)
+		}
+		if v, err := ds.VMMGet(ctx, bad.Active.ID); err != nil || v.Runtime.Generation != 3 {
+			t.Errorf("the refused VMM write: (%+v, %v), want generation 3 unchanged", v.Runtime, err)
+		}
+		if inst, err := ds.InstanceGet(ctx, bad.Instance.ID); err != nil || inst.Runtime.Generation != 2 {
+			t.Errorf("the refused settle's instance: (%+v, %v), want generation 2 unchanged", inst.Runtime, err)
+		}
+	})
+}
+
+// F2: a caller that gives up (a client that hung up, a deadline) stops
+// waiting for a shared statement at once; the statement still goes, for
+// the calls sharing it, like a statement already on the wire.
+func TestF2_ACallerThatGivesUpStopsWaitingForASharedStatement(t *testing.T) {
+	ds := open(t, datastore.Postgres, pgtest.DSN(t))
+	p, s := fixture(t, ds)
+	inst, _ := runningIn(t, ds, p, s, "i")
+	waiting, release := ds.HoldSharedStatements()
+	defer release()
+	callCtx, cancel := context.WithCancel(ctx)
+	answered := make(chan error, 1)
+	go func() {
+		_, err := ds.InstanceIntendStopped(callCtx, inst.ID, datastore.ProjectScope{All: true}, now)
+		answered <- err
+	}()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if waiting() != 1 {
+			return errors.New("the wish is not queued yet")
+		}
+		return nil
+	})
+	cancel()
+	if err := <-answered; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the wish of a caller that gave up: %v, want context.Canceled", err)
+	}
+}
