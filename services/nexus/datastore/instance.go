@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -289,37 +290,113 @@ func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, sco
 	if !scope.All && len(scope.Projects) == 0 {
 		return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
 	}
+	w := stopWish{id: id, scope: scope, at: at}
+	var (
+		s   *InstanceSnapshot
+		err error
+	)
 	if d.wishes != nil {
-		s, err := d.wishes.do(ctx, stopWish{id: id, scope: scope, at: at})
-		if err != nil {
-			return InstanceSnapshot{}, err
-		}
-		if s == nil {
-			return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
-		}
-		// A migration, rare here, is read after.
-		return *s, d.classify(s.readMigration(ctx, d.db))
+		s, err = d.wishes.do(ctx, w)
+	} else {
+		s, err = d.stopWishAlone(ctx, w)
 	}
+	if err != nil {
+		return InstanceSnapshot{}, err
+	}
+	if s == nil {
+		return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
+	}
+	return *s, nil
+}
+
+// stopWishAlone writes one wish: on PostgreSQL, its UPDATE … RETURNING
+// joined with the VMMs the instance points at (one row per linked VMM, one
+// with NULLs when none is); on SQLite, the UPDATE, then a read of the VMMs.
+// It is nil when the wish wrote nothing.
+func (d *DataStore) stopWishAlone(ctx context.Context, w stopWish) (*InstanceSnapshot, error) {
 	update := `UPDATE instance SET intended_state = 'stopped', time_modified = $2
 		WHERE id = $1 AND time_deleted IS NULL`
-	args := []any{id.String(), ts(at)}
-	if !scope.All {
-		marks := make([]string, len(scope.Projects))
-		for i, p := range scope.Projects {
+	args := []any{w.id.String(), ts(w.at)}
+	if !w.scope.All {
+		marks := make([]string, len(w.scope.Projects))
+		for i, p := range w.scope.Projects {
 			args = append(args, p.String())
 			marks[i] = fmt.Sprintf("$%d", len(args))
 		}
 		update += ` AND project_id IN (` + strings.Join(marks, ", ") + `)`
 	}
-	inst, err := scanInstance(d.db.QueryRowContext(ctx, update+` RETURNING `+instanceColumns, args...))
-	if isNoRows(err) {
-		return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
+	update += ` RETURNING ` + instanceColumns
+	if d.backend != Postgres {
+		inst, err := scanInstance(d.db.QueryRowContext(ctx, update, args...))
+		if isNoRows(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, d.classify(err)
+		}
+		s, err := linked(ctx, d.db, inst)
+		return &s, d.classify(err)
 	}
+	rows, err := d.db.QueryContext(ctx, `WITH i AS (`+update+`)
+		SELECT i.*, `+joinedVMMColumns+`
+		FROM i LEFT JOIN vmm v ON v.id IN (i.active_propolis_id, i.target_propolis_id)`, args...)
 	if err != nil {
-		return InstanceSnapshot{}, d.classify(err)
+		return nil, d.classify(err)
 	}
-	s, err := linked(ctx, d.db, inst)
-	return s, d.classify(err)
+	snaps, err := scanJoinedWishes(rows, 1, false)
+	if err != nil {
+		return nil, d.classify(err)
+	}
+	return snaps[0], d.classify(readMigrations(ctx, d.db, snaps))
+}
+
+// joinedVMMColumns are a VMM's columns from a LEFT JOIN of vmm v, led by
+// whether there is one.
+const joinedVMMColumns = `v.id IS NOT NULL, COALESCE(v.id, ''), COALESCE(v.instance_id, ''), COALESCE(v.sled_id, ''),
+	COALESCE(v.state, ''), v.failure_reason, COALESCE(v.state_generation, 0), v.time_state_updated, v.time_created`
+
+// scanJoinedWishes reads the rows of wishes' UPDATEs joined with their
+// VMMs: the instance (led by its wish's position when numbered), then a
+// joined VMM.
+func scanJoinedWishes(rows *sql.Rows, wishes int, numbered bool) ([]*InstanceSnapshot, error) {
+	defer rows.Close()
+	snaps := make([]*InstanceSnapshot, wishes)
+	for rows.Next() {
+		var (
+			nth     int32
+			present bool
+			vr      vmmRow
+		)
+		inst, err := scanInstance(scanFunc(func(dest ...any) error {
+			if numbered {
+				dest = append([]any{&nth}, dest...)
+			}
+			return rows.Scan(append(append(dest, &present), vr.dest()...)...)
+		}))
+		if err != nil {
+			return nil, err
+		}
+		if snaps[nth] == nil {
+			snaps[nth] = &InstanceSnapshot{Instance: inst}
+		}
+		if present {
+			snaps[nth].attach(vr.vmm())
+		}
+	}
+	return snaps, rows.Err()
+}
+
+// readMigrations reads the migration of each snapshot that has one: rare
+// for an instance being force-terminated, so not worth a join.
+func readMigrations(ctx context.Context, q queryer, snaps []*InstanceSnapshot) error {
+	for _, s := range snaps {
+		if s != nil {
+			if err := s.readMigration(ctx, q); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // stopWish is one InstanceIntendStopped waiting to share a statement.
@@ -331,9 +408,15 @@ type stopWish struct {
 
 // stopWishesStatement writes the wishes as one statement: an UPDATE …
 // RETURNING of every instance in its caller's scope, joined with the VMMs
-// each points at (one row per linked VMM, one with NULLs when none is). A
-// wish that wrote nothing is answered nil.
+// each points at. A wish that wrote nothing is answered nil. A lone wish
+// takes the single-row statement instead: PostgreSQL plans a statement
+// over parameter arrays afresh each time (it cannot tell how long the
+// arrays are), which a batch amortizes and a lone call would pay for.
 func (d *DataStore) stopWishesStatement(ctx context.Context, wishes []stopWish) ([]*InstanceSnapshot, error) {
+	if len(wishes) == 1 {
+		s, err := d.stopWishAlone(ctx, wishes[0])
+		return []*InstanceSnapshot{s}, err
+	}
 	var (
 		nth, scopeNth          []int32
 		ids, ats, scopeProject []string
@@ -360,35 +443,17 @@ func (d *DataStore) stopWishesStatement(ctx context.Context, wishes []stopWish) 
 					SELECT s.project_id FROM unnest($5::int[], $6::text[]) AS s(nth, project_id) WHERE s.nth = w.nth))
 			RETURNING w.nth, `+qualified("instance", instanceColumns)+`
 		)
-		SELECT i.*, v.id IS NOT NULL, COALESCE(v.id, ''), COALESCE(v.instance_id, ''), COALESCE(v.sled_id, ''),
-			COALESCE(v.state, ''), v.failure_reason, COALESCE(v.state_generation, 0), v.time_state_updated, v.time_created
+		SELECT i.*, `+joinedVMMColumns+`
 		FROM i LEFT JOIN vmm v ON v.id IN (i.active_propolis_id, i.target_propolis_id)`,
 		nth, ids, ats, everywhere, scopeNth, scopeProject)
 	if err != nil {
 		return nil, d.classify(err)
 	}
-	defer rows.Close()
-	snaps := make([]*InstanceSnapshot, len(wishes))
-	for rows.Next() {
-		var (
-			i       int32
-			present bool
-			vr      vmmRow
-		)
-		inst, err := scanInstance(scanFunc(func(dest ...any) error {
-			return rows.Scan(append(append([]any{&i}, dest...), append([]any{&present}, vr.dest()...)...)...)
-		}))
-		if err != nil {
-			return nil, d.classify(err)
-		}
-		if snaps[i] == nil {
-			snaps[i] = &InstanceSnapshot{Instance: inst}
-		}
-		if present {
-			snaps[i].attach(vr.vmm())
-		}
+	snaps, err := scanJoinedWishes(rows, len(wishes), true)
+	if err != nil {
+		return nil, d.classify(err)
 	}
-	return snaps, d.classify(rows.Err())
+	return snaps, d.classify(readMigrations(ctx, d.db, snaps))
 }
 
 // qualified prefixes each of the comma-separated columns with table.

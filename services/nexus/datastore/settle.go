@@ -264,8 +264,13 @@ type settleWritten struct{ vmm, instance bool }
 // data-modifying CTEs write each VMM through its guard, then each instance
 // whose VMM write got in and whose generation is still the one read. Rows
 // are locked in instance order, VMMs first, so two such statements cannot
-// deadlock each other.
+// deadlock each other. A lone settle takes the single-row statement, for
+// the reason stopWishesStatement gives.
 func (d *DataStore) settlesStatement(ctx context.Context, settles []settleWrite) ([]settleWritten, error) {
+	if len(settles) == 1 {
+		w, err := d.settleAlone(ctx, settles[0])
+		return []settleWritten{w}, err
+	}
 	order := make([]int, len(settles))
 	for i := range order {
 		order[i] = i
@@ -337,6 +342,31 @@ func (d *DataStore) settlesStatement(ctx context.Context, settles []settleWrite)
 		written[i] = w
 	}
 	return written, d.classify(rows.Err())
+}
+
+// settleAlone makes one settle: the same statement for one VMM and one
+// instance.
+func (d *DataStore) settleAlone(ctx context.Context, w settleWrite) (settleWritten, error) {
+	var written settleWritten
+	err := d.db.QueryRowContext(ctx, `
+		WITH v AS (
+			UPDATE vmm SET state = $2, state_generation = $3, time_state_updated = $4, failure_reason = $5
+			WHERE id = $1 AND state_generation < $3 AND time_deleted IS NULL
+			RETURNING 1
+		), i AS (
+			UPDATE instance SET state = $7, active_propolis_id = $8, target_propolis_id = $9, migration_id = $10,
+				state_generation = $11, time_state_updated = $12
+			WHERE id = $6 AND state_generation = $13 AND time_deleted IS NULL AND updater_id IS NULL
+				AND EXISTS (SELECT 1 FROM v)
+			RETURNING 1
+		)
+		SELECT EXISTS (SELECT 1 FROM v), EXISTS (SELECT 1 FROM i)`,
+		w.vmm.ID.String(), string(w.vmm.Runtime.State), int64(w.vmm.Runtime.Generation), ts(w.vmm.Runtime.TimeUpdated),
+		stringOrNil(w.vmm.Runtime.FailureReason),
+		w.instance.String(), string(w.next.State), idOrNil(w.next.ActiveVMM), idOrNil(w.next.TargetVMM), idOrNil(w.next.MigrationID),
+		int64(w.next.Generation), ts(w.next.TimeUpdated), int64(w.from),
+	).Scan(&written.vmm, &written.instance)
+	return written, d.classify(err)
 }
 
 func stringPtrOrNil(s string) *string {
