@@ -421,7 +421,7 @@ func (b *bench) printRound(r round) {
 			"each with its mean execution time and WAL written per call (full-page images in it):\n",
 			r.cost.statements)
 		for _, s := range r.cost.top {
-			if s.perFT < 0.05 {
+			if s.perFT < 0.01 {
 				break
 			}
 			q := s.query
