@@ -53,7 +53,7 @@ func TestFtbenchStartsItsOwnDurableServerAndCountsStatements(t *testing.T) {
 	report := out.String()
 	t.Log(report)
 	mustContain(t, report, "fsync=on, synchronous_commit=on", "clients 2\n", "statements = round trips", "commit",
-		"SELECT * FROM unnest(", "(the targets are stated for 1 and 64 clients")
+		"B WAL (", "(the targets are stated for 1 and 64 clients")
 	if strings.Contains(report, "UNEXPECTED ANSWERS") {
 		t.Error("force-terminates of distinct running instances did not all answer 200 stopped")
 	}
