@@ -1,11 +1,11 @@
 package datastore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/google/uuid"
 )
@@ -126,11 +126,7 @@ func (d *DataStore) InstanceSettle(ctx context.Context, id, holder uuid.UUID, wr
 	var res SettleResult
 	// Rows are locked in id order, so two settles of one instance writing
 	// the same VMMs cannot deadlock.
-	order := make([]int, len(writes))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(writes[a].ID.String(), writes[b].ID.String()) })
+	order := inIDOrder(len(writes), func(i int) uuid.UUID { return writes[i].ID })
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
 		res = SettleResult{VMMWritten: make([]bool, len(writes))}
 		for _, i := range order {
@@ -271,13 +267,7 @@ func (d *DataStore) settlesStatement(ctx context.Context, settles []settleWrite)
 		w, err := d.settleAlone(ctx, settles[0])
 		return []settleWritten{w}, err
 	}
-	order := make([]int, len(settles))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int {
-		return strings.Compare(settles[a].instance.String(), settles[b].instance.String())
-	})
+	order := inIDOrder(len(settles), func(i int) uuid.UUID { return settles[i].instance })
 	var (
 		nth                                        []int32
 		vmmIDs, vmmStates, vmmTimes                []string
@@ -367,6 +357,21 @@ func (d *DataStore) settleAlone(ctx context.Context, w settleWrite) (settleWritt
 		int64(w.next.Generation), ts(w.next.TimeUpdated), int64(w.from),
 	).Scan(&written.vmm, &written.instance)
 	return written, d.classify(err)
+}
+
+// inIDOrder is the positions 0…n-1 ordered by id(i): the order rows are
+// locked in, so that writers of the same rows cannot deadlock. Bytes order
+// as the ids' text does (lowercase hex), without formatting them.
+func inIDOrder(n int, id func(int) uuid.UUID) []int {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		x, y := id(a), id(b)
+		return bytes.Compare(x[:], y[:])
+	})
+	return order
 }
 
 func stringPtrOrNil(s string) *string {
