@@ -13,7 +13,7 @@ import (
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/nexustest"
 )
 
@@ -30,7 +30,7 @@ func activate(t *testing.T, n *nexus.Server, task string) {
 // update under way.
 func waitUpdated(t *testing.T, n *nexus.Server, id uuid.UUID) {
 	t.Helper()
-	waitInstance(t, n, id, func(i datastore.Instance) error {
+	waitInstance(t, n, id, func(i model.Instance) error {
 		if i.UpdaterID != nil {
 			return fmt.Errorf("updater lock held by %s", i.UpdaterID)
 		}
@@ -38,7 +38,7 @@ func waitUpdated(t *testing.T, n *nexus.Server, id uuid.UUID) {
 	})
 }
 
-func runningInstance(t *testing.T, n *nexus.Server, c *oxide.Client) (datastore.Instance, datastore.VMM) {
+func runningInstance(t *testing.T, n *nexus.Server, c *oxide.Client) (model.Instance, model.VMM) {
 	t.Helper()
 	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestN8_WatcherFailsAForgottenVMMAndReincarnationRestartsItOncePerCooldown(t
 	}
 	activate(t, n, nexus.TaskInstanceWatcher)
 	failed, err := n.DataStore().VMMGet(ctx, vmm.ID)
-	if err != nil || failed.Runtime.State != datastore.VMMFailed || failed.Runtime.FailureReason != "no_such_vmm" {
+	if err != nil || failed.Runtime.State != model.VMMFailed || failed.Runtime.FailureReason != "no_such_vmm" {
 		t.Fatalf("VMM after the watcher: %+v, %v", failed.Runtime, err)
 	}
 	waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed)
@@ -119,7 +119,7 @@ func TestN8_AnUnreachableSledIsInconclusive(t *testing.T) {
 	shortCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	n.Background().Activate(shortCtx, nexus.TaskInstanceWatcher) //nolint:errcheck // the sled does not answer
-	if got, _ := n.DataStore().VMMGet(ctx, vmm.ID); got.Runtime.State != datastore.VMMRunning {
+	if got, _ := n.DataStore().VMMGet(ctx, vmm.ID); got.Runtime.State != model.VMMRunning {
 		t.Fatalf("a VMM on an unreachable sled became %s", got.Runtime.State)
 	}
 	if _, err := agents[0].Sim.ClearVmmFaults(ctx, &sledagentv1.ClearVmmFaultsRequest{}); err != nil {
@@ -134,17 +134,17 @@ func TestN8_TheUpdaterBackstopsAnUpdateThatNeverRan(t *testing.T) {
 	inst, vmm := runningInstance(t, n, c)
 	// The VMM's end is recorded, but its update saga never ran (say nexus
 	// died in between).
-	if wrote, err := n.DataStore().VMMUpdateRuntime(ctx, vmm.ID, datastore.VMMRuntime{State: datastore.VMMDestroyed,
+	if wrote, err := n.DataStore().VMMUpdateRuntime(ctx, vmm.ID, model.VMMRuntime{State: model.VMMDestroyed,
 		Generation: vmm.Runtime.Generation + 100, TimeUpdated: time.Now()}); !wrote || err != nil {
 		t.Fatalf("(%v, %v)", wrote, err)
 	}
-	if got, _ := n.DataStore().InstanceGet(ctx, inst.ID); got.Runtime.State != datastore.InstanceVMM {
+	if got, _ := n.DataStore().InstanceGet(ctx, inst.ID); got.Runtime.State != model.InstanceVMM {
 		t.Fatalf("instance is %s before the updater ran", got.Runtime.State)
 	}
 	activate(t, n, nexus.TaskInstanceUpdater)
 	testutil.WaitFor(t, 5*time.Second, func() error {
 		got, _ := n.DataStore().InstanceGet(ctx, inst.ID)
-		if got.Runtime.State != datastore.InstanceNoVMM || got.Runtime.ActiveVMM != nil || got.UpdaterID != nil {
+		if got.Runtime.State != model.InstanceNoVMM || got.Runtime.ActiveVMM != nil || got.UpdaterID != nil {
 			return fmt.Errorf("instance runtime %+v, updater %v", got.Runtime, got.UpdaterID)
 		}
 		return nil

@@ -18,7 +18,7 @@ import (
 	"github.com/rackplane/rackplane/services/nexus"
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/config"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/nexustest"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
@@ -64,7 +64,7 @@ var explicitSleds = func(c *sledconfig.Config) { c.HypervisorMode = "explicit" }
 
 // startedInstance creates project p and instance vm on an explicit-mode
 // rack and steps its VMM to running.
-func startedInstance(t *testing.T, n *nexus.Server, c *oxide.Client, agents []*sledagenttest.Agent) (datastore.Instance, datastore.VMM, *sledagenttest.Agent) {
+func startedInstance(t *testing.T, n *nexus.Server, c *oxide.Client, agents []*sledagenttest.Agent) (model.Instance, model.VMM, *sledagenttest.Agent) {
 	t.Helper()
 	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 		t.Fatal(err)
@@ -96,7 +96,7 @@ func agentOf(t *testing.T, agents []*sledagenttest.Agent, sled uuid.UUID) *sleda
 	return nil
 }
 
-func vmmState(t *testing.T, n *nexus.Server, id uuid.UUID) datastore.VMMRuntime {
+func vmmState(t *testing.T, n *nexus.Server, id uuid.UUID) model.VMMRuntime {
 	t.Helper()
 	v, err := n.DataStore().VMMGet(ctx, id)
 	if err != nil {
@@ -124,12 +124,12 @@ func TestF1_F4_ForceTerminateUnregistersTheVMMAndAnswersStopped(t *testing.T) {
 			}
 			// F4: the sled's answer, destroyed at the next generation, is
 			// what the database records.
-			if rt := vmmState(t, n, vmm.ID); rt.State != datastore.VMMDestroyed || rt.Generation != vmm.Runtime.Generation+1 {
+			if rt := vmmState(t, n, vmm.ID); rt.State != model.VMMDestroyed || rt.Generation != vmm.Runtime.Generation+1 {
 				t.Fatalf("VMM after force-terminate: %+v, want destroyed at generation %d", rt, vmm.Runtime.Generation+1)
 			}
 			got, _ := n.DataStore().InstanceGet(ctx, inst.ID)
-			if got.Runtime.State != datastore.InstanceNoVMM || got.Runtime.ActiveVMM != nil ||
-				got.IntendedState != datastore.IntendStopped || got.UpdaterID != nil {
+			if got.Runtime.State != model.InstanceNoVMM || got.Runtime.ActiveVMM != nil ||
+				got.IntendedState != model.IntendStopped || got.UpdaterID != nil {
 				t.Fatalf("instance after force-terminate: %+v intended %s updater %v", got.Runtime, got.IntendedState, got.UpdaterID)
 			}
 			// By id as well as by name; F8: again is 200 stopped.
@@ -149,7 +149,7 @@ func TestF5_F11_AVMMTheSledForgotIsMarkedFailedAndTheInstanceStaysUsable(t *test
 				t.Fatal(err)
 			}
 			mustForceTerminate(t, n, token, "vm", "p", "failed")
-			if rt := vmmState(t, n, vmm.ID); rt.State != datastore.VMMFailed || rt.FailureReason != "no_such_vmm" ||
+			if rt := vmmState(t, n, vmm.ID); rt.State != model.VMMFailed || rt.FailureReason != "no_such_vmm" ||
 				rt.Generation != vmm.Runtime.Generation+1 {
 				t.Fatalf("forgotten VMM after force-terminate: %+v", rt)
 			}
@@ -195,7 +195,7 @@ func TestF2_AForceTerminatedInstanceThatEndedFailedIsNeverReincarnated(t *testin
 			n, agents := rack(t, backend, 1, explicitSleds)
 			token := nexustest.AdminToken(t, n)
 			inst, vmm, sled := startedInstance(t, n, sdkAs(t, n, token), agents)
-			if inst.AutoRestartPolicy != datastore.AutoRestartBestEffort || inst.IntendedState != datastore.IntendRunning {
+			if inst.AutoRestartPolicy != model.AutoRestartBestEffort || inst.IntendedState != model.IntendRunning {
 				t.Fatalf("the instance should be one reincarnation would restart: %+v", inst)
 			}
 			if _, err := sled.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
@@ -206,7 +206,7 @@ func TestF2_AForceTerminatedInstanceThatEndedFailedIsNeverReincarnated(t *testin
 			// recorded wish (stopped) does.
 			activate(t, n, nexus.TaskReincarnation)
 			got, _ := n.DataStore().InstanceGet(ctx, inst.ID)
-			if got.Runtime.State != datastore.InstanceFailed || got.TimeLastAutoRestarted != nil || len(sled.Inventory().GetVmms()) != 0 {
+			if got.Runtime.State != model.InstanceFailed || got.TimeLastAutoRestarted != nil || len(sled.Inventory().GetVmms()) != 0 {
 				t.Fatalf("after reincarnation: %+v, auto-restarted at %v", got.Runtime, got.TimeLastAutoRestarted)
 			}
 		})
@@ -221,7 +221,7 @@ func TestF3_AVMMAlreadyEndedInTheDatabaseIsNotSentToItsSled(t *testing.T) {
 			_, vmm, sled := startedInstance(t, n, sdkAs(t, n, token), agents)
 			// Its end is recorded but the update saga has not run yet; the
 			// sled answers nobody, so a call to it would time out (F7).
-			if wrote, err := n.DataStore().VMMUpdateRuntime(ctx, vmm.ID, datastore.VMMRuntime{State: datastore.VMMDestroyed,
+			if wrote, err := n.DataStore().VMMUpdateRuntime(ctx, vmm.ID, model.VMMRuntime{State: model.VMMDestroyed,
 				Generation: vmm.Runtime.Generation + 3, TimeUpdated: time.Now()}); !wrote || err != nil {
 				t.Fatalf("(%v, %v)", wrote, err)
 			}
@@ -268,8 +268,8 @@ func TestF5_ARacingStopThatDestroyedTheVMMFirstIsNotAFailure(t *testing.T) {
 				sled.WaitHeld(sledagentv1.SledAgent_EnsureUnregistered_FullMethodName, vmm.ID.String())
 				// The stop finishes on the sled and nexus hears of it.
 				sled.Step(vmm.ID.String(), true)
-				waitInstance(t, n, inst.ID, func(i datastore.Instance) error {
-					if i.Runtime.State != datastore.InstanceNoVMM || i.UpdaterID != nil {
+				waitInstance(t, n, inst.ID, func(i model.Instance) error {
+					if i.Runtime.State != model.InstanceNoVMM || i.UpdaterID != nil {
 						return fmt.Errorf("instance runtime %+v, updater %v", i.Runtime, i.UpdaterID)
 					}
 					return nil
@@ -285,7 +285,7 @@ func TestF5_ARacingStopThatDestroyedTheVMMFirstIsNotAFailure(t *testing.T) {
 				if code != http.StatusOK || got.RunState != "stopped" {
 					t.Fatalf("force-terminate racing a stop: %d %+v %+v, want 200 stopped", code, got, eb)
 				}
-				if rt := vmmState(t, n, vmm.ID); rt.State != datastore.VMMDestroyed || rt.FailureReason != "" {
+				if rt := vmmState(t, n, vmm.ID); rt.State != model.VMMDestroyed || rt.FailureReason != "" {
 					t.Fatalf("VMM after the race: %+v, want destroyed", rt)
 				}
 				if after, _ := sample(scrape(t, n), "nexus_sagas_total", labels("outcome", "started")); after != sagasStarted {
@@ -312,7 +312,7 @@ func TestF7_AnUnreachableSledIs503NamingItAndOnlyTheWishChanges(t *testing.T) {
 			}
 			after, _ := n.DataStore().InstanceGet(ctx, inst.ID)
 			if after.Runtime.Generation != before.Runtime.Generation || vmmState(t, n, vmm.ID).Generation != vmm.Runtime.Generation ||
-				after.IntendedState != datastore.IntendStopped {
+				after.IntendedState != model.IntendStopped {
 				t.Fatalf("an unreachable sled changed more than the intended state:\n before %+v %+v\n after  %+v %+v",
 					before.Runtime, vmm.Runtime, after.Runtime, vmmState(t, n, vmm.ID))
 			}
@@ -404,7 +404,7 @@ func TestF10_AForceTerminateBetweenRegisterAndRunUnwindsTheStart(t *testing.T) {
 			if err := <-started; err == nil {
 				t.Fatal("the start whose VMM was force-terminated succeeded")
 			}
-			if rt := vmmState(t, n, vmm); rt.State != datastore.VMMSagaUnwound {
+			if rt := vmmState(t, n, vmm); rt.State != model.VMMSagaUnwound {
 				t.Fatalf("the start saga's VMM is %s after it unwound, want saga_unwound", rt.State)
 			}
 			inst := waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
@@ -466,8 +466,8 @@ func TestN5_ForceTerminateNeedsACollaborator(t *testing.T) {
 				if code, _, eb := forceTerminate(t, n, ref.token, ref.instance, ref.project); code != http.StatusForbidden || eb.ErrorCode != "Forbidden" {
 					t.Fatalf("force-terminate of %s without the role: %d %+v, want 403", ref.instance, code, eb)
 				}
-				if got, _ := n.DataStore().InstanceGet(ctx, inst.ID); got.IntendedState != datastore.IntendRunning ||
-					got.Runtime.State != datastore.InstanceVMM {
+				if got, _ := n.DataStore().InstanceGet(ctx, inst.ID); got.IntendedState != model.IntendRunning ||
+					got.Runtime.State != model.InstanceVMM {
 					t.Fatalf("a refused force-terminate changed the instance: %+v, intended %s", got.Runtime, got.IntendedState)
 				}
 			}

@@ -20,7 +20,7 @@ import (
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/pkg/testutil"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/nexustest"
 	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
@@ -80,18 +80,18 @@ func TestV5_VMMUpdatesFromASledAreAppliedThroughTheGenerationGuard(t *testing.T)
 
 			// The records a start saga will create; made by hand until it exists.
 			now := time.Now()
-			project := datastore.Project{ID: uuid.New(), Name: "p", TimeCreated: now}
-			instance := datastore.Instance{ID: uuid.New(), ProjectID: project.ID, Name: "i", Hostname: "i", NCPUs: 2,
-				MemoryBytes: 4 << 30, IntendedState: datastore.IntendRunning, AutoRestartPolicy: datastore.AutoRestartNever,
-				Runtime: datastore.InstanceRuntime{State: datastore.InstanceNoVMM, Generation: 1, TimeUpdated: now}, TimeCreated: now}
-			vmm := datastore.VMM{ID: uuid.New(), InstanceID: instance.ID, SledID: sledID, TimeCreated: now,
-				Runtime: datastore.VMMRuntime{State: datastore.VMMCreating, Generation: 1, TimeUpdated: now}}
+			project := model.Project{ID: uuid.New(), Name: "p", TimeCreated: now}
+			instance := model.Instance{ID: uuid.New(), ProjectID: project.ID, Name: "i", Hostname: "i", NCPUs: 2,
+				MemoryBytes: 4 << 30, IntendedState: model.IntendRunning, AutoRestartPolicy: model.AutoRestartNever,
+				Runtime: model.InstanceRuntime{State: model.InstanceNoVMM, Generation: 1, TimeUpdated: now}, TimeCreated: now}
+			vmm := model.VMM{ID: uuid.New(), InstanceID: instance.ID, SledID: sledID, TimeCreated: now,
+				Runtime: model.VMMRuntime{State: model.VMMCreating, Generation: 1, TimeUpdated: now}}
 			for _, err := range []error{ds.ProjectCreate(ctx, project), ds.InstanceCreate(ctx, instance), ds.VMMInsert(ctx, vmm)} {
 				if err != nil {
 					t.Fatal(err)
 				}
 			}
-			waitVMM := func(state datastore.VMMState, gen uint64) {
+			waitVMM := func(state model.VMMState, gen uint64) {
 				t.Helper()
 				testutil.WaitFor(t, 10*time.Second, func() error {
 					got, err := ds.VMMGet(ctx, vmm.ID)
@@ -108,10 +108,10 @@ func TestV5_VMMUpdatesFromASledAreAppliedThroughTheGenerationGuard(t *testing.T)
 			}); err != nil {
 				t.Fatal(err)
 			}
-			waitVMM(datastore.VMMStarting, 2)
+			waitVMM(model.VMMStarting, 2)
 			a.EnsureState(vmm.ID.String(), sledagentv1.VmmTargetState_VMM_TARGET_STATE_RUNNING)
 			a.Step(vmm.ID.String(), false)
-			waitVMM(datastore.VMMRunning, 3)
+			waitVMM(model.VMMRunning, 3)
 
 			conn, err := grpc.NewClient(n.InternalAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
@@ -129,7 +129,7 @@ func TestV5_VMMUpdatesFromASledAreAppliedThroughTheGenerationGuard(t *testing.T)
 			if err := update(vmm.ID.String(), sledagentv1.VmmState_VMM_STATE_DESTROYED, 3); err != nil {
 				t.Fatalf("stale update: %v, want OK", err)
 			}
-			waitVMM(datastore.VMMRunning, 3)
+			waitVMM(model.VMMRunning, 3)
 			if err := update(uuid.NewString(), sledagentv1.VmmState_VMM_STATE_RUNNING, 9); status.Code(err) != codes.NotFound {
 				t.Fatalf("update of an unknown VMM: %v, want NOT_FOUND", err)
 			}
@@ -144,8 +144,8 @@ func TestV5_VMMUpdatesFromASledAreAppliedThroughTheGenerationGuard(t *testing.T)
 
 			a.EnsureState(vmm.ID.String(), sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED)
 			a.Step(vmm.ID.String(), true)
-			waitVMM(datastore.VMMDestroyed, 6)
-			if _, err := ds.VMMGet(ctx, vmm.ID); errors.Is(err, datastore.ErrNotFound) {
+			waitVMM(model.VMMDestroyed, 6)
+			if _, err := ds.VMMGet(ctx, vmm.ID); errors.Is(err, model.ErrNotFound) {
 				t.Fatal("a destroyed VMM's record vanished")
 			}
 		})

@@ -17,7 +17,7 @@ import (
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
 	"github.com/rackplane/rackplane/services/nexus/app"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/nexustest"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
@@ -50,7 +50,7 @@ func mustMigrate(t *testing.T, n *nexus.Server, token string, to uuid.UUID) {
 }
 
 // otherSled is the agent of the two that does not run vmm.
-func otherSled(t *testing.T, agents []*sledagenttest.Agent, vmm datastore.VMM) *sledagenttest.Agent {
+func otherSled(t *testing.T, agents []*sledagenttest.Agent, vmm model.VMM) *sledagenttest.Agent {
 	t.Helper()
 	for _, a := range agents {
 		if a.Inventory().GetSledId() != vmm.SledID.String() {
@@ -64,9 +64,9 @@ func otherSled(t *testing.T, agents []*sledagenttest.Agent, vmm datastore.VMM) *
 func sledID(a *sledagenttest.Agent) uuid.UUID { return uuid.MustParse(a.Inventory().GetSledId()) }
 
 // waitInstance polls the instance record until check passes.
-func waitInstance(t *testing.T, n *nexus.Server, id uuid.UUID, check func(datastore.Instance) error) datastore.Instance {
+func waitInstance(t *testing.T, n *nexus.Server, id uuid.UUID, check func(model.Instance) error) model.Instance {
 	t.Helper()
-	var inst datastore.Instance
+	var inst model.Instance
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		var err error
 		if inst, err = n.DataStore().InstanceGet(ctx, id); err != nil {
@@ -86,7 +86,7 @@ func TestN6_MigrationMovesARunningInstanceToTheDestinationSled(t *testing.T) {
 			inst, source := runningInstance(t, n, c)
 			dst := otherSled(t, agents, source)
 			mustMigrate(t, n, token, sledID(dst))
-			moved := waitInstance(t, n, inst.ID, func(i datastore.Instance) error {
+			moved := waitInstance(t, n, inst.ID, func(i model.Instance) error {
 				if i.Runtime.MigrationID != nil || i.Runtime.ActiveVMM == nil || *i.Runtime.ActiveVMM == source.ID {
 					return fmt.Errorf("instance runtime %+v", i.Runtime)
 				}
@@ -98,7 +98,7 @@ func TestN6_MigrationMovesARunningInstanceToTheDestinationSled(t *testing.T) {
 				t.Fatalf("after the migration the instance runs %+v on sled %s, want sled %s", moved.Runtime, target.SledID, sledID(dst))
 			}
 			testutil.WaitFor(t, 5*time.Second, func() error {
-				if rt := vmmState(t, n, source.ID); rt.State != datastore.VMMDestroyed {
+				if rt := vmmState(t, n, source.ID); rt.State != model.VMMDestroyed {
 					return fmt.Errorf("source VMM is %s", rt.State)
 				}
 				if k := len(agentOf(t, agents, source.SledID).Inventory().GetVmms()); k != 0 {
@@ -155,7 +155,7 @@ func TestN6_MigrateIsForFleetAdminsAndRefusesBadInputChangingNothing(t *testing.
 // migratingInstance starts vm on one of two explicit-mode sleds and begins
 // migrating it to the other; the target VMM is registered and asked to pull
 // the guest, and nothing has moved yet.
-func migratingInstance(t *testing.T, n *nexus.Server, token string, agents []*sledagenttest.Agent) (inst datastore.Instance, source, target datastore.VMM, src, dst *sledagenttest.Agent) {
+func migratingInstance(t *testing.T, n *nexus.Server, token string, agents []*sledagenttest.Agent) (inst model.Instance, source, target model.VMM, src, dst *sledagenttest.Agent) {
 	t.Helper()
 	inst, source, src = startedInstance(t, n, sdkAs(t, n, token), agents)
 	dst = otherSled(t, agents, source)
@@ -181,14 +181,14 @@ func TestF3_ForceTerminateOfAMigratingInstanceEndsSourceAndTarget(t *testing.T) 
 			dst.Step(target.ID.String(), false)
 			src.Step(source.ID.String(), false)
 			testutil.WaitFor(t, 5*time.Second, func() error {
-				if rt := vmmState(t, n, source.ID); rt.State != datastore.VMMMigrating {
+				if rt := vmmState(t, n, source.ID); rt.State != model.VMMMigrating {
 					return fmt.Errorf("source is %s", rt.State)
 				}
 				return nil
 			})
 			mustForceTerminate(t, n, token, "vm", "p", "stopped")
-			for _, v := range []datastore.VMM{source, target} {
-				if rt := vmmState(t, n, v.ID); rt.State != datastore.VMMDestroyed {
+			for _, v := range []model.VMM{source, target} {
+				if rt := vmmState(t, n, v.ID); rt.State != model.VMMDestroyed {
 					t.Errorf("VMM %s is %s after force-terminate, want destroyed", v.ID, rt.State)
 				}
 			}
@@ -196,7 +196,7 @@ func TestF3_ForceTerminateOfAMigratingInstanceEndsSourceAndTarget(t *testing.T) 
 				t.Fatal("VMMs left on the sleds")
 			}
 			got, _ := n.DataStore().InstanceGet(ctx, inst.ID)
-			if got.Runtime.State != datastore.InstanceNoVMM || got.Runtime.MigrationID != nil || got.Runtime.TargetVMM != nil {
+			if got.Runtime.State != model.InstanceNoVMM || got.Runtime.MigrationID != nil || got.Runtime.TargetVMM != nil {
 				t.Fatalf("instance after force-terminate: %+v", got.Runtime)
 			}
 		})
@@ -230,7 +230,7 @@ func TestN6_AStopDuringAMigrationStopsTheInstanceWhereverItLands(t *testing.T) {
 			waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
 			// The source's own end may still be on its way to nexus.
 			testutil.WaitFor(t, 5*time.Second, func() error {
-				for _, v := range []datastore.VMM{source, target} {
+				for _, v := range []model.VMM{source, target} {
 					if rt := vmmState(t, n, v.ID); !rt.State.Terminal() {
 						return fmt.Errorf("VMM %s is %s once the instance stopped", v.ID, rt.State)
 					}
@@ -240,7 +240,7 @@ func TestN6_AStopDuringAMigrationStopsTheInstanceWhereverItLands(t *testing.T) {
 				}
 				return nil
 			})
-			if got, _ := n.DataStore().InstanceGet(ctx, inst.ID); got.Runtime.State != datastore.InstanceNoVMM {
+			if got, _ := n.DataStore().InstanceGet(ctx, inst.ID); got.Runtime.State != model.InstanceNoVMM {
 				t.Fatalf("instance %+v, want no_vmm", got.Runtime)
 			}
 		})
@@ -257,13 +257,13 @@ func TestN6_AMigrationWhoseTargetFailsLeavesTheInstanceOnItsSource(t *testing.T)
 				t.Fatal(err)
 			}
 			activate(t, n, nexus.TaskInstanceWatcher)
-			got := waitInstance(t, n, inst.ID, func(i datastore.Instance) error {
+			got := waitInstance(t, n, inst.ID, func(i model.Instance) error {
 				if i.Runtime.MigrationID != nil || i.Runtime.ActiveVMM == nil || *i.Runtime.ActiveVMM != source.ID {
 					return fmt.Errorf("instance runtime %+v", i.Runtime)
 				}
 				return nil
 			})
-			if got.Runtime.TargetVMM != nil || vmmState(t, n, target.ID).State != datastore.VMMFailed {
+			if got.Runtime.TargetVMM != nil || vmmState(t, n, target.ID).State != model.VMMFailed {
 				t.Fatalf("instance %+v, target %+v", got.Runtime, vmmState(t, n, target.ID))
 			}
 			waitRunState(t, sdkAs(t, n, token), "p", "vm", oxide.InstanceStateRunning)
@@ -286,15 +286,15 @@ func TestN6_AMigrationWhoseSourceVanishesFailsTheInstance(t *testing.T) {
 			// The target cannot reach its source and fails.
 			dst.Step(target.ID.String(), true)
 			testutil.WaitFor(t, 5*time.Second, func() error {
-				if rt := vmmState(t, n, target.ID); rt.State != datastore.VMMFailed {
+				if rt := vmmState(t, n, target.ID); rt.State != model.VMMFailed {
 					return fmt.Errorf("target is %s", rt.State)
 				}
 				return nil
 			})
 			// The watcher finds the source gone too.
 			activate(t, n, nexus.TaskInstanceWatcher)
-			waitInstance(t, n, inst.ID, func(i datastore.Instance) error {
-				if i.Runtime.State != datastore.InstanceFailed || i.Runtime.MigrationID != nil || i.Runtime.TargetVMM != nil {
+			waitInstance(t, n, inst.ID, func(i model.Instance) error {
+				if i.Runtime.State != model.InstanceFailed || i.Runtime.MigrationID != nil || i.Runtime.TargetVMM != nil {
 					return fmt.Errorf("instance runtime %+v", i.Runtime)
 				}
 				return nil

@@ -28,6 +28,7 @@ import (
 	"github.com/rackplane/rackplane/services/nexus"
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/nexustest"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
@@ -340,7 +341,7 @@ func (s *stress) fire(worker, seq int, p plannedOp) stressOutcome {
 		body = fmt.Sprintf(`{"dst_sled_id": %q}`, o.dst)
 	case opForceTerminate:
 		if snap, err := s.n.DataStore().InstanceSnapshot(ctx, id); err == nil {
-			for _, v := range []*datastore.VMM{snap.Active, snap.Target} {
+			for _, v := range []*model.VMM{snap.Active, snap.Target} {
 				if v != nil && !v.Runtime.State.Terminal() {
 					o.before = append(o.before, v.ID)
 				}
@@ -572,8 +573,8 @@ func (s *stress) check() []violation {
 			add(id, "updater lock still held by %s", inst.UpdaterID)
 		}
 		switch inst.Runtime.State {
-		case datastore.InstanceNoVMM:
-		case datastore.InstanceVMM:
+		case model.InstanceNoVMM:
+		case model.InstanceVMM:
 			active := *inst.Runtime.ActiveVMM
 			if sled, ok := registered[active]; !ok {
 				add(id, "active VMM %s is registered on no sled (%s)", active, runtimeString(inst.Runtime))
@@ -614,7 +615,7 @@ func (s *stress) check() []violation {
 	return out
 }
 
-func runtimeString(rt datastore.InstanceRuntime) string {
+func runtimeString(rt model.InstanceRuntime) string {
 	id := func(u *uuid.UUID) string {
 		if u == nil {
 			return "-"
@@ -891,7 +892,7 @@ func (m *genMonitor) observe(seen map[string]monitoredRow, kind, id string, now 
 		m.violations = append(m.violations, violation{instance: inst,
 			msg: fmt.Sprintf("%s %s: ", kind, id) + fmt.Sprintf(format, args...)})
 	}
-	if kind == "VMM" && now.state == string(datastore.VMMFailed) && now.reason != "" &&
+	if kind == "VMM" && now.state == string(model.VMMFailed) && now.reason != "" &&
 		(!ok || prev.state != now.state || prev.reason != now.reason) {
 		bad("marked failed (%s) at generation %d although no sled forgot any VMM", now.reason, now.gen)
 	}
@@ -904,7 +905,7 @@ func (m *genMonitor) observe(seen map[string]monitoredRow, kind, id string, now 
 	case now.gen == prev.gen && now.runtime != prev.runtime:
 		bad("runtime changed from %q to %q at the same generation %d", prev.runtime, now.runtime, now.gen)
 	}
-	if kind == "VMM" && datastore.VMMState(prev.state).Terminal() && !datastore.VMMState(now.state).Terminal() {
+	if kind == "VMM" && model.VMMState(prev.state).Terminal() && !model.VMMState(now.state).Terminal() {
 		bad("came back from %s (generation %d) to %s (generation %d)", prev.state, prev.gen, now.state, now.gen)
 	}
 }

@@ -10,9 +10,7 @@ import (
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/authz"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
-	"github.com/rackplane/rackplane/services/nexus/sagas"
-	"github.com/rackplane/rackplane/services/nexus/sledclient"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
 // toStatus is the one place where nexus's domain errors become gRPC
@@ -29,22 +27,22 @@ func toStatus(err error) error {
 		return status.Error(codes.Unauthenticated, err.Error())
 	case errors.Is(err, authz.ErrForbidden):
 		return status.Error(codes.PermissionDenied, err.Error())
-	case errors.Is(err, datastore.ErrNotFound):
+	case errors.Is(err, model.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, datastore.ErrAlreadyExists):
+	case errors.Is(err, model.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, datastore.ErrNoCapacity):
+	case errors.Is(err, model.ErrNoCapacity):
 		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, sagas.ErrInstanceNotStopped):
+	case errors.Is(err, model.ErrInstanceNotStopped):
 		return apierror.WithReason(codes.FailedPrecondition, "InvalidRequest", err.Error(), nil)
-	case errors.Is(err, sagas.ErrSameSled):
+	case errors.Is(err, model.ErrSameSled):
 		return apierror.WithReason(codes.InvalidArgument, "InvalidRequest", err.Error(), nil)
-	case errors.Is(err, sagas.ErrInstanceBusy):
+	case errors.Is(err, model.ErrInstanceBusy):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, sledclient.ErrVMMGone), errors.Is(err, sledclient.ErrSledUnreachable),
-		errors.Is(err, app.ErrUpdateInProgress):
+	case errors.Is(err, model.ErrVMMGone), errors.Is(err, model.ErrSledUnreachable),
+		errors.Is(err, model.ErrUpdateInProgress):
 		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, datastore.ErrInUse):
+	case errors.Is(err, model.ErrInUse):
 		// Oxide answers 400 InvalidRequest for "delete what still holds
 		// resources", not 409.
 		return apierror.WithReason(codes.FailedPrecondition, "InvalidRequest", err.Error(), nil)

@@ -2,17 +2,12 @@ package api
 
 import (
 	"context"
-	"net/http"
-	"strconv"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	"github.com/rackplane/rackplane/services/nexus/app"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
-	"github.com/rackplane/rackplane/services/nexus/gateway"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
 // External serves NexusExternal, the API behind the REST gateway.
@@ -23,11 +18,6 @@ type External struct {
 
 // NewExternal returns the external API handlers.
 func NewExternal(n *app.Nexus) *External { return &External{nexus: n} }
-
-// httpStatus tells the gateway which success status to answer with.
-func httpStatus(ctx context.Context, code int) {
-	grpc.SetHeader(ctx, metadata.Pairs(gateway.StatusHeader, strconv.Itoa(code))) //nolint:errcheck // only fails outside a gRPC call
-}
 
 func (h *External) ProjectList(ctx context.Context, req *nexusv1.ProjectListRequest) (*nexusv1.ProjectListResponse, error) {
 	items, next, err := h.nexus.ProjectList(ctx, req)
@@ -46,7 +36,6 @@ func (h *External) ProjectCreate(ctx context.Context, req *nexusv1.ProjectCreate
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	httpStatus(ctx, http.StatusCreated)
 	return &nexusv1.ProjectCreateResponse{Project: projectProto(p)}, nil
 }
 
@@ -70,7 +59,6 @@ func (h *External) ProjectDelete(ctx context.Context, req *nexusv1.ProjectDelete
 	if err := h.nexus.ProjectDelete(ctx, req.GetProject()); err != nil {
 		return nil, toStatus(err)
 	}
-	httpStatus(ctx, http.StatusNoContent)
 	return &nexusv1.ProjectDeleteResponse{}, nil
 }
 
@@ -86,7 +74,7 @@ func (h *External) SledList(ctx context.Context, req *nexusv1.SledListRequest) (
 	return resp, nil
 }
 
-func projectProto(p datastore.Project) *nexusv1.Project {
+func projectProto(p model.Project) *nexusv1.Project {
 	return &nexusv1.Project{Id: p.ID.String(), Name: p.Name, Description: p.Description,
 		TimeCreated: timestamppb.New(p.TimeCreated), TimeModified: timestamppb.New(p.TimeModified)}
 }
@@ -94,7 +82,7 @@ func projectProto(p datastore.Project) *nexusv1.Project {
 // rackID is the one rack a simulated deployment has.
 const rackID = "de608e01-b8e4-4d93-b972-a7dbed36dd22"
 
-func sledProto(s datastore.Sled) *nexusv1.Sled {
+func sledProto(s model.Sled) *nexusv1.Sled {
 	return &nexusv1.Sled{
 		Id:                    s.ID.String(),
 		Baseboard:             &nexusv1.Baseboard{Part: "sim-gimlet", Serial: s.ID.String()[:8]},
@@ -125,7 +113,6 @@ func (h *External) InstanceCreate(ctx context.Context, req *nexusv1.InstanceCrea
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	httpStatus(ctx, http.StatusCreated)
 	return &nexusv1.InstanceCreateResponse{Instance: instanceProto(v)}, nil
 }
 
@@ -141,7 +128,6 @@ func (h *External) InstanceDelete(ctx context.Context, req *nexusv1.InstanceDele
 	if err := h.nexus.InstanceDelete(ctx, req.GetInstance(), req.GetProject()); err != nil {
 		return nil, toStatus(err)
 	}
-	httpStatus(ctx, http.StatusNoContent)
 	return &nexusv1.InstanceDeleteResponse{}, nil
 }
 
@@ -150,7 +136,6 @@ func (h *External) InstanceStart(ctx context.Context, req *nexusv1.InstanceStart
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	httpStatus(ctx, http.StatusAccepted)
 	return &nexusv1.InstanceStartResponse{Instance: instanceProto(v)}, nil
 }
 
@@ -159,7 +144,6 @@ func (h *External) InstanceStop(ctx context.Context, req *nexusv1.InstanceStopRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	httpStatus(ctx, http.StatusAccepted)
 	return &nexusv1.InstanceStopResponse{Instance: instanceProto(v)}, nil
 }
 
@@ -168,7 +152,6 @@ func (h *External) InstanceReboot(ctx context.Context, req *nexusv1.InstanceRebo
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	httpStatus(ctx, http.StatusAccepted)
 	return &nexusv1.InstanceRebootResponse{Instance: instanceProto(v)}, nil
 }
 
@@ -197,7 +180,7 @@ func instanceProto(v app.InstanceView) *nexusv1.Instance {
 		TimeCreated:         timestamppb.New(i.TimeCreated),
 		TimeModified:        timestamppb.New(i.TimeModified),
 		TimeRunStateUpdated: timestamppb.New(i.Runtime.TimeUpdated),
-		AutoRestartEnabled:  i.AutoRestartPolicy == datastore.AutoRestartBestEffort,
+		AutoRestartEnabled:  i.AutoRestartPolicy == model.AutoRestartBestEffort,
 		AutoRestartPolicy:   string(i.AutoRestartPolicy),
 	}
 	if t := i.TimeLastAutoRestarted; t != nil {

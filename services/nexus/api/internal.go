@@ -4,7 +4,11 @@ import (
 	"context"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/nexus/app"
+	"github.com/rackplane/rackplane/services/nexus/model"
+	"github.com/rackplane/rackplane/services/nexus/wire"
 )
 
 // Internal serves NexusInternal, the API sled-agents call.
@@ -31,8 +35,49 @@ func (h *Internal) SledHeartbeat(ctx context.Context, req *nexusv1.SledHeartbeat
 }
 
 func (h *Internal) VmmStateUpdate(ctx context.Context, req *nexusv1.VmmStateUpdateRequest) (*nexusv1.VmmStateUpdateResponse, error) {
-	if _, err := h.nexus.VMMStateUpdate(ctx, req); err != nil {
+	report, err := vmmReport(req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := h.nexus.VMMStateUpdate(ctx, report); err != nil {
 		return nil, toStatus(err)
 	}
 	return &nexusv1.VmmStateUpdateResponse{}, nil
+}
+
+// vmmReport validates a VMM update, every problem named by its field.
+func vmmReport(req *nexusv1.VmmStateUpdateRequest) (app.VMMReport, error) {
+	var v apierror.Violations
+	r := app.VMMReport{VMM: v.UUID("vmm_id", req.GetVmmId())}
+	rt := req.GetRuntime()
+	if rt == nil {
+		v.Add("runtime", "is required")
+	} else if parsed, err := wire.Runtime(rt); err != nil {
+		if rt.GetGeneration() == 0 {
+			v.Add("runtime.generation", "must be at least 1")
+		}
+		if rt.GetState() == 0 || rt.GetState() > sledagentv1.VmmState_VMM_STATE_DESTROYED {
+			v.Add("runtime.state", "unknown VMM state %s", rt.GetState())
+		}
+	} else {
+		r.Runtime = parsed
+	}
+	// migration_in is this VMM's side as a migration target, migration_out
+	// as a source.
+	for _, m := range []struct {
+		field string
+		side  model.MigrationSide
+		rt    *sledagentv1.MigrationRuntime
+	}{{"migration_in", model.MigrationTarget, req.GetMigrationIn()}, {"migration_out", model.MigrationSource, req.GetMigrationOut()}} {
+		if m.rt == nil {
+			continue
+		}
+		parsed, err := wire.Migration(m.rt, m.side)
+		if err != nil {
+			v.Add(m.field, "%v", err)
+			continue
+		}
+		r.Migrations = append(r.Migrations, parsed)
+	}
+	return r, v.Err()
 }

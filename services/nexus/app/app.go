@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	"github.com/rackplane/rackplane/services/nexus/sagas"
 )
@@ -17,11 +18,19 @@ type Nexus struct {
 	log   *zap.Logger
 	ds    *datastore.DataStore
 	sagas *saga.Engine
-	sleds sagas.SledAgents
+	sleds SledAgents
 
 	sledRetryBound       time.Duration
 	forceTerminateCounts func(outcome string)
 	authn                *authnCache
+}
+
+// SledAgents is what the application layer asks of sled-agents: what the
+// sagas ask, and a VMM's state for the instance watcher. sledclient.Pool
+// answers it.
+type SledAgents interface {
+	sagas.SledAgents
+	VMMState(ctx context.Context, sled, vmm uuid.UUID) (model.VMMRuntime, error)
 }
 
 // Option configures the application layer.
@@ -43,7 +52,7 @@ func WithForceTerminateCounter(count func(outcome string)) Option {
 
 // New returns the application layer over ds. engine and sleds may be nil
 // for an operator command that only touches the database (minting tokens).
-func New(ds *datastore.DataStore, engine *saga.Engine, sleds sagas.SledAgents, log *zap.Logger, opts ...Option) *Nexus {
+func New(ds *datastore.DataStore, engine *saga.Engine, sleds SledAgents, log *zap.Logger, opts ...Option) *Nexus {
 	n := &Nexus{log: log, ds: ds, sagas: engine, sleds: sleds,
 		sledRetryBound: defaultSledRetryBound, forceTerminateCounts: func(string) {}, authn: newAuthnCache(0)}
 	for _, opt := range opts {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/nexus/authz"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
 // ErrUnauthenticated means no valid token came with the request.
@@ -27,7 +27,7 @@ func (n *Nexus) Authenticate(ctx context.Context, authorization string) (*authz.
 		return actor, nil
 	}
 	tok, err := n.ds.TokenByHash(ctx, hash, now)
-	if errors.Is(err, datastore.ErrNotFound) {
+	if errors.Is(err, model.ErrNotFound) {
 		return nil, fmt.Errorf("%w: unknown or expired token", ErrUnauthenticated)
 	}
 	if err != nil {
@@ -71,10 +71,10 @@ func (n *Nexus) TokenCreate(ctx context.Context, principal string, grants []Gran
 	if err := v.Err(); err != nil {
 		return "", err
 	}
-	var roles []datastore.RoleAssignment
+	var roles []model.RoleAssignment
 	for _, g := range grants {
 		if g.FleetAdmin {
-			roles = append(roles, datastore.RoleAssignment{Principal: principal, Resource: "fleet", Role: "admin"})
+			roles = append(roles, model.RoleAssignment{Principal: principal, Resource: "fleet", Role: "admin"})
 			continue
 		}
 		if g.Role != "collaborator" && g.Role != "viewer" {
@@ -84,7 +84,7 @@ func (n *Nexus) TokenCreate(ctx context.Context, principal string, grants []Gran
 		if err != nil {
 			return "", err
 		}
-		roles = append(roles, datastore.RoleAssignment{Principal: principal, Resource: "project", ResourceID: &p.ID, Role: g.Role})
+		roles = append(roles, model.RoleAssignment{Principal: principal, Resource: "project", ResourceID: &p.ID, Role: g.Role})
 	}
 	secret, hash, err := authz.NewToken()
 	if err != nil {

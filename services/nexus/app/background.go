@@ -8,10 +8,8 @@ import (
 
 	"go.uber.org/zap"
 
-	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/sagas"
-	"github.com/rackplane/rackplane/services/nexus/sledclient"
 )
 
 // WatchInstances asks each sled about every VMM the database says it runs
@@ -26,37 +24,25 @@ func (n *Nexus) WatchInstances(ctx context.Context) error {
 	}
 	var errs []error
 	for _, v := range vmms {
-		client, err := n.sleds.Client(ctx, v.SledID)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
 		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := client.GetVmmState(callCtx, &sledagentv1.GetVmmStateRequest{VmmId: v.ID.String()})
+		rt, err := n.sleds.VMMState(callCtx, v.SledID, v.ID)
 		cancel()
-		err = sledclient.Classify(v.SledID, err)
 		switch {
-		case errors.Is(err, sledclient.ErrVMMGone):
-			if v.Runtime.State == datastore.VMMCreating {
+		case errors.Is(err, model.ErrVMMGone):
+			if v.Runtime.State == model.VMMCreating {
 				continue // a start saga has not registered it yet
 			}
-			outcome, err := n.ds.VMMMarkFailed(ctx, v, "no_such_vmm", time.Now())
-			if err != nil {
+			if err := n.markForgotten(ctx, v, "instance watcher: sled no longer knows the VMM; marked it failed"); err != nil {
 				errs = append(errs, err)
-			} else if outcome == datastore.MarkWritten {
-				n.log.Warn("instance watcher: sled no longer knows the VMM; marked it failed",
-					zap.Stringer("vmm_id", v.ID), zap.Stringer("instance_id", v.InstanceID))
-				n.UpdateInstanceInBackground(v.InstanceID)
 			}
-		case errors.Is(err, sledclient.ErrSledUnreachable):
+		case errors.Is(err, model.ErrSledUnreachable):
 			n.log.Info("instance watcher: sled unreachable; inconclusive", zap.Stringer("sled_id", v.SledID))
 		case err != nil:
 			errs = append(errs, err)
 		default:
-			if rt, err := sledclient.Runtime(resp.GetRuntime()); err == nil {
-				if wrote, err := n.ds.VMMUpdateRuntime(ctx, v.ID, rt); err == nil && wrote && rt.State.Terminal() {
-					n.UpdateInstanceInBackground(v.InstanceID)
-				}
+			// In case a publication was lost.
+			if err := n.recordAnswer(ctx, v, rt); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}
@@ -73,7 +59,7 @@ func (n *Nexus) UpdateStaleInstances(ctx context.Context) error {
 	var errs []error
 	for _, id := range ids {
 		_, err := n.sagas.Run(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: id, Lock: newLockID()})
-		if err != nil && !errors.Is(err, sagas.ErrUpdaterLockHeld) {
+		if err != nil && !errors.Is(err, model.ErrUpdaterLockHeld) {
 			errs = append(errs, fmt.Errorf("instance %s: %w", id, err))
 		}
 	}

@@ -11,13 +11,11 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
-	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/backoff"
 	"github.com/rackplane/rackplane/pkg/logging"
 	"github.com/rackplane/rackplane/services/nexus/authz"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
-	"github.com/rackplane/rackplane/services/nexus/sagas"
-	"github.com/rackplane/rackplane/services/nexus/sledclient"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
 const (
@@ -40,11 +38,6 @@ var (
 	lockWaitPolicy  = backoff.Policy{Initial: 5 * time.Millisecond, Max: 200 * time.Millisecond, Jitter: 0.2}
 )
 
-// ErrUpdateInProgress means another update held the instance's updater
-// lock for longer than force-terminate waits; the VMMs are terminated and
-// that update settles the instance.
-var ErrUpdateInProgress = errors.New("another update of the instance is in progress")
-
 // Outcomes of terminating one VMM, as logged and counted (F12).
 const (
 	vmmDestroyed    = "destroyed"    // its sled-agent terminated it
@@ -55,8 +48,8 @@ const (
 
 // termination is what force-terminate did to one VMM.
 type termination struct {
-	vmm   datastore.VMM
-	write datastore.VMMWrite
+	vmm   model.VMM
+	write model.VMMWrite
 	// marked: the write records that the sled did not know the VMM, so it
 	// is only right while the VMM's generation is the one read (F5).
 	marked  bool
@@ -86,9 +79,9 @@ func (n *Nexus) InstanceForceTerminate(ctx context.Context, instance, project st
 	view, done, err := n.forceTerminate(ctx, id, lookup)
 	outcome := "ok"
 	switch {
-	case errors.Is(err, sledclient.ErrSledUnreachable):
+	case errors.Is(err, model.ErrSledUnreachable):
 		outcome = "sled_unreachable"
-	case errors.Is(err, ErrUpdateInProgress):
+	case errors.Is(err, model.ErrUpdateInProgress):
 		outcome = "update_in_progress"
 	case err != nil:
 		outcome = "error"
@@ -119,7 +112,7 @@ func (n *Nexus) forceTerminate(ctx context.Context, id uuid.UUID, lookup func() 
 	all, projects := authz.ProjectsWithRole(ctx, authz.RoleCollaborator)
 	scope := datastore.ProjectScope{All: all, Projects: projects}
 	snap, err := n.ds.InstanceIntendStopped(ctx, id, scope, time.Now())
-	if errors.Is(err, datastore.ErrNotFound) {
+	if errors.Is(err, model.ErrNotFound) {
 		// Missing, or not the caller's to stop: the lookup, with the same
 		// caller, says which (404 or 403).
 		if _, lookupErr := lookup(); lookupErr != nil {
@@ -130,14 +123,14 @@ func (n *Nexus) forceTerminate(ctx context.Context, id uuid.UUID, lookup func() 
 		return InstanceView{}, nil, err
 	}
 	var done []termination
-	pending := liveVMMs(snap)
-	if len(pending) == 0 && !sagas.NeedsSettling(snap) {
+	pending := snap.LiveVMMs()
+	if len(pending) == 0 && !model.NeedsSettling(snap) {
 		// F8: nothing runs; no sled is called and nothing is written.
-		return InstanceView{Instance: snap.Instance, RunState: RunState(snap.Instance, snap.Active)}, nil, nil
+		return viewOf(snap), nil, nil
 	}
 	for round := 0; ; round++ {
 		if round == terminateRounds {
-			return InstanceView{}, done, fmt.Errorf("%w: its VMMs kept changing while they were terminated", sagas.ErrInstanceBusy)
+			return InstanceView{}, done, fmt.Errorf("%w: its VMMs kept changing while they were terminated", model.ErrInstanceBusy)
 		}
 		var results []termination
 		var err error
@@ -147,13 +140,13 @@ func (n *Nexus) forceTerminate(ctx context.Context, id uuid.UUID, lookup func() 
 				return InstanceView{}, done, err
 			}
 		}
-		writes := make([]datastore.VMMWrite, len(results))
+		writes := make([]model.VMMWrite, len(results))
 		for i, t := range results {
 			writes[i] = t.write
 		}
 		// F4, F6: what the sleds said goes through the VMM guard, and the
 		// instance settles, in one commit.
-		res, settleErr := n.ds.InstanceSettleFrom(ctx, snap, writes, settleNow)
+		res, settleErr := n.ds.InstanceSettleFrom(ctx, snap, writes, model.SettleNow)
 		if settleErr != nil {
 			return InstanceView{}, done, settleErr
 		}
@@ -186,44 +179,27 @@ func (n *Nexus) forceTerminate(ctx context.Context, id uuid.UUID, lookup func() 
 			}
 		}
 		switch {
-		case snap.Instance.IntendedState == datastore.IntendStopped:
+		case snap.Instance.IntendedState == model.IntendStopped:
 			// A VMM linked since the first look (a racing migration's
 			// target, a start that lost to this call's wish) is ended too,
 			// so the answer is settled (F1).
-			pending = appendNew(pending, liveVMMs(snap))
+			pending = appendNew(pending, snap.LiveVMMs())
 		case snap.Target != nil && !snap.Target.Runtime.State.Terminal():
 			// A start that came later recorded its own wish and wins; a
 			// migration racing this call does not: its target is ended,
 			// so the answer is never migrating (F1).
-			pending = appendNew(pending, []datastore.VMM{*snap.Target})
+			pending = appendNew(pending, []model.VMM{*snap.Target})
 		}
 		if len(pending) == 0 {
-			return InstanceView{Instance: snap.Instance, RunState: RunState(snap.Instance, snap.Active)}, done, nil
+			return viewOf(snap), done, nil
 		}
 	}
-}
-
-func settleNow(s datastore.InstanceSnapshot) (datastore.InstanceRuntime, bool) {
-	return sagas.Settle(s, time.Now())
-}
-
-// liveVMMs are the instance's VMMs that force-terminate must end: a VMM
-// already destroyed, unwound or failed in the database is left alone,
-// without calling its sled (F3).
-func liveVMMs(s datastore.InstanceSnapshot) []datastore.VMM {
-	var out []datastore.VMM
-	for _, v := range []*datastore.VMM{s.Active, s.Target} {
-		if v != nil && !v.Runtime.State.Terminal() {
-			out = append(out, *v)
-		}
-	}
-	return out
 }
 
 // appendNew appends the VMMs of more not already in vmms.
-func appendNew(vmms, more []datastore.VMM) []datastore.VMM {
+func appendNew(vmms, more []model.VMM) []model.VMM {
 	for _, m := range more {
-		if !slices.ContainsFunc(vmms, func(v datastore.VMM) bool { return v.ID == m.ID }) {
+		if !slices.ContainsFunc(vmms, func(v model.VMM) bool { return v.ID == m.ID }) {
 			vmms = append(vmms, m)
 		}
 	}
@@ -233,7 +209,7 @@ func appendNew(vmms, more []datastore.VMM) []datastore.VMM {
 // terminateAll unregisters the VMMs from their sleds at the same time, so
 // that two unreachable sleds cost one bound, not two. It returns the
 // terminations that got an answer, and the error of any that did not.
-func (n *Nexus) terminateAll(ctx context.Context, vmms []datastore.VMM) ([]termination, error) {
+func (n *Nexus) terminateAll(ctx context.Context, vmms []model.VMM) ([]termination, error) {
 	if len(vmms) == 1 {
 		t, err := n.terminate(ctx, vmms[0])
 		if err != nil {
@@ -267,51 +243,41 @@ func (n *Nexus) terminateAll(ctx context.Context, vmms []datastore.VMM) ([]termi
 
 // terminate asks the VMM's sled-agent to unregister it (F4), retrying a
 // sled that does not answer until the bound (F7).
-func (n *Nexus) terminate(ctx context.Context, v datastore.VMM) (termination, error) {
-	resp, err := n.unregister(ctx, v)
+func (n *Nexus) terminate(ctx context.Context, v model.VMM) (termination, error) {
+	rt, err := n.unregister(ctx, v)
 	if err != nil {
 		return termination{}, err
 	}
-	now := time.Now()
-	if rt := resp.GetUpdatedRuntime(); rt != nil {
-		runtime, err := sledclient.Runtime(rt)
-		if err != nil {
-			return termination{}, err
-		}
-		return termination{vmm: v, write: datastore.VMMWrite{ID: v.ID, Runtime: runtime}, outcome: vmmDestroyed}, nil
+	if rt != nil {
+		return termination{vmm: v, write: model.VMMWrite{ID: v.ID, Runtime: *rt}, outcome: vmmDestroyed}, nil
 	}
-	// The sled does not know the VMM. The next generation after the one
-	// read is only written if nobody advanced the VMM meanwhile (F5).
-	next := datastore.VMMRuntime{State: datastore.VMMFailed, FailureReason: "no_such_vmm",
-		Generation: v.Runtime.Generation + 1, TimeUpdated: now}
+	// The sled does not know the VMM: its end is only written if nobody
+	// advanced the VMM meanwhile (F5).
+	end := model.EndUnknownToSled(v, time.Now())
 	outcome := vmmMarkedFailed
-	if v.Runtime.State == datastore.VMMCreating {
+	if end.State == model.VMMSagaUnwound {
 		// Never registered: the saga creating it had not reached its sled.
 		// Nothing failed; that saga finds its VMM ended and unwinds.
-		next = datastore.VMMRuntime{State: datastore.VMMSagaUnwound, Generation: v.Runtime.Generation + 1, TimeUpdated: now}
 		outcome = vmmUnwound
 	}
-	return termination{vmm: v, write: datastore.VMMWrite{ID: v.ID, Runtime: next}, marked: true, outcome: outcome}, nil
+	return termination{vmm: v, write: model.VMMWrite{ID: v.ID, Runtime: end}, marked: true, outcome: outcome}, nil
 }
 
-func (n *Nexus) unregister(ctx context.Context, v datastore.VMM) (*sledagentv1.EnsureUnregisteredResponse, error) {
-	client, err := n.sleds.Client(ctx, v.SledID)
-	if err != nil {
-		return nil, err
-	}
+// unregister is EnsureUnregistered, each try bounded and a sled that does
+// not answer tried again until sledRetryBound.
+func (n *Nexus) unregister(ctx context.Context, v model.VMM) (*model.VMMRuntime, error) {
 	deadline := time.Now().Add(n.sledRetryBound)
 	for attempt := 0; ; attempt++ {
 		callCtx, cancel := context.WithDeadline(ctx, minTime(deadline, time.Now().Add(sledAttemptTimeout)))
-		resp, err := client.EnsureUnregistered(callCtx, &sledagentv1.EnsureUnregisteredRequest{VmmId: v.ID.String()})
+		rt, err := n.sleds.EnsureUnregistered(callCtx, v.SledID, v.ID)
 		cancel()
-		err = sledclient.Classify(v.SledID, err)
-		if !errors.Is(err, sledclient.ErrSledUnreachable) || ctx.Err() != nil {
-			return resp, err
+		if !errors.Is(err, model.ErrSledUnreachable) || ctx.Err() != nil {
+			return rt, err
 		}
 		wait := sledRetryPolicy.Delay(attempt)
 		if time.Now().Add(wait).After(deadline) {
 			return nil, fmt.Errorf("%w: gave up after %s; VMM %s was left as it was: %v",
-				sledclient.ErrSledUnreachable, n.sledRetryBound, v.ID, err)
+				model.ErrSledUnreachable, n.sledRetryBound, v.ID, err)
 		}
 		if backoff.Sleep(ctx, wait) != nil {
 			return nil, ctx.Err()
@@ -322,19 +288,19 @@ func (n *Nexus) unregister(ctx context.Context, v datastore.VMM) (*sledagentv1.E
 // settleWhenUnlocked waits, within a bound, for the update holding the
 // instance's updater lock, then settles the instance itself if the holder
 // left anything to do.
-func (n *Nexus) settleWhenUnlocked(ctx context.Context, id uuid.UUID) (datastore.InstanceSnapshot, error) {
+func (n *Nexus) settleWhenUnlocked(ctx context.Context, id uuid.UUID) (model.InstanceSnapshot, error) {
 	deadline := time.Now().Add(lockWaitBound)
 	for attempt := 0; ; attempt++ {
 		if backoff.Sleep(ctx, lockWaitPolicy.Delay(attempt)) != nil {
-			return datastore.InstanceSnapshot{}, ctx.Err()
+			return model.InstanceSnapshot{}, ctx.Err()
 		}
-		res, err := n.ds.InstanceSettle(ctx, id, uuid.Nil, nil, settleNow)
+		res, err := n.ds.InstanceSettle(ctx, id, uuid.Nil, nil, model.SettleNow)
 		if err != nil || res.Outcome != datastore.SettleLockHeld {
 			return res.After, err
 		}
 		if time.Now().After(deadline) {
-			return datastore.InstanceSnapshot{}, fmt.Errorf("%w: its VMMs are terminated and that update will settle it",
-				ErrUpdateInProgress)
+			return model.InstanceSnapshot{}, fmt.Errorf("%w: its VMMs are terminated and that update will settle it",
+				model.ErrUpdateInProgress)
 		}
 	}
 }

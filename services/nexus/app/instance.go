@@ -11,12 +11,11 @@ import (
 	"go.uber.org/zap"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
-	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/nexus/authz"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/sagas"
-	"github.com/rackplane/rackplane/services/nexus/sledclient"
 )
 
 // Oxide's limits on an instance's size (SPEC N9 bad input).
@@ -32,60 +31,17 @@ var hostnamePattern = regexp.MustCompile(`^[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9
 // InstanceView is an instance as users see it: its record plus the state
 // computed from its VMMs (N4).
 type InstanceView struct {
-	Instance datastore.Instance
+	Instance model.Instance
 	RunState string
 }
 
-// RunState computes an instance's external state (N4); it is never stored.
-func RunState(inst datastore.Instance, active *datastore.VMM) string {
-	switch inst.Runtime.State {
-	case datastore.InstanceNoVMM:
-		return "stopped"
-	case datastore.InstanceFailed:
-		return "failed"
-	case datastore.InstanceCreating:
-		return "creating"
-	case datastore.InstanceDestroyed:
-		return "destroyed"
-	}
-	if inst.Runtime.MigrationID != nil {
-		return "migrating"
-	}
-	if active == nil {
-		return "starting"
-	}
-	stopRequested := inst.IntendedState == datastore.IntendStopped
-	switch active.Runtime.State {
-	case datastore.VMMCreating, datastore.VMMStarting, datastore.VMMRunning, datastore.VMMRebooting:
-		if stopRequested {
-			// The sled took the stop but its VMM has not reported stopping
-			// yet: say what is happening rather than what was.
-			return "stopping"
-		}
-	}
-	switch active.Runtime.State {
-	case datastore.VMMCreating, datastore.VMMStarting:
-		return "starting"
-	case datastore.VMMRunning:
-		return "running"
-	case datastore.VMMRebooting:
-		return "rebooting"
-	case datastore.VMMMigrating:
-		// The instance records no migration (that returned above): the
-		// one its VMM last reported is over, ended by an update or a
-		// force-terminate before the sled said so, and the guest runs on
-		// here (F1).
-		return "running"
-	case datastore.VMMSagaUnwound:
-		return "failed"
-	}
-	// stopping, stopped, destroyed or failed: stopping until an update saga
-	// unlinks the VMM.
-	return "stopping"
+// viewOf is the view of an instance read with its VMMs.
+func viewOf(s model.InstanceSnapshot) InstanceView {
+	return InstanceView{Instance: s.Instance, RunState: s.RunState()}
 }
 
-func (n *Nexus) view(ctx context.Context, inst datastore.Instance) (InstanceView, error) {
-	var active *datastore.VMM
+func (n *Nexus) view(ctx context.Context, inst model.Instance) (InstanceView, error) {
+	var active *model.VMM
 	if id := inst.Runtime.ActiveVMM; id != nil {
 		v, err := n.ds.VMMGet(ctx, *id)
 		if err != nil {
@@ -93,14 +49,14 @@ func (n *Nexus) view(ctx context.Context, inst datastore.Instance) (InstanceView
 		}
 		active = &v
 	}
-	return InstanceView{Instance: inst, RunState: RunState(inst, active)}, nil
+	return InstanceView{Instance: inst, RunState: model.RunState(inst, active)}, nil
 }
 
 // lookupInstance resolves {instance} (a name with ?project=, or an id)
 // and checks the caller holds at least role on its project.
-func (n *Nexus) lookupInstance(ctx context.Context, instance, project string, role authz.Role, what string) (datastore.Instance, error) {
+func (n *Nexus) lookupInstance(ctx context.Context, instance, project string, role authz.Role, what string) (model.Instance, error) {
 	var v apierror.Violations
-	var inst datastore.Instance
+	var inst model.Instance
 	var err error
 	if isUUID(instance) {
 		if project != "" {
@@ -116,7 +72,7 @@ func (n *Nexus) lookupInstance(ctx context.Context, instance, project string, ro
 		if err := v.Err(); err != nil {
 			return inst, err
 		}
-		var p datastore.Project
+		var p model.Project
 		if p, err = n.Project(ctx, project); err != nil {
 			return inst, err
 		}
@@ -160,11 +116,11 @@ func (n *Nexus) InstanceCreate(ctx context.Context, project string, params *nexu
 	case mem%uint64(gib) != 0:
 		v.Add("memory", "must be a whole number of GiB, got %d bytes", mem)
 	}
-	policy := datastore.AutoRestartBestEffort
+	policy := model.AutoRestartBestEffort
 	switch params.GetAutoRestartPolicy() {
 	case "", "best_effort":
 	case "never":
-		policy = datastore.AutoRestartNever
+		policy = model.AutoRestartNever
 	default:
 		v.Add("auto_restart_policy", "%q is not never or best_effort", params.GetAutoRestartPolicy())
 	}
@@ -179,14 +135,14 @@ func (n *Nexus) InstanceCreate(ctx context.Context, project string, params *nexu
 		return InstanceView{}, err
 	}
 	start := params.Start == nil || params.GetStart()
-	intended := datastore.IntendStopped
+	intended := model.IntendStopped
 	if start {
-		intended = datastore.IntendRunning
+		intended = model.IntendRunning
 	}
 	now := time.Now()
-	inst := datastore.Instance{ID: uuid.New(), ProjectID: p.ID, Name: params.GetName(), Description: params.GetDescription(),
+	inst := model.Instance{ID: uuid.New(), ProjectID: p.ID, Name: params.GetName(), Description: params.GetDescription(),
 		Hostname: params.GetHostname(), NCPUs: int64(params.GetNcpus()), MemoryBytes: int64(mem),
-		Runtime:       datastore.InstanceRuntime{State: datastore.InstanceNoVMM, Generation: 1, TimeUpdated: now},
+		Runtime:       model.InstanceRuntime{State: model.InstanceNoVMM, Generation: 1, TimeUpdated: now},
 		IntendedState: intended, AutoRestartPolicy: policy, TimeCreated: now}
 	if err := n.ds.InstanceCreate(ctx, inst); err != nil {
 		return InstanceView{}, err
@@ -250,10 +206,10 @@ func (n *Nexus) InstanceStart(ctx context.Context, instance, project string) (In
 	if err != nil {
 		return InstanceView{}, err
 	}
-	if inst.Runtime.State == datastore.InstanceVMM {
+	if inst.Runtime.State == model.InstanceVMM {
 		return n.view(ctx, inst)
 	}
-	if err := n.ds.InstanceSetIntendedState(ctx, inst.ID, datastore.IntendRunning, time.Now()); err != nil {
+	if err := n.ds.InstanceSetIntendedState(ctx, inst.ID, model.IntendRunning, time.Now()); err != nil {
 		return InstanceView{}, err
 	}
 	return n.runStart(ctx, inst.ID)
@@ -275,7 +231,7 @@ func (n *Nexus) InstanceStop(ctx context.Context, instance, project string) (Ins
 	if err != nil {
 		return InstanceView{}, err
 	}
-	if err := n.ds.InstanceSetIntendedState(ctx, inst.ID, datastore.IntendStopped, time.Now()); err != nil {
+	if err := n.ds.InstanceSetIntendedState(ctx, inst.ID, model.IntendStopped, time.Now()); err != nil {
 		return InstanceView{}, err
 	}
 	// Act on the instance as it is now that the wish is recorded: a start
@@ -286,16 +242,16 @@ func (n *Nexus) InstanceStop(ctx context.Context, instance, project string) (Ins
 		return InstanceView{}, err
 	}
 	switch inst.Runtime.State {
-	case datastore.InstanceFailed:
+	case model.InstanceFailed:
 		return n.settleFailedAsStopped(ctx, inst.ID)
-	case datastore.InstanceVMM:
+	case model.InstanceVMM:
 		if inst.Runtime.MigrationID != nil {
 			// A migrating VMM cannot be stopped, and the guest may be about
 			// to move: the update that resolves the migration stops
 			// whichever VMM it ends up on (N6).
 			break
 		}
-		if err := n.tellActiveVMM(ctx, inst, sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED); err != nil {
+		if err := n.tellActiveVMM(ctx, inst, model.TargetStopped); err != nil {
 			return InstanceView{}, err
 		}
 	}
@@ -308,10 +264,10 @@ func (n *Nexus) InstanceReboot(ctx context.Context, instance, project string) (I
 	if err != nil {
 		return InstanceView{}, err
 	}
-	if inst.Runtime.State != datastore.InstanceVMM {
-		return InstanceView{}, fmt.Errorf("%w: it is %s", sagas.ErrInstanceBusy, inst.Runtime.State)
+	if inst.Runtime.State != model.InstanceVMM {
+		return InstanceView{}, fmt.Errorf("%w: it is %s", model.ErrInstanceBusy, inst.Runtime.State)
 	}
-	if err := n.tellActiveVMM(ctx, inst, sledagentv1.VmmTargetState_VMM_TARGET_STATE_REBOOT); err != nil {
+	if err := n.tellActiveVMM(ctx, inst, model.TargetReboot); err != nil {
 		return InstanceView{}, err
 	}
 	return n.instanceView(ctx, inst.ID)
@@ -319,79 +275,72 @@ func (n *Nexus) InstanceReboot(ctx context.Context, instance, project string) (I
 
 // settleFailedAsStopped is stop's database-only move of a failed instance.
 func (n *Nexus) settleFailedAsStopped(ctx context.Context, id uuid.UUID) (InstanceView, error) {
-	for attempt := 0; attempt < 8; attempt++ {
-		inst, err := n.ds.InstanceGet(ctx, id)
-		if err != nil {
-			return InstanceView{}, err
+	inst, err := n.ds.InstanceRewrite(ctx, id, func(inst model.Instance) (model.InstanceRuntime, bool, error) {
+		if inst.Runtime.State != model.InstanceFailed {
+			return inst.Runtime, false, nil
 		}
-		if inst.Runtime.State != datastore.InstanceFailed {
-			return n.view(ctx, inst)
-		}
-		wrote, err := n.ds.InstanceUpdateRuntime(ctx, id, datastore.InstanceRuntime{State: datastore.InstanceNoVMM,
-			Generation: inst.Runtime.Generation + 1, TimeUpdated: time.Now()})
-		if err != nil {
-			return InstanceView{}, err
-		}
-		if wrote {
-			return n.instanceView(ctx, id)
-		}
+		next := inst.Runtime.Next(time.Now())
+		next.State, next.ActiveVMM, next.TargetVMM, next.MigrationID = model.InstanceNoVMM, nil, nil, nil
+		return next, true, nil
+	})
+	if err != nil {
+		return InstanceView{}, err
 	}
-	return InstanceView{}, fmt.Errorf("%w: it kept changing", sagas.ErrInstanceBusy)
+	return n.view(ctx, inst)
 }
 
 // tellActiveVMM sends a target state to the instance's active VMM. When the
 // sled-agent answers NO_SUCH_VMM, the VMM is marked failed, only if its
 // generation is still the one read before the call, and the caller gets 503:
 // the instance is failed and will say so once its update saga has run.
-func (n *Nexus) tellActiveVMM(ctx context.Context, inst datastore.Instance, target sledagentv1.VmmTargetState) error {
+func (n *Nexus) tellActiveVMM(ctx context.Context, inst model.Instance, target model.VMMTarget) error {
 	vmm, err := n.ds.VMMGet(ctx, *inst.Runtime.ActiveVMM)
 	if err != nil {
 		return err
 	}
-	if vmm.Runtime.State == datastore.VMMCreating {
+	if vmm.Runtime.State == model.VMMCreating {
 		// Its start saga has not registered it yet, so its sled rightly
 		// does not know it: that is not "gone". A stop is left to the saga,
 		// which looks at the wish once the VMM runs; a reboot must wait.
-		if target == sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED {
+		if target == model.TargetStopped {
 			return nil
 		}
-		return fmt.Errorf("%w: it is still starting", sagas.ErrInstanceBusy)
+		return fmt.Errorf("%w: it is still starting", model.ErrInstanceBusy)
 	}
-	client, err := n.sleds.Client(ctx, vmm.SledID)
-	if err != nil {
-		return err
-	}
-	resp, err := client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: vmm.ID.String(), Target: target})
-	err = sledclient.Classify(vmm.SledID, err)
-	if errors.Is(err, sledclient.ErrVMMGone) {
-		outcome, markErr := n.ds.VMMMarkFailed(ctx, vmm, "no_such_vmm", time.Now())
-		if markErr != nil {
+	runtime, err := n.sleds.EnsureState(ctx, vmm.SledID, vmm.ID, target)
+	if errors.Is(err, model.ErrVMMGone) {
+		if markErr := n.markForgotten(ctx, vmm, "sled-agent no longer knows the VMM; marked it failed"); markErr != nil {
 			return markErr
 		}
-		switch outcome {
-		case datastore.MarkWritten:
-			n.log.Warn("sled-agent no longer knows the VMM; marked it failed", zap.Stringer("vmm_id", vmm.ID),
-				zap.Stringer("instance_id", inst.ID))
-			n.UpdateInstanceInBackground(inst.ID)
-		case datastore.MarkStale:
-			// It moved on meanwhile (a racing stop destroyed it): that is
-			// not a failure, and nothing is left to update here.
-		}
 		return err
 	}
 	if err != nil {
 		return err
 	}
-	runtime, err := sledclient.Runtime(resp.GetRuntime())
-	if err != nil {
-		return err
+	return n.recordAnswer(ctx, vmm, runtime)
+}
+
+// markForgotten records that vmm's sled does not know it (F5): failed, only
+// if its generation is still the one read, and its instance updated. A VMM
+// that moved on meanwhile (a racing stop destroyed it) did not fail, and
+// nothing is left to update.
+func (n *Nexus) markForgotten(ctx context.Context, vmm model.VMM, why string) error {
+	outcome, err := n.ds.VMMMarkFailed(ctx, vmm, model.FailureNoSuchVMM, time.Now())
+	if err == nil && outcome == datastore.MarkWritten {
+		n.log.Warn(why, zap.Stringer("vmm_id", vmm.ID), zap.Stringer("instance_id", vmm.InstanceID))
+		n.UpdateInstanceInBackground(vmm.InstanceID)
 	}
-	wrote, err := n.ds.VMMUpdateRuntime(ctx, vmm.ID, runtime)
-	if wrote && runtime.State.Terminal() {
-		// The VMM had already ended and this answer recorded it before its
-		// publication did, which now changes nothing and updates nothing:
-		// the update is started here instead (N6).
-		n.UpdateInstanceInBackground(inst.ID)
+	return err
+}
+
+// recordAnswer writes a runtime a sled answered about vmm through the
+// guard. If it recorded the VMM's end before the sled's own publication
+// did, that publication now changes nothing and starts no update (N6): the
+// update is started here instead.
+func (n *Nexus) recordAnswer(ctx context.Context, vmm model.VMM, rt model.VMMRuntime) error {
+	wrote, err := n.ds.VMMUpdateRuntime(ctx, vmm.ID, rt)
+	if wrote && rt.State.Terminal() {
+		n.UpdateInstanceInBackground(vmm.InstanceID)
 	}
 	return err
 }

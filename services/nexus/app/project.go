@@ -11,6 +11,7 @@ import (
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/nexus/authz"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
 const maxDescription = 512
@@ -22,32 +23,32 @@ func checkDescription(v *apierror.Violations, field, d string) {
 }
 
 // ProjectCreate creates a project (N9).
-func (n *Nexus) ProjectCreate(ctx context.Context, params *nexusv1.ProjectCreateParams) (datastore.Project, error) {
+func (n *Nexus) ProjectCreate(ctx context.Context, params *nexusv1.ProjectCreateParams) (model.Project, error) {
 	var v apierror.Violations
 	if err := authz.RequireFleetAdmin(ctx, "create projects"); err != nil {
-		return datastore.Project{}, err
+		return model.Project{}, err
 	}
 	if params == nil {
 		v.Add("body", "is required")
-		return datastore.Project{}, v.Err()
+		return model.Project{}, v.Err()
 	}
 	checkName(&v, "name", params.GetName())
 	checkDescription(&v, "description", params.GetDescription())
 	if err := v.Err(); err != nil {
-		return datastore.Project{}, err
+		return model.Project{}, err
 	}
-	p := datastore.Project{ID: uuid.New(), Name: params.GetName(), Description: params.GetDescription(), TimeCreated: time.Now()}
+	p := model.Project{ID: uuid.New(), Name: params.GetName(), Description: params.GetDescription(), TimeCreated: time.Now()}
 	if err := n.ds.ProjectCreate(ctx, p); err != nil {
-		return datastore.Project{}, err
+		return model.Project{}, err
 	}
 	return n.ds.ProjectGet(ctx, p.ID)
 }
 
 // lookupProject resolves a project name or id (already validated) that the
 // caller may read.
-func (n *Nexus) lookupProject(ctx context.Context, ref nameOrID) (datastore.Project, error) {
+func (n *Nexus) lookupProject(ctx context.Context, ref nameOrID) (model.Project, error) {
 	var (
-		p   datastore.Project
+		p   model.Project
 		err error
 	)
 	if ref.name != "" {
@@ -56,26 +57,26 @@ func (n *Nexus) lookupProject(ctx context.Context, ref nameOrID) (datastore.Proj
 		p, err = n.ds.ProjectGet(ctx, ref.id)
 	}
 	if err != nil {
-		return datastore.Project{}, err
+		return model.Project{}, err
 	}
 	if !authz.CanReadProject(ctx, p.ID) {
-		return datastore.Project{}, fmt.Errorf("%w: no role on project %s", authz.ErrForbidden, p.Name)
+		return model.Project{}, fmt.Errorf("%w: no role on project %s", authz.ErrForbidden, p.Name)
 	}
 	return p, nil
 }
 
 // Project returns a project by name or id.
-func (n *Nexus) Project(ctx context.Context, project string) (datastore.Project, error) {
+func (n *Nexus) Project(ctx context.Context, project string) (model.Project, error) {
 	var v apierror.Violations
 	ref := parseNameOrID(&v, "project", project)
 	if err := v.Err(); err != nil {
-		return datastore.Project{}, err
+		return model.Project{}, err
 	}
 	return n.lookupProject(ctx, ref)
 }
 
 // ProjectList lists projects a page at a time, by name (default) or id.
-func (n *Nexus) ProjectList(ctx context.Context, req *nexusv1.ProjectListRequest) ([]datastore.Project, *string, error) {
+func (n *Nexus) ProjectList(ctx context.Context, req *nexusv1.ProjectListRequest) ([]model.Project, *string, error) {
 	var v apierror.Violations
 	p := parsePage(&v, req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "name_ascending", "id_ascending")
 	if err := v.Err(); err != nil {
@@ -106,7 +107,7 @@ func (n *Nexus) ProjectList(ctx context.Context, req *nexusv1.ProjectListRequest
 }
 
 // ProjectUpdate renames and/or redescribes a project.
-func (n *Nexus) ProjectUpdate(ctx context.Context, project string, params *nexusv1.ProjectUpdateParams) (datastore.Project, error) {
+func (n *Nexus) ProjectUpdate(ctx context.Context, project string, params *nexusv1.ProjectUpdateParams) (model.Project, error) {
 	var v apierror.Violations
 	ref := parseNameOrID(&v, "project", project)
 	if params.Name != nil {
@@ -116,14 +117,14 @@ func (n *Nexus) ProjectUpdate(ctx context.Context, project string, params *nexus
 		checkDescription(&v, "description", params.GetDescription())
 	}
 	if err := v.Err(); err != nil {
-		return datastore.Project{}, err
+		return model.Project{}, err
 	}
 	p, err := n.lookupProject(ctx, ref)
 	if err != nil {
-		return datastore.Project{}, err
+		return model.Project{}, err
 	}
 	if err := authz.RequireProjectRole(ctx, p.ID, authz.RoleCollaborator, "update project "+p.Name); err != nil {
-		return datastore.Project{}, err
+		return model.Project{}, err
 	}
 	return n.ds.ProjectUpdate(ctx, p.ID, params.Name, params.Description, time.Now())
 }

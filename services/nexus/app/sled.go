@@ -10,7 +10,7 @@ import (
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/nexus/authz"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
 // SledRegister records a sled-agent's registration (V8). Idempotent.
@@ -29,7 +29,7 @@ func (n *Nexus) SledRegister(ctx context.Context, req *nexusv1.RegisterSledReque
 	if err := v.Err(); err != nil {
 		return err
 	}
-	return n.ds.SledUpsert(ctx, datastore.Sled{
+	return n.ds.SledUpsert(ctx, model.Sled{
 		ID: id, Address: req.GetAddress(), NCPUs: int64(req.GetNcpus()), MemoryBytes: int64(req.GetMemoryBytes()),
 		Zpools: append([]string{}, req.GetZpools()...), TimeLastSeen: time.Now(),
 	})
@@ -47,12 +47,12 @@ func (n *Nexus) SledHeartbeat(ctx context.Context, sledID string) error {
 }
 
 // Sled returns a sled by id.
-func (n *Nexus) Sled(ctx context.Context, id uuid.UUID) (datastore.Sled, error) {
+func (n *Nexus) Sled(ctx context.Context, id uuid.UUID) (model.Sled, error) {
 	return n.ds.SledGet(ctx, id)
 }
 
 // SledList lists sleds a page at a time, by id.
-func (n *Nexus) SledList(ctx context.Context, req *nexusv1.SledListRequest) ([]datastore.Sled, *string, error) {
+func (n *Nexus) SledList(ctx context.Context, req *nexusv1.SledListRequest) ([]model.Sled, *string, error) {
 	if err := authz.RequireFleetAdmin(ctx, "list sleds"); err != nil {
 		return nil, nil, err
 	}

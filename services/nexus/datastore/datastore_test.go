@@ -14,6 +14,7 @@ import (
 
 	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -47,13 +48,13 @@ func forEachBackend(t *testing.T, test func(t *testing.T, ds *datastore.DataStor
 
 var now = time.Date(2026, 11, 21, 6, 0, 0, 123456789, time.UTC)
 
-func fixture(t *testing.T, ds *datastore.DataStore) (datastore.Project, datastore.Sled) {
+func fixture(t *testing.T, ds *datastore.DataStore) (model.Project, model.Sled) {
 	t.Helper()
-	p := datastore.Project{ID: uuid.New(), Name: "proj-" + uuid.NewString()[:8], Description: "d", TimeCreated: now}
+	p := model.Project{ID: uuid.New(), Name: "proj-" + uuid.NewString()[:8], Description: "d", TimeCreated: now}
 	if err := ds.ProjectCreate(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	s := datastore.Sled{ID: uuid.New(), Address: "127.0.0.1:1", NCPUs: 64, MemoryBytes: 512 << 30,
+	s := model.Sled{ID: uuid.New(), Address: "127.0.0.1:1", NCPUs: 64, MemoryBytes: 512 << 30,
 		Zpools: []string{"oxp_a"}, TimeLastSeen: now}
 	if err := ds.SledUpsert(ctx, s); err != nil {
 		t.Fatal(err)
@@ -61,11 +62,11 @@ func fixture(t *testing.T, ds *datastore.DataStore) (datastore.Project, datastor
 	return p, s
 }
 
-func newInstance(project uuid.UUID, name string) datastore.Instance {
-	return datastore.Instance{ID: uuid.New(), ProjectID: project, Name: name, Description: "", Hostname: name,
+func newInstance(project uuid.UUID, name string) model.Instance {
+	return model.Instance{ID: uuid.New(), ProjectID: project, Name: name, Description: "", Hostname: name,
 		NCPUs: 2, MemoryBytes: 4 << 30,
-		Runtime:       datastore.InstanceRuntime{State: datastore.InstanceNoVMM, Generation: 1, TimeUpdated: now},
-		IntendedState: datastore.IntendStopped, AutoRestartPolicy: datastore.AutoRestartBestEffort, TimeCreated: now}
+		Runtime:       model.InstanceRuntime{State: model.InstanceNoVMM, Generation: 1, TimeUpdated: now},
+		IntendedState: model.IntendStopped, AutoRestartPolicy: model.AutoRestartBestEffort, TimeCreated: now}
 }
 
 func TestN1_MigrationsApplyOnceAndReopeningChangesNothing(t *testing.T) {
@@ -95,26 +96,26 @@ func TestN2_StateVMMExactlyWhenThereIsAnActiveVMMIsAConstraint(t *testing.T) {
 		p, _ := fixture(t, ds)
 		vmmID := uuid.New()
 		bad := newInstance(p.ID, "bad-1")
-		bad.Runtime.State = datastore.InstanceVMM
-		if err := ds.InstanceCreate(ctx, bad); !errors.Is(err, datastore.ErrConstraint) {
+		bad.Runtime.State = model.InstanceVMM
+		if err := ds.InstanceCreate(ctx, bad); !errors.Is(err, model.ErrConstraint) {
 			t.Fatalf("state vmm without an active VMM: %v, want ErrConstraint", err)
 		}
 		bad = newInstance(p.ID, "bad-2")
 		bad.Runtime.ActiveVMM = &vmmID
-		if err := ds.InstanceCreate(ctx, bad); !errors.Is(err, datastore.ErrConstraint) {
+		if err := ds.InstanceCreate(ctx, bad); !errors.Is(err, model.ErrConstraint) {
 			t.Fatalf("state no_vmm with an active VMM: %v, want ErrConstraint", err)
 		}
 		good := newInstance(p.ID, "good")
 		if err := ds.InstanceCreate(ctx, good); err != nil {
 			t.Fatal(err)
 		}
-		_, err := ds.InstanceUpdateRuntime(ctx, good.ID, datastore.InstanceRuntime{
-			State: datastore.InstanceVMM, Generation: 2, TimeUpdated: now})
-		if !errors.Is(err, datastore.ErrConstraint) {
+		_, err := ds.InstanceUpdateRuntime(ctx, good.ID, model.InstanceRuntime{
+			State: model.InstanceVMM, Generation: 2, TimeUpdated: now})
+		if !errors.Is(err, model.ErrConstraint) {
 			t.Fatalf("guarded update to vmm without an active VMM: %v, want ErrConstraint", err)
 		}
 		got, err := ds.InstanceGet(ctx, good.ID)
-		if err != nil || got.Runtime.Generation != 1 || got.Runtime.State != datastore.InstanceNoVMM {
+		if err != nil || got.Runtime.Generation != 1 || got.Runtime.State != model.InstanceNoVMM {
 			t.Fatalf("a refused update changed the instance: %+v, %v", got.Runtime, err)
 		}
 	})
@@ -127,29 +128,29 @@ func TestN3_VMMUpdateRuntimeWrittenNotWrittenNotFound(t *testing.T) {
 		if err := ds.InstanceCreate(ctx, inst); err != nil {
 			t.Fatal(err)
 		}
-		v := datastore.VMM{ID: uuid.New(), InstanceID: inst.ID, SledID: s.ID, TimeCreated: now,
-			Runtime: datastore.VMMRuntime{State: datastore.VMMCreating, Generation: 1, TimeUpdated: now}}
+		v := model.VMM{ID: uuid.New(), InstanceID: inst.ID, SledID: s.ID, TimeCreated: now,
+			Runtime: model.VMMRuntime{State: model.VMMCreating, Generation: 1, TimeUpdated: now}}
 		if err := ds.VMMInsert(ctx, v); err != nil {
 			t.Fatal(err)
 		}
-		running := datastore.VMMRuntime{State: datastore.VMMRunning, Generation: 3, TimeUpdated: now.Add(time.Second)}
+		running := model.VMMRuntime{State: model.VMMRunning, Generation: 3, TimeUpdated: now.Add(time.Second)}
 		if wrote, err := ds.VMMUpdateRuntime(ctx, v.ID, running); !wrote || err != nil {
 			t.Fatalf("newer generation: (%v, %v), want written", wrote, err)
 		}
 		for _, stale := range []uint64{3, 2} {
-			failed := datastore.VMMRuntime{State: datastore.VMMFailed, Generation: stale, TimeUpdated: now, FailureReason: "no_such_vmm"}
+			failed := model.VMMRuntime{State: model.VMMFailed, Generation: stale, TimeUpdated: now, FailureReason: "no_such_vmm"}
 			if wrote, err := ds.VMMUpdateRuntime(ctx, v.ID, failed); wrote || err != nil {
 				t.Fatalf("generation %d over 3: (%v, %v), want not written", stale, wrote, err)
 			}
 		}
-		if _, err := ds.VMMUpdateRuntime(ctx, uuid.New(), running); !errors.Is(err, datastore.ErrNotFound) {
+		if _, err := ds.VMMUpdateRuntime(ctx, uuid.New(), running); !errors.Is(err, model.ErrNotFound) {
 			t.Fatalf("unknown VMM: %v, want ErrNotFound", err)
 		}
 		got, err := ds.VMMGet(ctx, v.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Runtime.State != datastore.VMMRunning || got.Runtime.Generation != 3 || got.Runtime.FailureReason != "" ||
+		if got.Runtime.State != model.VMMRunning || got.Runtime.Generation != 3 || got.Runtime.FailureReason != "" ||
 			!got.Runtime.TimeUpdated.Equal(now.Add(time.Second).Truncate(time.Microsecond)) {
 			t.Fatalf("stored runtime %+v", got.Runtime)
 		}
@@ -163,15 +164,15 @@ func TestN3_RacingGuardedWritesOfOneGenerationHaveOneWinner(t *testing.T) {
 		if err := ds.InstanceCreate(ctx, inst); err != nil {
 			t.Fatal(err)
 		}
-		v := datastore.VMM{ID: uuid.New(), InstanceID: inst.ID, SledID: s.ID, TimeCreated: now,
-			Runtime: datastore.VMMRuntime{State: datastore.VMMRunning, Generation: 1, TimeUpdated: now}}
+		v := model.VMM{ID: uuid.New(), InstanceID: inst.ID, SledID: s.ID, TimeCreated: now,
+			Runtime: model.VMMRuntime{State: model.VMMRunning, Generation: 1, TimeUpdated: now}}
 		if err := ds.VMMInsert(ctx, v); err != nil {
 			t.Fatal(err)
 		}
-		states := []datastore.VMMState{datastore.VMMDestroyed, datastore.VMMFailed, datastore.VMMStopping, datastore.VMMRebooting}
+		states := []model.VMMState{model.VMMDestroyed, model.VMMFailed, model.VMMStopping, model.VMMRebooting}
 		var (
 			mu      sync.Mutex
-			winners []datastore.VMMState
+			winners []model.VMMState
 			wg      sync.WaitGroup
 		)
 		for g := 0; g < 16; g++ {
@@ -179,7 +180,7 @@ func TestN3_RacingGuardedWritesOfOneGenerationHaveOneWinner(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				st := states[g%len(states)]
-				wrote, err := ds.VMMUpdateRuntime(ctx, v.ID, datastore.VMMRuntime{State: st, Generation: 2, TimeUpdated: now})
+				wrote, err := ds.VMMUpdateRuntime(ctx, v.ID, model.VMMRuntime{State: st, Generation: 2, TimeUpdated: now})
 				if err != nil {
 					t.Error(err)
 					return
@@ -210,20 +211,20 @@ func TestN3_InstanceUpdateRuntimeIsGuarded(t *testing.T) {
 			t.Fatal(err)
 		}
 		active, target, migration := uuid.New(), uuid.New(), uuid.New()
-		next := datastore.InstanceRuntime{State: datastore.InstanceVMM, ActiveVMM: &active, TargetVMM: &target,
+		next := model.InstanceRuntime{State: model.InstanceVMM, ActiveVMM: &active, TargetVMM: &target,
 			MigrationID: &migration, Generation: 2, TimeUpdated: now}
 		if wrote, err := ds.InstanceUpdateRuntime(ctx, inst.ID, next); !wrote || err != nil {
 			t.Fatalf("(%v, %v), want written", wrote, err)
 		}
-		if wrote, err := ds.InstanceUpdateRuntime(ctx, inst.ID, datastore.InstanceRuntime{
-			State: datastore.InstanceNoVMM, Generation: 2, TimeUpdated: now}); wrote || err != nil {
+		if wrote, err := ds.InstanceUpdateRuntime(ctx, inst.ID, model.InstanceRuntime{
+			State: model.InstanceNoVMM, Generation: 2, TimeUpdated: now}); wrote || err != nil {
 			t.Fatalf("same generation: (%v, %v), want not written", wrote, err)
 		}
-		if _, err := ds.InstanceUpdateRuntime(ctx, uuid.New(), next); !errors.Is(err, datastore.ErrNotFound) {
+		if _, err := ds.InstanceUpdateRuntime(ctx, uuid.New(), next); !errors.Is(err, model.ErrNotFound) {
 			t.Fatalf("unknown instance: %v, want ErrNotFound", err)
 		}
 		got, _ := ds.InstanceGet(ctx, inst.ID)
-		if got.Runtime.State != datastore.InstanceVMM || *got.Runtime.ActiveVMM != active ||
+		if got.Runtime.State != model.InstanceVMM || *got.Runtime.ActiveVMM != active ||
 			*got.Runtime.TargetVMM != target || *got.Runtime.MigrationID != migration {
 			t.Fatalf("stored runtime %+v", got.Runtime)
 		}
@@ -233,24 +234,24 @@ func TestN3_InstanceUpdateRuntimeIsGuarded(t *testing.T) {
 func TestN2_NamesAreUniqueAmongLiveRecords(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
 		p, _ := fixture(t, ds)
-		dup := datastore.Project{ID: uuid.New(), Name: p.Name, TimeCreated: now}
-		if err := ds.ProjectCreate(ctx, dup); !errors.Is(err, datastore.ErrAlreadyExists) {
+		dup := model.Project{ID: uuid.New(), Name: p.Name, TimeCreated: now}
+		if err := ds.ProjectCreate(ctx, dup); !errors.Is(err, model.ErrAlreadyExists) {
 			t.Fatalf("duplicate project name: %v, want ErrAlreadyExists", err)
 		}
 		if err := ds.InstanceCreate(ctx, newInstance(p.ID, "web")); err != nil {
 			t.Fatal(err)
 		}
-		if err := ds.InstanceCreate(ctx, newInstance(p.ID, "web")); !errors.Is(err, datastore.ErrAlreadyExists) {
+		if err := ds.InstanceCreate(ctx, newInstance(p.ID, "web")); !errors.Is(err, model.ErrAlreadyExists) {
 			t.Fatalf("duplicate instance name: %v, want ErrAlreadyExists", err)
 		}
-		other := datastore.Project{ID: uuid.New(), Name: "other", TimeCreated: now}
+		other := model.Project{ID: uuid.New(), Name: "other", TimeCreated: now}
 		if err := ds.ProjectCreate(ctx, other); err != nil {
 			t.Fatal(err)
 		}
 		if err := ds.InstanceCreate(ctx, newInstance(other.ID, "web")); err != nil {
 			t.Fatalf("same name in another project: %v", err)
 		}
-		if err := ds.InstanceCreate(ctx, newInstance(uuid.New(), "orphan")); !errors.Is(err, datastore.ErrNotFound) {
+		if err := ds.InstanceCreate(ctx, newInstance(uuid.New(), "orphan")); !errors.Is(err, model.ErrNotFound) {
 			t.Fatalf("instance in a missing project: %v, want ErrNotFound", err)
 		}
 		if got, err := ds.ProjectLookup(ctx, "other"); err != nil || got.ID != other.ID {
@@ -262,7 +263,7 @@ func TestN2_NamesAreUniqueAmongLiveRecords(t *testing.T) {
 func TestV8_SledRegistrationAndHeartbeat(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
 		_, s := fixture(t, ds)
-		if err := ds.SledSeen(ctx, uuid.New(), now); !errors.Is(err, datastore.ErrNotFound) {
+		if err := ds.SledSeen(ctx, uuid.New(), now); !errors.Is(err, model.ErrNotFound) {
 			t.Fatalf("heartbeat of an unknown sled: %v, want ErrNotFound", err)
 		}
 		later := now.Add(time.Minute)
@@ -288,7 +289,7 @@ func TestV8_SledRegistrationAndHeartbeat(t *testing.T) {
 func TestN9_ProjectsListUpdateAndDelete(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
 		for _, name := range []string{"charlie", "alpha", "bravo"} {
-			if err := ds.ProjectCreate(ctx, datastore.Project{ID: uuid.New(), Name: name, TimeCreated: now}); err != nil {
+			if err := ds.ProjectCreate(ctx, model.Project{ID: uuid.New(), Name: name, TimeCreated: now}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -306,22 +307,22 @@ func TestN9_ProjectsListUpdateAndDelete(t *testing.T) {
 			t.Fatalf("update: %+v, %v", p, err)
 		}
 		taken := "alpha"
-		if _, err := ds.ProjectUpdate(ctx, p.ID, &taken, nil, now); !errors.Is(err, datastore.ErrAlreadyExists) {
+		if _, err := ds.ProjectUpdate(ctx, p.ID, &taken, nil, now); !errors.Is(err, model.ErrAlreadyExists) {
 			t.Fatalf("rename onto a taken name: %v, want ErrAlreadyExists", err)
 		}
 		if err := ds.InstanceCreate(ctx, newInstance(p.ID, "web")); err != nil {
 			t.Fatal(err)
 		}
-		if err := ds.ProjectDelete(ctx, p.ID, now); !errors.Is(err, datastore.ErrInUse) {
+		if err := ds.ProjectDelete(ctx, p.ID, now); !errors.Is(err, model.ErrInUse) {
 			t.Fatalf("deleting a project with an instance: %v, want ErrInUse", err)
 		}
 		if err := ds.ProjectDelete(ctx, first[0].ID, now); err != nil {
 			t.Fatal(err)
 		}
-		if err := ds.ProjectDelete(ctx, first[0].ID, now); !errors.Is(err, datastore.ErrNotFound) {
+		if err := ds.ProjectDelete(ctx, first[0].ID, now); !errors.Is(err, model.ErrNotFound) {
 			t.Fatalf("deleting twice: %v, want ErrNotFound", err)
 		}
-		if err := ds.ProjectCreate(ctx, datastore.Project{ID: uuid.New(), Name: "alpha", TimeCreated: now}); err != nil {
+		if err := ds.ProjectCreate(ctx, model.Project{ID: uuid.New(), Name: "alpha", TimeCreated: now}); err != nil {
 			t.Fatalf("a deleted project's name is free again: %v", err)
 		}
 	})
@@ -342,15 +343,15 @@ func TestN7_ConcurrentStartsNeverOvercommitASled(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				v := datastore.VMM{ID: uuid.New(), InstanceID: inst.ID, TimeCreated: now,
-					Runtime: datastore.VMMRuntime{State: datastore.VMMCreating, Generation: 1, TimeUpdated: now}}
+				v := model.VMM{ID: uuid.New(), InstanceID: inst.ID, TimeCreated: now,
+					Runtime: model.VMMRuntime{State: model.VMMCreating, Generation: 1, TimeUpdated: now}}
 				_, err := ds.VMMAllocate(ctx, v, 16, 4<<30, now.Add(-time.Hour))
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
 				case err == nil:
 					placed++
-				case errors.Is(err, datastore.ErrNoCapacity):
+				case errors.Is(err, model.ErrNoCapacity):
 					refused++
 				default:
 					t.Error(err)

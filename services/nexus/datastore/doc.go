@@ -12,7 +12,7 @@
 // Every write of a VMM's or an instance's runtime state is a generation
 // guarded UPDATE (N3) with three distinct outcomes: written (true, nil), not
 // written because the stored generation is not older (false, nil), and no
-// such row (ErrNotFound). The invariant "an instance is in state vmm exactly
+// such row (model.ErrNotFound). The invariant "an instance is in state vmm exactly
 // when it has an active VMM" is a CHECK constraint, not a convention.
 //
 // Timestamps are stored as TIMESTAMPTZ written from RFC 3339 text (SQLite

@@ -43,6 +43,15 @@ type gathered[Req, Res any] struct {
 	done chan struct{}
 }
 
+const (
+	// gatherSlots is how many shared statements of one kind may be in
+	// flight: more slots answer sooner under moderate load, fewer share
+	// more under heavy load.
+	gatherSlots = 1
+	// gatherMost bounds the calls sharing one statement.
+	gatherMost = 64
+)
+
 // gatherTimeout bounds one shared statement. It runs for many callers, so
 // no one caller's context may cancel it; a caller that gives up stops
 // waiting, like a caller whose statement is on the wire.

@@ -13,6 +13,7 @@ import (
 	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
 // together makes the calls at once while the shared statements are held,
@@ -73,8 +74,8 @@ func TestF2_StopWishesMadeTogetherShareAStatementAndKeepEachCallersScope(t *test
 	theirs, _ := fixture(t, ds)
 	running, vmm := runningIn(t, ds, mine, sled, "running")
 	idle, idleToo := newInstance(mine.ID, "idle"), newInstance(mine.ID, "idle-too")
-	for _, inst := range []datastore.Instance{idle, idleToo} {
-		inst.IntendedState = datastore.IntendRunning
+	for _, inst := range []model.Instance{idle, idleToo} {
+		inst.IntendedState = model.IntendRunning
 		if err := ds.InstanceCreate(ctx, inst); err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +90,7 @@ func TestF2_StopWishesMadeTogetherShareAStatementAndKeepEachCallersScope(t *test
 	everywhere := datastore.ProjectScope{All: true}
 
 	type answer struct {
-		snap datastore.InstanceSnapshot
+		snap model.InstanceSnapshot
 		err  error
 	}
 	wishes := []struct {
@@ -115,13 +116,13 @@ func TestF2_StopWishesMadeTogetherShareAStatementAndKeepEachCallersScope(t *test
 	together(t, ds, calls...)
 
 	for _, i := range []int{2, 3, 4} {
-		if !errors.Is(answers[i].err, datastore.ErrNotFound) {
+		if !errors.Is(answers[i].err, model.ErrNotFound) {
 			t.Errorf("wish %d: %v, want ErrNotFound", i, answers[i].err)
 		}
 	}
 	for _, i := range []int{0, 1, 5, 6, 7} {
 		a := answers[i]
-		if a.err != nil || a.snap.Instance.ID != wishes[i].id || a.snap.Instance.IntendedState != datastore.IntendStopped {
+		if a.err != nil || a.snap.Instance.ID != wishes[i].id || a.snap.Instance.IntendedState != model.IntendStopped {
 			t.Errorf("wish %d: (%+v, %v), want instance %s meant to stop", i, a.snap.Instance, a.err, wishes[i].id)
 		}
 	}
@@ -136,7 +137,7 @@ func TestF2_StopWishesMadeTogetherShareAStatementAndKeepEachCallersScope(t *test
 	if a := answers[5].snap.Active; a == nil || a.ID != otherVMM.ID {
 		t.Errorf("the other project's instance returned VMM %+v, want %s", a, otherVMM.ID)
 	}
-	if got, err := ds.InstanceGet(ctx, untouched.ID); err != nil || got.IntendedState != datastore.IntendRunning ||
+	if got, err := ds.InstanceGet(ctx, untouched.ID); err != nil || got.IntendedState != model.IntendRunning ||
 		!got.TimeModified.Equal(before.TimeModified) {
 		t.Errorf("an instance out of the caller's scope changed: (%+v, %v)", got, err)
 	}
@@ -157,7 +158,7 @@ func TestF4_SettlesMadeTogetherShareAStatementAndEachKeepsItsGuard(t *testing.T)
 		if _, err := ds.VMMUpdateRuntime(ctx, movedOn.Active.ID, destroyedAt(movedOn, 6)[0].Runtime); err != nil {
 			t.Fatal(err)
 		}
-		froms := []datastore.InstanceSnapshot{first, movedOn, last}
+		froms := []model.InstanceSnapshot{first, movedOn, last}
 		results := make([]datastore.SettleResult, len(froms))
 		errs := make([]error, len(froms))
 		var calls []func()
@@ -176,7 +177,7 @@ func TestF4_SettlesMadeTogetherShareAStatementAndEachKeepsItsGuard(t *testing.T)
 				t.Errorf("settle %d: (%+v, %v), want written with VMM written %v", i, results[i], errs[i], wantWritten)
 			}
 			inst, err := ds.InstanceGet(ctx, from.Instance.ID)
-			if err != nil || inst.Runtime.State != datastore.InstanceNoVMM || inst.Runtime.Generation != 3 {
+			if err != nil || inst.Runtime.State != model.InstanceNoVMM || inst.Runtime.Generation != 3 {
 				t.Errorf("instance %d: (%+v, %v), want no_vmm at generation 3", i, inst.Runtime, err)
 			}
 			if v, err := ds.VMMGet(ctx, from.Active.ID); err != nil || v.Runtime.Generation != wantVMMGen {
@@ -190,7 +191,7 @@ func TestF4_SettlesMadeTogetherShareAStatementAndEachKeepsItsGuard(t *testing.T)
 	t.Run("one failing", func(t *testing.T) {
 		bad, good := runningOn(t, ds), runningOn(t, ds)
 		// PostgreSQL refuses a NUL in text: the shared statement fails.
-		badWrite := []datastore.VMMWrite{{ID: bad.Active.ID, Runtime: datastore.VMMRuntime{State: datastore.VMMFailed,
+		badWrite := []model.VMMWrite{{ID: bad.Active.ID, Runtime: model.VMMRuntime{State: model.VMMFailed,
 			FailureReason: "no\x00such", Generation: 4, TimeUpdated: now.Add(time.Second)}}}
 		var badErr, goodErr error
 		var goodRes datastore.SettleResult

@@ -6,10 +6,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
-// ProjectCreate inserts a project; ErrAlreadyExists when the name is taken.
-func (d *DataStore) ProjectCreate(ctx context.Context, p Project) error {
+// ProjectCreate inserts a project; model.ErrAlreadyExists when the name is taken.
+func (d *DataStore) ProjectCreate(ctx context.Context, p model.Project) error {
 	_, err := d.db.ExecContext(ctx, `
 		INSERT INTO project (id, name, description, time_created, time_modified) VALUES ($1, $2, $3, $4, $4)`,
 		p.ID.String(), p.Name, p.Description, ts(p.TimeCreated))
@@ -18,35 +19,35 @@ func (d *DataStore) ProjectCreate(ctx context.Context, p Project) error {
 
 const projectColumns = `id, name, description, time_created, time_modified`
 
-func scanProject(row interface{ Scan(...any) error }) (Project, error) {
+func scanProject(row rowScanner) (model.Project, error) {
 	var (
-		p                 Project
+		p                 model.Project
 		id                string
 		created, modified dbTime
 	)
 	if err := row.Scan(&id, &p.Name, &p.Description, &created, &modified); err != nil {
-		return Project{}, err
+		return model.Project{}, err
 	}
 	p.ID, p.TimeCreated, p.TimeModified = uuid.MustParse(id), created.Time, modified.Time
 	return p, nil
 }
 
 // ProjectGet returns a live project by id.
-func (d *DataStore) ProjectGet(ctx context.Context, id uuid.UUID) (Project, error) {
+func (d *DataStore) ProjectGet(ctx context.Context, id uuid.UUID) (model.Project, error) {
 	p, err := scanProject(d.db.QueryRowContext(ctx,
 		`SELECT `+projectColumns+` FROM project WHERE id = $1 AND time_deleted IS NULL`, id.String()))
 	if isNoRows(err) {
-		return Project{}, fmt.Errorf("%w: project %s", ErrNotFound, id)
+		return model.Project{}, fmt.Errorf("%w: project %s", model.ErrNotFound, id)
 	}
 	return p, d.classify(err)
 }
 
 // ProjectLookup returns a live project by name.
-func (d *DataStore) ProjectLookup(ctx context.Context, name string) (Project, error) {
+func (d *DataStore) ProjectLookup(ctx context.Context, name string) (model.Project, error) {
 	p, err := scanProject(d.db.QueryRowContext(ctx,
 		`SELECT `+projectColumns+` FROM project WHERE name = $1 AND time_deleted IS NULL`, name))
 	if isNoRows(err) {
-		return Project{}, fmt.Errorf("%w: project %q", ErrNotFound, name)
+		return model.Project{}, fmt.Errorf("%w: project %q", model.ErrNotFound, name)
 	}
 	return p, d.classify(err)
 }
@@ -61,44 +62,31 @@ const (
 
 // ProjectList returns up to limit live projects ordered by sort, starting
 // after the given name or id (keyset pagination: stable under inserts).
-func (d *DataStore) ProjectList(ctx context.Context, sort ProjectSort, after string, limit int) ([]Project, error) {
+func (d *DataStore) ProjectList(ctx context.Context, sort ProjectSort, after string, limit int) ([]model.Project, error) {
 	column := "name"
 	if sort == ProjectByID {
 		column = "id"
 	}
-	rows, err := d.db.QueryContext(ctx, `SELECT `+projectColumns+` FROM project
+	return list(ctx, d, scanProject, `SELECT `+projectColumns+` FROM project
 		WHERE time_deleted IS NULL AND `+column+` > $1 ORDER BY `+column+` LIMIT $2`, after, limit)
-	if err != nil {
-		return nil, d.classify(err)
-	}
-	defer rows.Close()
-	var out []Project
-	for rows.Next() {
-		p, err := scanProject(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
 }
 
 // ProjectUpdate changes a live project's name and/or description (nil
-// leaves a field as it is) and returns it; ErrAlreadyExists when the new name
+// leaves a field as it is) and returns it; model.ErrAlreadyExists when the new name
 // is taken.
-func (d *DataStore) ProjectUpdate(ctx context.Context, id uuid.UUID, name, description *string, at time.Time) (Project, error) {
+func (d *DataStore) ProjectUpdate(ctx context.Context, id uuid.UUID, name, description *string, at time.Time) (model.Project, error) {
 	p, err := scanProject(d.db.QueryRowContext(ctx, `
 		UPDATE project SET name = COALESCE($2, name), description = COALESCE($3, description), time_modified = $4
 		WHERE id = $1 AND time_deleted IS NULL
 		RETURNING `+projectColumns, id.String(), name, description, ts(at)))
 	if isNoRows(err) {
-		return Project{}, fmt.Errorf("%w: project %s", ErrNotFound, id)
+		return model.Project{}, fmt.Errorf("%w: project %s", model.ErrNotFound, id)
 	}
 	return p, d.classify(err)
 }
 
 // ProjectDelete soft-deletes a live project that holds no live instance;
-// ErrInUse when it still does.
+// model.ErrInUse when it still does.
 func (d *DataStore) ProjectDelete(ctx context.Context, id uuid.UUID, at time.Time) error {
 	res, err := d.db.ExecContext(ctx, `
 		UPDATE project SET time_deleted = $2
@@ -114,5 +102,5 @@ func (d *DataStore) ProjectDelete(ctx context.Context, id uuid.UUID, at time.Tim
 	if _, err := d.ProjectGet(ctx, id); err != nil {
 		return err
 	}
-	return fmt.Errorf("%w: project %s still holds instances", ErrInUse, id)
+	return fmt.Errorf("%w: project %s still holds instances", model.ErrInUse, id)
 }

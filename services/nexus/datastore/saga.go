@@ -8,12 +8,13 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 )
 
 var _ saga.Store = (*DataStore)(nil)
 
-// SagaCreate inserts a saga; ErrAlreadyExists for a taken id.
+// SagaCreate inserts a saga; model.ErrAlreadyExists for a taken id.
 func (d *DataStore) SagaCreate(ctx context.Context, r saga.Record) error {
 	_, err := d.db.ExecContext(ctx, `
 		INSERT INTO saga (id, template_name, params, owner_nexus_id, state, time_created, time_state_changed)
@@ -25,7 +26,7 @@ func (d *DataStore) SagaCreate(ctx context.Context, r saga.Record) error {
 
 const sagaColumns = `id, template_name, params, owner_nexus_id, state, time_created, time_state_changed`
 
-func scanSaga(row interface{ Scan(...any) error }) (saga.Record, error) {
+func scanSaga(row rowScanner) (saga.Record, error) {
 	var (
 		r                     saga.Record
 		id, params, owner, st string
@@ -41,10 +42,10 @@ func scanSaga(row interface{ Scan(...any) error }) (saga.Record, error) {
 }
 
 func notFoundSaga(id uuid.UUID) error {
-	return fmt.Errorf("%w: %w %s", ErrNotFound, saga.ErrNotFound, id)
+	return fmt.Errorf("%w: %w %s", model.ErrNotFound, saga.ErrNotFound, id)
 }
 
-// SagaGet returns a saga's row; ErrNotFound (and saga.ErrNotFound) when
+// SagaGet returns a saga's row; model.ErrNotFound (and saga.ErrNotFound) when
 // there is none.
 func (d *DataStore) SagaGet(ctx context.Context, id uuid.UUID) (saga.Record, error) {
 	r, err := scanSaga(d.db.QueryRowContext(ctx, `SELECT `+sagaColumns+` FROM saga WHERE id = $1`, id.String()))
@@ -56,7 +57,7 @@ func (d *DataStore) SagaGet(ctx context.Context, id uuid.UUID) (saga.Record, err
 
 // SagaAppendEvent logs a node event once: an event of the same type for
 // the same node is already the truth, so a repeat changes nothing.
-// ErrConstraint for an unknown saga.
+// model.ErrConstraint for an unknown saga.
 func (d *DataStore) SagaAppendEvent(ctx context.Context, e saga.Event) error {
 	var output any
 	if e.Output != nil {
@@ -72,7 +73,7 @@ func (d *DataStore) SagaAppendEvent(ctx context.Context, e saga.Event) error {
 
 // SagaUpdateState moves a saga from one state to another only if it is in
 // state from and owned by owner: (true, nil) when written, (false, nil)
-// when not, ErrNotFound when there is no such saga.
+// when not, model.ErrNotFound when there is no such saga.
 func (d *DataStore) SagaUpdateState(ctx context.Context, id, owner uuid.UUID, from, to saga.State, at time.Time) (bool, error) {
 	res, err := d.db.ExecContext(ctx, `
 		UPDATE saga SET state = $4, time_state_changed = $5
@@ -98,13 +99,13 @@ func (d *DataStore) SagaUpdateState(ctx context.Context, id, owner uuid.UUID, fr
 // oldest first, so that a restarted nexus resumes them in the order they
 // began.
 func (d *DataStore) SagaListUnfinished(ctx context.Context, owner uuid.UUID) ([]saga.Record, error) {
-	return d.listSagas(ctx, `SELECT `+sagaColumns+` FROM saga
+	return list(ctx, d, scanSaga, `SELECT `+sagaColumns+` FROM saga
 		WHERE owner_nexus_id = $1 AND state IN ('running', 'unwinding') ORDER BY time_created, id`, owner.String())
 }
 
 // SagaListStuck returns every stuck saga, oldest first.
 func (d *DataStore) SagaListStuck(ctx context.Context) ([]saga.Record, error) {
-	return d.listSagas(ctx, `SELECT `+sagaColumns+` FROM saga WHERE state = 'stuck' ORDER BY time_created, id`)
+	return list(ctx, d, scanSaga, `SELECT `+sagaColumns+` FROM saga WHERE state = 'stuck' ORDER BY time_created, id`)
 }
 
 // SagaCountStuck counts the stuck sagas of every nexus, for the metrics
@@ -117,43 +118,18 @@ func (d *DataStore) SagaCountStuck(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-func (d *DataStore) listSagas(ctx context.Context, query string, args ...any) ([]saga.Record, error) {
-	rows, err := d.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, d.classify(err)
-	}
-	defer rows.Close()
-	var out []saga.Record
-	for rows.Next() {
-		r, err := scanSaga(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, d.classify(rows.Err())
-}
-
 // SagaEvents returns a saga's log ordered by time (events of one
 // microsecond in no meaningful order: replay does not depend on it).
 func (d *DataStore) SagaEvents(ctx context.Context, id uuid.UUID) ([]saga.Event, error) {
-	rows, err := d.db.QueryContext(ctx, `
-		SELECT node_name, event_type, output, error, time_created FROM saga_node_event
-		WHERE saga_id = $1 ORDER BY time_created, node_name, event_type`, id.String())
-	if err != nil {
-		return nil, d.classify(err)
-	}
-	defer rows.Close()
-	var out []saga.Event
-	for rows.Next() {
+	return list(ctx, d, func(row rowScanner) (saga.Event, error) {
 		var (
 			e               saga.Event
 			typ             string
 			output, errText *string
 			created         dbTime
 		)
-		if err := rows.Scan(&e.Node, &typ, &output, &errText, &created); err != nil {
-			return nil, err
+		if err := row.Scan(&e.Node, &typ, &output, &errText, &created); err != nil {
+			return e, err
 		}
 		e.SagaID, e.Type, e.Time = id, saga.EventType(typ), created.Time
 		if output != nil {
@@ -162,7 +138,7 @@ func (d *DataStore) SagaEvents(ctx context.Context, id uuid.UUID) ([]saga.Event,
 		if errText != nil {
 			e.Error = *errText
 		}
-		out = append(out, e)
-	}
-	return out, d.classify(rows.Err())
+		return e, nil
+	}, `SELECT node_name, event_type, output, error, time_created FROM saga_node_event
+		WHERE saga_id = $1 ORDER BY time_created, node_name, event_type`, id.String())
 }

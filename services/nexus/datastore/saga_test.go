@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 )
 
@@ -24,7 +25,7 @@ func TestN5_SagaRowRoundTrips(t *testing.T) {
 		if err := ds.SagaCreate(ctx, r); err != nil {
 			t.Fatal(err)
 		}
-		if err := ds.SagaCreate(ctx, r); !errors.Is(err, datastore.ErrAlreadyExists) {
+		if err := ds.SagaCreate(ctx, r); !errors.Is(err, model.ErrAlreadyExists) {
 			t.Fatalf("second create: %v, want ErrAlreadyExists", err)
 		}
 		got, err := ds.SagaGet(ctx, r.ID)
@@ -36,7 +37,7 @@ func TestN5_SagaRowRoundTrips(t *testing.T) {
 			t.Fatalf("stored %+v, wrote %+v", got, r)
 		}
 		_, err = ds.SagaGet(ctx, uuid.New())
-		if !errors.Is(err, datastore.ErrNotFound) || !errors.Is(err, saga.ErrNotFound) {
+		if !errors.Is(err, model.ErrNotFound) || !errors.Is(err, saga.ErrNotFound) {
 			t.Fatalf("unknown saga: %v, want both ErrNotFound", err)
 		}
 	})
@@ -83,7 +84,7 @@ func TestN5_AppendingAnEventTwiceKeepsTheFirst(t *testing.T) {
 			}
 		}
 		orphan := saga.Event{SagaID: uuid.New(), Node: "alloc", Type: saga.EventStarted, Time: now}
-		if err := ds.SagaAppendEvent(ctx, orphan); !errors.Is(err, datastore.ErrConstraint) {
+		if err := ds.SagaAppendEvent(ctx, orphan); !errors.Is(err, model.ErrConstraint) {
 			t.Fatalf("event of an unknown saga: %v, want ErrConstraint", err)
 		}
 	})

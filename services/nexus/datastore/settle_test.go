@@ -7,16 +7,16 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/services/nexus/datastore"
-	"github.com/rackplane/rackplane/services/nexus/sagas"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
-func settleAt(s datastore.InstanceSnapshot) (datastore.InstanceRuntime, bool) {
-	return sagas.Settle(s, now.Add(time.Minute))
+func settleAt(s model.InstanceSnapshot) (model.InstanceRuntime, bool) {
+	return model.Settle(s, now.Add(time.Minute))
 }
 
 // runningOn creates an instance running VMM v (generation 3) and returns
 // what force-terminate reads first: the instance with its VMM.
-func runningOn(t *testing.T, ds *datastore.DataStore) datastore.InstanceSnapshot {
+func runningOn(t *testing.T, ds *datastore.DataStore) model.InstanceSnapshot {
 	t.Helper()
 	p, s := fixture(t, ds)
 	inst, _ := runningIn(t, ds, p, s, "i")
@@ -32,31 +32,31 @@ func runningOn(t *testing.T, ds *datastore.DataStore) datastore.InstanceSnapshot
 
 // runningIn creates an instance of p, meant to run, running a VMM on s:
 // the VMM at generation 3, the instance at generation 2.
-func runningIn(t *testing.T, ds *datastore.DataStore, p datastore.Project, s datastore.Sled, name string) (datastore.Instance, datastore.VMM) {
+func runningIn(t *testing.T, ds *datastore.DataStore, p model.Project, s model.Sled, name string) (model.Instance, model.VMM) {
 	t.Helper()
 	inst := newInstance(p.ID, name)
-	inst.IntendedState = datastore.IntendRunning
+	inst.IntendedState = model.IntendRunning
 	if err := ds.InstanceCreate(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
-	v := datastore.VMM{ID: uuid.New(), InstanceID: inst.ID, SledID: s.ID, TimeCreated: now,
-		Runtime: datastore.VMMRuntime{State: datastore.VMMCreating, Generation: 1, TimeUpdated: now}}
+	v := model.VMM{ID: uuid.New(), InstanceID: inst.ID, SledID: s.ID, TimeCreated: now,
+		Runtime: model.VMMRuntime{State: model.VMMCreating, Generation: 1, TimeUpdated: now}}
 	if err := ds.VMMInsert(ctx, v); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ds.VMMUpdateRuntime(ctx, v.ID, datastore.VMMRuntime{State: datastore.VMMRunning, Generation: 3, TimeUpdated: now}); err != nil {
+	if _, err := ds.VMMUpdateRuntime(ctx, v.ID, model.VMMRuntime{State: model.VMMRunning, Generation: 3, TimeUpdated: now}); err != nil {
 		t.Fatal(err)
 	}
-	if wrote, err := ds.InstanceUpdateRuntime(ctx, inst.ID, datastore.InstanceRuntime{State: datastore.InstanceVMM,
+	if wrote, err := ds.InstanceUpdateRuntime(ctx, inst.ID, model.InstanceRuntime{State: model.InstanceVMM,
 		ActiveVMM: &v.ID, Generation: 2, TimeUpdated: now}); !wrote || err != nil {
 		t.Fatalf("linking the VMM: (%v, %v)", wrote, err)
 	}
 	return inst, v
 }
 
-func destroyedAt(from datastore.InstanceSnapshot, gen uint64) []datastore.VMMWrite {
-	return []datastore.VMMWrite{{ID: from.Active.ID,
-		Runtime: datastore.VMMRuntime{State: datastore.VMMDestroyed, Generation: gen, TimeUpdated: now.Add(time.Second)}}}
+func destroyedAt(from model.InstanceSnapshot, gen uint64) []model.VMMWrite {
+	return []model.VMMWrite{{ID: from.Active.ID,
+		Runtime: model.VMMRuntime{State: model.VMMDestroyed, Generation: gen, TimeUpdated: now.Add(time.Second)}}}
 }
 
 // F4, F6: the sled's answer and the settled instance are one commit; when
@@ -64,7 +64,7 @@ func destroyedAt(from datastore.InstanceSnapshot, gen uint64) []datastore.VMMWri
 // guard and the instance settles from what it is now, on both backends.
 func TestF4_InstanceSettleFromWritesTheAnswerAndSettlesTheInstanceInOneCommit(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
-		check := func(t *testing.T, from datastore.InstanceSnapshot, res datastore.SettleResult, vmmWritten bool, vmmGen, instGen uint64) {
+		check := func(t *testing.T, from model.InstanceSnapshot, res datastore.SettleResult, vmmWritten bool, vmmGen, instGen uint64) {
 			t.Helper()
 			inst, err := ds.InstanceGet(ctx, from.Instance.ID)
 			if err != nil {
@@ -74,10 +74,10 @@ func TestF4_InstanceSettleFromWritesTheAnswerAndSettlesTheInstanceInOneCommit(t 
 			if err != nil {
 				t.Fatal(err)
 			}
-			if inst.Runtime.State != datastore.InstanceNoVMM || inst.Runtime.ActiveVMM != nil || inst.Runtime.Generation != instGen {
+			if inst.Runtime.State != model.InstanceNoVMM || inst.Runtime.ActiveVMM != nil || inst.Runtime.Generation != instGen {
 				t.Errorf("instance %+v, want no_vmm at generation %d", inst.Runtime, instGen)
 			}
-			if v.Runtime.State != datastore.VMMDestroyed || v.Runtime.Generation != vmmGen {
+			if v.Runtime.State != model.VMMDestroyed || v.Runtime.Generation != vmmGen {
 				t.Errorf("VMM %+v, want destroyed at generation %d", v.Runtime, vmmGen)
 			}
 			if len(res.VMMWritten) != 1 || res.VMMWritten[0] != vmmWritten {
@@ -111,7 +111,7 @@ func TestF4_InstanceSettleFromWritesTheAnswerAndSettlesTheInstanceInOneCommit(t 
 		t.Run("the instance changed", func(t *testing.T) {
 			from := runningOn(t, ds)
 			// Another writer moved the instance on, still on its VMM.
-			if wrote, err := ds.InstanceUpdateRuntime(ctx, from.Instance.ID, datastore.InstanceRuntime{State: datastore.InstanceVMM,
+			if wrote, err := ds.InstanceUpdateRuntime(ctx, from.Instance.ID, model.InstanceRuntime{State: model.InstanceVMM,
 				ActiveVMM: &from.Active.ID, Generation: 5, TimeUpdated: now}); !wrote || err != nil {
 				t.Fatalf("(%v, %v)", wrote, err)
 			}

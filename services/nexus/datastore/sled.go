@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
 // SledUpsert records a sled as it registers (V8): new, or with its address
 // and resources refreshed. Either way it was just seen.
-func (d *DataStore) SledUpsert(ctx context.Context, s Sled) error {
+func (d *DataStore) SledUpsert(ctx context.Context, s model.Sled) error {
 	zpools, err := json.Marshal(s.Zpools)
 	if err != nil {
 		return err
@@ -29,7 +30,7 @@ func (d *DataStore) SledUpsert(ctx context.Context, s Sled) error {
 	return d.classify(err)
 }
 
-// SledSeen records a heartbeat; ErrNotFound for a sled never registered.
+// SledSeen records a heartbeat; model.ErrNotFound for a sled never registered.
 func (d *DataStore) SledSeen(ctx context.Context, id uuid.UUID, at time.Time) error {
 	res, err := d.db.ExecContext(ctx, `UPDATE sled SET time_last_seen = $2 WHERE id = $1 AND time_deleted IS NULL`,
 		id.String(), ts(at))
@@ -37,62 +38,49 @@ func (d *DataStore) SledSeen(ctx context.Context, id uuid.UUID, at time.Time) er
 		return d.classify(err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("%w: sled %s", ErrNotFound, id)
+		return fmt.Errorf("%w: sled %s", model.ErrNotFound, id)
 	}
 	return nil
 }
 
 const sledColumns = `id, address, ncpus, memory_bytes, zpools, time_created, time_modified, time_last_seen`
 
-func scanSled(row interface{ Scan(...any) error }) (Sled, error) {
+func scanSled(row rowScanner) (model.Sled, error) {
 	var (
-		s                       Sled
+		s                       model.Sled
 		id, zpools              string
 		created, modified, seen dbTime
 	)
 	if err := row.Scan(&id, &s.Address, &s.NCPUs, &s.MemoryBytes, &zpools, &created, &modified, &seen); err != nil {
-		return Sled{}, err
+		return model.Sled{}, err
 	}
 	s.ID = uuid.MustParse(id)
 	if err := json.Unmarshal([]byte(zpools), &s.Zpools); err != nil {
-		return Sled{}, fmt.Errorf("sled %s zpools: %w", id, err)
+		return model.Sled{}, fmt.Errorf("sled %s zpools: %w", id, err)
 	}
 	s.TimeCreated, s.TimeModified, s.TimeLastSeen = created.Time, modified.Time, seen.Time
 	return s, nil
 }
 
 // SledGet returns a live sled.
-func (d *DataStore) SledGet(ctx context.Context, id uuid.UUID) (Sled, error) {
+func (d *DataStore) SledGet(ctx context.Context, id uuid.UUID) (model.Sled, error) {
 	s, err := scanSled(d.db.QueryRowContext(ctx,
 		`SELECT `+sledColumns+` FROM sled WHERE id = $1 AND time_deleted IS NULL`, id.String()))
 	if isNoRows(err) {
-		return Sled{}, fmt.Errorf("%w: sled %s", ErrNotFound, id)
+		return model.Sled{}, fmt.Errorf("%w: sled %s", model.ErrNotFound, id)
 	}
 	return s, d.classify(err)
 }
 
 // SledList returns every live sled in id order.
-func (d *DataStore) SledList(ctx context.Context) ([]Sled, error) {
+func (d *DataStore) SledList(ctx context.Context) ([]model.Sled, error) {
 	return d.SledListPage(ctx, "", math.MaxInt32)
 }
 
 // SledListPage returns up to limit live sleds in id order after the given id.
-func (d *DataStore) SledListPage(ctx context.Context, after string, limit int) ([]Sled, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT `+sledColumns+` FROM sled
+func (d *DataStore) SledListPage(ctx context.Context, after string, limit int) ([]model.Sled, error) {
+	return list(ctx, d, scanSled, `SELECT `+sledColumns+` FROM sled
 		WHERE time_deleted IS NULL AND id > $1 ORDER BY id LIMIT $2`, after, limit)
-	if err != nil {
-		return nil, d.classify(err)
-	}
-	defer rows.Close()
-	var out []Sled
-	for rows.Next() {
-		s, err := scanSled(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
 }
 
 // SledAddress returns where a live sled's agent listens.

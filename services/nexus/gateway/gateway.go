@@ -4,7 +4,6 @@ import (
 	"context"
 	_ "embed"
 	"net/http"
-	"strconv"
 
 	"github.com/google/uuid"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -21,10 +20,6 @@ var openAPI []byte
 // RequestIDHeader carries a request's id, on the HTTP response and as gRPC
 // metadata to the handlers.
 const RequestIDHeader = "x-request-id"
-
-// StatusHeader is gRPC header metadata a handler sets to choose the HTTP
-// status of a success (201 for creates, 204 for deletes).
-const StatusHeader = "x-http-status"
 
 type requestIDKey struct{}
 
@@ -84,15 +79,27 @@ func withRequestID(next http.Handler) http.Handler {
 	})
 }
 
+// successStatus is the HTTP status of a success where Oxide's API answers
+// other than 200: 201 for a create, 204 (no body) for a delete, 202 for an
+// instance state change that is under way. The gateway owns the HTTP
+// contract; the gRPC handlers never see it.
+var successStatus = map[string]int{
+	nexusv1.NexusExternal_ProjectCreate_FullMethodName:  http.StatusCreated,
+	nexusv1.NexusExternal_ProjectDelete_FullMethodName:  http.StatusNoContent,
+	nexusv1.NexusExternal_InstanceCreate_FullMethodName: http.StatusCreated,
+	nexusv1.NexusExternal_InstanceDelete_FullMethodName: http.StatusNoContent,
+	nexusv1.NexusExternal_InstanceStart_FullMethodName:  http.StatusAccepted,
+	nexusv1.NexusExternal_InstanceStop_FullMethodName:   http.StatusAccepted,
+	nexusv1.NexusExternal_InstanceReboot_FullMethodName: http.StatusAccepted,
+}
+
 func setStatus(ctx context.Context, w http.ResponseWriter, _ proto.Message) error {
-	md, ok := runtime.ServerMetadataFromContext(ctx)
+	method, ok := runtime.RPCMethod(ctx)
 	if !ok {
 		return nil
 	}
-	if values := md.HeaderMD.Get(StatusHeader); len(values) > 0 {
-		if code, err := strconv.Atoi(values[0]); err == nil {
-			w.WriteHeader(code)
-		}
+	if code, ok := successStatus[method]; ok {
+		w.WriteHeader(code)
 	}
 	return nil
 }

@@ -17,6 +17,29 @@ type ActionFunc func(ctx context.Context, sc *Context) (any, error)
 // logged before a crash is undone too.
 type UndoFunc func(ctx context.Context, sc *Context) error
 
+// ActionWith adapts an action that takes the saga's parameters decoded
+// into a P, so that no action decodes them itself.
+func ActionWith[P any](f func(ctx context.Context, sc *Context, p P) (any, error)) ActionFunc {
+	return func(ctx context.Context, sc *Context) (any, error) {
+		var p P
+		if err := sc.Params(&p); err != nil {
+			return nil, err
+		}
+		return f(ctx, sc, p)
+	}
+}
+
+// UndoWith is ActionWith for an undo.
+func UndoWith[P any](f func(ctx context.Context, sc *Context, p P) error) UndoFunc {
+	return func(ctx context.Context, sc *Context) error {
+		var p P
+		if err := sc.Params(&p); err != nil {
+			return err
+		}
+		return f(ctx, sc, p)
+	}
+}
+
 // Node is one step of a saga.
 type Node struct {
 	Name   string

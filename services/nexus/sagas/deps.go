@@ -2,19 +2,22 @@ package sagas
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/google/uuid"
 
-	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/saga"
+	"github.com/rackplane/rackplane/services/nexus/sledclient"
 )
 
-// SledAgents reaches the sled-agent of a sled.
+// SledAgents is what the sagas ask of sled-agents; sledclient.Pool
+// answers it.
 type SledAgents interface {
-	Client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgentClient, error)
+	EnsureRegistered(ctx context.Context, sled uuid.UUID, r sledclient.Registration) (model.VMMRuntime, error)
+	EnsureState(ctx context.Context, sled, vmm uuid.UUID, target model.VMMTarget) (model.VMMRuntime, error)
+	EnsureUnregistered(ctx context.Context, sled, vmm uuid.UUID) (*model.VMMRuntime, error)
 }
 
 // Deps is what the sagas need from nexus.
@@ -38,21 +41,3 @@ const (
 func Templates(d Deps) []saga.Template {
 	return []saga.Template{instanceStart(d), instanceUpdate(d), instanceDelete(d), instanceMigrate(d)}
 }
-
-var (
-	// ErrInstanceBusy means the instance is not in a state the saga can act
-	// from (it is already starting, running, or changed meanwhile).
-	ErrInstanceBusy = errors.New("instance is busy")
-	// ErrInstanceNotStopped means the operation needs a stopped or failed
-	// instance.
-	ErrInstanceNotStopped = errors.New("instance is not stopped")
-	// ErrUpdaterLockHeld means another update holds the instance's
-	// updater lock; it (or the background updater) will do the work.
-	ErrUpdaterLockHeld = errors.New("instance updater lock is held by another update")
-	// ErrSameSled means a migration was asked to move an instance to the
-	// sled it already runs on.
-	ErrSameSled = errors.New("the destination is the instance's own sled")
-)
-
-// casRetries bounds read-modify-write loops that lose a generation race.
-const casRetries = 8

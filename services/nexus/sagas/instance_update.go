@@ -3,14 +3,11 @@ package sagas
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/google/uuid"
 
-	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/saga"
-	"github.com/rackplane/rackplane/services/nexus/sledclient"
 )
 
 // InstanceUpdateParams name the instance and the lock holder id this update
@@ -22,14 +19,21 @@ type InstanceUpdateParams struct {
 
 // instanceUpdate (N6): take the updater lock (try-lock: if another update
 // holds it, that one does the work), resolve a finished migration and unlink
-// a terminal active VMM as Settle says, through the generation guard, and
-// release the lock.
+// a terminal active VMM as model.Settle says, through the generation guard,
+// and release the lock.
+//
+// Who holds what: the lock is the saga's for as long as its nodes run
+// between "lock" and "unlock"; a force-terminate settles without the lock
+// only when it is free (datastore.InstanceSettle refuses otherwise), so at
+// most one writer decides from a snapshot at a time. Whoever releases the
+// lock looks once more (releaseAndRecheck), so an update that found the
+// lock held and gave up is never lost.
 func instanceUpdate(d Deps) saga.Template {
 	return saga.Template{Name: InstanceUpdate, Nodes: []saga.Node{
-		{Name: "lock", Action: d.updaterLock, Undo: d.updaterUnlock},
-		{Name: "apply", Action: d.applyUpdate},
-		{Name: "unlock", Action: d.releaseAndRecheck},
-		{Name: "honour_stop_wish", Action: d.honourStopWish},
+		{Name: "lock", Action: saga.ActionWith(d.updaterLock), Undo: saga.UndoWith(d.updaterUnlock)},
+		{Name: "apply", Action: saga.ActionWith(d.applyUpdate)},
+		{Name: "unlock", Action: saga.ActionWith(d.releaseAndRecheck)},
+		{Name: "honour_stop_wish", Action: saga.ActionWith(d.honourStopWish)},
 	}}
 }
 
@@ -39,34 +43,25 @@ func instanceUpdate(d Deps) saga.Template {
 // may be about to move): the update that resolves the migration carries it
 // out, on whichever VMM the guest ended up on. A VMM still starting is left
 // to its start saga, which looks at the wish itself.
-func (d Deps) honourStopWish(ctx context.Context, sc *saga.Context) (any, error) {
-	var p InstanceUpdateParams
-	if err := sc.Params(&p); err != nil {
-		return nil, err
-	}
+func (d Deps) honourStopWish(ctx context.Context, _ *saga.Context, p InstanceUpdateParams) (any, error) {
 	snap, err := d.DS.InstanceSnapshot(ctx, p.Instance)
-	if errors.Is(err, datastore.ErrNotFound) {
+	if errors.Is(err, model.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
 	rt := snap.Instance.Runtime
-	if snap.Instance.IntendedState != datastore.IntendStopped || rt.State != datastore.InstanceVMM ||
-		rt.MigrationID != nil || snap.Active == nil || snap.Active.Runtime.State != datastore.VMMRunning {
+	if snap.Instance.IntendedState != model.IntendStopped || rt.State != model.InstanceVMM ||
+		rt.MigrationID != nil || snap.Active == nil || snap.Active.Runtime.State != model.VMMRunning {
 		return nil, nil
-	}
-	client, err := d.Sleds.Client(ctx, snap.Active.SledID)
-	if err != nil {
-		return nil, err
 	}
 	// The answer is not written: the VMM may have ended already (this look
 	// can be older than its end), and an end written here would keep its
 	// publication from starting the update that unlinks it. The sled
 	// publishes every step of the stop.
-	_, err = client.EnsureState(ctx, &sledagentv1.EnsureStateRequest{VmmId: snap.Active.ID.String(),
-		Target: sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED})
-	return nil, sledclient.Classify(snap.Active.SledID, err)
+	_, err = d.Sleds.EnsureState(ctx, snap.Active.SledID, snap.Active.ID, model.TargetStopped)
+	return nil, err
 }
 
 // releaseAndRecheck releases the lock, then looks again: an update that
@@ -75,17 +70,13 @@ func (d Deps) honourStopWish(ctx context.Context, sc *saga.Context) (any, error)
 // needs settling and the lock is free, take it again and settle; if someone
 // else took it, they re-check when they release. Whoever releases last
 // looks last, so no update is lost.
-func (d Deps) releaseAndRecheck(ctx context.Context, sc *saga.Context) (any, error) {
-	var p InstanceUpdateParams
-	if err := sc.Params(&p); err != nil {
-		return nil, err
-	}
-	for attempt := 0; attempt < casRetries; attempt++ {
+func (d Deps) releaseAndRecheck(ctx context.Context, _ *saga.Context, p InstanceUpdateParams) (any, error) {
+	for range recheckRounds {
 		if err := d.DS.InstanceUpdaterUnlock(ctx, p.Instance, p.Lock); err != nil {
 			return nil, err
 		}
 		snap, err := d.DS.InstanceSnapshot(ctx, p.Instance)
-		if err != nil || !NeedsSettling(snap) {
+		if err != nil || !model.NeedsSettling(snap) {
 			return nil, err
 		}
 		locked, err := d.DS.InstanceUpdaterLock(ctx, p.Instance, p.Lock)
@@ -99,42 +90,32 @@ func (d Deps) releaseAndRecheck(ctx context.Context, sc *saga.Context) (any, err
 	return nil, d.DS.InstanceUpdaterUnlock(ctx, p.Instance, p.Lock)
 }
 
-func (d Deps) updaterLock(ctx context.Context, sc *saga.Context) (any, error) {
-	var p InstanceUpdateParams
-	if err := sc.Params(&p); err != nil {
-		return nil, err
-	}
+// recheckRounds bounds how often one update settles again what changed
+// while it held the lock; the background updater catches anything later.
+const recheckRounds = 8
+
+func (d Deps) updaterLock(ctx context.Context, _ *saga.Context, p InstanceUpdateParams) (any, error) {
 	locked, err := d.DS.InstanceUpdaterLock(ctx, p.Instance, p.Lock)
 	if err != nil {
 		return nil, err
 	}
 	if !locked {
-		return nil, ErrUpdaterLockHeld
+		return nil, model.ErrUpdaterLockHeld
 	}
 	return nil, nil
 }
 
-func (d Deps) updaterUnlock(ctx context.Context, sc *saga.Context) error {
-	var p InstanceUpdateParams
-	if err := sc.Params(&p); err != nil {
-		return err
-	}
+func (d Deps) updaterUnlock(ctx context.Context, _ *saga.Context, p InstanceUpdateParams) error {
 	return d.DS.InstanceUpdaterUnlock(ctx, p.Instance, p.Lock)
 }
 
-func (d Deps) applyUpdate(ctx context.Context, sc *saga.Context) (any, error) {
-	var p InstanceUpdateParams
-	if err := sc.Params(&p); err != nil {
-		return nil, err
-	}
+func (d Deps) applyUpdate(ctx context.Context, _ *saga.Context, p InstanceUpdateParams) (any, error) {
 	return nil, d.settleInstance(ctx, p.Instance, p.Lock)
 }
 
 // settleInstance writes the runtime the instance's VMMs call for, through
 // the generation guard, as the holder of its updater lock.
 func (d Deps) settleInstance(ctx context.Context, id, holder uuid.UUID) error {
-	_, err := d.DS.InstanceSettle(ctx, id, holder, nil, func(s datastore.InstanceSnapshot) (datastore.InstanceRuntime, bool) {
-		return Settle(s, time.Now())
-	})
+	_, err := d.DS.InstanceSettle(ctx, id, holder, nil, model.SettleNow)
 	return err
 }

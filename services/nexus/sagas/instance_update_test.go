@@ -14,6 +14,7 @@ import (
 
 	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	"github.com/rackplane/rackplane/services/nexus/sagas"
 )
@@ -72,7 +73,7 @@ func TestN6_AnUpdateThatFoundTheLockHeldIsNotLost(t *testing.T) {
 			vmm2 := relink(t, ds, inst)
 			terminal(t, ds, vmm2)
 			_, err = engine.Run(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: inst, Lock: uuid.New()})
-			if !errors.Is(err, sagas.ErrUpdaterLockHeld) {
+			if !errors.Is(err, model.ErrUpdaterLockHeld) {
 				t.Fatalf("update B: %v, want ErrUpdaterLockHeld", err)
 			}
 			close(release)
@@ -80,7 +81,7 @@ func TestN6_AnUpdateThatFoundTheLockHeldIsNotLost(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, err := ds.InstanceGet(ctx, inst)
-			if err != nil || got.Runtime.State != datastore.InstanceNoVMM || got.Runtime.ActiveVMM != nil || got.UpdaterID != nil {
+			if err != nil || got.Runtime.State != model.InstanceNoVMM || got.Runtime.ActiveVMM != nil || got.UpdaterID != nil {
 				t.Fatalf("instance after A released: %+v updater %v (%v); want no_vmm, unlocked", got.Runtime, got.UpdaterID, err)
 			}
 		})
@@ -90,11 +91,11 @@ func TestN6_AnUpdateThatFoundTheLockHeldIsNotLost(t *testing.T) {
 func instanceWithVMM(t *testing.T, ds *datastore.DataStore) (uuid.UUID, uuid.UUID) {
 	t.Helper()
 	now := time.Now()
-	p := datastore.Project{ID: uuid.New(), Name: "p", TimeCreated: now}
-	s := datastore.Sled{ID: uuid.New(), Address: "127.0.0.1:1", NCPUs: 8, MemoryBytes: 64 << 30, TimeLastSeen: now}
-	inst := datastore.Instance{ID: uuid.New(), ProjectID: p.ID, Name: "i", Hostname: "i", NCPUs: 1, MemoryBytes: 1 << 30,
-		IntendedState: datastore.IntendRunning, AutoRestartPolicy: datastore.AutoRestartNever, TimeCreated: now,
-		Runtime: datastore.InstanceRuntime{State: datastore.InstanceNoVMM, Generation: 1, TimeUpdated: now}}
+	p := model.Project{ID: uuid.New(), Name: "p", TimeCreated: now}
+	s := model.Sled{ID: uuid.New(), Address: "127.0.0.1:1", NCPUs: 8, MemoryBytes: 64 << 30, TimeLastSeen: now}
+	inst := model.Instance{ID: uuid.New(), ProjectID: p.ID, Name: "i", Hostname: "i", NCPUs: 1, MemoryBytes: 1 << 30,
+		IntendedState: model.IntendRunning, AutoRestartPolicy: model.AutoRestartNever, TimeCreated: now,
+		Runtime: model.InstanceRuntime{State: model.InstanceNoVMM, Generation: 1, TimeUpdated: now}}
 	for _, err := range []error{ds.ProjectCreate(ctx, p), ds.SledUpsert(ctx, s), ds.InstanceCreate(ctx, inst)} {
 		if err != nil {
 			t.Fatal(err)
@@ -115,12 +116,12 @@ func relink(t *testing.T, ds *datastore.DataStore, instance uuid.UUID) uuid.UUID
 		t.Fatal(err)
 	}
 	now := time.Now()
-	v := datastore.VMM{ID: uuid.New(), InstanceID: instance, SledID: sleds[0].ID, TimeCreated: now,
-		Runtime: datastore.VMMRuntime{State: datastore.VMMRunning, Generation: 1, TimeUpdated: now}}
+	v := model.VMM{ID: uuid.New(), InstanceID: instance, SledID: sleds[0].ID, TimeCreated: now,
+		Runtime: model.VMMRuntime{State: model.VMMRunning, Generation: 1, TimeUpdated: now}}
 	if err := ds.VMMInsert(ctx, v); err != nil {
 		t.Fatal(err)
 	}
-	if wrote, err := ds.InstanceUpdateRuntime(ctx, instance, datastore.InstanceRuntime{State: datastore.InstanceVMM,
+	if wrote, err := ds.InstanceUpdateRuntime(ctx, instance, model.InstanceRuntime{State: model.InstanceVMM,
 		ActiveVMM: &v.ID, Generation: inst.Runtime.Generation + 1, TimeUpdated: now}); !wrote || err != nil {
 		t.Fatalf("relink: (%v, %v)", wrote, err)
 	}
@@ -129,7 +130,7 @@ func relink(t *testing.T, ds *datastore.DataStore, instance uuid.UUID) uuid.UUID
 
 func terminal(t *testing.T, ds *datastore.DataStore, vmm uuid.UUID) {
 	t.Helper()
-	if wrote, err := ds.VMMUpdateRuntime(ctx, vmm, datastore.VMMRuntime{State: datastore.VMMDestroyed,
+	if wrote, err := ds.VMMUpdateRuntime(ctx, vmm, model.VMMRuntime{State: model.VMMDestroyed,
 		Generation: 10, TimeUpdated: time.Now()}); !wrote || err != nil {
 		t.Fatalf("(%v, %v)", wrote, err)
 	}

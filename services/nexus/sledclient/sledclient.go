@@ -15,26 +15,21 @@ import (
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/pkg/grpcconn"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
-var (
-	// ErrVMMGone means the sled-agent answered NO_SUCH_VMM.
-	ErrVMMGone = errors.New("the sled-agent does not know the VMM (NO_SUCH_VMM)")
-	// ErrSledUnreachable means the call did not get an answer.
-	ErrSledUnreachable = errors.New("sled-agent unreachable")
-)
-
-// Classify wraps a sled-agent error in ErrVMMGone or ErrSledUnreachable
-// where it is one, keeping the original in the chain.
-func Classify(sled uuid.UUID, err error) error {
+// classify wraps a sled-agent error in model.ErrVMMGone or
+// model.ErrSledUnreachable where it is one, keeping the original in the
+// chain.
+func classify(sled uuid.UUID, err error) error {
 	if err == nil {
 		return nil
 	}
 	switch st, _ := status.FromError(err); {
 	case st.Code() == codes.NotFound && apierror.Reason(err) == "NO_SUCH_VMM":
-		return fmt.Errorf("%w: sled %s: %v", ErrVMMGone, sled, err)
+		return fmt.Errorf("%w: sled %s: %v", model.ErrVMMGone, sled, err)
 	case st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: sled %s: %v", ErrSledUnreachable, sled, err)
+		return fmt.Errorf("%w: sled %s: %v", model.ErrSledUnreachable, sled, err)
 	}
 	return fmt.Errorf("sled %s: %w", sled, err)
 }
@@ -73,8 +68,8 @@ const CallTimeout = 10 * time.Second
 // NewPool returns an empty pool.
 func NewPool(r Resolver) *Pool { return &Pool{resolver: r, conns: map[uuid.UUID]conn{}} }
 
-// Client returns a client for the sled.
-func (p *Pool) Client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgentClient, error) {
+// client returns a client for the sled.
+func (p *Pool) client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgentClient, error) {
 	p.mu.Lock()
 	c, ok := p.conns[sled]
 	p.mu.Unlock()

@@ -23,7 +23,7 @@ func TestASledsAddressIsReadOncePerTTL(t *testing.T) {
 	defer p.Close()
 	sled := uuid.New()
 	for i := 0; i < 5; i++ {
-		if _, err := p.Client(context.Background(), sled); err != nil {
+		if _, err := p.client(context.Background(), sled); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/rackplane/rackplane/services/sledagent/app"
 	hypervisorsim "github.com/rackplane/rackplane/services/sledagent/hypervisor/sim"
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
+	"github.com/rackplane/rackplane/services/sledagent/wire"
 	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/sim"
 )
 
@@ -185,7 +186,11 @@ func (h *SledAgentSim) FailEnsureState(_ context.Context, req *sledagentv1.FailE
 }
 
 func (h *SledAgentSim) ForgetVmm(_ context.Context, req *sledagentv1.ForgetVmmRequest) (*sledagentv1.ForgetVmmResponse, error) {
-	if err := h.agent.ForgetVMM(req.GetVmmId()); err != nil {
+	id, err := wire.ParseVMMID(req.GetVmmId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := h.agent.ForgetVMM(id); err != nil {
 		return nil, toStatus(err)
 	}
 	return &sledagentv1.ForgetVmmResponse{}, nil

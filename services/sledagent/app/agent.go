@@ -7,7 +7,6 @@ import (
 	"github.com/google/uuid"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
-	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/sledagent/ledger"
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
 	"github.com/rackplane/rackplane/services/sledagent/vmm"
@@ -72,58 +71,32 @@ func (a *Agent) Inventory() Inventory {
 	return inv
 }
 
-// EnsureRegistered validates and registers a VMM (V1).
-func (a *Agent) EnsureRegistered(req *sledagentv1.EnsureRegisteredRequest) (vmm.Runtime, error) {
-	reg, err := vmm.ParseRegistration(req)
-	if err != nil {
-		return vmm.Runtime{}, err
-	}
+// EnsureRegistered registers a VMM (V1).
+func (a *Agent) EnsureRegistered(reg vmm.Registration) (vmm.Runtime, error) {
 	return a.vmms.EnsureRegistered(reg)
 }
 
 // EnsureState asks a VMM to move toward a target state (V2).
-func (a *Agent) EnsureState(req *sledagentv1.EnsureStateRequest) (vmm.Runtime, error) {
-	id, target, err := vmm.ParseEnsureState(req)
-	if err != nil {
-		return vmm.Runtime{}, err
-	}
+func (a *Agent) EnsureState(id uuid.UUID, target vmm.Target) (vmm.Runtime, error) {
 	return a.vmms.EnsureState(id, target)
 }
 
 // EnsureUnregistered rudely terminates a VMM (V3); nil when unknown.
-func (a *Agent) EnsureUnregistered(vmmID string) (*vmm.Runtime, error) {
-	id, err := parseVMMID(vmmID)
-	if err != nil {
-		return nil, err
-	}
-	return a.vmms.EnsureUnregistered(id), nil
+func (a *Agent) EnsureUnregistered(id uuid.UUID) *vmm.Runtime {
+	return a.vmms.EnsureUnregistered(id)
 }
 
 // VMM returns a registered VMM (V4).
-func (a *Agent) VMM(vmmID string) (vmm.View, error) {
-	id, err := parseVMMID(vmmID)
-	if err != nil {
-		return vmm.View{}, err
-	}
+func (a *Agent) VMM(id uuid.UUID) (vmm.View, error) {
 	return a.vmms.Get(id)
 }
 
 // ForgetVMM drops a VMM without telling nexus (V7 fault).
-func (a *Agent) ForgetVMM(vmmID string) error {
-	id, err := parseVMMID(vmmID)
-	if err != nil {
-		return err
-	}
+func (a *Agent) ForgetVMM(id uuid.UUID) error {
 	if !a.vmms.Forget(id) {
 		return fmt.Errorf("%w: %s", vmm.ErrNoSuchVMM, id)
 	}
 	return nil
-}
-
-func parseVMMID(s string) (uuid.UUID, error) {
-	var v apierror.Violations
-	id := v.UUID("vmm_id", s)
-	return id, v.Err()
 }
 
 // PokeReconciler asks for a reconciler pass now.

@@ -9,12 +9,11 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
-	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/backoff"
 	"github.com/rackplane/rackplane/services/sledagent/vmm"
+	"github.com/rackplane/rackplane/services/sledagent/wire"
 )
 
 var _ vmm.Publisher = (*Publisher)(nil)
@@ -203,41 +202,8 @@ func UpdateProto(sled uuid.UUID, u vmm.Update) *nexusv1.VmmStateUpdateRequest {
 	return &nexusv1.VmmStateUpdateRequest{
 		VmmId:        u.VMM.String(),
 		SledId:       sled.String(),
-		Runtime:      RuntimeProto(u.Runtime),
-		MigrationIn:  MigrationProto(u.MigrationIn),
-		MigrationOut: MigrationProto(u.MigrationOut),
+		Runtime:      wire.RuntimeProto(u.Runtime),
+		MigrationIn:  wire.MigrationProto(u.MigrationIn),
+		MigrationOut: wire.MigrationProto(u.MigrationOut),
 	}
-}
-
-var vmmStates = map[vmm.State]sledagentv1.VmmState{
-	vmm.StateStarting:  sledagentv1.VmmState_VMM_STATE_STARTING,
-	vmm.StateRunning:   sledagentv1.VmmState_VMM_STATE_RUNNING,
-	vmm.StateStopping:  sledagentv1.VmmState_VMM_STATE_STOPPING,
-	vmm.StateStopped:   sledagentv1.VmmState_VMM_STATE_STOPPED,
-	vmm.StateRebooting: sledagentv1.VmmState_VMM_STATE_REBOOTING,
-	vmm.StateMigrating: sledagentv1.VmmState_VMM_STATE_MIGRATING,
-	vmm.StateFailed:    sledagentv1.VmmState_VMM_STATE_FAILED,
-	vmm.StateDestroyed: sledagentv1.VmmState_VMM_STATE_DESTROYED,
-}
-
-var migrationStates = map[vmm.MigrationState]sledagentv1.MigrationState{
-	vmm.MigrationPending:    sledagentv1.MigrationState_MIGRATION_STATE_PENDING,
-	vmm.MigrationInProgress: sledagentv1.MigrationState_MIGRATION_STATE_IN_PROGRESS,
-	vmm.MigrationCompleted:  sledagentv1.MigrationState_MIGRATION_STATE_COMPLETED,
-	vmm.MigrationFailed:     sledagentv1.MigrationState_MIGRATION_STATE_FAILED,
-}
-
-// RuntimeProto is the wire form of a VMM runtime.
-func RuntimeProto(r vmm.Runtime) *sledagentv1.VmmRuntime {
-	return &sledagentv1.VmmRuntime{State: vmmStates[r.State], Generation: r.Generation,
-		TimeUpdated: timestamppb.New(r.TimeUpdated)}
-}
-
-// MigrationProto is the wire form of a migration side, nil for none.
-func MigrationProto(m *vmm.Migration) *sledagentv1.MigrationRuntime {
-	if m == nil {
-		return nil
-	}
-	return &sledagentv1.MigrationRuntime{MigrationId: m.ID.String(), State: migrationStates[m.State],
-		Generation: m.Generation, TimeUpdated: timestamppb.New(m.TimeUpdated)}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/nexustest"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	"github.com/rackplane/rackplane/services/nexus/sagas"
@@ -238,13 +239,13 @@ func crashAndRecover(t *testing.T, bin string, backend datastore.Backend, point 
 	want := oxide.InstanceStateRunning
 	if rec.State == saga.StateUnwound {
 		outcome, want = "unwound", oxide.InstanceStateStopped
-		if inst.Runtime.State != datastore.InstanceNoVMM || inst.Runtime.ActiveVMM != nil {
+		if inst.Runtime.State != model.InstanceNoVMM || inst.Runtime.ActiveVMM != nil {
 			t.Fatalf("unwound start left the instance %+v; want no_vmm without an active VMM", inst.Runtime)
 		}
 		if vmms := r.sledVMMs(t); len(vmms) != 0 {
 			t.Fatalf("unwound start left VMMs on the sleds: %v", vmms)
 		}
-		if v, err := ds.VMMGet(bg, params.VMM); err == nil && v.Runtime.State != datastore.VMMSagaUnwound {
+		if v, err := ds.VMMGet(bg, params.VMM); err == nil && v.Runtime.State != model.VMMSagaUnwound {
 			t.Fatalf("unwound start left its VMM %s; want saga_unwound", v.Runtime.State)
 		}
 		events, err := ds.SagaEvents(bg, sagaID)
@@ -257,7 +258,7 @@ func crashAndRecover(t *testing.T, bin string, backend datastore.Backend, point 
 			}
 		}
 	} else {
-		if a := inst.Runtime.ActiveVMM; inst.Runtime.State != datastore.InstanceVMM || a == nil || *a != params.VMM {
+		if a := inst.Runtime.ActiveVMM; inst.Runtime.State != model.InstanceVMM || a == nil || *a != params.VMM {
 			t.Fatalf("completed start left the instance %+v; want its VMM %s active", inst.Runtime, params.VMM)
 		}
 		v, err := ds.VMMGet(bg, params.VMM)

@@ -1,10 +1,6 @@
-package sagas
+package model
 
-import (
-	"time"
-
-	"github.com/rackplane/rackplane/services/nexus/datastore"
-)
+import "time"
 
 // Settle computes the runtime an instance's VMMs and migration call for
 // (N6); changed is false when the instance already is what they call for.
@@ -18,9 +14,9 @@ import (
 //     fails its target, so waiting for the target decides every case.)
 //   - With no migration left, a terminal active VMM is unlinked: the
 //     instance is failed when that VMM failed, no_vmm otherwise.
-func Settle(s datastore.InstanceSnapshot, now time.Time) (datastore.InstanceRuntime, bool) {
+func Settle(s InstanceSnapshot, now time.Time) (InstanceRuntime, bool) {
 	rt := s.Instance.Runtime
-	if rt.State != datastore.InstanceVMM {
+	if rt.State != InstanceVMM {
 		return rt, false
 	}
 	next, changed, active := rt, false, s.Active
@@ -37,21 +33,23 @@ func Settle(s datastore.InstanceSnapshot, now time.Time) (datastore.InstanceRunt
 		}
 	}
 	if next.MigrationID == nil && (active == nil || active.Runtime.State.Terminal()) {
-		next.State, next.ActiveVMM, next.TargetVMM = datastore.InstanceNoVMM, nil, nil
-		if active != nil && active.Runtime.State == datastore.VMMFailed {
-			next.State = datastore.InstanceFailed
+		next.State, next.ActiveVMM, next.TargetVMM = InstanceNoVMM, nil, nil
+		if active != nil && active.Runtime.State == VMMFailed {
+			next.State = InstanceFailed
 		}
 		changed = true
 	}
 	if !changed {
 		return rt, false
 	}
-	next.Generation, next.TimeUpdated = rt.Generation+1, now
-	return next, true
+	return next.Next(now), true
 }
 
 // NeedsSettling reports whether Settle would change the instance.
-func NeedsSettling(s datastore.InstanceSnapshot) bool {
+func NeedsSettling(s InstanceSnapshot) bool {
 	_, changed := Settle(s, time.Time{})
 	return changed
 }
+
+// SettleNow is Settle as of the moment it is called.
+func SettleNow(s InstanceSnapshot) (InstanceRuntime, bool) { return Settle(s, time.Now()) }

@@ -1,96 +1,13 @@
 package datastore
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 
 	"github.com/google/uuid"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
-
-// queryer is what reads and writes need, in or out of a transaction.
-type queryer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-// InstanceSnapshot reads an instance with the VMMs and migration its
-// runtime points at.
-func (d *DataStore) InstanceSnapshot(ctx context.Context, id uuid.UUID) (InstanceSnapshot, error) {
-	s, err := snapshot(ctx, d.db, id)
-	return s, d.classify(err)
-}
-
-func snapshot(ctx context.Context, q queryer, id uuid.UUID) (InstanceSnapshot, error) {
-	inst, err := scanInstance(q.QueryRowContext(ctx,
-		`SELECT `+instanceColumns+` FROM instance WHERE id = $1 AND time_deleted IS NULL`, id.String()))
-	if isNoRows(err) {
-		return InstanceSnapshot{}, fmt.Errorf("%w: instance %s", ErrNotFound, id)
-	}
-	if err != nil {
-		return InstanceSnapshot{}, err
-	}
-	return linked(ctx, q, inst)
-}
-
-// linked reads the VMMs and migration inst's runtime points at.
-func linked(ctx context.Context, q queryer, inst Instance) (InstanceSnapshot, error) {
-	s := InstanceSnapshot{Instance: inst}
-	rt := inst.Runtime
-	if rt.ActiveVMM != nil || rt.TargetVMM != nil {
-		rows, err := q.QueryContext(ctx, `SELECT `+vmmColumns+` FROM vmm WHERE id IN ($1, $2)`,
-			idOrNil(rt.ActiveVMM), idOrNil(rt.TargetVMM))
-		if err != nil {
-			return s, err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			v, err := scanVMM(rows)
-			if err != nil {
-				return s, err
-			}
-			s.attach(v)
-		}
-		if err := rows.Err(); err != nil {
-			return s, err
-		}
-	}
-	return s, s.readMigration(ctx, q)
-}
-
-// attach links v where the instance's runtime points at it.
-func (s *InstanceSnapshot) attach(v VMM) {
-	switch rt := s.Instance.Runtime; {
-	case rt.ActiveVMM != nil && v.ID == *rt.ActiveVMM:
-		s.Active = &v
-	case rt.TargetVMM != nil && v.ID == *rt.TargetVMM:
-		s.Target = &v
-	}
-}
-
-// readMigration reads the migration the instance's runtime points at, if
-// any.
-func (s *InstanceSnapshot) readMigration(ctx context.Context, q queryer) error {
-	id := s.Instance.Runtime.MigrationID
-	if id == nil {
-		return nil
-	}
-	m, err := migrationGet(ctx, q, *id)
-	if err != nil {
-		return err
-	}
-	s.Migration = &m
-	return nil
-}
-
-// VMMWrite is a guarded VMM runtime write (N3) made together with a settle.
-type VMMWrite struct {
-	ID      uuid.UUID
-	Runtime VMMRuntime
-}
 
 // SettleOutcome is what InstanceSettle did to the instance.
 type SettleOutcome int
@@ -109,7 +26,7 @@ const (
 type SettleResult struct {
 	Outcome SettleOutcome
 	// After is what it left: the instance and the VMMs it points at.
-	After InstanceSnapshot
+	After model.InstanceSnapshot
 	// VMMWritten says, for each write given, whether the guard let it in.
 	VMMWritten []bool
 }
@@ -121,8 +38,8 @@ type SettleResult struct {
 // lock, applying and releasing it cannot be interrupted half-way. Pass
 // uuid.Nil as holder when not holding the lock. compute must not have side
 // effects: it may be called again when the instance changes meanwhile.
-func (d *DataStore) InstanceSettle(ctx context.Context, id, holder uuid.UUID, writes []VMMWrite,
-	compute func(InstanceSnapshot) (InstanceRuntime, bool)) (SettleResult, error) {
+func (d *DataStore) InstanceSettle(ctx context.Context, id, holder uuid.UUID, writes []model.VMMWrite,
+	compute func(model.InstanceSnapshot) (model.InstanceRuntime, bool)) (SettleResult, error) {
 	var res SettleResult
 	// Rows are locked in id order, so two settles of one instance writing
 	// the same VMMs cannot deadlock.
@@ -172,33 +89,13 @@ func (d *DataStore) InstanceSettle(ctx context.Context, id, holder uuid.UUID, wr
 			}
 			if n, err := r.RowsAffected(); err != nil || n == 1 {
 				res.Outcome = SettleWritten
-				res.After = s.relinked(next)
+				res.After = s.Relinked(next)
 				return err
 			}
 		}
 		return fmt.Errorf("instance %s kept changing while it was settled", id)
 	})
 	return res, err
-}
-
-// relinked is the snapshot after its instance's runtime became next: the
-// same VMMs, linked as next says.
-func (s InstanceSnapshot) relinked(next InstanceRuntime) InstanceSnapshot {
-	out := InstanceSnapshot{Instance: s.Instance}
-	out.Instance.Runtime = next
-	for _, v := range []*VMM{s.Active, s.Target} {
-		switch {
-		case v == nil:
-		case next.ActiveVMM != nil && v.ID == *next.ActiveVMM:
-			out.Active = v
-		case next.TargetVMM != nil && v.ID == *next.TargetVMM:
-			out.Target = v
-		}
-	}
-	if next.MigrationID != nil && s.Migration != nil && *next.MigrationID == s.Migration.ID {
-		out.Migration = s.Migration
-	}
-	return out
 }
 
 // InstanceSettleFrom is InstanceSettle for a caller that read the instance
@@ -209,8 +106,8 @@ func (s InstanceSnapshot) relinked(next InstanceRuntime) InstanceSnapshot {
 // gatherer): the instance is only rewritten if its generation is still
 // from's and the VMM write got in. Anything else, or a guard that misses,
 // is settled by InstanceSettle's transaction, which reads afresh.
-func (d *DataStore) InstanceSettleFrom(ctx context.Context, from InstanceSnapshot, writes []VMMWrite,
-	compute func(InstanceSnapshot) (InstanceRuntime, bool)) (SettleResult, error) {
+func (d *DataStore) InstanceSettleFrom(ctx context.Context, from model.InstanceSnapshot, writes []model.VMMWrite,
+	compute func(model.InstanceSnapshot) (model.InstanceRuntime, bool)) (SettleResult, error) {
 	id := from.Instance.ID
 	if d.settles == nil || from.Migration != nil || from.Target != nil || from.Instance.UpdaterID != nil ||
 		from.Active == nil || len(writes) != 1 || writes[0].ID != from.Active.ID ||
@@ -231,7 +128,7 @@ func (d *DataStore) InstanceSettleFrom(ctx context.Context, from InstanceSnapsho
 	case err != nil:
 		return SettleResult{}, err
 	case written.instance:
-		return SettleResult{Outcome: SettleWritten, After: expected.relinked(next), VMMWritten: []bool{true}}, nil
+		return SettleResult{Outcome: SettleWritten, After: expected.Relinked(next), VMMWritten: []bool{true}}, nil
 	case !written.vmm:
 		// The VMM moved on since from: nothing was written.
 		return d.InstanceSettle(ctx, id, uuid.Nil, writes, compute)
@@ -247,9 +144,9 @@ func (d *DataStore) InstanceSettleFrom(ctx context.Context, from InstanceSnapsho
 // guarded VMM write, and the instance runtime it settles to if the
 // instance is still at generation from.
 type settleWrite struct {
-	vmm      VMMWrite
+	vmm      model.VMMWrite
 	instance uuid.UUID
-	next     InstanceRuntime
+	next     model.InstanceRuntime
 	from     uint64
 }
 
@@ -357,34 +254,4 @@ func (d *DataStore) settleAlone(ctx context.Context, w settleWrite) (settleWritt
 		int64(w.next.Generation), ts(w.next.TimeUpdated), int64(w.from),
 	).Scan(&written.vmm, &written.instance)
 	return written, d.classify(err)
-}
-
-// inIDOrder is the positions 0…n-1 ordered by id(i): the order rows are
-// locked in, so that writers of the same rows cannot deadlock. Bytes order
-// as the ids' text does (lowercase hex), without formatting them.
-func inIDOrder(n int, id func(int) uuid.UUID) []int {
-	order := make([]int, n)
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int {
-		x, y := id(a), id(b)
-		return bytes.Compare(x[:], y[:])
-	})
-	return order
-}
-
-func stringPtrOrNil(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func idPtr(id *uuid.UUID) *string {
-	if id == nil {
-		return nil
-	}
-	s := id.String()
-	return &s
 }

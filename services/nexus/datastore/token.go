@@ -7,20 +7,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
-
-// RoleAssignment grants a principal a role on the fleet (ResourceID nil) or
-// on one project.
-type RoleAssignment struct {
-	Principal  string
-	Resource   string // "fleet" or "project"
-	ResourceID *uuid.UUID
-	Role       string // "admin", "collaborator" or "viewer"
-}
 
 // TokenCreate stores a token by the hash of its secret, with the roles to
 // grant its principal, in one transaction.
-func (d *DataStore) TokenCreate(ctx context.Context, id uuid.UUID, hash, principal string, expires *time.Time, roles []RoleAssignment, at time.Time) error {
+func (d *DataStore) TokenCreate(ctx context.Context, id uuid.UUID, hash, principal string, expires *time.Time, roles []model.RoleAssignment, at time.Time) error {
 	var expiresAt any
 	if expires != nil {
 		expiresAt = ts(*expires)
@@ -46,35 +38,27 @@ func (d *DataStore) TokenCreate(ctx context.Context, id uuid.UUID, hash, princip
 	})
 }
 
-// Token is a live token as authentication sees it: whose it is, the roles
-// its principal holds, and when it expires (nil: never).
-type Token struct {
-	Principal string
-	Roles     []RoleAssignment
-	Expires   *time.Time
-}
-
 // TokenByHash resolves the hash of a presented secret to its token;
-// ErrNotFound for an unknown, deleted or expired token. The token and its
+// model.ErrNotFound for an unknown, deleted or expired token. The token and its
 // principal's roles are one statement: every request pays for it.
-func (d *DataStore) TokenByHash(ctx context.Context, hash string, now time.Time) (Token, error) {
+func (d *DataStore) TokenByHash(ctx context.Context, hash string, now time.Time) (model.Token, error) {
 	rows, err := d.db.QueryContext(ctx, `SELECT t.principal, t.time_expires, r.resource_type, r.resource_id, r.role
 		FROM api_token t LEFT JOIN role_assignment r ON r.principal = t.principal
 		WHERE t.token_hash = $1 AND t.time_deleted IS NULL AND (t.time_expires IS NULL OR t.time_expires > $2)`,
 		hash, ts(now))
 	if err != nil {
-		return Token{}, d.classify(err)
+		return model.Token{}, d.classify(err)
 	}
 	defer rows.Close()
 	var (
-		tok   Token
+		tok   model.Token
 		found bool
 	)
 	for rows.Next() {
 		var expires dbTime
 		var resource, resourceID, role *string
 		if err := rows.Scan(&tok.Principal, &expires, &resource, &resourceID, &role); err != nil {
-			return Token{}, d.classify(err)
+			return model.Token{}, d.classify(err)
 		}
 		found = true
 		if expires.Valid {
@@ -83,21 +67,21 @@ func (d *DataStore) TokenByHash(ctx context.Context, hash string, now time.Time)
 		if resource == nil {
 			continue // a principal without roles
 		}
-		r := RoleAssignment{Principal: tok.Principal, Resource: *resource, Role: *role}
+		r := model.RoleAssignment{Principal: tok.Principal, Resource: *resource, Role: *role}
 		if resourceID != nil && *resourceID != "" {
 			id, err := uuid.Parse(*resourceID)
 			if err != nil {
-				return Token{}, fmt.Errorf("role assignment of %s: resource_id: %w", tok.Principal, err)
+				return model.Token{}, fmt.Errorf("role assignment of %s: resource_id: %w", tok.Principal, err)
 			}
 			r.ResourceID = &id
 		}
 		tok.Roles = append(tok.Roles, r)
 	}
 	if err := rows.Err(); err != nil {
-		return Token{}, d.classify(err)
+		return model.Token{}, d.classify(err)
 	}
 	if !found {
-		return Token{}, fmt.Errorf("%w: token", ErrNotFound)
+		return model.Token{}, fmt.Errorf("%w: token", model.ErrNotFound)
 	}
 	return tok, nil
 }
