@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,45 +11,45 @@ import (
 
 	"github.com/rackplane/rackplane/pkg/duration"
 	"github.com/rackplane/rackplane/pkg/logging"
+	"github.com/rackplane/rackplane/pkg/settings"
 	"github.com/spf13/pflag"
-	"sigs.k8s.io/yaml"
 )
 
 // Config is everything a nexus process needs.
 type Config struct {
 	// ID names this nexus replica; sagas it runs are owned by it.
-	ID string `json:"id"`
+	ID string `koanf:"id" help:"this nexus replica's UUID"`
 	// InternalListen serves NexusInternal (sled-agents); never exposed
 	// on the external listener (SPEC N10).
-	InternalListen string `json:"internal_listen"`
+	InternalListen string `koanf:"internal_listen" help:"internal gRPC listen address for sled-agents"`
 	// ExternalListen serves the REST API (Oxide API v1 subset).
-	ExternalListen string `json:"external_listen"`
+	ExternalListen string `koanf:"external_listen" help:"REST API listen address"`
 	// ExternalGRPCListen serves NexusExternal over gRPC, through the same
 	// interceptors as the REST gateway. Loopback by default.
-	ExternalGRPCListen string `json:"external_grpc_listen"`
+	ExternalGRPCListen string `koanf:"external_grpc_listen" help:"external gRPC listen address (NexusExternal for gRPC clients)"`
 	// MetricsListen serves Prometheus metrics at /metrics, without auth:
 	// its own listener, never the external one, where every request needs
 	// a token (SPEC N10, N11). Loopback by default.
-	MetricsListen string `json:"metrics_listen"`
+	MetricsListen string `koanf:"metrics_listen" help:"Prometheus metrics listen address (/metrics, no auth)"`
 	// DatabaseBackend is "sqlite" (default) or "postgres".
-	DatabaseBackend string `json:"database_backend"`
+	DatabaseBackend string `koanf:"database_backend" help:"sqlite or postgres"`
 	// DatabaseURL is the SQLite file path or the PostgreSQL DSN.
-	DatabaseURL string `json:"database_url"`
-	LogLevel    string `json:"log_level"`
-	LogFormat   string `json:"log_format"`
+	DatabaseURL string `koanf:"database_url" help:"SQLite file path or PostgreSQL DSN"`
+	LogLevel    string `koanf:"log_level" help:"debug, info, warn or error"`
+	LogFormat   string `koanf:"log_format" help:"json or console"`
 	// Background task periods (N8) and the reincarnation cooldown.
-	InstanceWatcherPeriod duration.Duration `json:"instance_watcher_period"`
-	InstanceUpdaterPeriod duration.Duration `json:"instance_updater_period"`
-	ReincarnationPeriod   duration.Duration `json:"reincarnation_period"`
-	ReincarnationCooldown duration.Duration `json:"reincarnation_cooldown"`
-	SledLivenessPeriod    duration.Duration `json:"sled_liveness_period"`
+	InstanceWatcherPeriod duration.Duration `koanf:"instance_watcher_period" help:"period of the instance watcher (N8)"`
+	InstanceUpdaterPeriod duration.Duration `koanf:"instance_updater_period" help:"period of the background instance updater (N8)"`
+	ReincarnationPeriod   duration.Duration `koanf:"reincarnation_period" help:"period of reincarnation of failed instances (N8)"`
+	ReincarnationCooldown duration.Duration `koanf:"reincarnation_cooldown" help:"least time between two automatic restarts of an instance"`
+	SledLivenessPeriod    duration.Duration `koanf:"sled_liveness_period" help:"period of the sled liveness check (N8)"`
 	// SledUnreachableBound is how long force-terminate keeps retrying a
 	// sled-agent that does not answer before it answers 503 (SPEC F7).
-	SledUnreachableBound duration.Duration `json:"sled_unreachable_bound"`
+	SledUnreachableBound duration.Duration `koanf:"sled_unreachable_bound" help:"how long force-terminate retries a sled before answering 503 (F7)"`
 	// AuthnCacheTTL is how long a token's caller and roles are remembered
 	// after the database resolved them (0: never). It bounds how long a
 	// role change made through another replica takes to apply here.
-	AuthnCacheTTL duration.Duration `json:"authn_cache_ttl"`
+	AuthnCacheTTL duration.Duration `koanf:"authn_cache_ttl" help:"how long a token's caller and roles are remembered (0: never)"`
 }
 
 // Default returns the defaults every file and flag set starts from.
@@ -74,23 +72,6 @@ func Default() Config {
 		SledUnreachableBound:  duration.Duration(10 * time.Second),
 		AuthnCacheTTL:         duration.Duration(time.Second),
 	}
-}
-
-// Load reads a YAML or JSON file over the defaults; unknown keys are errors.
-// A relative SQLite path is relative to the file.
-func Load(path string) (Config, error) {
-	cfg := Default()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return cfg, err
-	}
-	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
-		return cfg, fmt.Errorf("%s: %w", path, err)
-	}
-	if cfg.DatabaseBackend == "sqlite" && !filepath.IsAbs(cfg.DatabaseURL) {
-		cfg.DatabaseURL = filepath.Join(filepath.Dir(path), cfg.DatabaseURL)
-	}
-	return cfg, nil
 }
 
 // Validate reports every problem, each naming its setting.
@@ -151,55 +132,34 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Flags are the command-line settings; each overrides the file when given.
-type Flags struct {
-	fs         *pflag.FlagSet
-	configPath string
-	values     Config
-}
+// Flags are nexus's command-line settings: --config, and one flag per
+// setting, each overriding the file and the environment when given.
+type Flags struct{ loader *settings.Loader[Config] }
+
+// EnvPrefix starts every environment variable nexus reads, such as
+// NEXUS_DATABASE_URL.
+const EnvPrefix = "NEXUS_"
 
 // BindFlags registers nexus's flags on fs.
 func BindFlags(fs *pflag.FlagSet) *Flags {
-	f := &Flags{fs: fs}
-	d := Default()
-	fs.StringVar(&f.configPath, "config", "", "YAML or JSON config file; flags given explicitly override it")
-	fs.StringVar(&f.values.ID, "id", "", "this nexus replica's UUID")
-	fs.StringVar(&f.values.InternalListen, "internal-listen", d.InternalListen, "internal gRPC listen address for sled-agents")
-	fs.StringVar(&f.values.ExternalListen, "external-listen", d.ExternalListen, "REST API listen address")
-	fs.StringVar(&f.values.ExternalGRPCListen, "external-grpc-listen", d.ExternalGRPCListen, "external gRPC listen address (NexusExternal for gRPC clients)")
-	fs.StringVar(&f.values.MetricsListen, "metrics-listen", d.MetricsListen, "Prometheus metrics listen address (/metrics, no auth)")
-	fs.StringVar(&f.values.DatabaseBackend, "database-backend", d.DatabaseBackend, "sqlite or postgres")
-	fs.StringVar(&f.values.DatabaseURL, "database-url", d.DatabaseURL, "SQLite file path or PostgreSQL DSN")
-	fs.StringVar(&f.values.LogLevel, "log-level", d.LogLevel, "debug, info, warn or error")
-	fs.StringVar(&f.values.LogFormat, "log-format", d.LogFormat, "json or console")
-	return f
+	return &Flags{loader: settings.Bind(fs, settings.Spec{EnvPrefix: EnvPrefix, RelativeToFile: sqlitePath}, Default())}
 }
 
-// Resolve combines defaults, the config file and explicitly given flags, and
-// validates the result.
+// sqlitePath: a relative SQLite path in a file is relative to the file; a
+// PostgreSQL DSN is no path.
+func sqlitePath(get func(string) string) []string {
+	if backend := get("database_backend"); backend == "" || backend == "sqlite" {
+		return []string{"database_url"}
+	}
+	return nil
+}
+
+// Resolve combines defaults, the config file, the environment and the
+// flags given, and validates the result.
 func (f *Flags) Resolve() (Config, error) {
-	cfg := Default()
-	if f.configPath != "" {
-		var err error
-		if cfg, err = Load(f.configPath); err != nil {
-			return cfg, err
-		}
+	cfg, err := f.loader.Load()
+	if err != nil {
+		return cfg, err
 	}
-	overrides := map[string]func(){
-		"id":                   func() { cfg.ID = f.values.ID },
-		"internal-listen":      func() { cfg.InternalListen = f.values.InternalListen },
-		"external-listen":      func() { cfg.ExternalListen = f.values.ExternalListen },
-		"external-grpc-listen": func() { cfg.ExternalGRPCListen = f.values.ExternalGRPCListen },
-		"metrics-listen":       func() { cfg.MetricsListen = f.values.MetricsListen },
-		"database-backend":     func() { cfg.DatabaseBackend = f.values.DatabaseBackend },
-		"database-url":         func() { cfg.DatabaseURL = f.values.DatabaseURL },
-		"log-level":            func() { cfg.LogLevel = f.values.LogLevel },
-		"log-format":           func() { cfg.LogFormat = f.values.LogFormat },
-	}
-	f.fs.Visit(func(fl *pflag.Flag) {
-		if apply, ok := overrides[fl.Name]; ok {
-			apply()
-		}
-	})
 	return cfg, cfg.Validate()
 }

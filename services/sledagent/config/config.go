@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -14,8 +13,8 @@ import (
 
 	"github.com/rackplane/rackplane/pkg/duration"
 	"github.com/rackplane/rackplane/pkg/logging"
+	"github.com/rackplane/rackplane/pkg/settings"
 	"github.com/spf13/pflag"
-	"sigs.k8s.io/yaml"
 )
 
 // Duration is a time.Duration written as "250ms" in files.
@@ -24,44 +23,44 @@ type Duration = duration.Duration
 // Config is everything a sled-agent process needs.
 type Config struct {
 	// ListenAddress is the gRPC listener, host:port (port 0 picks one).
-	ListenAddress string `json:"listen_address"`
-	SledID        string `json:"sled_id"`
+	ListenAddress string `koanf:"listen_address" flag:"listen" help:"gRPC listen address host:port"`
+	SledID        string `koanf:"sled_id" help:"this sled's UUID"`
 	// DataDir, when set, supplies defaults for LedgerDirs (data_dir/m2-0 and
 	// data_dir/m2-1) and ZoneStateDir (data_dir/zones).
-	DataDir string `json:"data_dir"`
+	DataDir string `koanf:"data_dir" help:"directory for default ledger dirs (m2-0, m2-1) and the zone state dir"`
 	// LedgerDirs hold one copy each of every ledger; at least two, like a
 	// sled's two M.2 disks.
-	LedgerDirs []string `json:"ledger_dirs"`
+	LedgerDirs []string `koanf:"ledger_dirs" flag:"ledger-dir" help:"ledger directory, repeat for each copy (at least two)"`
 	// Zpools are the sled's pools, named oxp_<uuid>.
-	Zpools    []string `json:"zpools"`
-	NCPUs     uint32   `json:"ncpus"`
-	MemoryGiB uint64   `json:"memory_gib"`
+	Zpools    []string `koanf:"zpools" flag:"zpool" help:"zpool name oxp_<uuid>, repeatable"`
+	NCPUs     uint32   `koanf:"ncpus" help:"CPUs the sled offers"`
+	MemoryGiB uint64   `koanf:"memory_gib" help:"memory the sled offers, in GiB"`
 	// ZoneStateDir is where the simulated zone runtime keeps its zones.
-	ZoneStateDir string `json:"zone_state_dir"`
+	ZoneStateDir string `koanf:"zone_state_dir" help:"state directory of the simulated zone runtime"`
 	// Reconciler retry backoff after a pass that left errors.
-	ReconcilerRetryInitial Duration `json:"reconciler_retry_initial"`
-	ReconcilerRetryMax     Duration `json:"reconciler_retry_max"`
+	ReconcilerRetryInitial Duration `koanf:"reconciler_retry_initial" help:"first retry delay after a reconciler pass with errors"`
+	ReconcilerRetryMax     Duration `koanf:"reconciler_retry_max" help:"cap of the reconciler retry delay"`
 	// NexusAddress is nexus's internal gRPC address. Empty runs the agent
 	// alone: it neither registers nor publishes VMM updates.
-	NexusAddress string `json:"nexus_address"`
+	NexusAddress string `koanf:"nexus_address" help:"nexus internal gRPC address; empty runs without nexus"`
 	// AdvertiseAddress is the address nexus is told to reach this agent at;
 	// empty means the address the listener got.
-	AdvertiseAddress string   `json:"advertise_address"`
-	HeartbeatPeriod  Duration `json:"heartbeat_period"`
+	AdvertiseAddress string   `koanf:"advertise_address" help:"address nexus reaches this agent at (default: the listener's)"`
+	HeartbeatPeriod  Duration `koanf:"heartbeat_period" help:"period of heartbeats to nexus"`
 	// Publication of VMM updates to nexus: retry backoff and the bound on
 	// one attempt (V5).
-	PublishRetryInitial Duration `json:"publish_retry_initial"`
-	PublishRetryMax     Duration `json:"publish_retry_max"`
-	NexusCallTimeout    Duration `json:"nexus_call_timeout"`
+	PublishRetryInitial Duration `koanf:"publish_retry_initial" help:"first retry delay of a VMM update nexus did not take"`
+	PublishRetryMax     Duration `koanf:"publish_retry_max" help:"cap of the VMM update retry delay"`
+	NexusCallTimeout    Duration `koanf:"nexus_call_timeout" help:"bound on one call to nexus"`
 	// HypervisorMode is "auto" (transitions complete after
 	// VMMTransitionDelay) or "explicit" (only when stepped through
 	// SledAgentSim).
-	HypervisorMode     string   `json:"hypervisor_mode"`
-	VMMTransitionDelay Duration `json:"vmm_transition_delay"`
+	HypervisorMode     string   `koanf:"hypervisor_mode" help:"simulated hypervisor: auto or explicit"`
+	VMMTransitionDelay Duration `koanf:"vmm_transition_delay" help:"time one simulated VMM transition takes in auto mode"`
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
-	ShutdownTimeout Duration `json:"shutdown_timeout"`
-	LogLevel        string   `json:"log_level"`
-	LogFormat       string   `json:"log_format"`
+	ShutdownTimeout Duration `koanf:"shutdown_timeout" help:"bound on the graceful stop"`
+	LogLevel        string   `koanf:"log_level" help:"debug, info, warn or error"`
+	LogFormat       string   `koanf:"log_format" help:"json or console"`
 }
 
 // Default returns the defaults every file and flag set starts from.
@@ -82,33 +81,6 @@ func Default() Config {
 		LogLevel:               "info",
 		LogFormat:              "json",
 	}
-}
-
-// Load reads a YAML or JSON file over the defaults. Unknown keys are errors,
-// so that a misspelt setting is not silently ignored.
-func Load(path string) (Config, error) {
-	cfg := Default()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return cfg, err
-	}
-	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
-		return cfg, fmt.Errorf("%s: %w", path, err)
-	}
-	// Relative paths in a file are relative to the file, not to wherever
-	// the agent happens to be started.
-	base := filepath.Dir(path)
-	rel := func(p *string) {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(base, *p)
-		}
-	}
-	rel(&cfg.DataDir)
-	rel(&cfg.ZoneStateDir)
-	for i := range cfg.LedgerDirs {
-		rel(&cfg.LedgerDirs[i])
-	}
-	return cfg, nil
 }
 
 // Finish fills the defaults derived from DataDir and validates the result.
@@ -221,91 +193,32 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Flags are the command-line settings; each overrides the file when given.
-type Flags struct {
-	fs         *pflag.FlagSet
-	configPath string
-	values     Config
-	durations  map[string]*time.Duration
-}
+// Flags are the sled-agent's command-line settings: --config, and one flag
+// per setting, each overriding the file and the environment when given.
+type Flags struct{ loader *settings.Loader[Config] }
+
+// EnvPrefix starts every environment variable the sled-agent reads, such
+// as SLED_AGENT_NEXUS_ADDRESS.
+const EnvPrefix = "SLED_AGENT_"
 
 // BindFlags registers the sled-agent's flags on fs.
 func BindFlags(fs *pflag.FlagSet) *Flags {
-	f := &Flags{fs: fs, durations: map[string]*time.Duration{}}
-	d := Default()
-	duration := func(name string, def Duration, usage string) {
-		v := new(time.Duration)
-		fs.DurationVar(v, name, time.Duration(def), usage)
-		f.durations[name] = v
-	}
-	fs.StringVar(&f.configPath, "config", "", "YAML or JSON config file; flags given explicitly override it")
-	fs.StringVar(&f.values.ListenAddress, "listen", d.ListenAddress, "gRPC listen address host:port")
-	fs.StringVar(&f.values.SledID, "sled-id", "", "this sled's UUID")
-	fs.StringVar(&f.values.DataDir, "data-dir", "", "directory for default ledger dirs (m2-0, m2-1) and the zone state dir")
-	fs.StringSliceVar(&f.values.LedgerDirs, "ledger-dir", nil, "ledger directory, repeat for each copy (at least two)")
-	fs.StringSliceVar(&f.values.Zpools, "zpool", nil, "zpool name oxp_<uuid>, repeatable")
-	fs.Uint32Var(&f.values.NCPUs, "ncpus", d.NCPUs, "CPUs the sled offers")
-	fs.Uint64Var(&f.values.MemoryGiB, "memory-gib", d.MemoryGiB, "memory the sled offers, in GiB")
-	fs.StringVar(&f.values.ZoneStateDir, "zone-state-dir", "", "state directory of the simulated zone runtime")
-	duration("reconciler-retry-initial", d.ReconcilerRetryInitial, "first retry delay after a reconciler pass with errors")
-	duration("reconciler-retry-max", d.ReconcilerRetryMax, "cap of the reconciler retry delay")
-	fs.StringVar(&f.values.NexusAddress, "nexus-address", "", "nexus internal gRPC address; empty runs without nexus")
-	fs.StringVar(&f.values.AdvertiseAddress, "advertise-address", "", "address nexus reaches this agent at (default: the listener's)")
-	duration("heartbeat-period", d.HeartbeatPeriod, "period of heartbeats to nexus")
-	duration("publish-retry-initial", d.PublishRetryInitial, "first retry delay of a VMM update nexus did not take")
-	duration("publish-retry-max", d.PublishRetryMax, "cap of the VMM update retry delay")
-	duration("nexus-call-timeout", d.NexusCallTimeout, "bound on one call to nexus")
-	fs.StringVar(&f.values.HypervisorMode, "hypervisor-mode", d.HypervisorMode, "simulated hypervisor: auto or explicit")
-	duration("vmm-transition-delay", d.VMMTransitionDelay, "time one simulated VMM transition takes in auto mode")
-	duration("shutdown-timeout", d.ShutdownTimeout, "bound on the graceful stop")
-	fs.StringVar(&f.values.LogLevel, "log-level", d.LogLevel, "debug, info, warn or error")
-	fs.StringVar(&f.values.LogFormat, "log-format", d.LogFormat, "json or console")
-	return f
+	return &Flags{loader: settings.Bind(fs, settings.Spec{EnvPrefix: EnvPrefix, RelativeToFile: paths}, Default())}
 }
 
-// Resolve combines defaults, the config file and explicitly given flags, and
-// validates the result.
+// paths are the settings that name directories: relative to the file they
+// are written in, not to wherever the agent happens to be started.
+func paths(func(string) string) []string {
+	return []string{"data_dir", "zone_state_dir", "ledger_dirs"}
+}
+
+// Resolve combines defaults, the config file, the environment and the
+// flags given, fills the defaults derived from data_dir, and validates the
+// result.
 func (f *Flags) Resolve() (Config, error) {
-	cfg := Default()
-	if f.configPath != "" {
-		var err error
-		if cfg, err = Load(f.configPath); err != nil {
-			return cfg, err
-		}
+	cfg, err := f.loader.Load()
+	if err != nil {
+		return cfg, err
 	}
-	overrides := map[string]func(){
-		"listen":            func() { cfg.ListenAddress = f.values.ListenAddress },
-		"sled-id":           func() { cfg.SledID = f.values.SledID },
-		"data-dir":          func() { cfg.DataDir = f.values.DataDir },
-		"ledger-dir":        func() { cfg.LedgerDirs = f.values.LedgerDirs },
-		"zpool":             func() { cfg.Zpools = f.values.Zpools },
-		"ncpus":             func() { cfg.NCPUs = f.values.NCPUs },
-		"memory-gib":        func() { cfg.MemoryGiB = f.values.MemoryGiB },
-		"zone-state-dir":    func() { cfg.ZoneStateDir = f.values.ZoneStateDir },
-		"nexus-address":     func() { cfg.NexusAddress = f.values.NexusAddress },
-		"advertise-address": func() { cfg.AdvertiseAddress = f.values.AdvertiseAddress },
-		"hypervisor-mode":   func() { cfg.HypervisorMode = f.values.HypervisorMode },
-		"log-level":         func() { cfg.LogLevel = f.values.LogLevel },
-		"log-format":        func() { cfg.LogFormat = f.values.LogFormat },
-	}
-	durationSettings := map[string]*Duration{
-		"reconciler-retry-initial": &cfg.ReconcilerRetryInitial,
-		"reconciler-retry-max":     &cfg.ReconcilerRetryMax,
-		"heartbeat-period":         &cfg.HeartbeatPeriod,
-		"publish-retry-initial":    &cfg.PublishRetryInitial,
-		"publish-retry-max":        &cfg.PublishRetryMax,
-		"nexus-call-timeout":       &cfg.NexusCallTimeout,
-		"vmm-transition-delay":     &cfg.VMMTransitionDelay,
-		"shutdown-timeout":         &cfg.ShutdownTimeout,
-	}
-	for name, setting := range durationSettings {
-		overrides[name] = func() { *setting = Duration(*f.durations[name]) }
-	}
-	f.fs.Visit(func(fl *pflag.Flag) {
-		if apply, ok := overrides[fl.Name]; ok {
-			apply()
-		}
-	})
-	err := cfg.Finish()
-	return cfg, err
+	return cfg, cfg.Finish()
 }
