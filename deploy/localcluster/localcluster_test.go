@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
 // readyTimeout covers the launcher's go build of nexus and sled-agent, which
@@ -118,13 +118,11 @@ type launcherRun struct {
 	pids    map[string]int
 }
 
+func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
+
 func buildLauncher(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "localcluster")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("building the launcher: %v\n%s", err, out)
-	}
-	return bin
+	return racktest.Build(t, "github.com/rackplane/rackplane/deploy/localcluster")
 }
 
 // startLauncher starts the launcher and returns once it printed its ready
@@ -223,50 +221,13 @@ func (lc *launcherRun) output() string {
 // do calls the REST API with the printed URL and token.
 func (lc *launcherRun) do(t *testing.T, method, path, body string, wantStatus int) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, lc.url+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+lc.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	var sb strings.Builder
-	if _, err := bufio.NewReader(resp.Body).WriteTo(&sb); err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != wantStatus {
-		t.Fatalf("%s %s: %s, want %d: %s", method, path, resp.Status, wantStatus, sb.String())
-	}
-	return sb.String()
+	return string(racktest.NewClient(lc.url, lc.token).MustCall(t, method, path, body, wantStatus).Body)
 }
 
 // get fetches a URL the launcher printed, without a token.
 func (lc *launcherRun) get(t *testing.T, url string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	var sb strings.Builder
-	if _, err := bufio.NewReader(resp.Body).WriteTo(&sb); err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s: %s", url, resp.Status, sb.String())
-	}
-	return sb.String()
+	return string(racktest.NewClient("", "").MustCall(t, http.MethodGet, url, "", http.StatusOK).Body)
 }
 
 func (lc *launcherRun) sledIDs(t *testing.T) []string {
@@ -330,11 +291,7 @@ func (lc *launcherRun) stderr() string {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	addr, err := freeLoopbackAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := strings.Cut(addr, ":")
+	_, port, _ := strings.Cut(racktest.FreeAddrs(t, 1)[0], ":")
 	n, err := strconv.Atoi(port)
 	if err != nil {
 		t.Fatal(err)

@@ -55,7 +55,18 @@ func Bind[T any](fs *pflag.FlagSet, spec Spec, defaults T) *Loader[T] {
 	fs.StringVar(&l.configPath, "config", "", "YAML or JSON config file; the environment ("+spec.EnvPrefix+
 		"<KEY>) overrides it, and flags given explicitly override both")
 	def := reflect.ValueOf(defaults)
-	t := def.Type()
+	l.fields = fieldsOf(def.Type())
+	for _, f := range l.fields {
+		if f.flag != "-" {
+			fs.Var(newFlagValue(def.FieldByIndex(f.index)), f.flag, f.help)
+		}
+	}
+	return l
+}
+
+// fieldsOf lists the settings of a settings struct type.
+func fieldsOf(t reflect.Type) []field {
+	var fields []field
 	for i := range t.NumField() {
 		sf := t.Field(i)
 		key := sf.Tag.Get("koanf")
@@ -66,12 +77,31 @@ func Bind[T any](fs *pflag.FlagSet, spec Spec, defaults T) *Loader[T] {
 		if name, ok := sf.Tag.Lookup("flag"); ok {
 			f.flag = name
 		}
-		l.fields = append(l.fields, f)
-		if f.flag != "-" {
-			fs.Var(newFlagValue(def.FieldByIndex(f.index)), f.flag, f.help)
-		}
+		fields = append(fields, f)
 	}
-	return l
+	return fields
+}
+
+// Args is the command line that gives cfg to a command whose flags Bind
+// registered over defaults: a flag for each setting whose value differs
+// from the default (a list flag once per item).
+func Args[T any](cfg, defaults T) []string {
+	var args []string
+	c, d := reflect.ValueOf(cfg), reflect.ValueOf(defaults)
+	for _, f := range fieldsOf(c.Type()) {
+		value := c.FieldByIndex(f.index)
+		if f.flag == "-" || reflect.DeepEqual(value.Interface(), d.FieldByIndex(f.index).Interface()) {
+			continue
+		}
+		if value.Kind() == reflect.Slice {
+			for i := range value.Len() {
+				args = append(args, "--"+f.flag+"="+fmt.Sprint(value.Index(i).Interface()))
+			}
+			continue
+		}
+		args = append(args, "--"+f.flag+"="+(&flagValue{value: value}).String())
+	}
+	return args
 }
 
 // Load layers the defaults, the file, the environment and the flags given

@@ -84,3 +84,18 @@ func TestABadValueNamesItsSetting(t *testing.T) {
 		t.Fatalf("bad duration: %v", err)
 	}
 }
+
+func TestArgsGiveTheSameSettingsBack(t *testing.T) {
+	want := testConfig{Listen: "127.0.0.1:9", Dirs: []string{"/a", "/b"}, Count: 7,
+		Period: duration.Duration(1500 * time.Millisecond), Verbose: true}
+	defaults := testConfig{Listen: "127.0.0.1:1", Count: 2, Period: duration.Duration(time.Second)}
+	args := Args(want, defaults)
+	got, err := load(t, "", nil, args...)
+	if err != nil || got.Listen != want.Listen || strings.Join(got.Dirs, ",") != "/a,/b" || got.Count != 7 ||
+		got.Period != want.Period || !got.Verbose {
+		t.Fatalf("%v gave %+v (%v)", args, got, err)
+	}
+	if len(Args(defaults, defaults)) != 0 {
+		t.Fatalf("defaults need no flags, got %v", Args(defaults, defaults))
+	}
+}

@@ -2,13 +2,12 @@ package testutil
 
 import (
 	"fmt"
-	"testing"
 	"time"
 )
 
 // WaitFor polls cond until it returns nil or timeout passes, then fails the
 // test with cond's last error.
-func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
+func WaitFor(t TB, timeout time.Duration, cond func() error) {
 	t.Helper()
 	if err := Poll(timeout, cond); err != nil {
 		t.Fatal(err)

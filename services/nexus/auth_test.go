@@ -14,35 +14,37 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/authz"
 	"github.com/rackplane/rackplane/services/nexus/config"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
 func TestN10_EveryExternalCallNeedsAValidBearerToken(t *testing.T) {
-	n := nexustest.Start(t, nexustest.Backends[0])
+	r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0]})
+	n := r.Server()
 	for name, token := range map[string]string{"missing": "", "unknown": "rkp_not-a-real-token"} {
-		resp, data := do(t, token, "GET", n.ExternalURL()+"/v1/projects", "")
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("%s token: %d %s, want 401", name, resp.StatusCode, data)
+		resp := racktest.NewClient(n.ExternalURL(), token).Call(t, "GET", "/v1/projects", "")
+		if resp.Status != http.StatusUnauthorized {
+			t.Fatalf("%s token: %d %s, want 401", name, resp.Status, resp.Body)
 		}
 	}
-	_, err := sdkAs(t, n, "rkp_nope").ProjectList(ctx, oxide.ProjectListParams{})
+	_, err := racktest.NewClient(n.ExternalURL(), "rkp_nope").SDK(t).ProjectList(ctx, oxide.ProjectListParams{})
 	if !errors.Is(err, oxide.ErrUnauthenticated) || !errors.Is(err, oxide.ErrHTTP401) {
 		t.Fatalf("SDK with a bad token: %v, want Unauthorized", err)
 	}
 }
 
 func TestN10_RolesDecideWhatACallerMayDo(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n := nexustest.Start(t, backend)
-			admin := sdk(t, n)
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend})
+			n := r.Server()
+			admin := r.Client(racktest.FleetAdmin).SDK(t)
 			for _, name := range []string{"alpha", "bravo"} {
 				if _, err := admin.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: oxide.Name(name)}}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			viewer := sdkAs(t, n, nexustest.Token(t, n, "vera", app.Grant{Project: "alpha", Role: "viewer"}))
-			collaborator := sdkAs(t, n, nexustest.Token(t, n, "carl", app.Grant{Project: "alpha", Role: "collaborator"}))
+			viewer := racktest.NewClient(n.ExternalURL(), r.InProcessNexus(0).Token("vera", app.Grant{Project: "alpha", Role: "viewer"})).SDK(t)
+			collaborator := racktest.NewClient(n.ExternalURL(), r.InProcessNexus(0).Token("carl", app.Grant{Project: "alpha", Role: "collaborator"})).SDK(t)
 
 			if _, err := viewer.ProjectView(ctx, oxide.ProjectViewParams{Project: "alpha"}); err != nil {
 				t.Fatalf("viewer reading its project: %v", err)
@@ -71,8 +73,9 @@ func TestN10_RolesDecideWhatACallerMayDo(t *testing.T) {
 }
 
 func TestN10_TokensAreStoredHashed(t *testing.T) {
-	n := nexustest.Start(t, nexustest.Backends[0])
-	secret := nexustest.AdminToken(t, n)
+	r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0]})
+	n := r.Server()
+	secret := r.InProcessNexus(0).Token("test-admin", app.Grant{FleetAdmin: true})
 	if _, err := n.DataStore().TokenByHash(ctx, secret, time.Now()); err == nil {
 		t.Fatal("the secret itself finds the token: it is stored in the clear")
 	}
@@ -84,15 +87,16 @@ func TestN10_TokensAreStoredHashed(t *testing.T) {
 // Authentication is remembered for authn_cache_ttl, but never past the
 // token's own expiry, and roles granted through this replica apply at once.
 func TestN10_ARememberedTokenNeverOutlivesItsExpiryOrARoleGrant(t *testing.T) {
-	n := nexustest.StartWith(t, nexustest.Backends[0], nexustest.Setup{Config: func(c *config.Config) {
+	r := racktest.StartInProcess(t, racktest.Options{NexusConfig: func(_ int, c *config.Config) {
 		c.AuthnCacheTTL = duration.Duration(time.Hour)
 	}})
-	admin := sdk(t, n)
+	n := r.Server()
+	admin := r.Client(racktest.FleetAdmin).SDK(t)
 	if _, err := admin.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "alpha"}}); err != nil {
 		t.Fatal(err)
 	}
-	patToken := nexustest.Token(t, n, "pat", app.Grant{Project: "alpha", Role: "viewer"})
-	pat := sdkAs(t, n, patToken)
+	patToken := r.InProcessNexus(0).Token("pat", app.Grant{Project: "alpha", Role: "viewer"})
+	pat := racktest.NewClient(n.ExternalURL(), patToken).SDK(t)
 	update := func() error {
 		_, err := pat.ProjectUpdate(ctx, oxide.ProjectUpdateParams{Project: "alpha", Body: &oxide.ProjectUpdate{Description: "by pat"}})
 		return err
@@ -101,7 +105,7 @@ func TestN10_ARememberedTokenNeverOutlivesItsExpiryOrARoleGrant(t *testing.T) {
 		t.Fatalf("a viewer updating its project: %v, want 403", err)
 	}
 	// A second token grants pat more: the first one's remembered roles go.
-	nexustest.Token(t, n, "pat", app.Grant{Project: "alpha", Role: "collaborator"})
+	r.InProcessNexus(0).Token("pat", app.Grant{Project: "alpha", Role: "collaborator"})
 	if err := update(); err != nil {
 		t.Fatalf("pat, made collaborator through this replica, updating the project: %v", err)
 	}
@@ -111,7 +115,7 @@ func TestN10_ARememberedTokenNeverOutlivesItsExpiryOrARoleGrant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	brief := sdkAs(t, n, secret)
+	brief := racktest.NewClient(n.ExternalURL(), secret).SDK(t)
 	if _, err := brief.ProjectList(ctx, oxide.ProjectListParams{}); err != nil {
 		t.Fatalf("a fresh token: %v", err)
 	}

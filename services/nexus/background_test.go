@@ -14,7 +14,7 @@ import (
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
 	"github.com/rackplane/rackplane/services/nexus/model"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
 func activate(t *testing.T, n *nexus.Server, task string) {
@@ -57,8 +57,9 @@ func runningInstance(t *testing.T, n *nexus.Server, c *oxide.Client) (model.Inst
 }
 
 func TestN8_WatcherFailsAForgottenVMMAndReincarnationRestartsItOncePerCooldown(t *testing.T) {
-	n, agents := rack(t, nexustest.Backends[0], 1)
-	c := sdk(t, n)
+	r := rack(t, racktest.Backends[0], 1)
+	n, agents := r.Server(), r.Agents()
+	c := r.Client(racktest.FleetAdmin).SDK(t)
 	inst, vmm := runningInstance(t, n, c)
 	if _, err := agents[0].Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
 		t.Fatal(err)
@@ -93,8 +94,9 @@ func TestN8_WatcherFailsAForgottenVMMAndReincarnationRestartsItOncePerCooldown(t
 }
 
 func TestN7_AnInstanceThatFailedDuringAStopIsNotReincarnated(t *testing.T) {
-	n, agents := rack(t, nexustest.Backends[0], 1)
-	c := sdk(t, n)
+	r := rack(t, racktest.Backends[0], 1)
+	n, agents := r.Server(), r.Agents()
+	c := r.Client(racktest.FleetAdmin).SDK(t)
 	_, vmm := runningInstance(t, n, c)
 	if _, err := agents[0].Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
 		t.Fatal(err)
@@ -110,8 +112,9 @@ func TestN7_AnInstanceThatFailedDuringAStopIsNotReincarnated(t *testing.T) {
 }
 
 func TestN8_AnUnreachableSledIsInconclusive(t *testing.T) {
-	n, agents := rack(t, nexustest.Backends[0], 1)
-	c := sdk(t, n)
+	r := rack(t, racktest.Backends[0], 1)
+	n, agents := r.Server(), r.Agents()
+	c := r.Client(racktest.FleetAdmin).SDK(t)
 	_, vmm := runningInstance(t, n, c)
 	if _, err := agents[0].Sim.SetBlackHole(ctx, &sledagentv1.SetBlackHoleRequest{Enabled: true}); err != nil {
 		t.Fatal(err)
@@ -129,8 +132,9 @@ func TestN8_AnUnreachableSledIsInconclusive(t *testing.T) {
 }
 
 func TestN8_TheUpdaterBackstopsAnUpdateThatNeverRan(t *testing.T) {
-	n, _ := rack(t, nexustest.Backends[0], 1)
-	c := sdk(t, n)
+	r := rack(t, racktest.Backends[0], 1)
+	n := r.Server()
+	c := r.Client(racktest.FleetAdmin).SDK(t)
 	inst, vmm := runningInstance(t, n, c)
 	// The VMM's end is recorded, but its update saga never ran (say nexus
 	// died in between).

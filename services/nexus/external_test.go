@@ -3,7 +3,6 @@ package nexus_test
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,29 +12,13 @@ import (
 	"github.com/oxidecomputer/oxide.go/oxide"
 
 	"github.com/rackplane/rackplane/pkg/testutil"
-	"github.com/rackplane/rackplane/services/nexus"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
-	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
-func sdk(t *testing.T, n *nexus.Server) *oxide.Client {
-	t.Helper()
-	return sdkAs(t, n, nexustest.AdminToken(t, n))
-}
-
-func sdkAs(t *testing.T, n *nexus.Server, token string) *oxide.Client {
-	t.Helper()
-	c, err := oxide.NewClient(oxide.WithHost(n.ExternalURL()), oxide.WithToken(token))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func TestN9_TheOxideSDKManagesProjects(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			c := sdk(t, nexustest.Start(t, backend))
+			c := racktest.StartInProcess(t, racktest.Options{Backend: backend}).Client(racktest.FleetAdmin).SDK(t)
 			created, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "demo", Description: "first"}})
 			if err != nil {
 				t.Fatal(err)
@@ -92,9 +75,9 @@ func TestN9_TheOxideSDKManagesProjects(t *testing.T) {
 }
 
 func TestN9_TheOxideSDKListsSleds(t *testing.T) {
-	n := nexustest.Start(t, nexustest.Backends[0])
-	a := sledagenttest.Start(t, withNexus(n.InternalAddr()))
-	c := sdk(t, n)
+	r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0], Sleds: 1, SledConfig: racktest.EverySled(explicitSleds)})
+	a := r.Agents()[0]
+	c := r.Client(racktest.FleetAdmin).SDK(t)
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		page, err := c.SledList(ctx, oxide.SledListParams{})
 		if err != nil {
@@ -109,78 +92,55 @@ func TestN9_TheOxideSDKListsSleds(t *testing.T) {
 	})
 }
 
-type oxideError struct {
-	RequestID string `json:"request_id"`
-	ErrorCode string `json:"error_code"`
-	Message   string `json:"message"`
-}
-
-func do(t *testing.T, token, method, url, body string) (*http.Response, []byte) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp, data
-}
-
 func TestN9_RESTConventions(t *testing.T) {
-	n := nexustest.Start(t, nexustest.Backends[0])
+	r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0]})
+	n := r.Server()
 	base := n.ExternalURL()
-	admin := nexustest.AdminToken(t, n)
+	admin := r.Token(racktest.FleetAdmin)
 
-	resp, data := do(t, admin, "POST", base+"/v1/projects", `{"name": "web", "description": "", "from_a_newer_client": 1}`)
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("create with an unknown field: %d %s", resp.StatusCode, data)
+	resp := racktest.NewClient("", admin).Call(t, "POST", base+"/v1/projects", `{"name": "web", "description": "", "from_a_newer_client": 1}`)
+	if resp.Status != http.StatusCreated {
+		t.Fatalf("create with an unknown field: %d %s", resp.Status, resp.Body)
 	}
-	resp, data = do(t, admin, "POST", base+"/v1/projects", `{"name": `)
-	var e oxideError
-	if err := json.Unmarshal(data, &e); err != nil || resp.StatusCode != 400 || e.ErrorCode != "InvalidRequest" ||
+	resp = racktest.NewClient("", admin).Call(t, "POST", base+"/v1/projects", `{"name": `)
+	var e racktest.Error
+	if err := json.Unmarshal(resp.Body, &e); err != nil || resp.Status != 400 || e.ErrorCode != "InvalidRequest" ||
 		e.RequestID == "" || e.RequestID != resp.Header.Get("x-request-id") {
-		t.Fatalf("malformed JSON: %d %s (x-request-id %s)", resp.StatusCode, data, resp.Header.Get("x-request-id"))
+		t.Fatalf("malformed JSON: %d %s (x-request-id %s)", resp.Status, resp.Body, resp.Header.Get("x-request-id"))
 	}
 	for _, body := range []string{`{"name": "web"}`, `{"name": ""}`} {
-		if resp, data := do(t, admin, "POST", base+"/v1/projects", body); resp.StatusCode != 400 {
-			t.Fatalf("%s: %d %s", body, resp.StatusCode, data)
+		if resp := racktest.NewClient("", admin).Call(t, "POST", base+"/v1/projects", body); resp.Status != 400 {
+			t.Fatalf("%s: %d %s", body, resp.Status, resp.Body)
 		}
 	}
-	resp, data = do(t, admin, "GET", base+"/v1/projects?limit=5000", "")
-	if resp.StatusCode != 400 || !strings.Contains(string(data), "limit") {
-		t.Fatalf("limit out of range: %d %s", resp.StatusCode, data)
+	resp = racktest.NewClient("", admin).Call(t, "GET", base+"/v1/projects?limit=5000", "")
+	if resp.Status != 400 || !strings.Contains(string(resp.Body), "limit") {
+		t.Fatalf("limit out of range: %d %s", resp.Status, resp.Body)
 	}
-	resp, data = do(t, admin, "GET", base+"/v1/projects/"+uuid.NewString(), "")
-	if json.Unmarshal(data, &e); resp.StatusCode != 404 || e.ErrorCode != "ObjectNotFound" {
-		t.Fatalf("unknown project: %d %s", resp.StatusCode, data)
+	resp = racktest.NewClient("", admin).Call(t, "GET", base+"/v1/projects/"+uuid.NewString(), "")
+	if json.Unmarshal(resp.Body, &e); resp.Status != 404 || e.ErrorCode != "ObjectNotFound" {
+		t.Fatalf("unknown project: %d %s", resp.Status, resp.Body)
 	}
-	resp, data = do(t, admin, "GET", base+"/v1/no-such-thing", "")
-	if json.Unmarshal(data, &e); resp.StatusCode != 404 || e.ErrorCode != "ObjectNotFound" {
-		t.Fatalf("unknown route: %d %s", resp.StatusCode, data)
+	resp = racktest.NewClient("", admin).Call(t, "GET", base+"/v1/no-such-thing", "")
+	if json.Unmarshal(resp.Body, &e); resp.Status != 404 || e.ErrorCode != "ObjectNotFound" {
+		t.Fatalf("unknown route: %d %s", resp.Status, resp.Body)
 	}
-	resp, data = do(t, admin, "DELETE", base+"/v1/projects/web", "")
-	if resp.StatusCode != http.StatusNoContent || len(data) != 0 {
-		t.Fatalf("delete: %d %q", resp.StatusCode, data)
+	resp = racktest.NewClient("", admin).Call(t, "DELETE", base+"/v1/projects/web", "")
+	if resp.Status != http.StatusNoContent || len(resp.Body) != 0 {
+		t.Fatalf("delete: %d %q", resp.Status, resp.Body)
 	}
-	resp, data = do(t, admin, "GET", base+"/openapi.json", "")
-	if resp.StatusCode != 200 || !strings.Contains(string(data), "/v1/projects/{project}") {
-		t.Fatalf("openapi: %d %.200s", resp.StatusCode, data)
+	resp = racktest.NewClient("", admin).Call(t, "GET", base+"/openapi.json", "")
+	if resp.Status != 200 || !strings.Contains(string(resp.Body), "/v1/projects/{project}") {
+		t.Fatalf("openapi: %d %.200s", resp.Status, resp.Body)
 	}
 }
 
 func TestN9_SixtyFourBitIntegersAreJSONNumbers(t *testing.T) {
-	n := nexustest.Start(t, nexustest.Backends[0])
-	admin := nexustest.AdminToken(t, n)
-	sledagenttest.Start(t, withNexus(n.InternalAddr()))
+	r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0], Sleds: 1, SledConfig: racktest.EverySled(explicitSleds)})
+	n := r.Server()
+	admin := r.Token(racktest.FleetAdmin)
 	testutil.WaitFor(t, 10*time.Second, func() error {
-		_, data := do(t, admin, "GET", n.ExternalURL()+"/v1/system/hardware/sleds", "")
+		data := racktest.NewClient("", admin).Call(t, "GET", n.ExternalURL()+"/v1/system/hardware/sleds", "").Body
 		var page struct {
 			Items []map[string]any `json:"items"`
 		}

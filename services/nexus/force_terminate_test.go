@@ -1,7 +1,6 @@
 package nexus_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -19,8 +18,8 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/model"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
 	"github.com/rackplane/rackplane/services/nexus/saga"
+	"github.com/rackplane/rackplane/services/racktest"
 	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
@@ -33,23 +32,26 @@ type instanceJSON struct {
 
 // forceTerminate calls POST /v1/instances/{instance}/force-terminate and
 // returns the status, the instance (on 200) and the error body otherwise.
-func forceTerminate(t *testing.T, n *nexus.Server, token, instance, project string) (int, instanceJSON, oxideError) {
+func forceTerminate(t *testing.T, n *nexus.Server, token, instance, project string) (int, instanceJSON, racktest.Error) {
 	t.Helper()
-	url := n.ExternalURL() + "/v1/instances/" + instance + "/force-terminate"
+	path := "/v1/instances/" + instance + "/force-terminate"
 	if project != "" {
-		url += "?project=" + project
+		path += "?project=" + project
 	}
-	resp, data := do(t, token, http.MethodPost, url, "")
+	return instanceCall(t, racktest.NewClient(n.ExternalURL(), token).Call(t, http.MethodPost, path, ""))
+}
+
+// instanceCall reads an answer that is an instance on 200 and an Oxide
+// error otherwise.
+func instanceCall(t *testing.T, resp racktest.Response) (int, instanceJSON, racktest.Error) {
+	t.Helper()
 	var inst instanceJSON
-	var eb oxideError
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(data, &inst); err != nil {
-			t.Fatalf("force-terminate answered %s: %v", data, err)
+	if resp.Status == http.StatusOK {
+		if err := resp.JSON(&inst); err != nil {
+			t.Fatal(err)
 		}
-	} else if err := json.Unmarshal(data, &eb); err != nil {
-		t.Fatalf("force-terminate answered %d %s: %v", resp.StatusCode, data, err)
 	}
-	return resp.StatusCode, inst, eb
+	return resp.Status, inst, resp.Error()
 }
 
 func mustForceTerminate(t *testing.T, n *nexus.Server, token, instance, project, want string) {
@@ -113,11 +115,12 @@ func blackHole(t *testing.T, a *sledagenttest.Agent, on bool) {
 }
 
 func TestF1_F4_ForceTerminateUnregistersTheVMMAndAnswersStopped(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 1, explicitSleds)
-			token := nexustest.AdminToken(t, n)
-			inst, vmm, sled := startedInstance(t, n, sdkAs(t, n, token), agents)
+			r := rack(t, backend, 1, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			inst, vmm, sled := startedInstance(t, n, racktest.NewClient(n.ExternalURL(), token).SDK(t), agents)
 			mustForceTerminate(t, n, token, "vm", "p", "stopped")
 			if k := len(sled.Inventory().GetVmms()); k != 0 {
 				t.Fatalf("%d VMMs still registered after force-terminate", k)
@@ -139,11 +142,12 @@ func TestF1_F4_ForceTerminateUnregistersTheVMMAndAnswersStopped(t *testing.T) {
 }
 
 func TestF5_F11_AVMMTheSledForgotIsMarkedFailedAndTheInstanceStaysUsable(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 1, explicitSleds)
-			token := nexustest.AdminToken(t, n)
-			c := sdkAs(t, n, token)
+			r := rack(t, backend, 1, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
 			_, vmm, sled := startedInstance(t, n, c, agents)
 			if _, err := sled.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
 				t.Fatal(err)
@@ -190,11 +194,12 @@ func vmmOf(t *testing.T, n *nexus.Server, instance string) uuid.UUID {
 }
 
 func TestF2_AForceTerminatedInstanceThatEndedFailedIsNeverReincarnated(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 1, explicitSleds)
-			token := nexustest.AdminToken(t, n)
-			inst, vmm, sled := startedInstance(t, n, sdkAs(t, n, token), agents)
+			r := rack(t, backend, 1, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			inst, vmm, sled := startedInstance(t, n, racktest.NewClient(n.ExternalURL(), token).SDK(t), agents)
 			if inst.AutoRestartPolicy != model.AutoRestartBestEffort || inst.IntendedState != model.IntendRunning {
 				t.Fatalf("the instance should be one reincarnation would restart: %+v", inst)
 			}
@@ -214,11 +219,12 @@ func TestF2_AForceTerminatedInstanceThatEndedFailedIsNeverReincarnated(t *testin
 }
 
 func TestF3_AVMMAlreadyEndedInTheDatabaseIsNotSentToItsSled(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 1, explicitSleds)
-			token := nexustest.AdminToken(t, n)
-			_, vmm, sled := startedInstance(t, n, sdkAs(t, n, token), agents)
+			r := rack(t, backend, 1, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			_, vmm, sled := startedInstance(t, n, racktest.NewClient(n.ExternalURL(), token).SDK(t), agents)
 			// Its end is recorded but the update saga has not run yet; the
 			// sled answers nobody, so a call to it would time out (F7).
 			if wrote, err := n.DataStore().VMMUpdateRuntime(ctx, vmm.ID, model.VMMRuntime{State: model.VMMDestroyed,
@@ -237,7 +243,7 @@ func TestF3_AVMMAlreadyEndedInTheDatabaseIsNotSentToItsSled(t *testing.T) {
 // stopped, never failed, and force-terminate starts no update of its own
 // (the stop's end already settled the instance).
 func TestF5_ARacingStopThatDestroyedTheVMMFirstIsNotAFailure(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		for _, forgotten := range []bool{false, true} {
 			name := string(backend) + "/sled_remembers_the_end"
 			if forgotten {
@@ -247,9 +253,10 @@ func TestF5_ARacingStopThatDestroyedTheVMMFirstIsNotAFailure(t *testing.T) {
 				name = string(backend) + "/sled_forgot_the_end"
 			}
 			t.Run(name, func(t *testing.T) {
-				n, agents := rack(t, backend, 1, explicitSleds)
-				token := nexustest.AdminToken(t, n)
-				c := sdkAs(t, n, token)
+				r := rack(t, backend, 1, explicitSleds)
+				n, agents := r.Server(), r.Agents()
+				token := r.Token(racktest.FleetAdmin)
+				c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
 				inst, vmm, sled := startedInstance(t, n, c, agents)
 				if _, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"}); err != nil {
 					t.Fatal(err)
@@ -259,7 +266,7 @@ func TestF5_ARacingStopThatDestroyedTheVMMFirstIsNotAFailure(t *testing.T) {
 				var (
 					code int
 					got  instanceJSON
-					eb   oxideError
+					eb   racktest.Error
 				)
 				go func() {
 					defer close(done)
@@ -297,13 +304,13 @@ func TestF5_ARacingStopThatDestroyedTheVMMFirstIsNotAFailure(t *testing.T) {
 }
 
 func TestF7_AnUnreachableSledIs503NamingItAndOnlyTheWishChanges(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rackWith(t, backend, 1, nexustest.Setup{Config: func(c *config.Config) {
-				c.SledUnreachableBound = duration.Duration(300 * time.Millisecond)
-			}}, explicitSleds)
-			token := nexustest.AdminToken(t, n)
-			inst, vmm, sled := startedInstance(t, n, sdkAs(t, n, token), agents)
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: 1, SledConfig: racktest.EverySled(explicitSleds),
+				NexusConfig: func(_ int, c *config.Config) { c.SledUnreachableBound = duration.Duration(300 * time.Millisecond) }})
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			inst, vmm, sled := startedInstance(t, n, racktest.NewClient(n.ExternalURL(), token).SDK(t), agents)
 			before, _ := n.DataStore().InstanceGet(ctx, inst.ID)
 			blackHole(t, sled, true)
 			code, _, eb := forceTerminate(t, n, token, "vm", "p")
@@ -326,11 +333,12 @@ func TestF7_AnUnreachableSledIs503NamingItAndOnlyTheWishChanges(t *testing.T) {
 }
 
 func TestF8_AStoppedInstanceCallsNoSledAndAGoneOneIs404(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 1, explicitSleds)
-			token := nexustest.AdminToken(t, n)
-			c := sdkAs(t, n, token)
+			r := rack(t, backend, 1, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
 			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 				t.Fatal(err)
 			}
@@ -379,12 +387,14 @@ func (b *blockAt) option() nexus.Option {
 }
 
 func TestF10_AForceTerminateBetweenRegisterAndRunUnwindsTheStart(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
 			block := newBlockAt("ensure_running")
-			n, agents := rackWith(t, backend, 1, nexustest.Setup{Options: []nexus.Option{block.option()}}, explicitSleds)
-			token := nexustest.AdminToken(t, n)
-			c := sdkAs(t, n, token)
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: 1, SledConfig: racktest.EverySled(explicitSleds),
+				NexusOptions: []nexus.Option{block.option()}})
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
 			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 				t.Fatal(err)
 			}
@@ -422,13 +432,14 @@ func TestF10_AForceTerminateBetweenRegisterAndRunUnwindsTheStart(t *testing.T) {
 
 func TestF12_EachForceTerminateIsLoggedAndCountedByOutcome(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	n, agents := rackWith(t, nexustest.Backends[0], 1, nexustest.Setup{Log: zap.New(core)}, explicitSleds)
-	token := nexustest.AdminToken(t, n)
-	inst, vmm, _ := startedInstance(t, n, sdkAs(t, n, token), agents)
-	resp, _ := do(t, token, http.MethodPost, n.ExternalURL()+"/v1/instances/vm/force-terminate?project=p", "")
+	r := racktest.StartInProcess(t, racktest.Options{Sleds: 1, SledConfig: racktest.EverySled(explicitSleds), Log: zap.New(core)})
+	n, agents := r.Server(), r.Agents()
+	token := r.InProcessNexus(0).Token("test-admin", app.Grant{FleetAdmin: true})
+	inst, vmm, _ := startedInstance(t, n, racktest.NewClient(n.ExternalURL(), token).SDK(t), agents)
+	resp := racktest.NewClient(n.ExternalURL(), token).Call(t, http.MethodPost, "/v1/instances/vm/force-terminate?project=p", "")
 	requestID := resp.Header.Get("x-request-id")
-	if resp.StatusCode != http.StatusOK || requestID == "" {
-		t.Fatalf("force-terminate: %d, request id %q", resp.StatusCode, requestID)
+	if resp.Status != http.StatusOK || requestID == "" {
+		t.Fatalf("force-terminate: %d, request id %q", resp.Status, requestID)
 	}
 	mustForceTerminate(t, n, token, "vm", "p", "stopped")
 	entries := logs.FilterMessage("force-terminated instance").FilterField(zap.String("request_id", requestID)).All()
@@ -447,17 +458,18 @@ func TestF12_EachForceTerminateIsLoggedAndCountedByOutcome(t *testing.T) {
 }
 
 func TestN5_ForceTerminateNeedsACollaborator(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 1, explicitSleds)
-			admin := nexustest.AdminToken(t, n)
-			inst, _, _ := startedInstance(t, n, sdkAs(t, n, admin), agents)
-			other, err := sdkAs(t, n, admin).ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "other"}})
+			r := rack(t, backend, 1, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			admin := r.Token(racktest.FleetAdmin)
+			inst, _, _ := startedInstance(t, n, racktest.NewClient(n.ExternalURL(), admin).SDK(t), agents)
+			other, err := racktest.NewClient(n.ExternalURL(), admin).SDK(t).ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "other"}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			viewer := nexustest.Token(t, n, "viewer", app.Grant{Project: inst.ProjectID.String(), Role: "viewer"})
-			outsider := nexustest.Token(t, n, "outsider", app.Grant{Project: other.Id, Role: "collaborator"})
+			viewer := r.InProcessNexus(0).Token("viewer", app.Grant{Project: inst.ProjectID.String(), Role: "viewer"})
+			outsider := r.InProcessNexus(0).Token("outsider", app.Grant{Project: other.Id, Role: "collaborator"})
 			// By name and by id (the id is authorized by the wish's own
 			// statement): 403, and nothing changes.
 			for _, ref := range []struct{ token, instance, project string }{
@@ -477,7 +489,7 @@ func TestN5_ForceTerminateNeedsACollaborator(t *testing.T) {
 			if code, _, eb := forceTerminate(t, n, admin, "Not_A_Name", "p"); code != http.StatusBadRequest || !strings.Contains(eb.Message, "instance") {
 				t.Fatalf("a malformed name: %d %+v, want 400 naming instance", code, eb)
 			}
-			collaborator := nexustest.Token(t, n, "collab", app.Grant{Project: inst.ProjectID.String(), Role: "collaborator"})
+			collaborator := r.InProcessNexus(0).Token("collab", app.Grant{Project: inst.ProjectID.String(), Role: "collaborator"})
 			mustForceTerminate(t, n, collaborator, inst.ID.String(), "", "stopped")
 		})
 	}

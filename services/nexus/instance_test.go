@@ -11,41 +11,19 @@ import (
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/testutil"
-	"github.com/rackplane/rackplane/services/nexus"
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	"github.com/rackplane/rackplane/services/racktest"
 	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
 
-// rack starts nexus over backend and n simulated sleds whose VMMs move on
-// their own (auto mode, quick transitions), and waits until every sled has
+// rack starts an in-process rack over backend with n simulated sleds
+// whose VMMs move on their own, adjusted by opts, once every sled has
 // registered.
-func rack(t *testing.T, backend datastore.Backend, sleds int, opts ...func(*sledconfig.Config)) (*nexus.Server, []*sledagenttest.Agent) {
+func rack(t *testing.T, backend datastore.Backend, sleds int, opts ...func(*sledconfig.Config)) *racktest.InProcess {
 	t.Helper()
-	return rackWith(t, backend, sleds, nexustest.Setup{}, opts...)
-}
-
-// rackWith is rack with a nexus started with setup.
-func rackWith(t *testing.T, backend datastore.Backend, sleds int, setup nexustest.Setup, opts ...func(*sledconfig.Config)) (*nexus.Server, []*sledagenttest.Agent) {
-	t.Helper()
-	n := nexustest.StartWith(t, backend, setup)
-	var agents []*sledagenttest.Agent
-	for i := 0; i < sleds; i++ {
-		all := append([]func(*sledconfig.Config){withNexus(n.InternalAddr()), func(c *sledconfig.Config) {
-			c.HypervisorMode = "auto"
-			c.VMMTransitionDelay = sledconfig.Duration(5 * time.Millisecond)
-		}}, opts...)
-		agents = append(agents, sledagenttest.Start(t, all...))
-	}
-	testutil.WaitFor(t, 10*time.Second, func() error {
-		if got, err := n.DataStore().SledList(ctx); err != nil || len(got) != sleds {
-			return fmt.Errorf("%d of %d sleds registered (%v)", len(got), sleds, err)
-		}
-		return nil
-	})
-	return n, agents
+	return racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: sleds, SledConfig: racktest.EverySled(opts...)})
 }
 
 func waitRunState(t *testing.T, c *oxide.Client, project, name string, want oxide.InstanceState) *oxide.Instance {
@@ -84,10 +62,11 @@ func createInstance(t *testing.T, c *oxide.Client, project, name string, start b
 }
 
 func TestN7_TheOxideSDKRunsAnInstanceThroughItsLife(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 2)
-			c := sdk(t, n)
+			r := rack(t, backend, 2)
+			agents := r.Agents()
+			c := r.Client(racktest.FleetAdmin).SDK(t)
 			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "web"}}); err != nil {
 				t.Fatal(err)
 			}
@@ -155,8 +134,9 @@ func TestN7_TheOxideSDKRunsAnInstanceThroughItsLife(t *testing.T) {
 }
 
 func TestN7_StartWithoutCapacityIsInsufficientCapacityAndLeavesNothing(t *testing.T) {
-	n, agents := rack(t, nexustest.Backends[0], 1, func(c *sledconfig.Config) { c.MemoryGiB = 2 })
-	c := sdk(t, n)
+	r := rack(t, racktest.Backends[0], 1, func(c *sledconfig.Config) { c.MemoryGiB = 2 })
+	agents := r.Agents()
+	c := r.Client(racktest.FleetAdmin).SDK(t)
 	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,8 +152,9 @@ func TestN7_StartWithoutCapacityIsInsufficientCapacityAndLeavesNothing(t *testin
 }
 
 func TestN7_StopOfAVMMTheSledForgotFailsTheInstanceAndAnswers503(t *testing.T) {
-	n, agents := rack(t, nexustest.Backends[0], 1)
-	c := sdk(t, n)
+	r := rack(t, racktest.Backends[0], 1)
+	agents := r.Agents()
+	c := r.Client(racktest.FleetAdmin).SDK(t)
 	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -199,9 +180,10 @@ func TestN7_StopOfAVMMTheSledForgotFailsTheInstanceAndAnswers503(t *testing.T) {
 }
 
 func TestN9_BadInstanceInputIsRefusedByFieldAndCreatesNothing(t *testing.T) {
-	n, _ := rack(t, nexustest.Backends[0], 1)
-	admin := nexustest.AdminToken(t, n)
-	c := sdkAs(t, n, admin)
+	r := rack(t, racktest.Backends[0], 1)
+	n := r.Server()
+	admin := r.Token(racktest.FleetAdmin)
+	c := racktest.NewClient(n.ExternalURL(), admin).SDK(t)
 	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -221,30 +203,31 @@ func TestN9_BadInstanceInputIsRefusedByFieldAndCreatesNothing(t *testing.T) {
 		"memory not number": {"?project=p", `{"name":"a","hostname":"a","memory":"lots","ncpus":1}`, "memory"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			resp, data := do(t, admin, "POST", base+tc.query, tc.body)
-			if resp.StatusCode != http.StatusBadRequest || !containsAll(string(data), tc.field, "InvalidRequest") {
-				t.Fatalf("%d %s, want 400 InvalidRequest naming %s", resp.StatusCode, data, tc.field)
+			resp := racktest.NewClient("", admin).Call(t, "POST", base+tc.query, tc.body)
+			if resp.Status != http.StatusBadRequest || !containsAll(string(resp.Body), tc.field, "InvalidRequest") {
+				t.Fatalf("%d %s, want 400 InvalidRequest naming %s", resp.Status, resp.Body, tc.field)
 			}
 		})
 	}
 	if list, err := c.InstanceList(ctx, oxide.InstanceListParams{Project: "p"}); err != nil || len(list.Items) != 0 {
 		t.Fatalf("refused requests created instances: %+v, %v", list, err)
 	}
-	resp, data := do(t, admin, "GET", base+"/some-name", "")
-	if resp.StatusCode != http.StatusBadRequest || !containsAll(string(data), "project") {
-		t.Fatalf("instance by name without project: %d %s", resp.StatusCode, data)
+	resp := racktest.NewClient("", admin).Call(t, "GET", base+"/some-name", "")
+	if resp.Status != http.StatusBadRequest || !containsAll(string(resp.Body), "project") {
+		t.Fatalf("instance by name without project: %d %s", resp.Status, resp.Body)
 	}
 }
 
 func TestN10_ProjectViewersCannotOperateInstances(t *testing.T) {
-	n, _ := rack(t, nexustest.Backends[0], 1)
-	admin := sdk(t, n)
+	r := rack(t, racktest.Backends[0], 1)
+	n := r.Server()
+	admin := r.Client(racktest.FleetAdmin).SDK(t)
 	if _, err := admin.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 		t.Fatal(err)
 	}
 	createInstance(t, admin, "p", "vm", false)
-	viewer := sdkAs(t, n, nexustest.Token(t, n, "vic", app.Grant{Project: "p", Role: "viewer"}))
-	collaborator := sdkAs(t, n, nexustest.Token(t, n, "col", app.Grant{Project: "p", Role: "collaborator"}))
+	viewer := racktest.NewClient(n.ExternalURL(), r.InProcessNexus(0).Token("vic", app.Grant{Project: "p", Role: "viewer"})).SDK(t)
+	collaborator := racktest.NewClient(n.ExternalURL(), r.InProcessNexus(0).Token("col", app.Grant{Project: "p", Role: "collaborator"})).SDK(t)
 	if _, err := viewer.InstanceView(ctx, oxide.InstanceViewParams{Project: "p", Instance: "vm"}); err != nil {
 		t.Fatalf("viewer reading: %v", err)
 	}

@@ -18,33 +18,20 @@ import (
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
-	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/model"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
-	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
-	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
 
 var ctx = context.Background()
 
-func withNexus(addr string) func(*sledconfig.Config) {
-	return func(c *sledconfig.Config) {
-		c.NexusAddress = addr
-		c.HeartbeatPeriod = sledconfig.Duration(20 * time.Millisecond)
-		c.PublishRetryInitial = sledconfig.Duration(5 * time.Millisecond)
-		c.PublishRetryMax = sledconfig.Duration(50 * time.Millisecond)
-		c.HypervisorMode = "explicit"
-	}
-}
-
 func TestV8_SledAgentRegistersWithNexusAndHeartbeats(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n := nexustest.Start(t, backend)
-			a := sledagenttest.Start(t, withNexus(n.InternalAddr()))
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: 1, SledConfig: racktest.EverySled(explicitSleds)})
+			n, a := r.Server(), r.Agents()[0]
 			sledID := uuid.MustParse(a.Config.SledID)
 			var first time.Time
 			testutil.WaitFor(t, 10*time.Second, func() error {
@@ -70,10 +57,10 @@ func TestV8_SledAgentRegistersWithNexusAndHeartbeats(t *testing.T) {
 }
 
 func TestV5_VMMUpdatesFromASledAreAppliedThroughTheGenerationGuard(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n := nexustest.Start(t, backend)
-			a := sledagenttest.Start(t, withNexus(n.InternalAddr()))
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: 1, SledConfig: racktest.EverySled(explicitSleds)})
+			n, a := r.Server(), r.Agents()[0]
 			ds := n.DataStore()
 			sledID := uuid.MustParse(a.Config.SledID)
 			testutil.WaitFor(t, 10*time.Second, func() error { _, err := ds.SledGet(ctx, sledID); return err })

@@ -15,7 +15,7 @@ import (
 
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
 // scrape reads n's /metrics as Prometheus does.
@@ -78,10 +78,11 @@ func labels(kv ...string) map[string]string {
 }
 
 func TestN11_MetricsCountRequestsByRouteAndCodeAndSagasByOutcome(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, _ := rack(t, backend, 1)
-			admin := nexustest.AdminToken(t, n)
+			r := rack(t, backend, 1)
+			n := r.Server()
+			admin := r.Token(racktest.FleetAdmin)
 			base := n.ExternalURL()
 			for _, call := range []struct {
 				token, path string
@@ -92,11 +93,11 @@ func TestN11_MetricsCountRequestsByRouteAndCodeAndSagasByOutcome(t *testing.T) {
 				{"", "/v1/projects", http.StatusUnauthorized},
 				{admin, "/v1/no/such/route", http.StatusNotFound},
 			} {
-				if resp, body := do(t, call.token, http.MethodGet, base+call.path, ""); resp.StatusCode != call.want {
-					t.Fatalf("GET %s: %s, want %d: %s", call.path, resp.Status, call.want, body)
+				if resp := racktest.NewClient("", call.token).Call(t, http.MethodGet, base+call.path, ""); resp.Status != call.want {
+					t.Fatalf("GET %s: %d, want %d: %s", call.path, resp.Status, call.want, resp.Body)
 				}
 			}
-			c := sdkAs(t, n, admin)
+			c := racktest.NewClient(n.ExternalURL(), admin).SDK(t)
 			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 				t.Fatal(err)
 			}
@@ -184,7 +185,7 @@ func TestN11_MetricsCountRequestsByRouteAndCodeAndSagasByOutcome(t *testing.T) {
 
 			// Each replica has its own registry: another nexus in this
 			// process has served nothing yet.
-			other := scrape(t, nexustest.Start(t, backend))
+			other := scrape(t, racktest.StartInProcess(t, racktest.Options{Backend: backend}).Server())
 			if _, ok := other["nexus_http_requests_total"]; ok {
 				t.Error("a second nexus in the same process reports the first one's requests")
 			}
@@ -193,16 +194,17 @@ func TestN11_MetricsCountRequestsByRouteAndCodeAndSagasByOutcome(t *testing.T) {
 }
 
 func TestN11_MetricsAreNotServedOnTheExternalListener(t *testing.T) {
-	n := nexustest.Start(t, nexustest.Backends[0])
-	admin := nexustest.AdminToken(t, n)
-	if resp, _ := do(t, "", http.MethodGet, n.MetricsURL()+"/metrics", ""); resp.StatusCode != http.StatusOK {
-		t.Fatalf("metrics listener: %s, want 200 without a token", resp.Status)
+	r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0]})
+	n := r.Server()
+	admin := r.Token(racktest.FleetAdmin)
+	if resp := racktest.NewClient("", "").Call(t, http.MethodGet, n.MetricsURL()+"/metrics", ""); resp.Status != http.StatusOK {
+		t.Fatalf("metrics listener: %d, want 200 without a token", resp.Status)
 	}
-	if resp, body := do(t, admin, http.MethodGet, n.ExternalURL()+"/metrics", ""); resp.StatusCode != http.StatusNotFound ||
-		strings.Contains(string(body), "nexus_http_requests_total") {
-		t.Fatalf("external listener /metrics: %s %s, want 404", resp.Status, body)
+	if resp := racktest.NewClient("", admin).Call(t, http.MethodGet, n.ExternalURL()+"/metrics", ""); resp.Status != http.StatusNotFound ||
+		strings.Contains(string(resp.Body), "nexus_http_requests_total") {
+		t.Fatalf("external listener /metrics: %d %s, want 404", resp.Status, resp.Body)
 	}
-	if resp, _ := do(t, "", http.MethodGet, n.MetricsURL()+"/v1/projects", ""); resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("the metrics listener answers the REST API: %s", resp.Status)
+	if resp := racktest.NewClient("", "").Call(t, http.MethodGet, n.MetricsURL()+"/v1/projects", ""); resp.Status != http.StatusNotFound {
+		t.Fatalf("the metrics listener answers the REST API: %d", resp.Status)
 	}
 }

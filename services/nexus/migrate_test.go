@@ -3,7 +3,6 @@ package nexus_test
 import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -18,27 +17,17 @@ import (
 	"github.com/rackplane/rackplane/services/nexus"
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/model"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	"github.com/rackplane/rackplane/services/racktest"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
 
-func migrate(t *testing.T, n *nexus.Server, token, instance, project, body string) (int, instanceJSON, oxideError) {
+func migrate(t *testing.T, n *nexus.Server, token, instance, project, body string) (int, instanceJSON, racktest.Error) {
 	t.Helper()
-	url := n.ExternalURL() + "/v1/instances/" + instance + "/migrate"
+	path := "/v1/instances/" + instance + "/migrate"
 	if project != "" {
-		url += "?project=" + project
+		path += "?project=" + project
 	}
-	resp, data := do(t, token, http.MethodPost, url, body)
-	var inst instanceJSON
-	var eb oxideError
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(data, &inst); err != nil {
-			t.Fatalf("migrate answered %s: %v", data, err)
-		}
-	} else if err := json.Unmarshal(data, &eb); err != nil {
-		t.Fatalf("migrate answered %d %s: %v", resp.StatusCode, data, err)
-	}
-	return resp.StatusCode, inst, eb
+	return instanceCall(t, racktest.NewClient(n.ExternalURL(), token).Call(t, http.MethodPost, path, body))
 }
 
 func mustMigrate(t *testing.T, n *nexus.Server, token string, to uuid.UUID) {
@@ -78,11 +67,12 @@ func waitInstance(t *testing.T, n *nexus.Server, id uuid.UUID, check func(model.
 }
 
 func TestN6_MigrationMovesARunningInstanceToTheDestinationSled(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 2)
-			token := nexustest.AdminToken(t, n)
-			c := sdkAs(t, n, token)
+			r := rack(t, backend, 2)
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
 			inst, source := runningInstance(t, n, c)
 			dst := otherSled(t, agents, source)
 			mustMigrate(t, n, token, sledID(dst))
@@ -114,12 +104,13 @@ func TestN6_MigrationMovesARunningInstanceToTheDestinationSled(t *testing.T) {
 }
 
 func TestN6_MigrateIsForFleetAdminsAndRefusesBadInputChangingNothing(t *testing.T) {
-	n, agents := rack(t, nexustest.Backends[0], 2)
-	admin := nexustest.AdminToken(t, n)
-	c := sdkAs(t, n, admin)
+	r := rack(t, racktest.Backends[0], 2)
+	n, agents := r.Server(), r.Agents()
+	admin := r.Token(racktest.FleetAdmin)
+	c := racktest.NewClient(n.ExternalURL(), admin).SDK(t)
 	inst, source := runningInstance(t, n, c)
 	dst := sledID(otherSled(t, agents, source))
-	collaborator := nexustest.Token(t, n, "collab", app.Grant{Project: inst.ProjectID.String(), Role: "collaborator"})
+	collaborator := r.InProcessNexus(0).Token("collab", app.Grant{Project: inst.ProjectID.String(), Role: "collaborator"})
 	for _, tc := range []struct {
 		token, body string
 		code        int
@@ -157,7 +148,7 @@ func TestN6_MigrateIsForFleetAdminsAndRefusesBadInputChangingNothing(t *testing.
 // the guest, and nothing has moved yet.
 func migratingInstance(t *testing.T, n *nexus.Server, token string, agents []*sledagenttest.Agent) (inst model.Instance, source, target model.VMM, src, dst *sledagenttest.Agent) {
 	t.Helper()
-	inst, source, src = startedInstance(t, n, sdkAs(t, n, token), agents)
+	inst, source, src = startedInstance(t, n, racktest.NewClient(n.ExternalURL(), token).SDK(t), agents)
 	dst = otherSled(t, agents, source)
 	mustMigrate(t, n, token, sledID(dst))
 	inst, _ = n.DataStore().InstanceGet(ctx, inst.ID)
@@ -172,10 +163,11 @@ func migratingInstance(t *testing.T, n *nexus.Server, token string, agents []*sl
 }
 
 func TestF3_ForceTerminateOfAMigratingInstanceEndsSourceAndTarget(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 2, explicitSleds)
-			token := nexustest.AdminToken(t, n)
+			r := rack(t, backend, 2, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
 			inst, source, target, src, dst := migratingInstance(t, n, token, agents)
 			// The target starts pulling: both sides are now migrating.
 			dst.Step(target.ID.String(), false)
@@ -207,11 +199,12 @@ func TestF3_ForceTerminateOfAMigratingInstanceEndsSourceAndTarget(t *testing.T) 
 // only records the wish; the update that resolves the migration stops the
 // VMM the guest landed on, and the stop is never lost.
 func TestN6_AStopDuringAMigrationStopsTheInstanceWhereverItLands(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 2, explicitSleds)
-			token := nexustest.AdminToken(t, n)
-			c := sdkAs(t, n, token)
+			r := rack(t, backend, 2, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
 			inst, source, target, src, dst := migratingInstance(t, n, token, agents)
 			stopped, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"})
 			if err != nil {
@@ -248,10 +241,11 @@ func TestN6_AStopDuringAMigrationStopsTheInstanceWhereverItLands(t *testing.T) {
 }
 
 func TestN6_AMigrationWhoseTargetFailsLeavesTheInstanceOnItsSource(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 2, explicitSleds)
-			token := nexustest.AdminToken(t, n)
+			r := rack(t, backend, 2, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
 			inst, source, target, src, dst := migratingInstance(t, n, token, agents)
 			if _, err := dst.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: target.ID.String()}); err != nil {
 				t.Fatal(err)
@@ -266,7 +260,7 @@ func TestN6_AMigrationWhoseTargetFailsLeavesTheInstanceOnItsSource(t *testing.T)
 			if got.Runtime.TargetVMM != nil || vmmState(t, n, target.ID).State != model.VMMFailed {
 				t.Fatalf("instance %+v, target %+v", got.Runtime, vmmState(t, n, target.ID))
 			}
-			waitRunState(t, sdkAs(t, n, token), "p", "vm", oxide.InstanceStateRunning)
+			waitRunState(t, racktest.NewClient(n.ExternalURL(), token).SDK(t), "p", "vm", oxide.InstanceStateRunning)
 			if len(src.Inventory().GetVmms()) != 1 {
 				t.Fatal("the source VMM should still run")
 			}
@@ -275,10 +269,11 @@ func TestN6_AMigrationWhoseTargetFailsLeavesTheInstanceOnItsSource(t *testing.T)
 }
 
 func TestN6_AMigrationWhoseSourceVanishesFailsTheInstance(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
-			n, agents := rack(t, backend, 2, explicitSleds)
-			token := nexustest.AdminToken(t, n)
+			r := rack(t, backend, 2, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
 			inst, source, target, src, dst := migratingInstance(t, n, token, agents)
 			if _, err := src.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: source.ID.String()}); err != nil {
 				t.Fatal(err)

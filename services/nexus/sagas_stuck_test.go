@@ -17,13 +17,10 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
-	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
 	"github.com/rackplane/rackplane/services/nexus/app"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
 	"github.com/rackplane/rackplane/services/nexus/saga"
-	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
-	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
 type stuckSagaJSON struct {
@@ -38,22 +35,22 @@ type stuckSagaJSON struct {
 
 func listStuck(t *testing.T, n *nexus.Server, token string, wantStatus int) []stuckSagaJSON {
 	t.Helper()
-	resp, body := do(t, token, http.MethodGet, n.ExternalURL()+"/v1/system/sagas/stuck", "")
-	if resp.StatusCode != wantStatus {
-		t.Fatalf("GET /v1/system/sagas/stuck: %s, want %d: %s", resp.Status, wantStatus, body)
+	resp := racktest.NewClient("", token).Call(t, http.MethodGet, n.ExternalURL()+"/v1/system/sagas/stuck", "")
+	if resp.Status != wantStatus {
+		t.Fatalf("GET /v1/system/sagas/stuck: %d, want %d: %s", resp.Status, wantStatus, resp.Body)
 	}
 	if wantStatus != http.StatusOK {
-		var e oxideError
-		if err := json.Unmarshal(body, &e); err != nil || e.RequestID == "" || e.ErrorCode == "" {
-			t.Fatalf("error body %s (%v), want an Oxide error", body, err)
+		var e racktest.Error
+		if err := json.Unmarshal(resp.Body, &e); err != nil || e.RequestID == "" || e.ErrorCode == "" {
+			t.Fatalf("error resp.Body %s (%v), want an Oxide error", resp.Body, err)
 		}
 		return nil
 	}
 	var page struct {
 		Items *[]stuckSagaJSON `json:"items"`
 	}
-	if err := json.Unmarshal(body, &page); err != nil || page.Items == nil {
-		t.Fatalf("body %s (%v), want {\"items\": [...]}", body, err)
+	if err := json.Unmarshal(resp.Body, &page); err != nil || page.Items == nil {
+		t.Fatalf("resp.Body %s (%v), want {\"items\": [...]}", resp.Body, err)
 	}
 	return *page.Items
 }
@@ -63,7 +60,7 @@ func listStuck(t *testing.T, n *nexus.Server, token string, wantStatus int) []st
 // sled-agent is really gone: connection refused) and the saga is stuck.
 // The operator finds it through the API, the metrics and the error log.
 func TestN5_AStuckSagaIsReportedToTheOperator(t *testing.T) {
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
 			// The hook hands the moment before the undo to the test
 			// goroutine, which stops the sled, and waits for it.
@@ -80,24 +77,16 @@ func TestN5_AStuckSagaIsReportedToTheOperator(t *testing.T) {
 			}}
 			core, logs := observer.New(zap.ErrorLevel)
 			log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core))
-			n := nexustest.StartWithLogger(t, backend, log, nexus.WithSagaOptions(saga.WithHooks(hooks)))
-			agent := sledagenttest.Start(t, withNexus(n.InternalAddr()), func(c *sledconfig.Config) {
-				c.HypervisorMode = "auto"
-				c.VMMTransitionDelay = sledconfig.Duration(5 * time.Millisecond)
-			})
-			testutil.WaitFor(t, 10*time.Second, func() error {
-				if got, err := n.DataStore().SledList(ctx); err != nil || len(got) != 1 {
-					return fmt.Errorf("%d sleds registered (%v)", len(got), err)
-				}
-				return nil
-			})
-			admin := nexustest.AdminToken(t, n)
-			c := sdkAs(t, n, admin)
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: 1, Log: log,
+				NexusOptions: []nexus.Option{nexus.WithSagaOptions(saga.WithHooks(hooks))}})
+			n, agent := r.Server(), r.Agents()[0]
+			admin := r.Token(racktest.FleetAdmin)
+			c := racktest.NewClient(n.ExternalURL(), admin).SDK(t)
 			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 				t.Fatal(err)
 			}
 			inst := createInstance(t, c, "p", "vm", false)
-			collaborator := nexustest.Token(t, n, "alice", app.Grant{Project: "p", Role: "collaborator"})
+			collaborator := r.InProcessNexus(0).Token("alice", app.Grant{Project: "p", Role: "collaborator"})
 
 			listStuck(t, n, collaborator, http.StatusForbidden)
 			listStuck(t, n, "", http.StatusUnauthorized)

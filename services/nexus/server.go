@@ -1,6 +1,7 @@
 // Package nexus assembles a nexus replica: the datastore, the application
 // layer and the gRPC APIs, in the order they depend on each other.
-// cmd/nexus runs it as a process and nexustest runs it inside tests.
+// cmd/nexus runs it as a process and services/racktest runs it inside
+// tests.
 package nexus
 
 import (
@@ -206,6 +207,10 @@ func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 // App is the replica's application layer, for commands and tests that act
 // as an operator (minting tokens, say).
 func (s *Server) App() *app.Nexus { return s.app }
+
+// Sagas is the replica's saga engine, for tests and operators that look at
+// what it ran.
+func (s *Server) Sagas() *saga.Engine { return s.sagas }
 
 // DataStore is the replica's database, for tests that inspect it.
 func (s *Server) DataStore() *datastore.DataStore { return s.ds }

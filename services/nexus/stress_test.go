@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -26,10 +25,9 @@ import (
 
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
-	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
+	"github.com/rackplane/rackplane/services/racktest"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
 
@@ -152,7 +150,7 @@ func stressSeed(t *testing.T) uint64 {
 func TestF9_ConcurrentForceTerminateStopStartRebootMigrateLeaveAConsistentRack(t *testing.T) {
 	seed := stressSeed(t)
 	t.Logf("seed %d (replay with %s=%d)", seed, stressSeedEnv, seed)
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
 			s := newStress(t, backend, seed)
 			s.run()
@@ -171,8 +169,7 @@ type stress struct {
 	n         *nexus.Server
 	agents    []*sledagenttest.Agent
 	sleds     []uuid.UUID
-	token     string
-	client    *http.Client
+	api       *racktest.Client
 	instances []uuid.UUID
 	nexusID   uuid.UUID
 	logs      *observer.ObservedLogs
@@ -195,19 +192,17 @@ func newStress(t *testing.T, backend datastore.Backend, seed uint64) *stress {
 	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core))
-	var cfg config.Config
-	n, agents := rackWith(t, backend, stressSleds, nexustest.Setup{Log: log, Config: func(c *config.Config) { cfg = *c }})
-	s := &stress{t: t, seed: seed, n: n, agents: agents, logs: logs, nexusID: uuid.MustParse(cfg.ID), flagged: map[uuid.UUID]bool{},
-		token: nexustest.AdminToken(t, n),
-		client: &http.Client{Timeout: time.Minute, Transport: &http.Transport{
-			MaxIdleConns: 2 * stressWorkers, MaxIdleConnsPerHost: 2 * stressWorkers}}}
-	t.Cleanup(s.client.CloseIdleConnections)
+	r := racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: stressSleds, Log: log})
+	n, agents := r.Server(), r.Agents()
+	s := &stress{t: t, seed: seed, n: n, agents: agents, logs: logs, nexusID: r.Nexus(0).ID(), flagged: map[uuid.UUID]bool{},
+		api: r.Client(racktest.FleetAdmin)}
+	t.Cleanup(s.api.HTTP.CloseIdleConnections)
 	for _, a := range agents {
 		s.sleds = append(s.sleds, sledID(a))
 	}
-	c := sdkAs(t, n, s.token)
-	if ans, err := s.call(http.MethodPost, "/v1/projects", `{"name": "stress", "description": ""}`); err != nil || ans.status != http.StatusCreated {
-		t.Fatalf("creating the project: %v %d %s", err, ans.status, ans.body)
+	c := s.api.SDK(t)
+	if ans, err := s.call(http.MethodPost, "/v1/projects", `{"name": "stress", "description": ""}`); err != nil || ans.Status != http.StatusCreated {
+		t.Fatalf("creating the project: %v %d %s", err, ans.Status, ans.Body)
 	}
 	for i := 0; i < stressInstances; i++ {
 		name := fmt.Sprintf("vm-%d", i)
@@ -217,32 +212,16 @@ func newStress(t *testing.T, backend datastore.Backend, seed uint64) *stress {
 	for i := range s.instances {
 		waitRunState(t, c, "stress", fmt.Sprintf("vm-%d", i), "running")
 	}
-	s.monitor = startGenMonitor(t, backend, cfg.DatabaseURL)
+	s.monitor = startGenMonitor(t, r.Database())
 	return s
-}
-
-type httpAnswer struct {
-	status int
-	body   []byte
 }
 
 // call sends a request as the fleet admin. It never fails the test, so
 // that workers may use it.
-func (s *stress) call(method, path, body string) (httpAnswer, error) {
+func (s *stress) call(method, path, body string) (racktest.Response, error) {
 	reqCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(reqCtx, method, s.n.ExternalURL()+path, strings.NewReader(body))
-	if err != nil {
-		return httpAnswer{}, err
-	}
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return httpAnswer{}, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	return httpAnswer{status: resp.StatusCode, body: data}, err
+	return s.api.Do(reqCtx, method, path, body)
 }
 
 func (s *stress) plan() [][]plannedOp {
@@ -353,15 +332,15 @@ func (s *stress) fire(worker, seq int, p plannedOp) stressOutcome {
 	o.start = time.Now()
 	ans, err := s.call(http.MethodPost, path, body)
 	o.end = time.Now()
-	o.status = ans.status
+	o.status = ans.Status
 	if err != nil {
 		s.flag(id)
 		s.t.Errorf("%s of %s: %v", p.op, id, err)
 		return o
 	}
-	if err := s.judge(&o, ans.body); err != nil {
+	if err := s.judge(&o, ans.Body); err != nil {
 		s.flag(id)
-		s.t.Errorf("%s of instance %s answered %d: %v\n  body: %s", p.op, id, ans.status, err, ans.body)
+		s.t.Errorf("%s of instance %s answered %d: %v\n  body: %s", p.op, id, ans.Status, err, ans.Body)
 	}
 	return o
 }
@@ -422,7 +401,7 @@ func (s *stress) judge(o *stressOutcome, body []byte) error {
 		}
 		return nil
 	}
-	var e oxideError
+	var e racktest.Error
 	if err := json.Unmarshal(body, &e); err != nil || e.ErrorCode == "" || e.RequestID == "" || e.Message == "" {
 		return fmt.Errorf("not an Oxide error body (%v)", err)
 	}
@@ -588,10 +567,10 @@ func (s *stress) check() []violation {
 		var view struct {
 			RunState string `json:"run_state"`
 		}
-		if err == nil && ans.status == http.StatusOK {
-			err = json.Unmarshal(ans.body, &view)
+		if err == nil && ans.Status == http.StatusOK {
+			err = json.Unmarshal(ans.Body, &view)
 		} else if err == nil {
-			err = fmt.Errorf("%d %s", ans.status, ans.body)
+			err = fmt.Errorf("%d %s", ans.Status, ans.Body)
 		}
 		switch {
 		case err != nil:
@@ -682,15 +661,15 @@ func (s *stress) checkSagas() []violation {
 	var page struct {
 		Items []json.RawMessage `json:"items"`
 	}
-	if err == nil && ans.status == http.StatusOK {
-		err = json.Unmarshal(ans.body, &page)
+	if err == nil && ans.Status == http.StatusOK {
+		err = json.Unmarshal(ans.Body, &page)
 	} else if err == nil {
-		err = fmt.Errorf("%d %s", ans.status, ans.body)
+		err = fmt.Errorf("%d %s", ans.Status, ans.Body)
 	}
 	if err != nil {
 		out = append(out, violation{msg: fmt.Sprintf("GET /v1/system/sagas/stuck: %v", err)})
 	} else if len(page.Items) > 0 {
-		out = append(out, violation{msg: fmt.Sprintf("GET /v1/system/sagas/stuck lists %d saga(s): %s", len(page.Items), ans.body)})
+		out = append(out, violation{msg: fmt.Sprintf("GET /v1/system/sagas/stuck lists %d saga(s): %s", len(page.Items), ans.Body)})
 	}
 	return out
 }
@@ -798,14 +777,14 @@ type monitoredRow struct {
 	gen      int64
 }
 
-func startGenMonitor(t *testing.T, backend datastore.Backend, dsn string) *genMonitor {
+func startGenMonitor(t *testing.T, database racktest.Database) *genMonitor {
 	t.Helper()
 	var db *sql.DB
 	var err error
-	if backend == datastore.SQLite {
-		db, err = sql.Open("sqlite", "file:"+dsn+"?_pragma=busy_timeout(10000)")
+	if database.Backend == datastore.SQLite {
+		db, err = sql.Open("sqlite", "file:"+database.URL+"?_pragma=busy_timeout(10000)")
 	} else {
-		db, err = sql.Open("pgx", dsn)
+		db, err = sql.Open("pgx", database.URL)
 	}
 	if err != nil {
 		t.Fatal(err)

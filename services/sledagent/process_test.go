@@ -1,22 +1,16 @@
 package sledagent_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,126 +21,27 @@ import (
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/racktest"
+	"github.com/rackplane/rackplane/services/sledagent/config"
 	"github.com/rackplane/rackplane/services/sledagent/ledger"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
 
-var (
-	buildOnce   sync.Once
-	agentBinary string
-	buildErr    error
-)
-
-// sledAgentBinary builds cmd/sled-agent once per test run.
-func sledAgentBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sled-agent-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		agentBinary = filepath.Join(dir, "sled-agent")
-		out, err := exec.Command("go", "build", "-o", agentBinary, "./cmd/sled-agent").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return agentBinary
-}
+func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
 
 // agentProcess is a sled-agent running as its own process.
 type agentProcess struct {
-	cmd    *exec.Cmd
-	addr   string
-	stderr *lockedBuffer
-	exited chan error
+	*racktest.Process
+	addr string
 }
 
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func processArgs(cfg sledagenttestConfig) []string {
-	args := []string{"--listen", "127.0.0.1:0", "--sled-id", cfg.SledID, "--zone-state-dir", cfg.ZoneStateDir,
-		"--reconciler-retry-initial", "5ms", "--reconciler-retry-max", "50ms", "--log-format", "json"}
-	for _, d := range cfg.LedgerDirs {
-		args = append(args, "--ledger-dir", d)
-	}
-	for _, z := range cfg.Zpools {
-		args = append(args, "--zpool", z)
-	}
-	return args
-}
-
-type sledagenttestConfig = struct {
-	SledID       string
-	LedgerDirs   []string
-	Zpools       []string
-	ZoneStateDir string
-}
-
-func testConfig(t *testing.T) sledagenttestConfig {
-	c := sledagenttest.Config(t)
-	return sledagenttestConfig{SledID: c.SledID, LedgerDirs: c.LedgerDirs, Zpools: c.Zpools, ZoneStateDir: c.ZoneStateDir}
-}
-
-// startProcess starts the binary and waits for its "listening" log line.
-func startProcess(t *testing.T, cfg sledagenttestConfig) *agentProcess {
+// startProcess starts the sled-agent binary over cfg and waits until it
+// listens.
+func startProcess(t *testing.T, cfg config.Config) *agentProcess {
 	t.Helper()
-	cmd := exec.Command(sledAgentBinary(t), processArgs(cfg)...)
-	// A test binary that dies must not leave agents behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	pipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &agentProcess{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan error, 1)}
-	addrFound := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pipe)
-		for sc.Scan() {
-			line := sc.Bytes()
-			p.stderr.Write(append(append([]byte(nil), line...), '\n'))
-			var entry struct {
-				Msg     string `json:"msg"`
-				Address string `json:"address"`
-			}
-			if json.Unmarshal(line, &entry) == nil && entry.Msg == "sled-agent listening" {
-				addrFound <- entry.Address
-			}
-		}
-		io.Copy(io.Discard, pipe)
-		p.exited <- cmd.Wait()
-	}()
-	select {
-	case p.addr = <-addrFound:
-	case err := <-p.exited:
-		t.Fatalf("sled-agent exited before listening (%v):\n%s", err, p.stderr)
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("sled-agent did not start listening:\n%s", p.stderr)
-	}
-	return p
+	p := racktest.StartProcess(t, "sled-agent", racktest.Build(t, racktest.SledAgentBinary), cfg.Args()...)
+	line := p.WaitLog("sled-agent listening", 30*time.Second, nil)
+	return &agentProcess{Process: p, addr: fmt.Sprint(line["address"])}
 }
 
 func (p *agentProcess) client(t *testing.T) (sledagentv1.SledAgentClient, func()) {
@@ -160,7 +55,7 @@ func (p *agentProcess) client(t *testing.T) (sledagentv1.SledAgentClient, func()
 // crashZones is the zones config of a generation: deterministic, so the
 // content of a generation never changes, and varied, so the reconciler is
 // busy starting and stopping zones when the kill lands.
-func crashZones(cfg sledagenttestConfig, generation uint64) *sledagentv1.OmicronZonesConfig {
+func crashZones(cfg config.Config, generation uint64) *sledagentv1.OmicronZonesConfig {
 	out := &sledagentv1.OmicronZonesConfig{Generation: generation}
 	for k := generation % 6; k < generation%6+3; k++ {
 		out.Zones = append(out.Zones, &sledagentv1.OmicronZoneConfig{
@@ -185,7 +80,7 @@ func TestZ3_AcknowledgedConfigSurvivesKill9(t *testing.T) {
 	}
 	t.Logf("seed %d (set CRASH_SEED to replay)", seed)
 	rng := rand.New(rand.NewPCG(seed, seed))
-	cfg := testConfig(t)
+	cfg := sledagenttest.Config(t)
 	var lastAcked atomic.Uint64
 	totalAcked := 0
 
@@ -194,7 +89,7 @@ func TestZ3_AcknowledgedConfigSurvivesKill9(t *testing.T) {
 		client, closeConn := p.client(t)
 		inv, err := client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
 		if err != nil {
-			t.Fatalf("restart %d: GetInventory: %v\n%s", i, err, p.stderr)
+			t.Fatalf("restart %d: GetInventory: %v\n%s", i, err, p.Log())
 		}
 		ledgered := inv.GetLedgeredConfig().GetGeneration()
 		if ledgered < lastAcked.Load() {
@@ -218,10 +113,7 @@ func TestZ3_AcknowledgedConfigSurvivesKill9(t *testing.T) {
 		}()
 		// The kill moment is the point of the test, drawn at random.
 		<-time.After(time.Duration(rng.Int64N(int64(25 * time.Millisecond))))
-		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		<-p.exited
+		p.Kill()
 		totalAcked += <-streamDone
 		closeConn()
 	}
@@ -258,10 +150,7 @@ func TestZ3_AcknowledgedConfigSurvivesKill9(t *testing.T) {
 			t.Fatalf("runtime zone %s (running %v) does not match the ledger", id, z.Running)
 		}
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	if err := <-p.exited; err != nil {
-		t.Fatalf("graceful stop: %v", err)
-	}
+	p.Stop()
 	t.Logf("%d kills, %d configs acknowledged, final generation %d", kills, totalAcked, lastAcked.Load())
 	if totalAcked == 0 {
 		t.Fatal("no config was acknowledged between kills; the test proved nothing")
@@ -269,7 +158,7 @@ func TestZ3_AcknowledgedConfigSurvivesKill9(t *testing.T) {
 }
 
 func TestZ3_AgentProcessRefusesToStartWhenEveryLedgerCopyIsCorrupt(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := sledagenttest.Config(t)
 	for _, dir := range cfg.LedgerDirs {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
@@ -278,17 +167,17 @@ func TestZ3_AgentProcessRefusesToStartWhenEveryLedgerCopyIsCorrupt(t *testing.T)
 			t.Fatal(err)
 		}
 	}
-	runCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(runCtx, sledAgentBinary(t), processArgs(cfg)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
+	p := racktest.StartProcess(t, "sled-agent", racktest.Build(t, racktest.SledAgentBinary), cfg.Args()...)
+	select {
+	case <-p.Exited():
+	case <-time.After(30 * time.Second):
+		t.Fatal("sled-agent with a corrupt ledger did not exit within 30s")
+	}
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+	if err := p.Err(); !errors.As(err, &exit) || exit.ExitCode() == 0 {
 		t.Fatalf("sled-agent with a corrupt ledger: %v, want a non-zero exit", err)
 	}
-	msg := stderr.String()
+	msg := p.Log()
 	for _, want := range []string{"refusing to start", "none is valid", cfg.LedgerDirs[0], cfg.LedgerDirs[1]} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("stderr does not mention %q:\n%s", want, msg)
@@ -297,7 +186,7 @@ func TestZ3_AgentProcessRefusesToStartWhenEveryLedgerCopyIsCorrupt(t *testing.T)
 }
 
 func TestSledAgentProcessStopsGracefullyOnSIGTERM(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := sledagenttest.Config(t)
 	p := startProcess(t, cfg)
 	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -310,18 +199,8 @@ func TestSledAgentProcessStopsGracefullyOnSIGTERM(t *testing.T) {
 			t.Fatalf("health of %q: %v, %v", service, resp, err)
 		}
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p.exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.stderr)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("no exit within 15s of SIGTERM")
-	}
-	if !strings.Contains(p.stderr.String(), "sled-agent stopped") {
-		t.Fatalf("no orderly stop logged:\n%s", p.stderr)
+	p.Stop()
+	if !strings.Contains(p.Log(), "sled-agent stopped") {
+		t.Fatalf("no orderly stop logged:\n%s", p.Log())
 	}
 }

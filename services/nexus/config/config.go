@@ -163,3 +163,6 @@ func (f *Flags) Resolve() (Config, error) {
 	}
 	return cfg, cfg.Validate()
 }
+
+// Args is the nexus command line that gives it c.
+func (c Config) Args() []string { return settings.Args(c, Default()) }

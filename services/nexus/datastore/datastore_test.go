@@ -4,46 +4,25 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
 
 var ctx = context.Background()
 
-func open(t *testing.T, backend datastore.Backend, dsn string) *datastore.DataStore {
-	t.Helper()
-	ds, err := datastore.Open(ctx, backend, dsn, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ds.Close() })
-	return ds
-}
-
-func dsnFor(t *testing.T, backend datastore.Backend) string {
-	if backend == datastore.SQLite {
-		return filepath.Join(t.TempDir(), "nexus.db")
-	}
-	return pgtest.DSN(t)
-}
-
-// forEachBackend runs test against a fresh SQLite and a fresh PostgreSQL
-// database: the one suite both backends must pass (N1).
+// forEachBackend runs test against a fresh database of each backend: the
+// one suite both backends must pass (N1).
 func forEachBackend(t *testing.T, test func(t *testing.T, ds *datastore.DataStore)) {
-	for _, b := range []datastore.Backend{datastore.SQLite, datastore.Postgres} {
-		t.Run(string(b), func(t *testing.T) { test(t, open(t, b, dsnFor(t, b))) })
-	}
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) { test(t, db.Open(t)) })
 }
 
 var now = time.Date(2026, 11, 21, 6, 0, 0, 123456789, time.UTC)
@@ -70,25 +49,22 @@ func newInstance(project uuid.UUID, name string) model.Instance {
 }
 
 func TestN1_MigrationsApplyOnceAndReopeningChangesNothing(t *testing.T) {
-	for _, b := range []datastore.Backend{datastore.SQLite, datastore.Postgres} {
-		t.Run(string(b), func(t *testing.T) {
-			dsn := dsnFor(t, b)
-			first := open(t, b, dsn)
-			v1, err := first.SchemaVersion(ctx)
-			if err != nil || v1 < 1 {
-				t.Fatalf("schema version %d, %v", v1, err)
-			}
-			p, _ := fixture(t, first)
-			first.Close()
-			again := open(t, b, dsn)
-			if v2, err := again.SchemaVersion(ctx); err != nil || v2 != v1 {
-				t.Fatalf("reopened at version %d (%v), want %d", v2, err, v1)
-			}
-			if _, err := again.ProjectGet(ctx, p.ID); err != nil {
-				t.Fatalf("data lost across reopen: %v", err)
-			}
-		})
-	}
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
+		first := db.Open(t)
+		v1, err := first.SchemaVersion(ctx)
+		if err != nil || v1 < 1 {
+			t.Fatalf("schema version %d, %v", v1, err)
+		}
+		p, _ := fixture(t, first)
+		first.Close()
+		again := db.Open(t)
+		if v2, err := again.SchemaVersion(ctx); err != nil || v2 != v1 {
+			t.Fatalf("reopened at version %d (%v), want %d", v2, err, v1)
+		}
+		if _, err := again.ProjectGet(ctx, p.ID); err != nil {
+			t.Fatalf("data lost across reopen: %v", err)
+		}
+	})
 }
 
 func TestN2_StateVMMExactlyWhenThereIsAnActiveVMMIsAConstraint(t *testing.T) {

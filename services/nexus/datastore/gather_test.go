@@ -10,10 +10,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
 // together makes the calls at once while the shared statements are held,
@@ -69,7 +69,7 @@ func sameWriter(t *testing.T, ds *datastore.DataStore, want bool, rows ...row) {
 // instance and VMMs, ErrNotFound with nothing written otherwise. Two wishes
 // for one instance never share a statement.
 func TestF2_StopWishesMadeTogetherShareAStatementAndKeepEachCallersScope(t *testing.T) {
-	ds := open(t, datastore.Postgres, pgtest.DSN(t))
+	ds := racktest.NewDatabase(t, datastore.Postgres).Open(t)
 	mine, sled := fixture(t, ds)
 	theirs, _ := fixture(t, ds)
 	running, vmm := runningIn(t, ds, mine, sled, "running")
@@ -151,7 +151,7 @@ func TestF2_StopWishesMadeTogetherShareAStatementAndKeepEachCallersScope(t *test
 // A settle that fails the shared statement fails alone, and the others are
 // written.
 func TestF4_SettlesMadeTogetherShareAStatementAndEachKeepsItsGuard(t *testing.T) {
-	ds := open(t, datastore.Postgres, pgtest.DSN(t))
+	ds := racktest.NewDatabase(t, datastore.Postgres).Open(t)
 	t.Run("guards", func(t *testing.T) {
 		first, movedOn, last := runningOn(t, ds), runningOn(t, ds), runningOn(t, ds)
 		// A racing stop destroyed this one first, at a later generation.
@@ -217,7 +217,7 @@ func TestF4_SettlesMadeTogetherShareAStatementAndEachKeepsItsGuard(t *testing.T)
 // waiting for a shared statement at once; the statement still goes, for
 // the calls sharing it, like a statement already on the wire.
 func TestF2_ACallerThatGivesUpStopsWaitingForASharedStatement(t *testing.T) {
-	ds := open(t, datastore.Postgres, pgtest.DSN(t))
+	ds := racktest.NewDatabase(t, datastore.Postgres).Open(t)
 	p, s := fixture(t, ds)
 	inst, _ := runningIn(t, ds, p, s, "i")
 	waiting, release := ds.HoldSharedStatements()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/saga"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
 func TestN5_RegisterRefusesMalformedTemplatesAndStartUnknownOnes(t *testing.T) {
@@ -41,9 +42,9 @@ func TestN5_RegisterRefusesMalformedTemplatesAndStartUnknownOnes(t *testing.T) {
 }
 
 func TestN5_SagaRunsEveryNodeOnceAndEndsDone(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
 		w := &world{}
-		ds := db.open(t)
+		ds := db.Open(t)
 		e := newEngine(t, ds, uuid.New(), w)
 		res, err := e.Run(waitCtx(t), templateName, params{Base: base})
 		if err != nil || res.State != saga.StateDone {
@@ -71,8 +72,8 @@ func TestN5_SagaRunsEveryNodeOnceAndEndsDone(t *testing.T) {
 }
 
 func TestN5_FailureAtEachNodeUndoesTheNodesBeforeItInReverse(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
-		ds := db.open(t)
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
+		ds := db.Open(t)
 		for k, failing := range nodes {
 			t.Run("fail-at-"+failing, func(t *testing.T) {
 				w := &world{failAction: failing}
@@ -116,8 +117,8 @@ func TestN5_FailureAtEachNodeUndoesTheNodesBeforeItInReverse(t *testing.T) {
 }
 
 func TestN5_AnUndoThatKeepsFailingLeavesTheSagaStuckAndListed(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
-		ds := db.open(t)
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
+		ds := db.Open(t)
 		owner := uuid.New()
 		w := &world{failAction: "d", failUndo: "a"}
 		e := newEngine(t, ds, owner, w)
@@ -142,7 +143,7 @@ func TestN5_AnUndoThatKeepsFailingLeavesTheSagaStuckAndListed(t *testing.T) {
 		if s := e.Stats(); s.Stuck != 1 || s.Unwound != 0 {
 			t.Fatalf("stats %+v", s)
 		}
-		restarted := newEngine(t, db.open(t), owner, w)
+		restarted := newEngine(t, db.Open(t), owner, w)
 		if n, err := restarted.Recover(ctx); n != 0 || err != nil {
 			t.Fatalf("Recover resumed %d (%v); a stuck saga waits for an operator", n, err)
 		}
@@ -152,8 +153,8 @@ func TestN5_AnUndoThatKeepsFailingLeavesTheSagaStuckAndListed(t *testing.T) {
 // Omicron's saga tests run every action and undo twice in a row to prove
 // them idempotent; WithRepeat lets nexus's sagas do the same.
 func TestN5_RepeatedActionsAndUndosEndTheSameWay(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
-		ds := db.open(t)
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
+		ds := db.Open(t)
 		w := &world{}
 		res, err := newEngine(t, ds, uuid.New(), w, saga.WithRepeat(2)).Run(waitCtx(t), templateName, params{Base: base})
 		if err != nil || res.State != saga.StateDone {
@@ -178,7 +179,7 @@ func TestN5_RepeatedActionsAndUndosEndTheSameWay(t *testing.T) {
 }
 
 func TestN5_ShutdownStopsASagaAtANodeBoundaryAndRecoverFinishesIt(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
 		owner := uuid.New()
 		w := &world{}
 		reached, release := make(chan struct{}), make(chan struct{})
@@ -188,7 +189,7 @@ func TestN5_ShutdownStopsASagaAtANodeBoundaryAndRecoverFinishesIt(t *testing.T) 
 				<-release
 			}
 		}})
-		ds := db.open(t)
+		ds := db.Open(t)
 		e := newEngine(t, ds, owner, w, hold)
 		id, err := e.Start(ctx, templateName, params{Base: base})
 		if err != nil {
@@ -219,7 +220,7 @@ func TestN5_ShutdownStopsASagaAtANodeBoundaryAndRecoverFinishesIt(t *testing.T) 
 			t.Fatalf("ran %v: a stopping engine must not start b's action", got)
 		}
 
-		restarted := newEngine(t, db.open(t), owner, w)
+		restarted := newEngine(t, db.Open(t), owner, w)
 		if n, err := restarted.Recover(ctx); n != 1 || err != nil {
 			t.Fatalf("Recover: %d, %v", n, err)
 		}
@@ -235,10 +236,10 @@ func TestN5_ShutdownStopsASagaAtANodeBoundaryAndRecoverFinishesIt(t *testing.T) 
 }
 
 func TestN5_ACallerThatStopsWaitingDoesNotStopItsSaga(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
 		w := &world{}
 		release := make(chan struct{})
-		e := newEngine(t, db.open(t), uuid.New(), w, saga.WithHooks(saga.Hooks{BeforeNode: func(_ uuid.UUID, node string) {
+		e := newEngine(t, db.Open(t), uuid.New(), w, saga.WithHooks(saga.Hooks{BeforeNode: func(_ uuid.UUID, node string) {
 			if node == "c" {
 				<-release
 			}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -15,47 +14,13 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rackplane/rackplane/pkg/backoff"
-	"github.com/rackplane/rackplane/pkg/pgtest"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/saga"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
 
 var ctx = context.Background()
-
-// database is one test's database; each open is a new handle on it, as a
-// restarted nexus would have.
-type database struct {
-	backend datastore.Backend
-	dsn     string
-}
-
-func (db database) open(t *testing.T) *datastore.DataStore {
-	t.Helper()
-	ds, err := datastore.Open(ctx, db.backend, db.dsn, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ds.Close() })
-	return ds
-}
-
-// forEachBackend runs test against a fresh SQLite and a fresh PostgreSQL
-// database (N1).
-func forEachBackend(t *testing.T, test func(t *testing.T, db database)) {
-	for _, b := range []datastore.Backend{datastore.SQLite, datastore.Postgres} {
-		t.Run(string(b), func(t *testing.T) {
-			db := database{backend: b}
-			if b == datastore.SQLite {
-				db.dsn = filepath.Join(t.TempDir(), "nexus.db")
-			} else {
-				db.dsn = pgtest.DSN(t)
-			}
-			test(t, db)
-		})
-	}
-}
 
 var fastRetry = backoff.Policy{Initial: time.Millisecond, Max: 5 * time.Millisecond}
 
@@ -228,7 +193,7 @@ func (w window) String() string {
 // crashAt runs a saga on a nexus that freezes at node's window and then
 // dies as with kill -9: its database handle closed, its context cancelled,
 // the frozen goroutine never logging another event. It returns the saga.
-func crashAt(t *testing.T, db database, nexusID uuid.UUID, w *world, at window, node string) uuid.UUID {
+func crashAt(t *testing.T, db racktest.Database, nexusID uuid.UUID, w *world, at window, node string) uuid.UUID {
 	t.Helper()
 	reached := make(chan struct{})
 	release := make(chan struct{})
@@ -249,7 +214,7 @@ func crashAt(t *testing.T, db database, nexusID uuid.UUID, w *world, at window, 
 	case afterUndo:
 		hooks.AfterUndo = freeze
 	}
-	ds := db.open(t)
+	ds := db.Open(t)
 	doomed := newEngine(t, ds, nexusID, w, saga.WithHooks(hooks))
 	id, err := doomed.Start(ctx, templateName, params{Base: base})
 	if err != nil {

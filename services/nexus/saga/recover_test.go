@@ -11,17 +11,18 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rackplane/rackplane/services/nexus/saga"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
 func TestN5_RecoverResumesASagaCrashedAtEachNodeAndRerunsThatNode(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
 		for _, at := range []window{beforeAction, afterAction} {
 			for k, node := range nodes {
 				t.Run(at.String()+"-"+node, func(t *testing.T) {
 					owner, w := uuid.New(), &world{}
 					id := crashAt(t, db, owner, w, at, node)
 
-					restarted := newEngine(t, db.open(t), owner, w)
+					restarted := newEngine(t, db.Open(t), owner, w)
 					if n, err := restarted.Recover(ctx); n != 1 || err != nil {
 						t.Fatalf("Recover: %d, %v; want the one saga", n, err)
 					}
@@ -49,11 +50,11 @@ func TestN5_RecoverResumesASagaCrashedAtEachNodeAndRerunsThatNode(t *testing.T) 
 }
 
 func TestN5_RecoverGoesOnUnwindingAnUnwindingSaga(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
 		owner, w := uuid.New(), &world{failAction: "d"}
 		id := crashAt(t, db, owner, w, afterUndo, "b")
 
-		restarted := newEngine(t, db.open(t), owner, w)
+		restarted := newEngine(t, db.Open(t), owner, w)
 		if n, err := restarted.Recover(ctx); n != 1 || err != nil {
 			t.Fatalf("Recover: %d, %v", n, err)
 		}
@@ -71,10 +72,10 @@ func TestN5_RecoverGoesOnUnwindingAnUnwindingSaga(t *testing.T) {
 }
 
 func TestN5_ANexusRecoversOnlyTheSagasItOwns(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
 		owner, w := uuid.New(), &world{}
 		id := crashAt(t, db, owner, w, afterAction, "b")
-		ds := db.open(t)
+		ds := db.Open(t)
 		before := eventsOf(t, ds, id)
 
 		other := newEngine(t, ds, uuid.New(), w)
@@ -109,14 +110,14 @@ func TestN5_ANexusRecoversOnlyTheSagasItOwns(t *testing.T) {
 // crash cut short may have taken effect (a VMM registered on a sled, say),
 // and the failure of the new run says nothing about it.
 func TestN5_ANodeThatFailsWhenRerunAfterACrashIsStillUndone(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
 		for _, at := range []window{beforeAction, afterAction} {
 			t.Run(at.String(), func(t *testing.T) {
 				owner := uuid.New()
 				id := crashAt(t, db, owner, &world{}, at, "b")
 
 				w := &world{failAction: "b"}
-				restarted := newEngine(t, db.open(t), owner, w)
+				restarted := newEngine(t, db.Open(t), owner, w)
 				if n, err := restarted.Recover(ctx); n != 1 || err != nil {
 					t.Fatalf("Recover: %d, %v", n, err)
 				}
@@ -128,7 +129,7 @@ func TestN5_ANodeThatFailsWhenRerunAfterACrashIsStillUndone(t *testing.T) {
 				if got, want := w.entries(), []string{"do b", "undo b", "undo a"}; !slices.Equal(got, want) {
 					t.Fatalf("after the restart ran %v, want %v", got, want)
 				}
-				if logged := eventsOf(t, db.open(t), id); !logged["b failed"] || !logged["b undo_succeeded"] {
+				if logged := eventsOf(t, db.Open(t), id); !logged["b failed"] || !logged["b undo_succeeded"] {
 					t.Fatalf("log %v: want b failed and undone", logged)
 				}
 			})
@@ -140,13 +141,13 @@ func TestN5_ANodeThatFailsWhenRerunAfterACrashIsStillUndone(t *testing.T) {
 // could undo anything: the next one still undoes the node, from the log
 // alone.
 func TestN5_ThatUndoIsOwedEvenAfterASecondCrash(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db database) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
 		owner := uuid.New()
 		id := crashAt(t, db, owner, &world{}, afterAction, "b")
 
 		// The second nexus: b fails again, and the database goes away
 		// just as the unwinding starts; then this nexus dies too.
-		store := &refusingStore{Store: db.open(t), refuse: saga.EventUndoStarted, refused: make(chan struct{})}
+		store := &refusingStore{Store: db.Open(t), refuse: saga.EventUndoStarted, refused: make(chan struct{})}
 		second := newEngine(t, store, owner, &world{failAction: "b"})
 		if n, err := second.Recover(ctx); n != 1 || err != nil {
 			t.Fatalf("Recover: %d, %v", n, err)
@@ -159,12 +160,12 @@ func TestN5_ThatUndoIsOwedEvenAfterASecondCrash(t *testing.T) {
 		gone, cancel := context.WithCancel(ctx)
 		cancel()
 		second.Shutdown(gone) //nolint:errcheck // dying, as with kill -9
-		if logged := eventsOf(t, db.open(t), id); !logged["b failed"] || logged["b undo_started"] {
+		if logged := eventsOf(t, db.Open(t), id); !logged["b failed"] || logged["b undo_started"] {
 			t.Fatalf("log %v: want b failed and nothing undone yet", logged)
 		}
 
 		w := &world{}
-		third := newEngine(t, db.open(t), owner, w)
+		third := newEngine(t, db.Open(t), owner, w)
 		if n, err := third.Recover(ctx); n != 1 || err != nil {
 			t.Fatalf("Recover: %d, %v", n, err)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -12,14 +11,14 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	"github.com/rackplane/rackplane/services/nexus/sagas"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
 
 var ctx = context.Background()
 
@@ -28,64 +27,54 @@ var ctx = context.Background()
 // VMM becomes terminal; update B finds the lock held and gives up. A must
 // notice on release and settle the instance again.
 func TestN6_AnUpdateThatFoundTheLockHeldIsNotLost(t *testing.T) {
-	for _, backend := range []datastore.Backend{datastore.SQLite, datastore.Postgres} {
-		t.Run(string(backend), func(t *testing.T) {
-			dsn := filepath.Join(t.TempDir(), "n.db")
-			if backend == datastore.Postgres {
-				dsn = pgtest.DSN(t)
-			}
-			ds, err := datastore.Open(ctx, backend, dsn, zaptest.NewLogger(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ds.Close()
-			inst, vmm1 := instanceWithVMM(t, ds)
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
+		ds := db.Open(t)
+		inst, vmm1 := instanceWithVMM(t, ds)
 
-			// Update B fails at its lock node, so the first unlock is A's.
-			atRelease, release := make(chan struct{}), make(chan struct{})
-			var pauseOnce sync.Once
-			engine := saga.New(ds, uuid.New(), zaptest.NewLogger(t), saga.WithHooks(saga.Hooks{
-				BeforeNode: func(_ uuid.UUID, node string) {
-					if node == "unlock" {
-						pauseOnce.Do(func() {
-							close(atRelease)
-							<-release
-						})
-					}
-				},
-			}))
-			for _, tmpl := range sagas.Templates(sagas.Deps{DS: ds}) {
-				if err := engine.Register(tmpl); err != nil {
-					t.Fatal(err)
+		// Update B fails at its lock node, so the first unlock is A's.
+		atRelease, release := make(chan struct{}), make(chan struct{})
+		var pauseOnce sync.Once
+		engine := saga.New(ds, uuid.New(), zaptest.NewLogger(t), saga.WithHooks(saga.Hooks{
+			BeforeNode: func(_ uuid.UUID, node string) {
+				if node == "unlock" {
+					pauseOnce.Do(func() {
+						close(atRelease)
+						<-release
+					})
 				}
+			},
+		}))
+		for _, tmpl := range sagas.Templates(sagas.Deps{DS: ds}) {
+			if err := engine.Register(tmpl); err != nil {
+				t.Fatal(err)
 			}
-			defer engine.Shutdown(ctx) //nolint:errcheck // test teardown
+		}
+		defer engine.Shutdown(ctx) //nolint:errcheck // test teardown
 
-			// VMM 1 ends; update A unlinks it and pauses before releasing.
-			terminal(t, ds, vmm1)
-			lockA := uuid.New()
-			a, err := engine.Start(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: inst, Lock: lockA})
-			if err != nil {
-				t.Fatal(err)
-			}
-			<-atRelease
-			// The instance starts again on VMM 2, which ends at once.
-			vmm2 := relink(t, ds, inst)
-			terminal(t, ds, vmm2)
-			_, err = engine.Run(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: inst, Lock: uuid.New()})
-			if !errors.Is(err, model.ErrUpdaterLockHeld) {
-				t.Fatalf("update B: %v, want ErrUpdaterLockHeld", err)
-			}
-			close(release)
-			if _, err := engine.Wait(ctx, a); err != nil {
-				t.Fatal(err)
-			}
-			got, err := ds.InstanceGet(ctx, inst)
-			if err != nil || got.Runtime.State != model.InstanceNoVMM || got.Runtime.ActiveVMM != nil || got.UpdaterID != nil {
-				t.Fatalf("instance after A released: %+v updater %v (%v); want no_vmm, unlocked", got.Runtime, got.UpdaterID, err)
-			}
-		})
-	}
+		// VMM 1 ends; update A unlinks it and pauses before releasing.
+		terminal(t, ds, vmm1)
+		lockA := uuid.New()
+		a, err := engine.Start(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: inst, Lock: lockA})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-atRelease
+		// The instance starts again on VMM 2, which ends at once.
+		vmm2 := relink(t, ds, inst)
+		terminal(t, ds, vmm2)
+		_, err = engine.Run(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: inst, Lock: uuid.New()})
+		if !errors.Is(err, model.ErrUpdaterLockHeld) {
+			t.Fatalf("update B: %v, want ErrUpdaterLockHeld", err)
+		}
+		close(release)
+		if _, err := engine.Wait(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ds.InstanceGet(ctx, inst)
+		if err != nil || got.Runtime.State != model.InstanceNoVMM || got.Runtime.ActiveVMM != nil || got.UpdaterID != nil {
+			t.Fatalf("instance after A released: %+v updater %v (%v); want no_vmm, unlocked", got.Runtime, got.UpdaterID, err)
+		}
+	})
 }
 
 func instanceWithVMM(t *testing.T, ds *datastore.DataStore) (uuid.UUID, uuid.UUID) {

@@ -222,3 +222,6 @@ func (f *Flags) Resolve() (Config, error) {
 	}
 	return cfg, cfg.Finish()
 }
+
+// Args is the sled-agent command line that gives it c.
+func (c Config) Args() []string { return settings.Args(c, Default()) }

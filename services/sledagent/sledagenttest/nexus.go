@@ -6,7 +6,6 @@ import (
 	"net"
 	"slices"
 	"sync"
-	"testing"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,7 +21,7 @@ import (
 // records what sled-agents send it. It can be stopped and started again on
 // the same address (nexus down, then back) and told to fail calls.
 type NexusReceiver struct {
-	t    testing.TB
+	t    testutil.TB
 	addr string
 
 	mu             sync.Mutex
@@ -41,7 +40,7 @@ type nexusService struct {
 }
 
 // StartNexus starts a receiver and stops it when the test ends.
-func StartNexus(t testing.TB) *NexusReceiver {
+func StartNexus(t testutil.TB) *NexusReceiver {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"testing"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,18 +20,17 @@ import (
 
 // Agent is a sled-agent running inside the test.
 type Agent struct {
-	t      testing.TB
+	Remote
 	Config config.Config
 	Server *sledagent.Server
-	Client sledagentv1.SledAgentClient
-	Sim    sledagentv1.SledAgentSimClient
+	log    *zap.Logger
 	conn   *grpc.ClientConn
 	served chan error
 }
 
 // Config returns a valid configuration over fresh temporary directories,
 // with two zpools and quick reconciler retries.
-func Config(t testing.TB) config.Config {
+func Config(t testutil.TB) config.Config {
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.ListenAddress = "127.0.0.1:0"
@@ -46,23 +44,37 @@ func Config(t testing.TB) config.Config {
 }
 
 // Start runs an agent with Config(t), adjusted by the options, and stops it
-// when the test ends.
-func Start(t testing.TB, opts ...func(*config.Config)) *Agent {
+// when the test ends. Its warnings and errors go to the test's log.
+func Start(t testutil.TB, opts ...func(*config.Config)) *Agent {
+	t.Helper()
+	return StartLogged(t, TestLogger(t), opts...)
+}
+
+// StartLogged is Start with log as the agent's logger.
+func StartLogged(t testutil.TB, log *zap.Logger, opts ...func(*config.Config)) *Agent {
 	t.Helper()
 	cfg := Config(t)
 	for _, o := range opts {
 		o(&cfg)
 	}
-	a := &Agent{t: t, Config: cfg}
+	a := &Agent{Remote: Remote{t: t}, Config: cfg, log: log}
 	a.start()
 	t.Cleanup(a.Stop)
 	return a
 }
 
+// TestLogger sends warnings and errors to the test's log when t is a test,
+// and discards them otherwise.
+func TestLogger(t testutil.TB) *zap.Logger {
+	if tt, ok := t.(zaptest.TestingT); ok {
+		return zaptest.NewLogger(tt, zaptest.Level(zap.WarnLevel))
+	}
+	return zap.NewNop()
+}
+
 func (a *Agent) start() {
 	a.t.Helper()
-	log := zaptest.NewLogger(a.t, zaptest.Level(zap.WarnLevel))
-	srv, err := sledagent.New(a.Config, log)
+	srv, err := sledagent.New(a.Config, a.log)
 	if err != nil {
 		a.t.Fatalf("starting sled-agent: %v", err)
 	}
@@ -74,8 +86,7 @@ func (a *Agent) start() {
 		a.t.Fatal(err)
 	}
 	a.conn = conn
-	a.Client = sledagentv1.NewSledAgentClient(conn)
-	a.Sim = sledagentv1.NewSledAgentSimClient(conn)
+	a.Remote = NewRemote(a.t, conn)
 }
 
 // Stop shuts the agent down; zones stay in the runtime's state directory.
@@ -112,7 +123,7 @@ func (a *Agent) Zone(kind sledagentv1.ZoneKind, port int) *sledagentv1.OmicronZo
 }
 
 // Ensure sends a zones config and fails the test if it is refused.
-func (a *Agent) Ensure(generation uint64, zones ...*sledagentv1.OmicronZoneConfig) {
+func (a Remote) Ensure(generation uint64, zones ...*sledagentv1.OmicronZoneConfig) {
 	a.t.Helper()
 	_, err := a.Client.EnsureZones(context.Background(), &sledagentv1.EnsureZonesRequest{
 		Config: &sledagentv1.OmicronZonesConfig{Generation: generation, Zones: zones},
@@ -123,7 +134,7 @@ func (a *Agent) Ensure(generation uint64, zones ...*sledagentv1.OmicronZoneConfi
 }
 
 // Inventory fetches the agent's inventory.
-func (a *Agent) Inventory() *sledagentv1.GetInventoryResponse {
+func (a Remote) Inventory() *sledagentv1.GetInventoryResponse {
 	a.t.Helper()
 	inv, err := a.Client.GetInventory(context.Background(), &sledagentv1.GetInventoryRequest{})
 	if err != nil {
@@ -134,7 +145,7 @@ func (a *Agent) Inventory() *sledagentv1.GetInventoryResponse {
 
 // WaitReconciled polls the inventory until a completed pass has reconciled
 // generation (or a later one) and cond, if given, holds for it.
-func (a *Agent) WaitReconciled(generation uint64, cond func(*sledagentv1.GetInventoryResponse) error) *sledagentv1.GetInventoryResponse {
+func (a Remote) WaitReconciled(generation uint64, cond func(*sledagentv1.GetInventoryResponse) error) *sledagentv1.GetInventoryResponse {
 	a.t.Helper()
 	var inv *sledagentv1.GetInventoryResponse
 	testutil.WaitFor(a.t, 10*time.Second, func() error {
@@ -163,7 +174,7 @@ func AllOK(inv *sledagentv1.GetInventoryResponse) error {
 
 // Register registers a VMM for a new instance with a small valid spec and
 // returns the VMM id.
-func (a *Agent) Register() string {
+func (a Remote) Register() string {
 	a.t.Helper()
 	id := uuid.NewString()
 	if _, err := a.Client.EnsureRegistered(context.Background(), &sledagentv1.EnsureRegisteredRequest{
@@ -177,7 +188,7 @@ func (a *Agent) Register() string {
 }
 
 // EnsureState asks a VMM for a target state and fails the test on error.
-func (a *Agent) EnsureState(vmmID string, target sledagentv1.VmmTargetState) *sledagentv1.VmmRuntime {
+func (a Remote) EnsureState(vmmID string, target sledagentv1.VmmTargetState) *sledagentv1.VmmRuntime {
 	a.t.Helper()
 	resp, err := a.Client.EnsureState(context.Background(), &sledagentv1.EnsureStateRequest{VmmId: vmmID, Target: target})
 	if err != nil {
@@ -188,7 +199,7 @@ func (a *Agent) EnsureState(vmmID string, target sledagentv1.VmmTargetState) *sl
 
 // Step completes the next pending transition of vmmID ("" for every VMM) in
 // explicit mode, or all of them with drain, and returns how many completed.
-func (a *Agent) Step(vmmID string, drain bool) int {
+func (a Remote) Step(vmmID string, drain bool) int {
 	a.t.Helper()
 	resp, err := a.Sim.StepVmms(context.Background(), &sledagentv1.StepVmmsRequest{VmmId: vmmID, Drain: drain})
 	if err != nil {
@@ -199,7 +210,7 @@ func (a *Agent) Step(vmmID string, drain bool) int {
 
 // RPCFaults fetches the agent's RPC faults and the calls its black hole
 // holds.
-func (a *Agent) RPCFaults() *sledagentv1.GetRpcFaultsResponse {
+func (a Remote) RPCFaults() *sledagentv1.GetRpcFaultsResponse {
 	a.t.Helper()
 	resp, err := a.Sim.GetRpcFaults(context.Background(), &sledagentv1.GetRpcFaultsRequest{})
 	if err != nil {
@@ -212,7 +223,7 @@ func (a *Agent) RPCFaults() *sledagentv1.GetRpcFaultsResponse {
 // full gRPC name, e.g. sledagentv1.SledAgent_EnsureUnregistered_FullMethodName)
 // for vmmID ("" for any), so a test knows the call has reached the sled and
 // waits there before staging what happens next.
-func (a *Agent) WaitHeld(method string, vmmID string) {
+func (a Remote) WaitHeld(method string, vmmID string) {
 	a.t.Helper()
 	testutil.WaitFor(a.t, 10*time.Second, func() error {
 		held := a.RPCFaults().GetHeldCalls()

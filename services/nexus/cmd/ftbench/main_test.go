@@ -8,9 +8,10 @@ import (
 	"testing"
 
 	"github.com/rackplane/rackplane/pkg/pgtest"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
 
 // mustContain fails the test unless out has every one of want.
 func mustContain(t *testing.T, out string, want ...string) {

@@ -115,14 +115,14 @@ func (b *bench) round(ctx context.Context, c int) (round, error) {
 				switch {
 				case err != nil:
 					problem = err.Error()
-				case a.status != http.StatusOK:
-					problem = fmt.Sprintf("%d %s", a.status, a.body)
+				case a.Status != http.StatusOK:
+					problem = fmt.Sprintf("%d %s", a.Status, a.Body)
 				default:
 					var inst struct {
 						RunState string `json:"run_state"`
 					}
-					if err := json.Unmarshal(a.body, &inst); err != nil || inst.RunState != "stopped" {
-						problem = fmt.Sprintf("200 %s", a.body)
+					if err := json.Unmarshal(a.Body, &inst); err != nil || inst.RunState != "stopped" {
+						problem = fmt.Sprintf("200 %s", a.Body)
 					}
 				}
 				mu.Lock()

@@ -10,14 +10,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -25,10 +23,10 @@ import (
 	"github.com/rackplane/rackplane/pkg/backoff"
 	"github.com/rackplane/rackplane/pkg/duration"
 	"github.com/rackplane/rackplane/pkg/pgtest"
-	"github.com/rackplane/rackplane/services/nexus"
-	"github.com/rackplane/rackplane/services/nexus/app"
+	"github.com/rackplane/rackplane/pkg/testutil"
 	nexusconfig "github.com/rackplane/rackplane/services/nexus/config"
-	"github.com/rackplane/rackplane/services/sledagent"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/racktest"
 	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
 )
 
@@ -55,9 +53,8 @@ type bench struct {
 	nexusDSN  string
 	nexusDB   string // nexus's database name
 	stats     *statsReader
-	srv       *nexus.Server
-	token     string
-	client    *http.Client
+	rack      *racktest.InProcess
+	api       *racktest.Client
 	instances []string
 	cleanups  []func()
 	// startRetries counts starts that answered 500 and were sent again,
@@ -127,20 +124,9 @@ func setUp(ctx context.Context, o options, out io.Writer) (_ *bench, err error) 
 		return nil, err
 	}
 	b.onClose(closeLog)
-	if err := b.startNexus(ctx, log); err != nil {
+	if err := b.startRack(ctx, log); err != nil {
 		return nil, err
 	}
-	if err := b.startSleds(ctx, log); err != nil {
-		return nil, err
-	}
-	if b.token, err = b.srv.App().TokenCreate(ctx, "ftbench", []app.Grant{{FleetAdmin: true}}, 0); err != nil {
-		return nil, err
-	}
-	idle := 2*maxOf(o.clients) + setUpConcurrency
-	transport := &http.Transport{MaxIdleConns: idle, MaxIdleConnsPerHost: idle, IdleConnTimeout: 5 * time.Minute}
-	b.client = &http.Client{Transport: transport, Timeout: time.Minute}
-	b.onClose(transport.CloseIdleConnections)
-
 	fmt.Fprintf(out, "ftbench: force-terminate against the database floor (SPEC 6)\n")
 	fmt.Fprintf(out, "  PostgreSQL %s, fsync=%s, synchronous_commit=%s: %s\n", version, fsync, syncCommit, serverNote)
 	fmt.Fprintf(out, "  nexus and %d simulated sled-agents in this process (auto mode, %s transitions); background tasks idle\n",
@@ -175,89 +161,44 @@ func setUp(ctx context.Context, o options, out io.Writer) (_ *bench, err error) 
 	return b, nil
 }
 
-func (b *bench) startNexus(ctx context.Context, log *zap.Logger) error {
-	cfg := nexusconfig.Default()
-	cfg.ID = uuid.NewString()
-	cfg.InternalListen, cfg.ExternalListen, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.DatabaseBackend, cfg.DatabaseURL = "postgres", b.nexusDSN
-	cfg.InstanceWatcherPeriod, cfg.InstanceUpdaterPeriod = idleTaskPeriod, idleTaskPeriod
-	cfg.ReincarnationPeriod, cfg.SledLivenessPeriod = idleTaskPeriod, idleTaskPeriod
-	srv, err := nexus.New(ctx, cfg, log.Named("nexus"))
-	if err != nil {
-		return fmt.Errorf("starting nexus: %w", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
-	b.srv = srv
-	b.onClose(func() {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(shutdownCtx)
-		<-served
+// startRack starts nexus and the sleds in this process (racktest), with
+// nexus's background tasks idle and room for every instance on every sled,
+// so that placement never refuses one.
+func (b *bench) startRack(ctx context.Context, log *zap.Logger) error {
+	harness := testutil.NewStandalone("ftbench", nil)
+	b.onClose(harness.Close)
+	ncpus, memGiB := uint32(max(64, b.opts.instances)), uint64(max(512, b.opts.instances))
+	err := harness.Run(func() {
+		b.rack = racktest.StartInProcess(harness, racktest.Options{Backend: datastore.Postgres, DatabaseURL: b.nexusDSN,
+			Sleds: b.opts.sleds, Log: log,
+			NexusConfig: func(_ int, c *nexusconfig.Config) {
+				c.InstanceWatcherPeriod, c.InstanceUpdaterPeriod = idleTaskPeriod, idleTaskPeriod
+				c.ReincarnationPeriod, c.SledLivenessPeriod = idleTaskPeriod, idleTaskPeriod
+			},
+			SledConfig: func(_ int, c *sledconfig.Config) {
+				c.Zpools = c.Zpools[:1]
+				c.NCPUs, c.MemoryGiB = ncpus, memGiB
+				c.HeartbeatPeriod = heartbeatPeriod
+				c.PublishRetryInitial, c.PublishRetryMax = sledconfig.Duration(5*time.Millisecond), sledconfig.Duration(100*time.Millisecond)
+				c.HypervisorMode, c.VMMTransitionDelay = "auto", sledconfig.Duration(b.opts.vmmDelay)
+			}})
+		b.api = b.rack.Client(racktest.FleetAdmin)
 	})
-	return nil
-}
-
-func (b *bench) startSleds(ctx context.Context, log *zap.Logger) error {
-	dir, err := os.MkdirTemp("", "ftbench-sleds-")
+	if err != nil {
+		return fmt.Errorf("starting the rack: %w", err)
+	}
+	idle := 2*maxOf(b.opts.clients) + setUpConcurrency
+	b.api.HTTP.Transport = &http.Transport{MaxIdleConns: idle, MaxIdleConnsPerHost: idle, IdleConnTimeout: 5 * time.Minute}
+	b.onClose(b.api.HTTP.CloseIdleConnections)
+	sleds, err := b.rack.DataStore().SledList(ctx)
 	if err != nil {
 		return err
 	}
-	b.onClose(func() { os.RemoveAll(dir) })
-	// Room for every instance on every sled, so that placement never
-	// refuses one.
-	ncpus, memGiB := uint32(max(64, b.opts.instances)), uint64(max(512, b.opts.instances))
-	ours := map[uuid.UUID]bool{}
-	for i := 0; i < b.opts.sleds; i++ {
-		cfg := sledconfig.Default()
-		sledDir := filepath.Join(dir, fmt.Sprintf("sled-%d", i))
-		cfg.ListenAddress = "127.0.0.1:0"
-		cfg.SledID = uuid.NewString()
-		cfg.LedgerDirs = []string{filepath.Join(sledDir, "m2-0"), filepath.Join(sledDir, "m2-1")}
-		cfg.ZoneStateDir = filepath.Join(sledDir, "zones")
-		cfg.Zpools = []string{"oxp_" + uuid.NewString()}
-		cfg.NCPUs, cfg.MemoryGiB = ncpus, memGiB
-		cfg.NexusAddress = b.srv.InternalAddr()
-		cfg.HeartbeatPeriod = heartbeatPeriod
-		cfg.PublishRetryInitial, cfg.PublishRetryMax = sledconfig.Duration(5*time.Millisecond), sledconfig.Duration(100*time.Millisecond)
-		cfg.HypervisorMode, cfg.VMMTransitionDelay = "auto", sledconfig.Duration(b.opts.vmmDelay)
-		srv, err := sledagent.New(cfg, log.Named("sled-agent"))
-		if err != nil {
-			return fmt.Errorf("starting sled-agent %d: %w", i, err)
-		}
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve() }()
-		b.onClose(func() {
-			shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			srv.Shutdown(shutdownCtx)
-			<-served
-		})
-		ours[uuid.MustParse(cfg.SledID)] = true
+	if len(sleds) != b.opts.sleds {
+		return fmt.Errorf("nexus's database is not empty: it knows %d sleds, %d of them from an earlier run; give ftbench an empty database",
+			len(sleds), len(sleds)-b.opts.sleds)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		sleds, err := b.srv.DataStore().SledList(ctx)
-		if err != nil {
-			return err
-		}
-		registered := 0
-		for _, s := range sleds {
-			if !ours[s.ID] {
-				return fmt.Errorf("nexus's database is not empty: it knows sled %s from an earlier run; give ftbench an empty database", s.ID)
-			}
-			registered++
-		}
-		if registered == len(ours) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d sleds registered with nexus within 30s", registered, len(ours))
-		}
-		if backoff.Sleep(ctx, 20*time.Millisecond) != nil {
-			return ctx.Err()
-		}
-	}
+	return nil
 }
 
 // logger encodes logs at info level: to a file, or to nothing, so that the
@@ -276,38 +217,22 @@ func logger(path string) (*zap.Logger, func(), error) {
 	return log, func() { log.Sync(); closeFile() }, nil //nolint:errcheck // best effort
 }
 
-type answer struct {
-	status int
-	body   []byte
-}
-
 // call sends one REST request as the fleet admin.
-func (b *bench) call(ctx context.Context, method, path, body string) (answer, error) {
-	req, err := http.NewRequestWithContext(ctx, method, b.srv.ExternalURL()+path, strings.NewReader(body))
-	if err != nil {
-		return answer{}, err
-	}
-	req.Header.Set("Authorization", "Bearer "+b.token)
-	resp, err := b.client.Do(req)
-	if err != nil {
-		return answer{}, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	return answer{status: resp.StatusCode, body: data}, err
+func (b *bench) call(ctx context.Context, method, path, body string) (racktest.Response, error) {
+	return b.api.Do(ctx, method, path, body)
 }
 
-func (b *bench) mustCall(ctx context.Context, method, path, body string, want ...int) (answer, error) {
+func (b *bench) mustCall(ctx context.Context, method, path, body string, want ...int) (racktest.Response, error) {
 	a, err := b.call(ctx, method, path, body)
 	if err != nil {
 		return a, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	for _, w := range want {
-		if a.status == w {
+		if a.Status == w {
 			return a, nil
 		}
 	}
-	return a, fmt.Errorf("%s %s: %d %s", method, path, a.status, a.body)
+	return a, fmt.Errorf("%s %s: %d %s", method, path, a.Status, a.Body)
 }
 
 // parallel runs f for every index below n, at most limit at a time, and
@@ -358,8 +283,8 @@ func (b *bench) createAll(ctx context.Context) error {
 		var inst struct {
 			ID string `json:"id"`
 		}
-		if err := json.Unmarshal(a.body, &inst); err != nil || inst.ID == "" {
-			return fmt.Errorf("creating %s: %s", name, a.body)
+		if err := json.Unmarshal(a.Body, &inst); err != nil || inst.ID == "" {
+			return fmt.Errorf("creating %s: %s", name, a.Body)
 		}
 		b.instances[i] = inst.ID
 		return nil
@@ -383,18 +308,18 @@ func (b *bench) startAll(ctx context.Context) error {
 			switch {
 			case err != nil:
 				return fmt.Errorf("POST %s: %w", path, err)
-			case a.status == http.StatusAccepted || a.status == http.StatusOK:
+			case a.Status == http.StatusAccepted || a.Status == http.StatusOK:
 				return nil
-			case a.status == http.StatusInternalServerError && attempt < startRetryLimit:
+			case a.Status == http.StatusInternalServerError && attempt < startRetryLimit:
 				b.startRetries.Add(1)
 				b.retryMu.Lock()
 				if b.firstRetry == "" {
-					b.firstRetry = strings.TrimSpace(string(a.body))
+					b.firstRetry = strings.TrimSpace(string(a.Body))
 				}
 				b.retryMu.Unlock()
 				backoff.Sleep(ctx, time.Duration(attempt+1)*5*time.Millisecond)
 			default:
-				return fmt.Errorf("POST %s: %d %s", path, a.status, a.body)
+				return fmt.Errorf("POST %s: %d %s", path, a.Status, a.Body)
 			}
 		}
 	})
@@ -475,7 +400,7 @@ func (b *bench) runStates(ctx context.Context) (map[string]string, error) {
 			} `json:"items"`
 			NextPage *string `json:"next_page"`
 		}
-		if err := json.Unmarshal(a.body, &page); err != nil {
+		if err := json.Unmarshal(a.Body, &page); err != nil {
 			return nil, err
 		}
 		for _, it := range page.Items {

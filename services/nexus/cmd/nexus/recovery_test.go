@@ -1,49 +1,29 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/oxidecomputer/oxide.go/oxide"
-	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
-	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
-	"github.com/rackplane/rackplane/services/nexus/nexustest"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	"github.com/rackplane/rackplane/services/nexus/sagas"
-	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
-	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
-func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	if built.dir != "" {
-		os.RemoveAll(built.dir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
 
 var bg = context.Background()
 
@@ -64,7 +44,6 @@ const (
 // its instance's active VMM, and leave the instance running or stopped; an
 // unwound instance must start again.
 func TestN5_ARestartedNexusFinishesOrUnwindsAStartSagaKilledAtEachNode(t *testing.T) {
-	bin := buildNexus(t)
 	var nodes []string
 	for _, tmpl := range sagas.Templates(sagas.Deps{}) {
 		if tmpl.Name == sagas.InstanceStart {
@@ -76,7 +55,7 @@ func TestN5_ARestartedNexusFinishesOrUnwindsAStartSagaKilledAtEachNode(t *testin
 	if len(nodes) == 0 {
 		t.Fatalf("no %s saga template", sagas.InstanceStart)
 	}
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
 			// Each case has its own processes, ports, database and sleds,
 			// so the two backends run side by side.
@@ -86,7 +65,7 @@ func TestN5_ARestartedNexusFinishesOrUnwindsAStartSagaKilledAtEachNode(t *testin
 				for _, at := range []string{"before", "after"} {
 					point := crashPoint{Template: sagas.InstanceStart, Node: node, After: at == "after"}
 					t.Run(node+"-"+at, func(t *testing.T) {
-						got := crashAndRecover(t, bin, backend, point, nil)
+						got := crashAndRecover(t, backend, point, nil)
 						seen = append(seen, fmt.Sprintf("%-42s %s", point, got))
 					})
 				}
@@ -104,28 +83,27 @@ func TestN5_ARestartedNexusFinishesOrUnwindsAStartSagaKilledAtEachNode(t *testin
 // ensure_running fails and the saga must unwind: the VMM unregistered from
 // the sled, the instance stopped, and a new start must succeed.
 func TestN5_ARestartedNexusUnwindsAStartWhoseSledFailsTheVMMWhileItIsDown(t *testing.T) {
-	bin := buildNexus(t)
 	faults := []*fault{
-		{name: "ensure-state-fails", whileDown: func(t *testing.T, s *sled, vmm string) {
-			if _, err := s.agent.Sim.FailEnsureState(bg, &sledagentv1.FailEnsureStateRequest{VmmId: vmm, Count: 1,
+		{name: "ensure-state-fails", whileDown: func(t *testing.T, s racktest.Sled, vmm string) {
+			if _, err := s.Agent().Sim.FailEnsureState(bg, &sledagentv1.FailEnsureStateRequest{VmmId: vmm, Count: 1,
 				Code: uint32(codes.Unavailable), Message: "injected while nexus was down"}); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{name: "sled-forgot-vmm", whileDown: func(t *testing.T, s *sled, vmm string) {
-			if _, err := s.agent.Sim.ForgetVmm(bg, &sledagentv1.ForgetVmmRequest{VmmId: vmm}); err != nil {
+		{name: "sled-forgot-vmm", whileDown: func(t *testing.T, s racktest.Sled, vmm string) {
+			if _, err := s.Agent().Sim.ForgetVmm(bg, &sledagentv1.ForgetVmmRequest{VmmId: vmm}); err != nil {
 				t.Fatal(err)
 			}
 		}},
 	}
-	for _, backend := range nexustest.Backends {
+	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
 			t.Parallel()
 			for _, f := range faults {
 				for _, at := range []string{"before", "after"} {
 					point := crashPoint{Template: sagas.InstanceStart, Node: "ensure_running", After: at == "after"}
 					t.Run(f.name+"-"+point.Node+"-"+at, func(t *testing.T) {
-						if got := crashAndRecover(t, bin, backend, point, f); !strings.HasPrefix(got, "unwound") {
+						if got := crashAndRecover(t, backend, point, f); !strings.HasPrefix(got, "unwound") {
 							t.Fatalf("the saga %s; want it unwound", got)
 						}
 					})
@@ -140,20 +118,20 @@ func TestN5_ARestartedNexusUnwindsAStartWhoseSledFailsTheVMMWhileItIsDown(t *tes
 type fault struct {
 	name string
 	// whileDown runs while nexus is dead.
-	whileDown func(t *testing.T, s *sled, vmm string)
+	whileDown func(t *testing.T, s racktest.Sled, vmm string)
 	// afterRestart, if set, runs once the restarted nexus listens.
-	afterRestart func(t *testing.T, s *sled, ds *datastore.DataStore, sagaID uuid.UUID)
+	afterRestart func(t *testing.T, s racktest.Sled, ds *datastore.DataStore, sagaID uuid.UUID)
 }
 
 // crashAndRecover runs one case and describes its outcome. f, if not nil,
 // is done to the sled holding the saga's VMM.
-func crashAndRecover(t *testing.T, bin string, backend datastore.Backend, point crashPoint, f *fault) string {
-	r := newRack(t, bin, backend)
-
-	// The first nexus, armed: the saga started by the create stops at the
-	// crash point, and the create request hangs until nexus dies.
-	first := r.startNexus(t, "--crash-point", point.String())
-	r.startSleds(t, 2)
+func crashAndRecover(t *testing.T, backend datastore.Backend, point crashPoint, f *fault) string {
+	// The nexus starts armed: the saga started by the create stops at the
+	// crash point, and the create request hangs until nexus dies. It
+	// reaches each sled through a proxy the test can cut.
+	r := newRack(t, racktest.StartProcesses(t, racktest.Options{Backend: backend, Sleds: 2, SledProxies: true,
+		NexusFirstArgs: []string{"--" + crashPointFlag, point.String()}}))
+	nexus := r.Nexus(0).(*racktest.ProcessNexus)
 	if _, err := r.api.ProjectCreate(bg, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 		t.Fatalf("creating the project: %v", err)
 	}
@@ -166,29 +144,25 @@ func crashAndRecover(t *testing.T, bin string, backend datastore.Backend, point 
 			Name: "vm", Hostname: "vm", Memory: 4 << 30, Ncpus: 2, Start: &start}})
 		created <- err
 	}()
-	line := first.waitLog(t, crashPointMessage, crashTimeout, created)
+	line := nexus.WaitLog(crashPointMessage, crashTimeout, created)
 	sagaID, err := uuid.Parse(fmt.Sprint(line["saga_id"]))
 	if err != nil || line["node"] != point.Node {
 		t.Fatalf("crash point line %v: want a saga id and node %s", line, point.Node)
 	}
-	first.kill(t)
+	nexus.Kill()
 	<-created // the request dies with the process; its answer says nothing
 
-	ds, err := datastore.Open(bg, backend, r.dbURL, zap.NewNop())
-	if err != nil {
-		t.Fatalf("opening the database: %v", err)
-	}
-	t.Cleanup(func() { ds.Close() })
+	ds := r.DataStore()
 	rec, err := ds.SagaGet(bg, sagaID)
-	if err != nil || rec.State != saga.StateRunning || rec.Owner != r.nexusID || rec.Template != sagas.InstanceStart {
-		t.Fatalf("after the kill the saga is %+v (%v); want it running, owned by the dead nexus %s", rec, err, r.nexusID)
+	if err != nil || rec.State != saga.StateRunning || rec.Owner != nexus.ID() || rec.Template != sagas.InstanceStart {
+		t.Fatalf("after the kill the saga is %+v (%v); want it running, owned by the dead nexus %s", rec, err, nexus.ID())
 	}
 	var params sagas.InstanceStartParams
 	if err := json.Unmarshal(rec.Params, &params); err != nil {
 		t.Fatal(err)
 	}
 	atKill := fmt.Sprintf("%d VMM(s) on the sleds", len(r.sledVMMs(t)))
-	var faulty *sled
+	var faulty racktest.Sled
 	if f != nil {
 		// The sled the saga allocated (faults need a crash point after
 		// alloc_vmm), whether or not it has the VMM yet.
@@ -196,8 +170,8 @@ func crashAndRecover(t *testing.T, bin string, backend datastore.Backend, point 
 		if err != nil {
 			t.Fatalf("the saga's VMM %s: %v", params.VMM, err)
 		}
-		for _, s := range r.sleds {
-			if s.agent.Config.SledID == v.SledID.String() {
+		for _, s := range r.Sleds() {
+			if s.ID() == v.SledID {
 				faulty = s
 			}
 		}
@@ -206,7 +180,7 @@ func crashAndRecover(t *testing.T, bin string, backend datastore.Backend, point 
 
 	// The same nexus again, unarmed, on the same addresses and database.
 	restarting := time.Now()
-	second := r.startNexus(t)
+	nexus.Restart()
 	listening := time.Since(restarting)
 	if f != nil && f.afterRestart != nil {
 		f.afterRestart(t, faulty, ds, sagaID)
@@ -222,9 +196,9 @@ func crashAndRecover(t *testing.T, bin string, backend datastore.Backend, point 
 	})
 	finished := time.Since(restarting)
 	if rec.State != saga.StateDone && rec.State != saga.StateUnwound {
-		t.Fatalf("saga %s ended %s; want done or unwound\n%s", sagaID, rec.State, second.log)
+		t.Fatalf("saga %s ended %s; want done or unwound\n%s", sagaID, rec.State, nexus.Log())
 	}
-	if left, err := ds.SagaListUnfinished(bg, r.nexusID); err != nil || len(left) != 0 {
+	if left, err := ds.SagaListUnfinished(bg, nexus.ID()); err != nil || len(left) != 0 {
 		t.Fatalf("sagas of the dead nexus left unfinished: %+v (%v)", left, err)
 	}
 
@@ -291,109 +265,24 @@ func crashAndRecover(t *testing.T, bin string, backend datastore.Backend, point 
 
 	// Sleds first, while nexus still takes what they publish; then nexus,
 	// which must stop cleanly.
-	for _, s := range r.sleds {
-		s.agent.Stop()
+	for _, s := range r.Sleds() {
+		s.Stop()
 	}
-	second.stop(t)
+	nexus.Stop()
 	t.Logf("%s: saga %s %s after the restart (at the kill: %s; nexus listening %s and the saga finished %s after the restart)",
 		point, sagaID, outcome, atKill, listening.Round(time.Millisecond), finished.Round(time.Millisecond))
 	return outcome
 }
 
-// rack is one case's world: a database, the fixed addresses every nexus
-// process of the case listens on, a token, and in-process sled-agents that
-// keep pointing at the same internal address across restarts.
+// rack is one case's world: a rack of processes and an SDK client of its
+// nexus as a fleet admin.
 type rack struct {
-	bin      string
-	backend  datastore.Backend
-	dbURL    string
-	nexusID  uuid.UUID
-	internal string
-	external string
-	api      *oxide.Client
-	sleds    []*sled
+	racktest.Rack
+	api *oxide.Client
 }
 
-// sled is an in-process sled-agent that nexus reaches through a proxy the
-// test can cut, as a network partition would.
-type sled struct {
-	agent *sledagenttest.Agent
-	proxy *tcpProxy
-}
-
-func newRack(t *testing.T, bin string, backend datastore.Backend) *rack {
-	t.Helper()
-	addrs := freeAddrs(t, 2)
-	r := &rack{bin: bin, backend: backend, nexusID: uuid.New(), internal: addrs[0], external: addrs[1]}
-	if backend == datastore.SQLite {
-		r.dbURL = filepath.Join(t.TempDir(), "nexus.db")
-	} else {
-		r.dbURL = pgtest.DSN(t)
-	}
-	// As an operator would: the token goes straight into the database,
-	// which this also creates and migrates.
-	ctx, cancel := context.WithTimeout(bg, processStartTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "token", "create", "--id", r.nexusID.String(), "--database-backend", string(backend),
-		"--database-url", r.dbURL, "--principal", "recovery-test", "--fleet-admin")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("nexus token create: %v\n%s", err, stderr.String())
-	}
-	api, err := oxide.NewClient(oxide.WithHost("http://"+r.external), oxide.WithToken(strings.TrimSpace(string(out))),
-		oxide.WithTimeout(settleTimeout))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.api = api
-	return r
-}
-
-// startNexus starts a nexus process of the rack and waits until it listens.
-func (r *rack) startNexus(t *testing.T, extra ...string) *nexusProcess {
-	t.Helper()
-	// Only the addresses sleds and clients use are fixed; the others (the
-	// metrics listener's default port, say) must not collide across cases.
-	args := append([]string{"--id", r.nexusID.String(), "--internal-listen", r.internal, "--external-listen", r.external,
-		"--external-grpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-		"--database-backend", string(r.backend), "--database-url", r.dbURL, "--log-format", "json", "--log-level", "info"},
-		extra...)
-	p := startProcess(t, r.bin, args...)
-	p.waitLog(t, "nexus listening", processStartTimeout, nil)
-	return p
-}
-
-// startSleds starts n sled-agents pointed at the rack's internal address
-// and waits until nexus lists them all.
-func (r *rack) startSleds(t *testing.T, n int) {
-	t.Helper()
-	for range n {
-		addrs := freeAddrs(t, 2)
-		s := &sled{proxy: startProxy(t, addrs[1], addrs[0])}
-		s.agent = sledagenttest.Start(t, func(c *sledconfig.Config) {
-			c.ListenAddress, c.AdvertiseAddress = addrs[0], addrs[1]
-			c.NexusAddress = r.internal
-			c.HeartbeatPeriod = sledconfig.Duration(100 * time.Millisecond)
-			c.PublishRetryInitial = sledconfig.Duration(5 * time.Millisecond)
-			c.PublishRetryMax = sledconfig.Duration(50 * time.Millisecond)
-			c.HypervisorMode = "auto"
-			c.VMMTransitionDelay = sledconfig.Duration(5 * time.Millisecond)
-		})
-		r.sleds = append(r.sleds, s)
-	}
-	testutil.WaitFor(t, processStartTimeout, func() error {
-		page, err := r.api.SledList(bg, oxide.SledListParams{})
-		if err != nil {
-			return err
-		}
-		if len(page.Items) != n {
-			return fmt.Errorf("nexus lists %d of %d sleds", len(page.Items), n)
-		}
-		return nil
-	})
+func newRack(t *testing.T, r racktest.Rack) *rack {
+	return &rack{Rack: r, api: r.Client(racktest.FleetAdmin).SDK(t)}
 }
 
 // sledVMMs asks every sled-agent, over gRPC, which VMMs it has registered:
@@ -401,8 +290,8 @@ func (r *rack) startSleds(t *testing.T, n int) {
 func (r *rack) sledVMMs(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, s := range r.sleds {
-		inv := s.agent.Inventory()
+	for _, s := range r.Sleds() {
+		inv := s.Agent().Inventory()
 		for _, v := range inv.GetVmms() {
 			if other, dup := out[v.GetVmmId()]; dup {
 				t.Fatalf("VMM %s is registered on sled %s and on sled %s", v.GetVmmId(), other, inv.GetSledId())
@@ -417,8 +306,8 @@ func (r *rack) sledVMMs(t *testing.T) map[string]string {
 // instance in the database, on that very sled.
 func (r *rack) checkVMMs(t *testing.T, ds *datastore.DataStore) {
 	t.Helper()
-	for _, s := range r.sleds {
-		inv := s.agent.Inventory()
+	for _, s := range r.Sleds() {
+		inv := s.Agent().Inventory()
 		for _, v := range inv.GetVmms() {
 			instID, err := uuid.Parse(v.GetInstanceId())
 			if err != nil {
@@ -459,198 +348,3 @@ func (r *rack) waitRunState(t *testing.T, want oxide.InstanceState) {
 		return nil
 	})
 }
-
-var built struct {
-	once      sync.Once
-	dir, path string
-	err       error
-}
-
-// buildNexus builds this command once per test run (without -race: the
-// processes under test are nexus as shipped); TestMain removes it.
-func buildNexus(t *testing.T) string {
-	t.Helper()
-	built.once.Do(func() {
-		if built.dir, built.err = os.MkdirTemp("", "nexus-bin-"); built.err != nil {
-			return
-		}
-		built.path = filepath.Join(built.dir, "nexus")
-		if out, err := exec.Command("go", "build", "-o", built.path, ".").CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
-	}
-	return built.path
-}
-
-// freeAddrs picks n distinct free loopback ports for processes to listen
-// on, the same ones across their restarts. They are drawn below the
-// kernel's ephemeral range, so that no outgoing connection and no listener
-// on port 0 (other tests run alongside) can take one while its process is
-// down; the ports the repository's defaults use (12220-12345) are below
-// the range drawn from.
-// handedOut are the ports freeAddrs gave out in this test process: cases run
-// in parallel and bind their ports later, so a port once handed out is
-// never drawn again.
-var handedOut = struct {
-	sync.Mutex
-	ports map[string]bool
-}{ports: map[string]bool{}}
-
-func claimPort(addr string) bool {
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	if handedOut.ports[addr] {
-		return false
-	}
-	handedOut.ports[addr] = true
-	return true
-}
-
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	low := 32768
-	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(data)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil && v > 16000 {
-				low = v
-			}
-		}
-	}
-	var out []string
-	for tries := 0; len(out) < n; tries++ {
-		if tries == 1000 {
-			t.Fatalf("no free port below %d after %d tries", low, tries)
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", low-15000+rand.IntN(15000))
-		if !claimPort(addr) {
-			continue // handed to a parallel case already, which may not have bound it yet
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue // taken; draw again
-		}
-		defer l.Close() // held until all n are drawn, so they differ
-		out = append(out, addr)
-	}
-	return out
-}
-
-// nexusProcess is nexus running as its own process, with its JSON log.
-type nexusProcess struct {
-	cmd    *exec.Cmd
-	log    *lineBuffer
-	exited chan struct{}
-	err    error // set before exited closes
-}
-
-func startProcess(t *testing.T, bin string, args ...string) *nexusProcess {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	// A test binary that dies must not leave nexus processes behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	pipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &nexusProcess{cmd: cmd, log: &lineBuffer{}, exited: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(pipe)
-		sc.Buffer(make([]byte, 64<<10), 4<<20)
-		for sc.Scan() {
-			p.log.add(sc.Text())
-		}
-		io.Copy(io.Discard, pipe) //nolint:errcheck // draining a pipe whose reader gave up
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			cmd.Process.Kill() //nolint:errcheck // it may have exited meanwhile
-			<-p.exited
-		}
-	})
-	return p
-}
-
-// waitLog waits for a log line whose message contains msg and returns its
-// fields; the process exiting first, or failed receiving an error, fails
-// the test.
-func (p *nexusProcess) waitLog(t *testing.T, msg string, timeout time.Duration, failed <-chan error) map[string]any {
-	t.Helper()
-	var found map[string]any
-	testutil.WaitFor(t, timeout, func() error {
-		for _, line := range p.log.lines() {
-			var fields map[string]any
-			if json.Unmarshal([]byte(line), &fields) == nil && strings.Contains(fmt.Sprint(fields["msg"]), msg) {
-				found = fields
-				return nil
-			}
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("nexus exited (%v) before logging %q:\n%s", p.err, msg, p.log)
-		case err := <-failed:
-			t.Fatalf("the request ended (%v) before nexus logged %q:\n%s", err, msg, p.log)
-		default:
-		}
-		return fmt.Errorf("nexus has not logged %q", msg)
-	})
-	return found
-}
-
-// kill is kill -9.
-func (p *nexusProcess) kill(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-p.exited
-	var exit *exec.ExitError
-	if !errors.As(p.err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("nexus did not die of SIGKILL: %v", p.err)
-	}
-}
-
-// stop is a graceful stop, which must succeed.
-func (p *nexusProcess) stop(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(processStartTimeout):
-		t.Fatalf("nexus did not stop within %s of SIGTERM:\n%s", processStartTimeout, p.log)
-	}
-	if p.err != nil {
-		t.Fatalf("nexus stopped with %v:\n%s", p.err, p.log)
-	}
-}
-
-// lineBuffer keeps a process's log lines for the test to search and print.
-type lineBuffer struct {
-	mu  sync.Mutex
-	all []string
-}
-
-func (b *lineBuffer) add(line string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.all = append(b.all, line)
-}
-
-func (b *lineBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.all...)
-}
-
-func (b *lineBuffer) String() string { return strings.Join(b.lines(), "\n") }

@@ -1,0 +1,198 @@
+package racktest
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/nexus"
+	nexusconfig "github.com/rackplane/rackplane/services/nexus/config"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+)
+
+// Rack is a running rack: nexus replicas over one database, and sleds.
+type Rack interface {
+	// Nexus is replica i; Nexuses all of them.
+	Nexus(i int) Nexus
+	Nexuses() []Nexus
+	// Sled is sled i; Sleds all of them.
+	Sled(i int) Sled
+	Sleds() []Sled
+	// Database is the rack's database.
+	Database() Database
+	// DataStore is a handle of the harness's own on the database, for
+	// checks and set-up behind the API's back.
+	DataStore() *datastore.DataStore
+	// Client is a REST client of replica 0 with a new token of role.
+	Client(role Role) *Client
+	// Token mints a token of role for a new principal.
+	Token(role Role) string
+}
+
+// Member is one process of the rack. In process, a member is goroutines of
+// the test: Kill stops a replica abruptly (requests and sagas cut short
+// where they are) and a sled-agent as Stop does, and Pause is refused
+// (nothing can freeze a goroutine); use the processes backend for them.
+type Member interface {
+	Name() string
+	// Stop stops the member gracefully.
+	Stop()
+	// Kill stops it at once: kill -9 for a process.
+	Kill()
+	// Restart starts it again on the same state and addresses, stopping
+	// it first if it runs.
+	Restart()
+	// Pause freezes it (SIGSTOP); Resume lets it go on (SIGCONT).
+	Pause()
+	Resume()
+}
+
+// Nexus is a nexus replica.
+type Nexus interface {
+	Member
+	ID() uuid.UUID
+	// InternalAddr is where sled-agents reach it.
+	InternalAddr() string
+	// ExternalURL is the base URL of its REST API.
+	ExternalURL() string
+	// MetricsURL is the base URL of its metrics listener.
+	MetricsURL() string
+}
+
+// Sled is a simulated sled: its sled-agent and the gRPC helpers of
+// sledagenttest.Remote (inventory, faults, explicit stepping).
+type Sled interface {
+	Member
+	ID() uuid.UUID
+	// Addr is where nexus reaches the agent (through the proxy, if any).
+	Addr() string
+	// Agent is the agent's gRPC API and fault injection.
+	Agent() sledagenttest.Remote
+	// Isolate cuts nexus off from the agent and Heal mends it; both need
+	// Options.SledProxies.
+	Isolate()
+	Heal()
+}
+
+// Options describe a rack; the zero value is one nexus on SQLite and no
+// sleds.
+type Options struct {
+	// Backend is the database engine (SQLite by default).
+	Backend datastore.Backend
+	// DatabaseURL is an existing empty database to use; by default the
+	// rack gets a fresh one.
+	DatabaseURL string
+	// Nexuses is how many replicas run (at least 1; more than one only
+	// on PostgreSQL).
+	Nexuses int
+	// Sleds is how many sleds run. Start waits until all have registered.
+	Sleds int
+	// ZoneRuntime is the sled-agents' zone runtime: "sim", the only one so
+	// far.
+	ZoneRuntime string
+	// SledProxies puts a proxy between nexus and each sled-agent, so that
+	// a test can Isolate a sled.
+	SledProxies bool
+	// NexusConfig and SledConfig adjust member i's configuration once the
+	// harness has filled in its addresses, database and directories.
+	NexusConfig func(i int, c *nexusconfig.Config)
+	SledConfig  func(i int, c *sledconfig.Config)
+	// Log is every in-process member's logger; by default warnings and
+	// errors go to the test's log.
+	Log *zap.Logger
+	// NexusOptions go to nexus.New (in process only: saga hooks and the
+	// like).
+	NexusOptions []nexus.Option
+	// NexusFirstArgs are extra arguments of each nexus process's first
+	// start (processes only: test hooks such as --crash-point); restarts
+	// run it without them.
+	NexusFirstArgs []string
+}
+
+// registrationBound bounds how long sleds take to register with nexus.
+const registrationBound = 30 * time.Second
+
+// rackSledConfig is a sled's configuration in a rack: quick heartbeats and
+// retries, and a simulated hypervisor moving on its own.
+func rackSledConfig(t testutil.TB, nexusAddr string) sledconfig.Config {
+	c := sledagenttest.Config(t)
+	c.NexusAddress = nexusAddr
+	c.HeartbeatPeriod = sledconfig.Duration(20 * time.Millisecond)
+	c.PublishRetryInitial = sledconfig.Duration(5 * time.Millisecond)
+	c.PublishRetryMax = sledconfig.Duration(50 * time.Millisecond)
+	c.NexusCallTimeout = sledconfig.Duration(2 * time.Second)
+	c.HypervisorMode = "auto"
+	c.VMMTransitionDelay = sledconfig.Duration(5 * time.Millisecond)
+	return c
+}
+
+// nexusAddrs are a replica's listeners, fixed for its life so that it
+// restarts where sleds and clients expect it.
+type nexusAddrs struct{ internal, external, externalGRPC, metrics string }
+
+func (o Options) withDefaults(t testutil.TB) Options {
+	t.Helper()
+	if o.Backend == "" {
+		o.Backend = datastore.SQLite
+	}
+	if o.Nexuses == 0 {
+		o.Nexuses = 1
+	}
+	if o.Nexuses > 1 && o.Backend != datastore.Postgres {
+		t.Fatalf("racktest: %d nexus replicas need PostgreSQL, not %s", o.Nexuses, o.Backend)
+	}
+	if o.ZoneRuntime == "" {
+		o.ZoneRuntime = "sim"
+	}
+	if o.ZoneRuntime != "sim" {
+		t.Fatalf("racktest: zone runtime %q: only sim exists", o.ZoneRuntime)
+	}
+	return o
+}
+
+// nexusConfig is replica i's configuration over the rack's database.
+func (o Options) nexusConfig(i int, id uuid.UUID, db Database, a nexusAddrs) nexusconfig.Config {
+	c := nexusconfig.Default()
+	c.ID = id.String()
+	c.InternalListen, c.ExternalListen, c.ExternalGRPCListen, c.MetricsListen = a.internal, a.external, a.externalGRPC, a.metrics
+	c.DatabaseBackend, c.DatabaseURL = string(db.Backend), db.URL
+	if o.NexusConfig != nil {
+		o.NexusConfig(i, &c)
+	}
+	return c
+}
+
+// EverySled is a SledConfig applying opts to every sled.
+func EverySled(opts ...func(*sledconfig.Config)) func(int, *sledconfig.Config) {
+	return func(_ int, c *sledconfig.Config) {
+		for _, o := range opts {
+			o(c)
+		}
+	}
+}
+
+// Kind is a backend of the harness: how members run.
+type Kind string
+
+const (
+	// InProcessKind runs members as goroutines of the test.
+	InProcessKind Kind = "in-process"
+	// ProcessesKind runs members as processes of the real binaries.
+	ProcessesKind Kind = "processes"
+)
+
+// Kinds are both backends, for a scenario that must hold either way.
+var Kinds = []Kind{InProcessKind, ProcessesKind}
+
+// Start starts a rack of kind.
+func Start(t testutil.TB, kind Kind, o Options) Rack {
+	t.Helper()
+	if kind == ProcessesKind {
+		return StartProcesses(t, o)
+	}
+	return StartInProcess(t, o)
+}
