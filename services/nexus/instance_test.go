@@ -11,8 +11,10 @@ import (
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/nexus"
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/racktest"
 	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
@@ -238,4 +240,36 @@ func TestN10_ProjectViewersCannotOperateInstances(t *testing.T) {
 		t.Fatalf("collaborator starting: %v", err)
 	}
 	waitRunState(t, collaborator, "p", "vm", oxide.InstanceStateRunning)
+}
+
+// N7, F5: a stop that finds the active VMM already ended in the database
+// (an unwound start or a force-terminate recorded its end, and the update
+// that unlinks it has not run yet) does not ask its sled, which rightly no
+// longer knows it: the VMM's recorded end stands, never turned into a
+// failure, and the instance settles stopped. Found by the F9 stress test: a
+// stop marked such a VMM failed over its saga_unwound.
+func TestN7_AStopOfAVMMAlreadyEndedInTheDatabaseLeavesItsEndAsItIs(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			r := rack(t, backend, 1, explicitSleds)
+			n, agents := r.Server(), r.Agents()
+			c := r.Client(racktest.FleetAdmin).SDK(t)
+			_, vmm, sled := startedInstance(t, n, c, agents)
+			ended := model.VMMRuntime{State: model.VMMSagaUnwound, Generation: vmm.Runtime.Generation + 1, TimeUpdated: time.Now()}
+			if wrote, err := n.DataStore().VMMUpdateRuntime(ctx, vmm.ID, ended); !wrote || err != nil {
+				t.Fatalf("(%v, %v)", wrote, err)
+			}
+			if _, err := sled.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"}); err != nil {
+				t.Fatalf("stopping an instance whose VMM has ended: %v", err)
+			}
+			if rt := vmmState(t, n, vmm.ID); rt.State != model.VMMSagaUnwound || rt.Generation != ended.Generation {
+				t.Fatalf("the ended VMM is now %+v, want its end (saga_unwound, generation %d) as it was", rt, ended.Generation)
+			}
+			activate(t, n, nexus.TaskInstanceUpdater)
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
+		})
+	}
 }

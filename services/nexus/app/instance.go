@@ -298,6 +298,16 @@ func (n *Nexus) tellActiveVMM(ctx context.Context, inst model.Instance, target m
 	if err != nil {
 		return err
 	}
+	if vmm.Runtime.State.Terminal() {
+		// Its end is recorded; the update that unlinks it has not run yet.
+		// Its sled rightly no longer knows it, which is no failure: a stop
+		// has nothing to ask, and the update settles the instance (F3, F5).
+		if target == model.TargetStopped {
+			n.UpdateInstanceInBackground(inst.ID)
+			return nil
+		}
+		return fmt.Errorf("%w: its VMM has ended (%s)", model.ErrInstanceBusy, vmm.Runtime.State)
+	}
 	if vmm.Runtime.State == model.VMMCreating {
 		// Its start saga has not registered it yet, so its sled rightly
 		// does not know it: that is not "gone". A stop is left to the saga,
