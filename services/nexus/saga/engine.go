@@ -26,6 +26,7 @@ type Engine struct {
 	undoBackoff  backoff.Policy
 	storeBackoff backoff.Policy
 	repeat       int
+	injectError  func(template, node string) error
 	now          func() time.Time
 
 	// runCtx is the context of every action, undo and log write. It

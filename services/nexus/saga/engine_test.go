@@ -178,6 +178,30 @@ func TestN5_RepeatedActionsAndUndosEndTheSameWay(t *testing.T) {
 	})
 }
 
+// An error injected after a node's action (WithInjectedErrors) unwinds the
+// saga with that node's own undo too, since its action took effect; the
+// log records the failure, and the nodes after it never run.
+func TestN5_AnErrorInjectedAfterANodeUndoesThatNodeAndThoseBeforeIt(t *testing.T) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
+		ds := db.Open(t)
+		w := &world{}
+		inject := saga.WithInjectedErrors(func(template, node string) error {
+			if template == templateName && node == "b" {
+				return errInjected
+			}
+			return nil
+		})
+		res, err := newEngine(t, ds, uuid.New(), w, inject).Run(waitCtx(t), templateName, params{Base: base})
+		var actionErr *saga.ActionError
+		if !errors.Is(err, errInjected) || !errors.As(err, &actionErr) || actionErr.Node != "b" || res.State != saga.StateUnwound {
+			t.Fatalf("Run: %s, %v; want unwound by the error injected after b", res.State, err)
+		}
+		if got, want := w.entries(), []string{"do a", "do b", "undo b", "undo a"}; !slices.Equal(got, want) {
+			t.Fatalf("ran %v, want %v", got, want)
+		}
+	})
+}
+
 func TestN5_ShutdownStopsASagaAtANodeBoundaryAndRecoverFinishesIt(t *testing.T) {
 	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
 		owner := uuid.New()

@@ -133,6 +133,12 @@ func (e *Engine) runNode(x *execution, n Node) error {
 	}
 	out, actErr := e.act(x, n)
 	e.hook(e.hooks.AfterNode, x, n.Name)
+	tookEffect := interrupted
+	if actErr == nil && e.injectError != nil {
+		if actErr = e.injectError(x.tmpl.Name, n.Name); actErr != nil {
+			tookEffect = true // the action ran: its effect must be undone
+		}
+	}
 	if actErr != nil {
 		if e.runCtx.Err() != nil {
 			// Most likely the cancellation itself, not a verdict on the
@@ -140,11 +146,11 @@ func (e *Engine) runNode(x *execution, n Node) error {
 			return fmt.Errorf("saga %s, node %q: %w", x.rec.ID, n.Name, ErrStopped)
 		}
 		x.log.Warn("saga action failed; unwinding", zap.String("node", n.Name), zap.Error(actErr),
-			zap.Bool("earlier_run_interrupted", interrupted))
+			zap.Bool("may_have_taken_effect", tookEffect))
 		x.cause = &ActionError{SagaID: x.rec.ID, Node: n.Name, Err: actErr}
 		var mark json.RawMessage
-		if interrupted {
-			mark = interruptedFailure
+		if tookEffect {
+			mark = effectMark
 		}
 		return e.record(x, n.Name, EventFailed, mark, actErr.Error())
 	}
@@ -190,7 +196,7 @@ func (e *Engine) unwind(x *execution) error {
 	for i := len(x.tmpl.Nodes) - 1; i >= 0; i-- {
 		n := x.tmpl.Nodes[i]
 		mayHaveRun := x.events.has(n.Name, EventStarted) || x.events.has(n.Name, EventSucceeded)
-		failedCleanly := x.events.has(n.Name, EventFailed) && !x.events.failedAfterInterruption(n.Name)
+		failedCleanly := x.events.has(n.Name, EventFailed) && !x.events.failedAfterEffect(n.Name)
 		if n.Undo == nil || !mayHaveRun || failedCleanly || x.events.has(n.Name, EventUndoSucceeded) {
 			continue
 		}

@@ -32,17 +32,19 @@ func (l sagaLog) has(node string, t EventType) bool {
 	return ok
 }
 
-// interruptedFailure is logged as the output of a failed action whose node
-// had been started before, by a run that ended without an outcome (a crash,
-// or a shutdown that cut the action short). That earlier run may have taken
-// effect even though this one failed, so the node is undone like one that
-// succeeded. Being in the failed event itself, the mark is as durable as the
-// failure.
-var interruptedFailure = json.RawMessage(`{"earlier_run_interrupted":true}`)
+// effectMark is logged as the output of a failed action that may
+// have taken effect all the same: its node had been started before, by a
+// run that ended without an outcome (a crash, or a shutdown that cut the
+// action short), or a test injected the failure after the action ran
+// (WithInjectedErrors). The node is then undone like one that succeeded.
+// Being in the failed event itself, the mark is as durable as the failure.
+// (Logs written before the second case existed carry the same meaning
+// under its old key.)
+var effectMark = json.RawMessage(`{"earlier_run_interrupted":true}`)
 
-// failedAfterInterruption reports whether node failed on a run that
-// followed an interrupted one (see interruptedFailure).
-func (l sagaLog) failedAfterInterruption(node string) bool {
+// failedAfterEffect reports whether node failed in a way that may have
+// taken effect (see effectMark).
+func (l sagaLog) failedAfterEffect(node string) bool {
 	ev, ok := l[node][EventFailed]
 	return ok && len(ev.Output) > 0
 }

@@ -47,6 +47,17 @@ func WithStoreRetry(policy backoff.Policy) Option {
 // undos are idempotent. For tests only.
 func WithRepeat(n int) Option { return func(e *Engine) { e.repeat = max(n, 1) } }
 
+// WithInjectedErrors makes actions fail for a test: after each action has
+// run (and taken effect), inject is asked about its template and node, and
+// an error it returns is the action's failure. The saga unwinds, and the
+// node's own undo runs too, since its action took effect: the way an action
+// fails whose side effect landed before its own error (a lost answer, a
+// database error after a sled call). Omicron's saga tests inject errors
+// the same way, node by node, to prove that every node unwinds.
+func WithInjectedErrors(inject func(template, node string) error) Option {
+	return func(e *Engine) { e.injectError = inject }
+}
+
 // WithClock replaces time.Now for the timestamps in the log.
 func WithClock(now func() time.Time) Option { return func(e *Engine) { e.now = now } }
 
