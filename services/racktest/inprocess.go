@@ -21,13 +21,7 @@ import (
 const inProcessStopBound = 10 * time.Second
 
 // InProcess is a rack whose members run inside the test.
-type InProcess struct {
-	t       testutil.TB
-	db      Database
-	ds      *datastore.DataStore
-	nexuses []*InProcessNexus
-	sleds   []*InProcessSled
-}
+type InProcess struct{ *rack }
 
 var _ Rack = (*InProcess)(nil)
 
@@ -37,10 +31,7 @@ var _ Rack = (*InProcess)(nil)
 func StartInProcess(t testutil.TB, o Options) *InProcess {
 	t.Helper()
 	o = o.withDefaults(t)
-	r := &InProcess{t: t, db: Database{Backend: o.Backend, URL: o.DatabaseURL}}
-	if r.db.URL == "" {
-		r.db = NewDatabase(t, o.Backend)
-	}
+	r := &InProcess{newRack(t, o)}
 	log := o.Log
 	if log == nil {
 		log = sledagenttest.TestLogger(t)
@@ -62,7 +53,7 @@ func StartInProcess(t testutil.TB, o Options) *InProcess {
 			s.proxy = StartProxy(t, a[1], a[0])
 		}
 		s.agent = sledagenttest.StartLogged(t, log, func(c *sledconfig.Config) {
-			*c = rackSledConfig(t, r.nexuses[i%len(r.nexuses)].cfg.InternalListen)
+			*c = rackSledConfig(t, r.nexuses[i%len(r.nexuses)].InternalAddr())
 			c.ListenAddress = a[0]
 			if s.proxy != nil {
 				c.AdvertiseAddress = s.proxy.Addr()
@@ -73,49 +64,21 @@ func StartInProcess(t testutil.TB, o Options) *InProcess {
 		})
 		r.sleds = append(r.sleds, s)
 	}
-	waitRegistered(t, r.ds, r.Sleds())
+	waitRegistered(t, r.ds, r.sleds)
 	return r
 }
 
-func (r *InProcess) Nexus(i int) Nexus { return r.nexuses[i] }
-
-func (r *InProcess) Nexuses() []Nexus {
-	out := make([]Nexus, len(r.nexuses))
-	for i, n := range r.nexuses {
-		out[i] = n
-	}
-	return out
-}
-
-func (r *InProcess) Sled(i int) Sled { return r.sleds[i] }
-
-func (r *InProcess) Sleds() []Sled {
-	out := make([]Sled, len(r.sleds))
-	for i, s := range r.sleds {
-		out[i] = s
-	}
-	return out
-}
-
-func (r *InProcess) Database() Database              { return r.db }
-func (r *InProcess) DataStore() *datastore.DataStore { return r.ds }
-func (r *InProcess) Token(role Role) string          { return mintToken(r.t, r.ds, role) }
-
-func (r *InProcess) Client(role Role) *Client {
-	return NewClient(r.nexuses[0].ExternalURL(), r.Token(role))
-}
-
 // Server is replica 0, for tests that reach inside it.
-func (r *InProcess) Server() *nexus.Server { return r.nexuses[0].Server() }
+func (r *InProcess) Server() *nexus.Server { return r.InProcessNexus(0).Server() }
 
 // InProcessNexus is replica i.
-func (r *InProcess) InProcessNexus(i int) *InProcessNexus { return r.nexuses[i] }
+func (r *InProcess) InProcessNexus(i int) *InProcessNexus { return r.nexuses[i].(*InProcessNexus) }
 
 // Agents are the sled-agents, for tests that reach inside them.
 func (r *InProcess) Agents() []*sledagenttest.Agent {
 	out := make([]*sledagenttest.Agent, len(r.sleds))
 	for i, s := range r.sleds {
-		out[i] = s.agent
+		out[i] = s.(*InProcessSled).agent
 	}
 	return out
 }

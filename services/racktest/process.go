@@ -166,6 +166,17 @@ func (p *Process) Stop() {
 	}
 }
 
+// restart stops the process if it runs, runs it again with its arguments,
+// and waits until it logs ready.
+func (p *Process) restart(ready string) {
+	p.t.Helper()
+	if p.Running() {
+		p.Stop()
+	}
+	p.Start()
+	p.WaitLog(ready, processStartBound, nil)
+}
+
 // Pause stops the process where it is (SIGSTOP): it holds its sockets and
 // answers nothing, like a hung machine.
 func (p *Process) Pause() {

@@ -9,22 +9,20 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rackplane/rackplane/pkg/testutil"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
 
-// processStartBound bounds a member's start, build excluded.
-const processStartBound = 30 * time.Second
+const (
+	// processStartBound bounds a member's start, build excluded.
+	processStartBound = 30 * time.Second
+	// nexusReady and sledReady are what the services log once they listen.
+	nexusReady = "nexus listening"
+	sledReady  = "sled-agent listening"
+)
 
 // Processes is a rack whose members are the real binaries, each its own
 // process, on fixed loopback addresses.
-type Processes struct {
-	t       testutil.TB
-	db      Database
-	ds      *datastore.DataStore
-	nexuses []*ProcessNexus
-	sleds   []*ProcessSled
-}
+type Processes struct{ *rack }
 
 var _ Rack = (*Processes)(nil)
 
@@ -38,17 +36,14 @@ func StartProcesses(t testutil.TB, o Options) *Processes {
 		t.Fatalf("racktest: NexusOptions and Log are for in-process racks; a process logs on its own")
 	}
 	nexusBin, sledBin := Build(t, NexusBinary), Build(t, SledAgentBinary)
-	r := &Processes{t: t, db: Database{Backend: o.Backend, URL: o.DatabaseURL}}
-	if r.db.URL == "" {
-		r.db = NewDatabase(t, o.Backend)
-	}
+	r := &Processes{newRack(t, o)}
 	for i := range o.Nexuses {
 		a := FreeAddrs(t, 4)
 		n := &ProcessNexus{addrs: nexusAddrs{internal: a[0], external: a[1], externalGRPC: a[2], metrics: a[3]}, id: uuid.New()}
 		cfg := o.nexusConfig(i, n.id, r.db, n.addrs)
 		n.Process = NewProcess(t, fmt.Sprintf("nexus-%d", i), nexusBin, cfg.Args()...)
 		n.Start(o.NexusFirstArgs...)
-		n.waitListening()
+		n.WaitLog(nexusReady, processStartBound, nil)
 		r.nexuses = append(r.nexuses, n)
 	}
 	r.ds = r.db.Open(t)
@@ -66,7 +61,7 @@ func StartProcesses(t testutil.TB, o Options) *Processes {
 		}
 		s.id = uuid.MustParse(cfg.SledID)
 		s.Process = StartProcess(t, fmt.Sprintf("sled-%d", i), sledBin, cfg.Args()...)
-		s.waitListening()
+		s.WaitLog(sledReady, processStartBound, nil)
 		conn, err := grpc.NewClient(s.listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
@@ -75,36 +70,8 @@ func StartProcesses(t testutil.TB, o Options) *Processes {
 		s.remote = sledagenttest.NewRemote(t, conn)
 		r.sleds = append(r.sleds, s)
 	}
-	waitRegistered(t, r.ds, r.Sleds())
+	waitRegistered(t, r.ds, r.sleds)
 	return r
-}
-
-func (r *Processes) Nexus(i int) Nexus { return r.nexuses[i] }
-
-func (r *Processes) Nexuses() []Nexus {
-	out := make([]Nexus, len(r.nexuses))
-	for i, n := range r.nexuses {
-		out[i] = n
-	}
-	return out
-}
-
-func (r *Processes) Sled(i int) Sled { return r.sleds[i] }
-
-func (r *Processes) Sleds() []Sled {
-	out := make([]Sled, len(r.sleds))
-	for i, s := range r.sleds {
-		out[i] = s
-	}
-	return out
-}
-
-func (r *Processes) Database() Database              { return r.db }
-func (r *Processes) DataStore() *datastore.DataStore { return r.ds }
-func (r *Processes) Token(role Role) string          { return mintToken(r.t, r.ds, role) }
-
-func (r *Processes) Client(role Role) *Client {
-	return NewClient(r.nexuses[0].ExternalURL(), r.Token(role))
 }
 
 // ProcessNexus is a nexus replica running as its own process.
@@ -123,19 +90,7 @@ func (n *ProcessNexus) MetricsURL() string   { return "http://" + n.addrs.metric
 
 // Restart runs the replica again (without its first start's extra
 // arguments) and waits until it listens.
-func (n *ProcessNexus) Restart() {
-	n.t.Helper()
-	if n.Running() {
-		n.Stop()
-	}
-	n.Start()
-	n.waitListening()
-}
-
-func (n *ProcessNexus) waitListening() {
-	n.t.Helper()
-	n.WaitLog("nexus listening", processStartBound, nil)
-}
+func (n *ProcessNexus) Restart() { n.restart(nexusReady) }
 
 // ProcessSled is a sled whose agent runs as its own process.
 type ProcessSled struct {
@@ -162,16 +117,4 @@ func (s *ProcessSled) Addr() string {
 
 // Restart runs the agent again on its directories and address, and waits
 // until it listens.
-func (s *ProcessSled) Restart() {
-	s.t.Helper()
-	if s.Running() {
-		s.Stop()
-	}
-	s.Start()
-	s.waitListening()
-}
-
-func (s *ProcessSled) waitListening() {
-	s.t.Helper()
-	s.WaitLog("sled-agent listening", processStartBound, nil)
-}
+func (s *ProcessSled) Restart() { s.restart(sledReady) }

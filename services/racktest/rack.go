@@ -1,6 +1,7 @@
 package racktest
 
 import (
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -111,6 +112,37 @@ type Options struct {
 	// start (processes only: test hooks such as --crash-point); restarts
 	// run it without them.
 	NexusFirstArgs []string
+}
+
+// rack is what both backends share: the database, the harness's own
+// handle on it, and the members.
+type rack struct {
+	t       testutil.TB
+	db      Database
+	ds      *datastore.DataStore
+	nexuses []Nexus
+	sleds   []Sled
+}
+
+func (r *rack) Nexus(i int) Nexus               { return r.nexuses[i] }
+func (r *rack) Nexuses() []Nexus                { return slices.Clone(r.nexuses) }
+func (r *rack) Sled(i int) Sled                 { return r.sleds[i] }
+func (r *rack) Sleds() []Sled                   { return slices.Clone(r.sleds) }
+func (r *rack) Database() Database              { return r.db }
+func (r *rack) DataStore() *datastore.DataStore { return r.ds }
+func (r *rack) Token(role Role) string          { return mintToken(r.t, r.ds, role) }
+
+func (r *rack) Client(role Role) *Client {
+	return NewClient(r.nexuses[0].ExternalURL(), r.Token(role))
+}
+
+// newRack is a rack over the options' database, or a fresh one.
+func newRack(t testutil.TB, o Options) *rack {
+	r := &rack{t: t, db: Database{Backend: o.Backend, URL: o.DatabaseURL}}
+	if r.db.URL == "" {
+		r.db = NewDatabase(t, o.Backend)
+	}
+	return r
 }
 
 // registrationBound bounds how long sleds take to register with nexus.
