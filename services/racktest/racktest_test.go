@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/racktest"
 )
 
@@ -56,7 +58,7 @@ func TestTheRackHarnessControlsEveryMemberEitherWay(t *testing.T) {
 				r.Nexus(0).Restart()
 				r.Sled(0).Pause()
 				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-				_, err := r.Sled(0).Agent().Client.GetInventory(ctx, nil)
+				_, err := r.Sled(0).Agent().Client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
 				cancel()
 				if err == nil {
 					t.Fatal("a paused sled-agent answered")
@@ -72,5 +74,23 @@ func TestTheRackHarnessControlsEveryMemberEitherWay(t *testing.T) {
 				t.Fatalf("the restarted sled-agent is sled %s, want %s", got, r.Sled(0).ID())
 			}
 		})
+	}
+}
+
+// Several replicas share one PostgreSQL database: each serves the API, and
+// the sleds spread over them for their registration and publications.
+func TestARackOfSeveralReplicasServesTheAPIFromEach(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{Backend: datastore.Postgres, Nexuses: 2, Sleds: 2})
+	admin := r.Client(racktest.FleetAdmin)
+	admin.MustCall(t, http.MethodPost, "/v1/projects", `{"name": "shared", "description": ""}`, http.StatusCreated)
+	for _, n := range r.Nexuses() {
+		resp := racktest.NewClient(n.ExternalURL(), admin.Token).MustCall(t, http.MethodGet, "/v1/system/hardware/sleds", "", http.StatusOK)
+		var page struct {
+			Items []struct{ ID string } `json:"items"`
+		}
+		if err := resp.JSON(&page); err != nil || len(page.Items) != 2 {
+			t.Fatalf("%s lists %d sleds (%v), want 2", n.Name(), len(page.Items), err)
+		}
+		racktest.NewClient(n.ExternalURL(), admin.Token).MustCall(t, http.MethodGet, "/v1/projects/shared", "", http.StatusOK)
 	}
 }

@@ -102,6 +102,12 @@ func nodesOf(t *testing.T, template string) []string {
 	return nil
 }
 
+// lastNode is a template's last node.
+func lastNode(t *testing.T, template string) string {
+	nodes := nodesOf(t, template)
+	return nodes[len(nodes)-1]
+}
+
 // instance creates an instance named name, started or not, and waits until
 // it settles running or stopped.
 func (r *templateRack) instance(name string, start bool) uuid.UUID {
@@ -342,8 +348,19 @@ func TestN7_TheInstanceMigrateSagaIsIdempotentAndUnwindsAfterEveryNode(t *testin
 				r.unwound(before, &answer)
 				r.inject.aim("", "")
 				snap := r.settled(id)
-				if snap.Active == nil || snap.Active.ID != source.ID || snap.Instance.Runtime.MigrationID != nil || snap.Target != nil {
-					r.t.Fatalf("after the migration unwound the instance is %+v; want it on its source %s, not migrating",
+				if snap.Instance.Runtime.MigrationID != nil || snap.Target != nil {
+					r.t.Fatalf("after the migration unwound the instance still migrates: %+v", snap.Instance.Runtime)
+				}
+				if snap.Active == nil && node == lastNode(r.t, sagas.InstanceMigrate) {
+					// The error came after the target was told to pull: the
+					// pull may have finished before the undo ended the
+					// target, and the guest with it (services/nexus/README.md).
+					// Nothing may be left behind all the same.
+					r.waitRunState(name, "stopped")
+					return
+				}
+				if snap.Active == nil || snap.Active.ID != source.ID {
+					r.t.Fatalf("after the migration unwound the instance is %+v; want it on its source %s",
 						snap.Instance.Runtime, source.ID)
 				}
 				if vmms := r.vmmsOf(id); len(vmms) != 1 || vmms[source.ID.String()] != source.SledID {
