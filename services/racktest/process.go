@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -178,20 +179,51 @@ func (p *Process) restart(ready string) {
 }
 
 // Pause stops the process where it is (SIGSTOP): it holds its sockets and
-// answers nothing, like a hung machine.
+// answers nothing, like a hung machine. It returns once every thread of
+// the process has stopped: the signal itself only asks.
 func (p *Process) Pause() {
 	p.t.Helper()
 	if err := p.signal(syscall.SIGSTOP); err != nil {
 		p.t.Fatalf("pausing %s: %v", p.name, err)
 	}
+	p.waitThreads(true)
 }
 
-// Resume lets a paused process go on (SIGCONT).
+// Resume lets a paused process go on (SIGCONT), and returns once it runs.
 func (p *Process) Resume() {
 	p.t.Helper()
 	if err := p.signal(syscall.SIGCONT); err != nil {
 		p.t.Fatalf("resuming %s: %v", p.name, err)
 	}
+	p.waitThreads(false)
+}
+
+// waitThreads waits until every thread of the process is stopped (or none
+// is), as /proc/<pid>/task/*/stat say.
+func (p *Process) waitThreads(stopped bool) {
+	p.t.Helper()
+	pid := p.Pid()
+	testutil.WaitFor(p.t, 10*time.Second, func() error {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return err
+		}
+		for _, task := range tasks {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				continue // the thread ended
+			}
+			// The state follows the command name, which ends with ')'.
+			i := strings.LastIndexByte(string(stat), ')')
+			if i < 0 || i+2 >= len(stat) {
+				return fmt.Errorf("unreadable /proc stat of %s", p.name)
+			}
+			if isStopped := stat[i+2] == 'T' || stat[i+2] == 't'; isStopped != stopped {
+				return fmt.Errorf("thread %s of %s is in state %c", task.Name(), p.name, stat[i+2])
+			}
+		}
+		return nil
+	})
 }
 
 // WaitLog waits for a JSON log line of the current run whose message
