@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
@@ -339,4 +340,36 @@ func TestN7_ConcurrentStartsNeverOvercommitASled(t *testing.T) {
 			t.Fatalf("placed %d and refused %d VMMs of 16 CPUs on a 64-CPU sled, want 4 and 8", placed, refused)
 		}
 	})
+}
+
+// X1: replicas started together on an empty database all come up: the
+// schema is migrated once, whichever opens first, and the others find it.
+func TestX1_ReplicasOpeningAnEmptyDatabaseTogetherAllMigrateIt(t *testing.T) {
+	const replicas, rounds = 5, 20
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			for round := range rounds {
+				db := racktest.NewDatabase(t, backend)
+				start := make(chan struct{})
+				errs := make(chan error, replicas)
+				for range replicas {
+					go func() {
+						<-start
+						ds, err := datastore.Open(ctx, db.Backend, db.URL, zap.NewNop())
+						if err == nil {
+							_, err = ds.SchemaVersion(ctx)
+							ds.Close()
+						}
+						errs <- err
+					}()
+				}
+				close(start)
+				for range replicas {
+					if err := <-errs; err != nil {
+						t.Fatalf("round %d: a replica could not open the new database: %v", round, err)
+					}
+				}
+			}
+		})
+	}
 }

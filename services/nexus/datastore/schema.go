@@ -52,42 +52,75 @@ func migrations() ([]migration, error) {
 	return out, nil
 }
 
+// migrationLock is the PostgreSQL advisory lock schema migrations hold.
+const migrationLock = 0x726b705f6d696772 // "rkp_migr"
+
 // migrate applies the migrations not yet applied, each in one transaction
-// with its record, so a crash leaves every migration applied or not.
+// with its record, so a crash leaves every migration applied or not. On
+// PostgreSQL the whole run holds a session advisory lock on a connection of
+// its own: replicas started together on an empty database take turns, and
+// each finds what the one before it applied (X1). Without the lock, two
+// concurrent CREATE TABLE IF NOT EXISTS can both pass the check and one
+// fails with "relation already exists". SQLite's IMMEDIATE transactions
+// serialize the writers already.
 func (d *DataStore) migrate(ctx context.Context) error {
-	if _, err := d.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version BIGINT PRIMARY KEY, name TEXT NOT NULL, time_applied TIMESTAMPTZ NOT NULL)`); err != nil {
-		return fmt.Errorf("creating schema_migrations: %w", err)
-	}
 	all, err := migrations()
 	if err != nil {
 		return err
 	}
+	conn, err := d.db.Conn(ctx)
+	if err != nil {
+		return d.classify(err)
+	}
+	defer conn.Close()
+	if d.backend == Postgres {
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLock)); err != nil {
+			return fmt.Errorf("taking the schema migration lock: %w", err)
+		}
+		// Released with the session when the connection closes, should
+		// this unlock fail.
+		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrationLock)) //nolint:errcheck // see above
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version BIGINT PRIMARY KEY, name TEXT NOT NULL, time_applied TIMESTAMPTZ NOT NULL)`); err != nil {
+		return fmt.Errorf("creating schema_migrations: %w", err)
+	}
 	for _, m := range all {
-		err := d.inTx(ctx, func(tx *sql.Tx) error {
-			var applied int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, m.version).Scan(&applied); err != nil {
-				return err
-			}
-			if applied > 0 {
-				return nil
-			}
-			for _, stmt := range splitStatements(m.sql) {
-				if _, err := tx.ExecContext(ctx, stmt); err != nil {
-					return fmt.Errorf("migration %04d_%s: %w\n%s", m.version, m.name, err, stmt)
-				}
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, time_applied) VALUES ($1, $2, $3)`,
-				m.version, m.name, ts(time.Now()))
-			if err == nil {
-				d.log.Info("applied schema migration", zap.Int("version", m.version), zap.String("name", m.name))
-			}
-			return err
-		})
-		if err != nil {
+		if err := d.applyMigration(ctx, conn, m); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// applyMigration applies m in one transaction on conn, unless it is
+// applied already.
+func (d *DataStore) applyMigration(ctx context.Context, conn *sql.Conn, m migration) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return d.classify(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	var applied int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, m.version).Scan(&applied); err != nil {
+		return d.classify(err)
+	}
+	if applied > 0 {
+		return nil
+	}
+	for _, stmt := range splitStatements(m.sql) {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("migration %04d_%s: %w\n%s", m.version, m.name, d.classify(err), stmt)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, time_applied) VALUES ($1, $2, $3)`,
+		m.version, m.name, ts(time.Now())); err != nil {
+		return d.classify(err)
+	}
+	if err := tx.Commit(); err != nil {
+		return d.classify(err)
+	}
+	d.log.Info("applied schema migration", zap.Int("version", m.version), zap.String("name", m.name))
 	return nil
 }
 
