@@ -167,9 +167,9 @@ func TestZ2_EveryProblemIsReportedTogetherAndNothingIsWritten(t *testing.T) {
 	badAddr := a.Zone(crucible, 6)
 	badAddr.Address = "fd00::1"
 	err := ensure(a, 2,
-		&sledagentv1.OmicronZoneConfig{Id: "not-a-uuid", Kind: nexus, FilesystemPool: a.Config.Zpools[0], Address: "[fd00::9]:1"},
+		&sledagentv1.OmicronZoneConfig{Id: "not-a-uuid", Kind: crucible, FilesystemPool: a.Config.Zpools[0], Address: "[fd00::9]:1"},
 		&sledagentv1.OmicronZoneConfig{Id: uuid.NewString(), Kind: 99, FilesystemPool: a.Config.Zpools[0], Address: "[fd00::a]:1"},
-		&sledagentv1.OmicronZoneConfig{Id: uuid.NewString(), Kind: nexus, FilesystemPool: "oxp_" + uuid.NewString(), Address: "[fd00::b]:1"},
+		&sledagentv1.OmicronZoneConfig{Id: uuid.NewString(), Kind: crucible, FilesystemPool: "oxp_" + uuid.NewString(), Address: "[fd00::b]:1"},
 		dup, sameAddr, dupID, badAddr,
 		a.Zone(ntp, 7), a.Zone(sledagentv1.ZoneKind_ZONE_KIND_BOUNDARY_NTP, 8),
 	)
@@ -195,6 +195,37 @@ func TestZ2_EveryProblemIsReportedTogetherAndNothingIsWritten(t *testing.T) {
 	requireUnchanged(t, a, before)
 	if got := a.Inventory().GetLedgeredConfig().GetGeneration(); got != 1 {
 		t.Fatalf("ledgered generation %d after a refused request, want 1", got)
+	}
+}
+
+// A nexus zone says where its REST API and metrics listen and which
+// database it uses; those are checked with the rest, and no other kind may
+// carry them.
+func TestZ2_NexusZoneDetailsAreRequiredCheckedAndOnlyForNexus(t *testing.T) {
+	a := sledagenttest.Start(t)
+	bare := a.Zone(nexus, 1)
+	bare.Nexus = nil
+	badDetails := a.Zone(nexus, 2)
+	badDetails.Nexus = &sledagentv1.NexusZoneDetails{ExternalAddress: "nowhere", MetricsAddress: badDetails.Address,
+		DatabaseBackend: "mysql"}
+	misplaced := a.Zone(crucible, 3)
+	misplaced.Nexus = a.Zone(nexus, 4).Nexus
+	err := ensure(a, 1, bare, badDetails, misplaced)
+	var fields []string
+	for _, v := range apierror.FieldViolations(err) {
+		fields = append(fields, v.Field)
+	}
+	want := []string{"config.zones[0].nexus", "config.zones[1].nexus.external_address", "config.zones[1].nexus.metrics_address",
+		"config.zones[1].nexus.database_backend", "config.zones[1].nexus.database_url", "config.zones[2].nexus"}
+	if status.Code(err) != codes.InvalidArgument || !slices.Equal(fields, want) {
+		t.Fatalf("error %v with field violations %v, want %v", err, fields, want)
+	}
+	ok := a.Zone(nexus, 5)
+	ok.Nexus.ExternalAddress = "0.0.0.0:12220" // every interface is allowed for the API
+	a.Ensure(1, ok)
+	if got := a.Inventory().GetLedgeredConfig().GetZones()[0].GetNexus(); got.GetDatabaseUrl() != ok.Nexus.DatabaseUrl ||
+		got.GetExternalAddress() != "0.0.0.0:12220" {
+		t.Fatalf("ledgered nexus details %v, want %v", got, ok.Nexus)
 	}
 }
 

@@ -114,12 +114,19 @@ func (a *Agent) Restart() {
 // Zone returns a zone config of kind on the agent's first zpool, with a
 // fresh id and the given port on a unique-local address.
 func (a *Agent) Zone(kind sledagentv1.ZoneKind, port int) *sledagentv1.OmicronZoneConfig {
-	return &sledagentv1.OmicronZoneConfig{
+	z := &sledagentv1.OmicronZoneConfig{
 		Id:             uuid.NewString(),
 		Kind:           kind,
 		FilesystemPool: a.Config.Zpools[0],
 		Address:        fmt.Sprintf("[fd00:1122:3344:101::%x]:%d", port, 12000+port%50000),
 	}
+	if kind == sledagentv1.ZoneKind_ZONE_KIND_NEXUS {
+		z.Nexus = &sledagentv1.NexusZoneDetails{
+			ExternalAddress: fmt.Sprintf("[fd00:1122:3344:101::%x]:12220", port),
+			MetricsAddress:  fmt.Sprintf("[fd00:1122:3344:101::%x]:12223", port),
+			DatabaseBackend: "sqlite", DatabaseUrl: "/var/lib/nexus/nexus.db"}
+	}
+	return z
 }
 
 // Ensure sends a zones config and fails the test if it is refused.

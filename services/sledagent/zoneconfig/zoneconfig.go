@@ -44,12 +44,25 @@ func (k Kind) Proto() sledagentv1.ZoneKind {
 	return sledagentv1.ZoneKind_ZONE_KIND_UNSPECIFIED
 }
 
+// KindNexus is the kind of a nexus replica's zone.
+const KindNexus Kind = "nexus"
+
 // Zone is one zone a sled should run.
 type Zone struct {
 	ID             uuid.UUID      `json:"id"`
 	Kind           Kind           `json:"kind"`
 	FilesystemPool string         `json:"filesystem_pool"`
 	Address        netip.AddrPort `json:"address"`
+	// Nexus is set for a nexus zone, whose Address is its internal API.
+	Nexus NexusZone `json:"nexus,omitzero"`
+}
+
+// NexusZone is what a nexus zone runs with besides its internal address.
+type NexusZone struct {
+	ExternalAddress netip.AddrPort `json:"external_address"`
+	MetricsAddress  netip.AddrPort `json:"metrics_address"`
+	DatabaseBackend string         `json:"database_backend"`
+	DatabaseURL     string         `json:"database_url"`
 }
 
 // Config is a validated, canonical zones config.
@@ -125,26 +138,24 @@ func Parse(in *sledagentv1.OmicronZonesConfig, sled Sled) (Config, error) {
 			valid = false
 		}
 
-		addr, err := netip.ParseAddrPort(z.GetAddress())
-		switch {
-		case z.GetAddress() == "":
-			v.Add(field+".address", "is required")
-			valid = false
-		case err != nil:
-			v.Add(field+".address", "%q is not an ip:port socket address", z.GetAddress())
-			valid = false
-		case addr.Port() == 0 || addr.Addr().IsUnspecified():
-			v.Add(field+".address", "%q needs a specific address and a non-zero port", z.GetAddress())
-			valid = false
-		default:
-			addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-			zone.Address = addr
+		// claim records an address of this zone, refusing one another zone
+		// (or this one) already has.
+		claim := func(name string, addr netip.AddrPort) {
 			if first, dup := addrFirstSeen[addr]; dup {
-				v.Add(field+".address", "%s is also the address of config.zones[%d]", addr, first)
+				v.Add(field+"."+name, "%s is also an address of config.zones[%d]", addr, first)
 				valid = false
-			} else {
-				addrFirstSeen[addr] = i
+				return
 			}
+			addrFirstSeen[addr] = i
+		}
+		if addr, ok := parseAddress(&v, field+".address", z.GetAddress(), false); ok {
+			zone.Address = addr
+			claim("address", addr)
+		} else {
+			valid = false
+		}
+		if known && !validNexus(&v, field, kind, z.GetNexus(), &zone, claim) {
+			valid = false
 		}
 		if valid {
 			out.Zones = append(out.Zones, zone)
@@ -155,6 +166,59 @@ func Parse(in *sledagentv1.OmicronZonesConfig, sled Sled) (Config, error) {
 	}
 	out.sort()
 	return out, nil
+}
+
+// parseAddress validates a socket address: a non-zero port, and a specific
+// address unless anyAddress allows 0.0.0.0 or [::] (every interface).
+func parseAddress(v *apierror.Violations, field, s string, anyAddress bool) (netip.AddrPort, bool) {
+	addr, err := netip.ParseAddrPort(s)
+	switch {
+	case s == "":
+		v.Add(field, "is required")
+	case err != nil:
+		v.Add(field, "%q is not an ip:port socket address", s)
+	case addr.Port() == 0 || (addr.Addr().IsUnspecified() && !anyAddress):
+		v.Add(field, "%q needs a specific address and a non-zero port", s)
+	default:
+		return netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// validNexus checks a zone's nexus details: required for a nexus zone,
+// refused for any other, and filled into zone.
+func validNexus(v *apierror.Violations, field string, kind Kind, n *sledagentv1.NexusZoneDetails, zone *Zone,
+	claim func(string, netip.AddrPort)) bool {
+	field += ".nexus"
+	switch {
+	case kind != KindNexus && n != nil:
+		v.Add(field, "is only for a nexus zone, not a %s zone", kind)
+		return false
+	case kind != KindNexus:
+		return true
+	case n == nil:
+		v.Add(field, "is required for a nexus zone")
+		return false
+	}
+	before := v.Len()
+	if addr, ok := parseAddress(v, field+".external_address", n.GetExternalAddress(), true); ok {
+		zone.Nexus.ExternalAddress = addr
+		claim("nexus.external_address", addr)
+	}
+	if addr, ok := parseAddress(v, field+".metrics_address", n.GetMetricsAddress(), true); ok {
+		zone.Nexus.MetricsAddress = addr
+		claim("nexus.metrics_address", addr)
+	}
+	switch n.GetDatabaseBackend() {
+	case "sqlite", "postgres":
+		zone.Nexus.DatabaseBackend = n.GetDatabaseBackend()
+	default:
+		v.Add(field+".database_backend", "%q is not sqlite or postgres", n.GetDatabaseBackend())
+	}
+	if zone.Nexus.DatabaseURL = n.GetDatabaseUrl(); zone.Nexus.DatabaseURL == "" {
+		v.Add(field+".database_url", "is required")
+	}
+	return v.Len() == before
 }
 
 func describeKind(k sledagentv1.ZoneKind) string {
@@ -198,10 +262,16 @@ func (c Config) Proto() *sledagentv1.OmicronZonesConfig {
 
 // Proto returns the wire form of z.
 func (z Zone) Proto() *sledagentv1.OmicronZoneConfig {
-	return &sledagentv1.OmicronZoneConfig{
+	out := &sledagentv1.OmicronZoneConfig{
 		Id:             z.ID.String(),
 		Kind:           z.Kind.Proto(),
 		FilesystemPool: z.FilesystemPool,
 		Address:        z.Address.String(),
 	}
+	if z.Kind == KindNexus {
+		out.Nexus = &sledagentv1.NexusZoneDetails{ExternalAddress: z.Nexus.ExternalAddress.String(),
+			MetricsAddress: z.Nexus.MetricsAddress.String(), DatabaseBackend: z.Nexus.DatabaseBackend,
+			DatabaseUrl: z.Nexus.DatabaseURL}
+	}
+	return out
 }

@@ -28,6 +28,8 @@ func TestZ6_OperatorPutsAZonesConfigAndReadsTheInventory(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "zones.yaml")
 	yamlText := "generation: 3\nzones:\n" +
 		"  - id: " + nexusID + "\n    kind: nexus\n    filesystem_pool: " + a.Config.Zpools[0] + "\n    address: \"[fd00:1122:3344:101::3]:12221\"\n" +
+		"    nexus:\n      external_address: \"[fd00:1122:3344:101::3]:12220\"\n      metrics_address: \"[fd00:1122:3344:101::3]:12223\"\n" +
+		"      database_backend: postgres\n      database_url: postgresql://nexus@db/omicron\n" +
 		"  - id: " + ntpID + "\n    kind: internal_ntp\n    filesystem_pool: " + a.Config.Zpools[1] + "\n    address: \"[fd00:1122:3344:101::4]:123\"\n"
 	if err := os.WriteFile(file, []byte(yamlText), 0o644); err != nil {
 		t.Fatal(err)

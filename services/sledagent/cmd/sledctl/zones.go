@@ -28,6 +28,12 @@ type zonesFile struct {
 		Kind           string `json:"kind"`
 		FilesystemPool string `json:"filesystem_pool"`
 		Address        string `json:"address"`
+		Nexus          *struct {
+			ExternalAddress string `json:"external_address"`
+			MetricsAddress  string `json:"metrics_address"`
+			DatabaseBackend string `json:"database_backend"`
+			DatabaseURL     string `json:"database_url"`
+		} `json:"nexus"`
 	} `json:"zones"`
 }
 
@@ -80,9 +86,12 @@ func readZonesFile(path string) (*sledagentv1.OmicronZonesConfig, error) {
 		if kind == sledagentv1.ZoneKind_ZONE_KIND_UNSPECIFIED {
 			return nil, fmt.Errorf("%s: zones[%d].kind: unknown zone kind %q", path, i, z.Kind)
 		}
-		out.Zones = append(out.Zones, &sledagentv1.OmicronZoneConfig{
-			Id: z.ID, Kind: kind, FilesystemPool: z.FilesystemPool, Address: z.Address,
-		})
+		zone := &sledagentv1.OmicronZoneConfig{Id: z.ID, Kind: kind, FilesystemPool: z.FilesystemPool, Address: z.Address}
+		if n := z.Nexus; n != nil {
+			zone.Nexus = &sledagentv1.NexusZoneDetails{ExternalAddress: n.ExternalAddress, MetricsAddress: n.MetricsAddress,
+				DatabaseBackend: n.DatabaseBackend, DatabaseUrl: n.DatabaseURL}
+		}
+		out.Zones = append(out.Zones, zone)
 	}
 	return out, nil
 }

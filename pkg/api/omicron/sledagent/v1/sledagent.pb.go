@@ -112,6 +112,9 @@ const (
 	// A shutdown failed at `shutdown_step`; later passes resume from there.
 	ZoneState_ZONE_STATE_PARTIALLY_SHUT_DOWN ZoneState = 2
 	ZoneState_ZONE_STATE_FAILED_TO_START     ZoneState = 3
+	// The zone's process ended on its own; the reconciler restarts it after a
+	// backoff.
+	ZoneState_ZONE_STATE_EXITED ZoneState = 4
 )
 
 // Enum value maps for ZoneState.
@@ -121,12 +124,14 @@ var (
 		1: "ZONE_STATE_RUNNING",
 		2: "ZONE_STATE_PARTIALLY_SHUT_DOWN",
 		3: "ZONE_STATE_FAILED_TO_START",
+		4: "ZONE_STATE_EXITED",
 	}
 	ZoneState_value = map[string]int32{
 		"ZONE_STATE_UNSPECIFIED":         0,
 		"ZONE_STATE_RUNNING":             1,
 		"ZONE_STATE_PARTIALLY_SHUT_DOWN": 2,
 		"ZONE_STATE_FAILED_TO_START":     3,
+		"ZONE_STATE_EXITED":              4,
 	}
 )
 
@@ -398,8 +403,11 @@ type OmicronZoneConfig struct {
 	// The zpool holding the zone's filesystem; one of this sled's zpools.
 	FilesystemPool string `protobuf:"bytes,3,opt,name=filesystem_pool,json=filesystemPool,proto3" json:"filesystem_pool,omitempty"`
 	// The zone's underlay socket address, "ip:port" or "[ipv6]:port"; no two
-	// zones of a config may share one.
-	Address       string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	// zones of a config may share one. A nexus zone serves its internal API
+	// (NexusInternal, for sled-agents) there.
+	Address string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	// Required for a nexus zone, refused for any other kind.
+	Nexus         *NexusZoneDetails `protobuf:"bytes,5,opt,name=nexus,proto3" json:"nexus,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -462,6 +470,87 @@ func (x *OmicronZoneConfig) GetAddress() string {
 	return ""
 }
 
+func (x *OmicronZoneConfig) GetNexus() *NexusZoneDetails {
+	if x != nil {
+		return x.Nexus
+	}
+	return nil
+}
+
+// What a nexus zone needs beyond its address.
+type NexusZoneDetails struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the REST API listens, "ip:port"; 0.0.0.0 or [::] listens on
+	// every interface.
+	ExternalAddress string `protobuf:"bytes,1,opt,name=external_address,json=externalAddress,proto3" json:"external_address,omitempty"`
+	// Where Prometheus metrics are served, "ip:port".
+	MetricsAddress string `protobuf:"bytes,2,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	// "sqlite" or "postgres".
+	DatabaseBackend string `protobuf:"bytes,3,opt,name=database_backend,json=databaseBackend,proto3" json:"database_backend,omitempty"`
+	// The SQLite file or the PostgreSQL connection string.
+	DatabaseUrl   string `protobuf:"bytes,4,opt,name=database_url,json=databaseUrl,proto3" json:"database_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NexusZoneDetails) Reset() {
+	*x = NexusZoneDetails{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NexusZoneDetails) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NexusZoneDetails) ProtoMessage() {}
+
+func (x *NexusZoneDetails) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NexusZoneDetails.ProtoReflect.Descriptor instead.
+func (*NexusZoneDetails) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NexusZoneDetails) GetExternalAddress() string {
+	if x != nil {
+		return x.ExternalAddress
+	}
+	return ""
+}
+
+func (x *NexusZoneDetails) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
+	}
+	return ""
+}
+
+func (x *NexusZoneDetails) GetDatabaseBackend() string {
+	if x != nil {
+		return x.DatabaseBackend
+	}
+	return ""
+}
+
+func (x *NexusZoneDetails) GetDatabaseUrl() string {
+	if x != nil {
+		return x.DatabaseUrl
+	}
+	return ""
+}
+
 // The whole set of zones a sled should run, numbered by nexus.
 type OmicronZonesConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -474,7 +563,7 @@ type OmicronZonesConfig struct {
 
 func (x *OmicronZonesConfig) Reset() {
 	*x = OmicronZonesConfig{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[1]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +575,7 @@ func (x *OmicronZonesConfig) String() string {
 func (*OmicronZonesConfig) ProtoMessage() {}
 
 func (x *OmicronZonesConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[1]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +588,7 @@ func (x *OmicronZonesConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OmicronZonesConfig.ProtoReflect.Descriptor instead.
 func (*OmicronZonesConfig) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{1}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *OmicronZonesConfig) GetGeneration() uint64 {
@@ -525,7 +614,7 @@ type EnsureZonesRequest struct {
 
 func (x *EnsureZonesRequest) Reset() {
 	*x = EnsureZonesRequest{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[2]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +626,7 @@ func (x *EnsureZonesRequest) String() string {
 func (*EnsureZonesRequest) ProtoMessage() {}
 
 func (x *EnsureZonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[2]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +639,7 @@ func (x *EnsureZonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureZonesRequest.ProtoReflect.Descriptor instead.
 func (*EnsureZonesRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{2}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EnsureZonesRequest) GetConfig() *OmicronZonesConfig {
@@ -570,7 +659,7 @@ type EnsureZonesResponse struct {
 
 func (x *EnsureZonesResponse) Reset() {
 	*x = EnsureZonesResponse{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[3]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +671,7 @@ func (x *EnsureZonesResponse) String() string {
 func (*EnsureZonesResponse) ProtoMessage() {}
 
 func (x *EnsureZonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[3]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +684,7 @@ func (x *EnsureZonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureZonesResponse.ProtoReflect.Descriptor instead.
 func (*EnsureZonesResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{3}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EnsureZonesResponse) GetLedgeredGeneration() uint64 {
@@ -613,7 +702,7 @@ type GetInventoryRequest struct {
 
 func (x *GetInventoryRequest) Reset() {
 	*x = GetInventoryRequest{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[4]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +714,7 @@ func (x *GetInventoryRequest) String() string {
 func (*GetInventoryRequest) ProtoMessage() {}
 
 func (x *GetInventoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[4]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +727,7 @@ func (x *GetInventoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInventoryRequest.ProtoReflect.Descriptor instead.
 func (*GetInventoryRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{4}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{5}
 }
 
 type SledResources struct {
@@ -652,7 +741,7 @@ type SledResources struct {
 
 func (x *SledResources) Reset() {
 	*x = SledResources{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[5]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +753,7 @@ func (x *SledResources) String() string {
 func (*SledResources) ProtoMessage() {}
 
 func (x *SledResources) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[5]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +766,7 @@ func (x *SledResources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledResources.ProtoReflect.Descriptor instead.
 func (*SledResources) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{5}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SledResources) GetNcpus() uint32 {
@@ -716,7 +805,7 @@ type ReconcilerStatus struct {
 
 func (x *ReconcilerStatus) Reset() {
 	*x = ReconcilerStatus{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[6]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +817,7 @@ func (x *ReconcilerStatus) String() string {
 func (*ReconcilerStatus) ProtoMessage() {}
 
 func (x *ReconcilerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[6]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +830,7 @@ func (x *ReconcilerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcilerStatus.ProtoReflect.Descriptor instead.
 func (*ReconcilerStatus) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{6}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReconcilerStatus) GetStatus() isReconcilerStatus_Status {
@@ -814,7 +903,7 @@ type ZoneError struct {
 
 func (x *ZoneError) Reset() {
 	*x = ZoneError{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[7]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +915,7 @@ func (x *ZoneError) String() string {
 func (*ZoneError) ProtoMessage() {}
 
 func (x *ZoneError) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[7]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +928,7 @@ func (x *ZoneError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZoneError.ProtoReflect.Descriptor instead.
 func (*ZoneError) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{7}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ZoneError) GetMessage() string {
@@ -878,7 +967,7 @@ type ZoneOk struct {
 
 func (x *ZoneOk) Reset() {
 	*x = ZoneOk{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[8]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +979,7 @@ func (x *ZoneOk) String() string {
 func (*ZoneOk) ProtoMessage() {}
 
 func (x *ZoneOk) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[8]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +992,7 @@ func (x *ZoneOk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZoneOk.ProtoReflect.Descriptor instead.
 func (*ZoneOk) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{8}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{9}
 }
 
 // One zone that is (or may still be) present on the sled.
@@ -922,7 +1011,7 @@ type ZoneReconciliation struct {
 
 func (x *ZoneReconciliation) Reset() {
 	*x = ZoneReconciliation{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[9]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1023,7 @@ func (x *ZoneReconciliation) String() string {
 func (*ZoneReconciliation) ProtoMessage() {}
 
 func (x *ZoneReconciliation) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[9]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1036,7 @@ func (x *ZoneReconciliation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZoneReconciliation.ProtoReflect.Descriptor instead.
 func (*ZoneReconciliation) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{9}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ZoneReconciliation) GetZoneId() string {
@@ -1019,7 +1108,7 @@ type LastReconciliation struct {
 
 func (x *LastReconciliation) Reset() {
 	*x = LastReconciliation{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[10]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1120,7 @@ func (x *LastReconciliation) String() string {
 func (*LastReconciliation) ProtoMessage() {}
 
 func (x *LastReconciliation) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[10]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1133,7 @@ func (x *LastReconciliation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LastReconciliation.ProtoReflect.Descriptor instead.
 func (*LastReconciliation) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{10}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LastReconciliation) GetGeneration() uint64 {
@@ -1081,7 +1170,7 @@ type VmmRuntime struct {
 
 func (x *VmmRuntime) Reset() {
 	*x = VmmRuntime{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[11]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1182,7 @@ func (x *VmmRuntime) String() string {
 func (*VmmRuntime) ProtoMessage() {}
 
 func (x *VmmRuntime) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[11]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1195,7 @@ func (x *VmmRuntime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VmmRuntime.ProtoReflect.Descriptor instead.
 func (*VmmRuntime) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{11}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *VmmRuntime) GetState() VmmState {
@@ -1143,7 +1232,7 @@ type MigrationRuntime struct {
 
 func (x *MigrationRuntime) Reset() {
 	*x = MigrationRuntime{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[12]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1244,7 @@ func (x *MigrationRuntime) String() string {
 func (*MigrationRuntime) ProtoMessage() {}
 
 func (x *MigrationRuntime) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[12]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1257,7 @@ func (x *MigrationRuntime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrationRuntime.ProtoReflect.Descriptor instead.
 func (*MigrationRuntime) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{12}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MigrationRuntime) GetMigrationId() string {
@@ -1214,7 +1303,7 @@ type VmmSpec struct {
 
 func (x *VmmSpec) Reset() {
 	*x = VmmSpec{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[13]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1315,7 @@ func (x *VmmSpec) String() string {
 func (*VmmSpec) ProtoMessage() {}
 
 func (x *VmmSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[13]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1328,7 @@ func (x *VmmSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VmmSpec.ProtoReflect.Descriptor instead.
 func (*VmmSpec) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{13}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *VmmSpec) GetNcpus() int32 {
@@ -1276,7 +1365,7 @@ type MigrationTargetParams struct {
 
 func (x *MigrationTargetParams) Reset() {
 	*x = MigrationTargetParams{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[14]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1377,7 @@ func (x *MigrationTargetParams) String() string {
 func (*MigrationTargetParams) ProtoMessage() {}
 
 func (x *MigrationTargetParams) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[14]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1390,7 @@ func (x *MigrationTargetParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrationTargetParams.ProtoReflect.Descriptor instead.
 func (*MigrationTargetParams) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{14}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MigrationTargetParams) GetMigrationId() string {
@@ -1341,7 +1430,7 @@ type EnsureRegisteredRequest struct {
 
 func (x *EnsureRegisteredRequest) Reset() {
 	*x = EnsureRegisteredRequest{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[15]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1442,7 @@ func (x *EnsureRegisteredRequest) String() string {
 func (*EnsureRegisteredRequest) ProtoMessage() {}
 
 func (x *EnsureRegisteredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[15]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1455,7 @@ func (x *EnsureRegisteredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureRegisteredRequest.ProtoReflect.Descriptor instead.
 func (*EnsureRegisteredRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{15}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EnsureRegisteredRequest) GetVmmId() string {
@@ -1413,7 +1502,7 @@ type EnsureRegisteredResponse struct {
 
 func (x *EnsureRegisteredResponse) Reset() {
 	*x = EnsureRegisteredResponse{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[16]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1514,7 @@ func (x *EnsureRegisteredResponse) String() string {
 func (*EnsureRegisteredResponse) ProtoMessage() {}
 
 func (x *EnsureRegisteredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[16]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1527,7 @@ func (x *EnsureRegisteredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureRegisteredResponse.ProtoReflect.Descriptor instead.
 func (*EnsureRegisteredResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{16}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EnsureRegisteredResponse) GetRuntime() *VmmRuntime {
@@ -1458,7 +1547,7 @@ type EnsureStateRequest struct {
 
 func (x *EnsureStateRequest) Reset() {
 	*x = EnsureStateRequest{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[17]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1559,7 @@ func (x *EnsureStateRequest) String() string {
 func (*EnsureStateRequest) ProtoMessage() {}
 
 func (x *EnsureStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[17]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1572,7 @@ func (x *EnsureStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureStateRequest.ProtoReflect.Descriptor instead.
 func (*EnsureStateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{17}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EnsureStateRequest) GetVmmId() string {
@@ -1509,7 +1598,7 @@ type EnsureStateResponse struct {
 
 func (x *EnsureStateResponse) Reset() {
 	*x = EnsureStateResponse{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[18]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1610,7 @@ func (x *EnsureStateResponse) String() string {
 func (*EnsureStateResponse) ProtoMessage() {}
 
 func (x *EnsureStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[18]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1623,7 @@ func (x *EnsureStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureStateResponse.ProtoReflect.Descriptor instead.
 func (*EnsureStateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{18}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EnsureStateResponse) GetRuntime() *VmmRuntime {
@@ -1553,7 +1642,7 @@ type EnsureUnregisteredRequest struct {
 
 func (x *EnsureUnregisteredRequest) Reset() {
 	*x = EnsureUnregisteredRequest{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[19]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1654,7 @@ func (x *EnsureUnregisteredRequest) String() string {
 func (*EnsureUnregisteredRequest) ProtoMessage() {}
 
 func (x *EnsureUnregisteredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[19]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1667,7 @@ func (x *EnsureUnregisteredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureUnregisteredRequest.ProtoReflect.Descriptor instead.
 func (*EnsureUnregisteredRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{19}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EnsureUnregisteredRequest) GetVmmId() string {
@@ -1600,7 +1689,7 @@ type EnsureUnregisteredResponse struct {
 
 func (x *EnsureUnregisteredResponse) Reset() {
 	*x = EnsureUnregisteredResponse{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[20]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1701,7 @@ func (x *EnsureUnregisteredResponse) String() string {
 func (*EnsureUnregisteredResponse) ProtoMessage() {}
 
 func (x *EnsureUnregisteredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[20]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1714,7 @@ func (x *EnsureUnregisteredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureUnregisteredResponse.ProtoReflect.Descriptor instead.
 func (*EnsureUnregisteredResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{20}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EnsureUnregisteredResponse) GetUpdatedRuntime() *VmmRuntime {
@@ -1644,7 +1733,7 @@ type GetVmmStateRequest struct {
 
 func (x *GetVmmStateRequest) Reset() {
 	*x = GetVmmStateRequest{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[21]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1745,7 @@ func (x *GetVmmStateRequest) String() string {
 func (*GetVmmStateRequest) ProtoMessage() {}
 
 func (x *GetVmmStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[21]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1758,7 @@ func (x *GetVmmStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVmmStateRequest.ProtoReflect.Descriptor instead.
 func (*GetVmmStateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{21}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetVmmStateRequest) GetVmmId() string {
@@ -1691,7 +1780,7 @@ type GetVmmStateResponse struct {
 
 func (x *GetVmmStateResponse) Reset() {
 	*x = GetVmmStateResponse{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[22]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1792,7 @@ func (x *GetVmmStateResponse) String() string {
 func (*GetVmmStateResponse) ProtoMessage() {}
 
 func (x *GetVmmStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[22]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1805,7 @@ func (x *GetVmmStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVmmStateResponse.ProtoReflect.Descriptor instead.
 func (*GetVmmStateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{22}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetVmmStateResponse) GetInstanceId() string {
@@ -1759,7 +1848,7 @@ type VmmInventory struct {
 
 func (x *VmmInventory) Reset() {
 	*x = VmmInventory{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[23]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +1860,7 @@ func (x *VmmInventory) String() string {
 func (*VmmInventory) ProtoMessage() {}
 
 func (x *VmmInventory) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[23]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +1873,7 @@ func (x *VmmInventory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VmmInventory.ProtoReflect.Descriptor instead.
 func (*VmmInventory) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{23}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *VmmInventory) GetVmmId() string {
@@ -1825,7 +1914,7 @@ type GetInventoryResponse struct {
 
 func (x *GetInventoryResponse) Reset() {
 	*x = GetInventoryResponse{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[24]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1926,7 @@ func (x *GetInventoryResponse) String() string {
 func (*GetInventoryResponse) ProtoMessage() {}
 
 func (x *GetInventoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[24]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +1939,7 @@ func (x *GetInventoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInventoryResponse.ProtoReflect.Descriptor instead.
 func (*GetInventoryResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{24}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetInventoryResponse) GetSledId() string {
@@ -1903,7 +1992,7 @@ type ReconcilerStatus_NotYetRun struct {
 
 func (x *ReconcilerStatus_NotYetRun) Reset() {
 	*x = ReconcilerStatus_NotYetRun{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[25]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2004,7 @@ func (x *ReconcilerStatus_NotYetRun) String() string {
 func (*ReconcilerStatus_NotYetRun) ProtoMessage() {}
 
 func (x *ReconcilerStatus_NotYetRun) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[25]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2017,7 @@ func (x *ReconcilerStatus_NotYetRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcilerStatus_NotYetRun.ProtoReflect.Descriptor instead.
 func (*ReconcilerStatus_NotYetRun) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{6, 0}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type ReconcilerStatus_Running struct {
@@ -1941,7 +2030,7 @@ type ReconcilerStatus_Running struct {
 
 func (x *ReconcilerStatus_Running) Reset() {
 	*x = ReconcilerStatus_Running{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[26]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2042,7 @@ func (x *ReconcilerStatus_Running) String() string {
 func (*ReconcilerStatus_Running) ProtoMessage() {}
 
 func (x *ReconcilerStatus_Running) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[26]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2055,7 @@ func (x *ReconcilerStatus_Running) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcilerStatus_Running.ProtoReflect.Descriptor instead.
 func (*ReconcilerStatus_Running) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{6, 1}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{7, 1}
 }
 
 func (x *ReconcilerStatus_Running) GetGeneration() uint64 {
@@ -1993,7 +2082,7 @@ type ReconcilerStatus_Idle struct {
 
 func (x *ReconcilerStatus_Idle) Reset() {
 	*x = ReconcilerStatus_Idle{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[27]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2094,7 @@ func (x *ReconcilerStatus_Idle) String() string {
 func (*ReconcilerStatus_Idle) ProtoMessage() {}
 
 func (x *ReconcilerStatus_Idle) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[27]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2107,7 @@ func (x *ReconcilerStatus_Idle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcilerStatus_Idle.ProtoReflect.Descriptor instead.
 func (*ReconcilerStatus_Idle) Descriptor() ([]byte, []int) {
-	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{6, 2}
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{7, 2}
 }
 
 func (x *ReconcilerStatus_Idle) GetCompletedAt() *timestamppb.Timestamp {
@@ -2039,12 +2128,18 @@ var File_omicron_sledagent_v1_sledagent_proto protoreflect.FileDescriptor
 
 const file_omicron_sledagent_v1_sledagent_proto_rawDesc = "" +
 	"\n" +
-	"$omicron/sledagent/v1/sledagent.proto\x12\x14omicron.sledagent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n" +
+	"$omicron/sledagent/v1/sledagent.proto\x12\x14omicron.sledagent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n" +
 	"\x11OmicronZoneConfig\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1e.omicron.sledagent.v1.ZoneKindR\x04kind\x12'\n" +
 	"\x0ffilesystem_pool\x18\x03 \x01(\tR\x0efilesystemPool\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"s\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\x12<\n" +
+	"\x05nexus\x18\x05 \x01(\v2&.omicron.sledagent.v1.NexusZoneDetailsR\x05nexus\"\xb4\x01\n" +
+	"\x10NexusZoneDetails\x12)\n" +
+	"\x10external_address\x18\x01 \x01(\tR\x0fexternalAddress\x12'\n" +
+	"\x0fmetrics_address\x18\x02 \x01(\tR\x0emetricsAddress\x12)\n" +
+	"\x10database_backend\x18\x03 \x01(\tR\x0fdatabaseBackend\x12!\n" +
+	"\fdatabase_url\x18\x04 \x01(\tR\vdatabaseUrl\"s\n" +
 	"\x12OmicronZonesConfig\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -2165,12 +2260,13 @@ const file_omicron_sledagent_v1_sledagent_proto_rawDesc = "" +
 	"\x16ZONE_KIND_INTERNAL_DNS\x10\t\x12\x13\n" +
 	"\x0fZONE_KIND_NEXUS\x10\n" +
 	"\x12\x16\n" +
-	"\x12ZONE_KIND_OXIMETER\x10\v*\x83\x01\n" +
+	"\x12ZONE_KIND_OXIMETER\x10\v*\x9a\x01\n" +
 	"\tZoneState\x12\x1a\n" +
 	"\x16ZONE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ZONE_STATE_RUNNING\x10\x01\x12\"\n" +
 	"\x1eZONE_STATE_PARTIALLY_SHUT_DOWN\x10\x02\x12\x1e\n" +
-	"\x1aZONE_STATE_FAILED_TO_START\x10\x03*\x8f\x01\n" +
+	"\x1aZONE_STATE_FAILED_TO_START\x10\x03\x12\x15\n" +
+	"\x11ZONE_STATE_EXITED\x10\x04*\x8f\x01\n" +
 	"\fShutdownStep\x12\x1d\n" +
 	"\x19SHUTDOWN_STEP_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dSHUTDOWN_STEP_UNTRACK_METRICS\x10\x01\x12!\n" +
@@ -2219,7 +2315,7 @@ func file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP() []byte {
 }
 
 var file_omicron_sledagent_v1_sledagent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_omicron_sledagent_v1_sledagent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_omicron_sledagent_v1_sledagent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_omicron_sledagent_v1_sledagent_proto_goTypes = []any{
 	(ZoneKind)(0),                      // 0: omicron.sledagent.v1.ZoneKind
 	(ZoneState)(0),                     // 1: omicron.sledagent.v1.ZoneState
@@ -2228,90 +2324,92 @@ var file_omicron_sledagent_v1_sledagent_proto_goTypes = []any{
 	(MigrationState)(0),                // 4: omicron.sledagent.v1.MigrationState
 	(VmmTargetState)(0),                // 5: omicron.sledagent.v1.VmmTargetState
 	(*OmicronZoneConfig)(nil),          // 6: omicron.sledagent.v1.OmicronZoneConfig
-	(*OmicronZonesConfig)(nil),         // 7: omicron.sledagent.v1.OmicronZonesConfig
-	(*EnsureZonesRequest)(nil),         // 8: omicron.sledagent.v1.EnsureZonesRequest
-	(*EnsureZonesResponse)(nil),        // 9: omicron.sledagent.v1.EnsureZonesResponse
-	(*GetInventoryRequest)(nil),        // 10: omicron.sledagent.v1.GetInventoryRequest
-	(*SledResources)(nil),              // 11: omicron.sledagent.v1.SledResources
-	(*ReconcilerStatus)(nil),           // 12: omicron.sledagent.v1.ReconcilerStatus
-	(*ZoneError)(nil),                  // 13: omicron.sledagent.v1.ZoneError
-	(*ZoneOk)(nil),                     // 14: omicron.sledagent.v1.ZoneOk
-	(*ZoneReconciliation)(nil),         // 15: omicron.sledagent.v1.ZoneReconciliation
-	(*LastReconciliation)(nil),         // 16: omicron.sledagent.v1.LastReconciliation
-	(*VmmRuntime)(nil),                 // 17: omicron.sledagent.v1.VmmRuntime
-	(*MigrationRuntime)(nil),           // 18: omicron.sledagent.v1.MigrationRuntime
-	(*VmmSpec)(nil),                    // 19: omicron.sledagent.v1.VmmSpec
-	(*MigrationTargetParams)(nil),      // 20: omicron.sledagent.v1.MigrationTargetParams
-	(*EnsureRegisteredRequest)(nil),    // 21: omicron.sledagent.v1.EnsureRegisteredRequest
-	(*EnsureRegisteredResponse)(nil),   // 22: omicron.sledagent.v1.EnsureRegisteredResponse
-	(*EnsureStateRequest)(nil),         // 23: omicron.sledagent.v1.EnsureStateRequest
-	(*EnsureStateResponse)(nil),        // 24: omicron.sledagent.v1.EnsureStateResponse
-	(*EnsureUnregisteredRequest)(nil),  // 25: omicron.sledagent.v1.EnsureUnregisteredRequest
-	(*EnsureUnregisteredResponse)(nil), // 26: omicron.sledagent.v1.EnsureUnregisteredResponse
-	(*GetVmmStateRequest)(nil),         // 27: omicron.sledagent.v1.GetVmmStateRequest
-	(*GetVmmStateResponse)(nil),        // 28: omicron.sledagent.v1.GetVmmStateResponse
-	(*VmmInventory)(nil),               // 29: omicron.sledagent.v1.VmmInventory
-	(*GetInventoryResponse)(nil),       // 30: omicron.sledagent.v1.GetInventoryResponse
-	(*ReconcilerStatus_NotYetRun)(nil), // 31: omicron.sledagent.v1.ReconcilerStatus.NotYetRun
-	(*ReconcilerStatus_Running)(nil),   // 32: omicron.sledagent.v1.ReconcilerStatus.Running
-	(*ReconcilerStatus_Idle)(nil),      // 33: omicron.sledagent.v1.ReconcilerStatus.Idle
-	(*timestamppb.Timestamp)(nil),      // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 35: google.protobuf.Duration
+	(*NexusZoneDetails)(nil),           // 7: omicron.sledagent.v1.NexusZoneDetails
+	(*OmicronZonesConfig)(nil),         // 8: omicron.sledagent.v1.OmicronZonesConfig
+	(*EnsureZonesRequest)(nil),         // 9: omicron.sledagent.v1.EnsureZonesRequest
+	(*EnsureZonesResponse)(nil),        // 10: omicron.sledagent.v1.EnsureZonesResponse
+	(*GetInventoryRequest)(nil),        // 11: omicron.sledagent.v1.GetInventoryRequest
+	(*SledResources)(nil),              // 12: omicron.sledagent.v1.SledResources
+	(*ReconcilerStatus)(nil),           // 13: omicron.sledagent.v1.ReconcilerStatus
+	(*ZoneError)(nil),                  // 14: omicron.sledagent.v1.ZoneError
+	(*ZoneOk)(nil),                     // 15: omicron.sledagent.v1.ZoneOk
+	(*ZoneReconciliation)(nil),         // 16: omicron.sledagent.v1.ZoneReconciliation
+	(*LastReconciliation)(nil),         // 17: omicron.sledagent.v1.LastReconciliation
+	(*VmmRuntime)(nil),                 // 18: omicron.sledagent.v1.VmmRuntime
+	(*MigrationRuntime)(nil),           // 19: omicron.sledagent.v1.MigrationRuntime
+	(*VmmSpec)(nil),                    // 20: omicron.sledagent.v1.VmmSpec
+	(*MigrationTargetParams)(nil),      // 21: omicron.sledagent.v1.MigrationTargetParams
+	(*EnsureRegisteredRequest)(nil),    // 22: omicron.sledagent.v1.EnsureRegisteredRequest
+	(*EnsureRegisteredResponse)(nil),   // 23: omicron.sledagent.v1.EnsureRegisteredResponse
+	(*EnsureStateRequest)(nil),         // 24: omicron.sledagent.v1.EnsureStateRequest
+	(*EnsureStateResponse)(nil),        // 25: omicron.sledagent.v1.EnsureStateResponse
+	(*EnsureUnregisteredRequest)(nil),  // 26: omicron.sledagent.v1.EnsureUnregisteredRequest
+	(*EnsureUnregisteredResponse)(nil), // 27: omicron.sledagent.v1.EnsureUnregisteredResponse
+	(*GetVmmStateRequest)(nil),         // 28: omicron.sledagent.v1.GetVmmStateRequest
+	(*GetVmmStateResponse)(nil),        // 29: omicron.sledagent.v1.GetVmmStateResponse
+	(*VmmInventory)(nil),               // 30: omicron.sledagent.v1.VmmInventory
+	(*GetInventoryResponse)(nil),       // 31: omicron.sledagent.v1.GetInventoryResponse
+	(*ReconcilerStatus_NotYetRun)(nil), // 32: omicron.sledagent.v1.ReconcilerStatus.NotYetRun
+	(*ReconcilerStatus_Running)(nil),   // 33: omicron.sledagent.v1.ReconcilerStatus.Running
+	(*ReconcilerStatus_Idle)(nil),      // 34: omicron.sledagent.v1.ReconcilerStatus.Idle
+	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 36: google.protobuf.Duration
 }
 var file_omicron_sledagent_v1_sledagent_proto_depIdxs = []int32{
 	0,  // 0: omicron.sledagent.v1.OmicronZoneConfig.kind:type_name -> omicron.sledagent.v1.ZoneKind
-	6,  // 1: omicron.sledagent.v1.OmicronZonesConfig.zones:type_name -> omicron.sledagent.v1.OmicronZoneConfig
-	7,  // 2: omicron.sledagent.v1.EnsureZonesRequest.config:type_name -> omicron.sledagent.v1.OmicronZonesConfig
-	31, // 3: omicron.sledagent.v1.ReconcilerStatus.not_yet_run:type_name -> omicron.sledagent.v1.ReconcilerStatus.NotYetRun
-	32, // 4: omicron.sledagent.v1.ReconcilerStatus.running:type_name -> omicron.sledagent.v1.ReconcilerStatus.Running
-	33, // 5: omicron.sledagent.v1.ReconcilerStatus.idle:type_name -> omicron.sledagent.v1.ReconcilerStatus.Idle
-	1,  // 6: omicron.sledagent.v1.ZoneError.state:type_name -> omicron.sledagent.v1.ZoneState
-	2,  // 7: omicron.sledagent.v1.ZoneError.shutdown_step:type_name -> omicron.sledagent.v1.ShutdownStep
-	0,  // 8: omicron.sledagent.v1.ZoneReconciliation.kind:type_name -> omicron.sledagent.v1.ZoneKind
-	14, // 9: omicron.sledagent.v1.ZoneReconciliation.ok:type_name -> omicron.sledagent.v1.ZoneOk
-	13, // 10: omicron.sledagent.v1.ZoneReconciliation.error:type_name -> omicron.sledagent.v1.ZoneError
-	34, // 11: omicron.sledagent.v1.LastReconciliation.completed_at:type_name -> google.protobuf.Timestamp
-	15, // 12: omicron.sledagent.v1.LastReconciliation.zones:type_name -> omicron.sledagent.v1.ZoneReconciliation
-	3,  // 13: omicron.sledagent.v1.VmmRuntime.state:type_name -> omicron.sledagent.v1.VmmState
-	34, // 14: omicron.sledagent.v1.VmmRuntime.time_updated:type_name -> google.protobuf.Timestamp
-	4,  // 15: omicron.sledagent.v1.MigrationRuntime.state:type_name -> omicron.sledagent.v1.MigrationState
-	34, // 16: omicron.sledagent.v1.MigrationRuntime.time_updated:type_name -> google.protobuf.Timestamp
-	19, // 17: omicron.sledagent.v1.EnsureRegisteredRequest.spec:type_name -> omicron.sledagent.v1.VmmSpec
-	17, // 18: omicron.sledagent.v1.EnsureRegisteredRequest.initial_runtime:type_name -> omicron.sledagent.v1.VmmRuntime
-	20, // 19: omicron.sledagent.v1.EnsureRegisteredRequest.migration_target:type_name -> omicron.sledagent.v1.MigrationTargetParams
-	17, // 20: omicron.sledagent.v1.EnsureRegisteredResponse.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
-	5,  // 21: omicron.sledagent.v1.EnsureStateRequest.target:type_name -> omicron.sledagent.v1.VmmTargetState
-	17, // 22: omicron.sledagent.v1.EnsureStateResponse.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
-	17, // 23: omicron.sledagent.v1.EnsureUnregisteredResponse.updated_runtime:type_name -> omicron.sledagent.v1.VmmRuntime
-	17, // 24: omicron.sledagent.v1.GetVmmStateResponse.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
-	18, // 25: omicron.sledagent.v1.GetVmmStateResponse.migration_in:type_name -> omicron.sledagent.v1.MigrationRuntime
-	18, // 26: omicron.sledagent.v1.GetVmmStateResponse.migration_out:type_name -> omicron.sledagent.v1.MigrationRuntime
-	17, // 27: omicron.sledagent.v1.VmmInventory.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
-	11, // 28: omicron.sledagent.v1.GetInventoryResponse.resources:type_name -> omicron.sledagent.v1.SledResources
-	7,  // 29: omicron.sledagent.v1.GetInventoryResponse.ledgered_config:type_name -> omicron.sledagent.v1.OmicronZonesConfig
-	12, // 30: omicron.sledagent.v1.GetInventoryResponse.reconciler_status:type_name -> omicron.sledagent.v1.ReconcilerStatus
-	16, // 31: omicron.sledagent.v1.GetInventoryResponse.last_reconciliation:type_name -> omicron.sledagent.v1.LastReconciliation
-	29, // 32: omicron.sledagent.v1.GetInventoryResponse.vmms:type_name -> omicron.sledagent.v1.VmmInventory
-	34, // 33: omicron.sledagent.v1.ReconcilerStatus.Running.started_at:type_name -> google.protobuf.Timestamp
-	34, // 34: omicron.sledagent.v1.ReconcilerStatus.Idle.completed_at:type_name -> google.protobuf.Timestamp
-	35, // 35: omicron.sledagent.v1.ReconcilerStatus.Idle.duration:type_name -> google.protobuf.Duration
-	8,  // 36: omicron.sledagent.v1.SledAgent.EnsureZones:input_type -> omicron.sledagent.v1.EnsureZonesRequest
-	10, // 37: omicron.sledagent.v1.SledAgent.GetInventory:input_type -> omicron.sledagent.v1.GetInventoryRequest
-	21, // 38: omicron.sledagent.v1.SledAgent.EnsureRegistered:input_type -> omicron.sledagent.v1.EnsureRegisteredRequest
-	23, // 39: omicron.sledagent.v1.SledAgent.EnsureState:input_type -> omicron.sledagent.v1.EnsureStateRequest
-	25, // 40: omicron.sledagent.v1.SledAgent.EnsureUnregistered:input_type -> omicron.sledagent.v1.EnsureUnregisteredRequest
-	27, // 41: omicron.sledagent.v1.SledAgent.GetVmmState:input_type -> omicron.sledagent.v1.GetVmmStateRequest
-	9,  // 42: omicron.sledagent.v1.SledAgent.EnsureZones:output_type -> omicron.sledagent.v1.EnsureZonesResponse
-	30, // 43: omicron.sledagent.v1.SledAgent.GetInventory:output_type -> omicron.sledagent.v1.GetInventoryResponse
-	22, // 44: omicron.sledagent.v1.SledAgent.EnsureRegistered:output_type -> omicron.sledagent.v1.EnsureRegisteredResponse
-	24, // 45: omicron.sledagent.v1.SledAgent.EnsureState:output_type -> omicron.sledagent.v1.EnsureStateResponse
-	26, // 46: omicron.sledagent.v1.SledAgent.EnsureUnregistered:output_type -> omicron.sledagent.v1.EnsureUnregisteredResponse
-	28, // 47: omicron.sledagent.v1.SledAgent.GetVmmState:output_type -> omicron.sledagent.v1.GetVmmStateResponse
-	42, // [42:48] is the sub-list for method output_type
-	36, // [36:42] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	7,  // 1: omicron.sledagent.v1.OmicronZoneConfig.nexus:type_name -> omicron.sledagent.v1.NexusZoneDetails
+	6,  // 2: omicron.sledagent.v1.OmicronZonesConfig.zones:type_name -> omicron.sledagent.v1.OmicronZoneConfig
+	8,  // 3: omicron.sledagent.v1.EnsureZonesRequest.config:type_name -> omicron.sledagent.v1.OmicronZonesConfig
+	32, // 4: omicron.sledagent.v1.ReconcilerStatus.not_yet_run:type_name -> omicron.sledagent.v1.ReconcilerStatus.NotYetRun
+	33, // 5: omicron.sledagent.v1.ReconcilerStatus.running:type_name -> omicron.sledagent.v1.ReconcilerStatus.Running
+	34, // 6: omicron.sledagent.v1.ReconcilerStatus.idle:type_name -> omicron.sledagent.v1.ReconcilerStatus.Idle
+	1,  // 7: omicron.sledagent.v1.ZoneError.state:type_name -> omicron.sledagent.v1.ZoneState
+	2,  // 8: omicron.sledagent.v1.ZoneError.shutdown_step:type_name -> omicron.sledagent.v1.ShutdownStep
+	0,  // 9: omicron.sledagent.v1.ZoneReconciliation.kind:type_name -> omicron.sledagent.v1.ZoneKind
+	15, // 10: omicron.sledagent.v1.ZoneReconciliation.ok:type_name -> omicron.sledagent.v1.ZoneOk
+	14, // 11: omicron.sledagent.v1.ZoneReconciliation.error:type_name -> omicron.sledagent.v1.ZoneError
+	35, // 12: omicron.sledagent.v1.LastReconciliation.completed_at:type_name -> google.protobuf.Timestamp
+	16, // 13: omicron.sledagent.v1.LastReconciliation.zones:type_name -> omicron.sledagent.v1.ZoneReconciliation
+	3,  // 14: omicron.sledagent.v1.VmmRuntime.state:type_name -> omicron.sledagent.v1.VmmState
+	35, // 15: omicron.sledagent.v1.VmmRuntime.time_updated:type_name -> google.protobuf.Timestamp
+	4,  // 16: omicron.sledagent.v1.MigrationRuntime.state:type_name -> omicron.sledagent.v1.MigrationState
+	35, // 17: omicron.sledagent.v1.MigrationRuntime.time_updated:type_name -> google.protobuf.Timestamp
+	20, // 18: omicron.sledagent.v1.EnsureRegisteredRequest.spec:type_name -> omicron.sledagent.v1.VmmSpec
+	18, // 19: omicron.sledagent.v1.EnsureRegisteredRequest.initial_runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	21, // 20: omicron.sledagent.v1.EnsureRegisteredRequest.migration_target:type_name -> omicron.sledagent.v1.MigrationTargetParams
+	18, // 21: omicron.sledagent.v1.EnsureRegisteredResponse.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	5,  // 22: omicron.sledagent.v1.EnsureStateRequest.target:type_name -> omicron.sledagent.v1.VmmTargetState
+	18, // 23: omicron.sledagent.v1.EnsureStateResponse.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	18, // 24: omicron.sledagent.v1.EnsureUnregisteredResponse.updated_runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	18, // 25: omicron.sledagent.v1.GetVmmStateResponse.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	19, // 26: omicron.sledagent.v1.GetVmmStateResponse.migration_in:type_name -> omicron.sledagent.v1.MigrationRuntime
+	19, // 27: omicron.sledagent.v1.GetVmmStateResponse.migration_out:type_name -> omicron.sledagent.v1.MigrationRuntime
+	18, // 28: omicron.sledagent.v1.VmmInventory.runtime:type_name -> omicron.sledagent.v1.VmmRuntime
+	12, // 29: omicron.sledagent.v1.GetInventoryResponse.resources:type_name -> omicron.sledagent.v1.SledResources
+	8,  // 30: omicron.sledagent.v1.GetInventoryResponse.ledgered_config:type_name -> omicron.sledagent.v1.OmicronZonesConfig
+	13, // 31: omicron.sledagent.v1.GetInventoryResponse.reconciler_status:type_name -> omicron.sledagent.v1.ReconcilerStatus
+	17, // 32: omicron.sledagent.v1.GetInventoryResponse.last_reconciliation:type_name -> omicron.sledagent.v1.LastReconciliation
+	30, // 33: omicron.sledagent.v1.GetInventoryResponse.vmms:type_name -> omicron.sledagent.v1.VmmInventory
+	35, // 34: omicron.sledagent.v1.ReconcilerStatus.Running.started_at:type_name -> google.protobuf.Timestamp
+	35, // 35: omicron.sledagent.v1.ReconcilerStatus.Idle.completed_at:type_name -> google.protobuf.Timestamp
+	36, // 36: omicron.sledagent.v1.ReconcilerStatus.Idle.duration:type_name -> google.protobuf.Duration
+	9,  // 37: omicron.sledagent.v1.SledAgent.EnsureZones:input_type -> omicron.sledagent.v1.EnsureZonesRequest
+	11, // 38: omicron.sledagent.v1.SledAgent.GetInventory:input_type -> omicron.sledagent.v1.GetInventoryRequest
+	22, // 39: omicron.sledagent.v1.SledAgent.EnsureRegistered:input_type -> omicron.sledagent.v1.EnsureRegisteredRequest
+	24, // 40: omicron.sledagent.v1.SledAgent.EnsureState:input_type -> omicron.sledagent.v1.EnsureStateRequest
+	26, // 41: omicron.sledagent.v1.SledAgent.EnsureUnregistered:input_type -> omicron.sledagent.v1.EnsureUnregisteredRequest
+	28, // 42: omicron.sledagent.v1.SledAgent.GetVmmState:input_type -> omicron.sledagent.v1.GetVmmStateRequest
+	10, // 43: omicron.sledagent.v1.SledAgent.EnsureZones:output_type -> omicron.sledagent.v1.EnsureZonesResponse
+	31, // 44: omicron.sledagent.v1.SledAgent.GetInventory:output_type -> omicron.sledagent.v1.GetInventoryResponse
+	23, // 45: omicron.sledagent.v1.SledAgent.EnsureRegistered:output_type -> omicron.sledagent.v1.EnsureRegisteredResponse
+	25, // 46: omicron.sledagent.v1.SledAgent.EnsureState:output_type -> omicron.sledagent.v1.EnsureStateResponse
+	27, // 47: omicron.sledagent.v1.SledAgent.EnsureUnregistered:output_type -> omicron.sledagent.v1.EnsureUnregisteredResponse
+	29, // 48: omicron.sledagent.v1.SledAgent.GetVmmState:output_type -> omicron.sledagent.v1.GetVmmStateResponse
+	43, // [43:49] is the sub-list for method output_type
+	37, // [37:43] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_omicron_sledagent_v1_sledagent_proto_init() }
@@ -2319,12 +2417,12 @@ func file_omicron_sledagent_v1_sledagent_proto_init() {
 	if File_omicron_sledagent_v1_sledagent_proto != nil {
 		return
 	}
-	file_omicron_sledagent_v1_sledagent_proto_msgTypes[6].OneofWrappers = []any{
+	file_omicron_sledagent_v1_sledagent_proto_msgTypes[7].OneofWrappers = []any{
 		(*ReconcilerStatus_NotYetRun_)(nil),
 		(*ReconcilerStatus_Running_)(nil),
 		(*ReconcilerStatus_Idle_)(nil),
 	}
-	file_omicron_sledagent_v1_sledagent_proto_msgTypes[9].OneofWrappers = []any{
+	file_omicron_sledagent_v1_sledagent_proto_msgTypes[10].OneofWrappers = []any{
 		(*ZoneReconciliation_Ok)(nil),
 		(*ZoneReconciliation_Error)(nil),
 	}
@@ -2334,7 +2432,7 @@ func file_omicron_sledagent_v1_sledagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omicron_sledagent_v1_sledagent_proto_rawDesc), len(file_omicron_sledagent_v1_sledagent_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
