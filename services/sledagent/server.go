@@ -32,6 +32,7 @@ import (
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
 	"github.com/rackplane/rackplane/services/sledagent/vmm"
 	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
+	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/faults"
 	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/sim"
 )
 
@@ -72,7 +73,8 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 			zones.Close()
 		}
 	}()
-	rec, err := reconciler.New(zones, reconciler.Config{Retry: backoff.Policy{
+	zoneFaults := faults.Wrap(zones)
+	rec, err := reconciler.New(zoneFaults, reconciler.Config{Retry: backoff.Policy{
 		Initial: time.Duration(cfg.ReconcilerRetryInitial),
 		Max:     time.Duration(cfg.ReconcilerRetryMax),
 		Jitter:  0.5,
@@ -135,7 +137,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	rpcFaults := &api.RPCFaults{}
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(log, ""), rpcFaults.Interceptor()))
 	sledagentv1.RegisterSledAgentServer(srv, api.NewSledAgent(agent))
-	sledagentv1.RegisterSledAgentSimServer(srv, api.NewSledAgentSim(agent, zones, hypervisor, rpcFaults))
+	sledagentv1.RegisterSledAgentSimServer(srv, api.NewSledAgentSim(agent, zoneFaults, hypervisor, rpcFaults))
 	sledagentv1.RegisterSimMigrationServer(srv, api.NewSimMigration(hypervisor))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)

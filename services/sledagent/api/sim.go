@@ -13,20 +13,20 @@ import (
 	hypervisorsim "github.com/rackplane/rackplane/services/sledagent/hypervisor/sim"
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
 	"github.com/rackplane/rackplane/services/sledagent/wire"
-	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/sim"
+	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/faults"
 )
 
 // SledAgentSim serves sledagentv1.SledAgentSim over the simulated backends.
 type SledAgentSim struct {
 	sledagentv1.UnimplementedSledAgentSimServer
 	agent      *app.Agent
-	zones      *sim.Runtime
+	zones      *faults.Runtime
 	hypervisor *hypervisorsim.Hypervisor
 	rpcFaults  *RPCFaults
 }
 
 // NewSledAgentSim returns the fault-injection handlers.
-func NewSledAgentSim(agent *app.Agent, zones *sim.Runtime, hypervisor *hypervisorsim.Hypervisor, rpcFaults *RPCFaults) *SledAgentSim {
+func NewSledAgentSim(agent *app.Agent, zones *faults.Runtime, hypervisor *hypervisorsim.Hypervisor, rpcFaults *RPCFaults) *SledAgentSim {
 	return &SledAgentSim{agent: agent, zones: zones, hypervisor: hypervisor, rpcFaults: rpcFaults}
 }
 
@@ -113,7 +113,7 @@ func (h *SledAgentSim) PokeReconciler(context.Context, *sledagentv1.PokeReconcil
 // zoneTarget parses a fault's zone id; empty means every zone.
 func zoneTarget(v *apierror.Violations, id string) uuid.UUID {
 	if id == "" {
-		return sim.AnyZone
+		return faults.AnyZone
 	}
 	return v.UUID("zone_id", id)
 }

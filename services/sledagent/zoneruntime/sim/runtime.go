@@ -2,7 +2,6 @@ package sim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/rackplane/rackplane/pkg/backoff"
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
 	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
 )
@@ -28,30 +26,12 @@ type zoneRecord struct {
 	StartedAt time.Time `json:"started_at"`
 }
 
-// fault fails the next count attempts with message.
-type fault struct {
-	count   int
-	message string
-}
-
-// AnyZone, as a zone id in a fault, means every zone.
-var AnyZone = uuid.Nil
-
-type shutdownKey struct {
-	zone uuid.UUID
-	step reconciler.ShutdownStep
-}
-
-// Runtime is the simulated zone runtime.
+// Runtime is the simulated zone runtime. Faults are injected around it
+// (zoneruntime/faults), as around any runtime.
 type Runtime struct {
-	mu           sync.Mutex
-	journal      *journal
-	zones        map[uuid.UUID]*zoneRecord
-	startFaults  map[uuid.UUID]*fault
-	stepFaults   map[shutdownKey]*fault
-	hangs        map[uuid.UUID]chan struct{}
-	startLatency time.Duration
-	stepLatency  time.Duration
+	mu      sync.Mutex
+	journal *journal
+	zones   map[uuid.UUID]*zoneRecord
 }
 
 // Open returns the runtime whose zones live in dir, with the zones a previous
@@ -61,13 +41,7 @@ func Open(dir string) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{
-		journal:     j,
-		zones:       zones,
-		startFaults: map[uuid.UUID]*fault{},
-		stepFaults:  map[shutdownKey]*fault{},
-		hangs:       map[uuid.UUID]chan struct{}{},
-	}, nil
+	return &Runtime{journal: j, zones: zones}, nil
 }
 
 // Close releases the journal; the zones stay for the next Open.
@@ -128,19 +102,7 @@ func (rec *zoneRecord) resumeAt() reconciler.ShutdownStep {
 }
 
 // StartZone implements reconciler.ZoneRuntime.
-func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
-	r.mu.Lock()
-	latency := r.startLatency
-	err := takeFault(r.startFaults, zone.ID, func(id uuid.UUID) string {
-		return fmt.Sprintf("injected fault: start of zone %s fails", id)
-	})
-	r.mu.Unlock()
-	if err := backoff.Sleep(ctx, latency); err != nil {
-		return err
-	}
-	if err != nil {
-		return err
-	}
+func (r *Runtime) StartZone(_ context.Context, zone zoneconfig.Zone) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec := &zoneRecord{Zone: zone, MetricsTracked: true, Running: true, StartedAt: time.Now().UTC()}
@@ -152,39 +114,9 @@ func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 }
 
 // Shutdown implements reconciler.ZoneRuntime.
-func (r *Runtime) Shutdown(ctx context.Context, id uuid.UUID, step reconciler.ShutdownStep) error {
-	r.mu.Lock()
-	latency := r.stepLatency
-	var hang chan struct{}
-	if step == reconciler.StepHaltAndRemove {
-		hang = r.hangs[id]
-		if hang == nil {
-			hang = r.hangs[AnyZone]
-		}
-	}
-	r.mu.Unlock()
-	if err := backoff.Sleep(ctx, latency); err != nil {
-		return err
-	}
-	if hang != nil {
-		select {
-		case <-hang:
-		case <-ctx.Done():
-			return fmt.Errorf("halting zone %s: %w", id, ctx.Err())
-		}
-	}
+func (r *Runtime) Shutdown(_ context.Context, id uuid.UUID, step reconciler.ShutdownStep) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := takeFault(r.stepFaults, shutdownKey{id, step}, func(shutdownKey) string {
-		return fmt.Sprintf("injected fault: %s of zone %s fails", step, id)
-	}); err != nil {
-		return err
-	}
-	if err := takeFault(r.stepFaults, shutdownKey{AnyZone, step}, func(shutdownKey) string {
-		return fmt.Sprintf("injected fault: %s of zone %s fails", step, id)
-	}); err != nil {
-		return err
-	}
 	rec, ok := r.zones[id]
 	if !ok {
 		return nil // already gone (Z7)
@@ -213,20 +145,4 @@ func (r *Runtime) Shutdown(ctx context.Context, id uuid.UUID, step reconciler.Sh
 	}
 	r.zones[id] = &next
 	return nil
-}
-
-// takeFault consumes one attempt of the fault registered under key.
-func takeFault[K comparable](faults map[K]*fault, key K, defaultMessage func(K) string) error {
-	f, ok := faults[key]
-	if !ok {
-		return nil
-	}
-	f.count--
-	if f.count <= 0 {
-		delete(faults, key)
-	}
-	if f.message != "" {
-		return errors.New(f.message)
-	}
-	return errors.New(defaultMessage(key))
 }
