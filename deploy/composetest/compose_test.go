@@ -121,7 +121,7 @@ func TestSledAgentsPointAtNexusInternalPort(t *testing.T) {
 	_, internalPort := splitHostPort(t, nexusConfig(t, p, "nexus").InternalListen)
 	for _, name := range sledAgents {
 		cfg := sledAgentConfig(t, p, name)
-		if want := net.JoinHostPort("nexus", internalPort); cfg.NexusAddress != want {
+		if want := net.JoinHostPort("nexus", internalPort); len(cfg.NexusAddress) != 1 || cfg.NexusAddress[0] != want {
 			t.Errorf("%s: --nexus-address %q, want %q (nexus's internal listener)", name, cfg.NexusAddress, want)
 		}
 		if _, ok := p.Services[name].DependsOn["nexus"]; !ok {

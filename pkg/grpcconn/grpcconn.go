@@ -7,6 +7,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 )
 
 // reconnect caps gRPC's reconnect backoff at 2 s instead of its default
@@ -28,6 +30,27 @@ func Dial(addr string, callTimeout time.Duration) (*grpc.ClientConn, error) {
 		opts = append(opts, grpc.WithChainUnaryInterceptor(defaultDeadline(callTimeout)))
 	}
 	return grpc.NewClient(addr, opts...)
+}
+
+// DialAny is Dial to several equivalent peers (nexus replicas): calls go
+// round robin over those that are up, so that one peer down or hung costs
+// a caller one attempt, not all of them.
+func DialAny(addrs []string, callTimeout time.Duration) (*grpc.ClientConn, error) {
+	if len(addrs) == 1 {
+		return Dial(addrs[0], callTimeout)
+	}
+	peers := manual.NewBuilderWithScheme("rackplane-peers")
+	state := resolver.State{}
+	for _, a := range addrs {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	}
+	peers.InitialState(state)
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(reconnect),
+		grpc.WithResolvers(peers), grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`)}
+	if callTimeout > 0 {
+		opts = append(opts, grpc.WithChainUnaryInterceptor(defaultDeadline(callTimeout)))
+	}
+	return grpc.NewClient(peers.Scheme()+":///peers", opts...)
 }
 
 func defaultDeadline(d time.Duration) grpc.UnaryClientInterceptor {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -99,6 +100,12 @@ func Args[T any](cfg, defaults T) []string {
 			}
 			continue
 		}
+		if value.Kind() == reflect.Map {
+			for _, k := range sortedKeys(value) {
+				args = append(args, "--"+f.flag+"="+k+"="+fmt.Sprint(value.MapIndex(reflect.ValueOf(k)).Interface()))
+			}
+			continue
+		}
 		args = append(args, "--"+f.flag+"="+(&flagValue{value: value}).String())
 	}
 	return args
@@ -154,18 +161,32 @@ func (l *Loader[T]) fromEnv(name, value string) (string, any) {
 		if f.key != key {
 			continue
 		}
-		if f.typ.Kind() == reflect.Slice {
-			var items []string
-			for _, item := range strings.Split(value, ",") {
-				if item = strings.TrimSpace(item); item != "" {
-					items = append(items, item)
-				}
-			}
+		items := splitList(value)
+		switch f.typ.Kind() {
+		case reflect.Slice:
 			return key, items
+		case reflect.Map:
+			entries := map[string]any{}
+			for _, item := range items {
+				k, v, _ := strings.Cut(item, "=")
+				entries[k] = v
+			}
+			return key, entries
 		}
 		return key, value
 	}
 	return "", nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var items []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
 }
 
 // relativeTo makes the file's relative paths relative to dir.
@@ -222,6 +243,13 @@ func (f *flagValue) String() string {
 	if !f.value.IsValid() {
 		return ""
 	}
+	if f.value.Kind() == reflect.Map {
+		parts := make([]string, 0, f.value.Len())
+		for _, k := range sortedKeys(f.value) {
+			parts = append(parts, k+"="+fmt.Sprint(f.value.MapIndex(reflect.ValueOf(k)).Interface()))
+		}
+		return strings.Join(parts, ",")
+	}
 	if s, ok := f.value.Interface().(fmt.Stringer); ok {
 		return s.String()
 	}
@@ -236,8 +264,26 @@ func (f *flagValue) String() string {
 }
 
 // Set parses one occurrence of the flag; a list flag appends, and may also
-// be given comma-separated.
+// be given comma-separated; a map flag takes key=value pairs the same way.
 func (f *flagValue) Set(s string) error {
+	if f.value.Kind() == reflect.Map {
+		if !f.set || f.value.IsNil() {
+			f.value.Set(reflect.MakeMap(f.value.Type()))
+			f.set = true
+		}
+		for _, item := range splitList(s) {
+			k, v, ok := strings.Cut(item, "=")
+			if !ok || k == "" {
+				return fmt.Errorf("%q is not key=value", item)
+			}
+			elem := reflect.New(f.value.Type().Elem()).Elem()
+			if err := parseInto(elem, v); err != nil {
+				return err
+			}
+			f.value.SetMapIndex(reflect.ValueOf(k), elem)
+		}
+		return nil
+	}
 	if f.value.Kind() == reflect.Slice {
 		if !f.set {
 			f.value.Set(reflect.Zero(f.value.Type()))
@@ -256,10 +302,23 @@ func (f *flagValue) Set(s string) error {
 }
 
 func (f *flagValue) Type() string {
-	if f.value.Kind() == reflect.Slice {
+	switch f.value.Kind() {
+	case reflect.Slice:
 		return "strings"
+	case reflect.Map:
+		return "key=value"
 	}
 	return f.value.Type().Name()
+}
+
+// sortedKeys are a string-keyed map's keys in order.
+func sortedKeys(m reflect.Value) []string {
+	keys := make([]string, 0, m.Len())
+	for _, k := range m.MapKeys() {
+		keys = append(keys, k.String())
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // parseInto sets v from text, through its UnmarshalText if it has one.

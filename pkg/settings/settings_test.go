@@ -19,6 +19,7 @@ type testConfig struct {
 	Period  duration.Duration `koanf:"period"`
 	Verbose bool              `koanf:"verbose"`
 	Hidden  string            `koanf:"hidden" flag:"-"`
+	Cmds    map[string]string `koanf:"commands" flag:"command"`
 }
 
 func load(t *testing.T, file string, env []string, args ...string) (testConfig, error) {
@@ -97,5 +98,26 @@ func TestArgsGiveTheSameSettingsBack(t *testing.T) {
 	}
 	if len(Args(defaults, defaults)) != 0 {
 		t.Fatalf("defaults need no flags, got %v", Args(defaults, defaults))
+	}
+}
+
+func TestMapsComeFromTheFileTheEnvironmentOrKeyValueFlags(t *testing.T) {
+	cfg, err := load(t, "commands: {nexus: /bin/nexus, dns: /bin/dns}\n", nil)
+	if err != nil || cfg.Cmds["nexus"] != "/bin/nexus" || cfg.Cmds["dns"] != "/bin/dns" {
+		t.Fatalf("from the file: %v, %v", cfg.Cmds, err)
+	}
+	cfg, err = load(t, "", []string{"TEST_COMMANDS=nexus=/env/nexus,dns=/env/dns"})
+	if err != nil || cfg.Cmds["nexus"] != "/env/nexus" || len(cfg.Cmds) != 2 {
+		t.Fatalf("from the environment: %v, %v", cfg.Cmds, err)
+	}
+	cfg, err = load(t, "commands: {dns: /bin/dns}\n", nil, "--command", "nexus=/flag/nexus")
+	if err != nil || cfg.Cmds["nexus"] != "/flag/nexus" || len(cfg.Cmds) != 1 {
+		t.Fatalf("a flag replaces the map: %v, %v", cfg.Cmds, err)
+	}
+	want := testConfig{Listen: "127.0.0.1:1", Count: 2, Period: duration.Duration(time.Second),
+		Cmds: map[string]string{"a": "/x", "b": "/y"}}
+	got, err := load(t, "", nil, Args(want, testConfig{Listen: "127.0.0.1:1", Count: 2, Period: duration.Duration(time.Second)})...)
+	if err != nil || len(got.Cmds) != 2 || got.Cmds["b"] != "/y" {
+		t.Fatalf("Args of a map: %v, %v", got.Cmds, err)
 	}
 }

@@ -152,7 +152,7 @@ const registrationBound = 30 * time.Second
 // retries, and a simulated hypervisor moving on its own.
 func rackSledConfig(t testutil.TB, nexusAddr string) sledconfig.Config {
 	c := sledagenttest.Config(t)
-	c.NexusAddress = nexusAddr
+	c.NexusAddress = []string{nexusAddr}
 	c.HeartbeatPeriod = sledconfig.Duration(20 * time.Millisecond)
 	c.PublishRetryInitial = sledconfig.Duration(5 * time.Millisecond)
 	c.PublishRetryMax = sledconfig.Duration(50 * time.Millisecond)

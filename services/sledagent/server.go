@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,8 +33,19 @@ import (
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
 	"github.com/rackplane/rackplane/services/sledagent/vmm"
 	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
+	"github.com/rackplane/rackplane/services/sledagent/zoneruntime"
 	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/faults"
+	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/process"
 	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/sim"
+)
+
+const (
+	// processZoneStartGrace is how long a process zone must run for its
+	// start to count: a command that fails at once fails the start.
+	processZoneStartGrace = 300 * time.Millisecond
+	// processZonePollPeriod is how often adopted zone processes are
+	// checked for an exit.
+	processZonePollPeriod = time.Second
 )
 
 // Server is a running sled-agent.
@@ -45,6 +57,7 @@ type Server struct {
 	health     *health.Server
 	reconciler *reconciler.Reconciler
 	zones      *sim.Runtime
+	processes  *process.Runtime
 	publisher  *nexusclient.Publisher
 	nexusConn  *grpc.ClientConn
 	hypervisor *hypervisorsim.Hypervisor
@@ -67,13 +80,25 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the simulated zone runtime: %w", err)
 	}
+	commands := map[zoneconfig.Kind][]string{}
+	for kind, command := range cfg.ZoneCommands {
+		commands[zoneconfig.Kind(kind)] = strings.Fields(command)
+	}
+	processes, err := process.Open(process.Config{Root: cfg.ZoneRoot, Commands: commands,
+		StopBound: time.Duration(cfg.ZoneStopTimeout), StartGrace: processZoneStartGrace, PollPeriod: processZonePollPeriod,
+		Log: log.Named("zones")})
+	if err != nil {
+		zones.Close()
+		return nil, fmt.Errorf("opening the process zone runtime: %w", err)
+	}
 	ok := false
 	defer func() {
 		if !ok {
 			zones.Close()
+			processes.Close()
 		}
 	}()
-	zoneFaults := faults.Wrap(zones)
+	zoneFaults := faults.Wrap(zoneruntime.ByKind{Process: processes, Sim: zones})
 	rec, err := reconciler.New(zoneFaults, reconciler.Config{Retry: backoff.Policy{
 		Initial: time.Duration(cfg.ReconcilerRetryInitial),
 		Max:     time.Duration(cfg.ReconcilerRetryMax),
@@ -90,6 +115,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	if cur, ok := zonesLedger.Current(); ok {
 		desired = &cur
 	}
+	processes.OnExit(rec.Poke)
 	if err := rec.Start(context.Background(), desired); err != nil {
 		return nil, err
 	}
@@ -97,8 +123,8 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	// generations, and the publisher that tells nexus.
 	var nexusConn *grpc.ClientConn
 	var nexus nexusv1.NexusInternalClient
-	if cfg.NexusAddress != "" {
-		if nexusConn, err = grpcconn.Dial(cfg.NexusAddress, 0); err != nil {
+	if len(cfg.NexusAddress) > 0 {
+		if nexusConn, err = grpcconn.DialAny(cfg.NexusAddress, 0); err != nil {
 			rec.Stop()
 			return nil, fmt.Errorf("nexus_address: %w", err)
 		}
@@ -147,7 +173,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	log.Info("sled-agent listening", zap.String("address", lis.Addr().String()),
 		zap.Strings("ledger_dirs", cfg.LedgerDirs), zap.String("zone_state_dir", cfg.ZoneStateDir))
 	ok = true
-	s := &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec, zones: zones,
+	s := &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec, zones: zones, processes: processes,
 		publisher: publisher, nexusConn: nexusConn, hypervisor: hypervisor, peer: migrationPeer}
 	agentCtx, stop := context.WithCancel(context.Background())
 	s.stopAgent = stop
@@ -213,5 +239,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	if err := s.zones.Close(); err != nil {
 		s.log.Warn("closing the zone runtime", zap.Error(err))
 	}
+	// Zone processes keep running, for the next agent to adopt (Z8).
+	s.processes.Close()
 	s.log.Info("sled-agent stopped")
 }

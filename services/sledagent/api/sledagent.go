@@ -94,6 +94,7 @@ var zoneStateProto = map[reconciler.ZoneState]sledagentv1.ZoneState{
 	reconciler.ZoneRunning:           sledagentv1.ZoneState_ZONE_STATE_RUNNING,
 	reconciler.ZonePartiallyShutDown: sledagentv1.ZoneState_ZONE_STATE_PARTIALLY_SHUT_DOWN,
 	reconciler.ZoneFailedToStart:     sledagentv1.ZoneState_ZONE_STATE_FAILED_TO_START,
+	reconciler.ZoneExited:            sledagentv1.ZoneState_ZONE_STATE_EXITED,
 }
 
 var shutdownStepProto = map[reconciler.ShutdownStep]sledagentv1.ShutdownStep{

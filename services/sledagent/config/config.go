@@ -11,9 +11,11 @@ import (
 
 	"github.com/google/uuid"
 
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/duration"
 	"github.com/rackplane/rackplane/pkg/logging"
 	"github.com/rackplane/rackplane/pkg/settings"
+	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
 	"github.com/spf13/pflag"
 )
 
@@ -35,14 +37,26 @@ type Config struct {
 	Zpools    []string `koanf:"zpools" flag:"zpool" help:"zpool name oxp_<uuid>, repeatable"`
 	NCPUs     uint32   `koanf:"ncpus" help:"CPUs the sled offers"`
 	MemoryGiB uint64   `koanf:"memory_gib" help:"memory the sled offers, in GiB"`
+	// ZoneCommands runs the zones of each kind listed as processes (Z10):
+	// the command line to run, which learns the zone's id, addresses and,
+	// for nexus, its settings from its environment. Other kinds stay in
+	// the simulated runtime.
+	ZoneCommands map[string]string `koanf:"zone_commands" flag:"zone-command" help:"kind=command: run zones of kind as processes of command, repeatable (e.g. nexus=/usr/local/bin/nexus)"`
+	// ZoneRoot holds the process zones, in <zone_root>/<pool>/zones/<id>:
+	// each its log and its record.
+	ZoneRoot string `koanf:"zone_root" help:"directory of the process zones' pools (default data_dir/pools)"`
+	// ZoneStopTimeout is how long a process zone has to exit after SIGTERM
+	// before it is killed.
+	ZoneStopTimeout Duration `koanf:"zone_stop_timeout" help:"bound between SIGTERM and SIGKILL when a process zone stops"`
 	// ZoneStateDir is where the simulated zone runtime keeps its zones.
 	ZoneStateDir string `koanf:"zone_state_dir" help:"state directory of the simulated zone runtime"`
 	// Reconciler retry backoff after a pass that left errors.
 	ReconcilerRetryInitial Duration `koanf:"reconciler_retry_initial" help:"first retry delay after a reconciler pass with errors"`
 	ReconcilerRetryMax     Duration `koanf:"reconciler_retry_max" help:"cap of the reconciler retry delay"`
-	// NexusAddress is nexus's internal gRPC address. Empty runs the agent
-	// alone: it neither registers nor publishes VMM updates.
-	NexusAddress string `koanf:"nexus_address" help:"nexus internal gRPC address; empty runs without nexus"`
+	// NexusAddress are the internal gRPC addresses of the nexus replicas,
+	// called round robin. None runs the agent alone: it neither registers
+	// nor publishes VMM updates.
+	NexusAddress []string `koanf:"nexus_address" help:"nexus internal gRPC address, repeat for each replica; none runs without nexus"`
 	// AdvertiseAddress is the address nexus is told to reach this agent at;
 	// empty means the address the listener got.
 	AdvertiseAddress string   `koanf:"advertise_address" help:"address nexus reaches this agent at (default: the listener's)"`
@@ -78,6 +92,7 @@ func Default() Config {
 		HypervisorMode:         "auto",
 		VMMTransitionDelay:     Duration(50 * time.Millisecond),
 		ShutdownTimeout:        Duration(10 * time.Second),
+		ZoneStopTimeout:        Duration(15 * time.Second),
 		LogLevel:               "info",
 		LogFormat:              "json",
 	}
@@ -91,6 +106,9 @@ func (c *Config) Finish() error {
 		}
 		if c.ZoneStateDir == "" {
 			c.ZoneStateDir = filepath.Join(c.DataDir, "zones")
+		}
+		if c.ZoneRoot == "" {
+			c.ZoneRoot = filepath.Join(c.DataDir, "pools")
 		}
 	}
 	return c.Validate()
@@ -148,10 +166,24 @@ func (c Config) Validate() error {
 	if c.ReconcilerRetryMax < c.ReconcilerRetryInitial {
 		bad("reconciler_retry_max", "must be at least reconciler_retry_initial")
 	}
-	if c.NexusAddress != "" {
-		if _, _, err := net.SplitHostPort(c.NexusAddress); err != nil {
-			bad("nexus_address", "%q is not host:port", c.NexusAddress)
+	for _, addr := range c.NexusAddress {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad("nexus_address", "%q is not host:port", addr)
 		}
+	}
+	for kind, command := range c.ZoneCommands {
+		if zoneconfig.Kind(kind).Proto() == sledagentv1.ZoneKind_ZONE_KIND_UNSPECIFIED {
+			bad("zone_commands", "%q is not a zone kind", kind)
+		}
+		if len(strings.Fields(command)) == 0 {
+			bad("zone_commands", "the command of %s zones is empty", kind)
+		}
+	}
+	if len(c.ZoneCommands) > 0 && c.ZoneRoot == "" {
+		bad("zone_root", "is required (or data_dir) when zone_commands runs zones as processes")
+	}
+	if c.ZoneStopTimeout <= 0 {
+		bad("zone_stop_timeout", "must be positive")
 	}
 	if c.AdvertiseAddress != "" {
 		if _, _, err := net.SplitHostPort(c.AdvertiseAddress); err != nil {

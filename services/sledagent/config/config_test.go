@@ -51,11 +51,13 @@ reconciler_retry_initial: 100ms
 }
 
 func TestInvalidSettingsAreAllNamed(t *testing.T) {
-	_, err := resolve(t, "--sled-id", "sled-7", "--ledger-dir", "/tmp/a", "--zpool", "tank", "--ncpus", "0", "--log-level", "loud")
+	_, err := resolve(t, "--sled-id", "sled-7", "--ledger-dir", "/tmp/a", "--zpool", "tank", "--ncpus", "0", "--log-level", "loud",
+		"--zone-command", "dinosaur=/bin/true", "--nexus-address", "nowhere")
 	if err == nil {
 		t.Fatal("invalid settings accepted")
 	}
-	for _, setting := range []string{"sled_id", "ledger_dirs", "zpools", "ncpus", "zone_state_dir", "log_level"} {
+	for _, setting := range []string{"sled_id", "ledger_dirs", "zpools", "ncpus", "zone_state_dir", "log_level", "zone_commands",
+		"zone_root", "nexus_address"} {
 		if !strings.Contains(err.Error(), setting+":") {
 			t.Errorf("error does not name %s:\n%v", setting, err)
 		}

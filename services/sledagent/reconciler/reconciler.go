@@ -22,6 +22,9 @@ const (
 	ZoneRunning ZoneState = iota + 1
 	ZonePartiallyShutDown
 	ZoneFailedToStart
+	// ZoneExited is a zone whose process ended on its own; it is restarted
+	// once its backoff has passed.
+	ZoneExited
 )
 
 func (s ZoneState) String() string {
@@ -32,6 +35,8 @@ func (s ZoneState) String() string {
 		return "partially shut down"
 	case ZoneFailedToStart:
 		return "failed to start"
+	case ZoneExited:
+		return "exited"
 	}
 	return "unknown"
 }
@@ -85,6 +90,9 @@ type trackedZone struct {
 	step     ShutdownStep // next step to run, when partially shut down
 	lastErr  string
 	attempts int
+	// startedAt is when the reconciler last started (or adopted) it;
+	// exitedAt when it was found exited.
+	startedAt, exitedAt time.Time
 }
 
 // Reconciler is the handle to the reconciliation loop.
@@ -105,6 +113,9 @@ type Reconciler struct {
 	// cleaned up (shut down) before the next try, so the count lives here
 	// rather than in the tracked zone.
 	startFailures map[uuid.UUID]int
+	// Exits of each wanted zone's process in a row, each restart waiting
+	// retry.Delay(exits-1); forgotten once it has run for retry.Max.
+	exits map[uuid.UUID]int
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -123,6 +134,7 @@ func New(runtime ZoneRuntime, cfg Config, log *zap.Logger) (*Reconciler, error) 
 		zones:   map[uuid.UUID]*trackedZone{},
 
 		startFailures: map[uuid.UUID]int{},
+		exits:         map[uuid.UUID]int{},
 		done:          make(chan struct{}),
 	}, nil
 }
@@ -135,13 +147,15 @@ func (r *Reconciler) Start(ctx context.Context, desired *zoneconfig.Config) erro
 	if err != nil {
 		return fmt.Errorf("listing the zones the runtime holds: %w", err)
 	}
+	now := time.Now()
 	for _, p := range present {
-		tz := &trackedZone{zone: p.Zone, state: ZoneRunning}
+		tz := &trackedZone{zone: p.Zone, state: ZoneRunning, startedAt: now}
 		if p.ResumeAt != StepUntrackMetrics {
 			tz.state, tz.step = ZonePartiallyShutDown, p.ResumeAt
 			tz.lastErr = fmt.Sprintf("found partially shut down at startup; resuming at %s", p.ResumeAt)
 		}
 		r.zones[p.Zone.ID] = tz
+		r.noteExit(tz, p, now)
 		r.log.Info("adopted zone from runtime", zap.Stringer("zone_id", p.Zone.ID),
 			zap.String("kind", string(p.Zone.Kind)), zap.Stringer("state", tz.state))
 	}
@@ -233,6 +247,7 @@ func (r *Reconciler) pass(ctx context.Context, desired zoneconfig.Config) bool {
 	r.status = Status{Phase: PhaseRunning, Generation: desired.Generation, StartedAt: started}
 	r.mu.Unlock()
 
+	r.findExits(ctx, started)
 	shutdownFailed := r.shutDownUnwanted(ctx, desired)
 	if shutdownFailed {
 		r.log.Warn("not starting zones: a shutdown failed in this pass", zap.Uint64("generation", desired.Generation))
@@ -271,6 +286,12 @@ func (r *Reconciler) shutDownUnwanted(ctx context.Context, desired zoneconfig.Co
 			// Wanted again: it must finish shutting down before it starts.
 		case tz.state == ZoneFailedToStart:
 			// Clear whatever the failed start left before trying again.
+		case tz.state == ZoneExited:
+			// Clear what is left of it, then start it again, once its
+			// backoff has passed.
+			if time.Since(tz.exitedAt) < r.retry.Delay(r.exits[id]-1) {
+				continue
+			}
 		case tz.zone != want:
 			// Its config changed: restart it.
 		default:
@@ -297,6 +318,7 @@ func (r *Reconciler) shutDownUnwanted(ctx context.Context, desired zoneconfig.Co
 		delete(r.zones, tz.zone.ID)
 		if _, wanted := desired.Zone(tz.zone.ID); !wanted {
 			delete(r.startFailures, tz.zone.ID)
+			delete(r.exits, tz.zone.ID)
 		}
 	}
 	return anyFailed
@@ -309,6 +331,7 @@ func (r *Reconciler) shutDown(ctx context.Context, tz *trackedZone) bool {
 	if tz.state == ZonePartiallyShutDown {
 		first = tz.step
 	}
+	wasExited := tz.state == ZoneExited
 	log := r.log.With(zap.Stringer("zone_id", tz.zone.ID), zap.String("kind", string(tz.zone.Kind)))
 	for _, step := range ShutdownSteps {
 		if step < first {
@@ -326,7 +349,11 @@ func (r *Reconciler) shutDown(ctx context.Context, tz *trackedZone) bool {
 			return false
 		}
 	}
-	log.Info("zone shut down")
+	if wasExited {
+		log.Info("cleared an exited zone; starting it again")
+	} else {
+		log.Info("zone shut down")
+	}
 	return true
 }
 
@@ -350,7 +377,7 @@ func (r *Reconciler) startMissing(ctx context.Context, desired zoneconfig.Config
 	wg.Wait()
 	for i, z := range missing {
 		if errs[i] == nil {
-			r.zones[z.ID] = &trackedZone{zone: z, state: ZoneRunning}
+			r.zones[z.ID] = &trackedZone{zone: z, state: ZoneRunning, startedAt: time.Now()}
 			delete(r.startFailures, z.ID)
 			continue
 		}
@@ -360,6 +387,39 @@ func (r *Reconciler) startMissing(ctx context.Context, desired zoneconfig.Config
 		r.log.Warn("zone failed to start", zap.Stringer("zone_id", z.ID), zap.String("kind", string(z.Kind)),
 			zap.Int("attempts", r.startFailures[z.ID]), zap.Error(errs[i]))
 	}
+}
+
+// findExits asks the runtime which running zones' processes ended on their
+// own, and forgets the exits of zones that have run long enough since.
+func (r *Reconciler) findExits(ctx context.Context, now time.Time) {
+	present, err := r.runtime.Zones(ctx)
+	if err != nil {
+		r.log.Warn("listing the runtime's zones; exits go unnoticed this pass", zap.Error(err))
+		return
+	}
+	for _, p := range present {
+		if tz, ok := r.zones[p.Zone.ID]; ok {
+			r.noteExit(tz, p, now)
+		}
+	}
+	for id, tz := range r.zones {
+		if tz.state == ZoneRunning && r.exits[id] > 0 && now.Sub(tz.startedAt) > r.retry.Max {
+			delete(r.exits, id)
+		}
+	}
+}
+
+// noteExit marks a running zone whose process the runtime found exited.
+func (r *Reconciler) noteExit(tz *trackedZone, p PresentZone, now time.Time) {
+	if p.Exited == "" || tz.state != ZoneRunning {
+		return
+	}
+	r.exits[tz.zone.ID]++
+	tz.state, tz.exitedAt, tz.attempts = ZoneExited, now, r.exits[tz.zone.ID]
+	tz.lastErr = "exited on its own: " + p.Exited
+	r.log.Warn("zone exited on its own; restarting it after a backoff", zap.Stringer("zone_id", tz.zone.ID),
+		zap.String("kind", string(tz.zone.Kind)), zap.String("exit", p.Exited), zap.Int("exits", tz.attempts),
+		zap.Duration("backoff", r.retry.Delay(tz.attempts-1)))
 }
 
 func (r *Reconciler) result(generation uint64) *Result {

@@ -32,17 +32,22 @@ func (s ShutdownStep) String() string {
 	return "unknown step"
 }
 
-// PresentZone is a zone the runtime holds, as found when the agent starts.
+// PresentZone is a zone the runtime holds.
 type PresentZone struct {
 	Zone zoneconfig.Zone
 	// ResumeAt is the first shutdown step not yet done. A zone whose
-	// shutdown never began (ResumeAt == StepUntrackMetrics) is running.
+	// shutdown never began (ResumeAt == StepUntrackMetrics) is running,
+	// unless it exited.
 	ResumeAt ShutdownStep
+	// Exited, when not empty, says how the zone's process ended on its
+	// own; the zone is not running, and the reconciler restarts it.
+	Exited string
 }
 
 // ZoneRuntime is what the reconciler needs from the thing that runs zones.
 type ZoneRuntime interface {
-	// Zones lists every zone the runtime holds, running or partly torn down.
+	// Zones lists every zone the runtime holds, running, exited or partly
+	// torn down. The reconciler asks at every pass.
 	Zones(ctx context.Context) ([]PresentZone, error)
 	// StartZone starts a zone that is not present.
 	StartZone(ctx context.Context, zone zoneconfig.Zone) error

@@ -190,7 +190,7 @@ func (n *NexusReceiver) WaitUpdate(vmmID string, match func(*nexusv1.VmmStateUpd
 // heartbeats.
 func WithNexus(n *NexusReceiver) func(*config.Config) {
 	return func(c *config.Config) {
-		c.NexusAddress = n.Addr()
+		c.NexusAddress = []string{n.Addr()}
 		c.HeartbeatPeriod = config.Duration(20 * time.Millisecond)
 		c.PublishRetryInitial = config.Duration(5 * time.Millisecond)
 		c.PublishRetryMax = config.Duration(50 * time.Millisecond)

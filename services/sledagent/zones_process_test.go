@@ -1,0 +1,376 @@
+package sledagent_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/sledagent/config"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/process"
+)
+
+// The process zone runtime (Z10), driven through a real sled-agent: zones
+// of kind oximeter run a small shell script as their process here, and the
+// tests count the processes that carry a zone's id in their environment.
+
+const oximeter = sledagentv1.ZoneKind_ZONE_KIND_OXIMETER
+
+// zoneScript writes a zone command: a shell script that says it is up and
+// then waits, ignoring SIGTERM if told to.
+func zoneScript(t *testing.T, ignoreTerm bool) string {
+	t.Helper()
+	body := "#!/bin/sh\necho \"zone $RACKPLANE_ZONE_ID up in $RACKPLANE_ZONE_DIR\"\n"
+	if ignoreTerm {
+		body += "trap '' TERM\nwhile :; do sleep 1; done\n"
+	} else {
+		body += "exec sleep 100000\n"
+	}
+	path := filepath.Join(t.TempDir(), "zone.sh")
+	if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// processZones is a sled-agent config running oximeter zones as processes
+// of command; every zone process left when the test ends is stopped.
+func processZones(t *testing.T, command string, c *config.Config) {
+	c.ZoneCommands = map[string]string{"oximeter": command}
+	c.ZoneRoot = filepath.Join(filepath.Dir(c.ZoneStateDir), "pools")
+	c.ZoneStopTimeout = config.Duration(5 * time.Second)
+	root := c.ZoneRoot
+	t.Cleanup(func() { process.StopAll(root, time.Second) }) //nolint:errcheck // best effort
+}
+
+// zonePids lists the processes that run zone id.
+func zonePids(t *testing.T, id string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			continue // a zombie runs nothing
+		}
+		// The zone's own process, which leads its process group: its
+		// children (a shell's sleep) inherit the environment too.
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if string(kv) == "RACKPLANE_ZONE_ID="+id && isGroupLeader(e.Name()) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// isGroupLeader reports whether the process leads its process group: a zone's
+// process does, its children do not.
+func isGroupLeader(pid string) bool {
+	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	fields := strings.Fields(string(stat[i+1:]))
+	return len(fields) > 2 && fields[2] == pid
+}
+
+// onePid waits until exactly one process runs the zone and returns it.
+func onePid(t *testing.T, id string) int {
+	t.Helper()
+	var pid int
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		pids := zonePids(t, id)
+		if len(pids) != 1 {
+			return fmt.Errorf("zone %s runs in %d processes %v, want 1", id, len(pids), pids)
+		}
+		pid = pids[0]
+		return nil
+	})
+	return pid
+}
+
+func zoneState(inv *sledagentv1.GetInventoryResponse, id string) (sledagentv1.ZoneState, bool) {
+	for _, z := range inv.GetLastReconciliation().GetZones() {
+		if z.GetZoneId() == id {
+			if z.GetError() == nil {
+				return sledagentv1.ZoneState_ZONE_STATE_RUNNING, true
+			}
+			return z.GetError().GetState(), true
+		}
+	}
+	return 0, false
+}
+
+func TestZ10_AProcessZoneStartsRestartsWhenKilledAndStops(t *testing.T) {
+	command := zoneScript(t, false)
+	a := sledagenttest.Start(t, func(c *config.Config) {
+		processZones(t, command, c)
+		// Slow enough to see the exit in the inventory before the restart.
+		c.ReconcilerRetryInitial, c.ReconcilerRetryMax = config.Duration(time.Second), config.Duration(2*time.Second)
+	})
+	zone := a.Zone(oximeter, 1)
+	a.Ensure(1, zone)
+	a.WaitReconciled(1, sledagenttest.AllOK)
+	first := onePid(t, zone.Id)
+	log, err := os.ReadFile(filepath.Join(a.Config.ZoneRoot, zone.FilesystemPool, "zones", zone.Id, "zone.log"))
+	if err != nil || !strings.Contains(string(log), "zone "+zone.Id+" up") {
+		t.Fatalf("the zone's own log: %q, %v", log, err)
+	}
+
+	// Its process dies: the inventory says so, and the reconciler starts it
+	// again after its backoff.
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if state, _ := zoneState(a.Inventory(), zone.Id); state != sledagentv1.ZoneState_ZONE_STATE_EXITED {
+			return fmt.Errorf("zone is %s, waiting for EXITED", state)
+		}
+		return nil
+	})
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if state, _ := zoneState(a.Inventory(), zone.Id); state != sledagentv1.ZoneState_ZONE_STATE_RUNNING {
+			return fmt.Errorf("zone is %s, waiting for it to run again", state)
+		}
+		return nil
+	})
+	if again := onePid(t, zone.Id); again == first {
+		t.Fatalf("the restarted zone has the dead process's pid %d", first)
+	}
+
+	// No longer wanted: its process is gone, and so is it from inventory.
+	a.Ensure(2)
+	a.WaitReconciled(2, func(inv *sledagentv1.GetInventoryResponse) error {
+		if _, present := zoneState(inv, zone.Id); present {
+			return fmt.Errorf("the zone is still listed")
+		}
+		return nil
+	})
+	if pids := zonePids(t, zone.Id); len(pids) != 0 {
+		t.Fatalf("a zone absent from the inventory still runs in %v (Z6)", pids)
+	}
+}
+
+func TestZ10_AZoneThatIgnoresSIGTERMIsKilledAfterTheBound(t *testing.T) {
+	command := zoneScript(t, true)
+	const bound = 700 * time.Millisecond
+	a := sledagenttest.Start(t, func(c *config.Config) {
+		processZones(t, command, c)
+		c.ZoneStopTimeout = config.Duration(bound)
+	})
+	zone := a.Zone(oximeter, 1)
+	a.Ensure(1, zone)
+	a.WaitReconciled(1, sledagenttest.AllOK)
+	onePid(t, zone.Id)
+	began := time.Now()
+	a.Ensure(2)
+	a.WaitReconciled(2, func(inv *sledagentv1.GetInventoryResponse) error {
+		if _, present := zoneState(inv, zone.Id); present {
+			return fmt.Errorf("the zone is still listed")
+		}
+		return nil
+	})
+	if took := time.Since(began); took < bound {
+		t.Fatalf("a zone that ignores SIGTERM was gone after %s, before the %s bound", took, bound)
+	}
+	if pids := zonePids(t, zone.Id); len(pids) != 0 {
+		t.Fatalf("the zone still runs in %v after SIGKILL", pids)
+	}
+}
+
+// Z5 with real processes: a shutdown that fails keeps the zone tracked and
+// visible while its process lives, and a halt that hangs leaves it running.
+func TestZ10_AZoneWhoseShutdownFailsStaysVisibleWhileItsProcessLives(t *testing.T) {
+	command := zoneScript(t, false)
+	a := sledagenttest.Start(t, func(c *config.Config) { processZones(t, command, c) })
+	zone := a.Zone(oximeter, 1)
+	a.Ensure(1, zone)
+	a.WaitReconciled(1, sledagenttest.AllOK)
+	pid := onePid(t, zone.Id)
+	failShutdown(t, a, zone.Id, sledagentv1.ShutdownStep_SHUTDOWN_STEP_HALT_AND_REMOVE, 1000)
+	a.Ensure(2)
+	a.WaitReconciled(2, func(inv *sledagentv1.GetInventoryResponse) error {
+		if state, _ := zoneState(inv, zone.Id); state != sledagentv1.ZoneState_ZONE_STATE_PARTIALLY_SHUT_DOWN {
+			return fmt.Errorf("zone is %s, want PARTIALLY_SHUT_DOWN", state)
+		}
+		return nil
+	})
+	if got := onePid(t, zone.Id); got != pid {
+		t.Fatalf("zone runs in %d, want its process %d, untouched", got, pid)
+	}
+	clearFaults(t, a)
+	waitZoneGone(t, a, zone.Id)
+}
+
+func TestZ10_AZoneWhoseHaltHangsKeepsRunningUntilReleased(t *testing.T) {
+	command := zoneScript(t, false)
+	a := sledagenttest.Start(t, func(c *config.Config) { processZones(t, command, c) })
+	zone := a.Zone(oximeter, 1)
+	a.Ensure(1, zone)
+	a.WaitReconciled(1, sledagenttest.AllOK)
+	pid := onePid(t, zone.Id)
+	if _, err := a.Sim.HangZoneShutdown(ctx, &sledagentv1.HangZoneShutdownRequest{ZoneId: zone.Id}); err != nil {
+		t.Fatal(err)
+	}
+	a.Ensure(2)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if a.Inventory().GetReconcilerStatus().GetRunning().GetGeneration() != 2 {
+			return fmt.Errorf("the pass of generation 2 is not under way")
+		}
+		return nil
+	})
+	if got := onePid(t, zone.Id); got != pid {
+		t.Fatalf("a hung halt let zone %s's process %d go (now %d)", zone.Id, pid, got)
+	}
+	if _, err := a.Sim.ReleaseZoneShutdown(ctx, &sledagentv1.ReleaseZoneShutdownRequest{ZoneId: zone.Id}); err != nil {
+		t.Fatal(err)
+	}
+	waitZoneGone(t, a, zone.Id)
+}
+
+// waitZoneGone waits until no process runs the zone and the inventory no
+// longer lists it.
+func waitZoneGone(t *testing.T, a *sledagenttest.Agent, id string) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if pids := zonePids(t, id); len(pids) != 0 {
+			return fmt.Errorf("zone still runs in %v", pids)
+		}
+		if _, present := zoneState(a.Inventory(), id); present {
+			return fmt.Errorf("zone still listed")
+		}
+		return nil
+	})
+}
+
+// Z8 with real processes: a sled-agent killed with kill -9 leaves its zones
+// running; the next one adopts them, exactly one process per zone, the
+// same processes.
+func TestZ10_ARestartedSledAgentAdoptsItsZoneProcessesAfterKill9(t *testing.T) {
+	command := zoneScript(t, false)
+	cfg := sledagenttest.Config(t)
+	processZones(t, command, &cfg)
+	agent := startProcess(t, cfg)
+	client, closeConn := agent.client(t)
+	zones := []*sledagentv1.OmicronZoneConfig{zoneOn(cfg, 1), zoneOn(cfg, 2)}
+	if _, err := client.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{
+		Config: &sledagentv1.OmicronZonesConfig{Generation: 1, Zones: zones}}); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]int{}
+	for _, z := range zones {
+		before[z.Id] = onePid(t, z.Id)
+	}
+	closeConn()
+	agent.Kill()
+	for _, z := range zones {
+		if got := onePid(t, z.Id); got != before[z.Id] {
+			t.Fatalf("zone %s runs in %d after the agent's kill -9, want %d", z.Id, got, before[z.Id])
+		}
+	}
+
+	agent = startProcess(t, cfg)
+	client, closeConn = agent.client(t)
+	defer closeConn()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		inv, err := client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
+		if err != nil {
+			return err
+		}
+		if inv.GetLastReconciliation().GetGeneration() != 1 {
+			return fmt.Errorf("not reconciled yet")
+		}
+		return sledagenttest.AllOK(inv)
+	})
+	for _, z := range zones {
+		if got := zonePids(t, z.Id); len(got) != 1 || got[0] != before[z.Id] {
+			t.Fatalf("after the restart zone %s runs in %v, want only its adopted process %d", z.Id, got, before[z.Id])
+		}
+	}
+}
+
+// A record's pid that now belongs to another process (the zone died while
+// the agent was away, and the pid was handed out again) is not the zone: the
+// agent starts the zone afresh and leaves that process alone.
+func TestZ10_ARecycledPidIsNotAdopted(t *testing.T) {
+	command := zoneScript(t, false)
+	cfg := sledagenttest.Config(t)
+	processZones(t, command, &cfg)
+	agent := startProcess(t, cfg)
+	client, closeConn := agent.client(t)
+	zone := zoneOn(cfg, 1)
+	if _, err := client.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{
+		Config: &sledagentv1.OmicronZonesConfig{Generation: 1, Zones: []*sledagentv1.OmicronZoneConfig{zone}}}); err != nil {
+		t.Fatal(err)
+	}
+	zonePid := onePid(t, zone.Id)
+	closeConn()
+	agent.Kill()
+	if err := syscall.Kill(zonePid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Another process, which the record is made to name: as if the kernel
+	// had given the dead zone's pid to it.
+	stranger := exec.Command("sleep", "100000")
+	if err := stranger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stranger.Process.Kill(); stranger.Wait() }) //nolint:errcheck // cleanup
+	recPath := filepath.Join(cfg.ZoneRoot, zone.FilesystemPool, "zones", zone.Id, "zone.json")
+	data, err := os.ReadFile(recPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["pid"] = stranger.Process.Pid
+	if data, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(recPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	agent = startProcess(t, cfg)
+	fresh := onePid(t, zone.Id)
+	if fresh == stranger.Process.Pid || fresh == zonePid {
+		t.Fatalf("the zone runs in %d; want a new process, not the stranger %d nor the dead %d", fresh, stranger.Process.Pid, zonePid)
+	}
+	if err := stranger.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the agent signalled the process that took the zone's pid: %v", err)
+	}
+	agent.Stop()
+}
+
+// zoneOn is an oximeter zone of the agent configured by cfg.
+func zoneOn(cfg config.Config, n int) *sledagentv1.OmicronZoneConfig {
+	return &sledagentv1.OmicronZoneConfig{Id: uuid.NewString(), Kind: oximeter, FilesystemPool: cfg.Zpools[0],
+		Address: fmt.Sprintf("[fd00:1122:3344:101::%x]:12222", n)}
+}
