@@ -27,6 +27,7 @@ var forbidden = map[string][]string{
 	"nexus/model":      {"services/", "pkg/"},
 	"nexus/wire":       {"nexus/datastore", "nexus/app", "nexus/sagas", "nexus/api", "nexus/sledclient"},
 	"nexus/saga":       {"nexus/"},
+	"nexus/racksetup":  {"nexus/app", "nexus/api", "nexus/gateway", "nexus/sagas"},
 	// sled-agent
 	"sledagent/api":         {"sledagent/nexusclient"},
 	"sledagent/vmm":         {"pkg/api/", "sledagent/api", "sledagent/app", "sledagent/nexusclient"},

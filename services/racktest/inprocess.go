@@ -36,39 +36,31 @@ func StartInProcess(t testutil.TB, o Options) *InProcess {
 	if log == nil {
 		log = sledagenttest.TestLogger(t)
 	}
-	for i := range o.Nexuses {
-		a := FreeAddrs(t, 4)
-		addrs := nexusAddrs{internal: a[0], external: a[1], externalGRPC: a[2], metrics: a[3]}
-		n := &InProcessNexus{t: t, name: fmt.Sprintf("nexus-%d", i), cfg: o.nexusConfig(i, uuid.New(), r.db, addrs),
+	zones := r.startNexuses(o, func(i int, id uuid.UUID, a nexusAddrs) Nexus {
+		n := &InProcessNexus{t: t, name: fmt.Sprintf("nexus-%d", i), cfg: o.nexusConfig(i, id, r.db, a),
 			opts: o.NexusOptions, log: log}
 		n.start()
 		t.Cleanup(n.Stop)
-		r.nexuses = append(r.nexuses, n)
-	}
+		return n
+	})
 	r.ds = r.db.Open(t)
 	for i := range o.Sleds {
 		s := &InProcessSled{name: fmt.Sprintf("sled-%d", i)}
 		a := FreeAddrs(t, 2)
+		advertise := ""
 		if o.SledProxies {
 			s.proxy = StartProxy(t, a[1], a[0])
+			advertise = s.proxy.Addr()
 		}
-		s.agent = sledagenttest.StartLogged(t, log, func(c *sledconfig.Config) {
-			*c = rackSledConfig(t, r.nexuses[i%len(r.nexuses)].InternalAddr())
-			c.ListenAddress = a[0]
-			if s.proxy != nil {
-				c.AdvertiseAddress = s.proxy.Addr()
-			}
-			if o.SledConfig != nil {
-				o.SledConfig(i, c)
-			}
-		})
+		s.agent = sledagenttest.StartLogged(t, log, func(c *sledconfig.Config) { *c = r.sledConfig(o, zones, i, a[0], advertise) })
 		r.sleds = append(r.sleds, s)
 	}
-	waitRegistered(t, r.ds, r.sleds)
+	r.finish(zones, log)
 	return r
 }
 
-// Server is replica 0, for tests that reach inside it.
+// Server is replica 0, for tests that reach inside it (not when the
+// replicas run as zones).
 func (r *InProcess) Server() *nexus.Server { return r.InProcessNexus(0).Server() }
 
 // InProcessNexus is replica i.

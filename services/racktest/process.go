@@ -186,7 +186,7 @@ func (p *Process) Pause() {
 	if err := p.signal(syscall.SIGSTOP); err != nil {
 		p.t.Fatalf("pausing %s: %v", p.name, err)
 	}
-	p.waitThreads(true)
+	waitThreads(p.t, p.name, p.Pid(), true)
 }
 
 // Resume lets a paused process go on (SIGCONT), and returns once it runs.
@@ -195,15 +195,14 @@ func (p *Process) Resume() {
 	if err := p.signal(syscall.SIGCONT); err != nil {
 		p.t.Fatalf("resuming %s: %v", p.name, err)
 	}
-	p.waitThreads(false)
+	waitThreads(p.t, p.name, p.Pid(), false)
 }
 
-// waitThreads waits until every thread of the process is stopped (or none
+// waitThreads waits until every thread of process pid is stopped (or none
 // is), as /proc/<pid>/task/*/stat say.
-func (p *Process) waitThreads(stopped bool) {
-	p.t.Helper()
-	pid := p.Pid()
-	testutil.WaitFor(p.t, 10*time.Second, func() error {
+func waitThreads(t testutil.TB, name string, pid int, stopped bool) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 		if err != nil {
 			return err
@@ -216,10 +215,10 @@ func (p *Process) waitThreads(stopped bool) {
 			// The state follows the command name, which ends with ')'.
 			i := strings.LastIndexByte(string(stat), ')')
 			if i < 0 || i+2 >= len(stat) {
-				return fmt.Errorf("unreadable /proc stat of %s", p.name)
+				return fmt.Errorf("unreadable /proc stat of %s", name)
 			}
 			if isStopped := stat[i+2] == 'T' || stat[i+2] == 't'; isStopped != stopped {
-				return fmt.Errorf("thread %s of %s is in state %c", task.Name(), p.name, stat[i+2])
+				return fmt.Errorf("thread %s of %s is in state %c", task.Name(), name, stat[i+2])
 			}
 		}
 		return nil

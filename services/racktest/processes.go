@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -37,28 +38,23 @@ func StartProcesses(t testutil.TB, o Options) *Processes {
 	}
 	nexusBin, sledBin := Build(t, NexusBinary), Build(t, SledAgentBinary)
 	r := &Processes{newRack(t, o)}
-	for i := range o.Nexuses {
-		a := FreeAddrs(t, 4)
-		n := &ProcessNexus{addrs: nexusAddrs{internal: a[0], external: a[1], externalGRPC: a[2], metrics: a[3]}, id: uuid.New()}
-		cfg := o.nexusConfig(i, n.id, r.db, n.addrs)
-		n.Process = NewProcess(t, fmt.Sprintf("nexus-%d", i), nexusBin, cfg.Args()...)
+	zones := r.startNexuses(o, func(i int, id uuid.UUID, a nexusAddrs) Nexus {
+		n := &ProcessNexus{addrs: a, id: id}
+		n.Process = NewProcess(t, fmt.Sprintf("nexus-%d", i), nexusBin, o.nexusConfig(i, id, r.db, a).Args()...)
 		n.Start(o.NexusFirstArgs...)
 		n.WaitLog(nexusReady, processStartBound, nil)
-		r.nexuses = append(r.nexuses, n)
-	}
+		return n
+	})
 	r.ds = r.db.Open(t)
 	for i := range o.Sleds {
 		a := FreeAddrs(t, 2)
-		cfg := rackSledConfig(t, r.nexuses[i%len(r.nexuses)].InternalAddr())
-		cfg.ListenAddress = a[0]
 		s := &ProcessSled{listen: a[0]}
+		advertise := ""
 		if o.SledProxies {
 			s.proxy = StartProxy(t, a[1], a[0])
-			cfg.AdvertiseAddress = s.proxy.Addr()
+			advertise = s.proxy.Addr()
 		}
-		if o.SledConfig != nil {
-			o.SledConfig(i, &cfg)
-		}
+		cfg := r.sledConfig(o, zones, i, a[0], advertise)
 		s.id = uuid.MustParse(cfg.SledID)
 		s.Process = StartProcess(t, fmt.Sprintf("sled-%d", i), sledBin, cfg.Args()...)
 		s.WaitLog(sledReady, processStartBound, nil)
@@ -70,7 +66,7 @@ func StartProcesses(t testutil.TB, o Options) *Processes {
 		s.remote = sledagenttest.NewRemote(t, conn)
 		r.sleds = append(r.sleds, s)
 	}
-	waitRegistered(t, r.ds, r.sleds)
+	r.finish(zones, zap.NewNop())
 	return r
 }
 

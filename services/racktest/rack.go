@@ -92,8 +92,10 @@ type Options struct {
 	Nexuses int
 	// Sleds is how many sleds run. Start waits until all have registered.
 	Sleds int
-	// ZoneRuntime is the sled-agents' zone runtime: "sim", the only one so
-	// far.
+	// ZoneRuntime is how the nexus replicas run: "sim" (the default) runs
+	// them beside the sleds, started by the harness, and the sleds' zones
+	// in the simulated runtime; "process" runs them as nexus zones of the
+	// sleds (the process zone runtime, Z10), set up by rack setup (Z11).
 	ZoneRuntime string
 	// SledProxies puts a proxy between nexus and each sled-agent, so that
 	// a test can Isolate a sled.
@@ -136,6 +138,53 @@ func (r *rack) Client(role Role) *Client {
 	return NewClient(r.nexuses[0].ExternalURL(), r.Token(role))
 }
 
+// startNexuses starts the replicas with start, one after another (the
+// first creates the schema), or, with the process zone runtime, plans
+// them as zones of the sleds to come and returns that plan.
+func (r *rack) startNexuses(o Options, start func(i int, id uuid.UUID, a nexusAddrs) Nexus) *nexusZones {
+	r.t.Helper()
+	if o.ZoneRuntime == "process" {
+		return planNexusZones(r.t, o)
+	}
+	for i := range o.Nexuses {
+		a := FreeAddrs(r.t, 4)
+		r.nexuses = append(r.nexuses, start(i, uuid.New(),
+			nexusAddrs{internal: a[0], external: a[1], externalGRPC: a[2], metrics: a[3]}))
+	}
+	return nil
+}
+
+// sledConfig is sled i's configuration: the rack's defaults, pointed at its
+// replicas (with zones, at all of them, and running the nexus zones), on
+// its listener and the address nexus reaches it at, adjusted by the test.
+func (r *rack) sledConfig(o Options, zones *nexusZones, i int, listen, advertise string) sledconfig.Config {
+	var c sledconfig.Config
+	if zones != nil {
+		c = rackSledConfig(r.t, zones.internalAddrs()...)
+		zones.sledConfig(i, &c)
+	} else {
+		c = rackSledConfig(r.t, r.nexuses[i%len(r.nexuses)].InternalAddr())
+	}
+	c.ListenAddress, c.AdvertiseAddress = listen, advertise
+	if o.SledConfig != nil {
+		o.SledConfig(i, &c)
+	}
+	return c
+}
+
+// finish sets up the nexus zones, if the replicas are zones, and waits
+// until every sled has registered.
+func (r *rack) finish(zones *nexusZones, log *zap.Logger) {
+	r.t.Helper()
+	if zones != nil {
+		zones.setUp(r.db, r.sleds, log)
+		for _, n := range zones.members {
+			r.nexuses = append(r.nexuses, n)
+		}
+	}
+	waitRegistered(r.t, r.ds, r.sleds)
+}
+
 // newRack is a rack over the options' database, or a fresh one.
 func newRack(t testutil.TB, o Options) *rack {
 	r := &rack{t: t, db: Database{Backend: o.Backend, URL: o.DatabaseURL}}
@@ -150,9 +199,9 @@ const registrationBound = 30 * time.Second
 
 // rackSledConfig is a sled's configuration in a rack: quick heartbeats and
 // retries, and a simulated hypervisor moving on its own.
-func rackSledConfig(t testutil.TB, nexusAddr string) sledconfig.Config {
+func rackSledConfig(t testutil.TB, nexusAddrs ...string) sledconfig.Config {
 	c := sledagenttest.Config(t)
-	c.NexusAddress = []string{nexusAddr}
+	c.NexusAddress = nexusAddrs
 	c.HeartbeatPeriod = sledconfig.Duration(20 * time.Millisecond)
 	c.PublishRetryInitial = sledconfig.Duration(5 * time.Millisecond)
 	c.PublishRetryMax = sledconfig.Duration(50 * time.Millisecond)
@@ -180,8 +229,8 @@ func (o Options) withDefaults(t testutil.TB) Options {
 	if o.ZoneRuntime == "" {
 		o.ZoneRuntime = "sim"
 	}
-	if o.ZoneRuntime != "sim" {
-		t.Fatalf("racktest: zone runtime %q: only sim exists", o.ZoneRuntime)
+	if o.ZoneRuntime != "sim" && o.ZoneRuntime != "process" {
+		t.Fatalf("racktest: zone runtime %q is not sim or process", o.ZoneRuntime)
 	}
 	return o
 }

@@ -31,6 +31,8 @@ func toStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, model.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, model.ErrConflict):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, model.ErrNoCapacity):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, model.ErrInstanceNotStopped):

@@ -125,9 +125,10 @@ func inIDOrder(n int, id func(int) uuid.UUID) []int {
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortFunc(order, func(a, b int) int {
-		x, y := id(a), id(b)
-		return bytes.Compare(x[:], y[:])
-	})
+	slices.SortFunc(order, func(a, b int) int { return compareIDs(id(a), id(b)) })
 	return order
 }
+
+// compareIDs orders ids as their text does (lowercase hex), without
+// formatting them.
+func compareIDs(x, y uuid.UUID) int { return bytes.Compare(x[:], y[:]) }

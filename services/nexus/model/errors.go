@@ -11,6 +11,9 @@ var (
 	ErrAlreadyExists = errors.New("already exists")
 	// ErrNoCapacity means no sled can take what was asked for.
 	ErrNoCapacity = errors.New("insufficient capacity")
+	// ErrConflict means the request contradicts what is recorded (a rack
+	// set up with another plan).
+	ErrConflict = errors.New("conflict")
 	// ErrInUse means a record cannot go while others depend on it.
 	ErrInUse = errors.New("in use")
 	// ErrConstraint means a CHECK or foreign-key constraint refused a

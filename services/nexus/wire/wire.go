@@ -8,6 +8,7 @@ package wire
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -74,4 +75,25 @@ func Target(t model.VMMTarget) sledagentv1.VmmTargetState { return targets[t] }
 // Spec is the wire form of a VMM spec.
 func Spec(s model.VMMSpec) *sledagentv1.VmmSpec {
 	return &sledagentv1.VmmSpec{Ncpus: int32(s.NCPUs), MemoryBytes: s.MemoryBytes, Hostname: s.Hostname}
+}
+
+// ZoneKind is the wire enum of a zone kind: the proto's own name for it
+// (ZONE_KIND_INTERNAL_NTP for "internal_ntp"); unspecified for a kind the
+// proto does not know.
+func ZoneKind(k model.ZoneKind) sledagentv1.ZoneKind {
+	return sledagentv1.ZoneKind(sledagentv1.ZoneKind_value["ZONE_KIND_"+strings.ToUpper(string(k))])
+}
+
+// ZonesConfig is the wire form of a sled's zones config.
+func ZonesConfig(s model.SledZones) *sledagentv1.OmicronZonesConfig {
+	out := &sledagentv1.OmicronZonesConfig{Generation: s.Generation}
+	for _, z := range s.Zones {
+		zone := &sledagentv1.OmicronZoneConfig{Id: z.ID.String(), Kind: ZoneKind(z.Kind), FilesystemPool: z.Pool, Address: z.Address}
+		if n := z.Nexus; n != nil {
+			zone.Nexus = &sledagentv1.NexusZoneDetails{ExternalAddress: n.ExternalAddress, MetricsAddress: n.MetricsAddress,
+				DatabaseBackend: n.DatabaseBackend, DatabaseUrl: n.DatabaseURL}
+		}
+		out.Zones = append(out.Zones, zone)
+	}
+	return out
 }

@@ -53,7 +53,7 @@ func command() *cobra.Command {
 	if err := cmd.Flags().MarkHidden(crashPointFlag); err != nil {
 		panic(err) // the flag was just defined
 	}
-	cmd.AddCommand(tokenCommand())
+	cmd.AddCommand(tokenCommand(), rackSetupCommand())
 	cmd.RunE = func(*cobra.Command, []string) error {
 		var crash *crashPoint
 		if crashAt != "" {
