@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/racktest"
 )
@@ -153,4 +155,70 @@ func TestN8_TheUpdaterBackstopsAnUpdateThatNeverRan(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// X1: every background task is correct when two replicas run it at the same
+// moment: the watcher marks a forgotten VMM failed once (one generation),
+// the updater settles an instance once, and reincarnation restarts a failed
+// instance once (one new VMM), however the two passes interleave.
+func TestX1_BackgroundTasksRunByTwoReplicasAtOnceDoTheWorkOnce(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{Backend: datastore.Postgres, Nexuses: 2, Sleds: 1})
+	a, b, agent := r.InProcessNexus(0).Server(), r.InProcessNexus(1).Server(), r.Agents()[0]
+	c := r.Client(racktest.FleetAdmin).SDK(t)
+	both := func(task string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for _, n := range []*nexus.Server{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.Background().Activate(ctx, task) //nolint:errcheck // a pass that lost a race reports it; the outcome is checked below
+			}()
+		}
+		wg.Wait()
+	}
+
+	forgotten, vmm := runningInstance(t, a, c)
+	if _, err := agent.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: vmm.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	both(nexus.TaskInstanceWatcher)
+	if got, _ := a.DataStore().VMMGet(ctx, vmm.ID); got.Runtime.State != model.VMMFailed || got.Runtime.Generation != vmm.Runtime.Generation+1 {
+		t.Fatalf("the forgotten VMM is %+v; want failed, written once (generation %d)", got.Runtime, vmm.Runtime.Generation+1)
+	}
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateFailed)
+	waitUpdated(t, a, forgotten.ID)
+
+	both(nexus.TaskReincarnation)
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+	mine := 0
+	for _, v := range agent.Inventory().GetVmms() {
+		if v.GetInstanceId() == forgotten.ID.String() {
+			mine++
+		}
+	}
+	if mine != 1 {
+		t.Fatalf("two reincarnations at once left %d VMMs of the instance on the sled, want 1", mine)
+	}
+
+	ended := createInstance(t, c, "p", "vm-2", true)
+	waitRunState(t, c, "p", "vm-2", oxide.InstanceStateRunning)
+	inst, err := a.DataStore().InstanceGet(ctx, uuid.MustParse(ended.Id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := a.DataStore().VMMUpdateRuntime(ctx, *inst.Runtime.ActiveVMM, model.VMMRuntime{State: model.VMMDestroyed,
+		Generation: 1000, TimeUpdated: time.Now()}); !wrote || err != nil {
+		t.Fatalf("(%v, %v)", wrote, err)
+	}
+	both(nexus.TaskInstanceUpdater)
+	settled := waitInstance(t, a, inst.ID, func(i model.Instance) error {
+		if i.Runtime.State != model.InstanceNoVMM || i.UpdaterID != nil {
+			return fmt.Errorf("instance %+v, updater %v", i.Runtime, i.UpdaterID)
+		}
+		return nil
+	})
+	if settled.Runtime.Generation != inst.Runtime.Generation+1 {
+		t.Fatalf("two updaters at once wrote the instance %d times, want once", settled.Runtime.Generation-inst.Runtime.Generation)
+	}
 }
