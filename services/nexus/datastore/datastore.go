@@ -4,17 +4,22 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" driver
+	"github.com/rackplane/rackplane/pkg/backoff"
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"go.uber.org/zap"
+	"modernc.org/sqlite"
 	_ "modernc.org/sqlite" // "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Backend names a database engine.
@@ -53,9 +58,15 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 			return nil, fmt.Errorf("creating the database directory: %w", err)
 		}
 		// WAL for concurrent readers; IMMEDIATE transactions so writers
-		// queue on the busy timeout instead of failing on upgrade.
+		// queue on the busy timeout instead of failing on upgrade. The
+		// pragmas run in this order on every new connection, the busy
+		// timeout first so that the others wait on it too.
 		db, err = sql.Open("sqlite", "file:"+dsn+
-			"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate")
+			"?_pragma=busy_timeout("+strconv.Itoa(int(sqliteBusyTimeout/time.Millisecond))+
+			")&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate")
+		if err == nil {
+			err = firstSQLiteConnection(ctx, db)
+		}
 	case Postgres:
 		if db, err = sql.Open("pgx", dsn); err == nil {
 			// database/sql keeps 2 idle connections by default: under
@@ -70,6 +81,9 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 		return nil, fmt.Errorf("unknown database backend %q (want sqlite or postgres)", backend)
 	}
 	if err != nil {
+		if db != nil {
+			db.Close()
+		}
 		return nil, err
 	}
 	d := &DataStore{db: db, backend: backend, log: log}
@@ -85,6 +99,34 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 	}
 	return d, nil
 }
+
+// sqliteBusyTimeout is how long a SQLite statement waits for a lock another
+// connection or process holds.
+const sqliteBusyTimeout = 10 * time.Second
+
+// firstSQLiteConnection opens the pool's first connection, retrying while
+// it fails with SQLITE_BUSY. Switching a new file to WAL needs the file to
+// itself, and when processes open a new file together (a replica and
+// `nexus token create`, or the X1 test's five) SQLite fails the switch at
+// once, without waiting on the busy timeout, whenever waiting could
+// deadlock. Once one connection has switched it, the mode is the file's and
+// later connections need no such lock.
+func firstSQLiteConnection(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(sqliteBusyTimeout)
+	for attempt := 0; ; attempt++ {
+		err := db.PingContext(ctx)
+		var liteErr *sqlite.Error
+		if !errors.As(err, &liteErr) || liteErr.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		if err := backoff.Sleep(ctx, sqliteOpenRetry.Delay(attempt)); err != nil {
+			return err
+		}
+	}
+}
+
+// sqliteOpenRetry spaces the attempts of firstSQLiteConnection.
+var sqliteOpenRetry = backoff.Policy{Initial: 5 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 0.5}
 
 // Close releases the connections.
 func (d *DataStore) Close() error { return d.db.Close() }
