@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -18,6 +19,8 @@ import (
 	"github.com/spf13/pflag"
 
 	nexusconfig "github.com/rackplane/rackplane/services/nexus/config"
+	"github.com/rackplane/rackplane/services/nexus/model"
+	"github.com/rackplane/rackplane/services/nexus/racksetup"
 	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
 )
 
@@ -27,14 +30,17 @@ var repoRoot = filepath.Join("..", "..")
 
 var sledAgents = []string{"sled-agent-1", "sled-agent-2", "sled-agent-3"}
 
-func TestComposeFileHasPostgresNexusTokenAndThreeSledAgents(t *testing.T) {
+// rackNetwork is the compose network the sleds have fixed addresses on.
+const rackNetwork = "rack"
+
+func TestComposeFileHasPostgresRackSetupTokenAndThreeSledAgents(t *testing.T) {
 	p := loadProject(t)
-	want := append([]string{"nexus", "postgres", "token"}, sledAgents...)
+	want := append([]string{"postgres", "rack-setup", "token"}, sledAgents...)
 	slices.Sort(want)
 	got := p.ServiceNames()
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
-		t.Fatalf("services %v, want %v", got, want)
+		t.Fatalf("services %v, want %v (replicas are zones of the sleds, not services)", got, want)
 	}
 }
 
@@ -79,7 +85,7 @@ func TestEveryBuiltServiceCommandLineIsAValidConfigOfItsBinary(t *testing.T) {
 		})
 	}
 	if built != 5 {
-		t.Errorf("%d services built from our Dockerfiles, want 5 (nexus, token, 3 sled-agents)", built)
+		t.Errorf("%d services built from our Dockerfiles, want 5 (rack-setup, token, 3 sled-agents)", built)
 	}
 }
 
@@ -116,21 +122,72 @@ func TestSledAgentsAdvertiseTheirOwnServiceName(t *testing.T) {
 	}
 }
 
-func TestSledAgentsPointAtNexusInternalPort(t *testing.T) {
+// Z11: the plan rack-setup runs is the rack compose starts: its sleds are
+// the sled-agents, in order, at the addresses they advertise; each replica
+// is a zone on a pool of its sled, listening at its sled's fixed address;
+// and every sled-agent calls every replica.
+func TestTheRackPlanIsTheRackComposeStarts(t *testing.T) {
 	p := loadProject(t)
-	_, internalPort := splitHostPort(t, nexusConfig(t, p, "nexus").InternalListen)
-	for _, name := range sledAgents {
-		cfg := sledAgentConfig(t, p, name)
-		if want := net.JoinHostPort("nexus", internalPort); len(cfg.NexusAddress) != 1 || cfg.NexusAddress[0] != want {
-			t.Errorf("%s: --nexus-address %q, want %q (nexus's internal listener)", name, cfg.NexusAddress, want)
+	plan := rackPlan(t, p)
+	if len(plan.Sleds) != len(sledAgents) {
+		t.Fatalf("the plan has %d sleds, want one per sled-agent (%d)", len(plan.Sleds), len(sledAgents))
+	}
+	var internal []string
+	for i, name := range sledAgents {
+		cfg, sled := sledAgentConfig(t, p, name), plan.Sleds[i]
+		if sled.ID.String() != cfg.SledID || sled.Address != cfg.AdvertiseAddress {
+			t.Errorf("plan sled %d is %s at %s, want %s's id %s at %s", i, sled.ID, sled.Address, name, cfg.SledID, cfg.AdvertiseAddress)
 		}
-		if _, ok := p.Services[name].DependsOn["nexus"]; !ok {
-			t.Errorf("%s does not depend on nexus", name)
+		ip := fixedAddress(t, p, name)
+		nexusZones := 0
+		for _, z := range sled.Zones {
+			if !slices.Contains(cfg.Zpools, z.Pool) {
+				t.Errorf("%s: zone %s is on pool %s, which the sled does not have (%v)", name, z.ID, z.Pool, cfg.Zpools)
+			}
+			if z.Kind != model.ZoneNexus {
+				continue
+			}
+			nexusZones++
+			internal = append(internal, z.Address)
+			if host, _ := splitHostPort(t, z.Address); host != ip {
+				t.Errorf("%s: nexus zone %s listens at %s, but the sled's address is %s", name, z.ID, z.Address, ip)
+			}
+		}
+		if nexusZones != 1 {
+			t.Errorf("%s runs %d nexus zones, want 1", name, nexusZones)
+		}
+	}
+	slices.Sort(internal)
+	for _, name := range sledAgents {
+		got := slices.Sorted(slices.Values(sledAgentConfig(t, p, name).NexusAddress))
+		if !slices.Equal(got, internal) {
+			t.Errorf("%s: --nexus-address %v, want every replica's internal address %v", name, got, internal)
 		}
 	}
 }
 
-func TestNexusAndTokenUseThePostgresService(t *testing.T) {
+// Z10: each sled-agent runs its nexus zones as processes of a nexus binary
+// its image carries.
+func TestSledAgentsRunNexusZonesFromTheirImage(t *testing.T) {
+	p := loadProject(t)
+	for _, name := range sledAgents {
+		command := sledAgentConfig(t, p, name).ZoneCommands["nexus"]
+		if command == "" {
+			t.Errorf("%s has no --zone-command for nexus: its nexus zones would be simulated", name)
+			continue
+		}
+		dockerfile, err := os.ReadFile(dockerfilePath(p.Services[name]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(dockerfile), "./services/nexus/cmd/nexus") ||
+			!strings.Contains(string(dockerfile), filepath.Dir(command)) {
+			t.Errorf("%s runs nexus zones as %s, but its Dockerfile does not build nexus into %s", name, command, filepath.Dir(command))
+		}
+	}
+}
+
+func TestRackSetupAndTokenUseThePostgresService(t *testing.T) {
 	p := loadProject(t)
 	pg := p.Services["postgres"]
 	if pg.HealthCheck == nil || len(pg.HealthCheck.Test) == 0 {
@@ -142,65 +199,134 @@ func TestNexusAndTokenUseThePostgresService(t *testing.T) {
 		}
 		return ""
 	}
-	nexus := nexusConfig(t, p, "nexus")
-	for _, name := range []string{"nexus", "token"} {
-		cfg := nexusConfig(t, p, name)
-		if cfg.DatabaseBackend != "postgres" {
-			t.Errorf("%s: database backend %q, want postgres", name, cfg.DatabaseBackend)
+	plan := rackPlan(t, p)
+	token := nexusConfig(t, p, "token")
+	for what, db := range map[string]struct{ backend, url string }{
+		"the rack plan":     {plan.Database.Backend, plan.Database.URL},
+		"the token service": {token.DatabaseBackend, token.DatabaseURL},
+	} {
+		if db.backend != "postgres" {
+			t.Errorf("%s: database backend %q, want postgres", what, db.backend)
 		}
-		dsn, err := url.Parse(cfg.DatabaseURL)
+		dsn, err := url.Parse(db.url)
 		if err != nil {
-			t.Fatalf("%s: DSN: %v", name, err)
+			t.Fatalf("%s: DSN: %v", what, err)
 		}
 		password, _ := dsn.User.Password()
 		if dsn.Hostname() != "postgres" || dsn.Port() != "5432" || dsn.User.Username() != env("POSTGRES_USER") ||
 			password != env("POSTGRES_PASSWORD") || strings.TrimPrefix(dsn.Path, "/") != env("POSTGRES_DB") {
-			t.Errorf("%s: DSN %q does not match the postgres service (host postgres:5432, its user, password and database)", name, cfg.DatabaseURL)
-		}
-		if cfg.ID != nexus.ID || cfg.DatabaseURL != nexus.DatabaseURL {
-			t.Errorf("%s: id and database differ from nexus's", name)
+			t.Errorf("%s: DSN %q does not match the postgres service (host postgres:5432, its user, password and database)", what, db.url)
 		}
 	}
-	if dep, ok := p.Services["nexus"].DependsOn["postgres"]; !ok || dep.Condition != types.ServiceConditionHealthy {
-		t.Errorf("nexus depends on postgres %+v, want condition %s", dep, types.ServiceConditionHealthy)
+	if token.DatabaseURL != plan.Database.URL {
+		t.Errorf("the token service's database %q is not the plan's %q", token.DatabaseURL, plan.Database.URL)
 	}
-	// The token command migrates the schema too: starting it before nexus
-	// finished would race two migrations.
-	if dep := p.Services["token"].DependsOn["nexus"]; dep.Condition != types.ServiceConditionHealthy || p.Services["nexus"].HealthCheck == nil {
-		t.Errorf("token must wait for a healthy nexus (and nexus needs a healthcheck)")
+	if dep, ok := p.Services["rack-setup"].DependsOn["postgres"]; !ok || dep.Condition != types.ServiceConditionHealthy {
+		t.Errorf("rack-setup depends on postgres %+v, want condition %s", dep, types.ServiceConditionHealthy)
+	}
+	for _, name := range sledAgents {
+		if _, ok := p.Services["rack-setup"].DependsOn[name]; !ok {
+			t.Errorf("rack-setup does not depend on %s", name)
+		}
+	}
+	// The token command migrates the schema too: before rack setup is done
+	// it would race the replicas' migrations, and find no rack.
+	if dep := p.Services["token"].DependsOn["rack-setup"]; dep.Condition != types.ServiceConditionCompletedSuccessfully {
+		t.Errorf("token depends on rack-setup %+v, want condition %s", dep, types.ServiceConditionCompletedSuccessfully)
 	}
 }
 
-// Only the REST API leaves the compose network; the internal API is for
-// sled-agents (SPEC N10).
-func TestNexusPublishesOnlyItsRESTAPI(t *testing.T) {
+// Only the replicas' REST APIs leave the rack network; their internal API
+// and the sled-agents' are for the rack (SPEC N10).
+func TestEachSledPublishesOnlyItsReplicasRESTAPI(t *testing.T) {
 	p := loadProject(t)
-	cfg := nexusConfig(t, p, "nexus")
-	_, rest := splitHostPort(t, cfg.ExternalListen)
-	ports := p.Services["nexus"].Ports
-	if len(ports) != 1 || ports[0].Published == "" || ports[0].Target == 0 {
-		t.Fatalf("nexus publishes %+v, want exactly the REST port", ports)
-	}
-	if got := ports[0].Target; got != mustPort(t, rest) {
-		t.Errorf("nexus publishes container port %d, but its REST API listens on %s", got, cfg.ExternalListen)
+	plan := rackPlan(t, p)
+	published := map[string]string{}
+	for i, name := range sledAgents {
+		ports := p.Services[name].Ports
+		if len(ports) != 1 {
+			t.Errorf("%s publishes %+v, want exactly its replica's REST port", name, ports)
+			continue
+		}
+		var rest string
+		for _, z := range plan.Sleds[i].Zones {
+			if z.Nexus != nil {
+				_, rest = splitHostPort(t, z.Nexus.ExternalAddress)
+			}
+		}
+		if got := ports[0].Target; got != mustPort(t, rest) {
+			t.Errorf("%s publishes container port %d, but its replica's REST API listens on port %s", name, got, rest)
+		}
+		if ports[0].HostIP != "127.0.0.1" {
+			t.Errorf("%s publishes on %q, want the host's loopback only", name, ports[0].HostIP)
+		}
+		claim(t, published, ports[0].Published, name, "host port")
 	}
 }
 
-// The token service runs a subcommand whose own flags (--principal,
-// --fleet-admin) the config package does not know, and its command lives in
-// package main: only the real binary can say it accepts them. --help makes
-// cobra parse every flag, then stop before touching any database.
-func TestTokenServiceCommandLineIsAcceptedByTheNexusBinary(t *testing.T) {
-	_, args := commandLine(t, loadProject(t).Services["token"])
+// The one-shot services run subcommands whose own flags (--plan,
+// --principal, --fleet-admin) the config package does not know, and whose
+// commands live in package main: only the real binary can say it accepts
+// them. --help makes cobra parse every flag, then stop before touching
+// any database.
+func TestOneShotCommandLinesAreAcceptedByTheNexusBinary(t *testing.T) {
 	nexus := filepath.Join(t.TempDir(), "nexus")
 	build := exec.Command("go", "build", "-o", nexus, "./services/nexus/cmd/nexus")
 	build.Dir = repoRoot
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building nexus: %v\n%s", err, out)
 	}
-	if out, err := exec.Command(nexus, append(args, "--help")...).CombinedOutput(); err != nil {
-		t.Fatalf("nexus %s --help: %v\n%s", strings.Join(args, " "), err, out)
+	p := loadProject(t)
+	for _, name := range []string{"rack-setup", "token"} {
+		_, args := commandLine(t, p.Services[name])
+		if out, err := exec.Command(nexus, append(args, "--help")...).CombinedOutput(); err != nil {
+			t.Errorf("%s: nexus %s --help: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
 	}
+}
+
+// rackPlan loads, and so validates, the plan the rack-setup service is
+// given: the file compose mounts at the path of its --plan.
+func rackPlan(t *testing.T, p *types.Project) racksetup.Plan {
+	t.Helper()
+	svc := p.Services["rack-setup"]
+	_, args := commandLine(t, svc)
+	var path string
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--plan="); ok {
+			path = v
+		}
+	}
+	vol := volumeAt(svc, path)
+	if path == "" || vol == nil || vol.Type != types.VolumeTypeBind {
+		t.Fatalf("rack-setup: --plan=%q is not a file bound from the repository", path)
+	}
+	plan, err := racksetup.LoadPlan(vol.Source)
+	if err != nil {
+		t.Fatalf("rack-setup's plan: %v", err)
+	}
+	return plan
+}
+
+// fixedAddress is a service's IPv4 address on the rack network, which must
+// be set (a zone's address is an IP, Z2) and inside the network's subnet.
+func fixedAddress(t *testing.T, p *types.Project, name string) string {
+	t.Helper()
+	attachment := p.Services[name].Networks[rackNetwork]
+	if attachment == nil || attachment.Ipv4Address == "" {
+		t.Fatalf("%s has no fixed address on the %s network", name, rackNetwork)
+	}
+	addr, err := netip.ParseAddr(attachment.Ipv4Address)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	for _, pool := range p.Networks[rackNetwork].Ipam.Config {
+		if subnet, err := netip.ParsePrefix(pool.Subnet); err == nil && subnet.Contains(addr) {
+			return addr.String()
+		}
+	}
+	t.Fatalf("%s: %s is outside the %s network's subnets", name, addr, rackNetwork)
+	return ""
 }
 
 func loadProject(t *testing.T) *types.Project {
@@ -264,21 +390,30 @@ func dockerfileEntrypoint(t *testing.T, path string) []string {
 }
 
 // parseNexus parses args with nexus's own flags. The server takes no
-// positional arguments; `token create` is its only subcommand, whose extra
-// flags the token test checks against the binary.
+// positional arguments; of its subcommands, `token create` takes the
+// server's database flags and more, `rack-setup` flags of its own, which
+// the one-shot test checks against the binary.
 func parseNexus(t *testing.T, args []string) nexusconfig.Config {
 	t.Helper()
 	fs := pflag.NewFlagSet("nexus", pflag.ContinueOnError)
 	flags := nexusconfig.BindFlags(fs)
-	token := len(args) >= 2 && args[0] == "token" && args[1] == "create"
-	if token {
-		fs.ParseErrorsAllowlist.UnknownFlags = true
+	var subcommand []string
+	switch {
+	case len(args) >= 2 && args[0] == "token" && args[1] == "create":
+		subcommand = args[:2]
+	case len(args) >= 1 && args[0] == "rack-setup":
+		subcommand = args[:1]
 	}
+	fs.ParseErrorsAllowlist.UnknownFlags = subcommand != nil
 	if err := fs.Parse(args); err != nil {
 		t.Fatalf("nexus %v: %v", args, err)
 	}
-	if positional := fs.Args(); token && !slices.Equal(positional, []string{"token", "create"}) || !token && len(positional) > 0 {
+	if positional := fs.Args(); !slices.Equal(positional, subcommand) {
 		t.Fatalf("nexus %v: unexpected arguments %v", args, positional)
+	}
+	if slices.Equal(subcommand, []string{"rack-setup"}) {
+		// Its settings are the plan, which rackPlan checks.
+		return nexusconfig.Config{}
 	}
 	cfg, err := flags.Resolve()
 	if err != nil {

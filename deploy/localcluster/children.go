@@ -27,14 +27,10 @@ type childExited struct{ c *child }
 
 func (e *childExited) Error() string { return e.c.name + " exited: " + fmt.Sprint(e.c.err) }
 
-// startChild starts bin/<binary of name> with its output in logs/<name>.log
-// and reports its exit through fail. The log is truncated: it holds this
-// run only, so its tail explains this run's failure.
-func (l layout) startChild(name string, args []string, fail context.CancelCauseFunc, stdout io.Writer) (*child, error) {
-	binary := "nexus"
-	if name != "nexus" {
-		binary = "sled-agent"
-	}
+// startChild starts bin/<binary> with its output in logs/<name>.log and
+// reports its exit through fail. The log is truncated: it holds this run
+// only, so its tail explains this run's failure.
+func (l layout) startChild(name, binary string, args []string, fail context.CancelCauseFunc, stdout io.Writer) (*child, error) {
 	c := &child{name: name, logPath: filepath.Join(l.logDir(), name+".log"), done: make(chan struct{})}
 	log, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {

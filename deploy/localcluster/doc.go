@@ -1,21 +1,33 @@
 // Command localcluster starts a working rackplane cluster on one machine,
-// for people trying the API by hand: it builds nexus and sled-agent, mints a
-// fleet-admin token, runs nexus (SQLite) and two simulated sled-agents as
-// separate processes, waits until both sleds have registered, then prints
-// the REST API URL, the token and example curl commands.
+// for people trying the API by hand. It builds nexus and sled-agent, starts
+// the simulated sled-agents as its children, and sets the rack up from a
+// plan with `nexus rack-setup`, as an operator would (SPEC Z11): the
+// sled-agents then run each nexus replica as a zone, a supervised process
+// (Z10). It mints a fleet-admin token, waits until every sled has
+// registered, then prints the REST API URLs, the token and example curl
+// commands.
 //
 // From the repository root:
 //
-//	go run ./deploy/localcluster            # state in .local/cluster
-//	go run ./deploy/localcluster --fresh    # wipe that state first
+//	go run ./deploy/localcluster              # SQLite, two sleds, one replica; state in .local/cluster
+//	go run ./deploy/localcluster --fresh      # wipe that state first
+//	go run ./deploy/localcluster --postgres   # PostgreSQL, three sleds, a replica on each
 //
-// The state directory holds the binaries (bin/), nexus's database (nexus/),
-// each sled's ledgers and simulated zones (sled-1/, sled-2/) and the logs
-// of this run (logs/). Without --fresh a restart reuses all of it: nexus
-// keeps its projects and sleds, and the sleds adopt their zones.
+// The state directory holds the binaries (bin/), the rack plan
+// (rack-plan.json), nexus's SQLite database (nexus/), each sled's ledgers
+// and zones (sled-N/; a nexus zone's log is its zone.log there) and the
+// logs of this run (logs/). Without --fresh a restart reuses all of it:
+// the rack is already set up, so rack setup only pushes the zones configs
+// again, nexus keeps its projects and sleds, and the sleds bring their
+// zones back. With --postgres the database is a throwaway server started
+// from this machine's PostgreSQL binaries, so the state starts fresh each
+// time.
 //
-// Ctrl-C (SIGINT) or SIGTERM sends SIGTERM to every child, waits for them
-// (then SIGKILL), and exits 0. If a child dies on its own, the others are
-// stopped and the launcher exits 1 with the tail of that child's log. On
-// Linux the children also die if the launcher itself is killed.
+// Ctrl-C (SIGINT) or SIGTERM sends SIGTERM to every sled-agent, then to
+// the zones they leave running (a zone outlives its sled-agent by design),
+// waits for them (then SIGKILL), and exits 0. If a sled-agent dies on its
+// own, the others are stopped and the launcher exits 1 with the tail of its
+// log; a nexus zone that dies is restarted by its sled-agent. On Linux the
+// sled-agents also die if the launcher itself is killed; their nexus zones
+// then keep running, and the next start on the same state adopts them.
 package main

@@ -9,18 +9,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/services/nexus/model"
+	"github.com/rackplane/rackplane/services/nexus/racksetup"
+	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
 )
 
+// markerFile tells a state directory this launcher made from any other
+// directory, so that --fresh never wipes one it did not make.
+const markerFile = ".rackplane-localcluster"
+
 // The cluster's identities are fixed, not random: a restart on the same
-// state directory must present the same nexus and the same sleds, so that
-// nexus recognises them and each sled adopts the zones it left running.
-const (
-	nexusID   = "4e000000-0000-4000-8000-0000000c0001"
-	sledCount = 2
-	// markerFile tells a state directory this launcher made from any other
-	// directory, so that --fresh never wipes one it did not make.
-	markerFile = ".rackplane-localcluster"
-)
+// state directory must present the same replicas and the same sleds, so
+// that the rack's records match and each sled adopts the zones it left
+// running.
 
 func sledName(i int) string { return fmt.Sprintf("sled-agent-%d", i+1) }
 
@@ -28,12 +32,12 @@ func sledName(i int) string { return fmt.Sprintf("sled-agent-%d", i+1) }
 // is made of, so that the sleds are told apart in nexus's listing too.
 func sledID(i int) string { return fmt.Sprintf("1a5ec%03d-0000-4000-8000-000000000001", i+1) }
 
-func sledIDs() []string {
-	ids := make([]string, sledCount)
-	for i := range ids {
-		ids[i] = sledID(i)
-	}
-	return ids
+// rackID is the rack's id, recorded by the first rack setup.
+var rackID = uuid.MustParse("4ac40000-0000-4000-8000-000000000001")
+
+// nexusID is replica k's id, which is also its zone's.
+func nexusID(k int) uuid.UUID {
+	return uuid.MustParse(fmt.Sprintf("4e000000-0000-4000-8000-0000000c%04d", k+1))
 }
 
 // zpools gives each sled two pools whose names say which sled they are on.
@@ -44,78 +48,78 @@ func zpools(i int) []string {
 	}
 }
 
-// layout is where everything of one cluster lives, and the token minted for
-// this run.
+// layout is one cluster: where everything lives, and its shape.
 type layout struct {
-	repo  string // the module root, where the binaries are built from
-	dir   string // the state directory, absolute
-	token string
+	repo string // the module root, where the binaries are built from
+	dir  string // the state directory, absolute
+	// sleds and replicas are the cluster's shape: with SQLite two sleds
+	// and one replica (a zone of sled 1); with PostgreSQL three of each,
+	// one replica a sled.
+	sleds, replicas int
+	// database is where the replicas keep the rack's state.
+	database racksetup.Database
+	apiPort  int
+	metrics  int
 }
 
 func (l layout) bin(name string) string { return filepath.Join(l.dir, "bin", name) }
 func (l layout) logDir() string         { return filepath.Join(l.dir, "logs") }
-func (l layout) database() string       { return filepath.Join(l.dir, "nexus", "nexus.db") }
 func (l layout) sledDir(i int) string   { return filepath.Join(l.dir, fmt.Sprintf("sled-%d", i+1)) }
 
-// nexusDatabaseArgs are the flags that name nexus and its database; the
-// token command needs them too, to find the same database.
-func (l layout) nexusDatabaseArgs() []string {
-	return []string{"--id", nexusID, "--database-backend", "sqlite", "--database-url", l.database()}
+// zoneRoot is where sled i's process zones live (its nexus zone's log).
+func (l layout) zoneRoot(i int) string { return filepath.Join(l.sledDir(i), "pools") }
+
+func (l layout) sledIDs() []string {
+	ids := make([]string, l.sleds)
+	for i := range ids {
+		ids[i] = sledID(i)
+	}
+	return ids
 }
 
-func (l layout) nexusArgs(apiPort, metricsPort int, internal string) []string {
-	return append(l.nexusDatabaseArgs(),
-		"--external-listen", fmt.Sprintf("127.0.0.1:%d", apiPort),
-		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort),
-		"--internal-listen", internal,
-		"--log-format", "console")
+// replica k listens at the ports the flags gave, shifted by ten per
+// replica: API 12220, internal API 12221, metrics 12223 for the first.
+func (l layout) apiURL(k int) string   { return fmt.Sprintf("http://127.0.0.1:%d", l.apiPort+10*k) }
+func (l layout) internal(k int) string { return fmt.Sprintf("127.0.0.1:%d", l.apiPort+10*k+1) }
+func (l layout) metricsURL(k int) string {
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", l.metrics+10*k)
 }
 
-func (l layout) sledArgs(i int, listen, nexusInternal string) []string {
-	args := []string{
-		"--sled-id", sledID(i),
-		"--data-dir", l.sledDir(i),
-		"--listen", listen,
-		"--nexus-address", nexusInternal,
-		"--log-format", "console",
+func (l layout) internalAddrs() []string {
+	out := make([]string, l.replicas)
+	for k := range out {
+		out[k] = l.internal(k)
 	}
-	for _, z := range zpools(i) {
-		args = append(args, "--zpool", z)
-	}
-	return args
+	return out
 }
 
-// prepare finds the repository, makes (or wipes) the state directory,
-// builds the binaries and mints this run's token.
-func prepare(ctx context.Context, opts options, stdout io.Writer) (layout, error) {
-	var l layout
-	var err error
-	if l.repo, err = moduleRoot(ctx); err != nil {
-		return l, err
-	}
-	dir := opts.dir
-	if dir == "" {
-		dir = filepath.Join(l.repo, ".local", "cluster")
-	}
-	if l.dir, err = filepath.Abs(dir); err != nil {
-		return l, err
-	}
-	if opts.fresh {
-		if err := wipe(l.dir); err != nil {
-			return l, err
+// sledConfig is sled i's agent: its own directory, the replicas' internal
+// addresses, and nexus zones run as processes of the built nexus.
+func (l layout) sledConfig(i int, listen string) sledconfig.Config {
+	c := sledconfig.Default()
+	c.SledID, c.DataDir, c.ListenAddress = sledID(i), l.sledDir(i), listen
+	c.Zpools = zpools(i)
+	c.NexusAddress = l.internalAddrs()
+	c.ZoneCommands = map[string]string{"nexus": l.bin("nexus")}
+	c.LogFormat = "console"
+	return c
+}
+
+// plan is the rack the launcher sets up: replica k a nexus zone of sled
+// k, on the sled's first pool, with the database of the plan.
+func (l layout) plan(sledAddrs []string) racksetup.Plan {
+	p := racksetup.Plan{Rack: rackID, Database: l.database}
+	for i := range l.sleds {
+		s := racksetup.Sled{ID: uuid.MustParse(sledID(i)), Address: sledAddrs[i]}
+		if i < l.replicas {
+			s.Zones = append(s.Zones, racksetup.Zone{ID: nexusID(i), Kind: model.ZoneNexus, Pool: zpools(i)[0],
+				Address: l.internal(i), Nexus: &racksetup.NexusListeners{
+					ExternalAddress: strings.TrimPrefix(l.apiURL(i), "http://"),
+					MetricsAddress:  strings.TrimSuffix(strings.TrimPrefix(l.metricsURL(i), "http://"), "/metrics")}})
 		}
+		p.Sleds = append(p.Sleds, s)
 	}
-	if err := makeStateDir(l.dir, stdout); err != nil {
-		return l, err
-	}
-	fmt.Fprintf(stdout, "building nexus and sled-agent into %s\n", filepath.Join(l.dir, "bin"))
-	if err := l.build(ctx); err != nil {
-		return l, err
-	}
-	if l.token, err = l.mintToken(ctx); err != nil {
-		return l, err
-	}
-	return l, nil
+	return p
 }
 
 // moduleRoot asks the go command, so the launcher works from any directory
@@ -175,13 +179,12 @@ func (l layout) build(ctx context.Context) error {
 	return nil
 }
 
-// mintToken runs `nexus token create` against the cluster's database before
-// nexus starts, as an operator would; it also creates and migrates the
-// database on a first start.
+// mintToken runs `nexus token create` against the rack's database, as an
+// operator would, once rack setup has created it.
 func (l layout) mintToken(ctx context.Context) (string, error) {
-	args := append([]string{"token", "create"}, l.nexusDatabaseArgs()...)
-	args = append(args, "--principal", "localcluster", "--fleet-admin")
-	cmd := exec.CommandContext(ctx, l.bin("nexus"), args...)
+	cmd := exec.CommandContext(ctx, l.bin("nexus"), "token", "create", "--id", nexusID(0).String(),
+		"--database-backend", l.database.Backend, "--database-url", l.database.URL,
+		"--principal", "localcluster", "--fleet-admin")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

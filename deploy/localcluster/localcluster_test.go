@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/services/racktest"
 )
 
@@ -39,13 +40,18 @@ func TestLocalClusterStartsAndStops(t *testing.T) {
 	if !strings.Contains(metrics, `nexus_http_requests_total{code="200",method="GET",route="/v1/system/hardware/sleds"}`) {
 		t.Errorf("nexus's metrics at %s do not count the sled listings:\n%s", lc.metrics, metrics)
 	}
-	if len(lc.pids) != 3 {
-		t.Fatalf("launcher reported %d processes, want nexus and 2 sled-agents: %v", len(lc.pids), lc.pids)
+	if len(lc.pids) != 3 || lc.pids["nexus-1"] == 0 {
+		t.Fatalf("launcher reported %v, want 2 sled-agents and the nexus-1 zone", lc.pids)
 	}
-	for name := range lc.pids {
+	for _, name := range []string{"sled-agent-1", "sled-agent-2", "rack-setup"} {
 		if _, err := os.Stat(filepath.Join(dir, "logs", name+".log")); err != nil {
 			t.Errorf("no log for %s: %v", name, err)
 		}
+	}
+	// Z11: the replica is a zone of the first sled, as its plan says.
+	ppid := parentOf(t, lc.pids["nexus-1"])
+	if ppid != lc.pids["sled-agent-1"] {
+		t.Errorf("nexus-1 (pid %d) is a child of pid %d, want sled-agent-1 (pid %d)", lc.pids["nexus-1"], ppid, lc.pids["sled-agent-1"])
 	}
 
 	lc.stop(t)
@@ -80,6 +86,32 @@ func TestLocalClusterRestartKeepsItsState(t *testing.T) {
 		t.Errorf("--fresh kept the old database: %s", body)
 	}
 	third.stop(t)
+}
+
+// With --postgres the cluster is three sleds each running a replica over
+// one database: each replica serves the same rack.
+func TestLocalClusterWithPostgresRunsAReplicaOnEachSled(t *testing.T) {
+	pgtest.RequireServerBinaries(t)
+	launcher := buildLauncher(t)
+	port := freePort(t)
+	lc := startLauncher(t, launcher, "--dir", filepath.Join(t.TempDir(), "cluster"), "--api-port", strconv.Itoa(port), "--postgres")
+
+	for _, name := range []string{"sled-agent-1", "sled-agent-2", "sled-agent-3", "nexus-1", "nexus-2", "nexus-3"} {
+		if lc.pids[name] == 0 {
+			t.Fatalf("launcher did not report %s: %v", name, lc.pids)
+		}
+	}
+	if ids := lc.sledIDs(t); len(ids) != 3 {
+		t.Fatalf("nexus lists %d sleds, want 3: %v", len(ids), ids)
+	}
+	replica := func(k int) *racktest.Client {
+		return racktest.NewClient(fmt.Sprintf("http://127.0.0.1:%d", port+10*k), lc.token)
+	}
+	replica(1).MustCall(t, "POST", "/v1/projects", `{"name": "shared", "description": ""}`, http.StatusCreated)
+	if body := string(replica(2).MustCall(t, "GET", "/v1/projects", "", http.StatusOK).Body); !strings.Contains(body, `"shared"`) {
+		t.Errorf("the third replica does not list the project made through the second: %s", body)
+	}
+	lc.stop(t)
 }
 
 func TestLocalClusterStopsEverythingWhenAChildDies(t *testing.T) {
@@ -154,6 +186,13 @@ func startLauncher(t *testing.T, bin string, args ...string) *launcherRun {
 	t.Cleanup(func() {
 		lc.cmd.Process.Kill() //nolint:errcheck // it may have exited
 		<-lc.exited
+		// Its children die with it, but the zones outlive their sled-agents
+		// by design: kill what is left of them.
+		lc.mu.Lock()
+		for _, pid := range lc.pids {
+			syscall.Kill(pid, syscall.SIGKILL) //nolint:errcheck // gone already is fine
+		}
+		lc.mu.Unlock()
 		if t.Failed() {
 			t.Logf("launcher stdout:\n%s", lc.output())
 		}
@@ -185,12 +224,12 @@ func (lc *launcherRun) Write(p []byte) (int, error) {
 	}
 }
 
-// parse records a "started <name> pid <pid>, …" line, and closes ready at
-// the "ready: url=… token=…" line.
+// parse records a "started <name> pid <pid>, …" or "zone <name> pid
+// <pid>, …" line, and closes ready at the "ready: url=… token=…" line.
 func (lc *launcherRun) parse(line string) {
-	var name string
+	var verb, name string
 	var pid int
-	if _, err := fmt.Sscanf(line, "started %s pid %d,", &name, &pid); err == nil {
+	if _, err := fmt.Sscanf(line, "%s %s pid %d,", &verb, &name, &pid); err == nil && (verb == "started" || verb == "zone") {
 		lc.pids[name] = pid
 		return
 	}
@@ -287,6 +326,23 @@ func (lc *launcherRun) assertChildrenGone(t *testing.T) {
 func (lc *launcherRun) stderr() string {
 	data, _ := os.ReadFile(lc.stderrPath)
 	return string(data)
+}
+
+// parentOf reads a process's parent pid from /proc.
+func parentOf(t *testing.T, pid int) int {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command name, in parentheses, may hold spaces: the fields after
+	// its closing parenthesis are state, then the parent's pid.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ppid
 }
 
 func freePort(t *testing.T) int {

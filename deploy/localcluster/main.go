@@ -7,10 +7,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/rackplane/rackplane/pkg/pgtest"
+	"github.com/rackplane/rackplane/services/nexus/racksetup"
 )
 
 // options are the launcher's flags.
@@ -19,6 +23,7 @@ type options struct {
 	apiPort      int
 	metricsPort  int
 	fresh        bool
+	postgres     bool
 	readyTimeout time.Duration
 	stopTimeout  time.Duration
 }
@@ -31,12 +36,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := pflag.NewFlagSet("localcluster", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.dir, "dir", "", "state directory (default <repository>/.local/cluster)")
-	fs.IntVar(&o.apiPort, "api-port", 12220, "port of nexus's REST API on 127.0.0.1")
-	fs.IntVar(&o.metricsPort, "metrics-port", 12223, "port of nexus's Prometheus metrics (/metrics) on 127.0.0.1")
+	fs.StringVar(&o.dir, "dir", "", "state directory (default <repository>/.local/cluster, or .local/cluster-postgres with --postgres)")
+	fs.IntVar(&o.apiPort, "api-port", 12220, "port of the first nexus's REST API on 127.0.0.1; replica k uses this plus 10k, and the next port for its internal API")
+	fs.IntVar(&o.metricsPort, "metrics-port", 12223, "port of the first nexus's Prometheus metrics (/metrics) on 127.0.0.1; replica k uses this plus 10k")
 	fs.BoolVar(&o.fresh, "fresh", false, "wipe the state directory first (database, zones, logs)")
-	fs.DurationVar(&o.readyTimeout, "ready-timeout", time.Minute, "bound on nexus answering and both sleds registering")
-	fs.DurationVar(&o.stopTimeout, "stop-timeout", 15*time.Second, "bound on the children's graceful stop before SIGKILL")
+	fs.BoolVar(&o.postgres, "postgres", false, "three sleds, each running a nexus replica, over a throwaway PostgreSQL server started from this machine's binaries; the state starts fresh each time")
+	fs.DurationVar(&o.readyTimeout, "ready-timeout", 2*time.Minute, "bound on rack setup, every replica answering and every sled registering")
+	fs.DurationVar(&o.stopTimeout, "stop-timeout", 15*time.Second, "bound on the processes' graceful stop before SIGKILL")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -47,7 +53,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 }
 
 // run returns the process's exit code: 0 after a stop asked for by a signal,
-// 1 when the cluster could not start or a child died, 2 for bad flags.
+// 1 when the cluster could not start or a process died, 2 for bad flags.
 func run(args []string, stdout, stderr io.Writer) int {
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
@@ -67,8 +73,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		<-sigCtx.Done()
 		stopSignals()
 	}()
+	// The nexus zones are the sled-agents' children and, by design, outlive
+	// them; as the orphans' reaper the launcher can wait for them when it
+	// stops them.
+	if err := becomeSubreaper(); err != nil {
+		fmt.Fprintln(stderr, "localcluster:", err)
+		return 1
+	}
 
 	l, err := prepare(sigCtx, opts, stdout)
+	if err == nil && opts.postgres {
+		var stopDatabase func()
+		stopDatabase, err = l.startPostgres(stdout)
+		if err == nil {
+			defer stopDatabase()
+		}
+	}
 	if err != nil {
 		if sigCtx.Err() != nil {
 			fmt.Fprintln(stdout, "interrupted before the cluster started")
@@ -80,16 +100,70 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return l.runCluster(sigCtx, opts, stdout, stderr)
 }
 
-// runCluster starts the children, reports readiness, and waits for a signal
-// or the death of a child. Whatever ends it, every child is stopped and
-// reaped before it returns.
+// prepare finds the repository, makes (or wipes) the state directory and
+// builds the binaries.
+func prepare(ctx context.Context, opts options, stdout io.Writer) (layout, error) {
+	l := layout{apiPort: opts.apiPort, metrics: opts.metricsPort, sleds: 2, replicas: 1}
+	var err error
+	if l.repo, err = moduleRoot(ctx); err != nil {
+		return l, err
+	}
+	dir := opts.dir
+	if dir == "" {
+		dir = filepath.Join(l.repo, ".local", "cluster")
+		if opts.postgres {
+			dir += "-postgres"
+		}
+	}
+	if l.dir, err = filepath.Abs(dir); err != nil {
+		return l, err
+	}
+	// A throwaway database means a new rack each start: sled ledgers and
+	// zones from the last one would contradict it.
+	if opts.fresh || opts.postgres {
+		if err := wipe(l.dir); err != nil {
+			return l, err
+		}
+	}
+	if err := makeStateDir(l.dir, stdout); err != nil {
+		return l, err
+	}
+	if opts.postgres {
+		l.sleds, l.replicas = 3, 3
+	} else {
+		l.database = racksetup.Database{Backend: "sqlite", URL: filepath.Join(l.dir, "nexus", "nexus.db")}
+		if err := os.MkdirAll(filepath.Dir(l.database.URL), 0o755); err != nil {
+			return l, err
+		}
+	}
+	fmt.Fprintf(stdout, "building nexus and sled-agent into %s\n", filepath.Join(l.dir, "bin"))
+	return l, l.build(ctx)
+}
+
+// startPostgres starts the throwaway server the replicas share.
+func (l *layout) startPostgres(stdout io.Writer) (stop func(), err error) {
+	dsn, stop, err := pgtest.StartServer(pgtest.ServerOptions{Durable: true})
+	if err != nil {
+		return nil, fmt.Errorf("--postgres: %w", err)
+	}
+	l.database = racksetup.Database{Backend: "postgres", URL: dsn}
+	fmt.Fprintf(stdout, "started PostgreSQL at %s (removed when the cluster stops)\n", dsn)
+	return stop, nil
+}
+
+// runCluster starts the processes, reports readiness, and waits for a
+// signal or the death of a child. Whatever ends it, every process it
+// started, the zones included, is stopped and reaped before it returns.
 func (l layout) runCluster(sigCtx context.Context, opts options, stdout, stderr io.Writer) int {
 	// runCtx ends on a signal or, with a childExited cause, when any child
 	// exits: every wait below is then cut short.
 	runCtx, fail := context.WithCancelCause(sigCtx)
 	defer fail(nil)
 	var children []*child
-	defer func() { stopAll(children, opts.stopTimeout, stdout) }()
+	defer func() {
+		stopAll(children, opts.stopTimeout, stdout)
+		l.stopZones(opts.stopTimeout, stdout)
+	}()
 
 	err := l.startAndAwait(runCtx, opts, stdout, fail, func(c *child) { children = append(children, c) })
 	if err == nil {
@@ -110,45 +184,41 @@ func (l layout) runCluster(sigCtx context.Context, opts options, stdout, stderr 
 	}
 }
 
-// startAndAwait starts nexus, waits until its API answers, starts the sleds,
-// waits until both are registered, and prints how to use the cluster.
+// startAndAwait mints the token, starts the sled-agents, sets the rack up
+// from its plan (which starts the nexus zones), waits until every sled is
+// registered, and prints how to use the cluster.
 func (l layout) startAndAwait(ctx context.Context, opts options, stdout io.Writer,
 	fail context.CancelCauseFunc, started func(*child)) error {
-	internal, err := freeLoopbackAddr()
+	// Minting first also creates the database's schema, before any
+	// replica opens it.
+	token, err := l.mintToken(ctx)
 	if err != nil {
 		return err
-	}
-	api := apiURL(opts.apiPort)
-	nexus, err := l.startChild("nexus", l.nexusArgs(opts.apiPort, opts.metricsPort, internal), fail, stdout)
-	if err != nil {
-		return err
-	}
-	started(nexus)
-	// Sleds start only once nexus answers: a sled whose first registration
-	// fails backs off, which would slow every start.
-	if err := waitSleds(ctx, api, l.token, nil, opts.readyTimeout); err != nil {
-		return fmt.Errorf("nexus did not answer at %s: %w (log: %s)", api, err, nexus.logPath)
 	}
 	var sleds []sledAddr
-	for i := range sledCount {
+	for i := range l.sleds {
 		listen, err := freeLoopbackAddr()
 		if err != nil {
 			return err
 		}
-		c, err := l.startChild(sledName(i), l.sledArgs(i, listen, internal), fail, stdout)
+		c, err := l.startChild(sledName(i), "sled-agent", l.sledConfig(i, listen).Args(), fail, stdout)
 		if err != nil {
 			return err
 		}
 		started(c)
 		sleds = append(sleds, sledAddr{name: sledName(i), id: sledID(i), addr: listen})
 	}
-	if err := waitSleds(ctx, api, l.token, sledIDs(), opts.readyTimeout); err != nil {
+	if err := l.setUpRack(ctx, sleds, opts.readyTimeout); err != nil {
+		return err
+	}
+	zones, err := l.reportZones(stdout)
+	if err != nil {
+		return err
+	}
+	api := l.apiURL(0)
+	if err := waitSleds(ctx, api, token, l.sledIDs(), opts.readyTimeout); err != nil {
 		return fmt.Errorf("the sleds did not register with nexus: %w (logs in %s)", err, l.logDir())
 	}
-	printReady(stdout, api, metricsURL(opts.metricsPort), l.token, sleds, l.logDir())
+	printReady(stdout, l, token, sleds, zones)
 	return nil
 }
-
-func apiURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) }
-
-func metricsURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/metrics", port) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -86,15 +87,23 @@ type sledAddr struct{ name, id, addr string }
 
 // printReady prints the "ready" line first (what scripts and the test wait
 // for), then what a person needs to use the cluster.
-func printReady(w io.Writer, api, metrics, token string, sleds []sledAddr, logDir string) {
+func printReady(w io.Writer, l layout, token string, sleds []sledAddr, zones []zoneProcess) {
+	api, metrics := l.apiURL(0), l.metricsURL(0)
 	fmt.Fprintf(w, "ready: url=%s token=%s metrics=%s\n\n", api, token, metrics)
-	fmt.Fprintf(w, "  REST API    %s  (OpenAPI document at %s/openapi.json)\n", api, api)
-	fmt.Fprintf(w, "  metrics     %s  (Prometheus; no token)\n", metrics)
+	for k := range l.replicas {
+		fmt.Fprintf(w, "  nexus-%d     REST API %s, metrics %s (Prometheus; no token)\n", k+1, l.apiURL(k), l.metricsURL(k))
+	}
+	fmt.Fprintf(w, "              OpenAPI document at %s/openapi.json\n", api)
+	fmt.Fprintf(w, "  database    %s %s\n", l.database.Backend, l.database.URL)
 	fmt.Fprintf(w, "  token       %s  (fleet admin; a new one each start)\n", token)
 	for _, s := range sleds {
-		fmt.Fprintf(w, "  %s  sled %s, gRPC at %s (sledctl --addr %s)\n", s.name, s.id, s.addr, s.addr)
+		fmt.Fprintf(w, "  %s  sled %s, gRPC at %s (sledctl --addr %s inventory)\n", s.name, s.id, s.addr, s.addr)
 	}
-	fmt.Fprintf(w, "  logs        %s (nexus.log, sled-agent-N.log)\n\n", logDir)
+	for _, z := range zones {
+		fmt.Fprintf(w, "  %s     a zone of %s, pid %d, log %s\n", z.name, z.sled, z.pid, z.log)
+	}
+	fmt.Fprintf(w, "  logs        %s (sled-agent-N.log, rack-setup.log)\n", l.logDir())
+	fmt.Fprintf(w, "  rack plan   %s\n\n", filepath.Join(l.dir, "rack-plan.json"))
 	fmt.Fprintf(w, "Try:\n")
 	fmt.Fprintf(w, "  export TOKEN=%s\n", token)
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" %s/v1/system/hardware/sleds\n", api)

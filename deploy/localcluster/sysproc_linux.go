@@ -1,6 +1,11 @@
 package main
 
-import "syscall"
+import (
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // childSysProcAttr puts a child in its own process group, so that Ctrl-C in
 // the terminal reaches only the launcher, which then stops the children in
@@ -14,4 +19,25 @@ import "syscall"
 // while locked to one, which the launcher never does.
 func childSysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// becomeSubreaper makes the launcher the reaper of its descendants'
+// orphans: the nexus zones, whose sled-agent has stopped before them.
+func becomeSubreaper() error {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("becoming the reaper of orphaned zones: %w", err)
+	}
+	return nil
+}
+
+// reap waits for pid if it is the launcher's to wait for (an orphaned zone
+// it stopped); any other pid is left alone.
+func reap(pid int) {
+	var status unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &status, 0, nil)
+		if err != unix.EINTR {
+			return
+		}
+	}
 }

@@ -241,7 +241,7 @@ func BindFlags(fs *pflag.FlagSet) *Flags {
 // paths are the settings that name directories: relative to the file they
 // are written in, not to wherever the agent happens to be started.
 func paths(func(string) string) []string {
-	return []string{"data_dir", "zone_state_dir", "ledger_dirs"}
+	return []string{"data_dir", "zone_state_dir", "zone_root", "ledger_dirs"}
 }
 
 // Resolve combines defaults, the config file, the environment and the

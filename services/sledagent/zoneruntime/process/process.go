@@ -452,33 +452,74 @@ func tail(path string) string {
 	return string(bytes.Join(lines[max(0, len(lines)-10):], []byte("\n")))
 }
 
+// Process is a zone process found running under a root.
+type Process struct {
+	Zone zoneconfig.Zone
+	Pid  int
+	// Log is the file the process writes its output to.
+	Log string
+}
+
+// Running lists the zone processes recorded under root that still run, for
+// a launcher to report them (the runtime itself reads its records in Open).
+func Running(root string) ([]Process, error) {
+	live, err := liveRecords(root)
+	var out []Process
+	for _, l := range live {
+		out = append(out, Process{Zone: l.rec.Zone, Pid: l.rec.Pid, Log: filepath.Join(l.dir, logFile)})
+	}
+	return out, err
+}
+
 // StopAll stops every zone process recorded under root that still runs:
 // SIGTERM to each zone's process group, SIGKILL to those still there after
 // bound. It is for tearing a whole sled down (a local cluster that stops, a
 // test that ends), never for the reconciler, which stops zones one by one.
-func StopAll(root string, bound time.Duration) error {
-	records, err := filepath.Glob(filepath.Join(root, "*", "zones", "*", recordFile))
+// It returns the pids it stopped, so that a caller that inherited them as
+// an orphans' reaper can reap them.
+func StopAll(root string, bound time.Duration) ([]int, error) {
+	live, err := liveRecords(root)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var live []record
-	for _, path := range records {
+	pids := make([]int, 0, len(live))
+	for _, l := range live {
+		syscall.Kill(-l.rec.Pid, syscall.SIGTERM) //nolint:errcheck // gone already is fine
+		pids = append(pids, l.rec.Pid)
+	}
+	deadline := time.Now().Add(bound)
+	for _, l := range live {
+		for alive(l.rec.Pid, l.rec.StartTicks) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if alive(l.rec.Pid, l.rec.StartTicks) {
+			syscall.Kill(-l.rec.Pid, syscall.SIGKILL) //nolint:errcheck // as above
+		}
+	}
+	return pids, nil
+}
+
+// located is a zone record and the zone directory it was read from.
+type located struct {
+	rec record
+	dir string
+}
+
+// liveRecords reads the records under root whose process still runs;
+// unreadable records are skipped, as Open skips them.
+func liveRecords(root string) ([]located, error) {
+	paths, err := filepath.Glob(filepath.Join(root, "*", "zones", "*", recordFile))
+	if err != nil {
+		return nil, err
+	}
+	var live []located
+	for _, path := range paths {
 		var rec record
 		data, err := os.ReadFile(path)
 		if err != nil || json.Unmarshal(data, &rec) != nil || !alive(rec.Pid, rec.StartTicks) {
 			continue
 		}
-		syscall.Kill(-rec.Pid, syscall.SIGTERM) //nolint:errcheck // gone already is fine
-		live = append(live, rec)
+		live = append(live, located{rec: rec, dir: filepath.Dir(path)})
 	}
-	deadline := time.Now().Add(bound)
-	for _, rec := range live {
-		for alive(rec.Pid, rec.StartTicks) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if alive(rec.Pid, rec.StartTicks) {
-			syscall.Kill(-rec.Pid, syscall.SIGKILL) //nolint:errcheck // as above
-		}
-	}
-	return nil
+	return live, nil
 }

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/process"
+)
+
+// setUpRack writes the rack's plan next to the state and runs
+// `nexus rack-setup` on it, as an operator would: the plan is recorded
+// (once: a restart finds it recorded and only pushes the zones again), the
+// sled-agents get their zones, and it returns once every replica answers.
+func (l layout) setUpRack(ctx context.Context, sleds []sledAddr, bound time.Duration) error {
+	addrs := make([]string, len(sleds))
+	for i, s := range sleds {
+		addrs[i] = s.addr
+	}
+	plan, err := json.MarshalIndent(l.plan(addrs), "", "  ")
+	if err != nil {
+		return err
+	}
+	planPath := filepath.Join(l.dir, "rack-plan.json")
+	if err := os.WriteFile(planPath, append(plan, '\n'), 0o600); err != nil {
+		return err
+	}
+	logPath := filepath.Join(l.logDir(), "rack-setup.log")
+	log, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := exec.CommandContext(ctx, l.bin("nexus"), "rack-setup", "--plan", planPath, "--ready-timeout", bound.String())
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = childSysProcAttr()
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("rack setup from %s: %w; last lines of %s:\n%s", planPath, err, logPath, tail(logPath, 20))
+	}
+	return nil
+}
+
+// zoneProcess is a zone a sled-agent runs as a process, as the launcher
+// reports it.
+type zoneProcess struct {
+	name, sled, log string
+	pid             int
+}
+
+// reportZones prints the zone processes the sled-agents run, in the form
+// of the launcher's own children, and returns them.
+func (l layout) reportZones(stdout io.Writer) ([]zoneProcess, error) {
+	var zones []zoneProcess
+	for i := range l.sleds {
+		running, err := process.Running(l.zoneRoot(i))
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range running {
+			z := zoneProcess{name: l.zoneName(p), sled: sledName(i), log: p.Log, pid: p.Pid}
+			fmt.Fprintf(stdout, "zone %s pid %d, run by %s, log %s\n", z.name, z.pid, z.sled, z.log)
+			zones = append(zones, z)
+		}
+	}
+	return zones, nil
+}
+
+// zoneName is "nexus-<k>" for replica k's zone, named as the launcher
+// numbers replicas.
+func (l layout) zoneName(p process.Process) string {
+	for k := range l.replicas {
+		if p.Zone.ID == nexusID(k) {
+			return fmt.Sprintf("nexus-%d", k+1)
+		}
+	}
+	return strings.ToLower(string(p.Zone.Kind)) + "-" + p.Zone.ID.String()[:8]
+}
+
+// stopZones stops the zone processes the sled-agents left running (by
+// design a zone outlives its agent) and reaps those that fell to the
+// launcher, so that nothing of the cluster outlives it.
+func (l layout) stopZones(bound time.Duration, stdout io.Writer) {
+	for i := range l.sleds {
+		pids, err := process.StopAll(l.zoneRoot(i), bound)
+		if err != nil {
+			fmt.Fprintf(stdout, "stopping the zones of %s: %v\n", sledName(i), err)
+		}
+		for _, pid := range pids {
+			reap(pid)
+		}
+	}
+}
