@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/backoff"
+	"github.com/rackplane/rackplane/pkg/dirlock"
 	"github.com/rackplane/rackplane/pkg/grpcconn"
 	"github.com/rackplane/rackplane/pkg/logging"
 	"github.com/rackplane/rackplane/services/sledagent/api"
@@ -58,6 +60,7 @@ type Server struct {
 	reconciler *reconciler.Reconciler
 	zones      *sim.Runtime
 	processes  *process.Runtime
+	lock       *dirlock.Lock
 	publisher  *nexusclient.Publisher
 	nexusConn  *grpc.ClientConn
 	hypervisor *hypervisorsim.Hypervisor
@@ -76,8 +79,19 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	sledID := uuid.MustParse(cfg.SledID)
 	log = log.With(zap.String("sled_id", sledID.String()))
 
+	// Two agents on one sled's state would each adopt and stop the other's
+	// zones and write over each other's ledgers.
+	stateDirs := append(slices.Clone(cfg.LedgerDirs), cfg.ZoneStateDir)
+	if cfg.ZoneRoot != "" {
+		stateDirs = append(stateDirs, cfg.ZoneRoot)
+	}
+	lock, err := dirlock.Acquire("sled-agent", stateDirs...)
+	if err != nil {
+		return nil, err
+	}
 	zones, err := sim.Open(cfg.ZoneStateDir)
 	if err != nil {
+		lock.Release()
 		return nil, fmt.Errorf("opening the simulated zone runtime: %w", err)
 	}
 	commands := map[zoneconfig.Kind][]string{}
@@ -89,6 +103,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 		Log: log.Named("zones")})
 	if err != nil {
 		zones.Close()
+		lock.Release()
 		return nil, fmt.Errorf("opening the process zone runtime: %w", err)
 	}
 	ok := false
@@ -96,6 +111,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 		if !ok {
 			zones.Close()
 			processes.Close()
+			lock.Release()
 		}
 	}()
 	zoneFaults := faults.Wrap(zoneruntime.ByKind{Process: processes, Sim: zones})
@@ -173,7 +189,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	log.Info("sled-agent listening", zap.String("address", lis.Addr().String()),
 		zap.Strings("ledger_dirs", cfg.LedgerDirs), zap.String("zone_state_dir", cfg.ZoneStateDir))
 	ok = true
-	s := &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec, zones: zones, processes: processes,
+	s := &Server{cfg: cfg, log: log, listener: lis, grpc: srv, health: hs, reconciler: rec, zones: zones, processes: processes, lock: lock,
 		publisher: publisher, nexusConn: nexusConn, hypervisor: hypervisor, peer: migrationPeer}
 	agentCtx, stop := context.WithCancel(context.Background())
 	s.stopAgent = stop
@@ -241,5 +257,6 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	// Zone processes keep running, for the next agent to adopt (Z8).
 	s.processes.Close()
+	s.lock.Release()
 	s.log.Info("sled-agent stopped")
 }

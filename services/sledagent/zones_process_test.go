@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/testutil"
+	"github.com/rackplane/rackplane/services/racktest"
 	"github.com/rackplane/rackplane/services/sledagent/config"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/process"
@@ -373,4 +375,251 @@ func TestZ10_ARecycledPidIsNotAdopted(t *testing.T) {
 func zoneOn(cfg config.Config, n int) *sledagentv1.OmicronZoneConfig {
 	return &sledagentv1.OmicronZoneConfig{Id: uuid.NewString(), Kind: oximeter, FilesystemPool: cfg.Zpools[0],
 		Address: fmt.Sprintf("[fd00:1122:3344:101::%x]:12222", n)}
+}
+
+// scriptFile writes an executable shell script.
+func scriptFile(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "zone.sh")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A zone whose process exits at once failed to start; its next try waits
+// out the reconciler's backoff, drawn anew for each failure, instead of
+// coming back as fast as the process dies.
+func TestZ10_AZoneThatFailsToStartIsRetriedWithBackoff(t *testing.T) {
+	starts := filepath.Join(t.TempDir(), "starts")
+	command := scriptFile(t, "date +%s%N >> "+starts+"\nexit 1\n")
+	const initial = 200 * time.Millisecond
+	a := sledagenttest.Start(t, func(c *config.Config) {
+		processZones(t, command, c)
+		c.ReconcilerRetryInitial, c.ReconcilerRetryMax = config.Duration(initial), config.Duration(10*time.Second)
+	})
+	zone := a.Zone(oximeter, 1)
+	a.Ensure(1, zone)
+	var times []time.Time
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		data, _ := os.ReadFile(starts)
+		times = times[:0]
+		for _, line := range strings.Fields(string(data)) {
+			ns, err := strconv.ParseInt(line, 10, 64)
+			if err != nil {
+				return err
+			}
+			times = append(times, time.Unix(0, ns))
+		}
+		if len(times) < 4 {
+			return fmt.Errorf("%d starts so far", len(times))
+		}
+		return nil
+	})
+	// Failure n waits at least initial·2^(n-1)·(1-jitter) before start n+1.
+	for n := 1; n < 4; n++ {
+		least := initial << (n - 1) / 2
+		if gap := times[n].Sub(times[n-1]); gap < least {
+			t.Errorf("start %d came %s after failure %d, before its backoff (at least %s)", n+1, gap, n, least)
+		}
+	}
+	state, _ := zoneState(a.Inventory(), zone.Id)
+	if state != sledagentv1.ZoneState_ZONE_STATE_FAILED_TO_START {
+		t.Errorf("the zone is %s, want FAILED_TO_START", state)
+	}
+}
+
+// zoneProcesses lists every live process that carries zone id in its
+// environment, the zone's own and what it started.
+func zoneProcesses(t *testing.T, id string) []int {
+	t.Helper()
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil || len(stat) == 0 {
+			continue
+		}
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			continue
+		}
+		if slices.ContainsFunc(bytes.Split(env, []byte{0}), func(kv []byte) bool { return string(kv) == "RACKPLANE_ZONE_ID="+id }) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// A zone is every process it started: when its own process dies, what it
+// left behind is stopped before the zone starts again, so the zone never
+// runs twice; and a halt waits for all of them, SIGKILLing a child that
+// ignores SIGTERM, before the zone leaves the inventory (Z6).
+func TestZ10_AZonesLeftoverProcessesAreStoppedBeforeItRunsAgainOrLeaves(t *testing.T) {
+	// The shell leads; its child ignores SIGTERM and outlives it.
+	command := scriptFile(t, "sh -c \"trap '' TERM; exec sleep 100000\" &\nwait\n")
+	a := sledagenttest.Start(t, func(c *config.Config) {
+		processZones(t, command, c)
+		c.ZoneStopTimeout = config.Duration(500 * time.Millisecond)
+		c.ReconcilerRetryInitial, c.ReconcilerRetryMax = config.Duration(100*time.Millisecond), config.Duration(time.Second)
+	})
+	zone := a.Zone(oximeter, 1)
+	a.Ensure(1, zone)
+	a.WaitReconciled(1, sledagenttest.AllOK)
+	var first []int
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if first = zoneProcesses(t, zone.Id); len(first) != 2 {
+			return fmt.Errorf("zone runs in %v, want its shell and the shell's child", first)
+		}
+		return nil
+	})
+	leader := onePid(t, zone.Id)
+	if err := syscall.Kill(leader, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		now := zoneProcesses(t, zone.Id)
+		for _, pid := range first {
+			if slices.Contains(now, pid) && len(now) > 1 {
+				return fmt.Errorf("zone runs in %v; the child %d of its dead process is still there", now, pid)
+			}
+		}
+		if len(now) != 2 {
+			return fmt.Errorf("zone runs in %v, waiting for one new shell and its child", now)
+		}
+		return nil
+	})
+	a.Ensure(2)
+	a.WaitReconciled(2, func(inv *sledagentv1.GetInventoryResponse) error {
+		if _, present := zoneState(inv, zone.Id); present {
+			return fmt.Errorf("the zone is still listed")
+		}
+		return nil
+	})
+	if left := zoneProcesses(t, zone.Id); len(left) != 0 {
+		t.Fatalf("the zone left the inventory while %v of its processes still run (Z6)", left)
+	}
+}
+
+// A sled-agent killed after it started a zone's process but before it wrote
+// the pid down leaves a record without one: the next agent finds the
+// process by the zone's id in its environment and stops it before it starts
+// the zone, so the zone runs once.
+func TestZ10_AZoneWhoseStartWasInterruptedRunsOnce(t *testing.T) {
+	command := zoneScript(t, false)
+	cfg := sledagenttest.Config(t)
+	processZones(t, command, &cfg)
+	zone := zoneOn(cfg, 1)
+	agent := startProcess(t, cfg)
+	client, closeConn := agent.client(t)
+	if _, err := client.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{
+		Config: &sledagentv1.OmicronZonesConfig{Generation: 1, Zones: []*sledagentv1.OmicronZoneConfig{zone}}}); err != nil {
+		t.Fatal(err)
+	}
+	pid := onePid(t, zone.Id)
+	closeConn()
+	agent.Kill()
+	// As if the kill had come between the start and the record of its pid.
+	recPath := filepath.Join(cfg.ZoneRoot, zone.FilesystemPool, "zones", zone.Id, "zone.json")
+	data, err := os.ReadFile(recPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["pid"], rec["start_ticks"] = 0, 0
+	if data, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(recPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	agent = startProcess(t, cfg)
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		now := zonePids(t, zone.Id)
+		if len(now) != 1 || now[0] == pid {
+			return fmt.Errorf("zone runs in %v, waiting for one new process instead of %d", now, pid)
+		}
+		return nil
+	})
+	agent.Stop()
+}
+
+// Exits in a row lengthen the backoff, but a zone that then ran for longer
+// than the longest backoff starts counting anew when it exits again.
+func TestZ10_AZoneThatRanLongerThanTheLongestBackoffCountsItsExitsAnew(t *testing.T) {
+	command := zoneScript(t, false)
+	const longest = 400 * time.Millisecond
+	a := sledagenttest.Start(t, func(c *config.Config) {
+		processZones(t, command, c)
+		c.ReconcilerRetryInitial, c.ReconcilerRetryMax = config.Duration(100*time.Millisecond), config.Duration(longest)
+	})
+	zone := a.Zone(oximeter, 1)
+	a.Ensure(1, zone)
+	a.WaitReconciled(1, sledagenttest.AllOK)
+	exitsAfterKill := func() uint32 {
+		t.Helper()
+		pid := onePid(t, zone.Id)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		var attempts uint32
+		testutil.WaitFor(t, 10*time.Second, func() error {
+			for _, z := range a.Inventory().GetLastReconciliation().GetZones() {
+				if z.GetZoneId() == zone.Id && z.GetError().GetState() == sledagentv1.ZoneState_ZONE_STATE_EXITED {
+					attempts = z.GetError().GetAttempts()
+					return nil
+				}
+			}
+			return fmt.Errorf("zone not seen exited yet")
+		})
+		a.WaitReconciled(1, sledagenttest.AllOK)
+		return attempts
+	}
+	for want := uint32(1); want <= 3; want++ {
+		if got := exitsAfterKill(); got != want {
+			t.Fatalf("exit %d in a row is counted %d", want, got)
+		}
+	}
+	ranSince := time.Now()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if ran := time.Since(ranSince); ran <= 2*longest {
+			return fmt.Errorf("the zone has run for %s of the %s that make its exits forgotten", ran, 2*longest)
+		}
+		return nil
+	})
+	if got := exitsAfterKill(); got != 1 {
+		t.Fatalf("an exit after running %s is counted %d, want 1 (a fresh count)", 2*longest, got)
+	}
+}
+
+// Two sled-agents on one sled's state would adopt and stop each other's
+// zones and write over each other's ledgers: the second is refused, naming
+// the directory and the first one's pid, and the first goes on undisturbed.
+// Its kill -9 frees the state for the next agent.
+func TestZ8_ASecondSledAgentOnTheSameStateIsRefused(t *testing.T) {
+	cfg := sledagenttest.Config(t)
+	processZones(t, zoneScript(t, false), &cfg)
+	first := startProcess(t, cfg)
+	second := cfg
+	second.ListenAddress = "127.0.0.1:0"
+	p := racktest.NewProcess(t, "sled-agent-2", racktest.Build(t, racktest.SledAgentBinary), second.Args()...)
+	p.Start()
+	select {
+	case <-p.Exited():
+	case <-time.After(30 * time.Second):
+		t.Fatal("a second sled-agent on the same state kept running")
+	}
+	if log := p.Log(); !strings.Contains(log, "in use by another sled-agent (pid "+strconv.Itoa(first.Pid())+")") {
+		t.Fatalf("the second sled-agent's refusal does not name the first:\n%s", log)
+	}
+	first.Kill()
+	startProcess(t, cfg).Stop()
 }

@@ -41,7 +41,7 @@ type Config struct {
 	// the command line to run, which learns the zone's id, addresses and,
 	// for nexus, its settings from its environment. Other kinds stay in
 	// the simulated runtime.
-	ZoneCommands map[string]string `koanf:"zone_commands" flag:"zone-command" help:"kind=command: run zones of kind as processes of command, repeatable (e.g. nexus=/usr/local/bin/nexus)"`
+	ZoneCommands map[string]string `koanf:"zone_commands" flag:"zone-command" help:"kind=command: run zones of kind as processes of command (absolute path or name on PATH; arguments split on spaces, no quoting; no commas), repeatable (e.g. nexus=/usr/local/bin/nexus)"`
 	// ZoneRoot holds the process zones, in <zone_root>/<pool>/zones/<id>:
 	// each its log and its record.
 	ZoneRoot string `koanf:"zone_root" help:"directory of the process zones' pools (default data_dir/pools)"`
@@ -175,8 +175,13 @@ func (c Config) Validate() error {
 		if zoneconfig.Kind(kind).Proto() == sledagentv1.ZoneKind_ZONE_KIND_UNSPECIFIED {
 			bad("zone_commands", "%q is not a zone kind", kind)
 		}
-		if len(strings.Fields(command)) == 0 {
+		switch argv := strings.Fields(command); {
+		case len(argv) == 0:
 			bad("zone_commands", "the command of %s zones is empty", kind)
+		case strings.ContainsRune(argv[0], filepath.Separator) && !filepath.IsAbs(argv[0]):
+			// A zone runs in its own directory: a relative program path
+			// would name a file there.
+			bad("zone_commands", "the program of %s zones, %q, must be an absolute path or a name found on PATH", kind, argv[0])
 		}
 	}
 	if len(c.ZoneCommands) > 0 && c.ZoneRoot == "" {

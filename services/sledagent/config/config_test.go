@@ -79,3 +79,17 @@ func TestTheShippedSampleConfigIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A zone runs in its own directory, so a relative program path would not
+// name what the operator meant (Z10).
+func TestARelativeZoneProgramIsRefused(t *testing.T) {
+	_, err := resolve(t, "--sled-id", "1a5e0000-0000-4000-8000-000000000001", "--data-dir", t.TempDir(),
+		"--zpool", "oxp_0b0e0000-0000-4000-8000-000000000001", "--zone-command", "nexus=./bin/nexus")
+	if err == nil || !strings.Contains(err.Error(), "zone_commands:") || !strings.Contains(err.Error(), "./bin/nexus") {
+		t.Fatalf("a relative zone program: %v, want an error naming zone_commands and the path", err)
+	}
+	if _, err := resolve(t, "--sled-id", "1a5e0000-0000-4000-8000-000000000001", "--data-dir", t.TempDir(),
+		"--zpool", "oxp_0b0e0000-0000-4000-8000-000000000001", "--zone-command", "nexus=nexus --log-format json"); err != nil {
+		t.Fatalf("a program found on PATH: %v", err)
+	}
+}

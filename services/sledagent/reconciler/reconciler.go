@@ -90,9 +90,11 @@ type trackedZone struct {
 	step     ShutdownStep // next step to run, when partially shut down
 	lastErr  string
 	attempts int
-	// startedAt is when the reconciler last started (or adopted) it;
-	// exitedAt when it was found exited.
-	startedAt, exitedAt time.Time
+	// startedAt is when the reconciler last started (or adopted) it.
+	startedAt time.Time
+	// retryAt is when a zone that exited or failed to start may be
+	// started again: its backoff, drawn once when it entered that state.
+	retryAt time.Time
 }
 
 // Reconciler is the handle to the reconciliation loop.
@@ -114,7 +116,8 @@ type Reconciler struct {
 	// rather than in the tracked zone.
 	startFailures map[uuid.UUID]int
 	// Exits of each wanted zone's process in a row, each restart waiting
-	// retry.Delay(exits-1); forgotten once it has run for retry.Max.
+	// retry.Delay(exits-1); forgotten when the zone exits after running
+	// for longer than retry.Max.
 	exits map[uuid.UUID]int
 
 	cancel context.CancelFunc
@@ -226,9 +229,14 @@ func (r *Reconciler) loop(ctx context.Context) {
 		if desired == nil {
 			continue
 		}
-		if r.pass(ctx, *desired) {
+		if next, errored := r.pass(ctx, *desired); errored {
 			delay := r.retry.Delay(failedPasses)
 			failedPasses++
+			// A zone waiting out its own backoff is started when that
+			// ends, not a whole pass delay later.
+			if !next.IsZero() && time.Until(next) < delay {
+				delay = max(time.Until(next), 0)
+			}
 			retry.Reset(delay)
 			r.log.Info("reconciler pass left errors; retrying", zap.Duration("after", delay),
 				zap.Int("consecutive_failed_passes", failedPasses))
@@ -240,8 +248,9 @@ func (r *Reconciler) loop(ctx context.Context) {
 }
 
 // pass runs one reconciliation against desired and reports whether any zone
-// was left in error.
-func (r *Reconciler) pass(ctx context.Context, desired zoneconfig.Config) bool {
+// was left in error, and the earliest time a zone waiting out its backoff
+// may be started again (zero if none waits).
+func (r *Reconciler) pass(ctx context.Context, desired zoneconfig.Config) (time.Time, bool) {
 	started := time.Now()
 	r.mu.Lock()
 	r.status = Status{Phase: PhaseRunning, Generation: desired.Generation, StartedAt: started}
@@ -271,7 +280,13 @@ func (r *Reconciler) pass(ctx context.Context, desired zoneconfig.Config) bool {
 	r.last = result
 	r.status = Status{Phase: PhaseIdle, CompletedAt: completed, Duration: completed.Sub(started)}
 	r.mu.Unlock()
-	return errored > 0
+	var next time.Time
+	for _, tz := range r.zones {
+		if !tz.retryAt.IsZero() && (next.IsZero() || tz.retryAt.Before(next)) {
+			next = tz.retryAt
+		}
+	}
+	return next, errored > 0
 }
 
 // shutDownUnwanted shuts down, concurrently, every tracked zone that must go
@@ -284,12 +299,10 @@ func (r *Reconciler) shutDownUnwanted(ctx context.Context, desired zoneconfig.Co
 		case !wanted:
 		case tz.state == ZonePartiallyShutDown:
 			// Wanted again: it must finish shutting down before it starts.
-		case tz.state == ZoneFailedToStart:
-			// Clear whatever the failed start left before trying again.
-		case tz.state == ZoneExited:
-			// Clear what is left of it, then start it again, once its
-			// backoff has passed.
-			if time.Since(tz.exitedAt) < r.retry.Delay(r.exits[id]-1) {
+		case tz.state == ZoneFailedToStart, tz.state == ZoneExited:
+			// Clear whatever the failed start or the exit left, then start
+			// it again, once its backoff has passed.
+			if time.Now().Before(tz.retryAt) {
 				continue
 			}
 		case tz.zone != want:
@@ -382,15 +395,17 @@ func (r *Reconciler) startMissing(ctx context.Context, desired zoneconfig.Config
 			continue
 		}
 		r.startFailures[z.ID]++
-		r.zones[z.ID] = &trackedZone{zone: z, state: ZoneFailedToStart,
+		backoff := r.retry.Delay(r.startFailures[z.ID] - 1)
+		r.zones[z.ID] = &trackedZone{zone: z, state: ZoneFailedToStart, retryAt: time.Now().Add(backoff),
 			lastErr: fmt.Sprintf("start: %v", errs[i]), attempts: r.startFailures[z.ID]}
-		r.log.Warn("zone failed to start", zap.Stringer("zone_id", z.ID), zap.String("kind", string(z.Kind)),
-			zap.Int("attempts", r.startFailures[z.ID]), zap.Error(errs[i]))
+		r.log.Warn("zone failed to start; trying again after a backoff", zap.Stringer("zone_id", z.ID),
+			zap.String("kind", string(z.Kind)), zap.Int("attempts", r.startFailures[z.ID]),
+			zap.Duration("backoff", backoff), zap.Error(errs[i]))
 	}
 }
 
 // findExits asks the runtime which running zones' processes ended on their
-// own, and forgets the exits of zones that have run long enough since.
+// own.
 func (r *Reconciler) findExits(ctx context.Context, now time.Time) {
 	present, err := r.runtime.Zones(ctx)
 	if err != nil {
@@ -402,24 +417,25 @@ func (r *Reconciler) findExits(ctx context.Context, now time.Time) {
 			r.noteExit(tz, p, now)
 		}
 	}
-	for id, tz := range r.zones {
-		if tz.state == ZoneRunning && r.exits[id] > 0 && now.Sub(tz.startedAt) > r.retry.Max {
-			delete(r.exits, id)
-		}
-	}
 }
 
-// noteExit marks a running zone whose process the runtime found exited.
+// noteExit marks a running zone whose process the runtime found exited. A
+// zone that ran for longer than the longest backoff before it exited starts
+// counting its exits anew.
 func (r *Reconciler) noteExit(tz *trackedZone, p PresentZone, now time.Time) {
 	if p.Exited == "" || tz.state != ZoneRunning {
 		return
 	}
+	if now.Sub(tz.startedAt) > r.retry.Max {
+		delete(r.exits, tz.zone.ID)
+	}
 	r.exits[tz.zone.ID]++
-	tz.state, tz.exitedAt, tz.attempts = ZoneExited, now, r.exits[tz.zone.ID]
+	backoff := r.retry.Delay(r.exits[tz.zone.ID] - 1)
+	tz.state, tz.retryAt, tz.attempts = ZoneExited, now.Add(backoff), r.exits[tz.zone.ID]
 	tz.lastErr = "exited on its own: " + p.Exited
 	r.log.Warn("zone exited on its own; restarting it after a backoff", zap.Stringer("zone_id", tz.zone.ID),
 		zap.String("kind", string(tz.zone.Kind)), zap.String("exit", p.Exited), zap.Int("exits", tz.attempts),
-		zap.Duration("backoff", r.retry.Delay(tz.attempts-1)))
+		zap.Duration("backoff", backoff))
 }
 
 func (r *Reconciler) result(generation uint64) *Result {

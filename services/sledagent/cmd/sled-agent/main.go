@@ -27,7 +27,7 @@ func main() {
 func command() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:           "sled-agent",
-		Short:         "Run the agent of one sled (simulated zone runtime)",
+		Short:         "Run the agent of one sled: its zones (as processes or simulated) and its VMMs (simulated hypervisor)",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"strconv"
@@ -58,4 +59,45 @@ func alive(pid int, ticks uint64) bool {
 	}
 	st, err := readStat(pid)
 	return err == nil && st.startTicks == ticks && st.state != 'Z' && st.state != 'X'
+}
+
+// zoneMarker is the environment entry every process of a zone carries: the
+// zone's process sets it and its children inherit it. It is how the
+// runtime finds all of a zone's processes, not only the one it started: a
+// shell's children, a process that left the zone's process group, and a
+// process started by an agent killed before it could record the pid.
+func zoneMarker(id string) []byte { return []byte("RACKPLANE_ZONE_ID=" + id) }
+
+// zoneMembers returns the live processes that carry zone id's marker and
+// started at or after since (clock ticks since boot; 0 for any time). A
+// zombie runs nothing and is not counted; a process whose environment this
+// user cannot read is not a zone of this agent's.
+func zoneMembers(id string, since uint64) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	marker := zoneMarker(id)
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := readStat(pid)
+		if err != nil || st.state == 'Z' || st.state == 'X' || st.startTicks < since {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if bytes.Equal(kv, marker) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
 }

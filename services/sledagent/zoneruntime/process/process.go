@@ -13,12 +13,16 @@
 // own process group, so they outlive the agent like zones outlive a real
 // sled-agent, and a signal to the agent's terminal does not reach them.
 //
-// Starting returns once the process has run for a short grace period
-// without exiting; stopping (the halt step) sends SIGTERM to the zone's
-// process group, then SIGKILL after a bound, and succeeds only once the
-// process is really gone. A zone that is gone already is shut down (Z7). A
-// process that exits on its own is reported (PresentZone.Exited) and the
-// runtime pokes the reconciler, which restarts it after a backoff.
+// A zone is all the processes that carry its id in their environment
+// (RACKPLANE_ZONE_ID): the one the runtime started and whatever that one
+// started. Starting returns once the process has run for a short grace
+// period without exiting; stopping (the halt step) sends SIGTERM to every
+// process of the zone, then SIGKILL after a bound, and succeeds only once
+// none is left. A zone that is gone already is shut down (Z7). A zone whose
+// process exits on its own is reported (PresentZone.Exited) and the runtime
+// pokes the reconciler, which clears what is left of it and starts it again
+// after a backoff; a zone is never started while processes of an earlier
+// run of it remain.
 package process
 
 import (
@@ -70,7 +74,10 @@ const (
 // record is a zone as its zone.json keeps it.
 type record struct {
 	Zone zoneconfig.Zone `json:"zone"`
-	Pid  int             `json:"pid"`
+	// Pid is the zone's process; 0 while it is being started (the record
+	// is written first, so that a sled-agent killed before it learns the
+	// pid still leaves a record to find the process by).
+	Pid int `json:"pid"`
 	// StartTicks is the process's start time, in clock ticks since boot
 	// (/proc/<pid>/stat, field 22): with the pid, the process's identity.
 	StartTicks     uint64 `json:"start_ticks"`
@@ -90,6 +97,9 @@ type zoneProc struct {
 	// child: this runtime started the process and its reaper watches it;
 	// otherwise it was adopted and is polled.
 	child bool
+	// starting: StartZone is waiting out the start grace, and reports an
+	// exit itself, as a failed start.
+	starting bool
 }
 
 // Runtime runs zones as processes.
@@ -115,9 +125,12 @@ func Open(cfg Config) (*Runtime, error) {
 		cfg.Log = zap.NewNop()
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Log, onExit: func() {}, zones: map[uuid.UUID]*zoneProc{}, stop: make(chan struct{})}
-	records, err := filepath.Glob(filepath.Join(cfg.Root, "*", "zones", "*", recordFile))
-	if err != nil {
-		return nil, err
+	var records []string
+	if cfg.Root != "" { // no root, no process zones (and no glob relative to the working directory)
+		var err error
+		if records, err = filepath.Glob(filepath.Join(cfg.Root, "*", "zones", "*", recordFile)); err != nil {
+			return nil, err
+		}
 	}
 	for _, path := range records {
 		var rec record
@@ -134,6 +147,11 @@ func Open(cfg Config) (*Runtime, error) {
 		z := &zoneProc{rec: rec, dir: filepath.Dir(path), exited: make(chan struct{})}
 		switch {
 		case !rec.Running:
+			close(z.exited)
+		case rec.Pid == 0:
+			// Whatever it started is cleared by the halt that comes before
+			// the zone starts again.
+			z.exit = "its start was interrupted (the sled-agent stopped before it recorded the process)"
 			close(z.exited)
 		case alive(rec.Pid, rec.StartTicks):
 			r.log.Info("adopted zone process", zap.Stringer("zone_id", rec.Zone.ID), zap.Int("pid", rec.Pid))
@@ -214,7 +232,8 @@ func (z *zoneProc) gone() bool {
 }
 
 // StartZone implements reconciler.ZoneRuntime. A zone whose process already
-// runs is left running: never a second copy.
+// runs is left running, and one with processes left from an earlier run is
+// not started: never a second copy.
 func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 	argv := r.cfg.Commands[zone.Kind]
 	if len(argv) == 0 {
@@ -226,6 +245,9 @@ func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 		return nil
 	}
 	r.mu.Unlock()
+	if left := zoneMembers(zone.ID.String(), 0); len(left) > 0 {
+		return fmt.Errorf("processes %v of an earlier run of zone %s still run; it must be halted first", left, zone.ID)
+	}
 	dir := filepath.Join(r.cfg.Root, zone.FilesystemPool, "zones", zone.ID.String())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -235,6 +257,10 @@ func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 		return err
 	}
 	defer out.Close() // the child has its own descriptor
+	rec := record{Zone: zone, MetricsTracked: true, Running: true}
+	if err := writeRecord(dir, rec); err != nil {
+		return err
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, out, out
 	cmd.Env = append(os.Environ(), zoneEnv(zone, dir)...)
@@ -242,31 +268,39 @@ func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s zone %s: %w", zone.Kind, zone.ID, err)
 	}
-	ticks, err := startTicks(cmd.Process.Pid)
-	if err != nil {
-		cmd.Process.Kill() //nolint:errcheck // it is being abandoned
-		cmd.Wait()         //nolint:errcheck // reaped
-		return fmt.Errorf("reading the start time of zone %s's process: %w", zone.ID, err)
-	}
-	z := &zoneProc{dir: dir, exited: make(chan struct{}), child: true,
-		rec: record{Zone: zone, Pid: cmd.Process.Pid, StartTicks: ticks, MetricsTracked: true, Running: true}}
-	if err := writeRecord(dir, z.rec); err != nil {
-		cmd.Process.Kill() //nolint:errcheck // it is being abandoned
-		cmd.Wait()         //nolint:errcheck // reaped
+	abandon := func(err error) error {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck // its whole group is abandoned
+		cmd.Wait()                                      //nolint:errcheck // reaped
 		return err
 	}
+	rec.Pid = cmd.Process.Pid
+	if rec.StartTicks, err = startTicks(rec.Pid); err != nil {
+		return abandon(fmt.Errorf("reading the start time of zone %s's process: %w", zone.ID, err))
+	}
+	if err := writeRecord(dir, rec); err != nil {
+		return abandon(err)
+	}
+	z := &zoneProc{dir: dir, exited: make(chan struct{}), child: true, starting: true, rec: rec}
 	r.mu.Lock()
 	r.zones[zone.ID] = z
 	r.mu.Unlock()
 	go r.reap(z, cmd)
 	select {
 	case <-z.exited:
-		return fmt.Errorf("%s zone %s %s at once; its log ends:\n%s", zone.Kind, zone.ID, z.exit, tail(filepath.Join(dir, logFile)))
 	case <-time.After(r.cfg.StartGrace):
 	case <-ctx.Done():
 	}
+	// From here on an exit is the zone's own, which the reaper reports;
+	// one that came first is this start's failure.
+	r.mu.Lock()
+	z.starting = false
+	exited, exit := z.gone(), z.exit
+	r.mu.Unlock()
+	if exited {
+		return fmt.Errorf("%s zone %s %s at once; its log ends:\n%s", zone.Kind, zone.ID, exit, tail(filepath.Join(dir, logFile)))
+	}
 	r.log.Info("zone process started", zap.Stringer("zone_id", zone.ID), zap.String("kind", string(zone.Kind)),
-		zap.Int("pid", z.rec.Pid), zap.String("dir", dir))
+		zap.Int("pid", rec.Pid), zap.String("dir", dir))
 	return nil
 }
 
@@ -279,11 +313,11 @@ func (r *Runtime) reap(z *zoneProc, cmd *exec.Cmd) {
 		z.exit = err.Error() // "exit status 1", "signal: killed"
 	}
 	close(z.exited)
-	halting, onExit := z.halting, r.onExit
+	ownExit, onExit := !z.halting && !z.starting, r.onExit
+	id, pid, exit := z.rec.Zone.ID, z.rec.Pid, z.exit
 	r.mu.Unlock()
-	if !halting {
-		r.log.Warn("zone process exited on its own", zap.Stringer("zone_id", z.rec.Zone.ID), zap.Int("pid", z.rec.Pid),
-			zap.String("exit", z.exit))
+	if ownExit {
+		r.log.Warn("zone process exited on its own", zap.Stringer("zone_id", id), zap.Int("pid", pid), zap.String("exit", exit))
 		onExit()
 	}
 }
@@ -333,8 +367,8 @@ func (r *Runtime) Shutdown(ctx context.Context, id uuid.UUID, step reconciler.Sh
 		}
 		return r.update(z, func(rec *record) { rec.MetricsTracked, rec.Running = false, false })
 	case reconciler.StepCleanUp:
-		if !z.gone() {
-			return fmt.Errorf("zone %s's process %d still runs; it must be halted before clean-up", id, z.rec.Pid)
+		if left := r.members(z); len(left) > 0 {
+			return fmt.Errorf("processes %v of zone %s still run; it must be halted before clean-up", left, id)
 		}
 		if err := os.Remove(filepath.Join(z.dir, recordFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
@@ -347,47 +381,71 @@ func (r *Runtime) Shutdown(ctx context.Context, id uuid.UUID, step reconciler.Sh
 	return fmt.Errorf("unknown shutdown step %d", step)
 }
 
-// halt ends the zone's process: SIGTERM to its process group, SIGKILL
-// after the bound, and it returns only once the process is gone.
+// halt ends every process of the zone: SIGTERM, then SIGKILL to those
+// left after the bound; it returns only once none is left.
 func (r *Runtime) halt(ctx context.Context, z *zoneProc) error {
 	r.mu.Lock()
 	z.halting = true
 	r.mu.Unlock()
-	if z.gone() || !alive(z.rec.Pid, z.rec.StartTicks) {
+	left := r.members(z)
+	if len(left) == 0 {
 		return nil
 	}
-	log := r.log.With(zap.Stringer("zone_id", z.rec.Zone.ID), zap.Int("pid", z.rec.Pid))
-	syscall.Kill(-z.rec.Pid, syscall.SIGTERM) //nolint:errcheck // gone already is what we want
-	if r.waitGone(ctx, z, r.cfg.StopBound) {
-		log.Info("zone process stopped")
+	log := r.log.With(zap.Stringer("zone_id", z.rec.Zone.ID), zap.Ints("pids", left))
+	signal(left, syscall.SIGTERM)
+	if left = r.waitNoMembers(ctx, z, r.cfg.StopBound); len(left) == 0 {
+		log.Info("zone processes stopped")
 		return nil
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("halting zone %s: %w", z.rec.Zone.ID, ctx.Err())
 	}
-	log.Warn("zone process ignored SIGTERM; killing it", zap.Duration("bound", r.cfg.StopBound))
-	syscall.Kill(-z.rec.Pid, syscall.SIGKILL) //nolint:errcheck // as above
-	if r.waitGone(ctx, z, r.cfg.StopBound) {
+	log.Warn("zone processes ignored SIGTERM; killing them", zap.Ints("left", left), zap.Duration("bound", r.cfg.StopBound))
+	signal(left, syscall.SIGKILL)
+	if left = r.waitNoMembers(ctx, z, r.cfg.StopBound); len(left) == 0 {
 		return nil
 	}
-	return fmt.Errorf("zone %s's process %d is still there after SIGKILL", z.rec.Zone.ID, z.rec.Pid)
+	return fmt.Errorf("processes %v of zone %s are still there after SIGKILL", left, z.rec.Zone.ID)
 }
 
-// waitGone waits up to bound for the zone's process to be gone.
-func (r *Runtime) waitGone(ctx context.Context, z *zoneProc, bound time.Duration) bool {
+// members returns the zone's live processes: the one it recorded, if it
+// still runs, and every process carrying its marker that started no
+// earlier (any, for a zone whose start was interrupted).
+func (r *Runtime) members(z *zoneProc) []int {
+	r.mu.Lock()
+	rec := z.rec
+	r.mu.Unlock()
+	return liveMembers(rec)
+}
+
+// liveMembers is members for a zone's record.
+func liveMembers(rec record) []int {
+	pids := zoneMembers(rec.Zone.ID.String(), rec.StartTicks)
+	if alive(rec.Pid, rec.StartTicks) && !slices.Contains(pids, rec.Pid) {
+		pids = append(pids, rec.Pid)
+	}
+	return pids
+}
+
+// waitNoMembers waits up to bound for the zone to have no process left,
+// and returns those still there.
+func (r *Runtime) waitNoMembers(ctx context.Context, z *zoneProc, bound time.Duration) []int {
 	deadline := time.Now().Add(bound)
 	for {
-		if z.gone() || !alive(z.rec.Pid, z.rec.StartTicks) {
-			return true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
+		left := r.members(z)
+		if len(left) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return left
 		}
 		select {
-		case <-z.exited:
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		case <-ctx.Done():
 		}
+	}
+}
+
+func signal(pids []int, sig syscall.Signal) {
+	for _, pid := range pids {
+		syscall.Kill(pid, sig) //nolint:errcheck // gone already is what we want
 	}
 }
 
@@ -471,29 +529,40 @@ func Running(root string) ([]Process, error) {
 	return out, err
 }
 
-// StopAll stops every zone process recorded under root that still runs:
-// SIGTERM to each zone's process group, SIGKILL to those still there after
-// bound. It is for tearing a whole sled down (a local cluster that stops, a
-// test that ends), never for the reconciler, which stops zones one by one.
-// It returns the pids it stopped, so that a caller that inherited them as
-// an orphans' reaper can reap them.
+// StopAll stops every process of every zone recorded under root: SIGTERM,
+// then SIGKILL to those still there after bound. It is for tearing a whole
+// sled down (a local cluster that stops, a test that ends), never for the
+// reconciler, which stops zones one by one. It returns the pids it
+// stopped, so that a caller that inherited them as an orphans' reaper can
+// reap them.
 func StopAll(root string, bound time.Duration) ([]int, error) {
-	live, err := liveRecords(root)
+	paths, err := filepath.Glob(filepath.Join(root, "*", "zones", "*", recordFile))
 	if err != nil {
 		return nil, err
 	}
-	pids := make([]int, 0, len(live))
-	for _, l := range live {
-		syscall.Kill(-l.rec.Pid, syscall.SIGTERM) //nolint:errcheck // gone already is fine
-		pids = append(pids, l.rec.Pid)
+	var pids []int
+	for _, path := range paths {
+		var rec record
+		data, err := os.ReadFile(path)
+		if err != nil || json.Unmarshal(data, &rec) != nil {
+			continue
+		}
+		if !alive(rec.Pid, rec.StartTicks) {
+			// A dead process's start time bounds nothing: any process
+			// with the zone's marker is a leftover of it.
+			rec.Pid, rec.StartTicks = 0, 0
+		}
+		pids = append(pids, liveMembers(rec)...)
 	}
+	signal(pids, syscall.SIGTERM)
 	deadline := time.Now().Add(bound)
-	for _, l := range live {
-		for alive(l.rec.Pid, l.rec.StartTicks) && time.Now().Before(deadline) {
+	for _, pid := range pids {
+		ticks, err := startTicks(pid)
+		for err == nil && alive(pid, ticks) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if alive(l.rec.Pid, l.rec.StartTicks) {
-			syscall.Kill(-l.rec.Pid, syscall.SIGKILL) //nolint:errcheck // as above
+		if err == nil && alive(pid, ticks) {
+			syscall.Kill(pid, syscall.SIGKILL) //nolint:errcheck // as above
 		}
 	}
 	return pids, nil
