@@ -135,7 +135,7 @@ func TestTheRackPlanIsTheRackComposeStarts(t *testing.T) {
 	var internal []string
 	for i, name := range sledAgents {
 		cfg, sled := sledAgentConfig(t, p, name), plan.Sleds[i]
-		if sled.ID.String() != cfg.SledID || sled.Address != cfg.AdvertiseAddress {
+		if sled.ID != cfg.SledID || sled.Address != cfg.AdvertiseAddress {
 			t.Errorf("plan sled %d is %s at %s, want %s's id %s at %s", i, sled.ID, sled.Address, name, cfg.SledID, cfg.AdvertiseAddress)
 		}
 		ip := fixedAddress(t, p, name)

@@ -19,9 +19,13 @@
 // logs of this run (logs/). Without --fresh a restart reuses all of it:
 // the rack is already set up, so rack setup only pushes the zones configs
 // again, nexus keeps its projects and sleds, and the sleds bring their
-// zones back. With --postgres the database is a throwaway server started
-// from this machine's PostgreSQL binaries, so the state starts fresh each
-// time.
+// zones back. The rack keeps the ports it was set up with: a restart
+// without --api-port and --metrics-port takes them from rack-plan.json,
+// and other ports need --fresh. With --postgres the database is a
+// throwaway server started from this machine's PostgreSQL binaries (its
+// files in a fixed temporary directory named after the state directory),
+// so the state starts fresh each time. One state directory serves one
+// launcher at a time; a second one is refused.
 //
 // Ctrl-C (SIGINT) or SIGTERM sends SIGTERM to every sled-agent, then to
 // the zones they leave running (a zone outlives its sled-agent by design),
@@ -29,5 +33,6 @@
 // own, the others are stopped and the launcher exits 1 with the tail of its
 // log; a nexus zone that dies is restarted by its sled-agent. On Linux the
 // sled-agents also die if the launcher itself is killed; their nexus zones
-// then keep running, and the next start on the same state adopts them.
+// then keep running, and the next start on the same state adopts them, or,
+// with --fresh or --postgres, stops them before it wipes the state.
 package main

@@ -9,12 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/rackplane/rackplane/pkg/dirlock"
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/racksetup"
 	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
+	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/process"
 )
 
 // markerFile tells a state directory this launcher made from any other
@@ -52,6 +55,7 @@ func zpools(i int) []string {
 type layout struct {
 	repo string // the module root, where the binaries are built from
 	dir  string // the state directory, absolute
+	lock *dirlock.Lock
 	// sleds and replicas are the cluster's shape: with SQLite two sleds
 	// and one replica (a zone of sled 1); with PostgreSQL three of each,
 	// one replica a sled.
@@ -108,11 +112,11 @@ func (l layout) sledConfig(i int, listen string) sledconfig.Config {
 // plan is the rack the launcher sets up: replica k a nexus zone of sled
 // k, on the sled's first pool, with the database of the plan.
 func (l layout) plan(sledAddrs []string) racksetup.Plan {
-	p := racksetup.Plan{Rack: rackID, Database: l.database}
+	p := racksetup.Plan{Rack: rackID.String(), Database: l.database}
 	for i := range l.sleds {
-		s := racksetup.Sled{ID: uuid.MustParse(sledID(i)), Address: sledAddrs[i]}
+		s := racksetup.Sled{ID: sledID(i), Address: sledAddrs[i]}
 		if i < l.replicas {
-			s.Zones = append(s.Zones, racksetup.Zone{ID: nexusID(i), Kind: model.ZoneNexus, Pool: zpools(i)[0],
+			s.Zones = append(s.Zones, racksetup.Zone{ID: nexusID(i).String(), Kind: model.ZoneNexus, Pool: zpools(i)[0],
 				Address: l.internal(i), Nexus: &racksetup.NexusListeners{
 					ExternalAddress: strings.TrimPrefix(l.apiURL(i), "http://"),
 					MetricsAddress:  strings.TrimSuffix(strings.TrimPrefix(l.metricsURL(i), "http://"), "/metrics")}})
@@ -140,20 +144,42 @@ func moduleRoot(ctx context.Context) (string, error) {
 	return root, nil
 }
 
-// wipe removes a state directory, but only one this launcher made: a
-// mistyped --dir must not erase someone's home directory.
-func wipe(dir string) error {
+// claimStateDir makes dir this run's: it must be new, empty or one this
+// launcher made (a mistyped --dir must not take over or erase someone's
+// directory), and no other launcher may be using it. With fresh it is
+// emptied first, after stopping the zones an earlier run left running
+// (a launcher killed with SIGKILL leaves its nexus zones behind).
+func claimStateDir(dir string, fresh bool, stdout io.Writer) (*dirlock.Lock, error) {
 	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(dir, markerFile)); err != nil && len(entries) > 0 {
-		return fmt.Errorf("--fresh: %s is not a cluster state directory (no %s); not wiping it", dir, markerFile)
+		return nil, fmt.Errorf("%s is not a cluster state directory (no %s); choose another --dir", dir, markerFile)
 	}
-	return os.RemoveAll(dir)
+	lock, err := dirlock.Acquire("local cluster", dir)
+	if err != nil {
+		return nil, err
+	}
+	if !fresh {
+		return lock, nil
+	}
+	roots, _ := filepath.Glob(filepath.Join(dir, "sled-*", "pools"))
+	for _, root := range roots {
+		if pids, _ := process.StopAll(root, 10*time.Second); len(pids) > 0 {
+			fmt.Fprintf(stdout, "stopped zone processes %v left by an earlier run\n", pids)
+		}
+	}
+	for _, e := range entries {
+		if e.Name() == dirlock.FileName {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			lock.Release()
+			return nil, err
+		}
+	}
+	return lock, nil
 }
 
 func makeStateDir(dir string, stdout io.Writer) error {

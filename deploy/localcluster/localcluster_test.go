@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,8 +18,11 @@ import (
 	"testing"
 	"time"
 
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/services/racktest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // readyTimeout covers the launcher's go build of nexus and sled-agent, which
@@ -62,13 +67,29 @@ func TestLocalClusterStartsAndStops(t *testing.T) {
 func TestLocalClusterRestartKeepsItsState(t *testing.T) {
 	launcher := buildLauncher(t)
 	dir := filepath.Join(t.TempDir(), "cluster")
-	port := strconv.Itoa(freePort(t))
+	ports := []string{"--api-port", strconv.Itoa(freePort(t)), "--metrics-port", strconv.Itoa(freePort(t))}
 
-	first := startLauncher(t, launcher, "--dir", dir, "--api-port", port)
+	first := startLauncher(t, launcher, append([]string{"--dir", dir}, ports...)...)
 	first.do(t, "POST", "/v1/projects", `{"name": "kept", "description": ""}`, http.StatusCreated)
+
+	// Someone gave sled-agent-2 a newer zones config by hand: the restart
+	// leaves it as it is instead of failing on it.
+	conn, err := grpc.NewClient(first.sledAddrs["sled-agent-2"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := sledagentv1.NewSledAgentClient(conn).EnsureZones(context.Background(), &sledagentv1.EnsureZonesRequest{
+		Config: &sledagentv1.OmicronZonesConfig{Generation: 2}}); err != nil {
+		t.Fatal(err)
+	}
 	first.stop(t)
 
-	second := startLauncher(t, launcher, "--dir", dir, "--api-port", port)
+	// The ports are the rack's: a restart need not repeat them.
+	second := startLauncher(t, launcher, "--dir", dir)
+	if second.url != first.url || second.metrics != first.metrics {
+		t.Errorf("the restart serves at %s, %s; want the rack's %s, %s", second.url, second.metrics, first.url, first.metrics)
+	}
 	if second.token == first.token {
 		t.Errorf("the restart reused the token; want a new one each start")
 	}
@@ -81,7 +102,12 @@ func TestLocalClusterRestartKeepsItsState(t *testing.T) {
 	}
 	second.stop(t)
 
-	third := startLauncher(t, launcher, "--dir", dir, "--api-port", port, "--fresh")
+	out, err := exec.Command(launcher, "--dir", dir, "--api-port", strconv.Itoa(freePort(t))).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "was set up with its API on port") {
+		t.Errorf("a restart on other ports: %v\n%s; want a refusal naming the rack's ports", err, out)
+	}
+
+	third := startLauncher(t, launcher, append([]string{"--dir", dir, "--fresh"}, ports...)...)
 	if body := third.do(t, "GET", "/v1/projects", "", http.StatusOK); strings.Contains(body, `"kept"`) {
 		t.Errorf("--fresh kept the old database: %s", body)
 	}
@@ -114,6 +140,52 @@ func TestLocalClusterWithPostgresRunsAReplicaOnEachSled(t *testing.T) {
 	lc.stop(t)
 }
 
+// One state directory serves one launcher: a second is refused, naming the
+// first, and leaves the first running.
+func TestLocalClusterRefusesASecondLauncherOnItsState(t *testing.T) {
+	launcher := buildLauncher(t)
+	dir := filepath.Join(t.TempDir(), "cluster")
+	lc := startLauncher(t, launcher, "--dir", dir, "--api-port", strconv.Itoa(freePort(t)))
+	out, err := exec.Command(launcher, "--dir", dir, "--api-port", strconv.Itoa(freePort(t)), "--metrics-port",
+		strconv.Itoa(freePort(t))).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "in use by another local cluster (pid "+strconv.Itoa(lc.cmd.Process.Pid)+")") {
+		t.Fatalf("a second launcher on the same state: %v\n%s", err, out)
+	}
+	if ids := lc.sledIDs(t); len(ids) != 2 {
+		t.Fatalf("the first cluster lists %v after the refusal", ids)
+	}
+	lc.stop(t)
+}
+
+// A launcher killed with SIGKILL takes its sled-agents with it, but their
+// nexus zone lives on (zones outlive their agent); a --fresh start stops it
+// before it wipes the state, so the old replica neither holds the ports nor
+// passes for the new one.
+func TestLocalClusterFreshStartStopsTheZonesAKilledLauncherLeft(t *testing.T) {
+	launcher := buildLauncher(t)
+	dir := filepath.Join(t.TempDir(), "cluster")
+	ports := []string{"--api-port", strconv.Itoa(freePort(t)), "--metrics-port", strconv.Itoa(freePort(t))}
+	first := startLauncher(t, launcher, append([]string{"--dir", dir}, ports...)...)
+	old := first.pids["nexus-1"]
+	first.cmd.Process.Kill() //nolint:errcheck // checked by the wait
+	first.wait(t)
+	if err := syscall.Kill(old, 0); err != nil {
+		t.Fatalf("the nexus zone died with the launcher (%v); this test wants it left running", err)
+	}
+	second := startLauncher(t, launcher, append([]string{"--dir", dir, "--fresh"}, ports...)...)
+	if second.pids["nexus-1"] == old {
+		t.Fatalf("the fresh cluster reports the old nexus zone %d as its own", old)
+	}
+	if err := syscall.Kill(old, 0); !errors.Is(err, syscall.ESRCH) {
+		state, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", old))
+		t.Errorf("the old nexus zone %d still exists after the fresh start (%v; %s)", old, err, state)
+	}
+	if ids := second.sledIDs(t); len(ids) != 2 {
+		t.Fatalf("the fresh cluster lists %v", ids)
+	}
+	second.stop(t)
+}
+
 func TestLocalClusterStopsEverythingWhenAChildDies(t *testing.T) {
 	launcher := buildLauncher(t)
 	lc := startLauncher(t, launcher, "--dir", filepath.Join(t.TempDir(), "cluster"), "--api-port", strconv.Itoa(freePort(t)))
@@ -139,15 +211,16 @@ type launcherRun struct {
 	stderrPath string
 	exited     chan struct{} // closed once the launcher is reaped
 	exitCode   int
-	ready      chan struct{} // closed at the ready line; url, token, metrics, pids are set before
+	ready      chan struct{} // closed at the end of the ready block; what it says is parsed before
 
-	mu      sync.Mutex
-	stdout  []byte // everything printed, for failure reports
-	partial []byte // an unfinished line
-	url     string
-	token   string
-	metrics string
-	pids    map[string]int
+	mu        sync.Mutex
+	stdout    []byte // everything printed, for failure reports
+	partial   []byte // an unfinished line
+	url       string
+	token     string
+	metrics   string
+	pids      map[string]int
+	sledAddrs map[string]string // sled-agent name → gRPC address
 }
 
 func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
@@ -158,14 +231,18 @@ func buildLauncher(t *testing.T) string {
 }
 
 // startLauncher starts the launcher and returns once it printed its ready
-// line; a launcher still running when the test ends is killed, and with it
-// (parent-death signal) its children. Nexus's metrics go to a free port, so
+// block; a launcher still running when the test ends is killed, and with
+// it (parent-death signal) its children, and the zones it reported. Given
+// an API port but no metrics port, nexus's metrics go to a free port, so
 // that a cluster someone runs on this machine does not collide.
 func startLauncher(t *testing.T, bin string, args ...string) *launcherRun {
 	t.Helper()
-	args = append(args, "--metrics-port", strconv.Itoa(freePort(t)))
+	// A restart without ports takes the rack's.
+	if slices.Contains(args, "--api-port") && !slices.Contains(args, "--metrics-port") {
+		args = append(args, "--metrics-port", strconv.Itoa(freePort(t)))
+	}
 	lc := &launcherRun{cmd: exec.Command(bin, args...), exited: make(chan struct{}), ready: make(chan struct{}),
-		pids: map[string]int{}, stderrPath: filepath.Join(t.TempDir(), "stderr")}
+		pids: map[string]int{}, sledAddrs: map[string]string{}, stderrPath: filepath.Join(t.TempDir(), "stderr")}
 	stderr, err := os.Create(lc.stderrPath)
 	if err != nil {
 		t.Fatal(err)
@@ -225,12 +302,23 @@ func (lc *launcherRun) Write(p []byte) (int, error) {
 }
 
 // parse records a "started <name> pid <pid>, …" or "zone <name> pid
-// <pid>, …" line, and closes ready at the "ready: url=… token=…" line.
+// <pid>, …" line, the "ready: url=… token=…" line and the sleds' addresses
+// printed after it, and closes ready at the end of that block.
 func (lc *launcherRun) parse(line string) {
 	var verb, name string
 	var pid int
 	if _, err := fmt.Sscanf(line, "%s %s pid %d,", &verb, &name, &pid); err == nil && (verb == "started" || verb == "zone") {
 		lc.pids[name] = pid
+		return
+	}
+	// "  sled-agent-1  sled <id>, gRPC at <addr> (…"
+	if before, after, ok := strings.Cut(line, ", gRPC at "); ok {
+		if fields := strings.Fields(before); len(fields) > 0 {
+			lc.sledAddrs[fields[0]] = strings.Fields(after)[0]
+		}
+	}
+	if line == "Ctrl-C stops the cluster." {
+		close(lc.ready) // the end of what the launcher prints when ready
 		return
 	}
 	rest, ok := strings.CutPrefix(line, "ready: ")
@@ -248,7 +336,6 @@ func (lc *launcherRun) parse(line string) {
 			lc.metrics = v
 		}
 	}
-	close(lc.ready)
 }
 
 func (lc *launcherRun) output() string {

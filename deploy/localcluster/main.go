@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -19,9 +20,11 @@ import (
 
 // options are the launcher's flags.
 type options struct {
-	dir          string
-	apiPort      int
-	metricsPort  int
+	dir         string
+	apiPort     int
+	metricsPort int
+	// portsGiven: --api-port or --metrics-port was on the command line.
+	portsGiven   bool
 	fresh        bool
 	postgres     bool
 	readyTimeout time.Duration
@@ -49,6 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
+	o.portsGiven = fs.Changed("api-port") || fs.Changed("metrics-port")
 	return o, nil
 }
 
@@ -82,6 +86,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	l, err := prepare(sigCtx, opts, stdout)
+	if l.lock != nil {
+		defer l.lock.Release()
+	}
 	if err == nil && opts.postgres {
 		var stopDatabase func()
 		stopDatabase, err = l.startPostgres(stdout)
@@ -120,12 +127,13 @@ func prepare(ctx context.Context, opts options, stdout io.Writer) (layout, error
 	}
 	// A throwaway database means a new rack each start: sled ledgers and
 	// zones from the last one would contradict it.
-	if opts.fresh || opts.postgres {
-		if err := wipe(l.dir); err != nil {
-			return l, err
-		}
+	if l.lock, err = claimStateDir(l.dir, opts.fresh || opts.postgres, stdout); err != nil {
+		return l, err
 	}
 	if err := makeStateDir(l.dir, stdout); err != nil {
+		return l, err
+	}
+	if err := l.keepRecordedPorts(opts); err != nil {
 		return l, err
 	}
 	if opts.postgres {
@@ -142,12 +150,22 @@ func prepare(ctx context.Context, opts options, stdout io.Writer) (layout, error
 
 // startPostgres starts the throwaway server the replicas share.
 func (l *layout) startPostgres(stdout io.Writer) (stop func(), err error) {
-	dsn, stop, err := pgtest.StartServer(pgtest.ServerOptions{Durable: true})
+	// Its files are in a directory named after the state directory, not
+	// in it: the server runs as the postgres user when the launcher runs
+	// as root, and must reach them. The name is fixed, so that what a
+	// launcher killed with SIGKILL left there (the server dies with it) is
+	// removed by the next start.
+	sum := sha256.Sum256([]byte(l.dir))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("rackplane-localcluster-pg-%x", sum[:6]))
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	dsn, stop, err := pgtest.StartServer(pgtest.ServerOptions{Durable: true, Dir: dir})
 	if err != nil {
 		return nil, fmt.Errorf("--postgres: %w", err)
 	}
 	l.database = racksetup.Database{Backend: "postgres", URL: dsn}
-	fmt.Fprintf(stdout, "started PostgreSQL at %s (removed when the cluster stops)\n", dsn)
+	fmt.Fprintf(stdout, "started PostgreSQL at %s (its files in %s, removed when the cluster stops)\n", dsn, dir)
 	return stop, nil
 }
 

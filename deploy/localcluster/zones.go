@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/rackplane/rackplane/services/nexus/racksetup"
 	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/process"
 )
 
@@ -43,6 +46,36 @@ func (l layout) setUpRack(ctx context.Context, sleds []sledAddr, bound time.Dura
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("rack setup from %s: %w; last lines of %s:\n%s", planPath, err, logPath, tail(logPath, 20))
 	}
+	return nil
+}
+
+// keepRecordedPorts makes a restart use the ports the rack was set up with:
+// a rack is set up once, so its replicas listen where its plan says. Ports
+// given on the command line must be those; other ones need --fresh.
+func (l *layout) keepRecordedPorts(opts options) error {
+	data, err := os.ReadFile(filepath.Join(l.dir, "rack-plan.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // a new cluster
+	}
+	if err != nil {
+		return err
+	}
+	var plan racksetup.Plan
+	if err := json.Unmarshal(data, &plan); err != nil || len(plan.Sleds) == 0 || len(plan.Sleds[0].Zones) == 0 ||
+		plan.Sleds[0].Zones[0].Nexus == nil {
+		return fmt.Errorf("%s/rack-plan.json is not this launcher's plan (%v); start with --fresh", l.dir, err)
+	}
+	nexus := plan.Sleds[0].Zones[0].Nexus
+	api, errAPI := netip.ParseAddrPort(nexus.ExternalAddress)
+	metrics, errMetrics := netip.ParseAddrPort(nexus.MetricsAddress)
+	if errAPI != nil || errMetrics != nil {
+		return fmt.Errorf("%s/rack-plan.json: %v", l.dir, errors.Join(errAPI, errMetrics))
+	}
+	if opts.portsGiven && (int(api.Port()) != l.apiPort || int(metrics.Port()) != l.metrics) {
+		return fmt.Errorf("the cluster in %s was set up with its API on port %d and its metrics on %d; "+
+			"start it with those, or with --fresh", l.dir, api.Port(), metrics.Port())
+	}
+	l.apiPort, l.metrics = int(api.Port()), int(metrics.Port())
 	return nil
 }
 

@@ -15,9 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fileName is the lock file in each locked directory; it holds the pid of
+// FileName is the lock file in each locked directory; it holds the pid of
 // the last process that locked it, for the error another one gets.
-const fileName = ".lock"
+const FileName = ".lock"
 
 // Lock is a held lock.
 type Lock struct{ files []*os.File }
@@ -42,7 +42,7 @@ func lockOne(what, dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, fileName)
+	path := filepath.Join(dir, FileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err

@@ -106,6 +106,9 @@ type ServerOptions struct {
 	// Settings are more run-time parameters, each "name=value"
 	// ("shared_preload_libraries=pg_stat_statements", say).
 	Settings []string
+	// Dir, if set, is where the server keeps its files (created, and
+	// removed by stop); by default a new temporary directory.
+	Dir string
 }
 
 // RequireServerBinaries skips t when this machine has no PostgreSQL server
@@ -178,7 +181,12 @@ func findBinaries() (string, error) {
 }
 
 func startLocal(bin string, opts ServerOptions) (*server, error) {
-	dir, err := os.MkdirTemp("", "rackplane-pg-")
+	dir, err := opts.Dir, error(nil)
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "rackplane-pg-")
+	} else {
+		err = os.MkdirAll(dir, 0o700)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -216,8 +224,9 @@ func startLocal(bin string, opts ServerOptions) (*server, error) {
 		args = append(args, "-c", setting)
 	}
 	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
-	// The server dies with the test binary even if Main never runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	// The server dies with the test binary even if Main never runs, and in
+	// its own process group a Ctrl-C meant for the caller does not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	logFile, err := os.Create(filepath.Join(dir, "postgres.log"))
 	if err != nil {
 		return nil, err

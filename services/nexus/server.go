@@ -30,6 +30,7 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	"github.com/rackplane/rackplane/services/nexus/sagas"
 	"github.com/rackplane/rackplane/services/nexus/sledclient"
+	"github.com/rackplane/rackplane/services/nexus/wire"
 )
 
 // sledLiveness is how recently a sled must have heartbeated to receive new
@@ -165,7 +166,8 @@ func (s *Server) listen(ctx context.Context, cfg config.Config) error {
 	for _, srv := range []*grpc.Server{s.internalGRPC, s.externalGRPC} {
 		healthpb.RegisterHealthServer(srv, s.health)
 	}
-	for _, svc := range []string{"", nexusv1.NexusInternal_ServiceDesc.ServiceName, nexusv1.NexusExternal_ServiceDesc.ServiceName} {
+	for _, svc := range []string{"", nexusv1.NexusInternal_ServiceDesc.ServiceName, nexusv1.NexusExternal_ServiceDesc.ServiceName,
+		wire.ReplicaHealthService(uuid.MustParse(cfg.ID))} {
 		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
 	}
 	handler, err := gateway.New(ctx, inProcess, gateway.WithObserver(s.metrics.ObserveHTTP))

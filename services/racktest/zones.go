@@ -84,10 +84,10 @@ func (z *nexusZones) setUp(db Database, sleds []Sled, log *zap.Logger) {
 	z.t.Helper()
 	plan := racksetup.Plan{Database: racksetup.Database{Backend: string(db.Backend), URL: db.URL}}
 	for i, s := range sleds {
-		ps := racksetup.Sled{ID: s.ID(), Address: s.Addr()}
+		ps := racksetup.Sled{ID: s.ID().String(), Address: s.Addr()}
 		for _, n := range z.members {
 			if n.sled == i {
-				ps.Zones = append(ps.Zones, racksetup.Zone{ID: n.id, Kind: model.ZoneNexus, Pool: n.pool,
+				ps.Zones = append(ps.Zones, racksetup.Zone{ID: n.id.String(), Kind: model.ZoneNexus, Pool: n.pool,
 					Address: n.addrs.internal, Nexus: &racksetup.NexusListeners{ExternalAddress: n.addrs.external, MetricsAddress: n.addrs.metrics}})
 			}
 		}

@@ -4,8 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,24 +13,44 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
-// RackSetUp records a rack's plan (Z11) in one transaction: the rack, each
-// sled's first zones config, and a replica per nexus zone (X2). It reports
-// whether this call recorded it: a rack set up already with the same
-// replicas is left as it is (nexus owns the zones configs from its setup
-// on), and one set up with other replicas is model.ErrConflict.
+// RackSetUp records a rack's plan (Z11) in one transaction: the rack and
+// its plan, each sled's first zones config, and a replica per nexus zone
+// (X2). It reports whether this call recorded it: a rack set up already
+// from the same plan is left as it is (nexus owns the zones configs from
+// its setup on), and one set up from another plan is model.ErrConflict
+// saying what differs. Of two setups racing on an empty database, one
+// records its plan and the other then compares its own with it.
 func (d *DataStore) RackSetUp(ctx context.Context, rack uuid.UUID, plan model.RackPlan, at time.Time) (bool, error) {
+	plan = plan.Sorted()
+	planJSON, err := json.Marshal(plan)
+	if err != nil {
+		return false, err
+	}
+	for attempt := 0; ; attempt++ {
+		recorded, err := d.rackSetUp(ctx, rack, plan, string(planJSON), at)
+		if errors.Is(err, model.ErrAlreadyExists) && attempt == 0 {
+			continue // the other setup won the race: compare with its plan
+		}
+		return recorded, err
+	}
+}
+
+func (d *DataStore) rackSetUp(ctx context.Context, rack uuid.UUID, plan model.RackPlan, planJSON string, at time.Time) (bool, error) {
 	recorded := false
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
-		var since dbTime
-		err := tx.QueryRowContext(ctx, `SELECT time_initialized FROM rack LIMIT 1`).Scan(&since)
+		var (
+			since        dbTime
+			recordedPlan string
+		)
+		err := tx.QueryRowContext(ctx, `SELECT plan, time_initialized FROM rack`).Scan(&recordedPlan, &since)
 		if err == nil {
-			return samePlan(ctx, tx, plan, since.Time)
+			return samePlan(recordedPlan, plan, since.Time)
 		}
 		if !isNoRows(err) {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO rack (id, time_initialized) VALUES ($1, $2)`,
-			rack.String(), ts(at)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO rack (id, plan, time_initialized) VALUES ($1, $2, $3)`,
+			rack.String(), planJSON, ts(at)); err != nil {
 			return err
 		}
 		for _, s := range plan.Sleds {
@@ -56,21 +76,16 @@ func (d *DataStore) RackSetUp(ctx context.Context, rack uuid.UUID, plan model.Ra
 	return recorded, err
 }
 
-// samePlan checks a plan against the rack recorded already: the same
-// replicas on the same sleds.
-func samePlan(ctx context.Context, q queryer, plan model.RackPlan, since time.Time) error {
-	have, err := queryAll(ctx, q, scanNexusZone, `SELECT `+nexusZoneColumns+` FROM nexus_zone ORDER BY id`)
-	if err != nil {
-		return err
+// samePlan checks a plan against the one the rack was set up from, and
+// says what differs.
+func samePlan(recordedJSON string, plan model.RackPlan, since time.Time) error {
+	var recorded model.RackPlan
+	if err := json.Unmarshal([]byte(recordedJSON), &recorded); err != nil {
+		return fmt.Errorf("reading the recorded rack plan: %w", err)
 	}
-	want := plan.NexusZones(time.Time{})
-	slices.SortFunc(want, func(a, b model.NexusZone) int { return compareIDs(a.ID, b.ID) })
-	same := len(have) == len(want)
-	for i := 0; same && i < len(want); i++ {
-		same = have[i].ID == want[i].ID && have[i].SledID == want[i].SledID && have[i].InternalAddress == want[i].InternalAddress
-	}
-	if !same {
-		return fmt.Errorf("%w: the rack was set up at %s with other nexus replicas", model.ErrConflict, since.Format(time.RFC3339))
+	if diff := recorded.Diff(plan); diff != "" {
+		return fmt.Errorf("%w: the rack was set up at %s from another plan (%s); a rack is set up once, "+
+			"and its zones change through nexus from then on", model.ErrConflict, since.Format(time.RFC3339), diff)
 	}
 	return nil
 }

@@ -45,4 +45,7 @@ var (
 	// ErrSledUnreachable means a sled-agent call got no answer: it proves
 	// nothing about the VMM.
 	ErrSledUnreachable = errors.New("sled-agent unreachable")
+	// ErrZonesOutdated means a sled refused a zones config because it
+	// ledgers a newer generation already (Z1).
+	ErrZonesOutdated = errors.New("the sled ledgers a newer zones config")
 )

@@ -1,6 +1,8 @@
 package model
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -65,6 +67,55 @@ type NexusZone struct {
 // zones config. Its nexus zones become the replicas.
 type RackPlan struct {
 	Sleds []SledZones
+}
+
+// Sorted returns the plan with its sleds and each sled's zones in id
+// order, as it is recorded and compared.
+func (p RackPlan) Sorted() RackPlan {
+	out := RackPlan{Sleds: slices.Clone(p.Sleds)}
+	for i := range out.Sleds {
+		out.Sleds[i].Zones = slices.Clone(out.Sleds[i].Zones)
+		slices.SortFunc(out.Sleds[i].Zones, func(a, b Zone) int { return strings.Compare(a.ID.String(), b.ID.String()) })
+	}
+	slices.SortFunc(out.Sleds, func(a, b SledZones) int { return strings.Compare(a.SledID.String(), b.SledID.String()) })
+	return out
+}
+
+// Diff says how other differs from p, in a few words; empty when they are
+// the same plan.
+func (p RackPlan) Diff(other RackPlan) string {
+	mine, theirs := p.Sorted(), other.Sorted()
+	sleds := func(r RackPlan) map[uuid.UUID]SledZones {
+		m := map[uuid.UUID]SledZones{}
+		for _, s := range r.Sleds {
+			m[s.SledID] = s
+		}
+		return m
+	}
+	a, b := sleds(mine), sleds(theirs)
+	var diffs []string
+	for _, s := range mine.Sleds {
+		t, ok := b[s.SledID]
+		switch {
+		case !ok:
+			diffs = append(diffs, "sled "+s.SledID.String()+" is not in the new plan")
+		case !slices.EqualFunc(s.Zones, t.Zones, func(x, y Zone) bool { return x.equal(y) }):
+			diffs = append(diffs, "sled "+s.SledID.String()+"'s zones differ")
+		}
+	}
+	for _, t := range theirs.Sleds {
+		if _, ok := a[t.SledID]; !ok {
+			diffs = append(diffs, "sled "+t.SledID.String()+" is new")
+		}
+	}
+	return strings.Join(diffs, "; ")
+}
+
+func (z Zone) equal(o Zone) bool {
+	if z.ID != o.ID || z.Kind != o.Kind || z.Pool != o.Pool || z.Address != o.Address || (z.Nexus == nil) != (o.Nexus == nil) {
+		return false
+	}
+	return z.Nexus == nil || *z.Nexus == *o.Nexus
 }
 
 // NexusZones are the plan's nexus zones as replicas.

@@ -19,9 +19,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,134 +26,14 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
-	"sigs.k8s.io/yaml"
 
-	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/backoff"
 	"github.com/rackplane/rackplane/pkg/grpcconn"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
+	"github.com/rackplane/rackplane/services/nexus/sledclient"
 	"github.com/rackplane/rackplane/services/nexus/wire"
 )
-
-// Plan is what a rack starts from.
-type Plan struct {
-	// Rack names the rack; a new one is made up when empty.
-	Rack     uuid.UUID `json:"rack"`
-	Database Database  `json:"database"`
-	Sleds    []Sled    `json:"sleds"`
-}
-
-// Database is the one every nexus replica uses.
-type Database struct {
-	// Backend is "sqlite" (one replica) or "postgres".
-	Backend string `json:"backend"`
-	// URL is the SQLite file or the PostgreSQL connection string.
-	URL string `json:"url"`
-}
-
-// Sled is one sled of the plan: where its agent listens, and its zones.
-type Sled struct {
-	ID      uuid.UUID `json:"id"`
-	Address string    `json:"address"`
-	Zones   []Zone    `json:"zones"`
-}
-
-// Zone is one zone of a sled's first config.
-type Zone struct {
-	ID   uuid.UUID      `json:"id"`
-	Kind model.ZoneKind `json:"kind"`
-	Pool string         `json:"pool"`
-	// Address is the zone's address; a nexus zone's internal API.
-	Address string `json:"address"`
-	// Nexus is required for a nexus zone: where its REST API and metrics
-	// listen. Its database is the plan's.
-	Nexus *NexusListeners `json:"nexus,omitempty"`
-}
-
-// NexusListeners are a nexus zone's other listeners.
-type NexusListeners struct {
-	ExternalAddress string `json:"external_address"`
-	MetricsAddress  string `json:"metrics_address"`
-}
-
-// LoadPlan reads a plan from a YAML (or JSON) file; unknown keys are errors.
-func LoadPlan(path string) (Plan, error) {
-	var p Plan
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return p, err
-	}
-	if err := yaml.UnmarshalStrict(data, &p); err != nil {
-		return p, fmt.Errorf("%s: %w", path, err)
-	}
-	return p, p.Validate()
-}
-
-// Validate reports every problem of the plan, each naming its place. The
-// sled-agents check each zones config in full when they get it (Z2).
-func (p Plan) Validate() error {
-	var problems []string
-	bad := func(field, format string, args ...any) {
-		problems = append(problems, field+": "+fmt.Sprintf(format, args...))
-	}
-	switch p.Database.Backend {
-	case "sqlite", "postgres":
-	default:
-		bad("database.backend", "%q is not sqlite or postgres", p.Database.Backend)
-	}
-	if p.Database.URL == "" {
-		bad("database.url", "is required")
-	}
-	nexuses := 0
-	for i, s := range p.Sleds {
-		field := fmt.Sprintf("sleds[%d]", i)
-		if s.ID == uuid.Nil {
-			bad(field+".id", "is required")
-		}
-		if _, _, err := net.SplitHostPort(s.Address); err != nil {
-			bad(field+".address", "%q is not host:port", s.Address)
-		}
-		for j, z := range s.Zones {
-			zfield := fmt.Sprintf("%s.zones[%d]", field, j)
-			if z.Kind == model.ZoneNexus {
-				nexuses++
-				if z.Nexus == nil {
-					bad(zfield+".nexus", "is required for a nexus zone")
-				}
-			}
-		}
-	}
-	switch {
-	case nexuses == 0:
-		bad("sleds", "no nexus zone: a rack needs at least one replica")
-	case nexuses > 1 && p.Database.Backend != "postgres":
-		bad("database.backend", "%d nexus replicas need postgres", nexuses)
-	}
-	if len(problems) > 0 {
-		return errors.New("invalid rack plan:\n  " + strings.Join(problems, "\n  "))
-	}
-	return nil
-}
-
-// rackPlan is the plan as nexus records it: each sled's first zones config,
-// its nexus zones using the plan's database.
-func (p Plan) rackPlan() model.RackPlan {
-	var out model.RackPlan
-	for _, s := range p.Sleds {
-		sz := model.SledZones{SledID: s.ID, Generation: 1}
-		for _, z := range s.Zones {
-			zone := model.Zone{ID: z.ID, Kind: z.Kind, Pool: z.Pool, Address: z.Address}
-			if z.Nexus != nil {
-				zone.Nexus = &model.NexusZoneDetails{ExternalAddress: z.Nexus.ExternalAddress,
-					MetricsAddress: z.Nexus.MetricsAddress, DatabaseBackend: p.Database.Backend, DatabaseURL: p.Database.URL}
-			}
-			sz.Zones = append(sz.Zones, zone)
-		}
-		out.Sleds = append(out.Sleds, sz)
-	}
-	return out
-}
 
 // Options bound the setup.
 type Options struct {
@@ -178,33 +55,47 @@ func Run(ctx context.Context, p Plan, o Options) ([]model.NexusZone, error) {
 	if o.ReadyBound == 0 {
 		o.ReadyBound = time.Minute
 	}
-	if p.Rack == uuid.Nil {
-		p.Rack = uuid.New()
+	rack := uuid.New()
+	if p.Rack != "" {
+		rack = uuid.MustParse(p.Rack)
 	}
 	ds, err := datastore.Open(ctx, datastore.Backend(p.Database.Backend), p.Database.URL, o.Log.Named("datastore"))
 	if err != nil {
 		return nil, fmt.Errorf("opening the database: %w", err)
 	}
 	defer ds.Close()
-	recorded, err := ds.RackSetUp(ctx, p.Rack, p.rackPlan(), time.Now())
+	recorded, err := ds.RackSetUp(ctx, rack, p.rackPlan(), time.Now())
 	if err != nil {
 		return nil, err
 	}
 	if recorded {
-		o.Log.Info("rack plan recorded", zap.Stringer("rack_id", p.Rack), zap.Int("sleds", len(p.Sleds)))
+		o.Log.Info("rack plan recorded", zap.Stringer("rack_id", rack), zap.Int("sleds", len(p.Sleds)))
 	} else {
-		o.Log.Info("the rack was set up already; pushing the zones configs nexus holds")
+		o.Log.Info("the rack was set up from this plan already; pushing the zones configs nexus holds")
 	}
 	deadline := time.Now().Add(o.ReadyBound)
+	sleds := sledclient.NewPool(planAddresses(p))
+	defer sleds.Close()
 	for _, s := range p.Sleds {
-		cfg, err := ds.SledZonesGet(ctx, s.ID)
+		id := uuid.MustParse(s.ID)
+		cfg, err := ds.SledZonesGet(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		if err := push(ctx, s.Address, cfg, deadline); err != nil {
-			return nil, fmt.Errorf("sled %s at %s: %w", s.ID, s.Address, err)
+		err = untilDeadline(ctx, deadline, func() (bool, error) {
+			err := sleds.EnsureZones(ctx, id, cfg)
+			return !errors.Is(err, model.ErrSledUnreachable), err
+		})
+		switch {
+		case errors.Is(err, model.ErrZonesOutdated):
+			// Someone gave it a newer one by hand; nexus's is not forced on it.
+			o.Log.Warn("the sled runs a newer zones config than nexus holds; left as it is",
+				zap.Stringer("sled_id", id), zap.Uint64("generation", cfg.Generation), zap.Error(err))
+		case err != nil:
+			return nil, fmt.Errorf("sled %s at %s: %w", id, s.Address, err)
+		default:
+			o.Log.Info("zones config pushed", zap.Stringer("sled_id", id), zap.Uint64("generation", cfg.Generation))
 		}
-		o.Log.Info("zones config pushed", zap.Stringer("sled_id", s.ID), zap.Uint64("generation", cfg.Generation))
 	}
 	replicas, err := ds.NexusZoneList(ctx)
 	if err != nil {
@@ -214,7 +105,7 @@ func Run(ctx context.Context, p Plan, o Options) ([]model.NexusZone, error) {
 		if n.State != model.NexusActive {
 			continue
 		}
-		if err := waitServing(ctx, n.InternalAddress, deadline); err != nil {
+		if err := waitServing(ctx, n, deadline); err != nil {
 			return nil, fmt.Errorf("nexus %s at %s: %w", n.ID, n.InternalAddress, err)
 		}
 		o.Log.Info("nexus replica answers", zap.Stringer("nexus_id", n.ID), zap.String("internal_address", n.InternalAddress))
@@ -222,41 +113,38 @@ func Run(ctx context.Context, p Plan, o Options) ([]model.NexusZone, error) {
 	return replicas, nil
 }
 
+// planAddresses resolves the plan's sleds to their addresses: rack setup
+// reaches them before they have registered with any nexus.
+type planAddresses Plan
+
+func (p planAddresses) SledAddress(_ context.Context, sled uuid.UUID) (string, error) {
+	for _, s := range p.Sleds {
+		if s.ID == sled.String() {
+			return s.Address, nil
+		}
+	}
+	return "", fmt.Errorf("%w: sled %s is not in the plan", model.ErrNotFound, sled)
+}
+
 // retry spaces attempts at a sled-agent or nexus that is not up yet.
 var retry = backoff.Policy{Initial: 50 * time.Millisecond, Max: time.Second, Jitter: 0.2}
 
-// push gives a sled-agent its zones config, retrying while it does not
-// answer; a config it refuses fails at once.
-func push(ctx context.Context, addr string, cfg model.SledZones, deadline time.Time) error {
-	conn, err := grpcconn.Dial(addr, 10*time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	client := sledagentv1.NewSledAgentClient(conn)
-	return untilDeadline(ctx, deadline, func() (bool, error) {
-		_, err := client.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{Config: wire.ZonesConfig(cfg)})
-		switch status.Code(err) {
-		case codes.OK:
-			return true, nil
-		case codes.Unavailable, codes.DeadlineExceeded:
-			return false, err
-		}
-		return true, err
-	})
-}
-
-// waitServing waits until a nexus's internal API says it serves.
-func waitServing(ctx context.Context, addr string, deadline time.Time) error {
-	conn, err := grpcconn.Dial(addr, 2*time.Second)
+// waitServing waits until the nexus replica n answers at its internal
+// address, as itself: another process there (an old replica of another
+// rack, say) is not n.
+func waitServing(ctx context.Context, n model.NexusZone, deadline time.Time) error {
+	conn, err := grpcconn.Dial(n.InternalAddress, 2*time.Second)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	health := healthpb.NewHealthClient(conn)
 	return untilDeadline(ctx, deadline, func() (bool, error) {
-		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-		if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: wire.ReplicaHealthService(n.ID)})
+		switch {
+		case status.Code(err) == codes.NotFound:
+			err = fmt.Errorf("another process answers at %s, not replica %s", n.InternalAddress, n.ID)
+		case err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
 			err = fmt.Errorf("health %s", resp.GetStatus())
 		}
 		return err == nil, err

@@ -28,6 +28,8 @@ func classify(sled uuid.UUID, err error) error {
 	switch st, _ := status.FromError(err); {
 	case st.Code() == codes.NotFound && apierror.Reason(err) == "NO_SUCH_VMM":
 		return fmt.Errorf("%w: sled %s: %v", model.ErrVMMGone, sled, err)
+	case st.Code() == codes.FailedPrecondition && apierror.Reason(err) == "GENERATION_OUTDATED":
+		return fmt.Errorf("%w: sled %s: %v", model.ErrZonesOutdated, sled, err)
 	case st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%w: sled %s: %v", model.ErrSledUnreachable, sled, err)
 	}

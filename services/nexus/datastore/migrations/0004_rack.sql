@@ -1,9 +1,13 @@
 -- Rack setup (SPEC Z11) and the nexus replicas as zones (X2).
 
 -- The rack, once set up: its plan is recorded, and nexus owns the sleds'
--- zones configs from then on.
+-- zones configs from then on. One row at most (one_row): two rack setups
+-- racing on an empty database cannot both record theirs. plan is the plan
+-- as recorded (JSON), which a later run of rack setup must match.
 CREATE TABLE rack (
     id               TEXT PRIMARY KEY,
+    one_row          INTEGER NOT NULL DEFAULT 1 UNIQUE CHECK (one_row = 1),
+    plan             TEXT NOT NULL,
     time_initialized TIMESTAMPTZ NOT NULL
 );
 
