@@ -6,6 +6,7 @@ package nexus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -55,6 +56,8 @@ type Server struct {
 	metrics      *metrics.Metrics
 	metricsLis   net.Listener
 	metricsHTTP  *http.Server
+	// stopped closes when Shutdown begins.
+	stopped chan struct{}
 }
 
 // New opens the datastore (migrating its schema) and listens. The options
@@ -71,11 +74,36 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	nexusID := uuid.MustParse(cfg.ID)
 	sleds := sledclient.NewPool(ds)
 	engine := saga.New(ds, nexusID, log.Named("saga"), collectOptions(opts).saga...)
-	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: sledLiveness}) {
+	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: sledLiveness, Replica: nexusID}) {
 		if err := engine.Register(t); err != nil {
 			ds.Close()
 			return nil, err
 		}
+	}
+	m := metrics.New()
+	if err := errors.Join(m.RegisterSagas(engine.Stats, ds.SagaCountStuck), m.RegisterRack(ds)); err != nil {
+		ds.Close()
+		return nil, err
+	}
+	nexusApp := app.New(ds, engine, sleds, log.Named("app"),
+		app.WithReplica(nexusID),
+		app.WithSledRetryBound(time.Duration(cfg.SledUnreachableBound)),
+		app.WithAuthnCacheTTL(time.Duration(cfg.AuthnCacheTTL)),
+		app.WithForceTerminateCounter(func(outcome string) { m.ForceTerminations.WithLabelValues(outcome).Inc() }),
+		app.WithEventCounter(func(event string, n int) { m.Events.WithLabelValues(event).Add(float64(n)) }))
+	s := &Server{log: log, ds: ds, app: nexusApp, sagas: engine, sleds: sleds, health: health.NewServer(),
+		metrics: m, background: backgroundTasks(cfg, nexusApp, log.Named("background")), stopped: make(chan struct{})}
+	if err := s.listen(ctx, cfg); err != nil {
+		s.closeListeners()
+		ds.Close()
+		return nil, err
+	}
+	// Recorded before it claims anything: an expunged replica stops here,
+	// and never resumes its sagas (X3, X4).
+	if err := nexusApp.RegisterReplica(ctx, s.internal.Addr().String(), s.rest.Addr().String()); err != nil {
+		s.closeListeners()
+		ds.Close()
+		return nil, err
 	}
 	// Sagas this nexus owned when it stopped (or died) finish or unwind now.
 	if n, err := engine.Recover(ctx); err != nil {
@@ -83,23 +111,8 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	} else if n > 0 {
 		log.Info("recovered sagas", zap.Int("count", n))
 	}
-	m := metrics.New()
-	if err := m.RegisterSagas(engine.Stats, ds.SagaCountStuck); err != nil {
-		ds.Close()
-		return nil, err
-	}
-	nexusApp := app.New(ds, engine, sleds, log.Named("app"),
-		app.WithSledRetryBound(time.Duration(cfg.SledUnreachableBound)),
-		app.WithAuthnCacheTTL(time.Duration(cfg.AuthnCacheTTL)),
-		app.WithForceTerminateCounter(func(outcome string) { m.ForceTerminations.WithLabelValues(outcome).Inc() }))
-	s := &Server{log: log, ds: ds, app: nexusApp, sagas: engine, sleds: sleds, health: health.NewServer(),
-		metrics: m, background: backgroundTasks(cfg, nexusApp, log.Named("background"))}
-	if err := s.listen(ctx, cfg); err != nil {
-		s.closeListeners()
-		ds.Close()
-		return nil, err
-	}
 	s.background.Start()
+	go s.stopServingOnceExpunged()
 	log.Info("nexus listening", zap.String("internal_address", s.internal.Addr().String()),
 		zap.String("external_address", s.rest.Addr().String()),
 		zap.String("metrics_address", s.metricsLis.Addr().String()),
@@ -107,12 +120,35 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	return s, nil
 }
 
+// stopServingOnceExpunged waits until the replica notices it was expunged
+// (X3), then reports itself not serving and stops its background tasks;
+// the interceptors already refuse every call. Expunged tells the process
+// to exit.
+func (s *Server) stopServingOnceExpunged() {
+	select {
+	case <-s.app.Expunged():
+	case <-s.stopped:
+		return
+	}
+	s.health.Shutdown()
+	s.background.Stop()
+}
+
+// Expunged closes once this replica knows it was expunged: its process
+// should shut it down and exit.
+func (s *Server) Expunged() <-chan struct{} { return s.app.Expunged() }
+
 // Names of the background tasks (N8), for Background().Activate.
 const (
-	TaskInstanceWatcher = "instance_watcher"
-	TaskInstanceUpdater = "instance_updater"
-	TaskReincarnation   = "reincarnation"
-	TaskSledLiveness    = "sled_liveness"
+	TaskInstanceWatcher  = "instance_watcher"
+	TaskInstanceUpdater  = "instance_updater"
+	TaskReincarnation    = "reincarnation"
+	TaskSledLiveness     = "sled_liveness"
+	TaskZonesPush        = "zones_push"
+	TaskInventory        = "inventory"
+	TaskReplicaCheck     = "replica_check"
+	TaskSagaReassignment = "saga_reassignment"
+	TaskOrphanVMMs       = "orphan_vmms"
 )
 
 func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *background.Driver {
@@ -124,6 +160,11 @@ func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *backgrou
 			Run: func(ctx context.Context) error { return n.Reincarnate(ctx, cooldown) }},
 		background.Task{Name: TaskSledLiveness, Period: time.Duration(cfg.SledLivenessPeriod),
 			Run: func(ctx context.Context) error { return n.CheckSledLiveness(ctx, sledLiveness) }},
+		background.Task{Name: TaskReplicaCheck, Period: time.Duration(cfg.ReplicaCheckPeriod), Run: n.CheckReplica},
+		background.Task{Name: TaskZonesPush, Period: time.Duration(cfg.ZonesPushPeriod), Run: n.PushZones},
+		background.Task{Name: TaskInventory, Period: time.Duration(cfg.InventoryPeriod), Run: n.CollectInventory},
+		background.Task{Name: TaskSagaReassignment, Period: time.Duration(cfg.SagaReassignmentPeriod), Run: n.ReassignSagas},
+		background.Task{Name: TaskOrphanVMMs, Period: time.Duration(cfg.OrphanVMMPeriod), Run: n.ReapOrphanVMMs},
 	)
 }
 
@@ -152,10 +193,10 @@ func (s *Server) listen(ctx context.Context, cfg config.Config) error {
 	}
 	// Metrics first, so that calls the auth interceptor refuses count too.
 	s.internalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(s.metrics.UnaryServerInterceptor(),
-		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader)))
+		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), api.RefuseOnceExpunged(s.app)))
 	nexusv1.RegisterNexusInternalServer(s.internalGRPC, api.NewInternal(s.app))
 	external := []grpc.UnaryServerInterceptor{s.metrics.UnaryServerInterceptor(),
-		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), api.Authenticate(s.app)}
+		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), api.RefuseOnceExpunged(s.app), api.Authenticate(s.app)}
 	s.externalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(external...))
 	nexusv1.RegisterNexusExternalServer(s.externalGRPC, api.NewExternal(s.app))
 	// The REST gateway calls the same handlers through the same
@@ -236,6 +277,7 @@ func (s *Server) Serve() error {
 // Shutdown stops accepting requests, lets requests in flight finish until
 // ctx ends, and closes the database.
 func (s *Server) Shutdown(ctx context.Context) {
+	close(s.stopped)
 	s.health.Shutdown()
 	s.background.Stop()
 	for _, srv := range []*http.Server{s.http, s.metricsHTTP} {

@@ -41,8 +41,10 @@ func toStatus(err error) error {
 		return apierror.WithReason(codes.InvalidArgument, "InvalidRequest", err.Error(), nil)
 	case errors.Is(err, model.ErrInstanceBusy):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, model.ErrLastReplica):
+		return apierror.WithReason(codes.FailedPrecondition, "InvalidRequest", err.Error(), nil)
 	case errors.Is(err, model.ErrVMMGone), errors.Is(err, model.ErrSledUnreachable),
-		errors.Is(err, model.ErrUpdateInProgress):
+		errors.Is(err, model.ErrUpdateInProgress), errors.Is(err, model.ErrReplicaNotActive):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, model.ErrInUse):
 		// Oxide answers 400 InvalidRequest for "delete what still holds

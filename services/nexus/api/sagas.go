@@ -6,7 +6,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
-	"github.com/rackplane/rackplane/services/nexus/saga"
+	"github.com/rackplane/rackplane/services/nexus/app"
 )
 
 // SagaListStuck is GET /v1/system/sagas/stuck, the operator's view of the
@@ -23,9 +23,9 @@ func (h *External) SagaListStuck(ctx context.Context, _ *nexusv1.SagaListStuckRe
 	return resp, nil
 }
 
-func stuckSagaProto(s saga.StuckSaga) *nexusv1.StuckSaga {
+func stuckSagaProto(s app.StuckSagaView) *nexusv1.StuckSaga {
 	out := &nexusv1.StuckSaga{Id: s.ID.String(), Template: s.Template, Owner: s.Owner.String(),
-		TimeCreated: timestamppb.New(s.TimeCreated), Params: string(s.Params)}
+		TimeCreated: timestamppb.New(s.TimeCreated), Params: string(s.Params), OwnerState: ownerState(s.OwnerState)}
 	if s.Err != nil {
 		out.Node = s.Err.Node
 		if s.Err.Err != nil {

@@ -22,7 +22,9 @@ type Nexus struct {
 
 	sledRetryBound       time.Duration
 	forceTerminateCounts func(outcome string)
+	events               func(event string, n int)
 	authn                *authnCache
+	replica              replica
 }
 
 // SledAgents is what the application layer asks of sled-agents: what the
@@ -31,10 +33,28 @@ type Nexus struct {
 type SledAgents interface {
 	sagas.SledAgents
 	VMMState(ctx context.Context, sled, vmm uuid.UUID) (model.VMMRuntime, error)
+	EnsureZones(ctx context.Context, sled uuid.UUID, cfg model.SledZones) error
+	Inventory(ctx context.Context, sled uuid.UUID) (model.SledInventory, error)
 }
 
 // Option configures the application layer.
 type Option func(*Nexus)
+
+// WithReplica names the nexus replica this application layer runs as: what
+// it claims, it claims as that replica (X3).
+func WithReplica(id uuid.UUID) Option { return func(n *Nexus) { n.replica.id = id } }
+
+// WithEventCounter is told of the events operators count (X7, N12): sagas
+// this replica took over from an expunged one, orphan VMMs it unregistered.
+func WithEventCounter(count func(event string, n int)) Option {
+	return func(n *Nexus) { n.events = count }
+}
+
+// Events WithEventCounter is told of.
+const (
+	EventSagasReassigned = "sagas_reassigned"
+	EventOrphanVMMReaped = "orphan_vmm_reaped"
+)
 
 // WithSledRetryBound sets how long force-terminate keeps retrying a sled
 // that does not answer before it gives up with 503 (F7).
@@ -54,7 +74,9 @@ func WithForceTerminateCounter(count func(outcome string)) Option {
 // for an operator command that only touches the database (minting tokens).
 func New(ds *datastore.DataStore, engine *saga.Engine, sleds SledAgents, log *zap.Logger, opts ...Option) *Nexus {
 	n := &Nexus{log: log, ds: ds, sagas: engine, sleds: sleds,
-		sledRetryBound: defaultSledRetryBound, forceTerminateCounts: func(string) {}, authn: newAuthnCache(0)}
+		sledRetryBound: defaultSledRetryBound, forceTerminateCounts: func(string) {}, events: func(string, int) {},
+		authn:   newAuthnCache(0),
+		replica: replica{expunged: make(chan struct{})}}
 	for _, opt := range opts {
 		opt(n)
 	}
@@ -69,10 +91,7 @@ func (n *Nexus) UpdateInstanceInBackground(instance uuid.UUID) {
 		return
 	}
 	if _, err := n.sagas.Start(context.Background(), sagas.InstanceUpdate,
-		sagas.InstanceUpdateParams{Instance: instance, Lock: newLockID()}); err != nil {
+		sagas.InstanceUpdateParams{Instance: instance}); err != nil {
 		n.log.Warn("could not start an instance update saga", zap.Stringer("instance_id", instance), zap.Error(err))
 	}
 }
-
-// newLockID names one holder of an instance's updater lock.
-func newLockID() uuid.UUID { return uuid.New() }

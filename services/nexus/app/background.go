@@ -58,7 +58,7 @@ func (n *Nexus) UpdateStaleInstances(ctx context.Context) error {
 	}
 	var errs []error
 	for _, id := range ids {
-		_, err := n.sagas.Run(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: id, Lock: newLockID()})
+		_, err := n.sagas.Run(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: id})
 		if err != nil && !errors.Is(err, model.ErrUpdaterLockHeld) {
 			errs = append(errs, fmt.Errorf("instance %s: %w", id, err))
 		}
@@ -76,7 +76,7 @@ func (n *Nexus) Reincarnate(ctx context.Context, cooldown time.Duration) error {
 	}
 	var errs []error
 	for _, id := range ids {
-		claimed, err := n.ds.InstanceClaimAutoRestart(ctx, id, now, now.Add(-cooldown))
+		claimed, err := n.ds.InstanceClaimAutoRestart(ctx, id, now, now.Add(-cooldown), n.replica.id)
 		if err != nil || !claimed {
 			if err != nil {
 				errs = append(errs, err)

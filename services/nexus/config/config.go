@@ -43,6 +43,13 @@ type Config struct {
 	ReincarnationPeriod   duration.Duration `koanf:"reincarnation_period" help:"period of reincarnation of failed instances (N8)"`
 	ReincarnationCooldown duration.Duration `koanf:"reincarnation_cooldown" help:"least time between two automatic restarts of an instance"`
 	SledLivenessPeriod    duration.Duration `koanf:"sled_liveness_period" help:"period of the sled liveness check (N8)"`
+	// The zones nexus owns (Z9), the replicas (X3, X4) and orphan VMMs
+	// (N12).
+	ZonesPushPeriod        duration.Duration `koanf:"zones_push_period" help:"period of pushing each sled its zones config (Z9)"`
+	InventoryPeriod        duration.Duration `koanf:"inventory_period" help:"period of collecting each sled's inventory (Z9)"`
+	ReplicaCheckPeriod     duration.Duration `koanf:"replica_check_period" help:"how often a replica checks it has not been expunged (X3)"`
+	SagaReassignmentPeriod duration.Duration `koanf:"saga_reassignment_period" help:"period of taking over the sagas of expunged replicas confirmed gone (X4)"`
+	OrphanVMMPeriod        duration.Duration `koanf:"orphan_vmm_period" help:"period of unregistering VMMs nexus does not know (N12)"`
 	// SledUnreachableBound is how long force-terminate keeps retrying a
 	// sled-agent that does not answer before it answers 503 (SPEC F7).
 	SledUnreachableBound duration.Duration `koanf:"sled_unreachable_bound" help:"how long force-terminate retries a sled before answering 503 (F7)"`
@@ -64,13 +71,18 @@ func Default() Config {
 		LogLevel:           "info",
 		LogFormat:          "json",
 
-		InstanceWatcherPeriod: duration.Duration(30 * time.Second),
-		InstanceUpdaterPeriod: duration.Duration(30 * time.Second),
-		ReincarnationPeriod:   duration.Duration(time.Minute),
-		ReincarnationCooldown: duration.Duration(5 * time.Minute),
-		SledLivenessPeriod:    duration.Duration(30 * time.Second),
-		SledUnreachableBound:  duration.Duration(10 * time.Second),
-		AuthnCacheTTL:         duration.Duration(time.Second),
+		InstanceWatcherPeriod:  duration.Duration(30 * time.Second),
+		InstanceUpdaterPeriod:  duration.Duration(30 * time.Second),
+		ReincarnationPeriod:    duration.Duration(time.Minute),
+		ReincarnationCooldown:  duration.Duration(5 * time.Minute),
+		SledLivenessPeriod:     duration.Duration(30 * time.Second),
+		ZonesPushPeriod:        duration.Duration(time.Minute),
+		InventoryPeriod:        duration.Duration(10 * time.Second),
+		ReplicaCheckPeriod:     duration.Duration(time.Second),
+		SagaReassignmentPeriod: duration.Duration(10 * time.Second),
+		OrphanVMMPeriod:        duration.Duration(time.Minute),
+		SledUnreachableBound:   duration.Duration(10 * time.Second),
+		AuthnCacheTTL:          duration.Duration(time.Second),
 	}
 }
 
@@ -112,7 +124,9 @@ func (c Config) Validate() error {
 	for setting, d := range map[string]duration.Duration{"instance_watcher_period": c.InstanceWatcherPeriod,
 		"instance_updater_period": c.InstanceUpdaterPeriod, "reincarnation_period": c.ReincarnationPeriod,
 		"reincarnation_cooldown": c.ReincarnationCooldown, "sled_liveness_period": c.SledLivenessPeriod,
-		"sled_unreachable_bound": c.SledUnreachableBound} {
+		"sled_unreachable_bound": c.SledUnreachableBound, "zones_push_period": c.ZonesPushPeriod,
+		"inventory_period": c.InventoryPeriod, "replica_check_period": c.ReplicaCheckPeriod,
+		"saga_reassignment_period": c.SagaReassignmentPeriod, "orphan_vmm_period": c.OrphanVMMPeriod} {
 		if d <= 0 {
 			bad(setting, "must be positive")
 		}

@@ -9,27 +9,41 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
-// InstanceUpdaterLock takes the instance's updater lock for holder (N6):
+// InstanceUpdaterLock takes the instance's updater lock for holder (N6),
+// the update saga that runs on replica, only while replica is active (X3):
 // true when it now holds it, including when it already did (an idempotent
-// saga node re-run after a crash); false when someone else holds it.
-func (d *DataStore) InstanceUpdaterLock(ctx context.Context, id, holder uuid.UUID) (bool, error) {
+// saga node re-run after a crash, or by the replica that adopted the
+// saga); false when someone else holds it; model.ErrReplicaNotActive when
+// the replica may claim nothing.
+func (d *DataStore) InstanceUpdaterLock(ctx context.Context, id, holder, replica uuid.UUID) (bool, error) {
 	res, err := d.db.ExecContext(ctx, `UPDATE instance SET updater_id = $2, updater_gen = updater_gen + 1
-		WHERE id = $1 AND updater_id IS NULL AND time_deleted IS NULL`, id.String(), holder.String())
+		WHERE id = $1 AND updater_id IS NULL AND time_deleted IS NULL AND `+d.replicaActive("$3"),
+		id.String(), holder.String(), replica.String())
 	if err != nil {
 		return false, d.classify(err)
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
 		return true, nil
 	}
-	var current *string
-	err = d.db.QueryRowContext(ctx, `SELECT updater_id FROM instance WHERE id = $1 AND time_deleted IS NULL`, id.String()).Scan(&current)
+	var (
+		current *string
+		active  bool
+	)
+	err = d.db.QueryRowContext(ctx, `SELECT updater_id, `+d.replicaActiveNoLock("$2")+` FROM instance
+		WHERE id = $1 AND time_deleted IS NULL`, id.String(), replica.String()).Scan(&current, &active)
 	if isNoRows(err) {
 		return false, fmt.Errorf("%w: instance %s", model.ErrNotFound, id)
 	}
 	if err != nil {
 		return false, d.classify(err)
 	}
-	return current != nil && *current == holder.String(), nil
+	if held := current != nil && *current == holder.String(); held || !active {
+		if !held {
+			return false, notActive(replica)
+		}
+		return true, nil
+	}
+	return false, nil
 }
 
 // InstanceUpdaterUnlock releases the lock if holder holds it; releasing a
@@ -64,15 +78,27 @@ func (d *DataStore) InstancesToReincarnate(ctx context.Context, cooledSince time
 }
 
 // InstanceClaimAutoRestart records an automatic restart at `at` unless one
-// happened since cooledSince; true when this caller claimed it, so two
-// nexus replicas never restart the same instance twice in one cooldown.
-func (d *DataStore) InstanceClaimAutoRestart(ctx context.Context, id uuid.UUID, at, cooledSince time.Time) (bool, error) {
+// happened since cooledSince, for replica, only while it is active (X3);
+// true when this caller claimed it, so two nexus replicas never restart the
+// same instance twice in one cooldown.
+func (d *DataStore) InstanceClaimAutoRestart(ctx context.Context, id uuid.UUID, at, cooledSince time.Time, replica uuid.UUID) (bool, error) {
 	res, err := d.db.ExecContext(ctx, `UPDATE instance SET time_last_auto_restarted = $2
 		WHERE id = $1 AND time_deleted IS NULL AND state = 'failed'
-			AND (time_last_auto_restarted IS NULL OR time_last_auto_restarted < $3)`, id.String(), ts(at), ts(cooledSince))
+			AND (time_last_auto_restarted IS NULL OR time_last_auto_restarted < $3) AND `+d.replicaActive("$4"),
+		id.String(), ts(at), ts(cooledSince), replica.String())
 	if err != nil {
 		return false, d.classify(err)
 	}
 	n, err := res.RowsAffected()
-	return n == 1, err
+	if err != nil || n == 1 {
+		return n == 1, err
+	}
+	var active bool
+	if err := d.db.QueryRowContext(ctx, `SELECT `+d.replicaActiveNoLock("$1"), replica.String()).Scan(&active); err != nil {
+		return false, d.classify(err)
+	}
+	if !active {
+		return false, notActive(replica)
+	}
+	return false, nil
 }

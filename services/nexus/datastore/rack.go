@@ -54,19 +54,18 @@ func (d *DataStore) rackSetUp(ctx context.Context, rack uuid.UUID, plan model.Ra
 			return err
 		}
 		for _, s := range plan.Sleds {
-			zones, err := json.Marshal(s.Zones)
-			if err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO sled_zones (sled_id, generation, time_modified) VALUES ($1, $2, $3)`,
+				s.SledID.String(), int64(s.Generation), ts(at)); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO sled_zones (sled_id, generation, zones, time_modified)
-				VALUES ($1, $2, $3, $4)`, s.SledID.String(), int64(s.Generation), string(zones), ts(at)); err != nil {
-				return err
+			for _, z := range s.Zones {
+				if err := insertZone(ctx, tx, s.SledID, z, at); err != nil {
+					return err
+				}
 			}
 		}
 		for _, n := range plan.NexusZones(at) {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO nexus_zone (id, sled_id, internal_address, external_address,
-				state, time_created, time_modified) VALUES ($1, $2, $3, $4, $5, $6, $6)`,
-				n.ID.String(), n.SledID.String(), n.InternalAddress, n.ExternalAddress, string(n.State), ts(at)); err != nil {
+			if err := insertReplica(ctx, tx, n); err != nil {
 				return err
 			}
 		}
@@ -88,52 +87,4 @@ func samePlan(recordedJSON string, plan model.RackPlan, since time.Time) error {
 			"and its zones change through nexus from then on", model.ErrConflict, since.Format(time.RFC3339), diff)
 	}
 	return nil
-}
-
-const nexusZoneColumns = `id, sled_id, internal_address, external_address, state, time_created`
-
-func scanNexusZone(row rowScanner) (model.NexusZone, error) {
-	var (
-		n           model.NexusZone
-		id, sled    string
-		state       string
-		timeCreated dbTime
-	)
-	if err := row.Scan(&id, &sled, &n.InternalAddress, &n.ExternalAddress, &state, &timeCreated); err != nil {
-		return n, err
-	}
-	var err error
-	if n.ID, err = uuid.Parse(id); err != nil {
-		return n, err
-	}
-	if n.SledID, err = uuid.Parse(sled); err != nil {
-		return n, err
-	}
-	n.State, n.TimeCreated = model.NexusZoneState(state), timeCreated.Time
-	return n, nil
-}
-
-// NexusZoneList returns every nexus replica, by id.
-func (d *DataStore) NexusZoneList(ctx context.Context) ([]model.NexusZone, error) {
-	return list(ctx, d, scanNexusZone, `SELECT `+nexusZoneColumns+` FROM nexus_zone ORDER BY id`)
-}
-
-// SledZonesGet returns the zones config nexus wants a sled to run.
-func (d *DataStore) SledZonesGet(ctx context.Context, sled uuid.UUID) (model.SledZones, error) {
-	var (
-		s     = model.SledZones{SledID: sled}
-		gen   int64
-		zones string
-		at    dbTime
-	)
-	err := d.db.QueryRowContext(ctx, `SELECT generation, zones, time_modified FROM sled_zones WHERE sled_id = $1`,
-		sled.String()).Scan(&gen, &zones, &at)
-	if isNoRows(err) {
-		return s, fmt.Errorf("%w: no zones config for sled %s", model.ErrNotFound, sled)
-	}
-	if err != nil {
-		return s, d.classify(err)
-	}
-	s.Generation, s.TimeModified = uint64(gen), at.Time
-	return s, json.Unmarshal([]byte(zones), &s.Zones)
 }

@@ -14,14 +14,22 @@ import (
 
 var _ saga.Store = (*DataStore)(nil)
 
-// SagaCreate inserts a saga; model.ErrAlreadyExists for a taken id.
+// SagaCreate inserts a saga, only if its owner is an active replica (X3):
+// model.ErrReplicaNotActive otherwise, model.ErrAlreadyExists for a taken
+// id.
 func (d *DataStore) SagaCreate(ctx context.Context, r saga.Record) error {
-	_, err := d.db.ExecContext(ctx, `
+	res, err := d.db.ExecContext(ctx, `
 		INSERT INTO saga (id, template_name, params, owner_nexus_id, state, time_created, time_state_changed)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		SELECT $1, $2, $3, $4, $5, $6, $7 WHERE `+d.replicaActive("$4"),
 		r.ID.String(), r.Template, string(r.Params), r.Owner.String(), string(r.State),
 		ts(r.TimeCreated), ts(r.TimeStateChanged))
-	return d.classify(err)
+	if err != nil {
+		return d.classify(err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	return notActive(r.Owner)
 }
 
 const sagaColumns = `id, template_name, params, owner_nexus_id, state, time_created, time_state_changed`

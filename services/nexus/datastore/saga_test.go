@@ -14,6 +14,17 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/saga"
 )
 
+// activeReplica records id as an active nexus replica: only one may
+// create sagas (X3).
+func activeReplica(t *testing.T, ds *datastore.DataStore, id uuid.UUID) uuid.UUID {
+	t.Helper()
+	if _, err := ds.NexusRegister(ctx, model.NexusZone{ID: id, InternalAddress: "127.0.0.1:1", ExternalAddress: "127.0.0.1:2",
+		TimeCreated: now}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 func newSagaRecord(owner uuid.UUID, state saga.State, created time.Time) saga.Record {
 	return saga.Record{ID: uuid.New(), Template: "instance-start", Params: json.RawMessage(`{"instance":"i-1"}`),
 		Owner: owner, State: state, TimeCreated: created, TimeStateChanged: created}
@@ -21,7 +32,7 @@ func newSagaRecord(owner uuid.UUID, state saga.State, created time.Time) saga.Re
 
 func TestN5_SagaRowRoundTrips(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
-		r := newSagaRecord(uuid.New(), saga.StateRunning, now)
+		r := newSagaRecord(activeReplica(t, ds, uuid.New()), saga.StateRunning, now)
 		if err := ds.SagaCreate(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +56,7 @@ func TestN5_SagaRowRoundTrips(t *testing.T) {
 
 func TestN5_AppendingAnEventTwiceKeepsTheFirst(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
-		r := newSagaRecord(uuid.New(), saga.StateRunning, now)
+		r := newSagaRecord(activeReplica(t, ds, uuid.New()), saga.StateRunning, now)
 		if err := ds.SagaCreate(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +103,7 @@ func TestN5_AppendingAnEventTwiceKeepsTheFirst(t *testing.T) {
 
 func TestN5_SagaStateMovesOnlyFromTheExpectedStateForItsOwner(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
-		owner := uuid.New()
+		owner := activeReplica(t, ds, uuid.New())
 		r := newSagaRecord(owner, saga.StateRunning, now)
 		if err := ds.SagaCreate(ctx, r); err != nil {
 			t.Fatal(err)
@@ -125,7 +136,7 @@ func TestN5_SagaStateMovesOnlyFromTheExpectedStateForItsOwner(t *testing.T) {
 
 func TestN5_UnfinishedSagasAreListedPerOwnerAndStuckOnesRackWide(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
-		mine, theirs := uuid.New(), uuid.New()
+		mine, theirs := activeReplica(t, ds, uuid.New()), activeReplica(t, ds, uuid.New())
 		var wantMine, wantStuck []uuid.UUID
 		for i, tc := range []struct {
 			owner uuid.UUID
@@ -167,7 +178,7 @@ func TestN5_UnfinishedSagasAreListedPerOwnerAndStuckOnesRackWide(t *testing.T) {
 
 func TestN5_NoStuckSagasCountsZero(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
-		if err := ds.SagaCreate(ctx, newSagaRecord(uuid.New(), saga.StateUnwound, now)); err != nil {
+		if err := ds.SagaCreate(ctx, newSagaRecord(activeReplica(t, ds, uuid.New()), saga.StateUnwound, now)); err != nil {
 			t.Fatal(err)
 		}
 		if n, err := ds.SagaCountStuck(ctx); err != nil || n != 0 {

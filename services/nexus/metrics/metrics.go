@@ -30,6 +30,9 @@ type Metrics struct {
 	// ForceTerminations counts instance force-terminations by outcome
 	// (nexus_instance_force_terminate_total{outcome}).
 	ForceTerminations *prometheus.CounterVec
+	// Events counts what this replica did for the rack (X7, N12):
+	// nexus_events_total{event="sagas_reassigned"|"orphan_vmm_reaped"}.
+	Events *prometheus.CounterVec
 }
 
 // durationBuckets reach below the default histogram buckets: a loopback
@@ -60,6 +63,10 @@ func New() *Metrics {
 			Help:    "Time to serve a unary gRPC call, by service and method.",
 			Buckets: durationBuckets,
 		}, []string{"service", "method"}),
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nexus_events_total",
+			Help: "What this replica did for the rack: sagas it took over from expunged replicas (sagas_reassigned), VMMs nexus did not know that it unregistered (orphan_vmm_reaped).",
+		}, []string{"event"}),
 		ForceTerminations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nexus_instance_force_terminate_total",
 			Help: "Instance force-terminations, by outcome.",
@@ -68,7 +75,7 @@ func New() *Metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.httpRequests, m.httpDuration, m.grpcRequests, m.grpcDuration, m.ForceTerminations,
+		m.httpRequests, m.httpDuration, m.grpcRequests, m.grpcDuration, m.ForceTerminations, m.Events,
 	)
 	return m
 }

@@ -48,4 +48,11 @@ var (
 	// ErrZonesOutdated means a sled refused a zones config because it
 	// ledgers a newer generation already (Z1).
 	ErrZonesOutdated = errors.New("the sled ledgers a newer zones config")
+	// ErrReplicaNotActive means a nexus replica tried to claim work (create
+	// a saga, take an updater lock, claim a restart) after it was expunged,
+	// or without being recorded at all (X3): nothing was claimed.
+	ErrReplicaNotActive = errors.New("this nexus replica is not active (expunged)")
+	// ErrLastReplica refuses to expunge the last active nexus replica:
+	// nobody would be left to serve or to take its sagas.
+	ErrLastReplica = errors.New("the last active nexus replica cannot be expunged")
 )

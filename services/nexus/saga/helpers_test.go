@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rackplane/rackplane/pkg/backoff"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	"github.com/rackplane/rackplane/services/racktest"
 )
@@ -29,12 +31,25 @@ const undoAttempts = 3
 func newEngine(t *testing.T, store saga.Store, nexusID uuid.UUID, w *world, opts ...saga.Option) *saga.Engine {
 	t.Helper()
 	opts = append([]saga.Option{saga.WithUndoRetry(undoAttempts, fastRetry), saga.WithStoreRetry(fastRetry)}, opts...)
+	if ds, ok := store.(*datastore.DataStore); ok {
+		activeReplica(t, ds, nexusID)
+	}
 	e := saga.New(store, nexusID, zaptest.NewLogger(t), opts...)
 	if err := e.Register(w.template()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Shutdown(context.Background()) })
 	return e
+}
+
+// activeReplica records id as an active nexus replica: only one may
+// create sagas (X3).
+func activeReplica(t *testing.T, ds *datastore.DataStore, id uuid.UUID) {
+	t.Helper()
+	if _, err := ds.NexusRegister(ctx, model.NexusZone{ID: id, InternalAddress: "127.0.0.1:1", ExternalAddress: "127.0.0.1:2",
+		TimeCreated: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // patience bounds every wait in these tests.

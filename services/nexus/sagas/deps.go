@@ -24,6 +24,9 @@ type SledAgents interface {
 type Deps struct {
 	DS    *datastore.DataStore
 	Sleds SledAgents
+	// Replica is the nexus that runs the sagas: what they claim (an
+	// updater lock) is claimed as it (X3).
+	Replica uuid.UUID
 	// SledLiveness is how recently a sled must have been seen to receive a
 	// new VMM.
 	SledLiveness time.Duration

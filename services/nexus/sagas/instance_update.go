@@ -10,11 +10,22 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/saga"
 )
 
-// InstanceUpdateParams name the instance and the lock holder id this update
-// takes the updater lock as.
+// InstanceUpdateParams name the instance to update. The saga takes the
+// updater lock as itself (its id), so that the lock's holder names the
+// saga, and through it the replica that runs it (X6).
 type InstanceUpdateParams struct {
 	Instance uuid.UUID `json:"instance"`
-	Lock     uuid.UUID `json:"lock"`
+	// Lock is the holder id sagas created before the saga's own id was
+	// the holder took the lock as; empty for every new one.
+	Lock uuid.UUID `json:"lock,omitempty"`
+}
+
+// lockHolder is the id this update holds the updater lock as.
+func lockHolder(sc *saga.Context, p InstanceUpdateParams) uuid.UUID {
+	if p.Lock != uuid.Nil {
+		return p.Lock
+	}
+	return sc.SagaID()
 }
 
 // instanceUpdate (N6): take the updater lock (try-lock: if another update
@@ -70,32 +81,38 @@ func (d Deps) honourStopWish(ctx context.Context, _ *saga.Context, p InstanceUpd
 // needs settling and the lock is free, take it again and settle; if someone
 // else took it, they re-check when they release. Whoever releases last
 // looks last, so no update is lost.
-func (d Deps) releaseAndRecheck(ctx context.Context, _ *saga.Context, p InstanceUpdateParams) (any, error) {
+func (d Deps) releaseAndRecheck(ctx context.Context, sc *saga.Context, p InstanceUpdateParams) (any, error) {
+	holder := lockHolder(sc, p)
 	for range recheckRounds {
-		if err := d.DS.InstanceUpdaterUnlock(ctx, p.Instance, p.Lock); err != nil {
+		if err := d.DS.InstanceUpdaterUnlock(ctx, p.Instance, holder); err != nil {
 			return nil, err
 		}
 		snap, err := d.DS.InstanceSnapshot(ctx, p.Instance)
 		if err != nil || !model.NeedsSettling(snap) {
 			return nil, err
 		}
-		locked, err := d.DS.InstanceUpdaterLock(ctx, p.Instance, p.Lock)
+		locked, err := d.DS.InstanceUpdaterLock(ctx, p.Instance, holder, d.Replica)
+		if errors.Is(err, model.ErrReplicaNotActive) {
+			// Expunged meanwhile: the lock is released, and what is left
+			// to settle is an active replica's (the background updater).
+			return nil, nil
+		}
 		if err != nil || !locked {
 			return nil, err
 		}
-		if err := d.settleInstance(ctx, p.Instance, p.Lock); err != nil {
+		if err := d.settleInstance(ctx, p.Instance, holder); err != nil {
 			return nil, err
 		}
 	}
-	return nil, d.DS.InstanceUpdaterUnlock(ctx, p.Instance, p.Lock)
+	return nil, d.DS.InstanceUpdaterUnlock(ctx, p.Instance, holder)
 }
 
 // recheckRounds bounds how often one update settles again what changed
 // while it held the lock; the background updater catches anything later.
 const recheckRounds = 8
 
-func (d Deps) updaterLock(ctx context.Context, _ *saga.Context, p InstanceUpdateParams) (any, error) {
-	locked, err := d.DS.InstanceUpdaterLock(ctx, p.Instance, p.Lock)
+func (d Deps) updaterLock(ctx context.Context, sc *saga.Context, p InstanceUpdateParams) (any, error) {
+	locked, err := d.DS.InstanceUpdaterLock(ctx, p.Instance, lockHolder(sc, p), d.Replica)
 	if err != nil {
 		return nil, err
 	}
@@ -105,12 +122,12 @@ func (d Deps) updaterLock(ctx context.Context, _ *saga.Context, p InstanceUpdate
 	return nil, nil
 }
 
-func (d Deps) updaterUnlock(ctx context.Context, _ *saga.Context, p InstanceUpdateParams) error {
-	return d.DS.InstanceUpdaterUnlock(ctx, p.Instance, p.Lock)
+func (d Deps) updaterUnlock(ctx context.Context, sc *saga.Context, p InstanceUpdateParams) error {
+	return d.DS.InstanceUpdaterUnlock(ctx, p.Instance, lockHolder(sc, p))
 }
 
-func (d Deps) applyUpdate(ctx context.Context, _ *saga.Context, p InstanceUpdateParams) (any, error) {
-	return nil, d.settleInstance(ctx, p.Instance, p.Lock)
+func (d Deps) applyUpdate(ctx context.Context, sc *saga.Context, p InstanceUpdateParams) (any, error) {
+	return nil, d.settleInstance(ctx, p.Instance, lockHolder(sc, p))
 }
 
 // settleInstance writes the runtime the instance's VMMs call for, through

@@ -34,7 +34,12 @@ func TestN6_AnUpdateThatFoundTheLockHeldIsNotLost(t *testing.T) {
 		// Update B fails at its lock node, so the first unlock is A's.
 		atRelease, release := make(chan struct{}), make(chan struct{})
 		var pauseOnce sync.Once
-		engine := saga.New(ds, uuid.New(), zaptest.NewLogger(t), saga.WithHooks(saga.Hooks{
+		replica := uuid.New()
+		if _, err := ds.NexusRegister(ctx, model.NexusZone{ID: replica, InternalAddress: "127.0.0.1:1",
+			ExternalAddress: "127.0.0.1:2", TimeCreated: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		engine := saga.New(ds, replica, zaptest.NewLogger(t), saga.WithHooks(saga.Hooks{
 			BeforeNode: func(_ uuid.UUID, node string) {
 				if node == "unlock" {
 					pauseOnce.Do(func() {
@@ -44,7 +49,7 @@ func TestN6_AnUpdateThatFoundTheLockHeldIsNotLost(t *testing.T) {
 				}
 			},
 		}))
-		for _, tmpl := range sagas.Templates(sagas.Deps{DS: ds}) {
+		for _, tmpl := range sagas.Templates(sagas.Deps{DS: ds, Replica: replica}) {
 			if err := engine.Register(tmpl); err != nil {
 				t.Fatal(err)
 			}
@@ -53,8 +58,7 @@ func TestN6_AnUpdateThatFoundTheLockHeldIsNotLost(t *testing.T) {
 
 		// VMM 1 ends; update A unlinks it and pauses before releasing.
 		terminal(t, ds, vmm1)
-		lockA := uuid.New()
-		a, err := engine.Start(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: inst, Lock: lockA})
+		a, err := engine.Start(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: inst})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +66,7 @@ func TestN6_AnUpdateThatFoundTheLockHeldIsNotLost(t *testing.T) {
 		// The instance starts again on VMM 2, which ends at once.
 		vmm2 := relink(t, ds, inst)
 		terminal(t, ds, vmm2)
-		_, err = engine.Run(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: inst, Lock: uuid.New()})
+		_, err = engine.Run(ctx, sagas.InstanceUpdate, sagas.InstanceUpdateParams{Instance: inst})
 		if !errors.Is(err, model.ErrUpdaterLockHeld) {
 			t.Fatalf("update B: %v, want ErrUpdaterLockHeld", err)
 		}

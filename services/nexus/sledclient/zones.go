@@ -2,6 +2,8 @@ package sledclient
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -18,4 +20,20 @@ func (p *Pool) EnsureZones(ctx context.Context, sled uuid.UUID, cfg model.SledZo
 		return c.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{Config: wire.ZonesConfig(cfg)})
 	})
 	return err
+}
+
+// Inventory asks a sled what it runs (GetInventory, Z6), as nexus keeps it
+// (Z9).
+func (p *Pool) Inventory(ctx context.Context, sled uuid.UUID) (model.SledInventory, error) {
+	resp, err := call(ctx, p, sled, func(c sledagentv1.SledAgentClient) (*sledagentv1.GetInventoryResponse, error) {
+		return c.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
+	})
+	if err != nil {
+		return model.SledInventory{}, err
+	}
+	inv, err := wire.Inventory(resp, time.Now())
+	if err == nil && inv.SledID != sled {
+		err = fmt.Errorf("sled %s answered as sled %s", sled, inv.SledID)
+	}
+	return inv, err
 }

@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -97,16 +98,26 @@ func run(cfg config.Config, crash *crashPoint) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
+	expunged := false
 	select {
 	case err := <-served:
 		return err
 	case <-signals:
+	case <-srv.Expunged():
+		// X3: it already refuses every call; now it goes.
+		expunged = true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	srv.Shutdown(ctx)
-	return <-served
+	if err := <-served; err != nil || !expunged {
+		return err
+	}
+	return errExpunged
 }
+
+// errExpunged ends a replica that found itself expunged.
+var errExpunged = errors.New("this nexus replica was expunged; it has stopped and never serves again")
 
 // crashHooks builds the --crash-point hooks over a connection of their own
 // to nexus's database, where they read which template a saga runs.

@@ -1228,7 +1228,9 @@ type StuckSaga struct {
 	Node  string `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`
 	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	// The saga's parameters as JSON (which instance, which VMM).
-	Params        string `protobuf:"bytes,7,opt,name=params,proto3" json:"params,omitempty"`
+	Params string `protobuf:"bytes,7,opt,name=params,proto3" json:"params,omitempty"`
+	// The owner's state: active or expunged (X6).
+	OwnerState    string `protobuf:"bytes,8,opt,name=owner_state,json=ownerState,proto3" json:"owner_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1308,6 +1310,13 @@ func (x *StuckSaga) GetError() string {
 func (x *StuckSaga) GetParams() string {
 	if x != nil {
 		return x.Params
+	}
+	return ""
+}
+
+func (x *StuckSaga) GetOwnerState() string {
+	if x != nil {
+		return x.OwnerState
 	}
 	return ""
 }
@@ -1392,6 +1401,1031 @@ func (x *SagaListStuckResponse) GetItems() []*StuckSaga {
 	return nil
 }
 
+// A saga that is not finished, or stuck.
+type Saga struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Template string                 `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	// running, unwinding or stuck.
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// The replica that owns it, and that replica's state (active or
+	// expunged): an expunged owner's sagas wait until its zone is confirmed
+	// gone, then move to an active replica (X4).
+	Owner      string `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	OwnerState string `protobuf:"bytes,5,opt,name=owner_state,json=ownerState,proto3" json:"owner_state,omitempty"`
+	// The instance it works on, when its parameters name one.
+	InstanceId       string                 `protobuf:"bytes,6,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	TimeCreated      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time_created,json=timeCreated,proto3" json:"time_created,omitempty"`
+	TimeStateChanged *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time_state_changed,json=timeStateChanged,proto3" json:"time_state_changed,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Saga) Reset() {
+	*x = Saga{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Saga) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Saga) ProtoMessage() {}
+
+func (x *Saga) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Saga.ProtoReflect.Descriptor instead.
+func (*Saga) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Saga) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Saga) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *Saga) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Saga) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Saga) GetOwnerState() string {
+	if x != nil {
+		return x.OwnerState
+	}
+	return ""
+}
+
+func (x *Saga) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *Saga) GetTimeCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeCreated
+	}
+	return nil
+}
+
+func (x *Saga) GetTimeStateChanged() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeStateChanged
+	}
+	return nil
+}
+
+type SagaListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SagaListRequest) Reset() {
+	*x = SagaListRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SagaListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SagaListRequest) ProtoMessage() {}
+
+func (x *SagaListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SagaListRequest.ProtoReflect.Descriptor instead.
+func (*SagaListRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{25}
+}
+
+type SagaListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*Saga                `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SagaListResponse) Reset() {
+	*x = SagaListResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SagaListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SagaListResponse) ProtoMessage() {}
+
+func (x *SagaListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SagaListResponse.ProtoReflect.Descriptor instead.
+func (*SagaListResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SagaListResponse) GetItems() []*Saga {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// An instance whose updater lock (N6) is held.
+type UpdaterLock struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId   string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	InstanceName string                 `protobuf:"bytes,2,opt,name=instance_name,json=instanceName,proto3" json:"instance_name,omitempty"`
+	ProjectId    string                 `protobuf:"bytes,3,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// The update saga that holds it, its owner and the owner's state.
+	SagaId          string                 `protobuf:"bytes,4,opt,name=saga_id,json=sagaId,proto3" json:"saga_id,omitempty"`
+	Owner           string                 `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
+	OwnerState      string                 `protobuf:"bytes,6,opt,name=owner_state,json=ownerState,proto3" json:"owner_state,omitempty"`
+	TimeSagaCreated *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time_saga_created,json=timeSagaCreated,proto3" json:"time_saga_created,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *UpdaterLock) Reset() {
+	*x = UpdaterLock{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdaterLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdaterLock) ProtoMessage() {}
+
+func (x *UpdaterLock) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdaterLock.ProtoReflect.Descriptor instead.
+func (*UpdaterLock) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *UpdaterLock) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *UpdaterLock) GetInstanceName() string {
+	if x != nil {
+		return x.InstanceName
+	}
+	return ""
+}
+
+func (x *UpdaterLock) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *UpdaterLock) GetSagaId() string {
+	if x != nil {
+		return x.SagaId
+	}
+	return ""
+}
+
+func (x *UpdaterLock) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *UpdaterLock) GetOwnerState() string {
+	if x != nil {
+		return x.OwnerState
+	}
+	return ""
+}
+
+func (x *UpdaterLock) GetTimeSagaCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeSagaCreated
+	}
+	return nil
+}
+
+type UpdaterLockListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdaterLockListRequest) Reset() {
+	*x = UpdaterLockListRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdaterLockListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdaterLockListRequest) ProtoMessage() {}
+
+func (x *UpdaterLockListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdaterLockListRequest.ProtoReflect.Descriptor instead.
+func (*UpdaterLockListRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{28}
+}
+
+type UpdaterLockListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*UpdaterLock         `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdaterLockListResponse) Reset() {
+	*x = UpdaterLockListResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdaterLockListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdaterLockListResponse) ProtoMessage() {}
+
+func (x *UpdaterLockListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdaterLockListResponse.ProtoReflect.Descriptor instead.
+func (*UpdaterLockListResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *UpdaterLockListResponse) GetItems() []*UpdaterLock {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// A zone nexus put on a sled (Z9).
+type SledZone struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// nexus, internal_ntp, crucible …
+	Kind    string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Pool    string `protobuf:"bytes,4,opt,name=pool,proto3" json:"pool,omitempty"`
+	// in_service or expunged.
+	Disposition string `protobuf:"bytes,5,opt,name=disposition,proto3" json:"disposition,omitempty"`
+	// The sled config generation that left it out, for an expunged zone.
+	ExpungedGeneration *uint64                `protobuf:"varint,6,opt,name=expunged_generation,json=expungedGeneration,proto3,oneof" json:"expunged_generation,omitempty"`
+	TimeExpunged       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time_expunged,json=timeExpunged,proto3,oneof" json:"time_expunged,omitempty"`
+	// An expunged zone is confirmed gone once the sled's last reconciliation
+	// reached expunged_generation and the zone is absent from it; nothing
+	// else counts (not a timeout, not an unreachable sled).
+	ConfirmedGone     bool                   `protobuf:"varint,8,opt,name=confirmed_gone,json=confirmedGone,proto3" json:"confirmed_gone,omitempty"`
+	TimeConfirmedGone *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=time_confirmed_gone,json=timeConfirmedGone,proto3,oneof" json:"time_confirmed_gone,omitempty"`
+	// What the sled's last inventory says of it: running, failing (it is
+	// present but in error: inventory_error, inventory_state,
+	// inventory_attempts), absent, or unknown (no inventory yet).
+	Inventory         string `protobuf:"bytes,10,opt,name=inventory,proto3" json:"inventory,omitempty"`
+	InventoryError    string `protobuf:"bytes,11,opt,name=inventory_error,json=inventoryError,proto3" json:"inventory_error,omitempty"`
+	InventoryState    string `protobuf:"bytes,12,opt,name=inventory_state,json=inventoryState,proto3" json:"inventory_state,omitempty"`
+	InventoryAttempts uint32 `protobuf:"varint,13,opt,name=inventory_attempts,json=inventoryAttempts,proto3" json:"inventory_attempts,omitempty"`
+	// For an expunged zone not yet confirmed gone: what it waits for.
+	WaitingFor    string `protobuf:"bytes,14,opt,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SledZone) Reset() {
+	*x = SledZone{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SledZone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SledZone) ProtoMessage() {}
+
+func (x *SledZone) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SledZone.ProtoReflect.Descriptor instead.
+func (*SledZone) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SledZone) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SledZone) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *SledZone) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *SledZone) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *SledZone) GetDisposition() string {
+	if x != nil {
+		return x.Disposition
+	}
+	return ""
+}
+
+func (x *SledZone) GetExpungedGeneration() uint64 {
+	if x != nil && x.ExpungedGeneration != nil {
+		return *x.ExpungedGeneration
+	}
+	return 0
+}
+
+func (x *SledZone) GetTimeExpunged() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeExpunged
+	}
+	return nil
+}
+
+func (x *SledZone) GetConfirmedGone() bool {
+	if x != nil {
+		return x.ConfirmedGone
+	}
+	return false
+}
+
+func (x *SledZone) GetTimeConfirmedGone() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeConfirmedGone
+	}
+	return nil
+}
+
+func (x *SledZone) GetInventory() string {
+	if x != nil {
+		return x.Inventory
+	}
+	return ""
+}
+
+func (x *SledZone) GetInventoryError() string {
+	if x != nil {
+		return x.InventoryError
+	}
+	return ""
+}
+
+func (x *SledZone) GetInventoryState() string {
+	if x != nil {
+		return x.InventoryState
+	}
+	return ""
+}
+
+func (x *SledZone) GetInventoryAttempts() uint32 {
+	if x != nil {
+		return x.InventoryAttempts
+	}
+	return 0
+}
+
+func (x *SledZone) GetWaitingFor() string {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return ""
+}
+
+type SledZoneListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SledId        string                 `protobuf:"bytes,1,opt,name=sled_id,json=sledId,proto3" json:"sled_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SledZoneListRequest) Reset() {
+	*x = SledZoneListRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SledZoneListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SledZoneListRequest) ProtoMessage() {}
+
+func (x *SledZoneListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SledZoneListRequest.ProtoReflect.Descriptor instead.
+func (*SledZoneListRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SledZoneListRequest) GetSledId() string {
+	if x != nil {
+		return x.SledId
+	}
+	return ""
+}
+
+type SledZoneListResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Items []*SledZone            `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	// The config generation nexus wants the sled to run, the last one it
+	// took and when, and the last push's error (empty once one succeeded).
+	Generation       uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	PushedGeneration uint64                 `protobuf:"varint,3,opt,name=pushed_generation,json=pushedGeneration,proto3" json:"pushed_generation,omitempty"`
+	TimePushed       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time_pushed,json=timePushed,proto3,oneof" json:"time_pushed,omitempty"`
+	PushError        string                 `protobuf:"bytes,5,opt,name=push_error,json=pushError,proto3" json:"push_error,omitempty"`
+	// The sled's last inventory: when, the generation it ledgers, the one
+	// its last reconciliation reached, and its reconciler (not_yet_run,
+	// running, idle). Unset until one is collected.
+	TimeInventoryCollected *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time_inventory_collected,json=timeInventoryCollected,proto3,oneof" json:"time_inventory_collected,omitempty"`
+	LedgeredGeneration     uint64                 `protobuf:"varint,7,opt,name=ledgered_generation,json=ledgeredGeneration,proto3" json:"ledgered_generation,omitempty"`
+	ReconciledGeneration   uint64                 `protobuf:"varint,8,opt,name=reconciled_generation,json=reconciledGeneration,proto3" json:"reconciled_generation,omitempty"`
+	Reconciler             string                 `protobuf:"bytes,9,opt,name=reconciler,proto3" json:"reconciler,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *SledZoneListResponse) Reset() {
+	*x = SledZoneListResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SledZoneListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SledZoneListResponse) ProtoMessage() {}
+
+func (x *SledZoneListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SledZoneListResponse.ProtoReflect.Descriptor instead.
+func (*SledZoneListResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SledZoneListResponse) GetItems() []*SledZone {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *SledZoneListResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *SledZoneListResponse) GetPushedGeneration() uint64 {
+	if x != nil {
+		return x.PushedGeneration
+	}
+	return 0
+}
+
+func (x *SledZoneListResponse) GetTimePushed() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimePushed
+	}
+	return nil
+}
+
+func (x *SledZoneListResponse) GetPushError() string {
+	if x != nil {
+		return x.PushError
+	}
+	return ""
+}
+
+func (x *SledZoneListResponse) GetTimeInventoryCollected() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeInventoryCollected
+	}
+	return nil
+}
+
+func (x *SledZoneListResponse) GetLedgeredGeneration() uint64 {
+	if x != nil {
+		return x.LedgeredGeneration
+	}
+	return 0
+}
+
+func (x *SledZoneListResponse) GetReconciledGeneration() uint64 {
+	if x != nil {
+		return x.ReconciledGeneration
+	}
+	return 0
+}
+
+func (x *SledZoneListResponse) GetReconciler() string {
+	if x != nil {
+		return x.Reconciler
+	}
+	return ""
+}
+
+type SledZoneExpungeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SledId        string                 `protobuf:"bytes,1,opt,name=sled_id,json=sledId,proto3" json:"sled_id,omitempty"`
+	ZoneId        string                 `protobuf:"bytes,2,opt,name=zone_id,json=zoneId,proto3" json:"zone_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SledZoneExpungeRequest) Reset() {
+	*x = SledZoneExpungeRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SledZoneExpungeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SledZoneExpungeRequest) ProtoMessage() {}
+
+func (x *SledZoneExpungeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SledZoneExpungeRequest.ProtoReflect.Descriptor instead.
+func (*SledZoneExpungeRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SledZoneExpungeRequest) GetSledId() string {
+	if x != nil {
+		return x.SledId
+	}
+	return ""
+}
+
+func (x *SledZoneExpungeRequest) GetZoneId() string {
+	if x != nil {
+		return x.ZoneId
+	}
+	return ""
+}
+
+type SledZoneExpungeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Zone          *SledZone              `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SledZoneExpungeResponse) Reset() {
+	*x = SledZoneExpungeResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SledZoneExpungeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SledZoneExpungeResponse) ProtoMessage() {}
+
+func (x *SledZoneExpungeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SledZoneExpungeResponse.ProtoReflect.Descriptor instead.
+func (*SledZoneExpungeResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SledZoneExpungeResponse) GetZone() *SledZone {
+	if x != nil {
+		return x.Zone
+	}
+	return nil
+}
+
+// A nexus replica (X2) and what it holds.
+type NexusReplica struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The sled it is a zone of; empty for a replica started by hand.
+	SledId          string `protobuf:"bytes,2,opt,name=sled_id,json=sledId,proto3" json:"sled_id,omitempty"`
+	InternalAddress string `protobuf:"bytes,3,opt,name=internal_address,json=internalAddress,proto3" json:"internal_address,omitempty"`
+	ExternalAddress string `protobuf:"bytes,4,opt,name=external_address,json=externalAddress,proto3" json:"external_address,omitempty"`
+	// active or expunged.
+	State        string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	TimeExpunged *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time_expunged,json=timeExpunged,proto3,oneof" json:"time_expunged,omitempty"`
+	// Whether its zone's sled proved the zone gone (Z9), and when.
+	ZoneConfirmedGone     bool                   `protobuf:"varint,7,opt,name=zone_confirmed_gone,json=zoneConfirmedGone,proto3" json:"zone_confirmed_gone,omitempty"`
+	TimeZoneConfirmedGone *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time_zone_confirmed_gone,json=timeZoneConfirmedGone,proto3,oneof" json:"time_zone_confirmed_gone,omitempty"`
+	// Its sagas by state, and the updater locks they hold.
+	SagasRunning   uint64 `protobuf:"varint,9,opt,name=sagas_running,json=sagasRunning,proto3" json:"sagas_running,omitempty"`
+	SagasUnwinding uint64 `protobuf:"varint,10,opt,name=sagas_unwinding,json=sagasUnwinding,proto3" json:"sagas_unwinding,omitempty"`
+	SagasStuck     uint64 `protobuf:"varint,11,opt,name=sagas_stuck,json=sagasStuck,proto3" json:"sagas_stuck,omitempty"`
+	UpdaterLocks   uint64 `protobuf:"varint,12,opt,name=updater_locks,json=updaterLocks,proto3" json:"updater_locks,omitempty"`
+	// The unfinished sagas moved from it once it was confirmed gone, to
+	// which replica and when (X4).
+	SagasReassigned uint64                 `protobuf:"varint,13,opt,name=sagas_reassigned,json=sagasReassigned,proto3" json:"sagas_reassigned,omitempty"`
+	ReassignedTo    string                 `protobuf:"bytes,14,opt,name=reassigned_to,json=reassignedTo,proto3" json:"reassigned_to,omitempty"`
+	TimeReassigned  *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=time_reassigned,json=timeReassigned,proto3,oneof" json:"time_reassigned,omitempty"`
+	// For an expunged replica not yet confirmed gone: what its sagas wait
+	// for.
+	WaitingFor    string `protobuf:"bytes,16,opt,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NexusReplica) Reset() {
+	*x = NexusReplica{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NexusReplica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NexusReplica) ProtoMessage() {}
+
+func (x *NexusReplica) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NexusReplica.ProtoReflect.Descriptor instead.
+func (*NexusReplica) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *NexusReplica) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NexusReplica) GetSledId() string {
+	if x != nil {
+		return x.SledId
+	}
+	return ""
+}
+
+func (x *NexusReplica) GetInternalAddress() string {
+	if x != nil {
+		return x.InternalAddress
+	}
+	return ""
+}
+
+func (x *NexusReplica) GetExternalAddress() string {
+	if x != nil {
+		return x.ExternalAddress
+	}
+	return ""
+}
+
+func (x *NexusReplica) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *NexusReplica) GetTimeExpunged() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeExpunged
+	}
+	return nil
+}
+
+func (x *NexusReplica) GetZoneConfirmedGone() bool {
+	if x != nil {
+		return x.ZoneConfirmedGone
+	}
+	return false
+}
+
+func (x *NexusReplica) GetTimeZoneConfirmedGone() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeZoneConfirmedGone
+	}
+	return nil
+}
+
+func (x *NexusReplica) GetSagasRunning() uint64 {
+	if x != nil {
+		return x.SagasRunning
+	}
+	return 0
+}
+
+func (x *NexusReplica) GetSagasUnwinding() uint64 {
+	if x != nil {
+		return x.SagasUnwinding
+	}
+	return 0
+}
+
+func (x *NexusReplica) GetSagasStuck() uint64 {
+	if x != nil {
+		return x.SagasStuck
+	}
+	return 0
+}
+
+func (x *NexusReplica) GetUpdaterLocks() uint64 {
+	if x != nil {
+		return x.UpdaterLocks
+	}
+	return 0
+}
+
+func (x *NexusReplica) GetSagasReassigned() uint64 {
+	if x != nil {
+		return x.SagasReassigned
+	}
+	return 0
+}
+
+func (x *NexusReplica) GetReassignedTo() string {
+	if x != nil {
+		return x.ReassignedTo
+	}
+	return ""
+}
+
+func (x *NexusReplica) GetTimeReassigned() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeReassigned
+	}
+	return nil
+}
+
+func (x *NexusReplica) GetWaitingFor() string {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return ""
+}
+
+type NexusReplicaListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NexusReplicaListRequest) Reset() {
+	*x = NexusReplicaListRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NexusReplicaListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NexusReplicaListRequest) ProtoMessage() {}
+
+func (x *NexusReplicaListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NexusReplicaListRequest.ProtoReflect.Descriptor instead.
+func (*NexusReplicaListRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{36}
+}
+
+type NexusReplicaListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*NexusReplica        `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NexusReplicaListResponse) Reset() {
+	*x = NexusReplicaListResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NexusReplicaListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NexusReplicaListResponse) ProtoMessage() {}
+
+func (x *NexusReplicaListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NexusReplicaListResponse.ProtoReflect.Descriptor instead.
+func (*NexusReplicaListResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *NexusReplicaListResponse) GetItems() []*NexusReplica {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
 type Project struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1405,7 +2439,7 @@ type Project struct {
 
 func (x *Project) Reset() {
 	*x = Project{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +2451,7 @@ func (x *Project) String() string {
 func (*Project) ProtoMessage() {}
 
 func (x *Project) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +2464,7 @@ func (x *Project) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Project.ProtoReflect.Descriptor instead.
 func (*Project) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{24}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Project) GetId() string {
@@ -1481,7 +2515,7 @@ type ProjectListRequest struct {
 
 func (x *ProjectListRequest) Reset() {
 	*x = ProjectListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +2527,7 @@ func (x *ProjectListRequest) String() string {
 func (*ProjectListRequest) ProtoMessage() {}
 
 func (x *ProjectListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +2540,7 @@ func (x *ProjectListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectListRequest.ProtoReflect.Descriptor instead.
 func (*ProjectListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{25}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ProjectListRequest) GetLimit() uint32 {
@@ -1541,7 +2575,7 @@ type ProjectListResponse struct {
 
 func (x *ProjectListResponse) Reset() {
 	*x = ProjectListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +2587,7 @@ func (x *ProjectListResponse) String() string {
 func (*ProjectListResponse) ProtoMessage() {}
 
 func (x *ProjectListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +2600,7 @@ func (x *ProjectListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectListResponse.ProtoReflect.Descriptor instead.
 func (*ProjectListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{26}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ProjectListResponse) GetItems() []*Project {
@@ -1593,7 +2627,7 @@ type ProjectCreateParams struct {
 
 func (x *ProjectCreateParams) Reset() {
 	*x = ProjectCreateParams{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +2639,7 @@ func (x *ProjectCreateParams) String() string {
 func (*ProjectCreateParams) ProtoMessage() {}
 
 func (x *ProjectCreateParams) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +2652,7 @@ func (x *ProjectCreateParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateParams.ProtoReflect.Descriptor instead.
 func (*ProjectCreateParams) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{27}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ProjectCreateParams) GetName() string {
@@ -1644,7 +2678,7 @@ type ProjectCreateRequest struct {
 
 func (x *ProjectCreateRequest) Reset() {
 	*x = ProjectCreateRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +2690,7 @@ func (x *ProjectCreateRequest) String() string {
 func (*ProjectCreateRequest) ProtoMessage() {}
 
 func (x *ProjectCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +2703,7 @@ func (x *ProjectCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateRequest.ProtoReflect.Descriptor instead.
 func (*ProjectCreateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{28}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ProjectCreateRequest) GetProject() *ProjectCreateParams {
@@ -1688,7 +2722,7 @@ type ProjectCreateResponse struct {
 
 func (x *ProjectCreateResponse) Reset() {
 	*x = ProjectCreateResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +2734,7 @@ func (x *ProjectCreateResponse) String() string {
 func (*ProjectCreateResponse) ProtoMessage() {}
 
 func (x *ProjectCreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +2747,7 @@ func (x *ProjectCreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateResponse.ProtoReflect.Descriptor instead.
 func (*ProjectCreateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{29}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ProjectCreateResponse) GetProject() *Project {
@@ -1733,7 +2767,7 @@ type ProjectViewRequest struct {
 
 func (x *ProjectViewRequest) Reset() {
 	*x = ProjectViewRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +2779,7 @@ func (x *ProjectViewRequest) String() string {
 func (*ProjectViewRequest) ProtoMessage() {}
 
 func (x *ProjectViewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +2792,7 @@ func (x *ProjectViewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectViewRequest.ProtoReflect.Descriptor instead.
 func (*ProjectViewRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{30}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ProjectViewRequest) GetProject() string {
@@ -1777,7 +2811,7 @@ type ProjectViewResponse struct {
 
 func (x *ProjectViewResponse) Reset() {
 	*x = ProjectViewResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +2823,7 @@ func (x *ProjectViewResponse) String() string {
 func (*ProjectViewResponse) ProtoMessage() {}
 
 func (x *ProjectViewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +2836,7 @@ func (x *ProjectViewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectViewResponse.ProtoReflect.Descriptor instead.
 func (*ProjectViewResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{31}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ProjectViewResponse) GetProject() *Project {
@@ -1822,7 +2856,7 @@ type ProjectUpdateParams struct {
 
 func (x *ProjectUpdateParams) Reset() {
 	*x = ProjectUpdateParams{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +2868,7 @@ func (x *ProjectUpdateParams) String() string {
 func (*ProjectUpdateParams) ProtoMessage() {}
 
 func (x *ProjectUpdateParams) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +2881,7 @@ func (x *ProjectUpdateParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateParams.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateParams) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{32}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ProjectUpdateParams) GetName() string {
@@ -1874,7 +2908,7 @@ type ProjectUpdateRequest struct {
 
 func (x *ProjectUpdateRequest) Reset() {
 	*x = ProjectUpdateRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2920,7 @@ func (x *ProjectUpdateRequest) String() string {
 func (*ProjectUpdateRequest) ProtoMessage() {}
 
 func (x *ProjectUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2933,7 @@ func (x *ProjectUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateRequest.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{33}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ProjectUpdateRequest) GetProject() string {
@@ -1925,7 +2959,7 @@ type ProjectUpdateResponse struct {
 
 func (x *ProjectUpdateResponse) Reset() {
 	*x = ProjectUpdateResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[34]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2971,7 @@ func (x *ProjectUpdateResponse) String() string {
 func (*ProjectUpdateResponse) ProtoMessage() {}
 
 func (x *ProjectUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[34]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2984,7 @@ func (x *ProjectUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateResponse.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{34}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ProjectUpdateResponse) GetProject() *Project {
@@ -1969,7 +3003,7 @@ type ProjectDeleteRequest struct {
 
 func (x *ProjectDeleteRequest) Reset() {
 	*x = ProjectDeleteRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[35]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +3015,7 @@ func (x *ProjectDeleteRequest) String() string {
 func (*ProjectDeleteRequest) ProtoMessage() {}
 
 func (x *ProjectDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[35]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +3028,7 @@ func (x *ProjectDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ProjectDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{35}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ProjectDeleteRequest) GetProject() string {
@@ -2012,7 +3046,7 @@ type ProjectDeleteResponse struct {
 
 func (x *ProjectDeleteResponse) Reset() {
 	*x = ProjectDeleteResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[36]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2024,7 +3058,7 @@ func (x *ProjectDeleteResponse) String() string {
 func (*ProjectDeleteResponse) ProtoMessage() {}
 
 func (x *ProjectDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[36]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2037,7 +3071,7 @@ func (x *ProjectDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ProjectDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{36}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{50}
 }
 
 type Baseboard struct {
@@ -2051,7 +3085,7 @@ type Baseboard struct {
 
 func (x *Baseboard) Reset() {
 	*x = Baseboard{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[37]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2063,7 +3097,7 @@ func (x *Baseboard) String() string {
 func (*Baseboard) ProtoMessage() {}
 
 func (x *Baseboard) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[37]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2076,7 +3110,7 @@ func (x *Baseboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Baseboard.ProtoReflect.Descriptor instead.
 func (*Baseboard) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{37}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Baseboard) GetPart() string {
@@ -2112,7 +3146,7 @@ type SledPolicy struct {
 
 func (x *SledPolicy) Reset() {
 	*x = SledPolicy{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[38]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +3158,7 @@ func (x *SledPolicy) String() string {
 func (*SledPolicy) ProtoMessage() {}
 
 func (x *SledPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[38]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +3171,7 @@ func (x *SledPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledPolicy.ProtoReflect.Descriptor instead.
 func (*SledPolicy) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{38}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SledPolicy) GetKind() string {
@@ -2172,7 +3206,7 @@ type Sled struct {
 
 func (x *Sled) Reset() {
 	*x = Sled{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[39]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +3218,7 @@ func (x *Sled) String() string {
 func (*Sled) ProtoMessage() {}
 
 func (x *Sled) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[39]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +3231,7 @@ func (x *Sled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sled.ProtoReflect.Descriptor instead.
 func (*Sled) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{39}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Sled) GetId() string {
@@ -2274,7 +3308,7 @@ type SledListRequest struct {
 
 func (x *SledListRequest) Reset() {
 	*x = SledListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[40]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +3320,7 @@ func (x *SledListRequest) String() string {
 func (*SledListRequest) ProtoMessage() {}
 
 func (x *SledListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[40]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +3333,7 @@ func (x *SledListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledListRequest.ProtoReflect.Descriptor instead.
 func (*SledListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{40}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SledListRequest) GetLimit() uint32 {
@@ -2333,7 +3367,7 @@ type SledListResponse struct {
 
 func (x *SledListResponse) Reset() {
 	*x = SledListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[41]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +3379,7 @@ func (x *SledListResponse) String() string {
 func (*SledListResponse) ProtoMessage() {}
 
 func (x *SledListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[41]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +3392,7 @@ func (x *SledListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledListResponse.ProtoReflect.Descriptor instead.
 func (*SledListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{41}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SledListResponse) GetItems() []*Sled {
@@ -2461,7 +3495,7 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12A\n" +
 	"\amigrate\x18\x03 \x01(\v2'.omicron.nexus.v1.InstanceMigrateParamsR\amigrate\"Q\n" +
 	"\x17InstanceMigrateResponse\x126\n" +
-	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"\xce\x01\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"\xef\x01\n" +
 	"\tStuckSaga\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\btemplate\x18\x02 \x01(\tR\btemplate\x12\x14\n" +
@@ -2469,10 +3503,111 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\ftime_created\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12\x12\n" +
 	"\x04node\x18\x05 \x01(\tR\x04node\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x16\n" +
-	"\x06params\x18\a \x01(\tR\x06params\"\x16\n" +
+	"\x06params\x18\a \x01(\tR\x06params\x12\x1f\n" +
+	"\vowner_state\x18\b \x01(\tR\n" +
+	"ownerState\"\x16\n" +
 	"\x14SagaListStuckRequest\"J\n" +
 	"\x15SagaListStuckResponse\x121\n" +
-	"\x05items\x18\x01 \x03(\v2\x1b.omicron.nexus.v1.StuckSagaR\x05items\"\xcf\x01\n" +
+	"\x05items\x18\x01 \x03(\v2\x1b.omicron.nexus.v1.StuckSagaR\x05items\"\xa9\x02\n" +
+	"\x04Saga\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\btemplate\x18\x02 \x01(\tR\btemplate\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x14\n" +
+	"\x05owner\x18\x04 \x01(\tR\x05owner\x12\x1f\n" +
+	"\vowner_state\x18\x05 \x01(\tR\n" +
+	"ownerState\x12\x1f\n" +
+	"\vinstance_id\x18\x06 \x01(\tR\n" +
+	"instanceId\x12=\n" +
+	"\ftime_created\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12H\n" +
+	"\x12time_state_changed\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x10timeStateChanged\"\x11\n" +
+	"\x0fSagaListRequest\"@\n" +
+	"\x10SagaListResponse\x12,\n" +
+	"\x05items\x18\x01 \x03(\v2\x16.omicron.nexus.v1.SagaR\x05items\"\x8a\x02\n" +
+	"\vUpdaterLock\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12#\n" +
+	"\rinstance_name\x18\x02 \x01(\tR\finstanceName\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x03 \x01(\tR\tprojectId\x12\x17\n" +
+	"\asaga_id\x18\x04 \x01(\tR\x06sagaId\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\x12\x1f\n" +
+	"\vowner_state\x18\x06 \x01(\tR\n" +
+	"ownerState\x12F\n" +
+	"\x11time_saga_created\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0ftimeSagaCreated\"\x18\n" +
+	"\x16UpdaterLockListRequest\"N\n" +
+	"\x17UpdaterLockListResponse\x123\n" +
+	"\x05items\x18\x01 \x03(\v2\x1d.omicron.nexus.v1.UpdaterLockR\x05items\"\xf4\x04\n" +
+	"\bSledZone\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04pool\x18\x04 \x01(\tR\x04pool\x12 \n" +
+	"\vdisposition\x18\x05 \x01(\tR\vdisposition\x124\n" +
+	"\x13expunged_generation\x18\x06 \x01(\x04H\x00R\x12expungedGeneration\x88\x01\x01\x12D\n" +
+	"\rtime_expunged\x18\a \x01(\v2\x1a.google.protobuf.TimestampH\x01R\ftimeExpunged\x88\x01\x01\x12%\n" +
+	"\x0econfirmed_gone\x18\b \x01(\bR\rconfirmedGone\x12O\n" +
+	"\x13time_confirmed_gone\x18\t \x01(\v2\x1a.google.protobuf.TimestampH\x02R\x11timeConfirmedGone\x88\x01\x01\x12\x1c\n" +
+	"\tinventory\x18\n" +
+	" \x01(\tR\tinventory\x12'\n" +
+	"\x0finventory_error\x18\v \x01(\tR\x0einventoryError\x12'\n" +
+	"\x0finventory_state\x18\f \x01(\tR\x0einventoryState\x12-\n" +
+	"\x12inventory_attempts\x18\r \x01(\rR\x11inventoryAttempts\x12\x1f\n" +
+	"\vwaiting_for\x18\x0e \x01(\tR\n" +
+	"waitingForB\x16\n" +
+	"\x14_expunged_generationB\x10\n" +
+	"\x0e_time_expungedB\x16\n" +
+	"\x14_time_confirmed_gone\".\n" +
+	"\x13SledZoneListRequest\x12\x17\n" +
+	"\asled_id\x18\x01 \x01(\tR\x06sledId\"\x84\x04\n" +
+	"\x14SledZoneListResponse\x120\n" +
+	"\x05items\x18\x01 \x03(\v2\x1a.omicron.nexus.v1.SledZoneR\x05items\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12+\n" +
+	"\x11pushed_generation\x18\x03 \x01(\x04R\x10pushedGeneration\x12@\n" +
+	"\vtime_pushed\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\n" +
+	"timePushed\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"push_error\x18\x05 \x01(\tR\tpushError\x12Y\n" +
+	"\x18time_inventory_collected\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampH\x01R\x16timeInventoryCollected\x88\x01\x01\x12/\n" +
+	"\x13ledgered_generation\x18\a \x01(\x04R\x12ledgeredGeneration\x123\n" +
+	"\x15reconciled_generation\x18\b \x01(\x04R\x14reconciledGeneration\x12\x1e\n" +
+	"\n" +
+	"reconciler\x18\t \x01(\tR\n" +
+	"reconcilerB\x0e\n" +
+	"\f_time_pushedB\x1b\n" +
+	"\x19_time_inventory_collected\"J\n" +
+	"\x16SledZoneExpungeRequest\x12\x17\n" +
+	"\asled_id\x18\x01 \x01(\tR\x06sledId\x12\x17\n" +
+	"\azone_id\x18\x02 \x01(\tR\x06zoneId\"I\n" +
+	"\x17SledZoneExpungeResponse\x12.\n" +
+	"\x04zone\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.SledZoneR\x04zone\"\x85\x06\n" +
+	"\fNexusReplica\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\asled_id\x18\x02 \x01(\tR\x06sledId\x12)\n" +
+	"\x10internal_address\x18\x03 \x01(\tR\x0finternalAddress\x12)\n" +
+	"\x10external_address\x18\x04 \x01(\tR\x0fexternalAddress\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12D\n" +
+	"\rtime_expunged\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\ftimeExpunged\x88\x01\x01\x12.\n" +
+	"\x13zone_confirmed_gone\x18\a \x01(\bR\x11zoneConfirmedGone\x12X\n" +
+	"\x18time_zone_confirmed_gone\x18\b \x01(\v2\x1a.google.protobuf.TimestampH\x01R\x15timeZoneConfirmedGone\x88\x01\x01\x12#\n" +
+	"\rsagas_running\x18\t \x01(\x04R\fsagasRunning\x12'\n" +
+	"\x0fsagas_unwinding\x18\n" +
+	" \x01(\x04R\x0esagasUnwinding\x12\x1f\n" +
+	"\vsagas_stuck\x18\v \x01(\x04R\n" +
+	"sagasStuck\x12#\n" +
+	"\rupdater_locks\x18\f \x01(\x04R\fupdaterLocks\x12)\n" +
+	"\x10sagas_reassigned\x18\r \x01(\x04R\x0fsagasReassigned\x12#\n" +
+	"\rreassigned_to\x18\x0e \x01(\tR\freassignedTo\x12H\n" +
+	"\x0ftime_reassigned\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampH\x02R\x0etimeReassigned\x88\x01\x01\x12\x1f\n" +
+	"\vwaiting_for\x18\x10 \x01(\tR\n" +
+	"waitingForB\x10\n" +
+	"\x0e_time_expungedB\x1b\n" +
+	"\x19_time_zone_confirmed_goneB\x12\n" +
+	"\x10_time_reassigned\"\x19\n" +
+	"\x17NexusReplicaListRequest\"P\n" +
+	"\x18NexusReplicaListResponse\x124\n" +
+	"\x05items\x18\x01 \x03(\v2\x1e.omicron.nexus.v1.NexusReplicaR\x05items\"\xcf\x01\n" +
 	"\aProject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -2540,7 +3675,7 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x05items\x18\x01 \x03(\v2\x16.omicron.nexus.v1.SledR\x05items\x12 \n" +
 	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
 	"\n" +
-	"_next_page2\xdc\x11\n" +
+	"_next_page2\xaa\x17\n" +
 	"\rNexusExternal\x12p\n" +
 	"\vProjectList\x12$.omicron.nexus.v1.ProjectListRequest\x1a%.omicron.nexus.v1.ProjectListResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/projects\x12\x88\x01\n" +
 	"\rProjectCreate\x12&.omicron.nexus.v1.ProjectCreateRequest\x1a'.omicron.nexus.v1.ProjectCreateResponse\"&\x82\xd3\xe4\x93\x02 :\aprojectb\aproject\"\f/v1/projects\x12\x83\x01\n" +
@@ -2557,7 +3692,12 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x0eInstanceReboot\x12'.omicron.nexus.v1.InstanceRebootRequest\x1a(.omicron.nexus.v1.InstanceRebootResponse\"1\x82\xd3\xe4\x93\x02+b\binstance\"\x1f/v1/instances/{instance}/reboot\x12\xb7\x01\n" +
 	"\x16ForceTerminateInstance\x12/.omicron.nexus.v1.ForceTerminateInstanceRequest\x1a0.omicron.nexus.v1.ForceTerminateInstanceResponse\":\x82\xd3\xe4\x93\x024b\binstance\"(/v1/instances/{instance}/force-terminate\x12\xa3\x01\n" +
 	"\x0fInstanceMigrate\x12(.omicron.nexus.v1.InstanceMigrateRequest\x1a).omicron.nexus.v1.InstanceMigrateResponse\";\x82\xd3\xe4\x93\x025:\amigrateb\binstance\" /v1/instances/{instance}/migrate\x12\x80\x01\n" +
-	"\rSagaListStuck\x12&.omicron.nexus.v1.SagaListStuckRequest\x1a'.omicron.nexus.v1.SagaListStuckResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/system/sagas/stuckBAZ?github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1;nexusv1b\x06proto3"
+	"\rSagaListStuck\x12&.omicron.nexus.v1.SagaListStuckRequest\x1a'.omicron.nexus.v1.SagaListStuckResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/system/sagas/stuck\x12k\n" +
+	"\bSagaList\x12!.omicron.nexus.v1.SagaListRequest\x1a\".omicron.nexus.v1.SagaListResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/system/sagas\x12\x88\x01\n" +
+	"\x0fUpdaterLockList\x12(.omicron.nexus.v1.UpdaterLockListRequest\x1a).omicron.nexus.v1.UpdaterLockListResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/system/updater-locks\x12\x90\x01\n" +
+	"\fSledZoneList\x12%.omicron.nexus.v1.SledZoneListRequest\x1a&.omicron.nexus.v1.SledZoneListResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/system/hardware/sleds/{sled_id}/zones\x12\xb1\x01\n" +
+	"\x0fSledZoneExpunge\x12(.omicron.nexus.v1.SledZoneExpungeRequest\x1a).omicron.nexus.v1.SledZoneExpungeResponse\"I\x82\xd3\xe4\x93\x02Cb\x04zone\";/v1/system/hardware/sleds/{sled_id}/zones/{zone_id}/expunge\x12\x8c\x01\n" +
+	"\x10NexusReplicaList\x12).omicron.nexus.v1.NexusReplicaListRequest\x1a*.omicron.nexus.v1.NexusReplicaListResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/system/nexus-replicasBAZ?github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1;nexusv1b\x06proto3"
 
 var (
 	file_omicron_nexus_v1_external_proto_rawDescOnce sync.Once
@@ -2571,7 +3711,7 @@ func file_omicron_nexus_v1_external_proto_rawDescGZIP() []byte {
 	return file_omicron_nexus_v1_external_proto_rawDescData
 }
 
-var file_omicron_nexus_v1_external_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_omicron_nexus_v1_external_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_omicron_nexus_v1_external_proto_goTypes = []any{
 	(*Instance)(nil),                       // 0: omicron.nexus.v1.Instance
 	(*InstanceCreateParams)(nil),           // 1: omicron.nexus.v1.InstanceCreateParams
@@ -2597,32 +3737,46 @@ var file_omicron_nexus_v1_external_proto_goTypes = []any{
 	(*StuckSaga)(nil),                      // 21: omicron.nexus.v1.StuckSaga
 	(*SagaListStuckRequest)(nil),           // 22: omicron.nexus.v1.SagaListStuckRequest
 	(*SagaListStuckResponse)(nil),          // 23: omicron.nexus.v1.SagaListStuckResponse
-	(*Project)(nil),                        // 24: omicron.nexus.v1.Project
-	(*ProjectListRequest)(nil),             // 25: omicron.nexus.v1.ProjectListRequest
-	(*ProjectListResponse)(nil),            // 26: omicron.nexus.v1.ProjectListResponse
-	(*ProjectCreateParams)(nil),            // 27: omicron.nexus.v1.ProjectCreateParams
-	(*ProjectCreateRequest)(nil),           // 28: omicron.nexus.v1.ProjectCreateRequest
-	(*ProjectCreateResponse)(nil),          // 29: omicron.nexus.v1.ProjectCreateResponse
-	(*ProjectViewRequest)(nil),             // 30: omicron.nexus.v1.ProjectViewRequest
-	(*ProjectViewResponse)(nil),            // 31: omicron.nexus.v1.ProjectViewResponse
-	(*ProjectUpdateParams)(nil),            // 32: omicron.nexus.v1.ProjectUpdateParams
-	(*ProjectUpdateRequest)(nil),           // 33: omicron.nexus.v1.ProjectUpdateRequest
-	(*ProjectUpdateResponse)(nil),          // 34: omicron.nexus.v1.ProjectUpdateResponse
-	(*ProjectDeleteRequest)(nil),           // 35: omicron.nexus.v1.ProjectDeleteRequest
-	(*ProjectDeleteResponse)(nil),          // 36: omicron.nexus.v1.ProjectDeleteResponse
-	(*Baseboard)(nil),                      // 37: omicron.nexus.v1.Baseboard
-	(*SledPolicy)(nil),                     // 38: omicron.nexus.v1.SledPolicy
-	(*Sled)(nil),                           // 39: omicron.nexus.v1.Sled
-	(*SledListRequest)(nil),                // 40: omicron.nexus.v1.SledListRequest
-	(*SledListResponse)(nil),               // 41: omicron.nexus.v1.SledListResponse
-	(*timestamppb.Timestamp)(nil),          // 42: google.protobuf.Timestamp
+	(*Saga)(nil),                           // 24: omicron.nexus.v1.Saga
+	(*SagaListRequest)(nil),                // 25: omicron.nexus.v1.SagaListRequest
+	(*SagaListResponse)(nil),               // 26: omicron.nexus.v1.SagaListResponse
+	(*UpdaterLock)(nil),                    // 27: omicron.nexus.v1.UpdaterLock
+	(*UpdaterLockListRequest)(nil),         // 28: omicron.nexus.v1.UpdaterLockListRequest
+	(*UpdaterLockListResponse)(nil),        // 29: omicron.nexus.v1.UpdaterLockListResponse
+	(*SledZone)(nil),                       // 30: omicron.nexus.v1.SledZone
+	(*SledZoneListRequest)(nil),            // 31: omicron.nexus.v1.SledZoneListRequest
+	(*SledZoneListResponse)(nil),           // 32: omicron.nexus.v1.SledZoneListResponse
+	(*SledZoneExpungeRequest)(nil),         // 33: omicron.nexus.v1.SledZoneExpungeRequest
+	(*SledZoneExpungeResponse)(nil),        // 34: omicron.nexus.v1.SledZoneExpungeResponse
+	(*NexusReplica)(nil),                   // 35: omicron.nexus.v1.NexusReplica
+	(*NexusReplicaListRequest)(nil),        // 36: omicron.nexus.v1.NexusReplicaListRequest
+	(*NexusReplicaListResponse)(nil),       // 37: omicron.nexus.v1.NexusReplicaListResponse
+	(*Project)(nil),                        // 38: omicron.nexus.v1.Project
+	(*ProjectListRequest)(nil),             // 39: omicron.nexus.v1.ProjectListRequest
+	(*ProjectListResponse)(nil),            // 40: omicron.nexus.v1.ProjectListResponse
+	(*ProjectCreateParams)(nil),            // 41: omicron.nexus.v1.ProjectCreateParams
+	(*ProjectCreateRequest)(nil),           // 42: omicron.nexus.v1.ProjectCreateRequest
+	(*ProjectCreateResponse)(nil),          // 43: omicron.nexus.v1.ProjectCreateResponse
+	(*ProjectViewRequest)(nil),             // 44: omicron.nexus.v1.ProjectViewRequest
+	(*ProjectViewResponse)(nil),            // 45: omicron.nexus.v1.ProjectViewResponse
+	(*ProjectUpdateParams)(nil),            // 46: omicron.nexus.v1.ProjectUpdateParams
+	(*ProjectUpdateRequest)(nil),           // 47: omicron.nexus.v1.ProjectUpdateRequest
+	(*ProjectUpdateResponse)(nil),          // 48: omicron.nexus.v1.ProjectUpdateResponse
+	(*ProjectDeleteRequest)(nil),           // 49: omicron.nexus.v1.ProjectDeleteRequest
+	(*ProjectDeleteResponse)(nil),          // 50: omicron.nexus.v1.ProjectDeleteResponse
+	(*Baseboard)(nil),                      // 51: omicron.nexus.v1.Baseboard
+	(*SledPolicy)(nil),                     // 52: omicron.nexus.v1.SledPolicy
+	(*Sled)(nil),                           // 53: omicron.nexus.v1.Sled
+	(*SledListRequest)(nil),                // 54: omicron.nexus.v1.SledListRequest
+	(*SledListResponse)(nil),               // 55: omicron.nexus.v1.SledListResponse
+	(*timestamppb.Timestamp)(nil),          // 56: google.protobuf.Timestamp
 }
 var file_omicron_nexus_v1_external_proto_depIdxs = []int32{
-	42, // 0: omicron.nexus.v1.Instance.time_created:type_name -> google.protobuf.Timestamp
-	42, // 1: omicron.nexus.v1.Instance.time_modified:type_name -> google.protobuf.Timestamp
-	42, // 2: omicron.nexus.v1.Instance.time_run_state_updated:type_name -> google.protobuf.Timestamp
-	42, // 3: omicron.nexus.v1.Instance.time_last_auto_restarted:type_name -> google.protobuf.Timestamp
-	42, // 4: omicron.nexus.v1.Instance.auto_restart_cooldown_expiration:type_name -> google.protobuf.Timestamp
+	56, // 0: omicron.nexus.v1.Instance.time_created:type_name -> google.protobuf.Timestamp
+	56, // 1: omicron.nexus.v1.Instance.time_modified:type_name -> google.protobuf.Timestamp
+	56, // 2: omicron.nexus.v1.Instance.time_run_state_updated:type_name -> google.protobuf.Timestamp
+	56, // 3: omicron.nexus.v1.Instance.time_last_auto_restarted:type_name -> google.protobuf.Timestamp
+	56, // 4: omicron.nexus.v1.Instance.auto_restart_cooldown_expiration:type_name -> google.protobuf.Timestamp
 	0,  // 5: omicron.nexus.v1.InstanceListResponse.items:type_name -> omicron.nexus.v1.Instance
 	1,  // 6: omicron.nexus.v1.InstanceCreateRequest.instance:type_name -> omicron.nexus.v1.InstanceCreateParams
 	0,  // 7: omicron.nexus.v1.InstanceCreateResponse.instance:type_name -> omicron.nexus.v1.Instance
@@ -2633,58 +3787,83 @@ var file_omicron_nexus_v1_external_proto_depIdxs = []int32{
 	0,  // 12: omicron.nexus.v1.ForceTerminateInstanceResponse.instance:type_name -> omicron.nexus.v1.Instance
 	18, // 13: omicron.nexus.v1.InstanceMigrateRequest.migrate:type_name -> omicron.nexus.v1.InstanceMigrateParams
 	0,  // 14: omicron.nexus.v1.InstanceMigrateResponse.instance:type_name -> omicron.nexus.v1.Instance
-	42, // 15: omicron.nexus.v1.StuckSaga.time_created:type_name -> google.protobuf.Timestamp
+	56, // 15: omicron.nexus.v1.StuckSaga.time_created:type_name -> google.protobuf.Timestamp
 	21, // 16: omicron.nexus.v1.SagaListStuckResponse.items:type_name -> omicron.nexus.v1.StuckSaga
-	42, // 17: omicron.nexus.v1.Project.time_created:type_name -> google.protobuf.Timestamp
-	42, // 18: omicron.nexus.v1.Project.time_modified:type_name -> google.protobuf.Timestamp
-	24, // 19: omicron.nexus.v1.ProjectListResponse.items:type_name -> omicron.nexus.v1.Project
-	27, // 20: omicron.nexus.v1.ProjectCreateRequest.project:type_name -> omicron.nexus.v1.ProjectCreateParams
-	24, // 21: omicron.nexus.v1.ProjectCreateResponse.project:type_name -> omicron.nexus.v1.Project
-	24, // 22: omicron.nexus.v1.ProjectViewResponse.project:type_name -> omicron.nexus.v1.Project
-	32, // 23: omicron.nexus.v1.ProjectUpdateRequest.update:type_name -> omicron.nexus.v1.ProjectUpdateParams
-	24, // 24: omicron.nexus.v1.ProjectUpdateResponse.project:type_name -> omicron.nexus.v1.Project
-	37, // 25: omicron.nexus.v1.Sled.baseboard:type_name -> omicron.nexus.v1.Baseboard
-	38, // 26: omicron.nexus.v1.Sled.policy:type_name -> omicron.nexus.v1.SledPolicy
-	42, // 27: omicron.nexus.v1.Sled.time_created:type_name -> google.protobuf.Timestamp
-	42, // 28: omicron.nexus.v1.Sled.time_modified:type_name -> google.protobuf.Timestamp
-	39, // 29: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
-	25, // 30: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
-	28, // 31: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
-	30, // 32: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
-	33, // 33: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
-	35, // 34: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
-	40, // 35: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
-	2,  // 36: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
-	4,  // 37: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
-	6,  // 38: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
-	8,  // 39: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
-	10, // 40: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
-	12, // 41: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
-	14, // 42: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
-	16, // 43: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:input_type -> omicron.nexus.v1.ForceTerminateInstanceRequest
-	19, // 44: omicron.nexus.v1.NexusExternal.InstanceMigrate:input_type -> omicron.nexus.v1.InstanceMigrateRequest
-	22, // 45: omicron.nexus.v1.NexusExternal.SagaListStuck:input_type -> omicron.nexus.v1.SagaListStuckRequest
-	26, // 46: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
-	29, // 47: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
-	31, // 48: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
-	34, // 49: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
-	36, // 50: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
-	41, // 51: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
-	3,  // 52: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
-	5,  // 53: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
-	7,  // 54: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
-	9,  // 55: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
-	11, // 56: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
-	13, // 57: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
-	15, // 58: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
-	17, // 59: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:output_type -> omicron.nexus.v1.ForceTerminateInstanceResponse
-	20, // 60: omicron.nexus.v1.NexusExternal.InstanceMigrate:output_type -> omicron.nexus.v1.InstanceMigrateResponse
-	23, // 61: omicron.nexus.v1.NexusExternal.SagaListStuck:output_type -> omicron.nexus.v1.SagaListStuckResponse
-	46, // [46:62] is the sub-list for method output_type
-	30, // [30:46] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	56, // 17: omicron.nexus.v1.Saga.time_created:type_name -> google.protobuf.Timestamp
+	56, // 18: omicron.nexus.v1.Saga.time_state_changed:type_name -> google.protobuf.Timestamp
+	24, // 19: omicron.nexus.v1.SagaListResponse.items:type_name -> omicron.nexus.v1.Saga
+	56, // 20: omicron.nexus.v1.UpdaterLock.time_saga_created:type_name -> google.protobuf.Timestamp
+	27, // 21: omicron.nexus.v1.UpdaterLockListResponse.items:type_name -> omicron.nexus.v1.UpdaterLock
+	56, // 22: omicron.nexus.v1.SledZone.time_expunged:type_name -> google.protobuf.Timestamp
+	56, // 23: omicron.nexus.v1.SledZone.time_confirmed_gone:type_name -> google.protobuf.Timestamp
+	30, // 24: omicron.nexus.v1.SledZoneListResponse.items:type_name -> omicron.nexus.v1.SledZone
+	56, // 25: omicron.nexus.v1.SledZoneListResponse.time_pushed:type_name -> google.protobuf.Timestamp
+	56, // 26: omicron.nexus.v1.SledZoneListResponse.time_inventory_collected:type_name -> google.protobuf.Timestamp
+	30, // 27: omicron.nexus.v1.SledZoneExpungeResponse.zone:type_name -> omicron.nexus.v1.SledZone
+	56, // 28: omicron.nexus.v1.NexusReplica.time_expunged:type_name -> google.protobuf.Timestamp
+	56, // 29: omicron.nexus.v1.NexusReplica.time_zone_confirmed_gone:type_name -> google.protobuf.Timestamp
+	56, // 30: omicron.nexus.v1.NexusReplica.time_reassigned:type_name -> google.protobuf.Timestamp
+	35, // 31: omicron.nexus.v1.NexusReplicaListResponse.items:type_name -> omicron.nexus.v1.NexusReplica
+	56, // 32: omicron.nexus.v1.Project.time_created:type_name -> google.protobuf.Timestamp
+	56, // 33: omicron.nexus.v1.Project.time_modified:type_name -> google.protobuf.Timestamp
+	38, // 34: omicron.nexus.v1.ProjectListResponse.items:type_name -> omicron.nexus.v1.Project
+	41, // 35: omicron.nexus.v1.ProjectCreateRequest.project:type_name -> omicron.nexus.v1.ProjectCreateParams
+	38, // 36: omicron.nexus.v1.ProjectCreateResponse.project:type_name -> omicron.nexus.v1.Project
+	38, // 37: omicron.nexus.v1.ProjectViewResponse.project:type_name -> omicron.nexus.v1.Project
+	46, // 38: omicron.nexus.v1.ProjectUpdateRequest.update:type_name -> omicron.nexus.v1.ProjectUpdateParams
+	38, // 39: omicron.nexus.v1.ProjectUpdateResponse.project:type_name -> omicron.nexus.v1.Project
+	51, // 40: omicron.nexus.v1.Sled.baseboard:type_name -> omicron.nexus.v1.Baseboard
+	52, // 41: omicron.nexus.v1.Sled.policy:type_name -> omicron.nexus.v1.SledPolicy
+	56, // 42: omicron.nexus.v1.Sled.time_created:type_name -> google.protobuf.Timestamp
+	56, // 43: omicron.nexus.v1.Sled.time_modified:type_name -> google.protobuf.Timestamp
+	53, // 44: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
+	39, // 45: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
+	42, // 46: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
+	44, // 47: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
+	47, // 48: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
+	49, // 49: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
+	54, // 50: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
+	2,  // 51: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
+	4,  // 52: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
+	6,  // 53: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
+	8,  // 54: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
+	10, // 55: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
+	12, // 56: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
+	14, // 57: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
+	16, // 58: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:input_type -> omicron.nexus.v1.ForceTerminateInstanceRequest
+	19, // 59: omicron.nexus.v1.NexusExternal.InstanceMigrate:input_type -> omicron.nexus.v1.InstanceMigrateRequest
+	22, // 60: omicron.nexus.v1.NexusExternal.SagaListStuck:input_type -> omicron.nexus.v1.SagaListStuckRequest
+	25, // 61: omicron.nexus.v1.NexusExternal.SagaList:input_type -> omicron.nexus.v1.SagaListRequest
+	28, // 62: omicron.nexus.v1.NexusExternal.UpdaterLockList:input_type -> omicron.nexus.v1.UpdaterLockListRequest
+	31, // 63: omicron.nexus.v1.NexusExternal.SledZoneList:input_type -> omicron.nexus.v1.SledZoneListRequest
+	33, // 64: omicron.nexus.v1.NexusExternal.SledZoneExpunge:input_type -> omicron.nexus.v1.SledZoneExpungeRequest
+	36, // 65: omicron.nexus.v1.NexusExternal.NexusReplicaList:input_type -> omicron.nexus.v1.NexusReplicaListRequest
+	40, // 66: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
+	43, // 67: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
+	45, // 68: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
+	48, // 69: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
+	50, // 70: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
+	55, // 71: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
+	3,  // 72: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
+	5,  // 73: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
+	7,  // 74: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
+	9,  // 75: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
+	11, // 76: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
+	13, // 77: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
+	15, // 78: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
+	17, // 79: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:output_type -> omicron.nexus.v1.ForceTerminateInstanceResponse
+	20, // 80: omicron.nexus.v1.NexusExternal.InstanceMigrate:output_type -> omicron.nexus.v1.InstanceMigrateResponse
+	23, // 81: omicron.nexus.v1.NexusExternal.SagaListStuck:output_type -> omicron.nexus.v1.SagaListStuckResponse
+	26, // 82: omicron.nexus.v1.NexusExternal.SagaList:output_type -> omicron.nexus.v1.SagaListResponse
+	29, // 83: omicron.nexus.v1.NexusExternal.UpdaterLockList:output_type -> omicron.nexus.v1.UpdaterLockListResponse
+	32, // 84: omicron.nexus.v1.NexusExternal.SledZoneList:output_type -> omicron.nexus.v1.SledZoneListResponse
+	34, // 85: omicron.nexus.v1.NexusExternal.SledZoneExpunge:output_type -> omicron.nexus.v1.SledZoneExpungeResponse
+	37, // 86: omicron.nexus.v1.NexusExternal.NexusReplicaList:output_type -> omicron.nexus.v1.NexusReplicaListResponse
+	66, // [66:87] is the sub-list for method output_type
+	45, // [45:66] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_omicron_nexus_v1_external_proto_init() }
@@ -2695,16 +3874,19 @@ func file_omicron_nexus_v1_external_proto_init() {
 	file_omicron_nexus_v1_external_proto_msgTypes[0].OneofWrappers = []any{}
 	file_omicron_nexus_v1_external_proto_msgTypes[1].OneofWrappers = []any{}
 	file_omicron_nexus_v1_external_proto_msgTypes[3].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[26].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[30].OneofWrappers = []any{}
 	file_omicron_nexus_v1_external_proto_msgTypes[32].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[41].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[35].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[40].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[46].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[55].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omicron_nexus_v1_external_proto_rawDesc), len(file_omicron_nexus_v1_external_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -729,6 +729,163 @@ func local_request_NexusExternal_SagaListStuck_0(ctx context.Context, marshaler 
 	return msg, metadata, err
 }
 
+func request_NexusExternal_SagaList_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SagaListRequest
+		metadata runtime.ServerMetadata
+	)
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.SagaList(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_SagaList_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SagaListRequest
+		metadata runtime.ServerMetadata
+	)
+	msg, err := server.SagaList(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+func request_NexusExternal_UpdaterLockList_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq UpdaterLockListRequest
+		metadata runtime.ServerMetadata
+	)
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.UpdaterLockList(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_UpdaterLockList_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq UpdaterLockListRequest
+		metadata runtime.ServerMetadata
+	)
+	msg, err := server.UpdaterLockList(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+func request_NexusExternal_SledZoneList_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SledZoneListRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["sled_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "sled_id")
+	}
+	protoReq.SledId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "sled_id", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.SledZoneList(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_SledZoneList_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SledZoneListRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["sled_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "sled_id")
+	}
+	protoReq.SledId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "sled_id", err)
+	}
+	msg, err := server.SledZoneList(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+func request_NexusExternal_SledZoneExpunge_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SledZoneExpungeRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["sled_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "sled_id")
+	}
+	protoReq.SledId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "sled_id", err)
+	}
+	val, ok = pathParams["zone_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "zone_id")
+	}
+	protoReq.ZoneId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "zone_id", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.SledZoneExpunge(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_SledZoneExpunge_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SledZoneExpungeRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["sled_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "sled_id")
+	}
+	protoReq.SledId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "sled_id", err)
+	}
+	val, ok = pathParams["zone_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "zone_id")
+	}
+	protoReq.ZoneId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "zone_id", err)
+	}
+	msg, err := server.SledZoneExpunge(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+func request_NexusExternal_NexusReplicaList_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq NexusReplicaListRequest
+		metadata runtime.ServerMetadata
+	)
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.NexusReplicaList(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_NexusReplicaList_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq NexusReplicaListRequest
+		metadata runtime.ServerMetadata
+	)
+	msg, err := server.NexusReplicaList(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 // RegisterNexusExternalHandlerServer registers the http handlers for service NexusExternal to "mux".
 // UnaryRPC     :call NexusExternalServer directly.
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
@@ -1055,6 +1212,106 @@ func RegisterNexusExternalHandlerServer(ctx context.Context, mux *runtime.ServeM
 		}
 		forward_NexusExternal_SagaListStuck_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_SagaList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SagaList", runtime.WithHTTPPathPattern("/v1/system/sagas"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_SagaList_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SagaList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_UpdaterLockList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/UpdaterLockList", runtime.WithHTTPPathPattern("/v1/system/updater-locks"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_UpdaterLockList_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_UpdaterLockList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_SledZoneList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SledZoneList", runtime.WithHTTPPathPattern("/v1/system/hardware/sleds/{sled_id}/zones"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_SledZoneList_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SledZoneList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodPost, pattern_NexusExternal_SledZoneExpunge_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SledZoneExpunge", runtime.WithHTTPPathPattern("/v1/system/hardware/sleds/{sled_id}/zones/{zone_id}/expunge"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_SledZoneExpunge_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SledZoneExpunge_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_SledZoneExpunge_0{resp.(*SledZoneExpungeResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_NexusReplicaList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/NexusReplicaList", runtime.WithHTTPPathPattern("/v1/system/nexus-replicas"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_NexusReplicaList_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_NexusReplicaList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 
 	return nil
 }
@@ -1367,6 +1624,91 @@ func RegisterNexusExternalHandlerClient(ctx context.Context, mux *runtime.ServeM
 		}
 		forward_NexusExternal_SagaListStuck_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_SagaList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SagaList", runtime.WithHTTPPathPattern("/v1/system/sagas"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_SagaList_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SagaList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_UpdaterLockList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/UpdaterLockList", runtime.WithHTTPPathPattern("/v1/system/updater-locks"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_UpdaterLockList_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_UpdaterLockList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_SledZoneList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SledZoneList", runtime.WithHTTPPathPattern("/v1/system/hardware/sleds/{sled_id}/zones"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_SledZoneList_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SledZoneList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodPost, pattern_NexusExternal_SledZoneExpunge_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SledZoneExpunge", runtime.WithHTTPPathPattern("/v1/system/hardware/sleds/{sled_id}/zones/{zone_id}/expunge"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_SledZoneExpunge_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SledZoneExpunge_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_SledZoneExpunge_0{resp.(*SledZoneExpungeResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_NexusReplicaList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/NexusReplicaList", runtime.WithHTTPPathPattern("/v1/system/nexus-replicas"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_NexusReplicaList_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_NexusReplicaList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	return nil
 }
 
@@ -1460,6 +1802,15 @@ func (m response_NexusExternal_InstanceMigrate_0) XXX_ResponseBody() interface{}
 	return response.Instance
 }
 
+type response_NexusExternal_SledZoneExpunge_0 struct {
+	*SledZoneExpungeResponse
+}
+
+func (m response_NexusExternal_SledZoneExpunge_0) XXX_ResponseBody() interface{} {
+	response := m.SledZoneExpungeResponse
+	return response.Zone
+}
+
 var (
 	pattern_NexusExternal_ProjectList_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "projects"}, ""))
 	pattern_NexusExternal_ProjectCreate_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "projects"}, ""))
@@ -1477,6 +1828,11 @@ var (
 	pattern_NexusExternal_ForceTerminateInstance_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "force-terminate"}, ""))
 	pattern_NexusExternal_InstanceMigrate_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "migrate"}, ""))
 	pattern_NexusExternal_SagaListStuck_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "system", "sagas", "stuck"}, ""))
+	pattern_NexusExternal_SagaList_0               = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "sagas"}, ""))
+	pattern_NexusExternal_UpdaterLockList_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "updater-locks"}, ""))
+	pattern_NexusExternal_SledZoneList_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3, 1, 0, 4, 1, 5, 4, 2, 5}, []string{"v1", "system", "hardware", "sleds", "sled_id", "zones"}, ""))
+	pattern_NexusExternal_SledZoneExpunge_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3, 1, 0, 4, 1, 5, 4, 2, 5, 1, 0, 4, 1, 5, 6, 2, 7}, []string{"v1", "system", "hardware", "sleds", "sled_id", "zones", "zone_id", "expunge"}, ""))
+	pattern_NexusExternal_NexusReplicaList_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "nexus-replicas"}, ""))
 )
 
 var (
@@ -1496,4 +1852,9 @@ var (
 	forward_NexusExternal_ForceTerminateInstance_0 = runtime.ForwardResponseMessage
 	forward_NexusExternal_InstanceMigrate_0        = runtime.ForwardResponseMessage
 	forward_NexusExternal_SagaListStuck_0          = runtime.ForwardResponseMessage
+	forward_NexusExternal_SagaList_0               = runtime.ForwardResponseMessage
+	forward_NexusExternal_UpdaterLockList_0        = runtime.ForwardResponseMessage
+	forward_NexusExternal_SledZoneList_0           = runtime.ForwardResponseMessage
+	forward_NexusExternal_SledZoneExpunge_0        = runtime.ForwardResponseMessage
+	forward_NexusExternal_NexusReplicaList_0       = runtime.ForwardResponseMessage
 )

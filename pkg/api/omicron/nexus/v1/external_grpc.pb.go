@@ -39,6 +39,11 @@ const (
 	NexusExternal_ForceTerminateInstance_FullMethodName = "/omicron.nexus.v1.NexusExternal/ForceTerminateInstance"
 	NexusExternal_InstanceMigrate_FullMethodName        = "/omicron.nexus.v1.NexusExternal/InstanceMigrate"
 	NexusExternal_SagaListStuck_FullMethodName          = "/omicron.nexus.v1.NexusExternal/SagaListStuck"
+	NexusExternal_SagaList_FullMethodName               = "/omicron.nexus.v1.NexusExternal/SagaList"
+	NexusExternal_UpdaterLockList_FullMethodName        = "/omicron.nexus.v1.NexusExternal/UpdaterLockList"
+	NexusExternal_SledZoneList_FullMethodName           = "/omicron.nexus.v1.NexusExternal/SledZoneList"
+	NexusExternal_SledZoneExpunge_FullMethodName        = "/omicron.nexus.v1.NexusExternal/SledZoneExpunge"
+	NexusExternal_NexusReplicaList_FullMethodName       = "/omicron.nexus.v1.NexusExternal/NexusReplicaList"
 )
 
 // NexusExternalClient is the client API for NexusExternal service.
@@ -66,6 +71,23 @@ type NexusExternalClient interface {
 	// Sagas an operator has to look at: those whose undo kept failing
 	// (fleet admin only).
 	SagaListStuck(ctx context.Context, in *SagaListStuckRequest, opts ...grpc.CallOption) (*SagaListStuckResponse, error)
+	// Every unfinished (running or unwinding) and stuck saga, with the
+	// replica that owns it and that replica's state (X6; fleet admin only).
+	SagaList(ctx context.Context, in *SagaListRequest, opts ...grpc.CallOption) (*SagaListResponse, error)
+	// The instances whose updater lock is held, by which saga of which
+	// replica (X6; fleet admin only).
+	UpdaterLockList(ctx context.Context, in *UpdaterLockListRequest, opts ...grpc.CallOption) (*UpdaterLockListResponse, error)
+	// The zones nexus put on a sled, expunged ones too, with what the sled's
+	// last inventory says of each (Z9; fleet admin only).
+	SledZoneList(ctx context.Context, in *SledZoneListRequest, opts ...grpc.CallOption) (*SledZoneListResponse, error)
+	// Takes a zone out of its sled's config for good: one database write,
+	// then a push (Z9, X3; fleet admin only). For a nexus zone, its replica
+	// can claim nothing from that commit on; its sagas move to another
+	// replica once the sled proves the zone gone (X4).
+	SledZoneExpunge(ctx context.Context, in *SledZoneExpungeRequest, opts ...grpc.CallOption) (*SledZoneExpungeResponse, error)
+	// The nexus replicas, their states and what each holds (X6, X7; fleet
+	// admin only).
+	NexusReplicaList(ctx context.Context, in *NexusReplicaListRequest, opts ...grpc.CallOption) (*NexusReplicaListResponse, error)
 }
 
 type nexusExternalClient struct {
@@ -236,6 +258,56 @@ func (c *nexusExternalClient) SagaListStuck(ctx context.Context, in *SagaListStu
 	return out, nil
 }
 
+func (c *nexusExternalClient) SagaList(ctx context.Context, in *SagaListRequest, opts ...grpc.CallOption) (*SagaListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SagaListResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_SagaList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) UpdaterLockList(ctx context.Context, in *UpdaterLockListRequest, opts ...grpc.CallOption) (*UpdaterLockListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdaterLockListResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_UpdaterLockList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) SledZoneList(ctx context.Context, in *SledZoneListRequest, opts ...grpc.CallOption) (*SledZoneListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SledZoneListResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_SledZoneList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) SledZoneExpunge(ctx context.Context, in *SledZoneExpungeRequest, opts ...grpc.CallOption) (*SledZoneExpungeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SledZoneExpungeResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_SledZoneExpunge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) NexusReplicaList(ctx context.Context, in *NexusReplicaListRequest, opts ...grpc.CallOption) (*NexusReplicaListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NexusReplicaListResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_NexusReplicaList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NexusExternalServer is the server API for NexusExternal service.
 // All implementations must embed UnimplementedNexusExternalServer
 // for forward compatibility.
@@ -261,6 +333,23 @@ type NexusExternalServer interface {
 	// Sagas an operator has to look at: those whose undo kept failing
 	// (fleet admin only).
 	SagaListStuck(context.Context, *SagaListStuckRequest) (*SagaListStuckResponse, error)
+	// Every unfinished (running or unwinding) and stuck saga, with the
+	// replica that owns it and that replica's state (X6; fleet admin only).
+	SagaList(context.Context, *SagaListRequest) (*SagaListResponse, error)
+	// The instances whose updater lock is held, by which saga of which
+	// replica (X6; fleet admin only).
+	UpdaterLockList(context.Context, *UpdaterLockListRequest) (*UpdaterLockListResponse, error)
+	// The zones nexus put on a sled, expunged ones too, with what the sled's
+	// last inventory says of each (Z9; fleet admin only).
+	SledZoneList(context.Context, *SledZoneListRequest) (*SledZoneListResponse, error)
+	// Takes a zone out of its sled's config for good: one database write,
+	// then a push (Z9, X3; fleet admin only). For a nexus zone, its replica
+	// can claim nothing from that commit on; its sagas move to another
+	// replica once the sled proves the zone gone (X4).
+	SledZoneExpunge(context.Context, *SledZoneExpungeRequest) (*SledZoneExpungeResponse, error)
+	// The nexus replicas, their states and what each holds (X6, X7; fleet
+	// admin only).
+	NexusReplicaList(context.Context, *NexusReplicaListRequest) (*NexusReplicaListResponse, error)
 	mustEmbedUnimplementedNexusExternalServer()
 }
 
@@ -318,6 +407,21 @@ func (UnimplementedNexusExternalServer) InstanceMigrate(context.Context, *Instan
 }
 func (UnimplementedNexusExternalServer) SagaListStuck(context.Context, *SagaListStuckRequest) (*SagaListStuckResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SagaListStuck not implemented")
+}
+func (UnimplementedNexusExternalServer) SagaList(context.Context, *SagaListRequest) (*SagaListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SagaList not implemented")
+}
+func (UnimplementedNexusExternalServer) UpdaterLockList(context.Context, *UpdaterLockListRequest) (*UpdaterLockListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdaterLockList not implemented")
+}
+func (UnimplementedNexusExternalServer) SledZoneList(context.Context, *SledZoneListRequest) (*SledZoneListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SledZoneList not implemented")
+}
+func (UnimplementedNexusExternalServer) SledZoneExpunge(context.Context, *SledZoneExpungeRequest) (*SledZoneExpungeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SledZoneExpunge not implemented")
+}
+func (UnimplementedNexusExternalServer) NexusReplicaList(context.Context, *NexusReplicaListRequest) (*NexusReplicaListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NexusReplicaList not implemented")
 }
 func (UnimplementedNexusExternalServer) mustEmbedUnimplementedNexusExternalServer() {}
 func (UnimplementedNexusExternalServer) testEmbeddedByValue()                       {}
@@ -628,6 +732,96 @@ func _NexusExternal_SagaListStuck_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NexusExternal_SagaList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SagaListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).SagaList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_SagaList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).SagaList(ctx, req.(*SagaListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_UpdaterLockList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdaterLockListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).UpdaterLockList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_UpdaterLockList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).UpdaterLockList(ctx, req.(*UpdaterLockListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_SledZoneList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SledZoneListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).SledZoneList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_SledZoneList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).SledZoneList(ctx, req.(*SledZoneListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_SledZoneExpunge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SledZoneExpungeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).SledZoneExpunge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_SledZoneExpunge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).SledZoneExpunge(ctx, req.(*SledZoneExpungeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_NexusReplicaList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NexusReplicaListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).NexusReplicaList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_NexusReplicaList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).NexusReplicaList(ctx, req.(*NexusReplicaListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NexusExternal_ServiceDesc is the grpc.ServiceDesc for NexusExternal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -698,6 +892,26 @@ var NexusExternal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SagaListStuck",
 			Handler:    _NexusExternal_SagaListStuck_Handler,
+		},
+		{
+			MethodName: "SagaList",
+			Handler:    _NexusExternal_SagaList_Handler,
+		},
+		{
+			MethodName: "UpdaterLockList",
+			Handler:    _NexusExternal_UpdaterLockList_Handler,
+		},
+		{
+			MethodName: "SledZoneList",
+			Handler:    _NexusExternal_SledZoneList_Handler,
+		},
+		{
+			MethodName: "SledZoneExpunge",
+			Handler:    _NexusExternal_SledZoneExpunge_Handler,
+		},
+		{
+			MethodName: "NexusReplicaList",
+			Handler:    _NexusExternal_NexusReplicaList_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,216 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/services/nexus/authz"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
+)
+
+// Nexus owns each sled's zones config (Z9): it pushes it, collects what
+// each sled says it runs, and calls an expunged zone gone only when that
+// says so.
+
+// PushZones gives every sled the zones config nexus holds for it (Z9, on
+// change and periodically; the sled takes the same generation again as a
+// no-op), and records how each push went. A sled that cannot be reached
+// is retried next time.
+func (n *Nexus) PushZones(ctx context.Context) error {
+	sleds, err := n.ds.SledZonesSleds(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, sled := range sleds {
+		if err := n.pushZones(ctx, sled); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Nexus) pushZones(ctx context.Context, sled uuid.UUID) error {
+	cfg, err := n.ds.SledZonesGet(ctx, sled)
+	if err != nil {
+		return err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pushErr := n.sleds.EnsureZones(callCtx, sled, cfg)
+	cancel()
+	if err := n.ds.SledZonesPushed(ctx, sled, cfg.Generation, pushErr, time.Now()); err != nil {
+		return err
+	}
+	if pushErr != nil {
+		return fmt.Errorf("pushing zones config generation %d to sled %s: %w", cfg.Generation, sled, pushErr)
+	}
+	return nil
+}
+
+// CollectInventory asks every registered sled what it runs and keeps each
+// answer (Z9). An expunged zone its sled's answer proves gone is confirmed
+// so; this replica then takes over the sagas of any replica that was that
+// zone (X4). A sled that does not answer proves nothing.
+func (n *Nexus) CollectInventory(ctx context.Context) error {
+	sleds, err := n.ds.SledList(ctx)
+	if err != nil {
+		return err
+	}
+	var (
+		errs      []error
+		confirmed bool
+	)
+	for _, s := range sleds {
+		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		inv, err := n.sleds.Inventory(callCtx, s.ID)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("inventory of sled %s: %w", s.ID, err))
+			continue
+		}
+		gone, err := n.ds.InventoryRecord(ctx, inv)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, z := range gone {
+			n.log.Info("an expunged zone is confirmed gone: its sled reconciled the generation that expunged it, and it is absent",
+				zap.Stringer("zone_id", z), zap.Stringer("sled_id", s.ID), zap.Uint64("reconciled_generation", inv.ReconciledGeneration))
+			confirmed = true
+		}
+	}
+	if confirmed {
+		errs = append(errs, n.ReassignSagas(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// ReassignSagas takes over the unfinished sagas of every expunged replica
+// whose zone is confirmed gone, and resumes them here (X4, X5): each then
+// finishes or unwinds as after this replica's own restart, and the updater
+// locks they hold go with them. A replica not yet confirmed gone keeps its
+// sagas, however long that takes.
+func (n *Nexus) ReassignSagas(ctx context.Context) error {
+	if n.sagas == nil || n.IsExpunged() {
+		return nil
+	}
+	from, err := n.ds.ReplicasToRelieve(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, gone := range from {
+		moved, err := n.ds.SagasReassign(ctx, gone, n.replica.id, time.Now())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("taking the sagas of expunged nexus %s: %w", gone, err))
+			continue
+		}
+		if moved == 0 {
+			continue
+		}
+		n.log.Warn("took over the unfinished sagas of an expunged nexus confirmed gone; resuming them",
+			zap.Stringer("from_nexus_id", gone), zap.Int64("sagas", moved))
+		n.events(EventSagasReassigned, int(moved))
+		if _, err := n.sagas.Recover(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ZonesView is a sled's zones as an operator sees them.
+type ZonesView = datastore.SledZonesStatus
+
+// SledZones lists the zones nexus has put on a sled, expunged ones too,
+// with what the sled's last inventory says of each. Fleet admins only.
+func (n *Nexus) SledZones(ctx context.Context, sledID string) (ZonesView, error) {
+	if err := authz.RequireFleetAdmin(ctx, "list a sled's zones"); err != nil {
+		return ZonesView{}, err
+	}
+	var v apierror.Violations
+	sled := v.UUID("sled_id", sledID)
+	if err := v.Err(); err != nil {
+		return ZonesView{}, err
+	}
+	return n.ds.SledZonesStatusGet(ctx, sled)
+}
+
+// ZoneExpunge takes a zone out of its sled's config for good (one database
+// write; for a nexus zone, its replica can claim nothing from that commit
+// on, X3), then pushes the sled its new config. A push that fails is
+// retried by the zones push task; the zone's record says where it stands.
+// Fleet admins only.
+func (n *Nexus) ZoneExpunge(ctx context.Context, sledID, zoneID string) (model.ZoneRecord, error) {
+	if err := authz.RequireFleetAdmin(ctx, "expunge a zone"); err != nil {
+		return model.ZoneRecord{}, err
+	}
+	var v apierror.Violations
+	sled, zone := v.UUID("sled_id", sledID), v.UUID("zone_id", zoneID)
+	if err := v.Err(); err != nil {
+		return model.ZoneRecord{}, err
+	}
+	rec, changed, err := n.ds.ZoneExpunge(ctx, sled, zone, time.Now())
+	if err != nil || !changed {
+		return rec, err
+	}
+	n.log.Warn("zone expunged", zap.Stringer("zone_id", zone), zap.Stringer("sled_id", sled),
+		zap.String("kind", string(rec.Kind)), zap.Uint64("generation", rec.ExpungedGeneration),
+		zap.String("actor", authz.FromContext(ctx).Principal))
+	if err := n.pushZones(ctx, sled); err != nil {
+		n.log.Warn("the expunge is recorded; its push failed and will be retried", zap.Error(err))
+	}
+	return rec, nil
+}
+
+// ReplicaView is a nexus replica as an operator sees it: its record, what
+// it holds, and for an expunged one not yet confirmed gone, what that
+// waits for.
+type ReplicaView struct {
+	model.NexusZone
+	Claims     model.ReplicaClaims
+	WaitingFor string
+}
+
+// Replicas lists the nexus replicas, with what each holds. Fleet admins
+// only.
+func (n *Nexus) Replicas(ctx context.Context) ([]ReplicaView, error) {
+	if err := authz.RequireFleetAdmin(ctx, "list nexus replicas"); err != nil {
+		return nil, err
+	}
+	replicas, err := n.ds.NexusZoneList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := n.ds.ReplicaClaimsGet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ReplicaView, len(replicas))
+	for i, r := range replicas {
+		out[i] = ReplicaView{NexusZone: r, Claims: claims[r.ID]}
+		if r.State != model.NexusExpunged || !r.ZoneConfirmedGone.IsZero() {
+			continue
+		}
+		if r.SledID == uuid.Nil {
+			out[i].WaitingFor = "a replica started outside rack setup is no zone: nothing can confirm it gone"
+			continue
+		}
+		st, err := n.ds.SledZonesStatusGet(ctx, r.SledID)
+		if err != nil {
+			return nil, err
+		}
+		for _, z := range st.Zones {
+			if z.ID == r.ID {
+				out[i].WaitingFor = z.WaitingFor(st.Inventory, st.Push)
+			}
+		}
+	}
+	return out, nil
+}

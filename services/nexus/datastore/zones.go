@@ -1,0 +1,235 @@
+package datastore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/services/nexus/model"
+)
+
+// The zones nexus owns on each sled (Z9): each sled's config generation in
+// sled_zones, each zone in sled_zone.
+
+const zoneColumns = `id, sled_id, kind, pool, address, nexus, disposition, expunged_generation,
+	time_created, time_expunged, time_confirmed_gone`
+
+func insertZone(ctx context.Context, tx *sql.Tx, sled uuid.UUID, z model.Zone, at time.Time) error {
+	var nexus any
+	if z.Nexus != nil {
+		data, err := json.Marshal(z.Nexus)
+		if err != nil {
+			return err
+		}
+		nexus = string(data)
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO sled_zone (id, sled_id, kind, pool, address, nexus, disposition, time_created)
+		VALUES ($1, $2, $3, $4, $5, $6, 'in_service', $7)`,
+		z.ID.String(), sled.String(), string(z.Kind), z.Pool, z.Address, nexus, ts(at))
+	return err
+}
+
+func scanZone(row rowScanner) (model.ZoneRecord, error) {
+	var (
+		z                         model.ZoneRecord
+		id, sled, kind, disp      string
+		nexus                     *string
+		expungedGen               *int64
+		created, expunged, goneAt dbTime
+	)
+	if err := row.Scan(&id, &sled, &kind, &z.Pool, &z.Address, &nexus, &disp, &expungedGen, &created, &expunged, &goneAt); err != nil {
+		return z, err
+	}
+	z.ID, z.SledID, z.Kind, z.Disposition = uuid.MustParse(id), uuid.MustParse(sled), model.ZoneKind(kind), model.ZoneDisposition(disp)
+	if nexus != nil {
+		z.Nexus = &model.NexusZoneDetails{}
+		if err := json.Unmarshal([]byte(*nexus), z.Nexus); err != nil {
+			return z, fmt.Errorf("zone %s: %w", id, err)
+		}
+	}
+	if expungedGen != nil {
+		z.ExpungedGeneration = uint64(*expungedGen)
+	}
+	z.TimeCreated, z.TimeExpunged, z.TimeConfirmedGone = created.Time, expunged.Time, goneAt.Time
+	return z, nil
+}
+
+// SledZonesGet returns the zones config nexus wants a sled to run: its
+// generation and in-service zones.
+func (d *DataStore) SledZonesGet(ctx context.Context, sled uuid.UUID) (model.SledZones, error) {
+	var cfg model.SledZones
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		cfg, err = sledZones(ctx, tx, sled)
+		return err
+	})
+	return cfg, err
+}
+
+func sledZones(ctx context.Context, q queryer, sled uuid.UUID) (model.SledZones, error) {
+	s := model.SledZones{SledID: sled}
+	var (
+		gen int64
+		at  dbTime
+	)
+	err := q.QueryRowContext(ctx, `SELECT generation, time_modified FROM sled_zones WHERE sled_id = $1`, sled.String()).Scan(&gen, &at)
+	if isNoRows(err) {
+		return s, fmt.Errorf("%w: no zones config for sled %s", model.ErrNotFound, sled)
+	}
+	if err != nil {
+		return s, err
+	}
+	s.Generation, s.TimeModified = uint64(gen), at.Time
+	zones, err := queryAll(ctx, q, scanZone, `SELECT `+zoneColumns+` FROM sled_zone
+		WHERE sled_id = $1 AND disposition = 'in_service' ORDER BY id`, sled.String())
+	for _, z := range zones {
+		s.Zones = append(s.Zones, z.Zone)
+	}
+	return s, err
+}
+
+// SledZonesSleds lists the sleds nexus holds a zones config for.
+func (d *DataStore) SledZonesSleds(ctx context.Context) ([]uuid.UUID, error) {
+	return d.ids(ctx, `SELECT sled_id FROM sled_zones ORDER BY sled_id`)
+}
+
+// SledZonesPushed records the outcome of a push of generation to a sled:
+// err nil when the sled took it.
+func (d *DataStore) SledZonesPushed(ctx context.Context, sled uuid.UUID, generation uint64, pushErr error, at time.Time) error {
+	var err error
+	if pushErr == nil {
+		_, err = d.db.ExecContext(ctx, `UPDATE sled_zones SET pushed_generation = $2, time_pushed = $3, push_error = NULL
+			WHERE sled_id = $1 AND (pushed_generation IS NULL OR pushed_generation <= $2)`, sled.String(), int64(generation), ts(at))
+	} else {
+		_, err = d.db.ExecContext(ctx, `UPDATE sled_zones SET time_pushed = $2, push_error = $3 WHERE sled_id = $1`,
+			sled.String(), ts(at), pushErr.Error())
+	}
+	return d.classify(err)
+}
+
+// SledZonesStatus is a sled's zones as nexus sees them: the config it
+// wants, how its last push went, every zone it put there (expunged ones
+// too), and the sled's last inventory, if any.
+type SledZonesStatus struct {
+	Generation uint64
+	Push       model.ZonesPush
+	Zones      []model.ZoneRecord
+	Inventory  *model.SledInventory
+}
+
+// SledZonesStatusGet returns a sled's zones status; model.ErrNotFound for a
+// sled nexus holds no zones config for.
+func (d *DataStore) SledZonesStatusGet(ctx context.Context, sled uuid.UUID) (SledZonesStatus, error) {
+	var st SledZonesStatus
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		var (
+			gen       int64
+			pushedGen *int64
+			pushedAt  dbTime
+			pushErr   *string
+		)
+		err := tx.QueryRowContext(ctx, `SELECT generation, pushed_generation, time_pushed, push_error FROM sled_zones WHERE sled_id = $1`,
+			sled.String()).Scan(&gen, &pushedGen, &pushedAt, &pushErr)
+		if isNoRows(err) {
+			return fmt.Errorf("%w: sled %s has no zones config", model.ErrNotFound, sled)
+		}
+		if err != nil {
+			return err
+		}
+		st.Generation, st.Push.Time = uint64(gen), pushedAt.Time
+		if pushedGen != nil {
+			st.Push.Generation = uint64(*pushedGen)
+		}
+		if pushErr != nil {
+			st.Push.Error = *pushErr
+		}
+		if st.Zones, err = queryAll(ctx, tx, scanZone, `SELECT `+zoneColumns+` FROM sled_zone WHERE sled_id = $1 ORDER BY id`,
+			sled.String()); err != nil {
+			return err
+		}
+		inv, err := inventoryGet(ctx, tx, sled)
+		if err == nil {
+			st.Inventory = &inv
+		} else if !isNoRows(err) {
+			return err
+		}
+		return nil
+	})
+	return st, err
+}
+
+// ZoneExpunge takes a zone out of its sled's config for good, in one
+// transaction (X3): the sled's generation goes up, the zone is marked
+// expunged at that generation, and a nexus zone's replica becomes expunged,
+// so that from this commit on it can claim nothing. The push that follows
+// is the caller's. Expunging an expunged zone changes nothing; the last
+// active replica is model.ErrLastReplica. It returns the zone as it now
+// stands, and whether this call expunged it.
+func (d *DataStore) ZoneExpunge(ctx context.Context, sled, zone uuid.UUID, at time.Time) (model.ZoneRecord, bool, error) {
+	return d.zoneExpunge(ctx, sled, zone, at, nil)
+}
+
+// zoneExpunge is ZoneExpunge; within its transaction, after the writes,
+// it calls also (tests look there at what the replica held at the commit).
+func (d *DataStore) zoneExpunge(ctx context.Context, sled, zone uuid.UUID, at time.Time, also func(*sql.Tx) error) (model.ZoneRecord, bool, error) {
+	var (
+		rec     model.ZoneRecord
+		changed bool
+	)
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		rec, err = scanZone(tx.QueryRowContext(ctx, `SELECT `+zoneColumns+` FROM sled_zone WHERE id = $1 AND sled_id = $2`,
+			zone.String(), sled.String()))
+		if isNoRows(err) {
+			return fmt.Errorf("%w: sled %s has no zone %s", model.ErrNotFound, sled, zone)
+		}
+		if err != nil || rec.Disposition == model.ZoneExpunged {
+			return err
+		}
+		if rec.Kind == model.ZoneNexus {
+			var others int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nexus_zone WHERE state = 'active' AND id <> $1`,
+				zone.String()).Scan(&others); err != nil {
+				return err
+			}
+			if others == 0 {
+				return fmt.Errorf("%w: nexus %s is the only one", model.ErrLastReplica, zone)
+			}
+		}
+		var gen int64
+		if err := tx.QueryRowContext(ctx, `UPDATE sled_zones SET generation = generation + 1, time_modified = $2
+			WHERE sled_id = $1 RETURNING generation`, sled.String(), ts(at)).Scan(&gen); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE sled_zone SET disposition = 'expunged', expunged_generation = $2, time_expunged = $3
+			WHERE id = $1`, zone.String(), gen, ts(at)); err != nil {
+			return err
+		}
+		if rec.Kind == model.ZoneNexus {
+			if _, err := tx.ExecContext(ctx, `UPDATE nexus_zone SET state = 'expunged', time_expunged = $2, time_modified = $2
+				WHERE id = $1`, zone.String(), ts(at)); err != nil {
+				return err
+			}
+		}
+		rec.Disposition, rec.ExpungedGeneration, rec.TimeExpunged = model.ZoneExpunged, uint64(gen), at.UTC().Truncate(time.Microsecond)
+		changed = true
+		if also != nil {
+			return also(tx)
+		}
+		return nil
+	})
+	return rec, changed, err
+}
+
+// ZonesExpungedUnconfirmed counts the zones expunged whose sleds have not
+// proved them gone yet (X7).
+func (d *DataStore) ZonesExpungedUnconfirmed(ctx context.Context) (int64, error) {
+	var n int64
+	err := d.db.QueryRowContext(ctx, `SELECT count(*) FROM sled_zone
+		WHERE disposition = 'expunged' AND time_confirmed_gone IS NULL`).Scan(&n)
+	return n, d.classify(err)
+}
