@@ -13,8 +13,10 @@
 //	go run ./deploy/localcluster --fresh      # wipe that state first
 //	go run ./deploy/localcluster --postgres   # PostgreSQL, three sleds, a replica on each
 //
-// The state directory holds the binaries (bin/), the rack plan
-// (rack-plan.json), nexus's SQLite database (nexus/), each sled's ledgers
+// The state directory holds the cluster's ids (identity.json, made up at
+// its first start, so that two clusters never share one), the binaries
+// (bin/), the rack plan (rack-plan.json, replaced only by a plan rack
+// setup took), nexus's SQLite database (nexus/), each sled's ledgers
 // and zones (sled-N/; a nexus zone's log is its zone.log there) and the
 // logs of this run (logs/). Without --fresh a restart reuses all of it:
 // the rack is already set up, so rack setup only pushes the zones configs
@@ -25,7 +27,9 @@
 // throwaway server started from this machine's PostgreSQL binaries (its
 // files in a fixed temporary directory named after the state directory),
 // so the state starts fresh each time. One state directory serves one
-// launcher at a time; a second one is refused.
+// launcher at a time; a second one is refused. It is known by its real
+// path (symbolic links resolved) and cannot be moved, and it keeps the
+// mode it was made for (a --postgres one is not started as SQLite).
 //
 // Ctrl-C (SIGINT) or SIGTERM sends SIGTERM to every sled-agent, then to
 // the zones they leave running (a zone outlives its sled-agent by design),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,24 +25,57 @@ import (
 // directory, so that --fresh never wipes one it did not make.
 const markerFile = ".rackplane-localcluster"
 
-// The cluster's identities are fixed, not random: a restart on the same
-// state directory must present the same replicas and the same sleds, so
-// that the rack's records match and each sled adopts the zones it left
-// running.
-
 func sledName(i int) string { return fmt.Sprintf("sled-agent-%d", i+1) }
 
-// sledID differs in its first group, which the simulated baseboard serial
-// is made of, so that the sleds are told apart in nexus's listing too.
-func sledID(i int) string { return fmt.Sprintf("1a5ec%03d-0000-4000-8000-000000000001", i+1) }
-
-// rackID is the rack's id, recorded by the first rack setup.
-var rackID = uuid.MustParse("4ac40000-0000-4000-8000-000000000001")
-
-// nexusID is replica k's id, which is also its zone's.
-func nexusID(k int) uuid.UUID {
-	return uuid.MustParse(fmt.Sprintf("4e000000-0000-4000-8000-0000000c%04d", k+1))
+// identity is who the cluster is: made up when its state directory is
+// new, and kept there, so that a restart presents the same rack, sleds and
+// replicas (the rack's records match, and each sled adopts the zones it
+// left running), while two clusters on one machine never share an id.
+type identity struct {
+	// Mode is "sqlite" or "postgres": a state directory serves one.
+	Mode     string      `json:"mode"`
+	Rack     uuid.UUID   `json:"rack"`
+	Sleds    []uuid.UUID `json:"sleds"`
+	Replicas []uuid.UUID `json:"replicas"`
 }
+
+const identityFile = "identity.json"
+
+// loadIdentity reads the identity of the cluster in dir, or makes up one
+// of the given shape and keeps it there. A state directory made for the
+// other mode is refused.
+func loadIdentity(dir, mode string, sleds, replicas int) (identity, error) {
+	path := filepath.Join(dir, identityFile)
+	var id identity
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(data, &id); err != nil {
+			return id, fmt.Errorf("%s: %w; start with --fresh", path, err)
+		}
+		if id.Mode != mode || len(id.Sleds) != sleds || len(id.Replicas) != replicas {
+			return id, fmt.Errorf("%s holds a %s cluster of %d sleds; start it as one, or with --fresh", dir, id.Mode, len(id.Sleds))
+		}
+		return id, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return id, err
+	}
+	id = identity{Mode: mode, Rack: uuid.New()}
+	for range sleds {
+		id.Sleds = append(id.Sleds, uuid.New())
+	}
+	for range replicas {
+		id.Replicas = append(id.Replicas, uuid.New())
+	}
+	data, err = json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return id, err
+	}
+	return id, os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+func (l layout) sledID(i int) string     { return l.ids.Sleds[i].String() }
+func (l layout) nexusID(k int) uuid.UUID { return l.ids.Replicas[k] }
 
 // zpools gives each sled two pools whose names say which sled they are on.
 func zpools(i int) []string {
@@ -54,8 +88,9 @@ func zpools(i int) []string {
 // layout is one cluster: where everything lives, and its shape.
 type layout struct {
 	repo string // the module root, where the binaries are built from
-	dir  string // the state directory, absolute
+	dir  string // the state directory, absolute, symbolic links resolved
 	lock *dirlock.Lock
+	ids  identity
 	// sleds and replicas are the cluster's shape: with SQLite two sleds
 	// and one replica (a zone of sled 1); with PostgreSQL three of each,
 	// one replica a sled.
@@ -76,7 +111,7 @@ func (l layout) zoneRoot(i int) string { return filepath.Join(l.sledDir(i), "poo
 func (l layout) sledIDs() []string {
 	ids := make([]string, l.sleds)
 	for i := range ids {
-		ids[i] = sledID(i)
+		ids[i] = l.sledID(i)
 	}
 	return ids
 }
@@ -101,7 +136,7 @@ func (l layout) internalAddrs() []string {
 // addresses, and nexus zones run as processes of the built nexus.
 func (l layout) sledConfig(i int, listen string) sledconfig.Config {
 	c := sledconfig.Default()
-	c.SledID, c.DataDir, c.ListenAddress = sledID(i), l.sledDir(i), listen
+	c.SledID, c.DataDir, c.ListenAddress = l.sledID(i), l.sledDir(i), listen
 	c.Zpools = zpools(i)
 	c.NexusAddress = l.internalAddrs()
 	c.ZoneCommands = map[string]string{"nexus": l.bin("nexus")}
@@ -112,11 +147,11 @@ func (l layout) sledConfig(i int, listen string) sledconfig.Config {
 // plan is the rack the launcher sets up: replica k a nexus zone of sled
 // k, on the sled's first pool, with the database of the plan.
 func (l layout) plan(sledAddrs []string) racksetup.Plan {
-	p := racksetup.Plan{Rack: rackID.String(), Database: l.database}
+	p := racksetup.Plan{Rack: l.ids.Rack.String(), Database: l.database}
 	for i := range l.sleds {
-		s := racksetup.Sled{ID: sledID(i), Address: sledAddrs[i]}
+		s := racksetup.Sled{ID: l.sledID(i), Address: sledAddrs[i]}
 		if i < l.replicas {
-			s.Zones = append(s.Zones, racksetup.Zone{ID: nexusID(i).String(), Kind: model.ZoneNexus, Pool: zpools(i)[0],
+			s.Zones = append(s.Zones, racksetup.Zone{ID: l.nexusID(i).String(), Kind: model.ZoneNexus, Pool: zpools(i)[0],
 				Address: l.internal(i), Nexus: &racksetup.NexusListeners{
 					ExternalAddress: strings.TrimPrefix(l.apiURL(i), "http://"),
 					MetricsAddress:  strings.TrimSuffix(strings.TrimPrefix(l.metricsURL(i), "http://"), "/metrics")}})
@@ -208,7 +243,7 @@ func (l layout) build(ctx context.Context) error {
 // mintToken runs `nexus token create` against the rack's database, as an
 // operator would, once rack setup has created it.
 func (l layout) mintToken(ctx context.Context) (string, error) {
-	cmd := exec.CommandContext(ctx, l.bin("nexus"), "token", "create", "--id", nexusID(0).String(),
+	cmd := exec.CommandContext(ctx, l.bin("nexus"), "token", "create", "--id", l.nexusID(0).String(),
 		"--database-backend", l.database.Backend, "--database-url", l.database.URL,
 		"--principal", "localcluster", "--fleet-admin")
 	var stderr strings.Builder

@@ -93,8 +93,8 @@ func TestLocalClusterRestartKeepsItsState(t *testing.T) {
 	if second.token == first.token {
 		t.Errorf("the restart reused the token; want a new one each start")
 	}
-	if ids := second.sledIDs(t); len(ids) != 2 {
-		t.Fatalf("after a restart nexus lists %d sleds, want the same 2: %v", len(ids), ids)
+	if ids, before := second.sledIDs(t), first.sledIDs(t); !slices.Equal(sorted(ids), sorted(before)) {
+		t.Fatalf("after a restart nexus lists sleds %v, want the same %v", ids, before)
 	}
 	body := second.do(t, "GET", "/v1/projects", "", http.StatusOK)
 	if !strings.Contains(body, `"kept"`) {
@@ -138,6 +138,63 @@ func TestLocalClusterWithPostgresRunsAReplicaOnEachSled(t *testing.T) {
 		t.Errorf("the third replica does not list the project made through the second: %s", body)
 	}
 	lc.stop(t)
+}
+
+func sorted(ids []string) []string {
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return out
+}
+
+// Two clusters on one machine, in two state directories, are two racks:
+// each has its own ids, its sled-agents see their own zones only, and
+// stopping one leaves the other serving.
+func TestLocalClusterTwoClustersOnOneMachineKeepApart(t *testing.T) {
+	launcher := buildLauncher(t)
+	a := startLauncher(t, launcher, "--dir", filepath.Join(t.TempDir(), "a"), "--api-port", strconv.Itoa(freePort(t)))
+	b := startLauncher(t, launcher, "--dir", filepath.Join(t.TempDir(), "b"), "--api-port", strconv.Itoa(freePort(t)))
+	idsA, idsB := a.sledIDs(t), b.sledIDs(t)
+	for _, id := range idsA {
+		if slices.Contains(idsB, id) {
+			t.Fatalf("both clusters have sled %s", id)
+		}
+	}
+	b.stop(t)
+	if err := syscall.Kill(a.pids["nexus-1"], 0); err != nil {
+		t.Fatalf("stopping the second cluster stopped the first one's nexus: %v", err)
+	}
+	if ids := a.sledIDs(t); !slices.Equal(sorted(ids), sorted(idsA)) {
+		t.Fatalf("after the second cluster stopped, the first lists %v, want %v", ids, idsA)
+	}
+	a.stop(t)
+}
+
+// The state directory is its resolved path, however it is reached: a
+// cluster started through a symbolic link starts again through the real
+// path (the rack's plan names the database by that path). A state
+// directory keeps its mode: a --postgres cluster's is not started as a
+// SQLite one.
+func TestLocalClusterStateIsItsDirectoryWhateverPathReachesIt(t *testing.T) {
+	pgtest.RequireServerBinaries(t)
+	launcher := buildLauncher(t)
+	real := filepath.Join(t.TempDir(), "real")
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.MkdirAll(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	ports := []string{"--api-port", strconv.Itoa(freePort(t)), "--metrics-port", strconv.Itoa(freePort(t))}
+	startLauncher(t, launcher, append([]string{"--dir", link}, ports...)...).stop(t)
+	startLauncher(t, launcher, "--dir", real).stop(t)
+
+	pg := filepath.Join(t.TempDir(), "pg")
+	startLauncher(t, launcher, "--dir", pg, "--postgres", "--api-port", strconv.Itoa(freePort(t))).stop(t)
+	out, err := exec.Command(launcher, "--dir", pg).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "holds a postgres cluster") {
+		t.Fatalf("a --postgres cluster's state started as a SQLite one: %v\n%s", err, out)
+	}
 }
 
 // One state directory serves one launcher: a second is refused, naming the

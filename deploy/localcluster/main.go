@@ -23,12 +23,12 @@ type options struct {
 	dir         string
 	apiPort     int
 	metricsPort int
-	// portsGiven: --api-port or --metrics-port was on the command line.
-	portsGiven   bool
-	fresh        bool
-	postgres     bool
-	readyTimeout time.Duration
-	stopTimeout  time.Duration
+	// apiPortGiven and metricsPortGiven: the flag was on the command line.
+	apiPortGiven, metricsPortGiven bool
+	fresh                          bool
+	postgres                       bool
+	readyTimeout                   time.Duration
+	stopTimeout                    time.Duration
 }
 
 func main() {
@@ -52,7 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	o.portsGiven = fs.Changed("api-port") || fs.Changed("metrics-port")
+	o.apiPortGiven, o.metricsPortGiven = fs.Changed("api-port"), fs.Changed("metrics-port")
 	return o, nil
 }
 
@@ -122,7 +122,16 @@ func prepare(ctx context.Context, opts options, stdout io.Writer) (layout, error
 			dir += "-postgres"
 		}
 	}
-	if l.dir, err = filepath.Abs(dir); err != nil {
+	// The state directory's own path, however it was reached: the rack's
+	// plan records its database's path, which must not change between
+	// starts.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return l, err
+	}
+	if l.dir, err = filepath.Abs(dir); err == nil {
+		l.dir, err = filepath.EvalSymlinks(l.dir)
+	}
+	if err != nil {
 		return l, err
 	}
 	// A throwaway database means a new rack each start: sled ledgers and
@@ -133,12 +142,17 @@ func prepare(ctx context.Context, opts options, stdout io.Writer) (layout, error
 	if err := makeStateDir(l.dir, stdout); err != nil {
 		return l, err
 	}
+	mode := "sqlite"
+	if opts.postgres {
+		mode, l.sleds, l.replicas = "postgres", 3, 3
+	}
+	if l.ids, err = loadIdentity(l.dir, mode, l.sleds, l.replicas); err != nil {
+		return l, err
+	}
 	if err := l.keepRecordedPorts(opts); err != nil {
 		return l, err
 	}
-	if opts.postgres {
-		l.sleds, l.replicas = 3, 3
-	} else {
+	if !opts.postgres {
 		l.database = racksetup.Database{Backend: "sqlite", URL: filepath.Join(l.dir, "nexus", "nexus.db")}
 		if err := os.MkdirAll(filepath.Dir(l.database.URL), 0o755); err != nil {
 			return l, err
@@ -224,7 +238,7 @@ func (l layout) startAndAwait(ctx context.Context, opts options, stdout io.Write
 			return err
 		}
 		started(c)
-		sleds = append(sleds, sledAddr{name: sledName(i), id: sledID(i), addr: listen})
+		sleds = append(sleds, sledAddr{name: sledName(i), id: l.sledID(i), addr: listen})
 	}
 	if err := l.setUpRack(ctx, sleds, opts.readyTimeout); err != nil {
 		return err

@@ -30,10 +30,13 @@ func (l layout) setUpRack(ctx context.Context, sleds []sledAddr, bound time.Dura
 	if err != nil {
 		return err
 	}
-	planPath := filepath.Join(l.dir, "rack-plan.json")
+	// The plan is rack-plan.json once rack setup took it: a plan it
+	// refused does not replace the rack's.
+	planPath := filepath.Join(l.dir, "rack-plan.json.new")
 	if err := os.WriteFile(planPath, append(plan, '\n'), 0o600); err != nil {
 		return err
 	}
+	defer os.Remove(planPath) //nolint:errcheck // gone once renamed
 	logPath := filepath.Join(l.logDir(), "rack-setup.log")
 	log, err := os.Create(logPath)
 	if err != nil {
@@ -46,7 +49,7 @@ func (l layout) setUpRack(ctx context.Context, sleds []sledAddr, bound time.Dura
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("rack setup from %s: %w; last lines of %s:\n%s", planPath, err, logPath, tail(logPath, 20))
 	}
-	return nil
+	return os.Rename(planPath, filepath.Join(l.dir, "rack-plan.json"))
 }
 
 // keepRecordedPorts makes a restart use the ports the rack was set up with:
@@ -71,7 +74,7 @@ func (l *layout) keepRecordedPorts(opts options) error {
 	if errAPI != nil || errMetrics != nil {
 		return fmt.Errorf("%s/rack-plan.json: %v", l.dir, errors.Join(errAPI, errMetrics))
 	}
-	if opts.portsGiven && (int(api.Port()) != l.apiPort || int(metrics.Port()) != l.metrics) {
+	if (opts.apiPortGiven && int(api.Port()) != l.apiPort) || (opts.metricsPortGiven && int(metrics.Port()) != l.metrics) {
 		return fmt.Errorf("the cluster in %s was set up with its API on port %d and its metrics on %d; "+
 			"start it with those, or with --fresh", l.dir, api.Port(), metrics.Port())
 	}
@@ -108,7 +111,7 @@ func (l layout) reportZones(stdout io.Writer) ([]zoneProcess, error) {
 // numbers replicas.
 func (l layout) zoneName(p process.Process) string {
 	for k := range l.replicas {
-		if p.Zone.ID == nexusID(k) {
+		if p.Zone.ID == l.nexusID(k) {
 			return fmt.Sprintf("nexus-%d", k+1)
 		}
 	}
@@ -116,13 +119,15 @@ func (l layout) zoneName(p process.Process) string {
 }
 
 // stopZones stops the zone processes the sled-agents left running (by
-// design a zone outlives its agent) and reaps those that fell to the
-// launcher, so that nothing of the cluster outlives it.
+// design a zone outlives its agent), of every sled the state directory
+// holds, and reaps those that fell to the launcher, so that nothing of the
+// cluster outlives it.
 func (l layout) stopZones(bound time.Duration, stdout io.Writer) {
-	for i := range l.sleds {
-		pids, err := process.StopAll(l.zoneRoot(i), bound)
+	roots, _ := filepath.Glob(filepath.Join(l.dir, "sled-*", "pools"))
+	for _, root := range roots {
+		pids, err := process.StopAll(root, bound)
 		if err != nil {
-			fmt.Fprintf(stdout, "stopping the zones of %s: %v\n", sledName(i), err)
+			fmt.Fprintf(stdout, "stopping the zones under %s: %v\n", root, err)
 		}
 		for _, pid := range pids {
 			reap(pid)

@@ -623,3 +623,103 @@ func TestZ8_ASecondSledAgentOnTheSameStateIsRefused(t *testing.T) {
 	first.Kill()
 	startProcess(t, cfg).Stop()
 }
+
+// A zone's process is known by its zone's directory as well as its id: two
+// sled-agents on one machine (two local clusters) that run zones of the
+// same id each see their own only, and stopping one leaves the other.
+func TestZ10_ZonesOfTheSameIDUnderTwoAgentsAreEachTheirOwn(t *testing.T) {
+	command := zoneScript(t, false)
+	first := sledagenttest.Start(t, func(c *config.Config) { processZones(t, command, c) })
+	second := sledagenttest.Start(t, func(c *config.Config) { processZones(t, command, c) })
+	zone := first.Zone(oximeter, 1)
+	twin := second.Zone(oximeter, 1)
+	twin.Id = zone.Id
+	first.Ensure(1, zone)
+	second.Ensure(1, twin)
+	first.WaitReconciled(1, sledagenttest.AllOK)
+	second.WaitReconciled(1, sledagenttest.AllOK)
+	if pids := zonePids(t, zone.Id); len(pids) != 2 {
+		t.Fatalf("zone %s runs in %v, want one process under each agent", zone.Id, pids)
+	}
+	second.Ensure(2)
+	waitZoneGoneFrom(t, second, zone.Id)
+	first.WaitReconciled(1, sledagenttest.AllOK)
+	if pids := zonePids(t, zone.Id); len(pids) != 1 {
+		t.Fatalf("after the second agent stopped its zone, zone %s runs in %v; want the first agent's still", zone.Id, pids)
+	}
+}
+
+// waitZoneGoneFrom waits until an agent's inventory no longer lists a zone.
+func waitZoneGoneFrom(t *testing.T, a *sledagenttest.Agent, id string) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if _, present := zoneState(a.Inventory(), id); present {
+			return fmt.Errorf("zone still listed")
+		}
+		return nil
+	})
+}
+
+// A child that leaves the zone's process group and clears its environment
+// is still the zone's, as its descendant: the zone does not leave the
+// inventory while it runs (Z6).
+func TestZ10_AChildThatClearsItsEnvironmentIsStillTheZones(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("no setsid(1) here")
+	}
+	command := scriptFile(t, "setsid env -i /bin/sh -c 'exec sleep 100001' &\necho $! > \"$RACKPLANE_ZONE_DIR/child.pid\"\nexec sleep 100000\n")
+	a := sledagenttest.Start(t, func(c *config.Config) {
+		processZones(t, command, c)
+		c.ZoneStopTimeout = config.Duration(time.Second)
+	})
+	zone := a.Zone(oximeter, 1)
+	a.Ensure(1, zone)
+	a.WaitReconciled(1, sledagenttest.AllOK)
+	pidFile := filepath.Join(a.Config.ZoneRoot, zone.FilesystemPool, "zones", zone.Id, "child.pid")
+	var child int
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		data, err := os.ReadFile(pidFile)
+		if err == nil {
+			child, err = strconv.Atoi(strings.TrimSpace(string(data)))
+		}
+		return err
+	})
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) }) //nolint:errcheck // gone already, if the test passed
+	a.Ensure(2)
+	waitZoneGoneFrom(t, a, zone.Id)
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child)); err == nil && !bytes.Contains(stat, []byte(") Z ")) {
+		t.Fatalf("the zone left the inventory while its child %d still runs: %s", child, stat)
+	}
+}
+
+// A zone whose record the agent cannot read (torn, corrupted) is not
+// adopted; its process is still the zone's, by its environment, and is
+// stopped before the zone starts again, so the zone runs once.
+func TestZ10_AZoneWhoseRecordIsUnreadableIsStoppedBeforeItStartsAgain(t *testing.T) {
+	command := zoneScript(t, false)
+	cfg := sledagenttest.Config(t)
+	processZones(t, command, &cfg)
+	zone := zoneOn(cfg, 1)
+	agent := startProcess(t, cfg)
+	client, closeConn := agent.client(t)
+	if _, err := client.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{
+		Config: &sledagentv1.OmicronZonesConfig{Generation: 1, Zones: []*sledagentv1.OmicronZoneConfig{zone}}}); err != nil {
+		t.Fatal(err)
+	}
+	pid := onePid(t, zone.Id)
+	closeConn()
+	agent.Kill()
+	recPath := filepath.Join(cfg.ZoneRoot, zone.FilesystemPool, "zones", zone.Id, "zone.json")
+	if err := os.WriteFile(recPath, []byte("{torn"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agent = startProcess(t, cfg)
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		now := zonePids(t, zone.Id)
+		if len(now) != 1 || now[0] == pid {
+			return fmt.Errorf("zone runs in %v, waiting for one new process instead of %d", now, pid)
+		}
+		return nil
+	})
+	agent.Stop()
+}

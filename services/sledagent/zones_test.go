@@ -744,3 +744,33 @@ func clearFaults(t *testing.T, a *sledagenttest.Agent) {
 		t.Fatal(err)
 	}
 }
+
+// A zone whose clean-up after a failed start keeps failing is retried with
+// the passes' backoff, not in a loop: the restart backoff it was waiting
+// out is no reason to come back at once.
+func TestZ5_AFailingCleanUpAfterAFailedStartIsRetriedWithBackoff(t *testing.T) {
+	const initial = 200 * time.Millisecond
+	a := sledagenttest.Start(t, func(c *config.Config) {
+		c.ReconcilerRetryInitial, c.ReconcilerRetryMax = config.Duration(initial), config.Duration(10*time.Second)
+	})
+	zone := a.Zone(sledagentv1.ZoneKind_ZONE_KIND_OXIMETER, 1)
+	failStart(t, a, zone.Id, 1, "injected")
+	failShutdown(t, a, zone.Id, sledagentv1.ShutdownStep_SHUTDOWN_STEP_HALT_AND_REMOVE, 1_000_000)
+	began := time.Now()
+	a.Ensure(1, zone)
+	const attempts = 4
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		for _, z := range a.Inventory().GetLastReconciliation().GetZones() {
+			if z.GetZoneId() == zone.Id && z.GetError().GetState() == sledagentv1.ZoneState_ZONE_STATE_PARTIALLY_SHUT_DOWN &&
+				z.GetError().GetAttempts() >= attempts {
+				return nil
+			}
+		}
+		return fmt.Errorf("fewer than %d failed clean-ups so far", attempts)
+	})
+	// The start's backoff, then at least the passes' delays between the
+	// failed clean-ups: initial·(1+2)·(1-jitter) after the first.
+	if least, took := initial*3/2, time.Since(began); took < least {
+		t.Fatalf("%d failed clean-ups within %s, before the passes' backoff allows (%s)", attempts, took, least)
+	}
+}

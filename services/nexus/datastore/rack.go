@@ -15,11 +15,14 @@ import (
 
 // RackSetUp records a rack's plan (Z11) in one transaction: the rack and
 // its plan, each sled's first zones config, and a replica per nexus zone
-// (X2). It reports whether this call recorded it: a rack set up already
+// (X2). rack names the rack; uuid.Nil takes the recorded one, or a new
+// one. It reports whether this call recorded it: a rack set up already
 // from the same plan is left as it is (nexus owns the zones configs from
-// its setup on), and one set up from another plan is model.ErrConflict
-// saying what differs. Of two setups racing on an empty database, one
-// records its plan and the other then compares its own with it.
+// its setup on). One set up from another plan is model.ErrConflict saying
+// what differs, unless no sled ever took a config of it (a plan a sled
+// refused, say): nothing of it ran, and the new plan replaces it. Of two
+// setups racing on an empty database, one records its plan and the other
+// then compares its own with it.
 func (d *DataStore) RackSetUp(ctx context.Context, rack uuid.UUID, plan model.RackPlan, at time.Time) (bool, error) {
 	plan = plan.Sorted()
 	planJSON, err := json.Marshal(plan)
@@ -39,15 +42,36 @@ func (d *DataStore) rackSetUp(ctx context.Context, rack uuid.UUID, plan model.Ra
 	recorded := false
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
 		var (
-			since        dbTime
-			recordedPlan string
+			since                dbTime
+			recordedRack, record string
 		)
-		err := tx.QueryRowContext(ctx, `SELECT plan, time_initialized FROM rack`).Scan(&recordedPlan, &since)
-		if err == nil {
-			return samePlan(recordedPlan, plan, since.Time)
-		}
-		if !isNoRows(err) {
+		err := tx.QueryRowContext(ctx, `SELECT id, plan, time_initialized FROM rack`).Scan(&recordedRack, &record, &since)
+		switch {
+		case isNoRows(err):
+		case err != nil:
 			return err
+		case rack != uuid.Nil && rack.String() != recordedRack:
+			return fmt.Errorf("%w: the rack was set up at %s as rack %s, not %s", model.ErrConflict,
+				since.Time.Format(time.RFC3339), recordedRack, rack)
+		default:
+			differs := samePlan(record, plan, since.Time)
+			if differs == nil {
+				return nil
+			}
+			var accepted int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sled_zones WHERE pushed_generation IS NOT NULL`).Scan(&accepted); err != nil {
+				return err
+			}
+			if accepted > 0 {
+				return differs
+			}
+			if err := forgetPlan(ctx, tx); err != nil {
+				return err
+			}
+			rack = uuid.MustParse(recordedRack)
+		}
+		if rack == uuid.Nil {
+			rack = uuid.New()
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO rack (id, plan, time_initialized) VALUES ($1, $2, $3)`,
 			rack.String(), planJSON, ts(at)); err != nil {
@@ -73,6 +97,19 @@ func (d *DataStore) rackSetUp(ctx context.Context, rack uuid.UUID, plan model.Ra
 		return nil
 	})
 	return recorded, err
+}
+
+// forgetPlan removes a recorded plan no sled ever took, and what it made:
+// the configs, the zones and the replicas that were zones. A replica
+// started by hand (no sled) is no part of it.
+func forgetPlan(ctx context.Context, tx *sql.Tx) error {
+	for _, stmt := range []string{`DELETE FROM sled_zone`, `DELETE FROM sled_zones`,
+		`DELETE FROM nexus_zone WHERE sled_id IS NOT NULL`, `DELETE FROM rack`} {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // samePlan checks a plan against the one the rack was set up from, and

@@ -34,24 +34,59 @@ func TestZ11_ARackIsSetUpOnceAndAnotherPlanIsRefusedSayingWhatDiffers(t *testing
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
 		a, b := uuid.New(), uuid.New()
 		plan := rackPlan(a, b)
-		if recorded, err := ds.RackSetUp(ctx, uuid.New(), plan, now); err != nil || !recorded {
+		rack := uuid.New()
+		if recorded, err := ds.RackSetUp(ctx, rack, plan, now); err != nil || !recorded {
 			t.Fatalf("first setup: recorded %v, %v", recorded, err)
+		}
+		// The sled took its config: the plan ran.
+		if err := ds.SledZonesPushed(ctx, a, 1, nil, now); err != nil {
+			t.Fatal(err)
 		}
 		// The same plan, its sleds listed the other way round.
 		again := model.RackPlan{Sleds: []model.SledZones{plan.Sleds[1], plan.Sleds[0]}}
-		if recorded, err := ds.RackSetUp(ctx, uuid.New(), again, now); err != nil || recorded {
+		if recorded, err := ds.RackSetUp(ctx, uuid.Nil, again, now); err != nil || recorded {
 			t.Fatalf("the same plan again: recorded %v, %v; want nothing recorded, no error", recorded, err)
+		}
+		if _, err := ds.RackSetUp(ctx, uuid.New(), plan, now); !errors.Is(err, model.ErrConflict) || !strings.Contains(err.Error(), rack.String()) {
+			t.Fatalf("the same plan as another rack: %v, want ErrConflict naming rack %s", err, rack)
 		}
 		other := rackPlan(a, b)
 		other.Sleds[0].Zones[0].ID = plan.Sleds[0].Zones[0].ID
 		other.Sleds[0].Zones[0].Address = "127.0.0.1:13221"
-		_, err := ds.RackSetUp(ctx, uuid.New(), other, now)
+		_, err := ds.RackSetUp(ctx, uuid.Nil, other, now)
 		if !errors.Is(err, model.ErrConflict) || !strings.Contains(err.Error(), "sled "+a.String()+"'s zones differ") {
 			t.Fatalf("another plan: %v, want ErrConflict naming sled %s", err, a)
 		}
 		replicas, err := ds.NexusZoneList(ctx)
 		if err != nil || len(replicas) != 1 || replicas[0].InternalAddress != "127.0.0.1:12221" {
 			t.Fatalf("replicas after the refused plan: %+v, %v; want the first plan's one", replicas, err)
+		}
+	})
+}
+
+// A plan no sled ever took (one a sled refused) ran nowhere: a corrected
+// plan replaces it.
+func TestZ11_APlanNoSledTookIsReplacedByTheNextOne(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		a := uuid.New()
+		refused := rackPlan(a)
+		if _, err := ds.RackSetUp(ctx, uuid.Nil, refused, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := ds.SledZonesPushed(ctx, a, 1, errors.New("the sled refused it"), now); err != nil {
+			t.Fatal(err)
+		}
+		fixed := rackPlan(a)
+		if recorded, err := ds.RackSetUp(ctx, uuid.Nil, fixed, now); err != nil || !recorded {
+			t.Fatalf("the corrected plan: recorded %v, %v; want it recorded", recorded, err)
+		}
+		replicas, err := ds.NexusZoneList(ctx)
+		if err != nil || len(replicas) != 1 || replicas[0].ID != fixed.Sleds[0].Zones[0].ID {
+			t.Fatalf("replicas %+v, %v; want the corrected plan's only", replicas, err)
+		}
+		cfg, err := ds.SledZonesGet(ctx, a)
+		if err != nil || len(cfg.Zones) != 1 || cfg.Zones[0].ID != fixed.Sleds[0].Zones[0].ID {
+			t.Fatalf("sled %s's config %+v, %v; want the corrected plan's", a, cfg, err)
 		}
 	})
 }
@@ -78,7 +113,7 @@ func TestZ11_RackSetupsRacingOnAnEmptyDatabaseRecordOnePlan(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			ok, err := stores[i].RackSetUp(ctx, uuid.New(), plan, now)
+			ok, err := stores[i].RackSetUp(ctx, uuid.Nil, plan, now)
 			mu.Lock()
 			defer mu.Unlock()
 			if ok {

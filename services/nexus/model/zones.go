@@ -140,6 +140,10 @@ type SledInventory struct {
 	// from them is not running.
 	Zones []InventoryZone
 	VMMs  []InventoryVMM
+	// Zpools are the sled's pools. Rack setup checks a plan against them;
+	// nexus does not keep them with the inventory (the sled registered
+	// them).
+	Zpools []string
 }
 
 // InventoryZone is a zone present on a sled after its last pass.

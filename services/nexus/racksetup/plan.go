@@ -122,6 +122,10 @@ func (p Plan) Validate() error {
 		bad("sleds", "a rack needs at least one sled")
 	}
 	sledIDs, sledAddrs, zoneIDs := map[uuid.UUID]string{}, map[string]string{}, map[uuid.UUID]string{}
+	// Specific socket addresses are the rack's: one per zone listener,
+	// whichever sled. A wildcard one (0.0.0.0, [::]) takes its port on
+	// every address of its sled.
+	rackAddrs := map[netip.AddrPort]string{}
 	nexuses := 0
 	for i, s := range p.Sleds {
 		field := fmt.Sprintf("sleds[%d]", i)
@@ -137,7 +141,8 @@ func (p Plan) Validate() error {
 			bad(field+".address", "%s is also %s's", s.Address, other)
 		}
 		sledAddrs[s.Address] = field
-		addrs, ntp := map[netip.AddrPort]string{}, ""
+		ports, ntp := map[uint16][]string{}, ""
+		wildcard := map[uint16]string{}
 		for j, z := range s.Zones {
 			zfield := fmt.Sprintf("%s.zones[%d]", field, j)
 			if u := id(zfield+".id", z.ID); u != uuid.Nil {
@@ -146,8 +151,8 @@ func (p Plan) Validate() error {
 				}
 				zoneIDs[u] = zfield
 			}
-			if wire.ZoneKind(z.Kind) == sledagentv1.ZoneKind_ZONE_KIND_UNSPECIFIED {
-				bad(zfield+".kind", "%q is not a zone kind", z.Kind)
+			if wire.ZoneKind(z.Kind) == sledagentv1.ZoneKind_ZONE_KIND_UNSPECIFIED || string(z.Kind) != strings.ToLower(string(z.Kind)) {
+				bad(zfield+".kind", "%q is not a zone kind (nexus, internal_ntp, crucible …, in lowercase)", z.Kind)
 			}
 			if z.Kind == "internal_ntp" || z.Kind == "boundary_ntp" {
 				if ntp != "" {
@@ -160,17 +165,33 @@ func (p Plan) Validate() error {
 			}
 			claim := func(name, text string, anyAddress bool) {
 				a, err := netip.ParseAddrPort(text)
-				switch {
-				case err != nil:
+				if err != nil {
 					bad(zfield+"."+name, "%q is not an ip:port socket address", text)
-				case a.Port() == 0 || (a.Addr().IsUnspecified() && !anyAddress):
-					bad(zfield+"."+name, "%q needs a specific address and a non-zero port", text)
-				default:
-					if other, dup := addrs[a]; dup {
-						bad(zfield+"."+name, "%s is also %s on this sled", a, other)
-					}
-					addrs[a] = zfield + "." + name
+					return
 				}
+				// ::ffff:10.0.0.1 is 10.0.0.1, as the sled takes it.
+				a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+				where := zfield + "." + name
+				switch {
+				case a.Port() == 0 || (a.Addr().IsUnspecified() && !anyAddress):
+					bad(where, "%q needs a specific address and a non-zero port", text)
+					return
+				case a.Addr().IsUnspecified():
+					if others := ports[a.Port()]; len(others) > 0 {
+						bad(where, "%s takes port %d on every address of the sled, which %s uses", a, a.Port(), others[0])
+					}
+					wildcard[a.Port()] = where
+				default:
+					if other, dup := rackAddrs[a]; dup {
+						bad(where, "%s is also %s", a, other)
+					} else {
+						rackAddrs[a] = where
+					}
+				}
+				if other, ok := wildcard[a.Port()]; ok && other != where {
+					bad(where, "port %d is taken on every address of the sled by %s", a.Port(), other)
+				}
+				ports[a.Port()] = append(ports[a.Port()], where)
 			}
 			claim("address", z.Address, false)
 			switch {

@@ -41,7 +41,23 @@ sleds:
       - {id: 4e000000-0000-4000-8000-0000000c0001, kind: crucible, pool: oxp_0b0e0000-0000-4000-8000-0000000c0201, address: "10.0.0.2:1"}
 `, []string{"sleds[1].id: 1a5ec001-0000-4000-8000-000000000001 is also sleds[0]'s", "sleds[1].address: sled-1:12345 is also sleds[0]'s",
 			"sleds[1].zones[0].id: 4e000000-0000-4000-8000-0000000c0001 is also sleds[0].zones[0]'s",
-			"sleds[0].zones[0].nexus.external_address: 10.0.0.1:12221 is also sleds[0].zones[0].address on this sled"}},
+			"sleds[0].zones[0].nexus.external_address: 10.0.0.1:12221 is also sleds[0].zones[0].address"}},
+		{"addresses that collide when bound", `
+database: {backend: postgres, url: "postgres://db"}
+sleds:
+  - id: 1a5ec001-0000-4000-8000-000000000001
+    address: "sled-1:12345"
+    zones:
+      - {id: 4e000000-0000-4000-8000-0000000c0001, kind: nexus, pool: oxp_0b0e0000-0000-4000-8000-0000000c0101,
+         address: "127.0.0.1:12221", nexus: {external_address: "0.0.0.0:12221", metrics_address: "[::ffff:127.0.0.1]:12221"}}
+  - id: 1a5ec002-0000-4000-8000-000000000001
+    address: "sled-2:12345"
+    zones:
+      - {id: 2e000000-0000-4000-8000-000000000002, kind: Crucible, pool: oxp_0b0e0000-0000-4000-8000-0000000c0201, address: "127.0.0.1:12221"}
+`, []string{"sleds[0].zones[0].nexus.external_address: 0.0.0.0:12221 takes port 12221 on every address of the sled",
+			"sleds[0].zones[0].nexus.metrics_address: 127.0.0.1:12221 is also sleds[0].zones[0].address",
+			"sleds[1].zones[0].address: 127.0.0.1:12221 is also sleds[0].zones[0].address",
+			`sleds[1].zones[0].kind: "Crucible" is not a zone kind`}},
 		{"zones", `
 database: {backend: sqlite, url: rel.db}
 sleds:

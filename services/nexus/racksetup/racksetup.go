@@ -19,6 +19,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,9 +57,18 @@ func Run(ctx context.Context, p Plan, o Options) ([]model.NexusZone, error) {
 	if o.ReadyBound == 0 {
 		o.ReadyBound = time.Minute
 	}
-	rack := uuid.New()
+	var rack uuid.UUID // the recorded one, or a new one
 	if p.Rack != "" {
 		rack = uuid.MustParse(p.Rack)
+	}
+	deadline := time.Now().Add(o.ReadyBound)
+	sleds := sledclient.NewPool(planAddresses(p))
+	defer sleds.Close()
+	// Each sled is asked what it is before anything is recorded: a plan
+	// that puts a zone on a pool its sled lacks would be refused by the
+	// sled, after the rack was set up from it.
+	if err := checkSleds(ctx, sleds, p, deadline); err != nil {
+		return nil, err
 	}
 	ds, err := datastore.Open(ctx, datastore.Backend(p.Database.Backend), p.Database.URL, o.Log.Named("datastore"))
 	if err != nil {
@@ -69,13 +80,10 @@ func Run(ctx context.Context, p Plan, o Options) ([]model.NexusZone, error) {
 		return nil, err
 	}
 	if recorded {
-		o.Log.Info("rack plan recorded", zap.Stringer("rack_id", rack), zap.Int("sleds", len(p.Sleds)))
+		o.Log.Info("rack plan recorded", zap.Int("sleds", len(p.Sleds)))
 	} else {
 		o.Log.Info("the rack was set up from this plan already; pushing the zones configs nexus holds")
 	}
-	deadline := time.Now().Add(o.ReadyBound)
-	sleds := sledclient.NewPool(planAddresses(p))
-	defer sleds.Close()
 	for _, s := range p.Sleds {
 		id := uuid.MustParse(s.ID)
 		cfg, err := ds.SledZonesGet(ctx, id)
@@ -86,6 +94,9 @@ func Run(ctx context.Context, p Plan, o Options) ([]model.NexusZone, error) {
 			err := sleds.EnsureZones(ctx, id, cfg)
 			return !errors.Is(err, model.ErrSledUnreachable), err
 		})
+		if err := ds.SledZonesPushed(ctx, id, cfg.Generation, err, time.Now()); err != nil {
+			return nil, err
+		}
 		switch {
 		case errors.Is(err, model.ErrZonesOutdated):
 			// Someone gave it a newer one by hand; nexus's is not forced on it.
@@ -111,6 +122,36 @@ func Run(ctx context.Context, p Plan, o Options) ([]model.NexusZone, error) {
 		o.Log.Info("nexus replica answers", zap.Stringer("nexus_id", n.ID), zap.String("internal_address", n.InternalAddress))
 	}
 	return replicas, nil
+}
+
+// checkSleds asks each sled of the plan what it is, waiting while it does
+// not answer: the sled at each address must be the plan's, and have the
+// pools the plan puts zones on.
+func checkSleds(ctx context.Context, sleds *sledclient.Pool, p Plan, deadline time.Time) error {
+	var problems []string
+	for i, s := range p.Sleds {
+		id := uuid.MustParse(s.ID)
+		var inv model.SledInventory
+		err := untilDeadline(ctx, deadline, func() (bool, error) {
+			var err error
+			inv, err = sleds.Inventory(ctx, id)
+			return !errors.Is(err, model.ErrSledUnreachable), err
+		})
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("sleds[%d]: the sled at %s: %v", i, s.Address, err))
+			continue
+		}
+		for j, z := range s.Zones {
+			if !slices.Contains(inv.Zpools, z.Pool) {
+				problems = append(problems, fmt.Sprintf("sleds[%d].zones[%d].pool: %s is not a pool of sled %s (it has %s)",
+					i, j, z.Pool, id, strings.Join(inv.Zpools, ", ")))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return errors.New("the rack plan does not fit its sleds; nothing was recorded:\n  " + strings.Join(problems, "\n  "))
+	}
+	return nil
 }
 
 // planAddresses resolves the plan's sleds to their addresses: rack setup

@@ -5,13 +5,19 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
+	"github.com/rackplane/rackplane/services/nexus/racksetup"
 	"github.com/rackplane/rackplane/services/racktest"
+	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
+	"go.uber.org/zap"
 )
 
 func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
@@ -71,4 +77,29 @@ func waitRunState(t *testing.T, api *racktest.Client, name, want string) {
 		}
 		return err
 	})
+}
+
+// Z11: rack setup asks each sled what it is before it records anything: a
+// plan that puts a zone on a pool its sled lacks (the sled would refuse its
+// config after the rack was set up from it) is refused whole, and the
+// database holds no rack.
+func TestZ11_APlanThatDoesNotFitItsSledsIsRefusedBeforeItIsRecorded(t *testing.T) {
+	agent := sledagenttest.Start(t)
+	dbPath := filepath.Join(t.TempDir(), "nexus.db")
+	wrongPool := "oxp_" + uuid.NewString()
+	plan := racksetup.Plan{Database: racksetup.Database{Backend: "sqlite", URL: dbPath},
+		Sleds: []racksetup.Sled{{ID: agent.Config.SledID, Address: agent.Server.Addr(), Zones: []racksetup.Zone{{
+			ID: uuid.NewString(), Kind: model.ZoneNexus, Pool: wrongPool, Address: "127.0.0.1:1",
+			Nexus: &racksetup.NexusListeners{ExternalAddress: "127.0.0.1:2", MetricsAddress: "127.0.0.1:3"}}}}}}
+	_, err := racksetup.Run(context.Background(), plan, racksetup.Options{ReadyBound: 10 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "sleds[0].zones[0].pool: "+wrongPool+" is not a pool of sled") {
+		t.Fatalf("a zone on a pool its sled lacks: %v, want a refusal naming the pool", err)
+	}
+	ds, err := datastore.Open(context.Background(), datastore.SQLite, dbPath, zap.NewNop())
+	if err == nil {
+		defer ds.Close()
+		if replicas, _ := ds.NexusZoneList(context.Background()); len(replicas) != 0 {
+			t.Fatalf("the refused plan was recorded: %+v", replicas)
+		}
+	}
 }

@@ -25,7 +25,8 @@ func Inventory(resp *sledagentv1.GetInventoryResponse, collected time.Time) (mod
 	if err != nil {
 		return model.SledInventory{}, fmt.Errorf("%w: sled id %q", ErrInvalid, resp.GetSledId())
 	}
-	inv := model.SledInventory{SledID: sled, TimeCollected: collected, Reconciler: model.ReconcilerNotYetRun}
+	inv := model.SledInventory{SledID: sled, TimeCollected: collected, Reconciler: model.ReconcilerNotYetRun,
+		Zpools: resp.GetResources().GetZpools()}
 	if cfg := resp.GetLedgeredConfig(); cfg != nil {
 		inv.LedgeredGeneration = cfg.GetGeneration()
 	}

@@ -282,7 +282,8 @@ func (r *Reconciler) pass(ctx context.Context, desired zoneconfig.Config) (time.
 	r.mu.Unlock()
 	var next time.Time
 	for _, tz := range r.zones {
-		if !tz.retryAt.IsZero() && (next.IsZero() || tz.retryAt.Before(next)) {
+		waiting := tz.state == ZoneFailedToStart || tz.state == ZoneExited
+		if waiting && tz.retryAt.After(completed) && (next.IsZero() || tz.retryAt.Before(next)) {
 			next = tz.retryAt
 		}
 	}
@@ -354,7 +355,9 @@ func (r *Reconciler) shutDown(ctx context.Context, tz *trackedZone) bool {
 			if tz.state != ZonePartiallyShutDown {
 				tz.attempts = 0
 			}
-			tz.state, tz.step = ZonePartiallyShutDown, step
+			// A failed shutdown is retried with the passes' backoff; the
+			// zone no longer waits out a restart backoff of its own.
+			tz.state, tz.step, tz.retryAt = ZonePartiallyShutDown, step, time.Time{}
 			tz.lastErr = fmt.Sprintf("%s: %v", step, err)
 			tz.attempts++
 			log.Warn("zone shutdown failed; the zone stays tracked", zap.Stringer("step", step),

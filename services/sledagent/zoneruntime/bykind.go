@@ -51,10 +51,15 @@ func (b ByKind) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 }
 
 // Shutdown implements reconciler.ZoneRuntime: the zone goes down in the
-// runtime that holds it, whatever its kind's command is now.
+// runtime that holds it, whatever its kind's command is now. One neither
+// holds goes down in both: the process runtime still stops processes of
+// it that it lost track of.
 func (b ByKind) Shutdown(ctx context.Context, id uuid.UUID, step reconciler.ShutdownStep) error {
 	if b.Process.Holds(id) {
 		return b.Process.Shutdown(ctx, id, step)
 	}
-	return b.Sim.Shutdown(ctx, id, step)
+	if err := b.Sim.Shutdown(ctx, id, step); err != nil {
+		return err
+	}
+	return b.Process.Shutdown(ctx, id, step)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -12,6 +13,7 @@ import (
 type procStat struct {
 	state      byte
 	ppid       int
+	pgrp       int
 	startTicks uint64
 }
 
@@ -37,11 +39,15 @@ func readStat(pid int) (procStat, error) {
 	if err != nil {
 		return procStat{}, err
 	}
+	pgrp, err := strconv.Atoi(fields[2])
+	if err != nil {
+		return procStat{}, err
+	}
 	ticks, err := strconv.ParseUint(fields[19], 10, 64) // field 22, starttime
 	if err != nil {
 		return procStat{}, err
 	}
-	return procStat{state: fields[0][0], ppid: ppid, startTicks: ticks}, nil
+	return procStat{state: fields[0][0], ppid: ppid, pgrp: pgrp, startTicks: ticks}, nil
 }
 
 // startTicks is a process's start time in clock ticks since boot.
@@ -61,43 +67,79 @@ func alive(pid int, ticks uint64) bool {
 	return err == nil && st.startTicks == ticks && st.state != 'Z' && st.state != 'X'
 }
 
-// zoneMarker is the environment entry every process of a zone carries: the
-// zone's process sets it and its children inherit it. It is how the
-// runtime finds all of a zone's processes, not only the one it started: a
-// shell's children, a process that left the zone's process group, and a
-// process started by an agent killed before it could record the pid.
-func zoneMarker(id string) []byte { return []byte("RACKPLANE_ZONE_ID=" + id) }
-
-// zoneMembers returns the live processes that carry zone id's marker and
-// started at or after since (clock ticks since boot; 0 for any time). A
-// zombie runs nothing and is not counted; a process whose environment this
-// user cannot read is not a zone of this agent's.
-func zoneMembers(id string, since uint64) []int {
+// zoneMembers returns the live processes of zone id of the runtime over
+// root: those whose environment carries the zone's id and a zone directory
+// under root (the zone's process sets both and its children inherit them;
+// another runtime's zone of the same id, under another root, is not this
+// one), those in the process group the zone's process leads (leader, 0
+// when unknown) that started no earlier than it (since, in clock ticks
+// since boot), and every descendant of any of them, which catches a child
+// that cleared its environment. A zombie runs nothing and is not counted;
+// a process whose environment this user cannot read is no zone of this
+// agent's. A process that both clears its environment and leaves the group
+// and its parent escapes: only a cgroup would hold it.
+func zoneMembers(root, id string, leader int, since uint64) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	marker := zoneMarker(id)
-	var pids []int
+	type proc struct {
+		pid int
+		st  procStat
+	}
+	var live []proc
+	members := map[int]bool{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
 		st, err := readStat(pid)
-		if err != nil || st.state == 'Z' || st.state == 'X' || st.startTicks < since {
+		if err != nil || st.state == 'Z' || st.state == 'X' {
 			continue
 		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil {
+		live = append(live, proc{pid, st})
+		if st.startTicks < since {
 			continue
 		}
-		for _, kv := range bytes.Split(env, []byte{0}) {
-			if bytes.Equal(kv, marker) {
-				pids = append(pids, pid)
-				break
+		if (leader > 0 && st.pgrp == leader) || carriesMarker(pid, root, id) {
+			members[pid] = true
+		}
+	}
+	// Descendants of members, to a fixed point: the list is in pid order,
+	// not parent-first.
+	for grew := true; grew; {
+		grew = false
+		for _, p := range live {
+			if !members[p.pid] && members[p.st.ppid] {
+				members[p.pid], grew = true, true
 			}
 		}
 	}
+	pids := make([]int, 0, len(members))
+	for pid := range members {
+		pids = append(pids, pid)
+	}
+	slices.Sort(pids)
 	return pids
+}
+
+// carriesMarker reports whether process pid's environment names zone id
+// with a zone directory under root.
+func carriesMarker(pid int, root, id string) bool {
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	var hasID, underRoot bool
+	for _, kv := range bytes.Split(env, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte(envZoneID+"=")); ok && string(v) == id {
+			hasID = true
+		}
+		if v, ok := bytes.CutPrefix(kv, []byte(envZoneDir+"=")); ok &&
+			strings.HasPrefix(string(v), root+string(os.PathSeparator)) && strings.HasSuffix(string(v), string(os.PathSeparator)+id) {
+			underRoot = true
+		}
+	}
+	return hasID && underRoot
 }

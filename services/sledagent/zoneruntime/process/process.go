@@ -13,9 +13,9 @@
 // own process group, so they outlive the agent like zones outlive a real
 // sled-agent, and a signal to the agent's terminal does not reach them.
 //
-// A zone is all the processes that carry its id in their environment
-// (RACKPLANE_ZONE_ID): the one the runtime started and whatever that one
-// started. Starting returns once the process has run for a short grace
+// A zone is all its processes: the one the runtime started, whatever
+// carries its id and directory in its environment (RACKPLANE_ZONE_ID,
+// RACKPLANE_ZONE_DIR), its process group, and their descendants. Starting returns once the process has run for a short grace
 // period without exiting; stopping (the halt step) sends SIGTERM to every
 // process of the zone, then SIGKILL after a bound, and succeeds only once
 // none is left. A zone that is gone already is shut down (Z7). A zone whose
@@ -69,6 +69,9 @@ type Config struct {
 const (
 	recordFile = "zone.json"
 	logFile    = "zone.log"
+	// The environment that marks a zone's processes (zoneMembers).
+	envZoneID  = "RACKPLANE_ZONE_ID"
+	envZoneDir = "RACKPLANE_ZONE_DIR"
 )
 
 // record is a zone as its zone.json keeps it.
@@ -245,7 +248,7 @@ func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 		return nil
 	}
 	r.mu.Unlock()
-	if left := zoneMembers(zone.ID.String(), 0); len(left) > 0 {
+	if left := zoneMembers(r.cfg.Root, zone.ID.String(), 0, 0); len(left) > 0 {
 		return fmt.Errorf("processes %v of an earlier run of zone %s still run; it must be halted first", left, zone.ID)
 	}
 	dir := filepath.Join(r.cfg.Root, zone.FilesystemPool, "zones", zone.ID.String())
@@ -356,7 +359,13 @@ func (r *Runtime) Shutdown(ctx context.Context, id uuid.UUID, step reconciler.Sh
 	z, ok := r.zones[id]
 	r.mu.Unlock()
 	if !ok {
-		return nil // gone already (Z7)
+		if step == reconciler.StepHaltAndRemove {
+			// Gone already (Z7), unless processes of it are left that
+			// the runtime lost track of (its record was unreadable):
+			// halting is halting those.
+			return r.halt(ctx, &zoneProc{rec: record{Zone: zoneconfig.Zone{ID: id}}})
+		}
+		return nil
 	}
 	switch step {
 	case reconciler.StepUntrackMetrics:
@@ -415,14 +424,18 @@ func (r *Runtime) members(z *zoneProc) []int {
 	r.mu.Lock()
 	rec := z.rec
 	r.mu.Unlock()
-	return liveMembers(rec)
+	return liveMembers(r.cfg.Root, rec)
 }
 
-// liveMembers is members for a zone's record.
-func liveMembers(rec record) []int {
-	pids := zoneMembers(rec.Zone.ID.String(), rec.StartTicks)
-	if alive(rec.Pid, rec.StartTicks) && !slices.Contains(pids, rec.Pid) {
-		pids = append(pids, rec.Pid)
+// liveMembers is members for a zone's record, under root.
+func liveMembers(root string, rec record) []int {
+	leader := 0
+	if alive(rec.Pid, rec.StartTicks) {
+		leader = rec.Pid
+	}
+	pids := zoneMembers(root, rec.Zone.ID.String(), leader, rec.StartTicks)
+	if leader != 0 && !slices.Contains(pids, leader) {
+		pids = append(pids, leader)
 	}
 	return pids
 }
@@ -482,10 +495,10 @@ func writeRecord(dir string, rec record) error {
 // from its environment (services/nexus/config).
 func zoneEnv(z zoneconfig.Zone, dir string) []string {
 	env := []string{
-		"RACKPLANE_ZONE_ID=" + z.ID.String(),
+		envZoneID + "=" + z.ID.String(),
 		"RACKPLANE_ZONE_KIND=" + string(z.Kind),
 		"RACKPLANE_ZONE_ADDRESS=" + z.Address.String(),
-		"RACKPLANE_ZONE_DIR=" + dir,
+		envZoneDir + "=" + dir,
 	}
 	if z.Kind == zoneconfig.KindNexus {
 		env = append(env,
@@ -552,7 +565,7 @@ func StopAll(root string, bound time.Duration) ([]int, error) {
 			// with the zone's marker is a leftover of it.
 			rec.Pid, rec.StartTicks = 0, 0
 		}
-		pids = append(pids, liveMembers(rec)...)
+		pids = append(pids, liveMembers(root, rec)...)
 	}
 	signal(pids, syscall.SIGTERM)
 	deadline := time.Now().Add(bound)
