@@ -74,7 +74,8 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	nexusID := uuid.MustParse(cfg.ID)
 	sleds := sledclient.NewPool(ds)
 	engine := saga.New(ds, nexusID, log.Named("saga"), collectOptions(opts).saga...)
-	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: sledLiveness, Replica: nexusID}) {
+	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: sledLiveness, Replica: nexusID,
+		Log: log.Named("sagas")}) {
 		if err := engine.Register(t); err != nil {
 			ds.Close()
 			return nil, err

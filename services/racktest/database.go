@@ -2,6 +2,7 @@ package racktest
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
 
@@ -65,4 +66,50 @@ func Main(m *testing.M) int {
 	code := pgtest.Main(m)
 	removeBuilds()
 	return code
+}
+
+// FailUpdates makes every UPDATE of table whose new row satisfies
+// condition (SQL over NEW, e.g. "NEW.state = 'starting'") fail with a real
+// database error, until the returned func lifts it: a trigger, on either
+// backend. It is how a test makes nexus fail in the middle of an action,
+// after its side effect on a sled.
+func (db Database) FailUpdates(t testutil.TB, table, condition string) (lift func()) {
+	t.Helper()
+	name := "injected_fault_" + table
+	var install, remove []string
+	switch db.Backend {
+	case datastore.Postgres:
+		install = []string{
+			`CREATE FUNCTION ` + name + `() RETURNS trigger LANGUAGE plpgsql AS $$
+				BEGIN RAISE EXCEPTION 'injected database error'; END $$`,
+			`CREATE TRIGGER ` + name + ` BEFORE UPDATE ON ` + table + ` FOR EACH ROW WHEN (` + condition + `)
+				EXECUTE FUNCTION ` + name + `()`,
+		}
+		remove = []string{`DROP TRIGGER ` + name + ` ON ` + table, `DROP FUNCTION ` + name + `()`}
+	default:
+		install = []string{`CREATE TRIGGER ` + name + ` BEFORE UPDATE ON ` + table + ` WHEN ` + condition + `
+			BEGIN SELECT RAISE(ABORT, 'injected database error'); END`}
+		remove = []string{`DROP TRIGGER ` + name}
+	}
+	db.exec(t, install...)
+	return func() { db.exec(t, remove...) }
+}
+
+// exec runs statements on a connection of its own.
+func (db Database) exec(t testutil.TB, statements ...string) {
+	t.Helper()
+	driver := "sqlite"
+	if db.Backend == datastore.Postgres {
+		driver = "pgx"
+	}
+	conn, err := sql.Open(driver, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, stmt := range statements {
+		if _, err := conn.Exec(stmt); err != nil {
+			t.Fatalf("racktest: %s: %v", stmt, err)
+		}
+	}
 }

@@ -55,7 +55,7 @@ func StartInProcess(t testutil.TB, o Options) *InProcess {
 		s.agent = sledagenttest.StartLogged(t, log, func(c *sledconfig.Config) { *c = r.sledConfig(o, zones, i, a[0], advertise) })
 		r.sleds = append(r.sleds, s)
 	}
-	r.finish(zones, log)
+	r.finish(o, zones, log)
 	return r
 }
 

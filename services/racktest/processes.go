@@ -66,7 +66,7 @@ func StartProcesses(t testutil.TB, o Options) *Processes {
 		s.remote = sledagenttest.NewRemote(t, conn)
 		r.sleds = append(r.sleds, s)
 	}
-	r.finish(zones, zap.NewNop())
+	r.finish(o, zones, zap.NewNop())
 	return r
 }
 

@@ -1,7 +1,9 @@
 package racktest
 
 import (
+	"context"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -11,6 +13,8 @@ import (
 	"github.com/rackplane/rackplane/services/nexus"
 	nexusconfig "github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
+	"github.com/rackplane/rackplane/services/nexus/model"
+	"github.com/rackplane/rackplane/services/nexus/racksetup"
 	sledconfig "github.com/rackplane/rackplane/services/sledagent/config"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
@@ -97,6 +101,13 @@ type Options struct {
 	// in the simulated runtime; "process" runs them as nexus zones of the
 	// sleds (the process zone runtime, Z10), set up by rack setup (Z11).
 	ZoneRuntime string
+	// RackSetup, with the simulated zone runtime, also records the
+	// replicas as nexus zones of the sleds through rack setup (Z11):
+	// replica i a zone of sled i mod Sleds. Nexus then owns the sleds'
+	// zones configs (Z9), and a replica can be expunged; its zone is a
+	// simulated one, so its process is the harness's to stop. The
+	// process zone runtime always sets the rack up.
+	RackSetup bool
 	// SledProxies puts a proxy between nexus and each sled-agent, so that
 	// a test can Isolate a sled.
 	SledProxies bool
@@ -174,16 +185,40 @@ func (r *rack) sledConfig(o Options, zones *nexusZones, i int, listen, advertise
 
 // finish sets up the nexus zones, if the replicas are zones, and waits
 // until every sled has registered.
-func (r *rack) finish(zones *nexusZones, log *zap.Logger) {
+func (r *rack) finish(o Options, zones *nexusZones, log *zap.Logger) {
 	r.t.Helper()
 	if zones != nil {
 		zones.setUp(r.db, r.sleds, log)
 		for _, n := range zones.members {
 			r.nexuses = append(r.nexuses, n)
 		}
+	} else if o.RackSetup {
+		r.setUpSimulatedZones(log)
 	}
 	waitRegistered(r.t, r.ds, r.sleds)
 }
+
+// setUpSimulatedZones runs rack setup over the started sleds, with the
+// running replicas as nexus zones in the sleds' simulated runtime.
+func (r *rack) setUpSimulatedZones(log *zap.Logger) {
+	r.t.Helper()
+	plan := racksetup.Plan{Database: racksetup.Database{Backend: string(r.db.Backend), URL: r.db.URL}}
+	for _, s := range r.sleds {
+		plan.Sleds = append(plan.Sleds, racksetup.Sled{ID: s.ID().String(), Address: s.Addr()})
+	}
+	for i, n := range r.nexuses {
+		sled := &plan.Sleds[i%len(plan.Sleds)]
+		pools := r.sleds[i%len(r.sleds)].Agent().Inventory().GetResources().GetZpools()
+		sled.Zones = append(sled.Zones, racksetup.Zone{ID: n.ID().String(), Kind: model.ZoneNexus, Pool: pools[0],
+			Address: n.InternalAddr(), Nexus: &racksetup.NexusListeners{ExternalAddress: hostPort(n.ExternalURL()),
+				MetricsAddress: hostPort(n.MetricsURL())}})
+	}
+	if _, err := racksetup.Run(context.Background(), plan, racksetup.Options{ReadyBound: zoneRackBound, Log: log}); err != nil {
+		r.t.Fatalf("rack setup: %v", err)
+	}
+}
+
+func hostPort(url string) string { return strings.TrimPrefix(url, "http://") }
 
 // newRack is a rack over the options' database, or a fresh one.
 func newRack(t testutil.TB, o Options) *rack {

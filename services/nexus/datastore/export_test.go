@@ -2,6 +2,8 @@ package datastore
 
 import (
 	"context"
+	"database/sql"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -46,4 +48,39 @@ func (g *gatherer[Req, Res]) release() {
 	g.inFlight -= g.slots - 1
 	g.mu.Unlock()
 	g.handOff()
+}
+
+// ClaimsAtExpunge is what a replica held when its expunge committed, read
+// inside the expunging transaction: every saga it owned, and every
+// instance whose updater lock is held or whose automatic restart was
+// claimed, whoever holds them.
+type ClaimsAtExpunge struct {
+	Sagas, Locked, Restarted map[uuid.UUID]bool
+}
+
+// ZoneExpungeReadingClaims is ZoneExpunge, reading within its transaction
+// what replica held at its commit.
+func (d *DataStore) ZoneExpungeReadingClaims(ctx context.Context, sled, zone, replica uuid.UUID, at time.Time) (ClaimsAtExpunge, error) {
+	c := ClaimsAtExpunge{Sagas: map[uuid.UUID]bool{}, Locked: map[uuid.UUID]bool{}, Restarted: map[uuid.UUID]bool{}}
+	_, _, err := d.zoneExpunge(ctx, sled, zone, at, func(tx *sql.Tx) error {
+		for query, into := range map[string]map[uuid.UUID]bool{
+			`SELECT id FROM saga WHERE owner_nexus_id = '` + replica.String() + `'`: c.Sagas,
+			`SELECT id FROM instance WHERE updater_id IS NOT NULL`:                  c.Locked,
+			`SELECT id FROM instance WHERE time_last_auto_restarted IS NOT NULL`:    c.Restarted,
+		} {
+			ids, err := queryAll(ctx, tx, func(row rowScanner) (uuid.UUID, error) {
+				var id string
+				err := row.Scan(&id)
+				return uuid.MustParse(id), err
+			}, query)
+			if err != nil {
+				return err
+			}
+			for _, id := range ids {
+				into[id] = true
+			}
+		}
+		return nil
+	})
+	return c, err
 }

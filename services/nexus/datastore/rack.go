@@ -89,7 +89,7 @@ func (d *DataStore) rackSetUp(ctx context.Context, rack uuid.UUID, plan model.Ra
 			}
 		}
 		for _, n := range plan.NexusZones(at) {
-			if err := insertReplica(ctx, tx, n); err != nil {
+			if err := placeReplica(ctx, tx, n); err != nil {
 				return err
 			}
 		}
@@ -97,6 +97,25 @@ func (d *DataStore) rackSetUp(ctx context.Context, rack uuid.UUID, plan model.Ra
 		return nil
 	})
 	return recorded, err
+}
+
+// placeReplica records a replica of the plan as the zone it is. One that
+// started before the rack was set up recorded itself on no sled: it is
+// that zone now. One already placed elsewhere is a conflict.
+func placeReplica(ctx context.Context, tx *sql.Tx, n model.NexusZone) error {
+	res, err := tx.ExecContext(ctx, `INSERT INTO nexus_zone (id, sled_id, internal_address, external_address,
+			state, time_created, time_modified) VALUES ($1, $2, $3, $4, $5, $6, $6)
+		ON CONFLICT (id) DO UPDATE SET sled_id = excluded.sled_id, internal_address = excluded.internal_address,
+			external_address = excluded.external_address, time_modified = excluded.time_modified
+		WHERE nexus_zone.sled_id IS NULL`,
+		n.ID.String(), n.SledID.String(), n.InternalAddress, n.ExternalAddress, string(n.State), ts(n.TimeCreated))
+	if err != nil {
+		return err
+	}
+	if placed, err := res.RowsAffected(); err != nil || placed == 1 {
+		return err
+	}
+	return fmt.Errorf("%w: nexus replica %s is a zone of another sled already", model.ErrConflict, n.ID)
 }
 
 // forgetPlan removes a recorded plan no sled ever took, and what it made:

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
@@ -30,6 +31,9 @@ type Deps struct {
 	// SledLiveness is how recently a sled must have been seen to receive a
 	// new VMM.
 	SledLiveness time.Duration
+	// Log is for what a node cannot report through its saga (an undo of
+	// its own that failed); nil logs nothing.
+	Log *zap.Logger
 }
 
 // Template names.

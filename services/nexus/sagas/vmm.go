@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/sledclient"
@@ -44,7 +45,18 @@ func (d Deps) record(ctx context.Context, vmm uuid.UUID, rt model.VMMRuntime, er
 // wrote the VMM's end itself): the VMM is then unregistered again, its
 // recorded end stands, and the node fails, so its saga unwinds instead of
 // leaving a VMM running on a sled that no instance points at (F10).
-func (d Deps) register(ctx context.Context, sled uuid.UUID, r sledclient.Registration) error {
+//
+// The node is the registration: when it fails, the engine undoes the nodes
+// before it, not this one. So whatever makes it fail after the sled may
+// have taken the VMM (an answer lost on the way, a database error while
+// recording it) is undone here, before the error is returned; a sled that
+// cannot be reached for that leaves the VMM to the orphan reaper (N12).
+func (d Deps) register(ctx context.Context, sled uuid.UUID, r sledclient.Registration) (err error) {
+	defer func() {
+		if err != nil {
+			d.forgetRegistration(ctx, sled, r.VMM)
+		}
+	}()
 	rt, err := d.Sleds.EnsureRegistered(ctx, sled, r)
 	if err := d.record(ctx, r.VMM, rt, err); err != nil {
 		return err
@@ -57,10 +69,20 @@ func (d Deps) register(ctx context.Context, sled uuid.UUID, r sledclient.Registr
 		return nil
 	}
 	// The sled's answer is not written: the end recorded first stands.
-	if _, err := d.Sleds.EnsureUnregistered(ctx, sled, r.VMM); err != nil {
-		return err
-	}
 	return fmt.Errorf("%w: VMM %s was terminated (%s) while it was being registered", model.ErrInstanceBusy, r.VMM, v.Runtime.State)
+}
+
+// forgetRegistration unregisters a VMM whose registration failed, without
+// recording anything (the database may be what failed); the saga's undo
+// marks the VMM saga_unwound. It outlives a cancelled request, within a
+// bound of its own.
+func (d Deps) forgetRegistration(ctx context.Context, sled, vmm uuid.UUID) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sledclient.CallTimeout)
+	defer cancel()
+	if _, err := d.Sleds.EnsureUnregistered(ctx, sled, vmm); err != nil && d.Log != nil {
+		d.Log.Warn("a failed registration could not be undone; the orphan reaper will", zap.Stringer("vmm_id", vmm),
+			zap.Stringer("sled_id", sled), zap.Error(err))
+	}
 }
 
 // unregister undoes a registration and records the sled's answer. A sled
