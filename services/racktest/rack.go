@@ -125,6 +125,10 @@ type Options struct {
 	// start (processes only: test hooks such as --crash-point); restarts
 	// run it without them.
 	NexusFirstArgs []string
+	// NexusZoneArgs are extra arguments of replica i's command with the
+	// process zone runtime, at every start (its sled-agent restarts it
+	// with them). The command is its sled's for every nexus zone there.
+	NexusZoneArgs map[int][]string
 }
 
 // rack is what both backends share: the database, the harness's own

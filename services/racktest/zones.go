@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ const zoneRackBound = time.Minute
 type nexusZones struct {
 	t       testutil.TB
 	bin     string
+	args    map[int][]string // by replica
 	members []*ZoneNexus
 }
 
@@ -43,7 +45,7 @@ func planNexusZones(t testutil.TB, o Options) *nexusZones {
 	if o.Sleds == 0 {
 		t.Fatalf("racktest: nexus replicas run as zones of sleds; give Options.Sleds")
 	}
-	z := &nexusZones{t: t, bin: Build(t, NexusBinary)}
+	z := &nexusZones{t: t, bin: Build(t, NexusBinary), args: o.NexusZoneArgs}
 	for i := range o.Nexuses {
 		a := FreeAddrs(t, 3)
 		z.members = append(z.members, &ZoneNexus{t: t, name: fmt.Sprintf("nexus-%d", i), id: uuid.New(), sled: i % o.Sleds,
@@ -65,7 +67,13 @@ func (z *nexusZones) internalAddrs() []string {
 // processes once the test is done with it.
 func (z *nexusZones) sledConfig(i int, c *sledconfig.Config) {
 	c.NexusAddress = z.internalAddrs()
-	c.ZoneCommands = map[string]string{"nexus": z.bin}
+	command := []string{z.bin}
+	for r, n := range z.members {
+		if n.sled == i {
+			command = append(command, z.args[r]...)
+		}
+	}
+	c.ZoneCommands = map[string]string{"nexus": strings.Join(command, " ")}
 	c.ZoneRoot = filepath.Join(filepath.Dir(c.ZoneStateDir), "pools")
 	root := c.ZoneRoot
 	// Registered before the sled starts, so it runs after the sled has
@@ -137,6 +145,20 @@ func (n *ZoneNexus) Pid() int {
 	return rec.Pid
 }
 
+// LogLines are the zone's log lines, across its runs, whose message
+// contains msg.
+func (n *ZoneNexus) LogLines(msg string) []map[string]any {
+	data, _ := os.ReadFile(n.LogPath()) // not there yet: nothing logged
+	var out []map[string]any
+	for _, line := range strings.Split(string(data), "\n") {
+		var fields map[string]any
+		if json.Unmarshal([]byte(line), &fields) == nil && strings.Contains(fmt.Sprint(fields["msg"]), msg) {
+			out = append(out, fields)
+		}
+	}
+	return out
+}
+
 // Kill is kill -9 of the zone's process; its sled-agent starts it again
 // after a backoff.
 func (n *ZoneNexus) Kill() { n.signal(syscall.SIGKILL) }
@@ -169,7 +191,7 @@ func (n *ZoneNexus) Restart() {
 		if pid := n.Pid(); pid == old {
 			return fmt.Errorf("%s has not been restarted yet", n.name)
 		}
-		return serving(n.addrs.internal)
+		return Serving(n.addrs.internal)
 	})
 }
 
@@ -192,8 +214,8 @@ func (n *ZoneNexus) Resume() {
 	waitThreads(n.t, n.name, pid, false)
 }
 
-// serving says whether a nexus's internal API answers its health check.
-func serving(addr string) error {
+// Serving says whether a nexus's internal API answers its health check.
+func Serving(addr string) error {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err

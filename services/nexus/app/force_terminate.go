@@ -276,8 +276,11 @@ func (n *Nexus) unregister(ctx context.Context, v model.VMM) (*model.VMMRuntime,
 		}
 		wait := sledRetryPolicy.Delay(attempt)
 		if time.Now().Add(wait).After(deadline) {
-			return nil, fmt.Errorf("%w: gave up after %s; VMM %s was left as it was: %v",
-				model.ErrSledUnreachable, n.sledRetryBound, v.ID, err)
+			// A call the sled has queued may still run when it answers
+			// again, so nothing here can say the VMM is still running.
+			return nil, fmt.Errorf("%w: gave up after %s; VMM %s on sled %s may or may not have been terminated "+
+				"(a call the sled has not answered can still run); force-terminate again once the sled answers: %v",
+				model.ErrSledUnreachable, n.sledRetryBound, v.ID, v.SledID, err)
 		}
 		if backoff.Sleep(ctx, wait) != nil {
 			return nil, ctx.Err()
@@ -299,10 +302,44 @@ func (n *Nexus) settleWhenUnlocked(ctx context.Context, id uuid.UUID) (model.Ins
 			return res.After, err
 		}
 		if time.Now().After(deadline) {
-			return model.InstanceSnapshot{}, fmt.Errorf("%w: its VMMs are terminated and that update will settle it",
-				model.ErrUpdateInProgress)
+			return model.InstanceSnapshot{}, n.heldBy(ctx, id)
 		}
 	}
+}
+
+// heldBy is the error for an instance whose updater lock outlasted the
+// wait: it names the saga and replica holding it and, since a replica that
+// died holds it until its sagas move, says what frees it (X6).
+func (n *Nexus) heldBy(ctx context.Context, id uuid.UUID) error {
+	lock, err := n.ds.UpdaterLockGet(ctx, id)
+	switch {
+	case errors.Is(err, model.ErrNotFound):
+		return fmt.Errorf("%w: its VMMs are terminated; the update that held it has just ended, force-terminate again to settle it",
+			model.ErrUpdateInProgress)
+	case err != nil:
+		return fmt.Errorf("%w: its VMMs are terminated; who holds its updater lock could not be read: %v",
+			model.ErrUpdateInProgress, err)
+	case lock.Saga == uuid.Nil:
+		return fmt.Errorf("%w: its VMMs are terminated; its updater lock is held by no saga this nexus knows",
+			model.ErrUpdateInProgress)
+	}
+	state := lock.OwnerState
+	if state == "" {
+		state = "unknown"
+	}
+	expunge := "POST /v1/system/hardware/sleds/{sled_id}/zones/" + lock.Owner.String() + "/expunge"
+	if lock.OwnerSled != uuid.Nil {
+		expunge = "POST /v1/system/hardware/sleds/" + lock.OwnerSled.String() + "/zones/" + lock.Owner.String() + "/expunge"
+	}
+	holder := fmt.Sprintf("its VMMs are terminated; its updater lock is held by %s saga %s of nexus replica %s (%s)",
+		lock.SagaTemplate, lock.Saga, lock.Owner, state)
+	if state == model.NexusExpunged {
+		return fmt.Errorf("%w: %s: its sagas move to an active replica, which settles the instance, once its zone is "+
+			"confirmed gone (GET /v1/system/nexus-replicas shows what that waits for)", model.ErrUpdateInProgress, holder)
+	}
+	return fmt.Errorf("%w: %s; that saga settles the instance when it ends. If that replica is dead or wedged, "+
+		"expunging its zone is the way out (%s): once the zone is confirmed gone its sagas move to an active replica",
+		model.ErrUpdateInProgress, holder, expunge)
 }
 
 func minTime(a, b time.Time) time.Time {

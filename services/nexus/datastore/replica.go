@@ -241,8 +241,10 @@ type UpdaterLock struct {
 	InstanceName    string
 	Project         uuid.UUID
 	Saga            uuid.UUID
+	SagaTemplate    string
 	Owner           uuid.UUID
 	OwnerState      model.NexusZoneState
+	OwnerSled       uuid.UUID // the sled the owner's zone is on; Nil when not known
 	TimeSagaCreated time.Time
 }
 
@@ -264,20 +266,27 @@ func (d *DataStore) UpdaterLockGet(ctx context.Context, instance uuid.UUID) (Upd
 }
 
 const (
-	updaterLockColumns = `i.id, i.name, i.project_id, s.id, s.owner_nexus_id, n.state, s.time_created`
+	updaterLockColumns = `i.id, i.name, i.project_id, s.id, s.template_name, s.owner_nexus_id, n.state, n.sled_id, s.time_created`
 	updaterLockFrom    = ` FROM instance i LEFT JOIN saga s ON s.id = i.updater_id
 		LEFT JOIN nexus_zone n ON n.id = s.owner_nexus_id`
 )
 
 func scanUpdaterLock(row rowScanner) (UpdaterLock, error) {
 	var (
-		l                         UpdaterLock
-		id, project               string
-		sagaID, owner, ownerState *string
-		created                   dbTime
+		l                       UpdaterLock
+		id, project             string
+		sagaID, template, owner *string
+		ownerState, ownerSled   *string
+		created                 dbTime
 	)
-	if err := row.Scan(&id, &l.InstanceName, &project, &sagaID, &owner, &ownerState, &created); err != nil {
+	if err := row.Scan(&id, &l.InstanceName, &project, &sagaID, &template, &owner, &ownerState, &ownerSled, &created); err != nil {
 		return l, err
+	}
+	if template != nil {
+		l.SagaTemplate = *template
+	}
+	if ownerSled != nil {
+		l.OwnerSled = uuid.MustParse(*ownerSled)
 	}
 	l.Instance, l.Project, l.TimeSagaCreated = uuid.MustParse(id), uuid.MustParse(project), created.Time
 	if sagaID != nil {

@@ -152,3 +152,36 @@ func TestX3_AnExpungedReplicaClaimsNothingFromTheCommitOn(t *testing.T) {
 		}
 	})
 }
+
+// X6: the updater locks view names, for each held lock, the saga holding
+// it, that saga's replica, the replica's state and its sled.
+func TestX6_TheUpdaterLocksViewNamesTheSagaItsReplicaAndTheReplicasSled(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		sled, _, b := twoReplicas(t, ds)
+		p, _ := fixture(t, ds)
+		inst := newInstance(p.ID, "held")
+		if err := ds.InstanceCreate(ctx, inst); err != nil {
+			t.Fatal(err)
+		}
+		r := saga.Record{ID: uuid.New(), Template: "instance-update", Params: []byte(`{}`), Owner: b,
+			State: saga.StateRunning, TimeCreated: now, TimeStateChanged: now}
+		if err := ds.SagaCreate(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := ds.InstanceUpdaterLock(ctx, inst.ID, r.ID, b); err != nil || !ok {
+			t.Fatalf("locking: %v %v", ok, err)
+		}
+		locks, err := ds.UpdaterLockList(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := datastore.UpdaterLock{Instance: inst.ID, InstanceName: "held", Project: p.ID, Saga: r.ID, SagaTemplate: "instance-update",
+			Owner: b, OwnerState: model.NexusActive, OwnerSled: sled, TimeSagaCreated: now.Truncate(time.Microsecond)}
+		if len(locks) != 1 || locks[0] != want {
+			t.Fatalf("the updater locks view is %+v; want %+v", locks, want)
+		}
+		if one, err := ds.UpdaterLockGet(ctx, inst.ID); err != nil || one != want {
+			t.Fatalf("instance %s's lock is %+v (%v); want %+v", inst.ID, one, err, want)
+		}
+	})
+}

@@ -76,6 +76,40 @@ func parseCrashPoint(value string, templates []saga.Template) (crashPoint, error
 	return bad("no saga template %q (there are %s)", c.Template, strings.Join(names, ", "))
 }
 
+// crashPoints are every --crash-point given: each stops the first saga of
+// its template to reach it.
+type crashPoints []crashPoint
+
+// hooks runs each point's hook in turn.
+func (cs crashPoints) hooks(log *zap.Logger, templateOf func(context.Context, uuid.UUID) (string, error)) saga.Hooks {
+	var before, after []func(uuid.UUID, string)
+	for _, c := range cs {
+		h := c.hooks(log, templateOf)
+		if h.BeforeNode != nil {
+			before = append(before, h.BeforeNode)
+		}
+		if h.AfterNode != nil {
+			after = append(after, h.AfterNode)
+		}
+	}
+	each := func(hooks []func(uuid.UUID, string)) func(uuid.UUID, string) {
+		return func(id uuid.UUID, node string) {
+			for _, h := range hooks {
+				h(id, node)
+			}
+		}
+	}
+	return saga.Hooks{BeforeNode: each(before), AfterNode: each(after)}
+}
+
+func (cs crashPoints) String() string {
+	names := make([]string, len(cs))
+	for i, c := range cs {
+		names[i] = c.String()
+	}
+	return strings.Join(names, ", ")
+}
+
 // hooks returns saga hooks that stop the first saga of c's template to
 // reach c for good: they log crashPointMessage at warn level and block
 // forever, so that a test can kill -9 the process right there. templateOf

@@ -1,8 +1,9 @@
 // Command nexus runs one nexus replica: see README.md.
 //
 // Test hook: the hidden flag --crash-point <template>/<node>/<before|after>
-// (for example instance-start/ensure_registered/after) stops the first saga
-// of that template to reach that point for good: "before" is once the node's
+// (for example instance-start/ensure_registered/after), which may be
+// repeated, stops the first saga of that template to reach that point for
+// good: "before" is once the node's
 // started event is durable and before its action runs, "after" is once the
 // action took effect and before its outcome is logged. nexus then logs
 // "crash point reached" (with the saga id and node) at warn level and that
@@ -48,21 +49,21 @@ func command() *cobra.Command {
 		SilenceErrors: true,
 	}
 	flags := config.BindFlags(cmd.Flags())
-	var crashAt string
-	cmd.Flags().StringVar(&crashAt, crashPointFlag, "",
-		"test hook: <template>/<node>/<before|after> where the first such saga blocks for good (tests only)")
+	var crashAt []string
+	cmd.Flags().StringArrayVar(&crashAt, crashPointFlag, nil,
+		"test hook: <template>/<node>/<before|after> where the first such saga blocks for good; repeatable (tests only)")
 	if err := cmd.Flags().MarkHidden(crashPointFlag); err != nil {
 		panic(err) // the flag was just defined
 	}
 	cmd.AddCommand(tokenCommand(), rackSetupCommand())
 	cmd.RunE = func(*cobra.Command, []string) error {
-		var crash *crashPoint
-		if crashAt != "" {
-			c, err := parseCrashPoint(crashAt, sagas.Templates(sagas.Deps{}))
+		var crash crashPoints
+		for _, at := range crashAt {
+			c, err := parseCrashPoint(at, sagas.Templates(sagas.Deps{}))
 			if err != nil {
 				return err
 			}
-			crash = &c
+			crash = append(crash, c)
 		}
 		cfg, err := flags.Resolve()
 		if err != nil {
@@ -73,7 +74,7 @@ func command() *cobra.Command {
 	return cmd
 }
 
-func run(cfg config.Config, crash *crashPoint) error {
+func run(cfg config.Config, crash crashPoints) error {
 	log, err := logging.New(cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
@@ -84,7 +85,7 @@ func run(cfg config.Config, crash *crashPoint) error {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	var opts []nexus.Option
-	if crash != nil {
+	if len(crash) > 0 {
 		hooks, closeHooks, err := crashHooks(cfg, crash, log)
 		if err != nil {
 			return err
@@ -121,7 +122,7 @@ var errExpunged = errors.New("this nexus replica was expunged; it has stopped an
 
 // crashHooks builds the --crash-point hooks over a connection of their own
 // to nexus's database, where they read which template a saga runs.
-func crashHooks(cfg config.Config, crash *crashPoint, log *zap.Logger) (saga.Hooks, func(), error) {
+func crashHooks(cfg config.Config, crash crashPoints, log *zap.Logger) (saga.Hooks, func(), error) {
 	ds, err := datastore.Open(context.Background(), datastore.Backend(cfg.DatabaseBackend), cfg.DatabaseURL, zap.NewNop())
 	if err != nil {
 		return saga.Hooks{}, nil, fmt.Errorf("opening the database for --%s: %w", crashPointFlag, err)
