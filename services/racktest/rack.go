@@ -108,6 +108,9 @@ type Options struct {
 	// simulated one, so its process is the harness's to stop. The
 	// process zone runtime always sets the rack up.
 	RackSetup bool
+	// PlanZones, with RackSetup, adds zones of other kinds to sled i's
+	// part of the plan; pools are the sled's zpools.
+	PlanZones func(sled int, pools []string) []racksetup.Zone
 	// SledProxies puts a proxy between nexus and each sled-agent, so that
 	// a test can Isolate a sled.
 	SledProxies bool
@@ -197,18 +200,22 @@ func (r *rack) finish(o Options, zones *nexusZones, log *zap.Logger) {
 			r.nexuses = append(r.nexuses, n)
 		}
 	} else if o.RackSetup {
-		r.setUpSimulatedZones(log)
+		r.setUpSimulatedZones(o, log)
 	}
 	waitRegistered(r.t, r.ds, r.sleds)
 }
 
 // setUpSimulatedZones runs rack setup over the started sleds, with the
 // running replicas as nexus zones in the sleds' simulated runtime.
-func (r *rack) setUpSimulatedZones(log *zap.Logger) {
+func (r *rack) setUpSimulatedZones(o Options, log *zap.Logger) {
 	r.t.Helper()
 	plan := racksetup.Plan{Database: racksetup.Database{Backend: string(r.db.Backend), URL: r.db.URL}}
-	for _, s := range r.sleds {
-		plan.Sleds = append(plan.Sleds, racksetup.Sled{ID: s.ID().String(), Address: s.Addr()})
+	for i, s := range r.sleds {
+		ps := racksetup.Sled{ID: s.ID().String(), Address: s.Addr()}
+		if o.PlanZones != nil {
+			ps.Zones = o.PlanZones(i, s.Agent().Inventory().GetResources().GetZpools())
+		}
+		plan.Sleds = append(plan.Sleds, ps)
 	}
 	for i, n := range r.nexuses {
 		sled := &plan.Sleds[i%len(plan.Sleds)]
