@@ -147,6 +147,7 @@ const (
 	TaskSledLiveness     = "sled_liveness"
 	TaskZonesPush        = "zones_push"
 	TaskInventory        = "inventory"
+	TaskExpungeConfirm   = "expunge_confirm"
 	TaskReplicaCheck     = "replica_check"
 	TaskSagaReassignment = "saga_reassignment"
 	TaskOrphanVMMs       = "orphan_vmms"
@@ -164,6 +165,7 @@ func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *backgrou
 		background.Task{Name: TaskReplicaCheck, Period: time.Duration(cfg.ReplicaCheckPeriod), Run: n.CheckReplica},
 		background.Task{Name: TaskZonesPush, Period: time.Duration(cfg.ZonesPushPeriod), Run: n.PushZones},
 		background.Task{Name: TaskInventory, Period: time.Duration(cfg.InventoryPeriod), Run: n.CollectInventory},
+		background.Task{Name: TaskExpungeConfirm, Period: time.Duration(cfg.ExpungeConfirmPeriod), Run: n.ConfirmExpunged},
 		background.Task{Name: TaskSagaReassignment, Period: time.Duration(cfg.SagaReassignmentPeriod), Run: n.ReassignSagas},
 		background.Task{Name: TaskOrphanVMMs, Period: time.Duration(cfg.OrphanVMMPeriod), Run: n.ReapOrphanVMMs},
 	)

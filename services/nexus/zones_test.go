@@ -47,7 +47,7 @@ func zonedRack(t *testing.T, backend datastore.Backend, nexuses, sleds int) (*ra
 			return []racksetup.Zone{{ID: ntp[i].String(), Kind: "internal_ntp", Pool: pools[0], Address: fmt.Sprintf("127.0.1.%d:123", i+1)}}
 		},
 		NexusConfig: func(_ int, c *nexusconfig.Config) {
-			for _, period := range []*duration.Duration{&c.ZonesPushPeriod, &c.InventoryPeriod,
+			for _, period := range []*duration.Duration{&c.ZonesPushPeriod, &c.InventoryPeriod, &c.ExpungeConfirmPeriod,
 				&c.SagaReassignmentPeriod, &c.OrphanVMMPeriod} {
 				*period = duration.Duration(time.Hour)
 			}

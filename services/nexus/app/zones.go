@@ -63,16 +63,36 @@ func (n *Nexus) CollectInventory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ids := make([]uuid.UUID, len(sleds))
+	for i, s := range sleds {
+		ids[i] = s.ID
+	}
+	return n.collectInventory(ctx, ids)
+}
+
+// ConfirmExpunged is CollectInventory of only the sleds with an expunged
+// zone not yet confirmed gone: it runs often, so that a replica's sagas
+// move soon after its zone is gone, and costs one query when nothing
+// waits.
+func (n *Nexus) ConfirmExpunged(ctx context.Context) error {
+	sleds, err := n.ds.SledsAwaitingConfirmation(ctx)
+	if err != nil || len(sleds) == 0 {
+		return err
+	}
+	return n.collectInventory(ctx, sleds)
+}
+
+func (n *Nexus) collectInventory(ctx context.Context, sleds []uuid.UUID) error {
 	var (
 		errs      []error
 		confirmed bool
 	)
-	for _, s := range sleds {
+	for _, sled := range sleds {
 		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		inv, err := n.sleds.Inventory(callCtx, s.ID)
+		inv, err := n.sleds.Inventory(callCtx, sled)
 		cancel()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("inventory of sled %s: %w", s.ID, err))
+			errs = append(errs, fmt.Errorf("inventory of sled %s: %w", sled, err))
 			continue
 		}
 		gone, err := n.ds.InventoryRecord(ctx, inv)
@@ -82,7 +102,7 @@ func (n *Nexus) CollectInventory(ctx context.Context) error {
 		}
 		for _, z := range gone {
 			n.log.Info("an expunged zone is confirmed gone: its sled reconciled the generation that expunged it, and it is absent",
-				zap.Stringer("zone_id", z), zap.Stringer("sled_id", s.ID), zap.Uint64("reconciled_generation", inv.ReconciledGeneration))
+				zap.Stringer("zone_id", z), zap.Stringer("sled_id", sled), zap.Uint64("reconciled_generation", inv.ReconciledGeneration))
 			confirmed = true
 		}
 	}

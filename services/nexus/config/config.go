@@ -47,6 +47,7 @@ type Config struct {
 	// (N12).
 	ZonesPushPeriod        duration.Duration `koanf:"zones_push_period" help:"period of pushing each sled its zones config (Z9)"`
 	InventoryPeriod        duration.Duration `koanf:"inventory_period" help:"period of collecting each sled's inventory (Z9)"`
+	ExpungeConfirmPeriod   duration.Duration `koanf:"expunge_confirm_period" help:"period of asking the sleds of expunged zones not yet confirmed gone for their inventory (Z9)"`
 	ReplicaCheckPeriod     duration.Duration `koanf:"replica_check_period" help:"how often a replica checks it has not been expunged (X3)"`
 	SagaReassignmentPeriod duration.Duration `koanf:"saga_reassignment_period" help:"period of taking over the sagas of expunged replicas confirmed gone (X4)"`
 	OrphanVMMPeriod        duration.Duration `koanf:"orphan_vmm_period" help:"period of unregistering VMMs nexus does not know (N12)"`
@@ -78,6 +79,7 @@ func Default() Config {
 		SledLivenessPeriod:     duration.Duration(30 * time.Second),
 		ZonesPushPeriod:        duration.Duration(time.Minute),
 		InventoryPeriod:        duration.Duration(10 * time.Second),
+		ExpungeConfirmPeriod:   duration.Duration(time.Second),
 		ReplicaCheckPeriod:     duration.Duration(time.Second),
 		SagaReassignmentPeriod: duration.Duration(10 * time.Second),
 		OrphanVMMPeriod:        duration.Duration(time.Minute),
@@ -126,6 +128,7 @@ func (c Config) Validate() error {
 		"reincarnation_cooldown": c.ReincarnationCooldown, "sled_liveness_period": c.SledLivenessPeriod,
 		"sled_unreachable_bound": c.SledUnreachableBound, "zones_push_period": c.ZonesPushPeriod,
 		"inventory_period": c.InventoryPeriod, "replica_check_period": c.ReplicaCheckPeriod,
+		"expunge_confirm_period":   c.ExpungeConfirmPeriod,
 		"saga_reassignment_period": c.SagaReassignmentPeriod, "orphan_vmm_period": c.OrphanVMMPeriod} {
 		if d <= 0 {
 			bad(setting, "must be positive")

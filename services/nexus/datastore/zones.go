@@ -225,6 +225,13 @@ func (d *DataStore) zoneExpunge(ctx context.Context, sled, zone uuid.UUID, at ti
 	return rec, changed, err
 }
 
+// SledsAwaitingConfirmation lists the sleds with an expunged zone not yet
+// confirmed gone.
+func (d *DataStore) SledsAwaitingConfirmation(ctx context.Context) ([]uuid.UUID, error) {
+	return d.ids(ctx, `SELECT DISTINCT sled_id FROM sled_zone
+		WHERE disposition = 'expunged' AND time_confirmed_gone IS NULL ORDER BY sled_id`)
+}
+
 // ZonesExpungedUnconfirmed counts the zones expunged whose sleds have not
 // proved them gone yet (X7).
 func (d *DataStore) ZonesExpungedUnconfirmed(ctx context.Context) (int64, error) {
