@@ -98,11 +98,13 @@ func (db Database) FailUpdates(t testutil.TB, table, condition string) (lift fun
 // exec runs statements on a connection of its own.
 func (db Database) exec(t testutil.TB, statements ...string) {
 	t.Helper()
-	driver := "sqlite"
+	// SQLite: wait on the busy timeout, as nexus's own connections do,
+	// rather than fail while a replica writes.
+	driver, dsn := "sqlite", "file:"+db.URL+"?_pragma=busy_timeout(10000)"
 	if db.Backend == datastore.Postgres {
-		driver = "pgx"
+		driver, dsn = "pgx", db.URL
 	}
-	conn, err := sql.Open(driver, db.URL)
+	conn, err := sql.Open(driver, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package racktest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -132,6 +133,14 @@ func (n *ZoneNexus) LogPath() string { return filepath.Join(n.zoneDir, "zone.log
 // Pid is the zone's process, from the record its sled-agent keeps.
 func (n *ZoneNexus) Pid() int {
 	n.t.Helper()
+	pid, err := n.pid()
+	if err != nil {
+		n.t.Fatalf("%s's zone record: %v", n.name, err)
+	}
+	return pid
+}
+
+func (n *ZoneNexus) pid() (int, error) {
 	var rec struct {
 		Pid int `json:"pid"`
 	}
@@ -139,10 +148,7 @@ func (n *ZoneNexus) Pid() int {
 	if err == nil {
 		err = json.Unmarshal(data, &rec)
 	}
-	if err != nil {
-		n.t.Fatalf("%s's zone record: %v", n.name, err)
-	}
-	return rec.Pid
+	return rec.Pid, err
 }
 
 // LogLines are the zone's log lines, across its runs, whose message
@@ -157,6 +163,20 @@ func (n *ZoneNexus) LogLines(msg string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// Running says whether the zone's process, as its record names it, is
+// alive.
+func (n *ZoneNexus) Running() bool {
+	n.t.Helper()
+	pid, err := n.pid()
+	if errors.Is(err, os.ErrNotExist) {
+		return false // the zone is gone, its record with it
+	}
+	if err != nil {
+		n.t.Fatalf("%s's zone record: %v", n.name, err)
+	}
+	return pid > 0 && syscall.Kill(pid, 0) == nil && !zombie(pid)
 }
 
 // Kill is kill -9 of the zone's process; its sled-agent starts it again

@@ -132,13 +132,13 @@ func (n *Nexus) ReassignSagas(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("taking the sagas of expunged nexus %s: %w", gone, err))
 			continue
 		}
-		if moved == 0 {
+		if len(moved) == 0 {
 			continue
 		}
 		n.log.Warn("took over the unfinished sagas of an expunged nexus confirmed gone; resuming them",
-			zap.Stringer("from_nexus_id", gone), zap.Int64("sagas", moved))
-		n.events(EventSagasReassigned, int(moved))
-		if _, err := n.sagas.Recover(ctx); err != nil {
+			zap.Stringer("from_nexus_id", gone), zap.Int("sagas", len(moved)))
+		n.events(EventSagasReassigned, len(moved))
+		if _, err := n.sagas.Adopt(ctx, moved); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
 // HoldSharedStatements takes every slot of the PostgreSQL gatherers, so
@@ -83,4 +84,13 @@ func (d *DataStore) ZoneExpungeReadingClaims(ctx context.Context, sled, zone, re
 		return nil
 	})
 	return c, err
+}
+
+// ZoneExpungeBeforeCommit is ZoneExpunge, calling beforeCommit once its
+// writes are made and before they commit.
+func (d *DataStore) ZoneExpungeBeforeCommit(ctx context.Context, sled, zone uuid.UUID, at time.Time, beforeCommit func()) (model.ZoneRecord, bool, error) {
+	return d.zoneExpunge(ctx, sled, zone, at, func(*sql.Tx) error {
+		beforeCommit()
+		return nil
+	})
 }

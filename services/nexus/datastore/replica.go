@@ -186,22 +186,20 @@ func (d *DataStore) ReplicasToRelieve(ctx context.Context) ([]uuid.UUID, error) 
 // conditions are checked in the statement that moves them: nothing moves
 // from a replica that may still run, or to one that was expunged. It
 // returns how many moved.
-func (d *DataStore) SagasReassign(ctx context.Context, from, to uuid.UUID, at time.Time) (int64, error) {
-	var moved int64
+func (d *DataStore) SagasReassign(ctx context.Context, from, to uuid.UUID, at time.Time) ([]uuid.UUID, error) {
+	var moved []uuid.UUID
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE saga SET owner_nexus_id = $2, time_state_changed = $3
+		var err error
+		moved, err = queryAll(ctx, tx, scanUUID, `UPDATE saga SET owner_nexus_id = $2, time_state_changed = $3
 			WHERE owner_nexus_id = $1 AND state IN ('running', 'unwinding')
 				AND EXISTS (SELECT 1 FROM nexus_zone n JOIN sled_zone z ON z.id = n.id
 					WHERE n.id = $1 AND n.state = 'expunged' AND z.time_confirmed_gone IS NOT NULL)
-				AND `+d.replicaActive("$2"), from.String(), to.String(), ts(at))
-		if err != nil {
-			return err
-		}
-		if moved, err = res.RowsAffected(); err != nil || moved == 0 {
+				AND `+d.replicaActive("$2")+` RETURNING id`, from.String(), to.String(), ts(at))
+		if err != nil || len(moved) == 0 {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE nexus_zone SET sagas_reassigned = sagas_reassigned + $2, reassigned_to = $3,
-			time_reassigned = $4 WHERE id = $1`, from.String(), moved, to.String(), ts(at))
+			time_reassigned = $4 WHERE id = $1`, from.String(), len(moved), to.String(), ts(at))
 		return err
 	})
 	return moved, err

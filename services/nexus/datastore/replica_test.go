@@ -15,16 +15,18 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/saga"
 )
 
+// nexusZone is a nexus zone listening on ports port to port+2.
+func nexusZone(id uuid.UUID, port int) model.Zone {
+	return model.Zone{ID: id, Kind: model.ZoneNexus, Pool: "oxp_" + uuid.NewString(), Address: fmt.Sprintf("127.0.0.1:%d", port),
+		Nexus: &model.NexusZoneDetails{ExternalAddress: fmt.Sprintf("127.0.0.1:%d", port+1),
+			MetricsAddress: fmt.Sprintf("127.0.0.1:%d", port+2), DatabaseBackend: "postgres", DatabaseURL: "postgres://db"}}
+}
+
 // twoReplicas sets up a rack whose sled runs two nexus zones: a and b.
 func twoReplicas(t *testing.T, ds *datastore.DataStore) (sled, a, b uuid.UUID) {
 	t.Helper()
 	sled, a, b = uuid.New(), uuid.New(), uuid.New()
-	zone := func(id uuid.UUID, port int) model.Zone {
-		return model.Zone{ID: id, Kind: model.ZoneNexus, Pool: "oxp_" + uuid.NewString(), Address: fmt.Sprintf("127.0.0.1:%d", port),
-			Nexus: &model.NexusZoneDetails{ExternalAddress: fmt.Sprintf("127.0.0.1:%d", port+1),
-				MetricsAddress: fmt.Sprintf("127.0.0.1:%d", port+2), DatabaseBackend: "postgres", DatabaseURL: "postgres://db"}}
-	}
-	plan := model.RackPlan{Sleds: []model.SledZones{{SledID: sled, Generation: 1, Zones: []model.Zone{zone(a, 10), zone(b, 20)}}}}
+	plan := model.RackPlan{Sleds: []model.SledZones{{SledID: sled, Generation: 1, Zones: []model.Zone{nexusZone(a, 10), nexusZone(b, 20)}}}}
 	if _, err := ds.RackSetUp(ctx, uuid.Nil, plan, now); err != nil {
 		t.Fatal(err)
 	}

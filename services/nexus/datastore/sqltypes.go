@@ -137,13 +137,16 @@ func list[T any](ctx context.Context, d *DataStore, scan func(rowScanner) (T, er
 
 // ids runs a query of one id column.
 func (d *DataStore) ids(ctx context.Context, query string, args ...any) ([]uuid.UUID, error) {
-	return list(ctx, d, func(row rowScanner) (uuid.UUID, error) {
-		var id string
-		if err := row.Scan(&id); err != nil {
-			return uuid.Nil, err
-		}
-		return uuid.Parse(id)
-	}, query, args...)
+	return list(ctx, d, scanUUID, query, args...)
+}
+
+// scanUUID reads a row of one id.
+func scanUUID(row rowScanner) (uuid.UUID, error) {
+	var id string
+	if err := row.Scan(&id); err != nil {
+		return uuid.Nil, err
+	}
+	return uuid.Parse(id)
 }
 
 // qualified prefixes each of the comma-separated columns with table.

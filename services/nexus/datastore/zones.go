@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -180,9 +181,19 @@ func (d *DataStore) zoneExpunge(ctx context.Context, sled, zone uuid.UUID, at ti
 		rec     model.ZoneRecord
 		changed bool
 	)
+	// On PostgreSQL the zone's row, and for a nexus zone every active
+	// replica's, are locked before they are read: two expunges of one zone
+	// then expunge it once, and two expunges of the last two replicas
+	// cannot each count the other as active. Locks are taken in one order
+	// (the zone, then the replicas by id, then the sled's config), and a
+	// claim holds only its own replica's row, shared.
+	lock := ""
+	if d.backend == Postgres {
+		lock = " FOR UPDATE"
+	}
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		rec, err = scanZone(tx.QueryRowContext(ctx, `SELECT `+zoneColumns+` FROM sled_zone WHERE id = $1 AND sled_id = $2`,
+		rec, err = scanZone(tx.QueryRowContext(ctx, `SELECT `+zoneColumns+` FROM sled_zone WHERE id = $1 AND sled_id = $2`+lock,
 			zone.String(), sled.String()))
 		if isNoRows(err) {
 			return fmt.Errorf("%w: sled %s has no zone %s", model.ErrNotFound, sled, zone)
@@ -191,12 +202,11 @@ func (d *DataStore) zoneExpunge(ctx context.Context, sled, zone uuid.UUID, at ti
 			return err
 		}
 		if rec.Kind == model.ZoneNexus {
-			var others int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nexus_zone WHERE state = 'active' AND id <> $1`,
-				zone.String()).Scan(&others); err != nil {
+			active, err := queryAll(ctx, tx, scanUUID, `SELECT id FROM nexus_zone WHERE state = 'active' ORDER BY id`+lock)
+			if err != nil {
 				return err
 			}
-			if others == 0 {
+			if others := slices.DeleteFunc(active, func(id uuid.UUID) bool { return id == zone }); len(others) == 0 {
 				return fmt.Errorf("%w: nexus %s is the only one", model.ErrLastReplica, zone)
 			}
 		}

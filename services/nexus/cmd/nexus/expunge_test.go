@@ -214,6 +214,9 @@ func (s *expungeScenario) killB() {
 // and what frees it (X6).
 func (s *expungeScenario) forceTerminateNamesTheHolder() {
 	t := s.t
+	if lock := s.updaterLockOf(s.update); lock.Owner != s.b.ID() || lock.OwnerState != "active" {
+		t.Fatalf("the updater locks view says %+v; want B's saga %s, B active", lock, s.update)
+	}
 	resp := s.admin.Call(t, http.MethodPost, "/v1/instances/"+s.locked+"/force-terminate?project=p", "")
 	body := string(resp.Body)
 	if resp.Status != http.StatusServiceUnavailable {
@@ -254,10 +257,14 @@ func (s *expungeScenario) expungeB(shutdownFails bool) {
 			s.timeline.lastClaimByB = sg.TimeCreated
 		}
 	}
-	// An expunged replica that is alive stops serving, then exits (X3).
+	// An expunged replica that is alive stops serving, then exits (X3),
+	// although its sled cannot shut its zone down.
 	testutil.WaitFor(t, expungeBound, func() error {
 		if err := racktest.Serving(s.b.InternalAddr()); err == nil {
 			return fmt.Errorf("B still serves")
+		}
+		if s.b.Running() {
+			return fmt.Errorf("B's process still runs")
 		}
 		return nil
 	})
