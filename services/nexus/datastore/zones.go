@@ -106,8 +106,11 @@ func (d *DataStore) SledZonesPushed(ctx context.Context, sled uuid.UUID, generat
 		_, err = d.db.ExecContext(ctx, `UPDATE sled_zones SET pushed_generation = $2, time_pushed = $3, push_error = NULL
 			WHERE sled_id = $1 AND (pushed_generation IS NULL OR pushed_generation <= $2)`, sled.String(), int64(generation), ts(at))
 	} else {
-		_, err = d.db.ExecContext(ctx, `UPDATE sled_zones SET time_pushed = $2, push_error = $3 WHERE sled_id = $1`,
-			sled.String(), ts(at), pushErr.Error())
+		// A failed push of a generation the sled has already taken (a
+		// replica's late, older push) says nothing about the sled now.
+		_, err = d.db.ExecContext(ctx, `UPDATE sled_zones SET time_pushed = $2, push_error = $3
+			WHERE sled_id = $1 AND (pushed_generation IS NULL OR pushed_generation < $4)`,
+			sled.String(), ts(at), pushErr.Error(), int64(generation))
 	}
 	return d.classify(err)
 }

@@ -131,3 +131,31 @@ func TestZ9_AnExpungeRepeatedWhileTheFirstIsUnderWayChangesNothing(t *testing.T)
 		}
 	})
 }
+
+// Z9: a failed push of a generation the sled has already taken (another
+// replica's late push of an older config) does not mark the sled's config
+// as failing; a failed push of a newer one does.
+func TestZ9_ALateFailedPushOfAnOlderGenerationDoesNotMarkTheSledFailing(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		sled, _, _ := twoReplicas(t, ds)
+		if err := ds.SledZonesPushed(ctx, sled, 1, nil, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := ds.SledZonesPushed(ctx, sled, 1, errors.New("late and lost"), now.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		st, err := ds.SledZonesStatusGet(ctx, sled)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Push.Error != "" || st.Push.Generation != 1 {
+			t.Fatalf("after generation 1 was taken, a late failed push of it left the push status %+v", st.Push)
+		}
+		if err := ds.SledZonesPushed(ctx, sled, 2, errors.New("sled unreachable"), now.Add(2*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if st, err = ds.SledZonesStatusGet(ctx, sled); err != nil || st.Push.Error != "sled unreachable" {
+			t.Fatalf("a failed push of generation 2 left the push status %+v (%v)", st.Push, err)
+		}
+	})
+}
