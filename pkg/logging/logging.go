@@ -3,11 +3,13 @@ package logging
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -56,25 +58,53 @@ func CheckFormat(format string) error {
 // error, successes at debug. When requestIDKey is set, the request id found
 // under it in the call's metadata goes on the line (N11).
 // The handler's context carries the request id, for FromContext.
+//
+// It is also where a server keeps its internals to itself (SPEC 7): a
+// handler that panics is recovered and logged with its stack, and an
+// internal error (codes Internal or Unknown, a panic included) reaches
+// the client as "internal error" with the request id, its text only in
+// the log.
 func UnaryServerInterceptor(log *zap.Logger, requestIDKey string) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		start := time.Now()
+		requestID := ""
 		if requestIDKey != "" {
 			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(requestIDKey)) > 0 {
-				ctx = context.WithValue(ctx, requestIDKeyType{}, md.Get(requestIDKey)[0])
+				requestID = md.Get(requestIDKey)[0]
+				ctx = context.WithValue(ctx, requestIDKeyType{}, requestID)
 			}
 		}
-		resp, err := handler(ctx, req)
 		log := FromContext(ctx, log)
+		resp, err = callRecovering(ctx, req, handler, log, info.FullMethod)
 		fields := []zap.Field{zap.String("method", info.FullMethod), zap.Stringer("code", status.Code(err)),
 			zap.Duration("elapsed", time.Since(start))}
-		if err != nil {
-			log.Info("rpc failed", append(fields, zap.Error(err))...)
-		} else {
+		switch code := status.Code(err); {
+		case err == nil:
 			log.Debug("rpc", fields...)
+		case code == codes.Internal || code == codes.Unknown:
+			log.Error("rpc failed with an internal error", append(fields, zap.Error(err))...)
+			msg := "internal error"
+			if requestID != "" {
+				msg += " (request id " + requestID + ")"
+			}
+			err = status.Error(codes.Internal, msg)
+		default:
+			log.Info("rpc failed", append(fields, zap.Error(err))...)
 		}
 		return resp, err
 	}
+}
+
+// callRecovering calls handler, turning a panic into an internal error.
+func callRecovering(ctx context.Context, req any, handler grpc.UnaryHandler, log *zap.Logger, method string) (resp any, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			log.Error("rpc handler panicked", zap.String("method", method), zap.Any("panic", v),
+				zap.ByteString("stack", debug.Stack()))
+			resp, err = nil, status.Errorf(codes.Internal, "panic: %v", v)
+		}
+	}()
+	return handler(ctx, req)
 }
 
 type requestIDKeyType struct{}

@@ -214,11 +214,13 @@ func (s *Server) listen(ctx context.Context, cfg config.Config) error {
 		wire.ReplicaHealthService(uuid.MustParse(cfg.ID))} {
 		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
 	}
-	handler, err := gateway.New(ctx, inProcess, gateway.WithObserver(s.metrics.ObserveHTTP))
+	handler, err := gateway.New(ctx, inProcess, gateway.WithObserver(s.metrics.ObserveHTTP),
+		gateway.WithAuthenticator(api.CheckAuthorization(s.app)), gateway.WithLogger(s.log.Named("gateway")),
+		gateway.WithBodyLimits(cfg.RequestBodyMaxBytes, time.Duration(cfg.RequestBodyTimeout)))
 	if err != nil {
 		return err
 	}
-	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	metricsMux := http.NewServeMux()
 	metricsMux.Handle("GET /metrics", s.metrics.Handler(s.log.Named("metrics")))
 	s.metricsHTTP = &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}

@@ -31,3 +31,13 @@ func Authenticate(n *app.Nexus) grpc.UnaryServerInterceptor {
 		return handler(authz.WithActor(ctx, actor), req)
 	}
 }
+
+// CheckAuthorization is Authenticate for the REST gateway, which checks a
+// request's caller before it reads its body (SPEC 7): nil, or the status
+// the call itself would have failed with.
+func CheckAuthorization(n *app.Nexus) func(ctx context.Context, authorization string) error {
+	return func(ctx context.Context, authorization string) error {
+		_, err := n.Authenticate(ctx, authorization)
+		return toStatus(err)
+	}
+}

@@ -45,8 +45,12 @@ type Config struct {
 	SledLivenessPeriod    duration.Duration `koanf:"sled_liveness_period" help:"period of the sled liveness check (N8)"`
 	// The zones nexus owns (Z9), the replicas (X3, X4) and orphan VMMs
 	// (N12).
-	ZonesPushPeriod        duration.Duration `koanf:"zones_push_period" help:"period of pushing each sled its zones config (Z9)"`
-	InventoryPeriod        duration.Duration `koanf:"inventory_period" help:"period of collecting each sled's inventory (Z9)"`
+	ZonesPushPeriod duration.Duration `koanf:"zones_push_period" help:"period of pushing each sled its zones config (Z9)"`
+	InventoryPeriod duration.Duration `koanf:"inventory_period" help:"period of collecting each sled's inventory (Z9)"`
+	// The REST API's limits on a request body (SPEC 7): beyond the size
+	// it is 413, and one that does not arrive in time is 408.
+	RequestBodyMaxBytes    int64             `koanf:"request_body_max_bytes" help:"largest REST request body accepted, in bytes (413 beyond it)"`
+	RequestBodyTimeout     duration.Duration `koanf:"request_body_timeout" help:"how long a REST request body may take to arrive (408 after it)"`
 	ExpungeConfirmPeriod   duration.Duration `koanf:"expunge_confirm_period" help:"period of asking the sleds of expunged zones not yet confirmed gone for their inventory (Z9)"`
 	ReplicaCheckPeriod     duration.Duration `koanf:"replica_check_period" help:"how often a replica checks it has not been expunged (X3)"`
 	SagaReassignmentPeriod duration.Duration `koanf:"saga_reassignment_period" help:"period of taking over the sagas of expunged replicas confirmed gone (X4)"`
@@ -80,6 +84,8 @@ func Default() Config {
 		ZonesPushPeriod:        duration.Duration(time.Minute),
 		InventoryPeriod:        duration.Duration(10 * time.Second),
 		ExpungeConfirmPeriod:   duration.Duration(time.Second),
+		RequestBodyMaxBytes:    1 << 20,
+		RequestBodyTimeout:     duration.Duration(10 * time.Second),
 		ReplicaCheckPeriod:     duration.Duration(time.Second),
 		SagaReassignmentPeriod: duration.Duration(10 * time.Second),
 		OrphanVMMPeriod:        duration.Duration(time.Minute),
@@ -129,10 +135,14 @@ func (c Config) Validate() error {
 		"sled_unreachable_bound": c.SledUnreachableBound, "zones_push_period": c.ZonesPushPeriod,
 		"inventory_period": c.InventoryPeriod, "replica_check_period": c.ReplicaCheckPeriod,
 		"expunge_confirm_period":   c.ExpungeConfirmPeriod,
+		"request_body_timeout":     c.RequestBodyTimeout,
 		"saga_reassignment_period": c.SagaReassignmentPeriod, "orphan_vmm_period": c.OrphanVMMPeriod} {
 		if d <= 0 {
 			bad(setting, "must be positive")
 		}
+	}
+	if c.RequestBodyMaxBytes <= 0 {
+		bad("request_body_max_bytes", "must be positive")
 	}
 	if c.AuthnCacheTTL < 0 {
 		bad("authn_cache_ttl", "must not be negative")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -33,7 +34,7 @@ func RequestID(ctx context.Context) string {
 // nexus passes an in-process channel (pkg/inprocgrpc), which runs the gRPC
 // server's interceptors without a transport.
 func New(ctx context.Context, conn grpc.ClientConnInterface, opts ...Option) (http.Handler, error) {
-	var set settings
+	set := settings{maxBody: DefaultMaxBody, bodyTimeout: DefaultBodyTimeout, log: zap.NewNop()}
 	for _, opt := range opts {
 		opt(&set)
 	}
@@ -68,7 +69,7 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts ...Option) (ht
 		w.Write(openAPI) //nolint:errcheck // the client went away
 	})
 	top.Handle("/", mux)
-	return withRequestID(observe(top, set.observers)), nil
+	return withRequestID(recoverPanics(observe(guard(top, set), set.observers), set.log)), nil
 }
 
 func withRequestID(next http.Handler) http.Handler {

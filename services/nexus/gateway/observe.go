@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.uber.org/zap"
 )
 
 // UnmatchedRoute is the route of a request that no route matched.
@@ -23,7 +24,11 @@ type Observer func(method, route string, code int, elapsed time.Duration)
 type Option func(*settings)
 
 type settings struct {
-	observers []Observer
+	observers    []Observer
+	authenticate Authenticator
+	maxBody      int64
+	bodyTimeout  time.Duration
+	log          *zap.Logger
 }
 
 // WithObserver adds an observer of every request.

@@ -1,0 +1,159 @@
+package nexus_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rackplane/rackplane/pkg/duration"
+	"github.com/rackplane/rackplane/services/nexus/config"
+	"github.com/rackplane/rackplane/services/racktest"
+)
+
+// countingReader is a body of size bytes that counts what was read of it
+// and can trickle it: one byte every delay.
+type countingReader struct {
+	size, read int64
+	delay      time.Duration
+	served     atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.read >= c.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), c.size-c.read)
+	if c.delay > 0 {
+		time.Sleep(c.delay) // the slow client the test plays
+		n = 1
+	}
+	for i := range n {
+		p[i] = ' '
+	}
+	c.read += n
+	c.served.Add(n)
+	return int(n), nil
+}
+
+func post(t *testing.T, url, token string, body io.Reader, contentLength int64) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = contentLength
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error() // the server closed the connection on a body it refused
+	}
+	defer resp.Body.Close()
+	text, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(text)
+}
+
+// SPEC 7: a body is read only once its caller is authenticated, and never
+// past the limit. Four 64 MiB bodies without a token are refused 401 before
+// they are read; one with a token is refused 413 once the limit is passed.
+// The process's allocations stay bounded all along.
+func TestSPEC7_AnUnauthenticatedOrOversizedBodyIsRefusedBeforeItIsRead(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{})
+	url := r.Nexus(0).ExternalURL() + "/v1/projects"
+	token := r.Token(racktest.FleetAdmin)
+	const huge = 64 << 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range 4 {
+		for _, length := range []int64{huge, -1} { // declared, and chunked
+			body := &countingReader{size: huge}
+			status, text := post(t, url, "", body, length)
+			if status != http.StatusUnauthorized && status != 0 {
+				t.Fatalf("unauthenticated 64 MiB body %d (length %d): %d %s; want 401", i, length, status, text)
+			}
+			if got := body.served.Load(); got > 8<<20 {
+				t.Fatalf("the client sent %d bytes of an unauthenticated body before the answer", got)
+			}
+		}
+	}
+	for _, length := range []int64{huge, -1} {
+		body := &countingReader{size: huge}
+		status, text := post(t, url, token, body, length)
+		if status != http.StatusRequestEntityTooLarge && status != 0 {
+			t.Fatalf("a 64 MiB body with a token (length %d): %d %s; want 413", length, status, text)
+		}
+		if status != 0 && !strings.Contains(text, "1048576") {
+			t.Fatalf("the 413 does not say the limit: %s", text)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 96<<20 {
+		t.Fatalf("ten 64 MiB bodies allocated %d MiB; want it bounded well below one body per request", grew>>20)
+	} else {
+		t.Logf("ten refused 64 MiB bodies allocated %.1f MiB in all (client and server)", float64(grew)/(1<<20))
+	}
+	// A body within the limit still works.
+	if status, text := post(t, url, token, strings.NewReader(`{"name": "p", "description": ""}`), -1); status != http.StatusCreated {
+		t.Fatalf("a small body: %d %s", status, text)
+	}
+}
+
+// SPEC 7: a body trickled in slower than request_body_timeout allows is
+// answered 408 and closed, not read for ever.
+func TestSPEC7_ABodyThatDoesNotArriveInTimeIs408(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{NexusConfig: func(_ int, c *config.Config) {
+		c.RequestBodyTimeout = duration.Duration(500 * time.Millisecond)
+	}})
+	body := &countingReader{size: 1 << 10, delay: 50 * time.Millisecond}
+	start := time.Now()
+	status, text := post(t, r.Nexus(0).ExternalURL()+"/v1/projects", r.Token(racktest.FleetAdmin), body, 1<<10)
+	if status != http.StatusRequestTimeout && status != 0 {
+		t.Fatalf("a trickled body: %d %s; want 408", status, text)
+	}
+	if elapsed := time.Since(start); elapsed > 30*time.Second {
+		t.Fatalf("a trickled body was read for %s", elapsed)
+	}
+}
+
+// SPEC 7: a request with two Authorization headers is refused, whatever
+// they say, and changes nothing.
+func TestSPEC7_TwoAuthorizationHeadersAreRefused(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{})
+	for _, body := range []string{"", `{"name": "p", "description": ""}`} {
+		method := http.MethodGet
+		if body != "" {
+			method = http.MethodPost
+		}
+		req, err := http.NewRequest(method, r.Nexus(0).ExternalURL()+"/v1/projects", bytes.NewBufferString(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Add("Authorization", "Bearer "+r.Token(racktest.FleetAdmin))
+		req.Header.Add("Authorization", "Bearer "+r.Token(racktest.FleetAdmin))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(text), "Authorization") {
+			t.Fatalf("%s with two Authorization headers: %d %s; want 400 naming the header", method, resp.StatusCode, text)
+		}
+	}
+	var projects struct{ Items []any }
+	if err := r.Client(racktest.FleetAdmin).MustCall(t, http.MethodGet, "/v1/projects", "", http.StatusOK).JSON(&projects); err != nil {
+		t.Fatal(err)
+	}
+	if len(projects.Items) != 0 {
+		t.Fatalf("a refused request created %s", fmt.Sprint(projects.Items))
+	}
+}
