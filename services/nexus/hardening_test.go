@@ -157,3 +157,86 @@ func TestSPEC7_TwoAuthorizationHeadersAreRefused(t *testing.T) {
 		t.Fatalf("a refused request created %s", fmt.Sprint(projects.Items))
 	}
 }
+
+// SPEC 7: a NUL character, which PostgreSQL cannot store, is 400 naming
+// the field on both backends (it was 500 on PostgreSQL and stored on
+// SQLite), and nothing is created.
+func TestSPEC7_ANULCharacterIs400NamingTheFieldOnBothBackends(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend})
+			c := r.Client(racktest.FleetAdmin)
+			for field, body := range map[string]string{
+				"description": `{"name": "p", "description": "a\u0000b"}`,
+				"name":        `{"name": "p\u0000", "description": ""}`,
+			} {
+				resp := c.Call(t, http.MethodPost, "/v1/projects", body)
+				if resp.Status != http.StatusBadRequest || !strings.Contains(string(resp.Body), field+": must not contain a NUL") {
+					t.Errorf("%s: %d %s; want 400 naming %s", body, resp.Status, resp.Body, field)
+				}
+			}
+			if resp := c.Call(t, http.MethodGet, "/v1/projects/p", ""); resp.Status != http.StatusNotFound {
+				t.Fatalf("a refused project was created: %d %s", resp.Status, resp.Body)
+			}
+		})
+	}
+}
+
+// SPEC 7: where the API says integer, only a JSON integer is taken: not a
+// string, a fraction or an exponent (protojson took "1073741824" and 1.0).
+func TestSPEC7_IntegersMustBeJSONIntegers(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{Sleds: 1})
+	c := r.Client(racktest.FleetAdmin)
+	c.MustCall(t, http.MethodPost, "/v1/projects", `{"name": "p", "description": ""}`, http.StatusCreated)
+	for _, bad := range []struct{ field, memory, ncpus string }{
+		{"memory", `"1073741824"`, "1"}, {"memory", "1073741824.0", "1"}, {"memory", "1.073741824e9", "1"},
+		{"ncpus", "1073741824", "1.0"}, {"ncpus", "1073741824", `"1"`},
+	} {
+		body := fmt.Sprintf(`{"name": "vm", "hostname": "vm", "description": "", "memory": %s, "ncpus": %s, "start": false}`, bad.memory, bad.ncpus)
+		resp := c.Call(t, http.MethodPost, "/v1/instances?project=p", body)
+		if resp.Status != http.StatusBadRequest || !strings.Contains(string(resp.Body), bad.field+": must be a JSON integer") {
+			t.Errorf("%s: %d %s; want 400 naming %s", body, resp.Status, resp.Body, bad.field)
+		}
+	}
+	c.MustCall(t, http.MethodPost, "/v1/instances?project=p",
+		`{"name": "vm", "hostname": "vm", "description": "", "memory": 1073741824, "ncpus": 1, "start": false}`, http.StatusCreated)
+}
+
+// SPEC 7: a page token resumes only the listing and sort order that
+// issued it: not another listing, not another project's instances, not
+// another sort order.
+func TestSPEC7_APageTokenWorksOnlyForTheListingAndSortThatIssuedIt(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{Sleds: 1})
+	c := r.Client(racktest.FleetAdmin)
+	for _, p := range []string{"p", "q", "r"} {
+		c.MustCall(t, http.MethodPost, "/v1/projects", `{"name": "`+p+`", "description": ""}`, http.StatusCreated)
+	}
+	for _, vm := range []string{"a", "b"} {
+		c.MustCall(t, http.MethodPost, "/v1/instances?project=p",
+			`{"name": "`+vm+`", "hostname": "vm", "description": "", "memory": 1073741824, "ncpus": 1, "start": false}`, http.StatusCreated)
+	}
+	token := func(path string) string {
+		var page struct {
+			NextPage string `json:"next_page"`
+		}
+		if err := c.MustCall(t, http.MethodGet, path, "", http.StatusOK).JSON(&page); err != nil || page.NextPage == "" {
+			t.Fatalf("GET %s gave no next page (%v)", path, err)
+		}
+		return page.NextPage
+	}
+	projects, instances := token("/v1/projects?limit=1"), token("/v1/instances?project=p&limit=1")
+	for _, c2 := range []struct{ path, field string }{
+		{"/v1/instances?project=p&page_token=" + projects, "page_token"},
+		{"/v1/system/hardware/sleds?page_token=" + projects, "page_token"},
+		{"/v1/instances?project=q&page_token=" + instances, "page_token"},
+		{"/v1/projects?page_token=" + instances, "page_token"},
+		{"/v1/projects?sort_by=id_ascending&page_token=" + projects, "sort_by"},
+	} {
+		resp := c.Call(t, http.MethodGet, c2.path, "")
+		if resp.Status != http.StatusBadRequest || !strings.Contains(string(resp.Body), c2.field) {
+			t.Errorf("GET %s: %d %s; want 400 naming %s", c2.path, resp.Status, resp.Body, c2.field)
+		}
+	}
+	c.MustCall(t, http.MethodGet, "/v1/projects?page_token="+projects, "", http.StatusOK)
+	c.MustCall(t, http.MethodGet, "/v1/instances?project=p&page_token="+instances, "", http.StatusOK)
+}

@@ -173,7 +173,6 @@ func (n *Nexus) Instance(ctx context.Context, instance, project string) (Instanc
 // InstanceList lists a project's instances by name, a page at a time.
 func (n *Nexus) InstanceList(ctx context.Context, req *nexusv1.InstanceListRequest) ([]InstanceView, *string, error) {
 	var v apierror.Violations
-	pg := parsePage(&v, req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "name_ascending")
 	if req.GetProject() == "" {
 		v.Add("project", "is required")
 	}
@@ -182,6 +181,10 @@ func (n *Nexus) InstanceList(ctx context.Context, req *nexusv1.InstanceListReque
 	}
 	p, err := n.Project(ctx, req.GetProject())
 	if err != nil {
+		return nil, nil, err
+	}
+	pg := parsePage(&v, "instances/"+p.ID.String(), req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "name_ascending")
+	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
 	items, err := n.ds.InstanceList(ctx, p.ID, pg.after, pg.limit)

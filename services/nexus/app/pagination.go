@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 
 	"github.com/rackplane/rackplane/pkg/apierror"
 )
@@ -14,20 +15,26 @@ const (
 
 // page is a validated list request: sort order, where to resume, how many.
 type page struct {
-	sortBy string
-	after  string
-	limit  int
+	listing string
+	sortBy  string
+	after   string
+	limit   int
 }
 
+// pageToken is what a page token carries: the listing that issued it (for
+// example "instances/<project id>"), its sort order, and where to resume.
 type pageToken struct {
-	SortBy string `json:"s"`
-	After  string `json:"a"`
+	Listing string `json:"l"`
+	SortBy  string `json:"s"`
+	After   string `json:"a"`
 }
 
-// parsePage validates limit, page_token and sort_by. A page token carries
-// its sort order, so a client cannot change order mid-listing by accident.
-func parsePage(v *apierror.Violations, limit uint32, token, sortBy string, sorts ...string) page {
-	p := page{limit: defaultPageSize, sortBy: sorts[0]}
+// parsePage validates limit, page_token and sort_by for listing. A page
+// token works only for the listing and sort order that issued it (SPEC 7),
+// so a client cannot resume one listing from another's position, or change
+// order mid-listing.
+func parsePage(v *apierror.Violations, listing string, limit uint32, token, sortBy string, sorts ...string) page {
+	p := page{listing: listing, limit: defaultPageSize, sortBy: sorts[0]}
 	if limit > maxPageSize {
 		v.Add("limit", "must be at most %d, got %d", maxPageSize, limit)
 	} else if limit > 0 {
@@ -49,9 +56,16 @@ func parsePage(v *apierror.Violations, limit uint32, token, sortBy string, sorts
 		if err == nil {
 			err = json.Unmarshal(raw, &t)
 		}
-		if err != nil || t.After == "" {
+		switch {
+		case err != nil || t.After == "":
 			v.Add("page_token", "is not a token this API handed out")
-		} else {
+		case t.Listing != listing:
+			v.Add("page_token", "was handed out by another listing")
+		case !slices.Contains(sorts, t.SortBy):
+			v.Add("page_token", "is not a token this API handed out")
+		case sortBy != "" && sortBy != t.SortBy:
+			v.Add("sort_by", "%q differs from the page_token's sort order %q; start the listing again to change it", sortBy, t.SortBy)
+		default:
 			p.sortBy, p.after = t.SortBy, t.After
 		}
 	}
@@ -64,7 +78,7 @@ func (p page) next(got int, last string) *string {
 	if got < p.limit {
 		return nil
 	}
-	raw, _ := json.Marshal(pageToken{SortBy: p.sortBy, After: last})
+	raw, _ := json.Marshal(pageToken{Listing: p.listing, SortBy: p.sortBy, After: last})
 	token := base64.RawURLEncoding.EncodeToString(raw)
 	return &token
 }

@@ -78,7 +78,7 @@ func (n *Nexus) Project(ctx context.Context, project string) (model.Project, err
 // ProjectList lists projects a page at a time, by name (default) or id.
 func (n *Nexus) ProjectList(ctx context.Context, req *nexusv1.ProjectListRequest) ([]model.Project, *string, error) {
 	var v apierror.Violations
-	p := parsePage(&v, req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "name_ascending", "id_ascending")
+	p := parsePage(&v, "projects", req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "name_ascending", "id_ascending")
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}

@@ -57,7 +57,7 @@ func (n *Nexus) SledList(ctx context.Context, req *nexusv1.SledListRequest) ([]m
 		return nil, nil, err
 	}
 	var v apierror.Violations
-	p := parsePage(&v, req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "id_ascending")
+	p := parsePage(&v, "sleds", req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "id_ascending")
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -89,7 +90,7 @@ func numbers64(v any, md protoreflect.MessageDescriptor) any {
 // field), allocating the message if needed.
 func (OxideJSON) Unmarshal(data []byte, v any) error {
 	if msg, ok := v.(proto.Message); ok {
-		return decode.Unmarshal(data, msg)
+		return decodeStrict(data, msg)
 	}
 	rv := reflect.ValueOf(v)
 	if rv.Kind() == reflect.Pointer && rv.Elem().Kind() == reflect.Pointer {
@@ -97,10 +98,86 @@ func (OxideJSON) Unmarshal(data []byte, v any) error {
 			rv.Elem().Set(reflect.New(rv.Elem().Type().Elem()))
 		}
 		if msg, ok := rv.Elem().Interface().(proto.Message); ok {
-			return decode.Unmarshal(data, msg)
+			return decodeStrict(data, msg)
 		}
 	}
 	return json.Unmarshal(data, v)
+}
+
+// decodeStrict is protojson's decoding, first held to Oxide's API where
+// protojson is lenient (SPEC 7): an integer field takes a JSON integer
+// only (not "5", 5.0 or 5e0), and no string holds a NUL character, which
+// PostgreSQL cannot store.
+func decodeStrict(data []byte, msg proto.Message) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var tree any
+	if err := dec.Decode(&tree); err != nil {
+		return err
+	}
+	if err := checkValues(tree, msg.ProtoReflect().Descriptor(), ""); err != nil {
+		return err
+	}
+	return decode.Unmarshal(data, msg)
+}
+
+// checkValues walks a decoded JSON body along its message's fields; path
+// names the field for the error.
+func checkValues(v any, md protoreflect.MessageDescriptor, path string) error {
+	obj, ok := v.(map[string]any)
+	if !ok || md.FullName().Parent() == "google.protobuf" {
+		return nil // protojson judges the shape, and well-known types
+	}
+	for key, val := range obj {
+		fd := md.Fields().ByName(protoreflect.Name(key))
+		if fd == nil {
+			fd = md.Fields().ByJSONName(key)
+		}
+		if fd == nil || fd.IsMap() {
+			continue
+		}
+		field := key
+		if path != "" {
+			field = path + "." + key
+		}
+		values := []any{val}
+		if list, ok := val.([]any); ok && fd.IsList() {
+			values = list
+		}
+		for _, x := range values {
+			if err := checkValue(x, fd, field); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func checkValue(x any, fd protoreflect.FieldDescriptor, field string) error {
+	switch fd.Kind() {
+	case protoreflect.Int32Kind, protoreflect.Int64Kind, protoreflect.Uint32Kind, protoreflect.Uint64Kind,
+		protoreflect.Sint32Kind, protoreflect.Sint64Kind, protoreflect.Fixed32Kind, protoreflect.Fixed64Kind,
+		protoreflect.Sfixed32Kind, protoreflect.Sfixed64Kind:
+		n, ok := x.(json.Number)
+		if x != nil && (!ok || strings.ContainsAny(string(n), ".eE")) {
+			return fmt.Errorf("%s: must be a JSON integer, not %s", field, jsonText(x))
+		}
+	case protoreflect.StringKind:
+		if s, ok := x.(string); ok && strings.ContainsRune(s, 0) {
+			return fmt.Errorf("%s: must not contain a NUL character", field)
+		}
+	case protoreflect.MessageKind:
+		return checkValues(x, fd.Message(), field)
+	}
+	return nil
+}
+
+func jsonText(x any) string {
+	text, err := json.Marshal(x)
+	if err != nil {
+		return fmt.Sprint(x)
+	}
+	return string(text)
 }
 
 // NewDecoder implements runtime.Marshaler.
