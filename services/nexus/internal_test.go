@@ -107,10 +107,19 @@ func TestV5_VMMUpdatesFromASledAreAppliedThroughTheGenerationGuard(t *testing.T)
 			defer conn.Close()
 			internal := nexusv1.NewNexusInternalClient(conn)
 			update := func(id string, state sledagentv1.VmmState, gen uint64) error {
-				_, err := internal.VmmStateUpdate(ctx, &nexusv1.VmmStateUpdateRequest{VmmId: id,
+				_, err := internal.VmmStateUpdate(ctx, &nexusv1.VmmStateUpdateRequest{SledId: vmm.SledID.String(), VmmId: id,
 					Runtime: &sledagentv1.VmmRuntime{State: state, Generation: gen, TimeUpdated: timestamppb.Now()}})
 				return err
 			}
+			// S3: another sled's report of this VMM, however new, is
+			// refused and changes nothing (the forged DESTROYED at
+			// generation 1,000,000 that issue 14 ran an instance twice with).
+			if _, err := internal.VmmStateUpdate(ctx, &nexusv1.VmmStateUpdateRequest{SledId: uuid.NewString(), VmmId: vmm.ID.String(),
+				Runtime: &sledagentv1.VmmRuntime{State: sledagentv1.VmmState_VMM_STATE_DESTROYED, Generation: 1_000_000,
+					TimeUpdated: timestamppb.Now()}}); status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("another sled's report of the VMM: %v, want PERMISSION_DENIED", err)
+			}
+			waitVMM(model.VMMRunning, 3)
 			// A stale update is accepted and changes nothing, so the sled
 			// does not retry it.
 			if err := update(vmm.ID.String(), sledagentv1.VmmState_VMM_STATE_DESTROYED, 3); err != nil {
@@ -120,13 +129,14 @@ func TestV5_VMMUpdatesFromASledAreAppliedThroughTheGenerationGuard(t *testing.T)
 			if err := update(uuid.NewString(), sledagentv1.VmmState_VMM_STATE_RUNNING, 9); status.Code(err) != codes.NotFound {
 				t.Fatalf("update of an unknown VMM: %v, want NOT_FOUND", err)
 			}
-			err = update("vmm-7", 0, 0)
+			_, err = internal.VmmStateUpdate(ctx, &nexusv1.VmmStateUpdateRequest{SledId: "sled-3", VmmId: "vmm-7",
+				Runtime: &sledagentv1.VmmRuntime{}})
 			var fields []string
 			for _, v := range apierror.FieldViolations(err) {
 				fields = append(fields, v.Field)
 			}
-			if status.Code(err) != codes.InvalidArgument || len(fields) != 3 {
-				t.Fatalf("malformed update: %v (fields %v), want INVALID_ARGUMENT naming vmm_id, runtime.state, runtime.generation", err, fields)
+			if status.Code(err) != codes.InvalidArgument || len(fields) != 4 {
+				t.Fatalf("malformed update: %v (fields %v), want INVALID_ARGUMENT naming sled_id, vmm_id, runtime.state, runtime.generation", err, fields)
 			}
 
 			a.EnsureState(vmm.ID.String(), sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED)

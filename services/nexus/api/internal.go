@@ -48,7 +48,7 @@ func (h *Internal) VmmStateUpdate(ctx context.Context, req *nexusv1.VmmStateUpda
 // vmmReport validates a VMM update, every problem named by its field.
 func vmmReport(req *nexusv1.VmmStateUpdateRequest) (app.VMMReport, error) {
 	var v apierror.Violations
-	r := app.VMMReport{VMM: v.UUID("vmm_id", req.GetVmmId())}
+	r := app.VMMReport{Sled: v.UUID("sled_id", req.GetSledId()), VMM: v.UUID("vmm_id", req.GetVmmId())}
 	rt := req.GetRuntime()
 	if rt == nil {
 		v.Add("runtime", "is required")

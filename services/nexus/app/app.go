@@ -54,6 +54,9 @@ func WithEventCounter(count func(event string, n int)) Option {
 const (
 	EventSagasReassigned = "sagas_reassigned"
 	EventOrphanVMMReaped = "orphan_vmm_reaped"
+	// EventForeignReportRefused counts sled reports about VMMs or
+	// migration sides that are not the reporting sled's (S3).
+	EventForeignReportRefused = "foreign_report_refused"
 )
 
 // WithSledRetryBound sets how long force-terminate keeps retrying a sled

@@ -58,21 +58,26 @@ func migrationGet(ctx context.Context, q queryer, id uuid.UUID) (model.Migration
 // numbered it, through that side's generation guard (N3): (true, nil) when
 // written, (false, nil) when the generation did not advance, model.ErrNotFound
 // when there is no such migration.
-func (d *DataStore) MigrationUpdateSide(ctx context.Context, id uuid.UUID, side model.MigrationSide, state model.MigrationState, gen uint64, at time.Time) (bool, error) {
-	var query string
+//
+// The side is written only by the VMM that is that side (S3), in the same
+// statement: another VMM's report is model.ErrNotPlacedHere.
+func (d *DataStore) MigrationUpdateSide(ctx context.Context, vmm, id uuid.UUID, side model.MigrationSide, state model.MigrationState, gen uint64, at time.Time) (bool, error) {
+	var query, owner string
 	switch side {
 	case model.MigrationSource:
 		query = `UPDATE migration SET source_state = $2, source_gen = $3, time_source_updated = $4
-			WHERE id = $1 AND source_gen < $3 AND time_deleted IS NULL`
+			WHERE id = $1 AND source_propolis_id = $5 AND source_gen < $3 AND time_deleted IS NULL`
+		owner = `SELECT source_propolis_id FROM migration WHERE id = $1 AND time_deleted IS NULL`
 	case model.MigrationTarget:
 		query = `UPDATE migration SET target_state = $2, target_gen = $3, time_target_updated = $4
-			WHERE id = $1 AND target_gen < $3 AND time_deleted IS NULL`
+			WHERE id = $1 AND target_propolis_id = $5 AND target_gen < $3 AND time_deleted IS NULL`
+		owner = `SELECT target_propolis_id FROM migration WHERE id = $1 AND time_deleted IS NULL`
 	default:
 		return false, fmt.Errorf("unknown migration side %q", side)
 	}
-	res, err := d.db.ExecContext(ctx, query, id.String(), string(state), int64(gen), ts(at))
+	res, err := d.db.ExecContext(ctx, query, id.String(), string(state), int64(gen), ts(at), vmm.String())
 	if err != nil {
 		return false, d.classify(err)
 	}
-	return d.guardOutcome(ctx, res, "migration", id)
+	return d.reportOutcome(ctx, res, owner, "migration", id, vmm)
 }

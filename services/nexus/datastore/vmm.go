@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -79,6 +80,42 @@ func (d *DataStore) VMMUpdateRuntime(ctx context.Context, id uuid.UUID, rt model
 		return false, d.classify(err)
 	}
 	return d.guardOutcome(ctx, res, "vmm", id)
+}
+
+// VMMReportRuntime is VMMUpdateRuntime for a sled's report of its VMM
+// (S3): the write happens only if the VMM is placed on that sled, in the
+// same statement. A VMM placed on another sled is model.ErrNotPlacedHere
+// and changes nothing.
+func (d *DataStore) VMMReportRuntime(ctx context.Context, sled, id uuid.UUID, rt model.VMMRuntime) (bool, error) {
+	res, err := d.db.ExecContext(ctx, `
+		UPDATE vmm SET state = $2, state_generation = $3, time_state_updated = $4, failure_reason = $5
+		WHERE id = $1 AND sled_id = $6 AND state_generation < $3 AND time_deleted IS NULL`,
+		id.String(), string(rt.State), int64(rt.Generation), ts(rt.TimeUpdated), stringOrNil(rt.FailureReason), sled.String())
+	if err != nil {
+		return false, d.classify(err)
+	}
+	return d.reportOutcome(ctx, res, `SELECT sled_id FROM vmm WHERE id = $1 AND time_deleted IS NULL`, "vmm", id, sled)
+}
+
+// reportOutcome classifies a reported write that changed no row: the row
+// is missing (model.ErrNotFound), someone else's to report
+// (model.ErrNotPlacedHere: the owner column, read by ownerQuery, is not
+// reporter), or the report is not newer (false, nil).
+func (d *DataStore) reportOutcome(ctx context.Context, res sql.Result, ownerQuery, table string, id, reporter uuid.UUID) (bool, error) {
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return n == 1, err
+	}
+	var owner string
+	err := d.db.QueryRowContext(ctx, ownerQuery, id.String()).Scan(&owner)
+	switch {
+	case isNoRows(err):
+		return false, fmt.Errorf("%w: %s %s", model.ErrNotFound, table, id)
+	case err != nil:
+		return false, d.classify(err)
+	case owner != reporter.String():
+		return false, fmt.Errorf("%w: %s %s is not %s's", model.ErrNotPlacedHere, table, id, reporter)
+	}
+	return false, nil
 }
 
 // VMMListActive returns the VMMs not yet terminal, for the instance

@@ -55,4 +55,7 @@ var (
 	// ErrLastReplica refuses to expunge the last active nexus replica:
 	// nobody would be left to serve or to take its sagas.
 	ErrLastReplica = errors.New("the last active nexus replica cannot be expunged")
+	// ErrNotPlacedHere refuses a sled's report about a VMM, or a migration
+	// side, that is not its own (S3).
+	ErrNotPlacedHere = errors.New("not the reporter's")
 )
