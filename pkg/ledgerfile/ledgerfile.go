@@ -184,6 +184,13 @@ func readCopy(path string) (uint64, []byte, error) {
 	if length < 0 || length > 1<<30 {
 		return 0, nil, fmt.Errorf("implausible payload length %d", length)
 	}
+	// A header may promise more than the file holds (torn, or forged): the
+	// payload is never allocated beyond what is there.
+	if info, err := f.Stat(); err != nil {
+		return 0, nil, err
+	} else if int64(len(header))+int64(length) > info.Size() {
+		return 0, nil, fmt.Errorf("payload shorter than the %d bytes the header promises (truncated)", length)
+	}
 	payload := make([]byte, length)
 	if _, err := io.ReadFull(r, payload); err != nil {
 		return 0, nil, fmt.Errorf("payload shorter than the %d bytes the header promises (truncated)", length)

@@ -70,21 +70,30 @@ func readZonesFile(path string) (*sledagentv1.OmicronZonesConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	asJSON, err := yaml.YAMLToJSON(data)
+	cfg, err := parseZonesFile(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// parseZonesFile reads a zones file's YAML or JSON into the wire config.
+func parseZonesFile(data []byte) (*sledagentv1.OmicronZonesConfig, error) {
+	asJSON, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, err
 	}
 	var f zonesFile
 	dec := json.NewDecoder(strings.NewReader(string(asJSON)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	out := &sledagentv1.OmicronZonesConfig{Generation: f.Generation}
 	for i, z := range f.Zones {
 		kind := zoneconfig.Kind(strings.ToLower(strings.TrimPrefix(z.Kind, "ZONE_KIND_"))).Proto()
 		if kind == sledagentv1.ZoneKind_ZONE_KIND_UNSPECIFIED {
-			return nil, fmt.Errorf("%s: zones[%d].kind: unknown zone kind %q", path, i, z.Kind)
+			return nil, fmt.Errorf("zones[%d].kind: unknown zone kind %q", i, z.Kind)
 		}
 		zone := &sledagentv1.OmicronZoneConfig{Id: z.ID, Kind: kind, FilesystemPool: z.FilesystemPool, Address: z.Address}
 		if n := z.Nexus; n != nil {
