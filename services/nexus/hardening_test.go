@@ -12,9 +12,15 @@ import (
 	"testing"
 	"time"
 
+	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	"github.com/rackplane/rackplane/pkg/duration"
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/racktest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // countingReader is a body of size bytes that counts what was read of it
@@ -239,4 +245,25 @@ func TestSPEC7_APageTokenWorksOnlyForTheListingAndSortThatIssuedIt(t *testing.T)
 	}
 	c.MustCall(t, http.MethodGet, "/v1/projects?page_token="+projects, "", http.StatusOK)
 	c.MustCall(t, http.MethodGet, "/v1/instances?project=p&page_token="+instances, "", http.StatusOK)
+}
+
+// SPEC 7: on the external gRPC listener too, two authorization values are
+// refused, whatever they say.
+func TestSPEC7_TwoAuthorizationValuesAreRefusedOverGRPC(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{})
+	conn, err := grpc.NewClient(r.Server().ExternalGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	token := "Bearer " + r.Token(racktest.FleetAdmin)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", token, "authorization", token)
+	_, err = nexusv1.NewNexusExternalClient(conn).ProjectList(ctx, &nexusv1.ProjectListRequest{})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("two authorization values: %v; want INVALID_ARGUMENT", err)
+	}
+	ctx = metadata.AppendToOutgoingContext(context.Background(), "authorization", token)
+	if _, err := nexusv1.NewNexusExternalClient(conn).ProjectList(ctx, &nexusv1.ProjectListRequest{}); err != nil {
+		t.Fatalf("one authorization value: %v", err)
+	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/authz"
@@ -21,8 +23,14 @@ func Authenticate(n *app.Nexus) grpc.UnaryServerInterceptor {
 			return handler(ctx, req)
 		}
 		var header string
-		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("authorization")) > 0 {
-			header = md.Get("authorization")[0]
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			values := md.Get("authorization")
+			if len(values) > 1 {
+				return nil, status.Error(codes.InvalidArgument, "more than one authorization header")
+			}
+			if len(values) == 1 {
+				header = values[0]
+			}
 		}
 		actor, err := n.Authenticate(ctx, header)
 		if err != nil {
