@@ -16,19 +16,19 @@ import (
 	"github.com/rackplane/rackplane/pkg/logging"
 )
 
-func call(t *testing.T, handler grpc.UnaryHandler) (error, *observer.ObservedLogs) {
+func call(t *testing.T, handler grpc.UnaryHandler) (*observer.ObservedLogs, error) {
 	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
 	intercept := logging.UnaryServerInterceptor(zap.New(core), "x-request-id")
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("x-request-id", "req-1"))
 	_, err := intercept(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/svc/Method"}, handler)
-	return err, logs
+	return logs, err
 }
 
 // SPEC 7: a handler that panics is answered Internal with the request id,
 // and the panic is logged with its stack; the server goes on.
 func TestSPEC7_AHandlerPanicIsRecoveredAndLogged(t *testing.T) {
-	err, logs := call(t, func(context.Context, any) (any, error) { panic("the secret is 42") })
+	logs, err := call(t, func(context.Context, any) (any, error) { panic("the secret is 42") })
 	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "req-1") || strings.Contains(err.Error(), "42") {
 		t.Fatalf("a panicking handler answered %v; want Internal naming the request, not the panic", err)
 	}
@@ -41,7 +41,7 @@ func TestSPEC7_AHandlerPanicIsRecoveredAndLogged(t *testing.T) {
 // the client as they are.
 func TestSPEC7_InternalErrorTextNeverReachesTheClient(t *testing.T) {
 	for _, internal := range []error{errors.New("pq: relation secret_table"), status.Error(codes.Internal, "pq: relation secret_table")} {
-		err, logs := call(t, func(context.Context, any) (any, error) { return nil, internal })
+		logs, err := call(t, func(context.Context, any) (any, error) { return nil, internal })
 		if status.Code(err) != codes.Internal || strings.Contains(err.Error(), "secret_table") {
 			t.Fatalf("an internal error reached the client as %v", err)
 		}
@@ -50,7 +50,7 @@ func TestSPEC7_InternalErrorTextNeverReachesTheClient(t *testing.T) {
 		}
 	}
 	refusal := status.Error(codes.NotFound, "no such project p")
-	if err, _ := call(t, func(context.Context, any) (any, error) { return nil, refusal }); err.Error() != refusal.Error() {
+	if _, err := call(t, func(context.Context, any) (any, error) { return nil, refusal }); err.Error() != refusal.Error() {
 		t.Fatalf("a NotFound reached the client as %v", err)
 	}
 }
