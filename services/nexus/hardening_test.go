@@ -1,10 +1,13 @@
 package nexus_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -265,5 +268,73 @@ func TestSPEC7_TwoAuthorizationValuesAreRefusedOverGRPC(t *testing.T) {
 	ctx = metadata.AppendToOutgoingContext(context.Background(), "authorization", token)
 	if _, err := nexusv1.NewNexusExternalClient(conn).ProjectList(ctx, &nexusv1.ProjectListRequest{}); err != nil {
 		t.Fatalf("one authorization value: %v", err)
+	}
+}
+
+// SPEC 7: a refused request whose body has not all come is answered at
+// once and its connection closed: the server does not wait for, or read,
+// the rest of the body (a client withholding it held the connection, and
+// its goroutine, for as long as it liked).
+func TestSPEC7_ARefusalDoesNotWaitForTheRestOfTheBody(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{})
+	host := strings.TrimPrefix(r.Nexus(0).ExternalURL(), "http://")
+	for name, headers := range map[string]string{
+		"no token":          "",
+		"two tokens":        "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n",
+		"over the limit":    "Authorization: Bearer " + r.Token(racktest.FleetAdmin) + "\r\n",
+		"chunked, no token": "Transfer-Encoding: chunked\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			length := "Content-Length: 40\r\n"
+			if name == "over the limit" {
+				length = "Content-Length: 2097152\r\n"
+			}
+			if strings.Contains(headers, "chunked") {
+				length = ""
+			}
+			// The headers and one byte of the body; the rest never comes.
+			if _, err := fmt.Fprintf(conn, "POST /v1/projects HTTP/1.1\r\nHost: %s\r\n%s%s\r\n{", host, headers, length); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(20 * time.Second)) //nolint:errcheck // only bounds a failure
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer while the body is withheld: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode < 400 || resp.StatusCode >= 500 || !resp.Close {
+				t.Fatalf("answered %d (close %v); want a refusal that closes the connection", resp.StatusCode, resp.Close)
+			}
+		})
+	}
+}
+
+// SPEC 7: over external gRPC too (no REST decoder in the way), a NUL in a
+// description, or in a forged page token, is 400 on both backends.
+func TestSPEC7_ANULOverGRPCOrInAPageTokenIsRefusedOnBothBackends(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend})
+			conn, err := grpc.NewClient(r.Server().ExternalGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+r.Token(racktest.FleetAdmin))
+			_, err = nexusv1.NewNexusExternalClient(conn).ProjectCreate(ctx, &nexusv1.ProjectCreateRequest{
+				Project: &nexusv1.ProjectCreateParams{Name: "p", Description: "a\x00b"}})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "description") {
+				t.Fatalf("a NUL in a description over gRPC: %v; want INVALID_ARGUMENT naming description", err)
+			}
+			token := base64.RawURLEncoding.EncodeToString([]byte(`{"l":"projects","s":"name_ascending","a":"a\u0000"}`))
+			if resp := r.Client(racktest.FleetAdmin).Call(t, http.MethodGet, "/v1/projects?page_token="+token, ""); resp.Status != http.StatusBadRequest {
+				t.Fatalf("a page token holding a NUL: %d %s; want 400", resp.Status, resp.Body)
+			}
+		})
 	}
 }

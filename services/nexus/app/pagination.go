@@ -57,7 +57,7 @@ func parsePage(v *apierror.Violations, listing string, limit uint32, token, sort
 			err = json.Unmarshal(raw, &t)
 		}
 		switch {
-		case err != nil || t.After == "":
+		case err != nil || t.After == "" || !storable(t.After) || !storable(t.Listing):
 			v.Add("page_token", "is not a token this API handed out")
 		case t.Listing != listing:
 			v.Add("page_token", "was handed out by another listing")

@@ -3,7 +3,9 @@ package app
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -17,9 +19,18 @@ import (
 const maxDescription = 512
 
 func checkDescription(v *apierror.Violations, field, d string) {
-	if len(d) > maxDescription {
+	switch {
+	case len(d) > maxDescription:
 		v.Add(field, "is longer than %d characters", maxDescription)
+	case !storable(d):
+		v.Add(field, "must be UTF-8 without NUL characters")
 	}
+}
+
+// storable says whether text can be stored by both database engines:
+// PostgreSQL refuses NUL and invalid UTF-8 (SPEC 7: 400, never 500).
+func storable(text string) bool {
+	return utf8.ValidString(text) && !strings.ContainsRune(text, 0)
 }
 
 // ProjectCreate creates a project (N9).

@@ -52,12 +52,10 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts ...Option) (ht
 		runtime.WithForwardResponseOption(setStatus),
 		// gRPC metadata is nexus's business, not the client's.
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
-		runtime.WithIncomingHeaderMatcher(func(key string) (string, bool) {
-			if key == "Authorization" {
-				return "authorization", true
-			}
-			return "", false
-		}),
+		// grpc-gateway passes Authorization on as "authorization" by
+		// itself; no other header reaches the handlers (mapping it here
+		// too would send it twice).
+		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 	)
 	if err := nexusv1.RegisterNexusExternalHandlerClient(ctx, mux, nexusv1.NewNexusExternalClient(conn)); err != nil {
 		return nil, err

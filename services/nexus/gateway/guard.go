@@ -71,11 +71,26 @@ func recoverPanics(next http.Handler, log *zap.Logger) http.Handler {
 // so the handlers never wait on a slow client.
 func guard(next http.Handler, set settings) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+		// A refusal closes the connection when a body may be unread: the
+		// server would otherwise read what is left of it, however slowly
+		// it comes, before it answers.
+		refuse := func(httpStatus int, code, message string) {
+			if hasBody {
+				w.Header().Set("Connection", "close")
+			}
+			if httpStatus == http.StatusInternalServerError {
+				set.log.Error("refusing a request on an internal error", zap.String("request_id", RequestID(r.Context())),
+					zap.String("error", message))
+				code, message = "Internal", "Internal Server Error"
+			}
+			writeError(w, r, httpStatus, code, message)
+		}
 		if len(r.Header.Values("Authorization")) > 1 {
-			writeError(w, r, http.StatusBadRequest, "InvalidRequest", "more than one Authorization header")
+			refuse(http.StatusBadRequest, "InvalidRequest", "more than one Authorization header")
 			return
 		}
-		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		if !hasBody {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -83,26 +98,25 @@ func guard(next http.Handler, set settings) http.Handler {
 			if err := set.authenticate(r.Context(), r.Header.Get("Authorization")); err != nil {
 				st := status.Convert(err)
 				code, httpStatus := ErrorCode(st)
-				writeError(w, r, httpStatus, code, st.Message())
+				refuse(httpStatus, code, st.Message())
 				return
 			}
 		}
+		tooLarge := fmt.Sprintf("the request body exceeds the limit of %d bytes", set.maxBody)
 		if r.ContentLength > set.maxBody {
-			tooLarge(w, r, set.maxBody)
+			refuse(http.StatusRequestEntityTooLarge, "PayloadTooLarge", tooLarge)
 			return
 		}
 		body, err := readBody(w, r, set.maxBody, set.bodyTimeout)
 		switch {
 		case errors.Is(err, errBodyTooLarge):
-			tooLarge(w, r, set.maxBody)
+			refuse(http.StatusRequestEntityTooLarge, "PayloadTooLarge", tooLarge)
 			return
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			w.Header().Set("Connection", "close")
-			writeError(w, r, http.StatusRequestTimeout, "RequestTimeout",
-				fmt.Sprintf("the request body did not arrive within %s", set.bodyTimeout))
+			refuse(http.StatusRequestTimeout, "RequestTimeout", fmt.Sprintf("the request body did not arrive within %s", set.bodyTimeout))
 			return
 		case err != nil:
-			writeError(w, r, http.StatusBadRequest, "InvalidRequest", "reading the request body: "+err.Error())
+			refuse(http.StatusBadRequest, "InvalidRequest", "reading the request body: "+err.Error())
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -124,10 +138,4 @@ func readBody(w http.ResponseWriter, r *http.Request, maxBytes int64, timeout ti
 		err = errBodyTooLarge
 	}
 	return body, err
-}
-
-func tooLarge(w http.ResponseWriter, r *http.Request, maxBytes int64) {
-	w.Header().Set("Connection", "close")
-	writeError(w, r, http.StatusRequestEntityTooLarge, "PayloadTooLarge",
-		fmt.Sprintf("the request body exceeds the limit of %d bytes", maxBytes))
 }
