@@ -1,0 +1,321 @@
+// Package rackpki is the rack's certificate authority and the identities it
+// issues (SPEC S1): a sled-agent's certificate names its sled id, a nexus
+// replica's its zone id, an operator's its name, each as a URI SAN
+// (rackplane:sled/<id>, rackplane:nexus/<id>, rackplane:operator/<name>).
+// The TLS configurations it builds require a certificate of the rack's CA
+// on both sides (S2) and tell who the peer is by that URI, not by host
+// name: sleds and replicas move between addresses, their ids do not.
+//
+// Only crypto/x509 and crypto/tls: ECDSA P-256 keys, TLS 1.3.
+package rackpki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Kind is what an identity is.
+type Kind string
+
+// The kinds of identity the rack CA issues.
+const (
+	Sled     Kind = "sled"
+	Nexus    Kind = "nexus"
+	Operator Kind = "operator"
+)
+
+// Identity is who a certificate speaks for.
+type Identity struct {
+	Kind Kind
+	ID   string
+}
+
+func (i Identity) String() string { return string(i.Kind) + "/" + i.ID }
+
+// uri is the identity's URI SAN.
+func (i Identity) uri() *url.URL {
+	return &url.URL{Scheme: "rackplane", Opaque: string(i.Kind) + "/" + i.ID}
+}
+
+// ErrNoIdentity means a certificate names no rack identity.
+var ErrNoIdentity = errors.New("the certificate names no rack identity")
+
+// IdentityOf reads the rack identity a certificate names.
+func IdentityOf(cert *x509.Certificate) (Identity, error) {
+	for _, u := range cert.URIs {
+		if u.Scheme != "rackplane" {
+			continue
+		}
+		kind, id, ok := strings.Cut(u.Opaque, "/")
+		switch k := Kind(kind); {
+		case !ok || id == "":
+		case k == Sled || k == Nexus || k == Operator:
+			return Identity{Kind: k, ID: id}, nil
+		}
+	}
+	return Identity{}, ErrNoIdentity
+}
+
+// Validity of what the CA issues.
+const (
+	caValidity   = 10 * 365 * 24 * time.Hour
+	leafValidity = 2 * 365 * 24 * time.Hour
+	// clockSkew backdates every certificate, so a peer whose clock is a
+	// little behind still accepts it.
+	clockSkew = time.Hour
+)
+
+// CA is the rack's certificate authority.
+type CA struct {
+	Cert *x509.Certificate
+	key  crypto.Signer
+}
+
+// NewCA makes a rack CA.
+func NewCA(rack string, now time.Time) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "rackplane rack " + rack + " CA"},
+		NotBefore:             now.Add(-clockSkew),
+		NotAfter:              now.Add(caValidity),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, key: key}, nil
+}
+
+// LoadCA reads a CA from its certificate and key, PEM-encoded.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if !pair.Leaf.IsCA {
+		return nil, errors.New("the certificate is not a CA's")
+	}
+	signer, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("the CA key cannot sign")
+	}
+	return &CA{Cert: pair.Leaf, key: signer}, nil
+}
+
+// CertPEM is the CA's certificate, PEM-encoded: what every member trusts.
+func (ca *CA) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+}
+
+// KeyPEM is the CA's private key, PEM-encoded.
+func (ca *CA) KeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// Issue makes a certificate for id, valid as a server and as a client,
+// with hosts (IP addresses or DNS names) besides its identity.
+func (ca *CA) Issue(id Identity, now time.Time, hosts ...string) (certPEM, keyPEM []byte, err error) {
+	if id.ID == "" || strings.ContainsAny(id.ID, "/ ") {
+		return nil, nil, fmt.Errorf("identity %q: the id must be non-empty, without '/' or spaces", id)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: id.String()},
+		NotBefore:    now.Add(-clockSkew),
+		NotAfter:     now.Add(leafValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{id.uri()},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+func serialNumber() (*big.Int, error) {
+	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+}
+
+// WriteKeyPair writes name.crt and name.key into dir, each durably; the
+// key is readable by its owner only (0600), and never logged.
+func WriteKeyPair(dir, name string, certPEM, keyPEM []byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, name+".key"), keyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(dir, name+".crt"), certPEM, 0o644)
+}
+
+// writeFile replaces path with data through a temporary file, fsynced, so
+// that a crash leaves the old file or the new one, and the key is never
+// readable by others even for a moment.
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) //nolint:errcheck // gone once renamed
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Trust is what a member needs for mutual TLS: the rack CA and its own
+// certificate.
+type Trust struct {
+	Roots *x509.CertPool
+	Own   tls.Certificate
+}
+
+// LoadTrust reads the CA certificate and a member's key pair from files.
+func LoadTrust(caFile, certFile, keyFile string) (Trust, error) {
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return Trust{}, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return Trust{}, fmt.Errorf("%s holds no certificate", caFile)
+	}
+	own, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return Trust{}, err
+	}
+	return Trust{Roots: roots, Own: own}, nil
+}
+
+// ServerConfig is a server's TLS: every client must present a certificate
+// of the rack CA (S2); who it is, the handlers read with PeerIdentity.
+func (t Trust) ServerConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{t.Own},
+		ClientCAs:    t.Roots,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+	}
+}
+
+// ClientConfig is a client's TLS: the server must present a certificate
+// of the rack CA naming want (any rack identity when want is nil), whatever
+// address it was reached at.
+func (t Trust) ClientConfig(want *Identity) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{t.Own},
+		// The chain and the identity are verified below, by the rack CA and
+		// the URI SAN; host names play no part.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the server presented no certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			leaf := cs.PeerCertificates[0]
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: t.Roots, Intermediates: inter,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				return fmt.Errorf("the server's certificate is not the rack's: %w", err)
+			}
+			got, err := IdentityOf(leaf)
+			if err != nil {
+				return err
+			}
+			if want != nil && got != *want {
+				return fmt.Errorf("the server is %s, not %s", got, *want)
+			}
+			return nil
+		},
+	}
+}
+
+// PeerIdentity is who the client of a server connection is, from the
+// chain the server verified (ServerConfig); an unverified certificate
+// names nobody.
+func PeerIdentity(cs tls.ConnectionState) (Identity, error) {
+	if len(cs.VerifiedChains) > 0 && len(cs.VerifiedChains[0]) > 0 {
+		return IdentityOf(cs.VerifiedChains[0][0])
+	}
+	return Identity{}, ErrNoIdentity
+}
