@@ -37,9 +37,7 @@ func TestASecondHolderIsRefusedUntilTheFirstReleases(t *testing.T) {
 // The kernel drops the lock of a process killed with SIGKILL.
 func TestALockDiesWithItsHolder(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := exec.LookPath("flock"); err != nil {
-		t.Skip("no flock(1) here")
-	}
+	testutil.RequireCommand(t, "flock")
 	// -o: flock itself holds the lock, not the sleep it runs.
 	holder := exec.Command("flock", "-o", "--exclusive", filepath.Join(dir, ".lock"), "sleep", "100000")
 	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

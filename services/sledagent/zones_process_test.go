@@ -664,9 +664,7 @@ func waitZoneGoneFrom(t *testing.T, a *sledagenttest.Agent, id string) {
 // is still the zone's, as its descendant: the zone does not leave the
 // inventory while it runs (Z6).
 func TestZ10_AChildThatClearsItsEnvironmentIsStillTheZones(t *testing.T) {
-	if _, err := exec.LookPath("setsid"); err != nil {
-		t.Skip("no setsid(1) here")
-	}
+	testutil.RequireCommand(t, "setsid")
 	command := scriptFile(t, "setsid env -i /bin/sh -c 'exec sleep 100001' &\necho $! > \"$RACKPLANE_ZONE_DIR/child.pid\"\nexec sleep 100000\n")
 	a := sledagenttest.Start(t, func(c *config.Config) {
 		processZones(t, command, c)
