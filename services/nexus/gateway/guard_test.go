@@ -19,7 +19,7 @@ import (
 func TestSPEC7_ARESTHandlerPanicIsAnswered500WithTheRequestID(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	h := withRequestID(recoverPanics(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
-		panic("the secret is 42")
+		panic("the secret is swordfish")
 	}), zap.New(core)))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/projects", nil))
@@ -28,7 +28,7 @@ func TestSPEC7_ARESTHandlerPanicIsAnswered500WithTheRequestID(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rec.Code != http.StatusInternalServerError || body.RequestID == "" || body.RequestID != rec.Header().Get(RequestIDHeader) ||
-		strings.Contains(rec.Body.String(), "42") {
+		strings.Contains(rec.Body.String(), "swordfish") {
 		t.Fatalf("a panicking handler answered %d %s", rec.Code, rec.Body)
 	}
 	if logs.FilterMessage("http handler panicked").Len() != 1 {
