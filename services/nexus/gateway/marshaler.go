@@ -51,38 +51,57 @@ func (OxideJSON) Marshal(v any) ([]byte, error) {
 // numbers64 turns the strings protojson wrote for 64-bit integer fields of
 // md back into numbers, recursing into message fields.
 func numbers64(v any, md protoreflect.MessageDescriptor) any {
-	obj, ok := v.(map[string]any)
-	if !ok || md.FullName().Parent() == "google.protobuf" {
-		return v // well-known types keep their own JSON forms
-	}
-	for key, val := range obj {
-		fd := md.Fields().ByName(protoreflect.Name(key))
-		if fd == nil || fd.IsMap() {
-			continue
-		}
-		convert := func(x any) any { return x }
+	walkFields(v, md, "", func(x any, fd protoreflect.FieldDescriptor, _ string) (any, error) { //nolint:errcheck // visit never fails
 		switch fd.Kind() {
 		case protoreflect.Int64Kind, protoreflect.Uint64Kind, protoreflect.Sint64Kind,
 			protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind:
-			convert = func(x any) any {
-				if s, ok := x.(string); ok {
-					return json.Number(s)
-				}
-				return x
+			if s, ok := x.(string); ok {
+				return json.Number(s), nil
 			}
 		case protoreflect.MessageKind:
-			sub := fd.Message()
-			convert = func(x any) any { return numbers64(x, sub) }
+			return numbers64(x, fd.Message()), nil
 		}
+		return x, nil
+	})
+	return v
+}
+
+// walkFields calls visit for the value of every field of md in v, a
+// decoded JSON object (for a list, each item), and puts back what visit
+// returns; field is the field's path from the body, for errors. Maps and
+// well-known types are left alone: they keep their own JSON forms.
+func walkFields(v any, md protoreflect.MessageDescriptor, path string,
+	visit func(x any, fd protoreflect.FieldDescriptor, field string) (any, error)) error {
+	obj, ok := v.(map[string]any)
+	if !ok || md.FullName().Parent() == "google.protobuf" {
+		return nil
+	}
+	for key, val := range obj {
+		fd := md.Fields().ByName(protoreflect.Name(key))
+		if fd == nil {
+			fd = md.Fields().ByJSONName(key)
+		}
+		if fd == nil || fd.IsMap() {
+			continue
+		}
+		field := key
+		if path != "" {
+			field = path + "." + key
+		}
+		var err error
 		if list, ok := val.([]any); ok && fd.IsList() {
 			for i := range list {
-				list[i] = convert(list[i])
+				if list[i], err = visit(list[i], fd, field); err != nil {
+					return err
+				}
 			}
 			continue
 		}
-		obj[key] = convert(val)
+		if obj[key], err = visit(val, fd, field); err != nil {
+			return err
+		}
 	}
-	return obj
+	return nil
 }
 
 // Unmarshal implements runtime.Marshaler. It accepts a message, or a
@@ -121,36 +140,11 @@ func decodeStrict(data []byte, msg proto.Message) error {
 	return decode.Unmarshal(data, msg)
 }
 
-// checkValues walks a decoded JSON body along its message's fields; path
-// names the field for the error.
+// checkValues holds a decoded JSON body to checkValue, field by field.
 func checkValues(v any, md protoreflect.MessageDescriptor, path string) error {
-	obj, ok := v.(map[string]any)
-	if !ok || md.FullName().Parent() == "google.protobuf" {
-		return nil // protojson judges the shape, and well-known types
-	}
-	for key, val := range obj {
-		fd := md.Fields().ByName(protoreflect.Name(key))
-		if fd == nil {
-			fd = md.Fields().ByJSONName(key)
-		}
-		if fd == nil || fd.IsMap() {
-			continue
-		}
-		field := key
-		if path != "" {
-			field = path + "." + key
-		}
-		values := []any{val}
-		if list, ok := val.([]any); ok && fd.IsList() {
-			values = list
-		}
-		for _, x := range values {
-			if err := checkValue(x, fd, field); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return walkFields(v, md, path, func(x any, fd protoreflect.FieldDescriptor, field string) (any, error) {
+		return x, checkValue(x, fd, field)
+	})
 }
 
 func checkValue(x any, fd protoreflect.FieldDescriptor, field string) error {
