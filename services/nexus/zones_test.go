@@ -1,7 +1,6 @@
 package nexus_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,9 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/duration"
@@ -244,11 +240,11 @@ func TestX3_AnExpungedReplicaStopsServingAndIsNotLetBackIn(t *testing.T) {
 		}
 		return nil // 503, or no longer listening
 	})
-	if status := health(t, b.InternalAddr(), wire.ReplicaHealthService(b.ID())); status == healthpb.HealthCheckResponse_SERVING {
+	if err := racktest.Serving(b.InternalAddr(), wire.ReplicaHealthService(b.ID())); err == nil {
 		t.Fatalf("expunged B reports SERVING")
 	}
-	if status := health(t, a.InternalAddr(), wire.ReplicaHealthService(a.ID())); status != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("A reports %s", status)
+	if err := racktest.Serving(a.InternalAddr(), wire.ReplicaHealthService(a.ID())); err != nil {
+		t.Fatalf("A does not serve: %v", err)
 	}
 	cfg := b.Config()
 	cfg.InternalListen, cfg.ExternalListen, cfg.ExternalGRPCListen, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
@@ -268,24 +264,6 @@ func zoneAbsent(inv *sledagentv1.GetInventoryResponse, zone uuid.UUID) error {
 		}
 	}
 	return nil
-}
-
-// health asks a nexus's health service for service; NOT_SERVING too when it
-// no longer answers.
-func health(t *testing.T, addr, service string) healthpb.HealthCheckResponse_ServingStatus {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(callCtx, &healthpb.HealthCheckRequest{Service: service})
-	if err != nil {
-		return healthpb.HealthCheckResponse_NOT_SERVING
-	}
-	return resp.GetStatus()
 }
 
 // X4 and X7 in process: an expunged replica's unfinished saga stays its own

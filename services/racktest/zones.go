@@ -211,7 +211,7 @@ func (n *ZoneNexus) Restart() {
 		if pid := n.Pid(); pid == old {
 			return fmt.Errorf("%s has not been restarted yet", n.name)
 		}
-		return Serving(n.addrs.internal)
+		return Serving(n.addrs.internal, "")
 	})
 }
 
@@ -234,8 +234,9 @@ func (n *ZoneNexus) Resume() {
 	waitThreads(n.t, n.name, pid, false)
 }
 
-// Serving says whether a nexus's internal API answers its health check.
-func Serving(addr string) error {
+// Serving says whether a nexus's internal API reports service (the
+// server as a whole when "") SERVING; nil when it does.
+func Serving(addr, service string) error {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -243,7 +244,7 @@ func Serving(addr string) error {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 	if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		err = fmt.Errorf("health %s", resp.GetStatus())
 	}
