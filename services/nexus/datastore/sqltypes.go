@@ -89,20 +89,27 @@ type rowsAffected interface{ RowsAffected() (int64, error) }
 // guardOutcome tells "not written" from "not found" after a guarded UPDATE
 // touched no row.
 func (d *DataStore) guardOutcome(ctx context.Context, res rowsAffected, table string, id uuid.UUID) (bool, error) {
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, err
+	// A row is its own owner: only missing or not newer remain.
+	return d.reportOutcome(ctx, res, `SELECT id FROM `+table+` WHERE id = $1 AND time_deleted IS NULL`, table, id, id)
+}
+
+// reportOutcome classifies a reported write that changed no row: the row
+// is missing (model.ErrNotFound), someone else's to report
+// (model.ErrNotPlacedHere: the owner column, read by ownerQuery, is not
+// reporter), or the report is not newer (false, nil).
+func (d *DataStore) reportOutcome(ctx context.Context, res rowsAffected, ownerQuery, table string, id, reporter uuid.UUID) (bool, error) {
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return n == 1, err
 	}
-	if n == 1 {
-		return true, nil
-	}
-	var exists int
-	if err := d.db.QueryRowContext(ctx,
-		`SELECT count(*) FROM `+table+` WHERE id = $1 AND time_deleted IS NULL`, id.String()).Scan(&exists); err != nil {
-		return false, d.classify(err)
-	}
-	if exists == 0 {
+	var owner string
+	err := d.db.QueryRowContext(ctx, ownerQuery, id.String()).Scan(&owner)
+	switch {
+	case isNoRows(err):
 		return false, fmt.Errorf("%w: %s %s", model.ErrNotFound, table, id)
+	case err != nil:
+		return false, d.classify(err)
+	case owner != reporter.String():
+		return false, fmt.Errorf("%w: %s %s is not %s's", model.ErrNotPlacedHere, table, id, reporter)
 	}
 	return false, nil
 }

@@ -2,7 +2,6 @@ package datastore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -95,27 +94,6 @@ func (d *DataStore) VMMReportRuntime(ctx context.Context, sled, id uuid.UUID, rt
 		return false, d.classify(err)
 	}
 	return d.reportOutcome(ctx, res, `SELECT sled_id FROM vmm WHERE id = $1 AND time_deleted IS NULL`, "vmm", id, sled)
-}
-
-// reportOutcome classifies a reported write that changed no row: the row
-// is missing (model.ErrNotFound), someone else's to report
-// (model.ErrNotPlacedHere: the owner column, read by ownerQuery, is not
-// reporter), or the report is not newer (false, nil).
-func (d *DataStore) reportOutcome(ctx context.Context, res sql.Result, ownerQuery, table string, id, reporter uuid.UUID) (bool, error) {
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		return n == 1, err
-	}
-	var owner string
-	err := d.db.QueryRowContext(ctx, ownerQuery, id.String()).Scan(&owner)
-	switch {
-	case isNoRows(err):
-		return false, fmt.Errorf("%w: %s %s", model.ErrNotFound, table, id)
-	case err != nil:
-		return false, d.classify(err)
-	case owner != reporter.String():
-		return false, fmt.Errorf("%w: %s %s is not %s's", model.ErrNotPlacedHere, table, id, reporter)
-	}
-	return false, nil
 }
 
 // VMMListActive returns the VMMs not yet terminal, for the instance
