@@ -3,6 +3,7 @@ package logging_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -52,5 +53,16 @@ func TestSPEC7_InternalErrorTextNeverReachesTheClient(t *testing.T) {
 	refusal := status.Error(codes.NotFound, "no such project p")
 	if _, err := call(t, func(context.Context, any) (any, error) { return nil, refusal }); err.Error() != refusal.Error() {
 		t.Fatalf("a NotFound reached the client as %v", err)
+	}
+}
+
+// A handler that returns its call's context error reports the deadline or
+// the cancellation, not an internal error: callers tell an unreachable
+// peer by it (TestF7 got 500 instead of 503 for a black-holed sled).
+func TestSPEC7_AContextErrorIsNoInternalError(t *testing.T) {
+	for want, cause := range map[codes.Code]error{codes.DeadlineExceeded: context.DeadlineExceeded, codes.Canceled: context.Canceled} {
+		if _, err := call(t, func(context.Context, any) (any, error) { return nil, fmt.Errorf("waiting: %w", cause) }); status.Code(err) != want {
+			t.Errorf("a handler returning %v answered %v; want %s", cause, err, want)
+		}
 	}
 }

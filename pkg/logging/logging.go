@@ -2,6 +2,7 @@ package logging
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"time"
@@ -76,6 +77,11 @@ func UnaryServerInterceptor(log *zap.Logger, requestIDKey string) grpc.UnaryServ
 		}
 		log := FromContext(ctx, log)
 		resp, err = callRecovering(ctx, req, handler, log, info.FullMethod)
+		if status.Code(err) == codes.Unknown && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+			// A handler that gave up with its call's context: the caller
+			// ran out of time (or left), which is no internal error.
+			err = status.FromContextError(err).Err()
+		}
 		fields := []zap.Field{zap.String("method", info.FullMethod), zap.Stringer("code", status.Code(err)),
 			zap.Duration("elapsed", time.Since(start))}
 		switch code := status.Code(err); {
