@@ -35,7 +35,7 @@ const rackNetwork = "rack"
 
 func TestComposeFileHasPostgresRackSetupTokenAndThreeSledAgents(t *testing.T) {
 	p := loadProject(t)
-	want := append([]string{"postgres", "rack-setup", "token"}, sledAgents...)
+	want := append([]string{"postgres", "rack-certs", "rack-setup", "token"}, sledAgents...)
 	slices.Sort(want)
 	got := p.ServiceNames()
 	slices.Sort(got)
@@ -84,8 +84,55 @@ func TestEveryBuiltServiceCommandLineIsAValidConfigOfItsBinary(t *testing.T) {
 			}
 		})
 	}
-	if built != 5 {
-		t.Errorf("%d services built from our Dockerfiles, want 5 (rack-setup, token, 3 sled-agents)", built)
+	if built != 6 {
+		t.Errorf("%d services built from our Dockerfiles, want 6 (rack-certs, rack-setup, token, 3 sled-agents)", built)
+	}
+}
+
+// S1: rack-certs issues from the plan rack-setup uses, into the volume
+// every sled-agent reads its own identity from, before any starts; rack
+// setup speaks as the operator.
+func TestS1_EachSledReadsItsOwnIdentityFromTheCertificatesRackCertsIssued(t *testing.T) {
+	p := loadProject(t)
+	_, certArgs := commandLine(t, p.Services["rack-certs"])
+	var planPath, dir string
+	for _, a := range certArgs {
+		if v, ok := strings.CutPrefix(a, "--plan="); ok {
+			planPath = v
+		}
+		if v, ok := strings.CutPrefix(a, "--dir="); ok {
+			dir = v
+		}
+	}
+	vol := volumeAt(p.Services["rack-certs"], planPath)
+	setupVol := volumeAt(p.Services["rack-setup"], "/etc/rackplane/rack-plan.yaml")
+	if vol == nil || setupVol == nil || vol.Source != setupVol.Source {
+		t.Fatalf("rack-certs issues from %v, rack-setup sets up %v: want the same plan", vol, setupVol)
+	}
+	pki := volumeAt(p.Services["rack-certs"], dir)
+	if dir == "" || pki == nil {
+		t.Fatalf("rack-certs writes into %q, which is no volume", dir)
+	}
+	certs := racksetup.Certificates{Dir: dir}
+	for _, name := range sledAgents {
+		svc := p.Services[name]
+		cfg := sledAgentConfig(t, p, name)
+		if cfg.TLSDir != certs.SledDir(cfg.SledID) {
+			t.Errorf("%s reads its identity from %s, want %s", name, cfg.TLSDir, certs.SledDir(cfg.SledID))
+		}
+		if v := volumeAt(svc, dir); v == nil || v.Source != pki.Source || !v.ReadOnly || !strings.HasPrefix(cfg.TLSDir, dir+"/") {
+			t.Errorf("%s: %s is not the certificates volume, read-only", name, cfg.TLSDir)
+		}
+		if dep, ok := svc.DependsOn["rack-certs"]; !ok || dep.Condition != types.ServiceConditionCompletedSuccessfully {
+			t.Errorf("%s does not wait for rack-certs to complete", name)
+		}
+		if !cfg.FaultInjection {
+			t.Errorf("%s does not serve fault injection; the seed scenarios need it on a simulated rack", name)
+		}
+	}
+	_, setupArgs := commandLine(t, p.Services["rack-setup"])
+	if !slices.Contains(setupArgs, "--tls-dir="+certs.OperatorDir()) {
+		t.Errorf("rack-setup %v does not speak as the operator (%s)", setupArgs, certs.OperatorDir())
 	}
 }
 
@@ -277,7 +324,7 @@ func TestOneShotCommandLinesAreAcceptedByTheNexusBinary(t *testing.T) {
 		t.Fatalf("building nexus: %v\n%s", err, out)
 	}
 	p := loadProject(t)
-	for _, name := range []string{"rack-setup", "token"} {
+	for _, name := range []string{"rack-certs", "rack-setup", "token"} {
 		_, args := commandLine(t, p.Services[name])
 		if out, err := exec.Command(nexus, append(args, "--help")...).CombinedOutput(); err != nil {
 			t.Errorf("%s: nexus %s --help: %v\n%s", name, strings.Join(args, " "), err, out)
@@ -401,7 +448,7 @@ func parseNexus(t *testing.T, args []string) nexusconfig.Config {
 	switch {
 	case len(args) >= 2 && args[0] == "token" && args[1] == "create":
 		subcommand = args[:2]
-	case len(args) >= 1 && args[0] == "rack-setup":
+	case len(args) >= 1 && (args[0] == "rack-setup" || args[0] == "rack-certs"):
 		subcommand = args[:1]
 	}
 	fs.ParseErrorsAllowlist.UnknownFlags = subcommand != nil
@@ -411,7 +458,7 @@ func parseNexus(t *testing.T, args []string) nexusconfig.Config {
 	if positional := fs.Args(); !slices.Equal(positional, subcommand) {
 		t.Fatalf("nexus %v: unexpected arguments %v", args, positional)
 	}
-	if slices.Equal(subcommand, []string{"rack-setup"}) {
+	if len(subcommand) == 1 && subcommand[0] != "token" {
 		// Its settings are the plan, which rackPlan checks.
 		return nexusconfig.Config{}
 	}

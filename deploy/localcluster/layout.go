@@ -102,8 +102,14 @@ type layout struct {
 }
 
 func (l layout) bin(name string) string { return filepath.Join(l.dir, "bin", name) }
-func (l layout) logDir() string         { return filepath.Join(l.dir, "logs") }
-func (l layout) sledDir(i int) string   { return filepath.Join(l.dir, fmt.Sprintf("sled-%d", i+1)) }
+
+// pki is where the rack's certificates live: its CA, each sled's and
+// nexus zone's identity, and the operator's (sledctl --tls-dir).
+func (l layout) pki() racksetup.Certificates {
+	return racksetup.Certificates{Dir: filepath.Join(l.dir, "pki")}
+}
+func (l layout) logDir() string       { return filepath.Join(l.dir, "logs") }
+func (l layout) sledDir(i int) string { return filepath.Join(l.dir, fmt.Sprintf("sled-%d", i+1)) }
 
 // zoneRoot is where sled i's process zones live (its nexus zone's log).
 func (l layout) zoneRoot(i int) string { return filepath.Join(l.sledDir(i), "pools") }
@@ -137,6 +143,9 @@ func (l layout) internalAddrs() []string {
 func (l layout) sledConfig(i int, listen string) sledconfig.Config {
 	c := sledconfig.Default()
 	c.SledID, c.DataDir, c.ListenAddress = l.sledID(i), l.sledDir(i), listen
+	c.TLSDir = l.pki().SledDir(l.sledID(i))
+	// A simulated rack: the seed scenarios need their faults (V7).
+	c.FaultInjection = true
 	c.Zpools = zpools(i)
 	c.NexusAddress = l.internalAddrs()
 	c.ZoneCommands = map[string]string{"nexus": l.bin("nexus")}

@@ -19,10 +19,10 @@ import (
 	"time"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/grpcconn"
 	"github.com/rackplane/rackplane/pkg/pgtest"
+	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/services/racktest"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // readyTimeout covers the launcher's go build of nexus and sled-agent, which
@@ -74,7 +74,12 @@ func TestLocalClusterRestartKeepsItsState(t *testing.T) {
 
 	// Someone gave sled-agent-2 a newer zones config by hand: the restart
 	// leaves it as it is instead of failing on it.
-	conn, err := grpc.NewClient(first.sledAddrs["sled-agent-2"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// As the operator the launcher issued a certificate to (S4).
+	operator, err := rackpki.LoadDir(filepath.Join(dir, "pki", "operator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpcconn.Dial(first.sledAddrs["sled-agent-2"], operator, rackpki.Identity{Kind: rackpki.Sled}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

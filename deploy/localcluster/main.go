@@ -233,14 +233,25 @@ func (l layout) startAndAwait(ctx context.Context, opts options, stdout io.Write
 		if err != nil {
 			return err
 		}
-		c, err := l.startChild(sledName(i), "sled-agent", l.sledConfig(i, listen).Args(), fail, stdout)
+		sleds = append(sleds, sledAddr{name: sledName(i), id: l.sledID(i), addr: listen})
+	}
+	// The plan first: the certificates it names must be there before a
+	// sled-agent starts, which speaks only mutual TLS (S1, S2).
+	planPath, err := l.writePlan(sleds)
+	if err != nil {
+		return err
+	}
+	if err := l.issueCertificates(ctx, planPath); err != nil {
+		return err
+	}
+	for i, s := range sleds {
+		c, err := l.startChild(s.name, "sled-agent", l.sledConfig(i, s.addr).Args(), fail, stdout)
 		if err != nil {
 			return err
 		}
 		started(c)
-		sleds = append(sleds, sledAddr{name: sledName(i), id: l.sledID(i), addr: listen})
 	}
-	if err := l.setUpRack(ctx, sleds, opts.readyTimeout); err != nil {
+	if err := l.setUpRack(ctx, planPath, opts.readyTimeout); err != nil {
 		return err
 	}
 	zones, err := l.reportZones(stdout)

@@ -97,7 +97,8 @@ func printReady(w io.Writer, l layout, token string, sleds []sledAddr, zones []z
 	fmt.Fprintf(w, "  database    %s %s\n", l.database.Backend, l.database.URL)
 	fmt.Fprintf(w, "  token       %s  (fleet admin; a new one each start)\n", token)
 	for _, s := range sleds {
-		fmt.Fprintf(w, "  %s  sled %s, gRPC at %s (sledctl --addr %s inventory)\n", s.name, s.id, s.addr, s.addr)
+		fmt.Fprintf(w, "  %s  sled %s, gRPC at %s (sledctl --addr %s --tls-dir %s inventory)\n", s.name, s.id, s.addr, s.addr,
+			l.pki().OperatorDir())
 	}
 	for _, z := range zones {
 		fmt.Fprintf(w, "  %s     a zone of %s, pid %d, log %s\n", z.name, z.sled, z.pid, z.log)

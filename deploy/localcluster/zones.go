@@ -17,25 +17,40 @@ import (
 	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/process"
 )
 
-// setUpRack writes the rack's plan next to the state and runs
-// `nexus rack-setup` on it, as an operator would: the plan is recorded
-// (once: a restart finds it recorded and only pushes the zones again), the
-// sled-agents get their zones, and it returns once every replica answers.
-func (l layout) setUpRack(ctx context.Context, sleds []sledAddr, bound time.Duration) error {
+// writePlan writes the rack's plan next to the state, as
+// rack-plan.json.new until rack setup takes it: a plan it refused does not
+// replace the rack's.
+func (l layout) writePlan(sleds []sledAddr) (string, error) {
 	addrs := make([]string, len(sleds))
 	for i, s := range sleds {
 		addrs[i] = s.addr
 	}
 	plan, err := json.MarshalIndent(l.plan(addrs), "", "  ")
 	if err != nil {
-		return err
+		return "", err
 	}
-	// The plan is rack-plan.json once rack setup took it: a plan it
-	// refused does not replace the rack's.
-	planPath := filepath.Join(l.dir, "rack-plan.json.new")
-	if err := os.WriteFile(planPath, append(plan, '\n'), 0o600); err != nil {
-		return err
+	path := filepath.Join(l.dir, "rack-plan.json.new")
+	return path, os.WriteFile(path, append(plan, '\n'), 0o600)
+}
+
+// issueCertificates runs `nexus rack-certs` on the plan, as an operator
+// would before the sled-agents start: the rack CA (once; a restart keeps
+// it and every identity it issued), each sled's and nexus zone's
+// certificate, and the operator's, for sledctl.
+func (l layout) issueCertificates(ctx context.Context, planPath string) error {
+	cmd := exec.CommandContext(ctx, l.bin("nexus"), "rack-certs", "--plan", planPath, "--dir", l.pki().Dir)
+	cmd.SysProcAttr = childSysProcAttr()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nexus rack-certs: %w\n%s", err, out)
 	}
+	return nil
+}
+
+// setUpRack runs `nexus rack-setup` on the plan, as an operator would:
+// the plan is recorded (once: a restart finds it recorded and only pushes
+// the zones again), the sled-agents get their zones, and it returns once
+// every replica answers.
+func (l layout) setUpRack(ctx context.Context, planPath string, bound time.Duration) error {
 	defer os.Remove(planPath) //nolint:errcheck // gone once renamed
 	logPath := filepath.Join(l.logDir(), "rack-setup.log")
 	log, err := os.Create(logPath)
@@ -43,7 +58,8 @@ func (l layout) setUpRack(ctx context.Context, sleds []sledAddr, bound time.Dura
 		return err
 	}
 	defer log.Close()
-	cmd := exec.CommandContext(ctx, l.bin("nexus"), "rack-setup", "--plan", planPath, "--ready-timeout", bound.String())
+	cmd := exec.CommandContext(ctx, l.bin("nexus"), "rack-setup", "--plan", planPath, "--ready-timeout", bound.String(),
+		"--tls-dir", l.pki().OperatorDir())
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = childSysProcAttr()
 	if err := cmd.Run(); err != nil {

@@ -10,16 +10,35 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/rackplane/rackplane/pkg/rackpki"
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 )
 
-// A server that accepts every call and never answers.
+var peerID = rackpki.Identity{Kind: rackpki.Sled, ID: "silent"}
+
+func dial(t *testing.T, addr string, callTimeout time.Duration) *grpc.ClientConn {
+	t.Helper()
+	cc, err := Dial(addr, rackpkitest.For(t).Operator(), peerID, callTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// A server of the rack that accepts every call and never answers.
 func silentServer(t *testing.T) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+	creds, err := ServerCredentials(rackpkitest.For(t).Trust(peerID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(creds, grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 		<-stream.Context().Done()
 		return stream.Context().Err()
 	}))
@@ -29,26 +48,18 @@ func silentServer(t *testing.T) string {
 }
 
 func TestACallWithoutADeadlineGetsTheDefaultOne(t *testing.T) {
-	cc, err := Dial(silentServer(t), 200*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	_, err = healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	cc := dial(t, silentServer(t), 200*time.Millisecond)
+	_, err := healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("a call to a silent peer: %v, want DeadlineExceeded", err)
 	}
 }
 
 func TestACallersOwnDeadlineIsKept(t *testing.T) {
-	cc, err := Dial(silentServer(t), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := dial(t, silentServer(t), time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("a call with its own deadline: %v, want DeadlineExceeded", err)
 	}

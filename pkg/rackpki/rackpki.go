@@ -45,7 +45,12 @@ type Identity struct {
 	ID   string
 }
 
-func (i Identity) String() string { return string(i.Kind) + "/" + i.ID }
+func (i Identity) String() string {
+	if i.ID == "" {
+		return string(i.Kind) + "/*"
+	}
+	return string(i.Kind) + "/" + i.ID
+}
 
 // uri is the identity's URI SAN.
 func (i Identity) uri() *url.URL {
@@ -241,10 +246,71 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 }
 
 // Trust is what a member needs for mutual TLS: the rack CA and its own
-// certificate.
+// certificate, which names it.
 type Trust struct {
 	Roots *x509.CertPool
 	Own   tls.Certificate
+	// Identity is who Own names.
+	Identity Identity
+}
+
+// The files of a member's directory (WriteMember, LoadDir), and of the
+// CA's (WriteCA, LoadCADir).
+const (
+	CAFile   = "ca.crt"
+	CertFile = "tls.crt"
+	KeyFile  = "tls.key"
+	caKey    = "ca.key"
+)
+
+// ZoneDir is where a zone's identity lives in its sled's directory: the
+// sled-agent hands it to the zone it runs (a nexus replica's tls_dir).
+func ZoneDir(sledDir, zoneID string) string { return filepath.Join(sledDir, "zones", zoneID) }
+
+// WriteMember issues id a certificate and writes what it needs for mutual
+// TLS into dir: the CA's certificate, its own, and its key (0600).
+func WriteMember(dir string, ca *CA, id Identity, now time.Time, hosts ...string) error {
+	certPEM, keyPEM, err := ca.Issue(id, now, hosts...)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, CAFile), ca.CertPEM(), 0o644); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, KeyFile), keyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(dir, CertFile), certPEM, 0o644)
+}
+
+// LoadDir reads a member's directory (WriteMember).
+func LoadDir(dir string) (Trust, error) {
+	return LoadTrust(filepath.Join(dir, CAFile), filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
+}
+
+// WriteCA writes the CA's certificate and key (0600) into dir.
+func (ca *CA) WriteCA(dir string) error {
+	keyPEM, err := ca.KeyPEM()
+	if err != nil {
+		return err
+	}
+	return WriteKeyPair(dir, "ca", ca.CertPEM(), keyPEM)
+}
+
+// LoadCADir reads the CA that WriteCA wrote into dir.
+func LoadCADir(dir string) (*CA, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, CAFile))
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, caKey))
+	if err != nil {
+		return nil, err
+	}
+	return LoadCA(certPEM, keyPEM)
 }
 
 // LoadTrust reads the CA certificate and a member's key pair from files.
@@ -261,7 +327,14 @@ func LoadTrust(caFile, certFile, keyFile string) (Trust, error) {
 	if err != nil {
 		return Trust{}, err
 	}
-	return Trust{Roots: roots, Own: own}, nil
+	id, err := IdentityOf(own.Leaf)
+	if err != nil {
+		return Trust{}, fmt.Errorf("%s: %w", certFile, err)
+	}
+	if _, err := own.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return Trust{}, fmt.Errorf("%s is not a certificate of the CA in %s: %w", certFile, caFile, err)
+	}
+	return Trust{Roots: roots, Own: own, Identity: id}, nil
 }
 
 // ServerConfig is a server's TLS: every client must present a certificate
@@ -276,8 +349,9 @@ func (t Trust) ServerConfig() *tls.Config {
 }
 
 // ClientConfig is a client's TLS: the server must present a certificate
-// of the rack CA naming want (any rack identity when want is nil), whatever
-// address it was reached at.
+// of the rack CA naming want, whatever address it was reached at. A want
+// without an ID is any member of its kind (any nexus replica); nil is any
+// member of the rack.
 func (t Trust) ClientConfig(want *Identity) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -302,7 +376,7 @@ func (t Trust) ClientConfig(want *Identity) *tls.Config {
 			if err != nil {
 				return err
 			}
-			if want != nil && got != *want {
+			if want != nil && (got.Kind != want.Kind || want.ID != "" && got.ID != want.ID) {
 				return fmt.Errorf("the server is %s, not %s", got, *want)
 			}
 			return nil

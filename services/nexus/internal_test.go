@@ -9,15 +9,16 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/pkg/grpcconn"
+	"github.com/rackplane/rackplane/pkg/rackpki"
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/racktest"
@@ -100,7 +101,9 @@ func TestV5_VMMUpdatesFromASledAreAppliedThroughTheGenerationGuard(t *testing.T)
 			a.Step(vmm.ID.String(), false)
 			waitVMM(model.VMMRunning, 3)
 
-			conn, err := grpc.NewClient(n.InternalAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			// The test speaks as the VMM's sled, with its certificate.
+			sledTrust := rackpkitest.For(t).Trust(rackpki.Identity{Kind: rackpki.Sled, ID: vmm.SledID.String()})
+			conn, err := grpcconn.Dial(n.InternalAddr(), sledTrust, rackpki.Identity{Kind: rackpki.Nexus}, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -129,14 +132,14 @@ func TestV5_VMMUpdatesFromASledAreAppliedThroughTheGenerationGuard(t *testing.T)
 			if err := update(uuid.NewString(), sledagentv1.VmmState_VMM_STATE_RUNNING, 9); status.Code(err) != codes.NotFound {
 				t.Fatalf("update of an unknown VMM: %v, want NOT_FOUND", err)
 			}
-			_, err = internal.VmmStateUpdate(ctx, &nexusv1.VmmStateUpdateRequest{SledId: "sled-3", VmmId: "vmm-7",
+			_, err = internal.VmmStateUpdate(ctx, &nexusv1.VmmStateUpdateRequest{SledId: vmm.SledID.String(), VmmId: "vmm-7",
 				Runtime: &sledagentv1.VmmRuntime{}})
 			var fields []string
 			for _, v := range apierror.FieldViolations(err) {
 				fields = append(fields, v.Field)
 			}
-			if status.Code(err) != codes.InvalidArgument || len(fields) != 4 {
-				t.Fatalf("malformed update: %v (fields %v), want INVALID_ARGUMENT naming sled_id, vmm_id, runtime.state, runtime.generation", err, fields)
+			if status.Code(err) != codes.InvalidArgument || len(fields) != 3 {
+				t.Fatalf("malformed update: %v (fields %v), want INVALID_ARGUMENT naming vmm_id, runtime.state, runtime.generation", err, fields)
 			}
 
 			a.EnsureState(vmm.ID.String(), sledagentv1.VmmTargetState_VMM_TARGET_STATE_STOPPED)

@@ -6,6 +6,7 @@ package nexus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,12 +16,15 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
+	"github.com/rackplane/rackplane/pkg/grpcconn"
 	"github.com/rackplane/rackplane/pkg/inprocgrpc"
 	"github.com/rackplane/rackplane/pkg/logging"
+	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/services/nexus/api"
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/background"
@@ -51,11 +55,13 @@ type Server struct {
 	external     net.Listener
 	externalGRPC *grpc.Server
 	rest         net.Listener
-	http         *http.Server
-	health       *health.Server
-	metrics      *metrics.Metrics
-	metricsLis   net.Listener
-	metricsHTTP  *http.Server
+	// externalScheme is https when the external API has a certificate.
+	externalScheme string
+	http           *http.Server
+	health         *health.Server
+	metrics        *metrics.Metrics
+	metricsLis     net.Listener
+	metricsHTTP    *http.Server
 	// stopped closes when Shutdown begins.
 	stopped chan struct{}
 }
@@ -67,12 +73,16 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 		return nil, err
 	}
 	log = log.With(zap.String("nexus_id", cfg.ID))
+	trust, err := loadTrust(cfg)
+	if err != nil {
+		return nil, err
+	}
 	ds, err := datastore.Open(ctx, datastore.Backend(cfg.DatabaseBackend), cfg.DatabaseURL, log.Named("datastore"))
 	if err != nil {
 		return nil, fmt.Errorf("opening the database: %w", err)
 	}
 	nexusID := uuid.MustParse(cfg.ID)
-	sleds := sledclient.NewPool(ds)
+	sleds := sledclient.NewPool(ds, trust)
 	engine := saga.New(ds, nexusID, log.Named("saga"), collectOptions(opts).saga...)
 	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: sledLiveness, Replica: nexusID,
 		Log: log.Named("sagas")}) {
@@ -93,8 +103,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 		app.WithForceTerminateCounter(func(outcome string) { m.ForceTerminations.WithLabelValues(outcome).Inc() }),
 		app.WithEventCounter(func(event string, n int) { m.Events.WithLabelValues(event).Add(float64(n)) }))
 	s := &Server{log: log, ds: ds, app: nexusApp, sagas: engine, sleds: sleds, health: health.NewServer(),
-		metrics: m, background: backgroundTasks(cfg, nexusApp, log.Named("background")), stopped: make(chan struct{})}
-	if err := s.listen(ctx, cfg); err != nil {
+		metrics: m, background: backgroundTasks(cfg, nexusApp, log.Named("background")), stopped: make(chan struct{}),
+		externalScheme: "http"}
+	if err := s.listen(ctx, cfg, trust); err != nil {
 		s.closeListeners()
 		ds.Close()
 		return nil, err
@@ -133,6 +144,30 @@ func (s *Server) stopServingOnceExpunged() {
 	}
 	s.health.Shutdown()
 	s.background.Stop()
+}
+
+// loadTrust reads the replica's rack identity, which must be its own.
+func loadTrust(cfg config.Config) (rackpki.Trust, error) {
+	if cfg.TLSDir == "" {
+		return rackpki.Trust{}, errors.New("tls_dir: is required: the replica's rack certificates (ca.crt, tls.crt, tls.key), " +
+			"written by `nexus rack-certs`; there is no plaintext inside the rack")
+	}
+	trust, err := rackpki.LoadDir(cfg.TLSDir)
+	if err != nil {
+		return trust, fmt.Errorf("tls_dir: %w", err)
+	}
+	if want := (rackpki.Identity{Kind: rackpki.Nexus, ID: cfg.ID}); trust.Identity != want {
+		return trust, fmt.Errorf("tls_dir: the certificate names %s, not this replica (%s)", trust.Identity, want)
+	}
+	return trust, nil
+}
+
+// internalCallers is who may call the internal listener (S2, S3): sleds
+// call NexusInternal, each only for itself (api.Internal checks the sled
+// id); any member of the rack may ask its health (rack setup, operators).
+var internalCallers = grpcconn.Policy{
+	nexusv1.NexusInternal_ServiceDesc.ServiceName: {rackpki.Sled},
+	healthpb.Health_ServiceDesc.ServiceName:       {rackpki.Sled, rackpki.Nexus, rackpki.Operator},
 }
 
 // Expunged closes once this replica knows it was expunged: its process
@@ -180,8 +215,15 @@ func (s *Server) Background() *background.Driver { return s.background }
 // process) and metrics. The internal API is registered on its own server only, so it
 // cannot be reached through the external listeners (N10); metrics, which
 // need no token, have their own listener for the same reason (N11).
-func (s *Server) listen(ctx context.Context, cfg config.Config) error {
-	var err error
+func (s *Server) listen(ctx context.Context, cfg config.Config, trust rackpki.Trust) error {
+	rackCreds, err := grpcconn.ServerCredentials(trust)
+	if err != nil {
+		return err
+	}
+	externalTLS, err := externalTLSConfig(cfg)
+	if err != nil {
+		return err
+	}
 	if s.internal, err = net.Listen("tcp", cfg.InternalListen); err != nil {
 		return fmt.Errorf("internal_listen %s: %w", cfg.InternalListen, err)
 	}
@@ -195,12 +237,17 @@ func (s *Server) listen(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("metrics_listen %s: %w", cfg.MetricsListen, err)
 	}
 	// Metrics first, so that calls the auth interceptor refuses count too.
-	s.internalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(s.metrics.UnaryServerInterceptor(),
-		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), api.RefuseOnceExpunged(s.app)))
+	s.internalGRPC = grpc.NewServer(rackCreds, grpc.ChainUnaryInterceptor(s.metrics.UnaryServerInterceptor(),
+		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), grpcconn.Authorize(internalCallers),
+		api.RefuseOnceExpunged(s.app)))
 	nexusv1.RegisterNexusInternalServer(s.internalGRPC, api.NewInternal(s.app))
 	external := []grpc.UnaryServerInterceptor{s.metrics.UnaryServerInterceptor(),
 		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), api.RefuseOnceExpunged(s.app), api.Authenticate(s.app)}
-	s.externalGRPC = grpc.NewServer(grpc.ChainUnaryInterceptor(external...))
+	externalOpts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(external...)}
+	if externalTLS != nil {
+		externalOpts = append(externalOpts, grpc.Creds(credentials.NewTLS(externalTLS)))
+	}
+	s.externalGRPC = grpc.NewServer(externalOpts...)
 	nexusv1.RegisterNexusExternalServer(s.externalGRPC, api.NewExternal(s.app))
 	// The REST gateway calls the same handlers through the same
 	// interceptors, in process: a loopback HTTP/2 hop per request was a
@@ -221,10 +268,28 @@ func (s *Server) listen(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	if externalTLS != nil {
+		s.http.TLSConfig = externalTLS
+		s.externalScheme = "https"
+	}
 	metricsMux := http.NewServeMux()
 	metricsMux.Handle("GET /metrics", s.metrics.Handler(s.log.Named("metrics")))
 	s.metricsHTTP = &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
 	return nil
+}
+
+// externalTLSConfig is the external API's HTTPS (S5), when configured: a
+// certificate an operator's clients trust, no client certificates (the
+// callers prove who they are with tokens).
+func externalTLSConfig(cfg config.Config) (*tls.Config, error) {
+	if cfg.ExternalTLSCertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.ExternalTLSCertFile, cfg.ExternalTLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("external_tls_cert_file, external_tls_key_file: %w", err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, nil
 }
 
 func (s *Server) closeListeners() {
@@ -239,7 +304,7 @@ func (s *Server) closeListeners() {
 func (s *Server) InternalAddr() string { return s.internal.Addr().String() }
 
 // ExternalURL is the base URL of the REST API.
-func (s *Server) ExternalURL() string { return "http://" + s.rest.Addr().String() }
+func (s *Server) ExternalURL() string { return s.externalScheme + "://" + s.rest.Addr().String() }
 
 // ExternalGRPCAddr is where NexusExternal is served over gRPC.
 func (s *Server) ExternalGRPCAddr() string { return s.external.Addr().String() }
@@ -268,7 +333,13 @@ func (s *Server) Serve() error {
 	errs := make(chan error, 4)
 	go func() { errs <- s.internalGRPC.Serve(s.internal) }()
 	go func() { errs <- s.externalGRPC.Serve(s.external) }()
-	go func() { errs <- s.http.Serve(s.rest) }()
+	go func() {
+		if s.http.TLSConfig != nil {
+			errs <- s.http.ServeTLS(s.rest, "", "")
+			return
+		}
+		errs <- s.http.Serve(s.rest)
+	}()
 	go func() { errs <- s.metricsHTTP.Serve(s.metricsLis) }()
 	var first error
 	for i := 0; i < 4; i++ {

@@ -240,10 +240,10 @@ func TestX3_AnExpungedReplicaStopsServingAndIsNotLetBackIn(t *testing.T) {
 		}
 		return nil // 503, or no longer listening
 	})
-	if err := racktest.Serving(b.InternalAddr(), wire.ReplicaHealthService(b.ID())); err == nil {
+	if err := racktest.Serving(t, b.InternalAddr(), wire.ReplicaHealthService(b.ID())); err == nil {
 		t.Fatalf("expunged B reports SERVING")
 	}
-	if err := racktest.Serving(a.InternalAddr(), wire.ReplicaHealthService(a.ID())); err != nil {
+	if err := racktest.Serving(t, a.InternalAddr(), wire.ReplicaHealthService(a.ID())); err != nil {
 		t.Fatalf("A does not serve: %v", err)
 	}
 	cfg := b.Config()

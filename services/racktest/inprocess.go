@@ -37,7 +37,7 @@ func StartInProcess(t testutil.TB, o Options) *InProcess {
 		log = sledagenttest.TestLogger(t)
 	}
 	zones := r.startNexuses(o, func(i int, id uuid.UUID, a nexusAddrs) Nexus {
-		n := &InProcessNexus{t: t, name: fmt.Sprintf("nexus-%d", i), cfg: o.nexusConfig(i, id, r.db, a),
+		n := &InProcessNexus{t: t, name: fmt.Sprintf("nexus-%d", i), cfg: o.nexusConfig(t, i, id, r.db, a),
 			opts: o.NexusOptions, log: log}
 		n.start()
 		t.Cleanup(n.Stop)

@@ -6,8 +6,6 @@ import (
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
@@ -40,7 +38,7 @@ func StartProcesses(t testutil.TB, o Options) *Processes {
 	r := &Processes{newRack(t, o)}
 	zones := r.startNexuses(o, func(i int, id uuid.UUID, a nexusAddrs) Nexus {
 		n := &ProcessNexus{addrs: a, id: id}
-		n.Process = NewProcess(t, fmt.Sprintf("nexus-%d", i), nexusBin, o.nexusConfig(i, id, r.db, a).Args()...)
+		n.Process = NewProcess(t, fmt.Sprintf("nexus-%d", i), nexusBin, o.nexusConfig(t, i, id, r.db, a).Args()...)
 		n.Start(o.NexusFirstArgs...)
 		n.WaitLog(nexusReady, processStartBound, nil)
 		return n
@@ -58,12 +56,7 @@ func StartProcesses(t testutil.TB, o Options) *Processes {
 		s.id = uuid.MustParse(cfg.SledID)
 		s.Process = StartProcess(t, fmt.Sprintf("sled-%d", i), sledBin, cfg.Args()...)
 		s.WaitLog(sledReady, processStartBound, nil)
-		conn, err := grpc.NewClient(s.listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		s.remote = sledagenttest.NewRemote(t, conn)
+		s.remote = sledagenttest.NewRemote(t, sledagenttest.DialAgent(t, s.listen, cfg.SledID))
 		r.sleds = append(r.sleds, s)
 	}
 	r.finish(o, zones, zap.NewNop())

@@ -9,6 +9,8 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/rackplane/rackplane/pkg/rackpki"
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
 	nexusconfig "github.com/rackplane/rackplane/services/nexus/config"
@@ -224,7 +226,8 @@ func (r *rack) setUpSimulatedZones(o Options, log *zap.Logger) {
 			Address: n.InternalAddr(), Nexus: &racksetup.NexusListeners{ExternalAddress: hostPort(n.ExternalURL()),
 				MetricsAddress: hostPort(n.MetricsURL())}})
 	}
-	if _, err := racksetup.Run(context.Background(), plan, racksetup.Options{ReadyBound: zoneRackBound, Log: log}); err != nil {
+	if _, err := racksetup.Run(context.Background(), plan, racksetup.Options{ReadyBound: zoneRackBound, Log: log,
+		Trust: rackpkitest.For(r.t).Operator()}); err != nil {
 		r.t.Fatalf("rack setup: %v", err)
 	}
 }
@@ -281,10 +284,12 @@ func (o Options) withDefaults(t testutil.TB) Options {
 	return o
 }
 
-// nexusConfig is replica i's configuration over the rack's database.
-func (o Options) nexusConfig(i int, id uuid.UUID, db Database, a nexusAddrs) nexusconfig.Config {
+// nexusConfig is replica i's configuration over the rack's database, with
+// a certificate of the test's rack CA.
+func (o Options) nexusConfig(t testutil.TB, i int, id uuid.UUID, db Database, a nexusAddrs) nexusconfig.Config {
 	c := nexusconfig.Default()
 	c.ID = id.String()
+	c.TLSDir = rackpkitest.For(t).Member(rackpki.Identity{Kind: rackpki.Nexus, ID: c.ID})
 	c.InternalListen, c.ExternalListen, c.ExternalGRPCListen, c.MetricsListen = a.internal, a.external, a.externalGRPC, a.metrics
 	c.DatabaseBackend, c.DatabaseURL = string(db.Backend), db.URL
 	if o.NexusConfig != nil {

@@ -13,10 +13,11 @@ import (
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/rackplane/rackplane/pkg/grpcconn"
+	"github.com/rackplane/rackplane/pkg/rackpki"
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/racksetup"
@@ -82,6 +83,10 @@ func (z *nexusZones) sledConfig(i int, c *sledconfig.Config) {
 	z.t.Cleanup(func() { process.StopAll(root, 10*time.Second) }) //nolint:errcheck // best effort
 	for _, n := range z.members {
 		if n.sled == i {
+			// Its identity, where the sled-agent hands it to the zone, as
+			// `nexus rack-certs` puts it.
+			rackpkitest.For(z.t).WriteMember(rackpki.ZoneDir(c.TLSDir, n.id.String()),
+				rackpki.Identity{Kind: rackpki.Nexus, ID: n.id.String()})
 			n.pool = c.Zpools[0]
 			n.zoneDir = filepath.Join(root, n.pool, "zones", n.id.String())
 		}
@@ -102,7 +107,8 @@ func (z *nexusZones) setUp(db Database, sleds []Sled, log *zap.Logger) {
 		}
 		plan.Sleds = append(plan.Sleds, ps)
 	}
-	if _, err := racksetup.Run(context.Background(), plan, racksetup.Options{ReadyBound: zoneRackBound, Log: log}); err != nil {
+	if _, err := racksetup.Run(context.Background(), plan, racksetup.Options{ReadyBound: zoneRackBound, Log: log,
+		Trust: rackpkitest.For(z.t).Operator()}); err != nil {
 		z.t.Fatalf("rack setup: %v", err)
 	}
 }
@@ -211,7 +217,7 @@ func (n *ZoneNexus) Restart() {
 		if pid := n.Pid(); pid == old {
 			return fmt.Errorf("%s has not been restarted yet", n.name)
 		}
-		return Serving(n.addrs.internal, "")
+		return Serving(n.t, n.addrs.internal, "")
 	})
 }
 
@@ -235,9 +241,10 @@ func (n *ZoneNexus) Resume() {
 }
 
 // Serving says whether a nexus's internal API reports service (the
-// server as a whole when "") SERVING; nil when it does.
-func Serving(addr, service string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// server as a whole when "") SERVING; nil when it does. It asks as the
+// test's operator.
+func Serving(t testutil.TB, addr, service string) error {
+	conn, err := grpcconn.Dial(addr, rackpkitest.For(t).Operator(), rackpki.Identity{Kind: rackpki.Nexus}, 0)
 	if err != nil {
 		return err
 	}

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
@@ -33,6 +31,7 @@ func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
 type agentProcess struct {
 	*racktest.Process
 	addr string
+	sled string
 }
 
 // startProcess starts the sled-agent binary over cfg and waits until it
@@ -41,14 +40,11 @@ func startProcess(t *testing.T, cfg config.Config) *agentProcess {
 	t.Helper()
 	p := racktest.StartProcess(t, "sled-agent", racktest.Build(t, racktest.SledAgentBinary), cfg.Args()...)
 	line := p.WaitLog("sled-agent listening", 30*time.Second, nil)
-	return &agentProcess{Process: p, addr: fmt.Sprint(line["address"])}
+	return &agentProcess{Process: p, addr: fmt.Sprint(line["address"]), sled: cfg.SledID}
 }
 
 func (p *agentProcess) client(t *testing.T) (sledagentv1.SledAgentClient, func()) {
-	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := sledagenttest.DialAgent(t, p.addr, p.sled)
 	return sledagentv1.NewSledAgentClient(conn), func() { conn.Close() }
 }
 
@@ -188,11 +184,7 @@ func TestZ3_AgentProcessRefusesToStartWhenEveryLedgerCopyIsCorrupt(t *testing.T)
 func TestSledAgentProcessStopsGracefullyOnSIGTERM(t *testing.T) {
 	cfg := sledagenttest.Config(t)
 	p := startProcess(t, cfg)
-	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := sledagenttest.DialAgent(t, p.addr, p.sled)
 	for _, service := range []string{"", "omicron.sledagent.v1.SledAgent"} {
 		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {

@@ -26,6 +26,7 @@ import (
 	"github.com/rackplane/rackplane/pkg/dirlock"
 	"github.com/rackplane/rackplane/pkg/grpcconn"
 	"github.com/rackplane/rackplane/pkg/logging"
+	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/services/sledagent/api"
 	"github.com/rackplane/rackplane/services/sledagent/app"
 	"github.com/rackplane/rackplane/services/sledagent/config"
@@ -49,6 +50,16 @@ const (
 	// checked for an exit.
 	processZonePollPeriod = time.Second
 )
+
+// callers is who may call a sled-agent (S4): nexus replicas and the
+// operator drive it, the operator alone injects faults, and only other
+// sleds take part in a simulated migration; any member may ask its health.
+var callers = grpcconn.Policy{
+	sledagentv1.SledAgent_ServiceDesc.ServiceName:    {rackpki.Nexus, rackpki.Operator},
+	sledagentv1.SledAgentSim_ServiceDesc.ServiceName: {rackpki.Operator},
+	sledagentv1.SimMigration_ServiceDesc.ServiceName: {rackpki.Sled},
+	healthpb.Health_ServiceDesc.ServiceName:          {rackpki.Sled, rackpki.Nexus, rackpki.Operator},
+}
 
 // Server is a running sled-agent.
 type Server struct {
@@ -78,6 +89,17 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	}
 	sledID := uuid.MustParse(cfg.SledID)
 	log = log.With(zap.String("sled_id", sledID.String()))
+	trust, err := rackpki.LoadDir(cfg.TLSDir)
+	if err != nil {
+		return nil, fmt.Errorf("tls_dir: %w", err)
+	}
+	if want := (rackpki.Identity{Kind: rackpki.Sled, ID: sledID.String()}); trust.Identity != want {
+		return nil, fmt.Errorf("tls_dir: the certificate names %s, not this sled (%s)", trust.Identity, want)
+	}
+	creds, err := grpcconn.ServerCredentials(trust)
+	if err != nil {
+		return nil, err
+	}
 
 	// Two agents on one sled's state would each adopt and stop the other's
 	// zones and write over each other's ledgers.
@@ -98,7 +120,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	for kind, command := range cfg.ZoneCommands {
 		commands[zoneconfig.Kind(kind)] = strings.Fields(command)
 	}
-	processes, err := process.Open(process.Config{Root: cfg.ZoneRoot, Commands: commands,
+	processes, err := process.Open(process.Config{Root: cfg.ZoneRoot, SledTLSDir: cfg.TLSDir, Commands: commands,
 		StopBound: time.Duration(cfg.ZoneStopTimeout), StartGrace: processZoneStartGrace, PollPeriod: processZonePollPeriod,
 		Log: log.Named("zones")})
 	if err != nil {
@@ -140,7 +162,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	var nexusConn *grpc.ClientConn
 	var nexus nexusv1.NexusInternalClient
 	if len(cfg.NexusAddress) > 0 {
-		if nexusConn, err = grpcconn.DialAny(cfg.NexusAddress, 0); err != nil {
+		if nexusConn, err = grpcconn.DialAny(cfg.NexusAddress, trust, rackpki.Identity{Kind: rackpki.Nexus}, 0); err != nil {
 			rec.Stop()
 			return nil, fmt.Errorf("nexus_address: %w", err)
 		}
@@ -157,7 +179,7 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	if cfg.HypervisorMode == "explicit" {
 		mode = hypervisorsim.ModeExplicit
 	}
-	migrationPeer := &hypervisorsim.GRPCPeer{Timeout: time.Duration(cfg.NexusCallTimeout)}
+	migrationPeer := &hypervisorsim.GRPCPeer{Timeout: time.Duration(cfg.NexusCallTimeout), Trust: trust}
 	hypervisor := hypervisorsim.New(mode, time.Duration(cfg.VMMTransitionDelay), migrationPeer)
 	vmms := vmm.NewManager(hypervisor, publisher, log.Named("vmm"))
 	hypervisor.SetObserver(vmms.Observe)
@@ -177,13 +199,21 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.ListenAddress, err)
 	}
 	rpcFaults := &api.RPCFaults{}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(log, ""), rpcFaults.Interceptor()))
+	interceptors := []grpc.UnaryServerInterceptor{logging.UnaryServerInterceptor(log, ""), grpcconn.Authorize(callers)}
+	if cfg.FaultInjection {
+		interceptors = append(interceptors, rpcFaults.Interceptor())
+	}
+	srv := grpc.NewServer(creds, grpc.ChainUnaryInterceptor(interceptors...))
 	sledagentv1.RegisterSledAgentServer(srv, api.NewSledAgent(agent))
-	sledagentv1.RegisterSledAgentSimServer(srv, api.NewSledAgentSim(agent, zoneFaults, hypervisor, rpcFaults))
+	serving := []string{"", sledagentv1.SledAgent_ServiceDesc.ServiceName}
+	if cfg.FaultInjection {
+		sledagentv1.RegisterSledAgentSimServer(srv, api.NewSledAgentSim(agent, zoneFaults, hypervisor, rpcFaults))
+		serving = append(serving, sledagentv1.SledAgentSim_ServiceDesc.ServiceName)
+	}
 	sledagentv1.RegisterSimMigrationServer(srv, api.NewSimMigration(hypervisor))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
-	for _, svc := range []string{"", sledagentv1.SledAgent_ServiceDesc.ServiceName, sledagentv1.SledAgentSim_ServiceDesc.ServiceName} {
+	for _, svc := range serving {
 		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
 	}
 	log.Info("sled-agent listening", zap.String("address", lis.Addr().String()),

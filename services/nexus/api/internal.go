@@ -3,9 +3,15 @@ package api
 import (
 	"context"
 
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/pkg/grpcconn"
+	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/services/nexus/app"
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/wire"
@@ -20,7 +26,25 @@ type Internal struct {
 // NewInternal returns the internal API handlers.
 func NewInternal(n *app.Nexus) *Internal { return &Internal{nexus: n} }
 
+// speaksFor refuses a call about a sled from anyone but that sled's own
+// certificate (S3): a sled registers, heartbeats and reports VMMs for
+// itself only, so a forged registration or a re-registration at another
+// address needs the sled's key.
+func speaksFor(ctx context.Context, sled string) error {
+	caller, err := grpcconn.Caller(ctx)
+	if err != nil {
+		return status.Error(codes.Unauthenticated, "the caller presented no rack certificate")
+	}
+	if id, err := uuid.Parse(sled); err == nil && caller.Kind == rackpki.Sled && caller.ID == id.String() {
+		return nil
+	}
+	return status.Errorf(codes.PermissionDenied, "%s may not speak for sled %q", caller, sled)
+}
+
 func (h *Internal) RegisterSled(ctx context.Context, req *nexusv1.RegisterSledRequest) (*nexusv1.RegisterSledResponse, error) {
+	if err := speaksFor(ctx, req.GetSledId()); err != nil {
+		return nil, err
+	}
 	if err := h.nexus.SledRegister(ctx, req); err != nil {
 		return nil, toStatus(err)
 	}
@@ -28,6 +52,9 @@ func (h *Internal) RegisterSled(ctx context.Context, req *nexusv1.RegisterSledRe
 }
 
 func (h *Internal) SledHeartbeat(ctx context.Context, req *nexusv1.SledHeartbeatRequest) (*nexusv1.SledHeartbeatResponse, error) {
+	if err := speaksFor(ctx, req.GetSledId()); err != nil {
+		return nil, err
+	}
 	if err := h.nexus.SledHeartbeat(ctx, req.GetSledId()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -35,6 +62,9 @@ func (h *Internal) SledHeartbeat(ctx context.Context, req *nexusv1.SledHeartbeat
 }
 
 func (h *Internal) VmmStateUpdate(ctx context.Context, req *nexusv1.VmmStateUpdateRequest) (*nexusv1.VmmStateUpdateResponse, error) {
+	if err := speaksFor(ctx, req.GetSledId()); err != nil {
+		return nil, err
+	}
 	report, err := vmmReport(req)
 	if err != nil {
 		return nil, toStatus(err)

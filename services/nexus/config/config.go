@@ -31,6 +31,19 @@ type Config struct {
 	// its own listener, never the external one, where every request needs
 	// a token (SPEC N10, N11). Loopback by default.
 	MetricsListen string `koanf:"metrics_listen" help:"Prometheus metrics listen address (/metrics, no auth)"`
+	// TLSDir holds the replica's rack identity (S1): the rack CA's
+	// certificate (ca.crt) and its own, naming nexus/<id> (tls.crt,
+	// tls.key), as `nexus rack-certs` writes them. The internal listener
+	// and every call to a sled are mutual TLS with it (S2); there is no
+	// plaintext inside the rack. A replica needs it to start (tools that
+	// only open the database, such as `nexus token create`, do not).
+	TLSDir string `koanf:"tls_dir" help:"directory of the replica's rack certificates (ca.crt, tls.crt, tls.key)"`
+	// ExternalTLSCertFile and ExternalTLSKeyFile, when both are set, serve
+	// the REST API and external gRPC over HTTPS with that certificate
+	// (S5), one an operator's clients trust; without them they are plain
+	// HTTP, for loopback.
+	ExternalTLSCertFile string `koanf:"external_tls_cert_file" help:"certificate (PEM) of the external API's HTTPS; with external_tls_key_file"`
+	ExternalTLSKeyFile  string `koanf:"external_tls_key_file" help:"private key (PEM) of the external API's HTTPS; with external_tls_cert_file"`
 	// DatabaseBackend is "sqlite" (default) or "postgres".
 	DatabaseBackend string `koanf:"database_backend" help:"sqlite or postgres"`
 	// DatabaseURL is the SQLite file path or the PostgreSQL DSN.
@@ -129,6 +142,9 @@ func (c Config) Validate() error {
 	if c.DatabaseURL == "" {
 		bad("database_url", "is required")
 	}
+	if (c.ExternalTLSCertFile == "") != (c.ExternalTLSKeyFile == "") {
+		bad("external_tls_cert_file", "and external_tls_key_file go together: set both for HTTPS, or neither")
+	}
 	for setting, d := range map[string]duration.Duration{"instance_watcher_period": c.InstanceWatcherPeriod,
 		"instance_updater_period": c.InstanceUpdaterPeriod, "reincarnation_period": c.ReincarnationPeriod,
 		"reincarnation_cooldown": c.ReincarnationCooldown, "sled_liveness_period": c.SledLivenessPeriod,
@@ -169,16 +185,17 @@ const EnvPrefix = "NEXUS_"
 
 // BindFlags registers nexus's flags on fs.
 func BindFlags(fs *pflag.FlagSet) *Flags {
-	return &Flags{loader: settings.Bind(fs, settings.Spec{EnvPrefix: EnvPrefix, RelativeToFile: sqlitePath}, Default())}
+	return &Flags{loader: settings.Bind(fs, settings.Spec{EnvPrefix: EnvPrefix, RelativeToFile: filePaths}, Default())}
 }
 
-// sqlitePath: a relative SQLite path in a file is relative to the file; a
-// PostgreSQL DSN is no path.
-func sqlitePath(get func(string) string) []string {
+// filePaths: a relative path in a file (the certificates', a SQLite
+// database's) is relative to the file; a PostgreSQL DSN is no path.
+func filePaths(get func(string) string) []string {
+	paths := []string{"tls_dir", "external_tls_cert_file", "external_tls_key_file"}
 	if backend := get("database_backend"); backend == "" || backend == "sqlite" {
-		return []string{"database_url"}
+		paths = append(paths, "database_url")
 	}
-	return nil
+	return paths
 }
 
 // Resolve combines defaults, the config file, the environment and the

@@ -22,7 +22,8 @@ func TestTheShippedSampleConfigIsValidAndFlagsOverrideIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.InternalListen != "127.0.0.1:0" || !strings.HasSuffix(cfg.DatabaseURL, ".local/nexus/nexus.db") {
+	if cfg.InternalListen != "127.0.0.1:0" || !strings.HasSuffix(cfg.DatabaseURL, ".local/nexus/nexus.db") ||
+		!strings.HasPrefix(cfg.TLSDir, "../../../.local/pki/") {
 		t.Fatalf("resolved %+v", cfg)
 	}
 }
@@ -38,23 +39,23 @@ func TestInvalidSettingsAreAllNamed(t *testing.T) {
 
 func TestN11_MetricsHaveTheirOwnValidatedListener(t *testing.T) {
 	id := "--id=4e000000-0000-4000-8000-000000000001"
-	cfg, err := resolve(t, id)
+	cfg, err := resolve(t, id, "--tls-dir", "pki", "--tls-dir", "pki")
 	if err != nil || cfg.MetricsListen != "127.0.0.1:12223" {
 		t.Fatalf("default metrics_listen %q, %v; want 127.0.0.1:12223", cfg.MetricsListen, err)
 	}
-	if cfg, err := resolve(t, id, "--metrics-listen", "0.0.0.0:9100"); err != nil || cfg.MetricsListen != "0.0.0.0:9100" {
+	if cfg, err := resolve(t, id, "--tls-dir", "pki", "--metrics-listen", "0.0.0.0:9100"); err != nil || cfg.MetricsListen != "0.0.0.0:9100" {
 		t.Fatalf("--metrics-listen: %q, %v", cfg.MetricsListen, err)
 	}
-	if _, err := resolve(t, id, "--metrics-listen", "9100"); err == nil || !strings.Contains(err.Error(), "metrics_listen:") {
+	if _, err := resolve(t, id, "--tls-dir", "pki", "--metrics-listen", "9100"); err == nil || !strings.Contains(err.Error(), "metrics_listen:") {
 		t.Fatalf("a bad metrics_listen is not named: %v", err)
 	}
 	// The external listener answers only with a token: metrics there
 	// would be either unreachable to Prometheus or a hole in N10.
-	_, err = resolve(t, id, "--metrics-listen", "127.0.0.1:12220", "--external-listen", "127.0.0.1:12220")
+	_, err = resolve(t, id, "--tls-dir", "pki", "--metrics-listen", "127.0.0.1:12220", "--external-listen", "127.0.0.1:12220")
 	if err == nil || !strings.Contains(err.Error(), "metrics_listen:") || !strings.Contains(err.Error(), "external_listen") {
 		t.Fatalf("metrics on the external listener: %v, want an error naming both", err)
 	}
-	if _, err := resolve(t, id, "--metrics-listen", "127.0.0.1:0", "--external-listen", "127.0.0.1:0",
+	if _, err := resolve(t, id, "--tls-dir", "pki", "--metrics-listen", "127.0.0.1:0", "--external-listen", "127.0.0.1:0",
 		"--internal-listen", "127.0.0.1:0"); err != nil {
 		t.Fatalf("several listeners on port 0 (any free port): %v", err)
 	}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/rackplane/rackplane/pkg/backoff"
 	"github.com/rackplane/rackplane/pkg/grpcconn"
+	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/sledclient"
@@ -43,6 +44,9 @@ type Options struct {
 	// the nexus zones to answer.
 	ReadyBound time.Duration
 	Log        *zap.Logger
+	// Trust is the operator's rack identity: rack setup calls the
+	// sled-agents and the nexus zones over mutual TLS with it (S2, S4).
+	Trust rackpki.Trust
 }
 
 // Run sets the rack up from the plan and returns its nexus replicas once
@@ -62,7 +66,7 @@ func Run(ctx context.Context, p Plan, o Options) ([]model.NexusZone, error) {
 		rack = uuid.MustParse(p.Rack)
 	}
 	deadline := time.Now().Add(o.ReadyBound)
-	sleds := sledclient.NewPool(planAddresses(p))
+	sleds := sledclient.NewPool(planAddresses(p), o.Trust)
 	defer sleds.Close()
 	// Each sled is asked what it is before anything is recorded: a plan
 	// that puts a zone on a pool its sled lacks would be refused by the
@@ -116,7 +120,7 @@ func Run(ctx context.Context, p Plan, o Options) ([]model.NexusZone, error) {
 		if n.State != model.NexusActive {
 			continue
 		}
-		if err := waitServing(ctx, n, deadline); err != nil {
+		if err := waitServing(ctx, o.Trust, n, deadline); err != nil {
 			return nil, fmt.Errorf("nexus %s at %s: %w", n.ID, n.InternalAddress, err)
 		}
 		o.Log.Info("nexus replica answers", zap.Stringer("nexus_id", n.ID), zap.String("internal_address", n.InternalAddress))
@@ -173,8 +177,8 @@ var retry = backoff.Policy{Initial: 50 * time.Millisecond, Max: time.Second, Jit
 // waitServing waits until the nexus replica n answers at its internal
 // address, as itself: another process there (an old replica of another
 // rack, say) is not n.
-func waitServing(ctx context.Context, n model.NexusZone, deadline time.Time) error {
-	conn, err := grpcconn.Dial(n.InternalAddress, 2*time.Second)
+func waitServing(ctx context.Context, trust rackpki.Trust, n model.NexusZone, deadline time.Time) error {
+	conn, err := grpcconn.Dial(n.InternalAddress, trust, rackpki.Identity{Kind: rackpki.Nexus, ID: n.ID.String()}, 2*time.Second)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
@@ -91,7 +92,7 @@ func TestZ11_APlanThatDoesNotFitItsSledsIsRefusedBeforeItIsRecorded(t *testing.T
 		Sleds: []racksetup.Sled{{ID: agent.Config.SledID, Address: agent.Server.Addr(), Zones: []racksetup.Zone{{
 			ID: uuid.NewString(), Kind: model.ZoneNexus, Pool: wrongPool, Address: "127.0.0.1:1",
 			Nexus: &racksetup.NexusListeners{ExternalAddress: "127.0.0.1:2", MetricsAddress: "127.0.0.1:3"}}}}}}
-	_, err := racksetup.Run(context.Background(), plan, racksetup.Options{ReadyBound: 10 * time.Second})
+	_, err := racksetup.Run(context.Background(), plan, racksetup.Options{ReadyBound: 10 * time.Second, Trust: rackpkitest.For(t).Operator()})
 	if err == nil || !strings.Contains(err.Error(), "sleds[0].zones[0].pool: "+wrongPool+" is not a pool of sled") {
 		t.Fatalf("a zone on a pool its sled lacks: %v, want a refusal naming the pool", err)
 	}

@@ -15,6 +15,7 @@ import (
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/pkg/grpcconn"
+	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
@@ -57,6 +58,7 @@ const addressTTL = 10 * time.Second
 // changes (it re-registered elsewhere).
 type Pool struct {
 	resolver Resolver
+	trust    rackpki.Trust
 
 	mu    sync.Mutex
 	conns map[uuid.UUID]conn
@@ -67,8 +69,12 @@ type Pool struct {
 // reads as unreachable (ErrSledUnreachable) instead of holding the caller.
 const CallTimeout = 10 * time.Second
 
-// NewPool returns an empty pool.
-func NewPool(r Resolver) *Pool { return &Pool{resolver: r, conns: map[uuid.UUID]conn{}} }
+// NewPool returns an empty pool whose connections are mutual TLS with
+// trust, each to the sled it names (S2): whoever answers at a sled's
+// address must hold that sled's certificate.
+func NewPool(r Resolver, trust rackpki.Trust) *Pool {
+	return &Pool{resolver: r, trust: trust, conns: map[uuid.UUID]conn{}}
+}
 
 // client returns a client for the sled.
 func (p *Pool) client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgentClient, error) {
@@ -92,7 +98,7 @@ func (p *Pool) client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgen
 	} else if ok {
 		c.cc.Close()
 	}
-	cc, err := grpcconn.Dial(addr, CallTimeout)
+	cc, err := grpcconn.Dial(addr, p.trust, rackpki.Identity{Kind: rackpki.Sled, ID: sled.String()}, CallTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/pkg/rackpki"
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 )
 
 type countingResolver struct{ calls atomic.Int32 }
@@ -19,7 +22,7 @@ func (r *countingResolver) SledAddress(context.Context, uuid.UUID) (string, erro
 // from the database once per addressTTL, not once per call.
 func TestASledsAddressIsReadOncePerTTL(t *testing.T) {
 	r := &countingResolver{}
-	p := NewPool(r)
+	p := NewPool(r, rackpkitest.For(t).Trust(rackpki.Identity{Kind: rackpki.Nexus, ID: "n"}))
 	defer p.Close()
 	sled := uuid.New()
 	for i := 0; i < 5; i++ {

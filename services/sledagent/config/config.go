@@ -27,6 +27,16 @@ type Config struct {
 	// ListenAddress is the gRPC listener, host:port (port 0 picks one).
 	ListenAddress string `koanf:"listen_address" flag:"listen" help:"gRPC listen address host:port"`
 	SledID        string `koanf:"sled_id" help:"this sled's UUID"`
+	// TLSDir holds the sled's rack identity (S1): the rack CA's
+	// certificate (ca.crt) and its own, naming sled/<sled_id> (tls.crt,
+	// tls.key), and under zones/<zone id> the identity of each nexus zone
+	// it runs, as `nexus rack-certs` writes them. Every call in or out is
+	// mutual TLS with it (S2); there is no plaintext inside the rack.
+	TLSDir string `koanf:"tls_dir" help:"directory of the sled's rack certificates (ca.crt, tls.crt, tls.key, zones/<id>/)"`
+	// FaultInjection serves SledAgentSim, the fault injection API (V7),
+	// and its call faults; off, neither exists (S4). The local cluster and
+	// the test harness turn it on.
+	FaultInjection bool `koanf:"fault_injection" help:"serve SledAgentSim, the fault injection API (simulated racks and tests only)"`
 	// DataDir, when set, supplies defaults for LedgerDirs (data_dir/m2-0 and
 	// data_dir/m2-1) and ZoneStateDir (data_dir/zones).
 	DataDir string `koanf:"data_dir" help:"directory for default ledger dirs (m2-0, m2-1) and the zone state dir"`
@@ -125,6 +135,9 @@ func (c Config) Validate() error {
 	}
 	if id, err := uuid.Parse(c.SledID); err != nil || len(c.SledID) != 36 || id == uuid.Nil {
 		bad("sled_id", "%q is not a UUID", c.SledID)
+	}
+	if c.TLSDir == "" {
+		bad("tls_dir", "is required: the sled's rack certificates (ca.crt, tls.crt, tls.key), written by `nexus rack-certs`")
 	}
 	if len(c.LedgerDirs) < 2 {
 		bad("ledger_dirs", "needs at least two directories (or data_dir), got %d", len(c.LedgerDirs))
@@ -246,7 +259,7 @@ func BindFlags(fs *pflag.FlagSet) *Flags {
 // paths are the settings that name directories: relative to the file they
 // are written in, not to wherever the agent happens to be started.
 func paths(func(string) string) []string {
-	return []string{"data_dir", "zone_state_dir", "zone_root", "ledger_dirs"}
+	return []string{"data_dir", "zone_state_dir", "zone_root", "ledger_dirs", "tls_dir"}
 }
 
 // Resolve combines defaults, the config file, the environment and the

@@ -28,6 +28,7 @@ func TestFlagsOverrideTheFileAndPathsAreRelativeToIt(t *testing.T) {
 	if err := os.WriteFile(file, []byte(`
 sled_id: 1a5e0000-0000-4000-8000-000000000001
 data_dir: state
+tls_dir: pki
 zpools: [`+pool+`]
 ncpus: 8
 reconciler_retry_initial: 100ms
@@ -45,6 +46,9 @@ reconciler_retry_initial: 100ms
 		t.Errorf("file or defaults lost: %+v", cfg)
 	}
 	wantLedger := []string{filepath.Join(dir, "state", "m2-0"), filepath.Join(dir, "state", "m2-1")}
+	if cfg.TLSDir != filepath.Join(dir, "pki") {
+		t.Errorf("tls_dir %q is not relative to the file", cfg.TLSDir)
+	}
 	if strings.Join(cfg.LedgerDirs, ",") != strings.Join(wantLedger, ",") || cfg.ZoneStateDir != filepath.Join(dir, "state", "zones") {
 		t.Errorf("data_dir defaults wrong: %v, %s", cfg.LedgerDirs, cfg.ZoneStateDir)
 	}
@@ -56,7 +60,7 @@ func TestInvalidSettingsAreAllNamed(t *testing.T) {
 	if err == nil {
 		t.Fatal("invalid settings accepted")
 	}
-	for _, setting := range []string{"sled_id", "ledger_dirs", "zpools", "ncpus", "zone_state_dir", "log_level", "zone_commands",
+	for _, setting := range []string{"sled_id", "tls_dir", "ledger_dirs", "zpools", "ncpus", "zone_state_dir", "log_level", "zone_commands",
 		"zone_root", "nexus_address"} {
 		if !strings.Contains(err.Error(), setting+":") {
 			t.Errorf("error does not name %s:\n%v", setting, err)
@@ -83,12 +87,12 @@ func TestTheShippedSampleConfigIsValid(t *testing.T) {
 // A zone runs in its own directory, so a relative program path would not
 // name what the operator meant (Z10).
 func TestARelativeZoneProgramIsRefused(t *testing.T) {
-	_, err := resolve(t, "--sled-id", "1a5e0000-0000-4000-8000-000000000001", "--data-dir", t.TempDir(),
+	_, err := resolve(t, "--sled-id", "1a5e0000-0000-4000-8000-000000000001", "--data-dir", t.TempDir(), "--tls-dir", "pki",
 		"--zpool", "oxp_0b0e0000-0000-4000-8000-000000000001", "--zone-command", "nexus=./bin/nexus")
 	if err == nil || !strings.Contains(err.Error(), "zone_commands:") || !strings.Contains(err.Error(), "./bin/nexus") {
 		t.Fatalf("a relative zone program: %v, want an error naming zone_commands and the path", err)
 	}
-	if _, err := resolve(t, "--sled-id", "1a5e0000-0000-4000-8000-000000000001", "--data-dir", t.TempDir(),
+	if _, err := resolve(t, "--sled-id", "1a5e0000-0000-4000-8000-000000000001", "--data-dir", t.TempDir(), "--tls-dir", "pki",
 		"--zpool", "oxp_0b0e0000-0000-4000-8000-000000000001", "--zone-command", "nexus=nexus --log-format json"); err != nil {
 		t.Fatalf("a program found on PATH: %v", err)
 	}

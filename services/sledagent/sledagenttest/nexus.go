@@ -13,6 +13,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
+	"github.com/rackplane/rackplane/pkg/grpcconn"
+	"github.com/rackplane/rackplane/pkg/rackpki"
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/sledagent/config"
 )
@@ -56,7 +59,11 @@ func StartNexus(t testutil.TB) *NexusReceiver {
 func (n *NexusReceiver) Addr() string { return n.addr }
 
 func (n *NexusReceiver) serve(lis net.Listener) {
-	srv := grpc.NewServer()
+	creds, err := grpcconn.ServerCredentials(rackpkitest.For(n.t).Trust(rackpki.Identity{Kind: rackpki.Nexus, ID: "receiver"}))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	srv := grpc.NewServer(creds)
 	nexusv1.RegisterNexusInternalServer(srv, &nexusService{n: n})
 	n.mu.Lock()
 	n.server = srv

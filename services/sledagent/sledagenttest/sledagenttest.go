@@ -10,9 +10,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/rackpki"
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/sledagent"
 	"github.com/rackplane/rackplane/services/sledagent/config"
@@ -29,12 +30,15 @@ type Agent struct {
 }
 
 // Config returns a valid configuration over fresh temporary directories,
-// with two zpools and quick reconciler retries.
+// with two zpools, quick reconciler retries, fault injection on and a
+// certificate of the test's rack CA (rackpkitest.For) for its sled id.
 func Config(t testutil.TB) config.Config {
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.ListenAddress = "127.0.0.1:0"
 	cfg.SledID = uuid.NewString()
+	cfg.TLSDir = rackpkitest.For(t).Member(rackpki.Identity{Kind: rackpki.Sled, ID: cfg.SledID})
+	cfg.FaultInjection = true
 	cfg.LedgerDirs = []string{filepath.Join(dir, "m2-0"), filepath.Join(dir, "m2-1")}
 	cfg.ZoneStateDir = filepath.Join(dir, "zones")
 	cfg.Zpools = []string{"oxp_" + uuid.NewString(), "oxp_" + uuid.NewString()}
@@ -81,10 +85,7 @@ func (a *Agent) start() {
 	a.Server = srv
 	a.served = make(chan error, 1)
 	go func() { a.served <- srv.Serve() }()
-	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		a.t.Fatal(err)
-	}
+	conn := DialAgent(a.t, srv.Addr(), a.Config.SledID)
 	a.conn = conn
 	a.Remote = NewRemote(a.t, conn)
 }

@@ -204,7 +204,7 @@ func (s *expungeScenario) killB() {
 		s.t.Fatal(err)
 	}
 	s.b.Kill()
-	if err := racktest.Serving(s.b.InternalAddr(), ""); err == nil {
+	if err := racktest.Serving(s.t, s.b.InternalAddr(), ""); err == nil {
 		s.t.Fatalf("B serves after kill -9")
 	}
 }
@@ -260,7 +260,7 @@ func (s *expungeScenario) expungeB(shutdownFails bool) {
 	// An expunged replica that is alive stops serving, then exits (X3),
 	// although its sled cannot shut its zone down.
 	testutil.WaitFor(t, expungeBound, func() error {
-		if err := racktest.Serving(s.b.InternalAddr(), ""); err == nil {
+		if err := racktest.Serving(s.t, s.b.InternalAddr(), ""); err == nil {
 			return fmt.Errorf("B still serves")
 		}
 		if s.b.Running() {

@@ -55,7 +55,7 @@ func command() *cobra.Command {
 	if err := cmd.Flags().MarkHidden(crashPointFlag); err != nil {
 		panic(err) // the flag was just defined
 	}
-	cmd.AddCommand(tokenCommand(), rackSetupCommand())
+	cmd.AddCommand(tokenCommand(), rackSetupCommand(), rackCertsCommand())
 	cmd.RunE = func(*cobra.Command, []string) error {
 		var crash crashPoints
 		for _, at := range crashAt {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rackplane/rackplane/pkg/rackpki"
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/racktest"
@@ -28,6 +30,7 @@ func TestX1_FiveReplicasStartedAtTheSameInstantOnAnEmptyDatabaseAllComeUp(t *tes
 			cfg := config.Default()
 			cfg.ID, cfg.DatabaseBackend, cfg.DatabaseURL = uuid.NewString(), string(db.Backend), db.URL
 			cfg.InternalListen, cfg.ExternalListen, cfg.ExternalGRPCListen, cfg.MetricsListen = a[0], a[1], a[2], a[3]
+			cfg.TLSDir = rackpkitest.For(t).Member(rackpki.Identity{Kind: rackpki.Nexus, ID: cfg.ID})
 			procs[i] = racktest.NewProcess(t, fmt.Sprintf("round-%d-nexus-%d", round, i), bin, cfg.Args()...)
 		}
 		began := time.Now()

@@ -14,7 +14,7 @@ import (
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 )
 
-func inventoryCommand(addr *string) *cobra.Command {
+func inventoryCommand(sled *target) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "inventory",
@@ -25,7 +25,7 @@ func inventoryCommand(addr *string) *cobra.Command {
 				return fmt.Errorf("--output: %q is not table or json", output)
 			}
 			var inv *sledagentv1.GetInventoryResponse
-			err := call(cmd.Context(), *addr, func(ctx context.Context, client sledagentv1.SledAgentClient) (err error) {
+			err := call(cmd.Context(), *sled, func(ctx context.Context, client sledagentv1.SledAgentClient) (err error) {
 				inv, err = client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
 				return err
 			})

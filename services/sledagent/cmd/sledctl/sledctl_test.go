@@ -10,14 +10,16 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
 
+// run runs sledctl as the test's operator.
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
 	root := newRoot(&out)
-	root.SetArgs(args)
+	root.SetArgs(append([]string{"--tls-dir", rackpkitest.For(t).OperatorDir()}, args...))
 	err := root.Execute()
 	return out.String(), err
 }

@@ -3,19 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"sigs.k8s.io/yaml"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/pkg/grpcconn"
+	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
 )
 
@@ -37,7 +38,7 @@ type zonesFile struct {
 	} `json:"zones"`
 }
 
-func zonesCommand(addr *string) *cobra.Command {
+func zonesCommand(sled *target) *cobra.Command {
 	zones := &cobra.Command{Use: "zones", Short: "Manage the sled's zones config"}
 	put := &cobra.Command{
 		Use:   "put FILE",
@@ -49,7 +50,7 @@ func zonesCommand(addr *string) *cobra.Command {
 				return err
 			}
 			var resp *sledagentv1.EnsureZonesResponse
-			err = call(cmd.Context(), *addr, func(ctx context.Context, client sledagentv1.SledAgentClient) (err error) {
+			err = call(cmd.Context(), *sled, func(ctx context.Context, client sledagentv1.SledAgentClient) (err error) {
 				resp, err = client.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{Config: cfg})
 				return err
 			})
@@ -107,8 +108,15 @@ func parseZonesFile(data []byte) (*sledagentv1.OmicronZonesConfig, error) {
 
 // call runs one RPC against the sled-agent at addr, bounded in time, and
 // renders its error for a person.
-func call(ctx context.Context, addr string, rpc func(context.Context, sledagentv1.SledAgentClient) error) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func call(ctx context.Context, sled target, rpc func(context.Context, sledagentv1.SledAgentClient) error) error {
+	if sled.tlsDir == "" {
+		return errors.New("--tls-dir is required: sled-agents answer the operator's certificate only")
+	}
+	trust, err := rackpki.LoadDir(sled.tlsDir)
+	if err != nil {
+		return fmt.Errorf("--tls-dir: %w", err)
+	}
+	conn, err := grpcconn.Dial(sled.addr, trust, rackpki.Identity{Kind: rackpki.Sled}, 0)
 	if err != nil {
 		return err
 	}

@@ -8,9 +8,10 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/grpcconn"
+	"github.com/rackplane/rackplane/pkg/rackpki"
 )
 
 // MigrationPeer carries the simulated migration protocol to the hypervisor
@@ -24,6 +25,9 @@ type MigrationPeer interface {
 // SimMigration service.
 type GRPCPeer struct {
 	Timeout time.Duration
+	// Trust is the sled's rack identity: the other sled must be one too
+	// (S2, S4).
+	Trust rackpki.Trust
 
 	mu     sync.Mutex
 	closed bool
@@ -41,7 +45,7 @@ func (p *GRPCPeer) client(addr string) (sledagentv1.SimMigrationClient, error) {
 	if conn, ok := p.conns[addr]; ok {
 		return sledagentv1.NewSimMigrationClient(conn), nil
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpcconn.Dial(addr, p.Trust, rackpki.Identity{Kind: rackpki.Sled}, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -43,6 +43,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/services/sledagent/reconciler"
 	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
 )
@@ -51,6 +52,10 @@ import (
 type Config struct {
 	// Root holds every pool's zones: <Root>/<pool>/zones/<zone id>.
 	Root string
+	// SledTLSDir is the sled's rack identity directory: a nexus zone is
+	// handed its own, rackpki.ZoneDir(SledTLSDir, zone id), as its
+	// tls_dir (S1).
+	SledTLSDir string
 	// Commands is the command line (program and arguments) of each kind
 	// run as a process.
 	Commands map[zoneconfig.Kind][]string
@@ -251,6 +256,12 @@ func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 	if left := zoneMembers(r.cfg.Root, zone.ID.String(), 0, 0); len(left) > 0 {
 		return fmt.Errorf("processes %v of an earlier run of zone %s still run; it must be halted first", left, zone.ID)
 	}
+	tlsDir := rackpki.ZoneDir(r.cfg.SledTLSDir, zone.ID.String())
+	if zone.Kind == zoneconfig.KindNexus {
+		if _, err := os.Stat(filepath.Join(tlsDir, rackpki.CertFile)); err != nil {
+			return fmt.Errorf("nexus zone %s has no rack identity in %s (issue it with `nexus rack-certs`): %w", zone.ID, tlsDir, err)
+		}
+	}
 	dir := filepath.Join(r.cfg.Root, zone.FilesystemPool, "zones", zone.ID.String())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -266,7 +277,7 @@ func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, out, out
-	cmd.Env = append(os.Environ(), zoneEnv(zone, dir)...)
+	cmd.Env = append(os.Environ(), zoneEnv(zone, dir, tlsDir)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s zone %s: %w", zone.Kind, zone.ID, err)
@@ -493,7 +504,7 @@ func writeRecord(dir string, rec record) error {
 // zoneEnv is what a zone's process is told about itself: its identity and
 // addresses for any kind, and for a nexus zone the settings nexus reads
 // from its environment (services/nexus/config).
-func zoneEnv(z zoneconfig.Zone, dir string) []string {
+func zoneEnv(z zoneconfig.Zone, dir, tlsDir string) []string {
 	env := []string{
 		envZoneID + "=" + z.ID.String(),
 		"RACKPLANE_ZONE_KIND=" + string(z.Kind),
@@ -508,6 +519,7 @@ func zoneEnv(z zoneconfig.Zone, dir string) []string {
 			"NEXUS_METRICS_LISTEN="+z.Nexus.MetricsAddress.String(),
 			"NEXUS_DATABASE_BACKEND="+z.Nexus.DatabaseBackend,
 			"NEXUS_DATABASE_URL="+z.Nexus.DatabaseURL,
+			"NEXUS_TLS_DIR="+tlsDir,
 		)
 	}
 	return env
