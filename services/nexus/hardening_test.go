@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -17,10 +20,13 @@ import (
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	"github.com/rackplane/rackplane/pkg/duration"
+	"github.com/rackplane/rackplane/pkg/rackpki"
+	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
 	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/racktest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -334,5 +340,62 @@ func TestSPEC7_ANULOverGRPCOrInAPageTokenIsRefusedOnBothBackends(t *testing.T) {
 				t.Fatalf("a page token holding a NUL: %d %s; want 400", resp.Status, resp.Body)
 			}
 		})
+	}
+}
+
+// S5: with a certificate and key configured, the external API is HTTPS
+// (REST and external gRPC alike): a client that trusts the certificate
+// gets the API, one speaking plain HTTP gets nothing of it.
+func TestS5_TheExternalAPIServesHTTPSFromItsConfiguredCertificate(t *testing.T) {
+	// Any certificate a client trusts will do; the test's rack CA issues
+	// one for the API's address.
+	ca := rackpkitest.New(t)
+	certPEM, keyPEM, err := ca.CA().Issue(rackpki.Identity{Kind: rackpki.Operator, ID: "api"}, time.Now(), "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := rackpki.WriteKeyPair(dir, "api", certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	r := racktest.StartInProcess(t, racktest.Options{NexusConfig: func(_ int, c *config.Config) {
+		c.ExternalTLSCertFile, c.ExternalTLSKeyFile = filepath.Join(dir, "api.crt"), filepath.Join(dir, "api.key")
+	}})
+	url := r.Server().ExternalURL()
+	if !strings.HasPrefix(url, "https://") {
+		t.Fatalf("the external URL is %s, want https://", url)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.CA().Cert)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	token := r.Token(racktest.FleetAdmin)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/projects", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/projects over HTTPS: %d, want 200", resp.StatusCode)
+	}
+	plain, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+strings.TrimPrefix(url, "https://")+"/v1/projects", nil)
+	plain.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(plain); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatalf("plain HTTP to the HTTPS listener answered 200")
+		}
+	}
+	// External gRPC is TLS with the same certificate.
+	conn, err := grpc.NewClient(r.Server().ExternalGRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(
+		&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ServerName: "127.0.0.1"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	callCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	if _, err := nexusv1.NewNexusExternalClient(conn).ProjectList(callCtx, &nexusv1.ProjectListRequest{}); err != nil {
+		t.Fatalf("external gRPC over TLS: %v", err)
 	}
 }

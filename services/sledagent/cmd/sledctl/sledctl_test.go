@@ -89,3 +89,20 @@ func TestZ2_OperatorSeesEveryFieldTheSledRefused(t *testing.T) {
 		t.Fatalf("unknown kind: %v", err)
 	}
 }
+
+// S2, S4: sledctl speaks to a sled only as the operator of its rack: no
+// --tls-dir is a clear error, and an operator of another rack is refused.
+func TestS2_SledctlNeedsTheRacksOperatorCertificate(t *testing.T) {
+	a := sledagenttest.Start(t)
+	var out bytes.Buffer
+	root := newRoot(&out)
+	root.SetArgs([]string{"--tls-dir", "", "--addr", a.Server.Addr(), "inventory"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--tls-dir is required") {
+		t.Fatalf("no --tls-dir: %v, want an error naming --tls-dir", err)
+	}
+	root = newRoot(&out)
+	root.SetArgs([]string{"--tls-dir", rackpkitest.New(t).OperatorDir(), "--addr", a.Server.Addr(), "inventory"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "Unavailable") {
+		t.Fatalf("another rack's operator: %v, want the connection refused", err)
+	}
+}
