@@ -49,6 +49,9 @@ func clientCredentials(trust rackpki.Trust, want rackpki.Identity) (grpc.DialOpt
 	if trust.Roots == nil || len(trust.Own.Certificate) == 0 {
 		return nil, ErrNoTrust
 	}
+	if want.Kind == "" {
+		return nil, errors.New("grpcconn: no kind of peer to expect: a rack connection always knows whom it reaches")
+	}
 	return grpc.WithTransportCredentials(credentials.NewTLS(trust.ClientConfig(&want))), nil
 }
 
