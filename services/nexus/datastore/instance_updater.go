@@ -80,10 +80,14 @@ func (d *DataStore) InstancesToReincarnate(ctx context.Context, cooledSince time
 // InstanceClaimAutoRestart records an automatic restart at `at` unless one
 // happened since cooledSince, for replica, only while it is active (X3);
 // true when this caller claimed it, so two nexus replicas never restart the
-// same instance twice in one cooldown.
+// same instance twice in one cooldown. The claim checks again, in its own
+// statement, everything InstancesToReincarnate listed it for: a stop or
+// force-terminate, a policy change or an update that came between the
+// list and the claim wins, and the instance is not booted.
 func (d *DataStore) InstanceClaimAutoRestart(ctx context.Context, id uuid.UUID, at, cooledSince time.Time, replica uuid.UUID) (bool, error) {
 	res, err := d.db.ExecContext(ctx, `UPDATE instance SET time_last_auto_restarted = $2
 		WHERE id = $1 AND time_deleted IS NULL AND state = 'failed'
+			AND intended_state = 'running' AND auto_restart_policy = 'best_effort' AND updater_id IS NULL
 			AND (time_last_auto_restarted IS NULL OR time_last_auto_restarted < $3) AND `+d.replicaActive("$4"),
 		id.String(), ts(at), ts(cooledSince), replica.String())
 	if err != nil {

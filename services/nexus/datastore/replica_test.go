@@ -47,7 +47,7 @@ func TestX3_AnExpungedReplicaClaimsNothingFromTheCommitOn(t *testing.T) {
 		for i := range instances {
 			free := newInstance(p.ID, fmt.Sprintf("lock-%d", i))
 			failed := newInstance(p.ID, fmt.Sprintf("restart-%d", i))
-			failed.Runtime.State = model.InstanceFailed
+			failed.Runtime.State, failed.IntendedState = model.InstanceFailed, model.IntendRunning
 			for _, inst := range []model.Instance{free, failed} {
 				if err := ds.InstanceCreate(ctx, inst); err != nil {
 					t.Fatal(err)
