@@ -99,6 +99,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	nexusApp := app.New(ds, engine, sleds, log.Named("app"),
 		app.WithReplica(nexusID),
 		app.WithSledRetryBound(time.Duration(cfg.SledUnreachableBound)),
+		app.WithLockWaitBound(time.Duration(cfg.UpdaterLockWaitBound)),
 		app.WithAuthnCacheTTL(time.Duration(cfg.AuthnCacheTTL)),
 		app.WithForceTerminateCounter(func(outcome string) { m.ForceTerminations.WithLabelValues(outcome).Inc() }),
 		app.WithEventCounter(func(event string, n int) { m.Events.WithLabelValues(event).Add(float64(n)) }))

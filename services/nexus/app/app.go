@@ -21,6 +21,7 @@ type Nexus struct {
 	sleds SledAgents
 
 	sledRetryBound       time.Duration
+	lockWaitBound        time.Duration
 	forceTerminateCounts func(outcome string)
 	events               func(event string, n int)
 	authn                *authnCache
@@ -57,11 +58,19 @@ const (
 	// EventForeignReportRefused counts sled reports about VMMs or
 	// migration sides that are not the reporting sled's (S3).
 	EventForeignReportRefused = "foreign_report_refused"
+	// EventForceTerminateLockWait counts force-terminates that found
+	// another update holding the instance's updater lock and waited (F6).
+	EventForceTerminateLockWait = "force_terminate_lock_wait"
 )
 
 // WithSledRetryBound sets how long force-terminate keeps retrying a sled
 // that does not answer before it gives up with 503 (F7).
 func WithSledRetryBound(d time.Duration) Option { return func(n *Nexus) { n.sledRetryBound = d } }
+
+// WithLockWaitBound sets how long force-terminate waits for another update
+// holding the instance's updater lock before it answers 503 naming the
+// holder (F6).
+func WithLockWaitBound(d time.Duration) Option { return func(n *Nexus) { n.lockWaitBound = d } }
 
 // WithAuthnCacheTTL sets how long a token's caller and roles are remembered
 // after the database resolved them; 0 resolves every request afresh.
@@ -77,7 +86,7 @@ func WithForceTerminateCounter(count func(outcome string)) Option {
 // for an operator command that only touches the database (minting tokens).
 func New(ds *datastore.DataStore, engine *saga.Engine, sleds SledAgents, log *zap.Logger, opts ...Option) *Nexus {
 	n := &Nexus{log: log, ds: ds, sagas: engine, sleds: sleds,
-		sledRetryBound: defaultSledRetryBound, forceTerminateCounts: func(string) {}, events: func(string, int) {},
+		sledRetryBound: defaultSledRetryBound, lockWaitBound: defaultLockWaitBound, forceTerminateCounts: func(string) {}, events: func(string, int) {},
 		authn:   newAuthnCache(0),
 		replica: replica{expunged: make(chan struct{})}}
 	for _, opt := range opts {

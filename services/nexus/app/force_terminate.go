@@ -25,9 +25,9 @@ const (
 	// sledAttemptTimeout bounds one EnsureUnregistered: a black-holed sled
 	// must turn into a retry, not a hang.
 	sledAttemptTimeout = 2 * time.Second
-	// lockWaitBound is how long force-terminate waits for another update
-	// holding the instance's updater lock (F6).
-	lockWaitBound = 10 * time.Second
+	// defaultLockWaitBound is how long force-terminate waits for another
+	// update holding the instance's updater lock (F6).
+	defaultLockWaitBound = 10 * time.Second
 	// terminateRounds bounds how often a VMM that moved on while it was
 	// being terminated is looked at again (F5).
 	terminateRounds = 4
@@ -292,7 +292,8 @@ func (n *Nexus) unregister(ctx context.Context, v model.VMM) (*model.VMMRuntime,
 // instance's updater lock, then settles the instance itself if the holder
 // left anything to do.
 func (n *Nexus) settleWhenUnlocked(ctx context.Context, id uuid.UUID) (model.InstanceSnapshot, error) {
-	deadline := time.Now().Add(lockWaitBound)
+	n.events(EventForceTerminateLockWait, 1)
+	deadline := time.Now().Add(n.lockWaitBound)
 	for attempt := 0; ; attempt++ {
 		if backoff.Sleep(ctx, lockWaitPolicy.Delay(attempt)) != nil {
 			return model.InstanceSnapshot{}, ctx.Err()

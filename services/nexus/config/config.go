@@ -71,6 +71,10 @@ type Config struct {
 	// SledUnreachableBound is how long force-terminate keeps retrying a
 	// sled-agent that does not answer before it answers 503 (SPEC F7).
 	SledUnreachableBound duration.Duration `koanf:"sled_unreachable_bound" help:"how long force-terminate retries a sled before answering 503 (F7)"`
+	// UpdaterLockWaitBound is how long force-terminate waits for another
+	// update holding the instance's updater lock before it answers 503
+	// naming the holder (SPEC F6).
+	UpdaterLockWaitBound duration.Duration `koanf:"updater_lock_wait_bound" help:"how long force-terminate waits for an update holding the instance's updater lock before answering 503 (F6)"`
 	// AuthnCacheTTL is how long a token's caller and roles are remembered
 	// after the database resolved them (0: never). It bounds how long a
 	// role change made through another replica takes to apply here.
@@ -103,6 +107,7 @@ func Default() Config {
 		SagaReassignmentPeriod: duration.Duration(10 * time.Second),
 		OrphanVMMPeriod:        duration.Duration(time.Minute),
 		SledUnreachableBound:   duration.Duration(10 * time.Second),
+		UpdaterLockWaitBound:   duration.Duration(10 * time.Second),
 		AuthnCacheTTL:          duration.Duration(time.Second),
 	}
 }
@@ -149,7 +154,8 @@ func (c Config) Validate() error {
 		"instance_updater_period": c.InstanceUpdaterPeriod, "reincarnation_period": c.ReincarnationPeriod,
 		"reincarnation_cooldown": c.ReincarnationCooldown, "sled_liveness_period": c.SledLivenessPeriod,
 		"sled_unreachable_bound": c.SledUnreachableBound, "zones_push_period": c.ZonesPushPeriod,
-		"inventory_period": c.InventoryPeriod, "replica_check_period": c.ReplicaCheckPeriod,
+		"updater_lock_wait_bound": c.UpdaterLockWaitBound,
+		"inventory_period":        c.InventoryPeriod, "replica_check_period": c.ReplicaCheckPeriod,
 		"expunge_confirm_period":   c.ExpungeConfirmPeriod,
 		"request_body_timeout":     c.RequestBodyTimeout,
 		"saga_reassignment_period": c.SagaReassignmentPeriod, "orphan_vmm_period": c.OrphanVMMPeriod} {

@@ -31,7 +31,7 @@ type Metrics struct {
 	// (nexus_instance_force_terminate_total{outcome}).
 	ForceTerminations *prometheus.CounterVec
 	// Events counts what this replica did for the rack (X7, N12):
-	// nexus_events_total{event="sagas_reassigned"|"orphan_vmm_reaped"}.
+	// nexus_events_total{event="sagas_reassigned"|"orphan_vmm_reaped"|"foreign_report_refused"|"force_terminate_lock_wait"}.
 	Events *prometheus.CounterVec
 }
 
