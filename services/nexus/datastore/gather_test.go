@@ -239,3 +239,42 @@ func TestF2_ACallerThatGivesUpStopsWaitingForASharedStatement(t *testing.T) {
 		t.Fatalf("the wish of a caller that gave up: %v, want context.Canceled", err)
 	}
 }
+
+// N10, F2: inside one shared statement each wish is authorized by its own
+// caller's projects alone: a caller who may stop instances of one project
+// does not lend that right to another caller's wish in the same statement.
+func TestN10_ACallersProjectsNeverAuthorizeAnotherCallersWishInTheSameStatement(t *testing.T) {
+	ds := racktest.NewDatabase(t, datastore.Postgres).Open(t)
+	mine, sled := fixture(t, ds)
+	theirs, _ := fixture(t, ds)
+	myInstance, _ := runningIn(t, ds, mine, sled, "mine")
+	theirInstance, _ := runningIn(t, ds, theirs, sled, "theirs")
+	coveted, _ := runningIn(t, ds, theirs, sled, "coveted")
+	before, err := ds.InstanceGet(ctx, coveted.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := datastore.ProjectScope{Projects: []uuid.UUID{mine.ID}}
+	them := datastore.ProjectScope{Projects: []uuid.UUID{theirs.ID}}
+	var mineErr, theirErr, covetedErr error
+	together(t, ds,
+		func() { _, mineErr = ds.InstanceIntendStopped(ctx, myInstance.ID, me, now.Add(time.Minute)) },
+		func() { _, theirErr = ds.InstanceIntendStopped(ctx, theirInstance.ID, them, now.Add(time.Minute)) },
+		// My wish for their instance, while they stop one of theirs in
+		// the same statement.
+		func() { _, covetedErr = ds.InstanceIntendStopped(ctx, coveted.ID, me, now.Add(time.Minute)) },
+	)
+	if mineErr != nil || theirErr != nil {
+		t.Fatalf("each caller's own wish: %v, %v; want both written", mineErr, theirErr)
+	}
+	if !errors.Is(covetedErr, model.ErrNotFound) {
+		t.Errorf("a wish for another project's instance: %v, want ErrNotFound", covetedErr)
+	}
+	if got, err := ds.InstanceGet(ctx, coveted.ID); err != nil || got.IntendedState != before.IntendedState ||
+		!got.TimeModified.Equal(before.TimeModified) {
+		t.Errorf("the other project's instance changed: (%+v, %v)", got, err)
+	}
+	// The two allowed wishes did share a statement: the refusal above was
+	// made inside it.
+	sameWriter(t, ds, true, row{"instance", myInstance.ID}, row{"instance", theirInstance.ID})
+}
