@@ -222,3 +222,84 @@ func TestX1_BackgroundTasksRunByTwoReplicasAtOnceDoTheWorkOnce(t *testing.T) {
 		t.Fatalf("two updaters at once wrote the instance %d times, want once", settled.Runtime.Generation-inst.Runtime.Generation)
 	}
 }
+
+// N8: the instance watcher asks sleds in parallel and a sled that does not
+// answer costs the pass one round of calls, not one call timeout per VMM:
+// while one sled black-holes every call, the other sled's forgotten VMM is
+// found in the same pass, the dead sled is never asked about more than a
+// few VMMs at once, and nothing of the dead sled's VMMs changes. Before,
+// the pass asked the dead sled about each VMM in turn, 5 s apiece.
+func TestN8_OneUnreachableSledCostsTheWatcherOneRoundOfCalls(t *testing.T) {
+	r := rack(t, racktest.Backends[0], 2)
+	n, agents := r.Server(), r.Agents()
+	c := r.Client(racktest.FleetAdmin).SDK(t)
+	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	const instances = 16
+	for i := range instances {
+		createInstance(t, c, "p", fmt.Sprintf("vm-%d", i), true)
+	}
+	for i := range instances {
+		waitRunState(t, c, "p", fmt.Sprintf("vm-%d", i), oxide.InstanceStateRunning)
+	}
+	vmms, err := n.DataStore().VMMListActive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, alive := agents[0], agents[1]
+	var onDead []model.VMM
+	var forgotten model.VMM
+	for _, v := range vmms {
+		if v.SledID.String() == dead.Config.SledID {
+			onDead = append(onDead, v)
+		} else {
+			forgotten = v
+		}
+	}
+	if len(onDead) <= 4 || forgotten.ID == uuid.Nil {
+		t.Fatalf("placement put %d of %d VMMs on the first sled; the test needs more than 4 there and one elsewhere", len(onDead), len(vmms))
+	}
+	if _, err := alive.Sim.ForgetVmm(ctx, &sledagentv1.ForgetVmmRequest{VmmId: forgotten.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dead.Sim.SetBlackHole(ctx, &sledagentv1.SetBlackHoleRequest{Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	passed := make(chan error, 1)
+	began := time.Now()
+	go func() { passed <- n.App().WatchInstances(ctx) }()
+	asked := map[string]bool{}
+	mostAtOnce := 0
+	for done := false; !done; {
+		select {
+		case err := <-passed:
+			if err != nil {
+				t.Fatalf("the watcher pass: %v", err)
+			}
+			done = true
+		case <-time.After(20 * time.Millisecond):
+			held := dead.RPCFaults().GetHeldCalls()
+			mostAtOnce = max(mostAtOnce, len(held))
+			for _, h := range held {
+				asked[h.GetVmmId()] = true
+			}
+		}
+	}
+	t.Logf("one watcher pass with %d VMMs on a dead sled and %d on a live one took %s", len(onDead), len(vmms)-len(onDead),
+		time.Since(began).Round(time.Millisecond))
+	if len(asked) > 4 || mostAtOnce > 4 {
+		t.Errorf("the dead sled was asked about %d VMMs in one pass (%d at once), want at most 4: one round of calls", len(asked), mostAtOnce)
+	}
+	if got, _ := n.DataStore().VMMGet(ctx, forgotten.ID); got.Runtime.State != model.VMMFailed {
+		t.Errorf("the other sled's forgotten VMM is %s after the pass, want failed", got.Runtime.State)
+	}
+	for _, v := range onDead {
+		if got, _ := n.DataStore().VMMGet(ctx, v.ID); got.Runtime != v.Runtime {
+			t.Errorf("VMM %s of the unreachable sled changed: %+v, was %+v", v.ID, got.Runtime, v.Runtime)
+		}
+	}
+	if _, err := dead.Sim.ClearVmmFaults(ctx, &sledagentv1.ClearVmmFaultsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}

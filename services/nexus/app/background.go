@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/rackplane/rackplane/services/nexus/model"
@@ -17,36 +20,110 @@ import (
 // generation is still the one read; a sled that cannot be reached proves
 // nothing and changes nothing; an answer is recorded through the guard, in
 // case a publication was lost.
+//
+// Sleds are asked in parallel, and each sled's VMMs a few at a time: a
+// sled that does not answer costs the pass one call timeout, not one per
+// VMM, and never holds up the other sleds. Once one of its calls finds a
+// sled unreachable, its VMMs not yet asked are left for the next pass.
 func (n *Nexus) WatchInstances(ctx context.Context) error {
 	vmms, err := n.ds.VMMListActive(ctx)
 	if err != nil {
 		return err
 	}
-	var errs []error
+	bySled := map[uuid.UUID][]model.VMM{}
 	for _, v := range vmms {
-		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		rt, err := n.sleds.VMMState(callCtx, v.SledID, v.ID)
-		cancel()
-		switch {
-		case errors.Is(err, model.ErrVMMGone):
-			if v.Runtime.State == model.VMMCreating {
-				continue // a start saga has not registered it yet
+		bySled[v.SledID] = append(bySled[v.SledID], v)
+	}
+	var (
+		mu   sync.Mutex
+		errs []error
+	)
+	failed := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	sleds := make(chan struct{}, watchSledsAtOnce)
+	var wg sync.WaitGroup
+	for sled, onSled := range bySled {
+		wg.Add(1)
+		sleds <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sleds }()
+			n.watchSled(ctx, sled, onSled, failed)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+const (
+	// watchSledsAtOnce bounds how many sleds the instance watcher asks at
+	// once, and watchVMMsPerSled how many calls it makes to one sled at
+	// once: a sled is not flooded, and a dead one holds at most that many
+	// calls until they time out.
+	watchSledsAtOnce = 32
+	watchVMMsPerSled = 4
+	// watchCallTimeout bounds one question to a sled.
+	watchCallTimeout = 5 * time.Second
+)
+
+// watchSled asks one sled about its VMMs, watchVMMsPerSled at a time,
+// until it answers none (unreachable).
+func (n *Nexus) watchSled(ctx context.Context, sled uuid.UUID, vmms []model.VMM, failed func(error)) {
+	var (
+		unreachable atomic.Bool
+		wg          sync.WaitGroup
+	)
+	calls := make(chan struct{}, watchVMMsPerSled)
+	for _, v := range vmms {
+		calls <- struct{}{}
+		if unreachable.Load() || ctx.Err() != nil {
+			<-calls
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-calls }()
+			if n.watchVMM(ctx, v, failed) {
+				unreachable.Store(true)
 			}
-			if err := n.markForgotten(ctx, v, "instance watcher: sled no longer knows the VMM; marked it failed"); err != nil {
-				errs = append(errs, err)
-			}
-		case errors.Is(err, model.ErrSledUnreachable):
-			n.log.Info("instance watcher: sled unreachable; inconclusive", zap.Stringer("sled_id", v.SledID))
-		case err != nil:
-			errs = append(errs, err)
-		default:
-			// In case a publication was lost.
-			if err := n.recordAnswer(ctx, v, rt); err != nil {
-				errs = append(errs, err)
-			}
+		}()
+	}
+	wg.Wait()
+	if unreachable.Load() {
+		n.log.Info("instance watcher: sled unreachable; inconclusive for its VMMs", zap.Stringer("sled_id", sled),
+			zap.Int("vmms", len(vmms)))
+	}
+}
+
+// watchVMM asks the VMM's sled about it and acts on the answer; true when
+// the sled could not be reached.
+func (n *Nexus) watchVMM(ctx context.Context, v model.VMM, failed func(error)) (unreachable bool) {
+	callCtx, cancel := context.WithTimeout(ctx, watchCallTimeout)
+	rt, err := n.sleds.VMMState(callCtx, v.SledID, v.ID)
+	cancel()
+	switch {
+	case errors.Is(err, model.ErrVMMGone):
+		if v.Runtime.State == model.VMMCreating {
+			return false // a start saga has not registered it yet
+		}
+		if err := n.markForgotten(ctx, v, "instance watcher: sled no longer knows the VMM; marked it failed"); err != nil {
+			failed(err)
+		}
+	case errors.Is(err, model.ErrSledUnreachable):
+		return true
+	case err != nil:
+		failed(err)
+	default:
+		// In case a publication was lost.
+		if err := n.recordAnswer(ctx, v, rt); err != nil {
+			failed(err)
 		}
 	}
-	return errors.Join(errs...)
+	return false
 }
 
 // UpdateStaleInstances runs an update saga for every instance whose active
