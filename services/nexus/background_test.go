@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -12,8 +13,10 @@ import (
 	"github.com/oxidecomputer/oxide.go/oxide"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/pkg/duration"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/config"
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/racktest"
@@ -301,5 +304,38 @@ func TestN8_OneUnreachableSledCostsTheWatcherOneRoundOfCalls(t *testing.T) {
 	}
 	if _, err := dead.Sim.ClearVmmFaults(ctx, &sledagentv1.ClearVmmFaultsRequest{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// N13: a force-terminate whose sled did not answer records the wish and
+// answers 503; nobody repeats it, yet once the sled answers again the stop
+// wish is carried out and the instance reads stopped, not stopping for
+// ever with its VM running.
+func TestN13_AStopWishTheSledDidNotHearIsCarriedOutOnceItAnswers(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: 1,
+				NexusConfig: func(_ int, c *config.Config) { c.SledUnreachableBound = duration.Duration(300 * time.Millisecond) }})
+			n, agents := r.Server(), r.Agents()
+			c := r.Client(racktest.FleetAdmin).SDK(t)
+			_, vmm := runningInstance(t, n, c)
+			blackHole(t, agents[0], true)
+			code, _, eb := forceTerminate(t, n, r.Token(racktest.FleetAdmin), "vm", "p")
+			if code != http.StatusServiceUnavailable {
+				t.Fatalf("force-terminate of an instance on a black-holed sled: %d %+v, want 503", code, eb)
+			}
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateStopping)
+			if _, err := agents[0].Sim.ClearVmmFaults(ctx, &sledagentv1.ClearVmmFaultsRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			if got := agents[0].Inventory().GetVmms(); len(got) != 1 || got[0].GetRuntime().GetState() != sledagentv1.VmmState_VMM_STATE_RUNNING {
+				t.Fatalf("the sled runs %v after the 503, want the VMM still running", got)
+			}
+			activate(t, n, nexus.TaskStopWishes)
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
+			if got, _ := n.DataStore().VMMGet(ctx, vmm.ID); !got.Runtime.State.Terminal() {
+				t.Fatalf("the VMM is %s once the instance is stopped", got.Runtime.State)
+			}
+		})
 	}
 }

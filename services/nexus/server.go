@@ -187,6 +187,7 @@ const (
 	TaskReplicaCheck     = "replica_check"
 	TaskSagaReassignment = "saga_reassignment"
 	TaskOrphanVMMs       = "orphan_vmms"
+	TaskStopWishes       = "stop_wishes"
 )
 
 func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *background.Driver {
@@ -204,6 +205,7 @@ func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *backgrou
 		background.Task{Name: TaskExpungeConfirm, Period: time.Duration(cfg.ExpungeConfirmPeriod), Run: n.ConfirmExpunged},
 		background.Task{Name: TaskSagaReassignment, Period: time.Duration(cfg.SagaReassignmentPeriod), Run: n.ReassignSagas},
 		background.Task{Name: TaskOrphanVMMs, Period: time.Duration(cfg.OrphanVMMPeriod), Run: n.ReapOrphanVMMs},
+		background.Task{Name: TaskStopWishes, Period: time.Duration(cfg.StopWishPeriod), Run: n.CarryOutStopWishes},
 	)
 }
 

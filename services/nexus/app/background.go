@@ -126,6 +126,61 @@ func (n *Nexus) watchVMM(ctx context.Context, v model.VMM, failed func(error)) (
 	return false
 }
 
+// CarryOutStopWishes asks the sled of every instance its user wants
+// stopped, and whose VMM still runs, to stop it (N13): a stop or a
+// force-terminate that could not reach the sled recorded the wish and
+// answered 503, and nobody repeated it. The sled's answer goes through the
+// guard, and its publications settle the instance as for any stop. A sled
+// that does not answer is not asked again in the same pass.
+//
+// It stops, it does not terminate: the wish does not say whether a stop or
+// a force-terminate wrote it, and a stop is the gentler of the two; a VMM
+// wedged in its stop still needs the operator's force-terminate.
+func (n *Nexus) CarryOutStopWishes(ctx context.Context) error {
+	ids, err := n.ds.InstancesToStop(ctx)
+	if err != nil {
+		return err
+	}
+	unreachable := map[uuid.UUID]bool{}
+	var errs []error
+	for _, id := range ids {
+		inst, err := n.ds.InstanceGet(ctx, id)
+		if errors.Is(err, model.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// Looked at again: a start or a migration since the list wins.
+		if inst.IntendedState != model.IntendStopped || inst.Runtime.State != model.InstanceVMM ||
+			inst.Runtime.MigrationID != nil || inst.Runtime.ActiveVMM == nil {
+			continue
+		}
+		vmm, err := n.ds.VMMGet(ctx, *inst.Runtime.ActiveVMM)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if unreachable[vmm.SledID] {
+			continue
+		}
+		callCtx, cancel := context.WithTimeout(ctx, watchCallTimeout)
+		err = n.tellActiveVMM(callCtx, inst, model.TargetStopped)
+		cancel()
+		switch {
+		case errors.Is(err, model.ErrSledUnreachable):
+			unreachable[vmm.SledID] = true
+		case err != nil && !errors.Is(err, model.ErrVMMGone):
+			errs = append(errs, fmt.Errorf("instance %s: %w", id, err))
+		case err == nil:
+			n.log.Info("carried out a stop wish the sled had not heard", zap.Stringer("instance_id", id),
+				zap.Stringer("vmm_id", vmm.ID), zap.Stringer("sled_id", vmm.SledID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // UpdateStaleInstances runs an update saga for every instance whose active
 // VMM is terminal: the backstop for updates that never ran (N8 updater).
 func (n *Nexus) UpdateStaleInstances(ctx context.Context) error {

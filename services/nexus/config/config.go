@@ -67,6 +67,7 @@ type Config struct {
 	ExpungeConfirmPeriod   duration.Duration `koanf:"expunge_confirm_period" help:"period of asking the sleds of expunged zones not yet confirmed gone for their inventory (Z9)"`
 	ReplicaCheckPeriod     duration.Duration `koanf:"replica_check_period" help:"how often a replica checks it has not been expunged (X3)"`
 	SagaReassignmentPeriod duration.Duration `koanf:"saga_reassignment_period" help:"period of taking over the sagas of expunged replicas confirmed gone (X4)"`
+	StopWishPeriod         duration.Duration `koanf:"stop_wish_period" help:"period of carrying out stop wishes a sled has not heard (N13)"`
 	OrphanVMMPeriod        duration.Duration `koanf:"orphan_vmm_period" help:"period of unregistering VMMs nexus does not know (N12)"`
 	// SledUnreachableBound is how long force-terminate keeps retrying a
 	// sled-agent that does not answer before it answers 503 (SPEC F7).
@@ -106,6 +107,7 @@ func Default() Config {
 		ReplicaCheckPeriod:     duration.Duration(time.Second),
 		SagaReassignmentPeriod: duration.Duration(10 * time.Second),
 		OrphanVMMPeriod:        duration.Duration(time.Minute),
+		StopWishPeriod:         duration.Duration(30 * time.Second),
 		SledUnreachableBound:   duration.Duration(10 * time.Second),
 		UpdaterLockWaitBound:   duration.Duration(10 * time.Second),
 		AuthnCacheTTL:          duration.Duration(time.Second),
@@ -158,7 +160,8 @@ func (c Config) Validate() error {
 		"inventory_period":        c.InventoryPeriod, "replica_check_period": c.ReplicaCheckPeriod,
 		"expunge_confirm_period":   c.ExpungeConfirmPeriod,
 		"request_body_timeout":     c.RequestBodyTimeout,
-		"saga_reassignment_period": c.SagaReassignmentPeriod, "orphan_vmm_period": c.OrphanVMMPeriod} {
+		"saga_reassignment_period": c.SagaReassignmentPeriod, "orphan_vmm_period": c.OrphanVMMPeriod,
+		"stop_wish_period": c.StopWishPeriod} {
 		if d <= 0 {
 			bad(setting, "must be positive")
 		}

@@ -66,6 +66,16 @@ func (d *DataStore) InstancesNeedingUpdate(ctx context.Context) ([]uuid.UUID, er
 		ORDER BY i.id`)
 }
 
+// InstancesToStop returns the instances their users want stopped whose
+// active VMM still runs, outside a migration: a stop (or force-terminate)
+// whose call to the sled failed left them so (N13).
+func (d *DataStore) InstancesToStop(ctx context.Context) ([]uuid.UUID, error) {
+	return d.ids(ctx, `SELECT i.id FROM instance i JOIN vmm v ON v.id = i.active_propolis_id
+		WHERE i.time_deleted IS NULL AND i.state = 'vmm' AND i.intended_state = 'stopped' AND i.migration_id IS NULL
+			AND v.state IN ('running', 'rebooting')
+		ORDER BY i.id`)
+}
+
 // InstancesToReincarnate returns failed instances the user wants running,
 // whose policy allows an automatic restart and whose cooldown ended before
 // cooledSince.
