@@ -17,7 +17,7 @@ func (d *DataStore) InstanceCreate(ctx context.Context, i model.Instance) error 
 			state, active_propolis_id, target_propolis_id, migration_id, state_generation, time_state_updated,
 			intended_state, auto_restart_policy, time_created, time_modified)
 		SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16
-		WHERE EXISTS (SELECT 1 FROM project WHERE id = $2 AND time_deleted IS NULL)`,
+		WHERE EXISTS (SELECT 1 FROM project WHERE id = $2 AND time_deleted IS NULL`+d.projectLock(" FOR SHARE")+`)`,
 		i.ID.String(), i.ProjectID.String(), i.Name, i.Description, i.Hostname, i.NCPUs, i.MemoryBytes,
 		string(i.Runtime.State), idOrNil(i.Runtime.ActiveVMM), idOrNil(i.Runtime.TargetVMM), idOrNil(i.Runtime.MigrationID),
 		int64(i.Runtime.Generation), ts(i.Runtime.TimeUpdated),

@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -88,19 +89,41 @@ func (d *DataStore) ProjectUpdate(ctx context.Context, id uuid.UUID, name, descr
 // ProjectDelete soft-deletes a live project that holds no live instance;
 // model.ErrInUse when it still does.
 func (d *DataStore) ProjectDelete(ctx context.Context, id uuid.UUID, at time.Time) error {
-	res, err := d.db.ExecContext(ctx, `
-		UPDATE project SET time_deleted = $2
-		WHERE id = $1 AND time_deleted IS NULL
-			AND NOT EXISTS (SELECT 1 FROM instance WHERE project_id = $1 AND time_deleted IS NULL)`,
-		id.String(), ts(at))
-	if err != nil {
+	// The project's row is locked first, then its instances counted in a
+	// statement of their own: an instance create holds the row shared while
+	// it inserts (InstanceCreate), so the count sees every instance whose
+	// create got in first, and a create that comes later finds the project
+	// deleted. One statement reading both tables let both through on
+	// PostgreSQL, each blind to the other's uncommitted row.
+	return d.inTx(ctx, func(tx *sql.Tx) error {
+		var found string
+		err := tx.QueryRowContext(ctx, `SELECT id FROM project WHERE id = $1 AND time_deleted IS NULL`+d.projectLock(" FOR UPDATE"),
+			id.String()).Scan(&found)
+		if isNoRows(err) {
+			return fmt.Errorf("%w: project %s", model.ErrNotFound, id)
+		}
+		if err != nil {
+			return d.classify(err)
+		}
+		var holds bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM instance WHERE project_id = $1 AND time_deleted IS NULL)`,
+			id.String()).Scan(&holds); err != nil {
+			return d.classify(err)
+		}
+		if holds {
+			return fmt.Errorf("%w: project %s still holds instances", model.ErrInUse, id)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE project SET time_deleted = $2 WHERE id = $1`, id.String(), ts(at))
 		return d.classify(err)
+	})
+}
+
+// projectLock is clause on PostgreSQL, where a project's delete and the
+// creates of instances in it must be ordered by the project's row; SQLite
+// runs one writer at a time already.
+func (d *DataStore) projectLock(clause string) string {
+	if d.backend == Postgres {
+		return clause
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return nil
-	}
-	if _, err := d.ProjectGet(ctx, id); err != nil {
-		return err
-	}
-	return fmt.Errorf("%w: project %s still holds instances", model.ErrInUse, id)
+	return ""
 }
