@@ -137,11 +137,14 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 		}
 	}()
 	zoneFaults := faults.Wrap(zoneruntime.ByKind{Process: processes, Sim: zones})
-	rec, err := reconciler.New(zoneFaults, reconciler.Config{Retry: backoff.Policy{
-		Initial: time.Duration(cfg.ReconcilerRetryInitial),
-		Max:     time.Duration(cfg.ReconcilerRetryMax),
-		Jitter:  0.5,
-	}}, log.Named("reconciler"))
+	rec, err := reconciler.New(zoneFaults, reconciler.Config{
+		Retry: backoff.Policy{
+			Initial: time.Duration(cfg.ReconcilerRetryInitial),
+			Max:     time.Duration(cfg.ReconcilerRetryMax),
+			Jitter:  0.5,
+		},
+		ShutdownTimeout: time.Duration(cfg.ZoneShutdownTimeout),
+	}, log.Named("reconciler"))
 	if err != nil {
 		return nil, err
 	}

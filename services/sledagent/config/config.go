@@ -58,6 +58,9 @@ type Config struct {
 	// ZoneStopTimeout is how long a process zone has to exit after SIGTERM
 	// before it is killed.
 	ZoneStopTimeout Duration `koanf:"zone_stop_timeout" help:"bound between SIGTERM and SIGKILL when a process zone stops"`
+	// ZoneShutdownTimeout bounds each step of a zone's shutdown; a step
+	// that outlasts it is a failed shutdown, reported and retried (Z5).
+	ZoneShutdownTimeout Duration `koanf:"zone_shutdown_timeout" help:"bound on one step of a zone's shutdown; a step that outlasts it fails and is retried (longer than zone_stop_timeout)"`
 	// ZoneStateDir is where the simulated zone runtime keeps its zones.
 	ZoneStateDir string `koanf:"zone_state_dir" help:"state directory of the simulated zone runtime"`
 	// Reconciler retry backoff after a pass that left errors.
@@ -103,6 +106,7 @@ func Default() Config {
 		VMMTransitionDelay:     Duration(50 * time.Millisecond),
 		ShutdownTimeout:        Duration(10 * time.Second),
 		ZoneStopTimeout:        Duration(15 * time.Second),
+		ZoneShutdownTimeout:    Duration(time.Minute),
 		LogLevel:               "info",
 		LogFormat:              "json",
 	}
@@ -202,6 +206,16 @@ func (c Config) Validate() error {
 	}
 	if c.ZoneStopTimeout <= 0 {
 		bad("zone_stop_timeout", "must be positive")
+	}
+	switch {
+	case c.ZoneShutdownTimeout <= 0:
+		bad("zone_shutdown_timeout", "must be positive")
+	case c.ZoneShutdownTimeout <= c.ZoneStopTimeout:
+		// Halting a process zone sends SIGKILL only after
+		// zone_stop_timeout: a shorter bound would end every attempt
+		// before it, and a zone that ignores SIGTERM would never go.
+		bad("zone_shutdown_timeout", "must be longer than zone_stop_timeout (%s), or a zone that ignores SIGTERM is never killed",
+			time.Duration(c.ZoneStopTimeout))
 	}
 	if c.AdvertiseAddress != "" {
 		if _, _, err := net.SplitHostPort(c.AdvertiseAddress); err != nil {

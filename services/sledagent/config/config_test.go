@@ -97,3 +97,27 @@ func TestARelativeZoneProgramIsRefused(t *testing.T) {
 		t.Fatalf("a program found on PATH: %v", err)
 	}
 }
+
+// A hung zone shutdown fails after zone_shutdown_timeout (Z5); a bound no
+// longer than zone_stop_timeout would end every halt before its SIGKILL.
+func TestZoneShutdownTimeoutMustBePositiveAndOutlastTheStopTimeout(t *testing.T) {
+	base := []string{"--sled-id", "1a5e0000-0000-4000-8000-000000000001", "--data-dir", t.TempDir(), "--tls-dir", "pki",
+		"--zpool", pool}
+	cfg, err := resolve(t, base...)
+	if err != nil || time.Duration(cfg.ZoneShutdownTimeout) != 60*time.Second {
+		t.Fatalf("default zone_shutdown_timeout %s (%v), want 60s", time.Duration(cfg.ZoneShutdownTimeout), err)
+	}
+	for _, bad := range [][]string{
+		{"--zone-shutdown-timeout", "0s"},
+		{"--zone-shutdown-timeout", "-1s"},
+		{"--zone-shutdown-timeout", "15s", "--zone-stop-timeout", "15s"},
+	} {
+		if _, err := resolve(t, append(base, bad...)...); err == nil || !strings.Contains(err.Error(), "zone_shutdown_timeout:") {
+			t.Errorf("%v: %v, want an error naming zone_shutdown_timeout", bad, err)
+		}
+	}
+	if cfg, err := resolve(t, append(base, "--zone-shutdown-timeout", "200ms", "--zone-stop-timeout", "100ms")...); err != nil ||
+		time.Duration(cfg.ZoneShutdownTimeout) != 200*time.Millisecond {
+		t.Fatalf("zone_shutdown_timeout 200ms: %v, %s", err, time.Duration(cfg.ZoneShutdownTimeout))
+	}
+}

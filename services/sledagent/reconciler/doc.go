@@ -7,7 +7,9 @@
 // arrives during a pass triggers another one.
 //
 // In each pass, zones that are unwanted, changed, partially shut down or
-// failed to start are shut down first, concurrently, step by step. Only if
+// failed to start are shut down first, concurrently, step by step. Each step
+// is bounded (Config.ShutdownTimeout): one that outlasts it is a failed
+// shutdown, so a hung zone cannot stall every pass. Only if
 // every shutdown succeeded are missing zones started, concurrently. A zone
 // leaves the reconciler's tracking only when its shutdown has succeeded, so
 // the published result never omits a zone that may still be running (Z6).

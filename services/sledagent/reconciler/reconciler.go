@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -78,10 +79,18 @@ type Result struct {
 	Zones       []ZoneResult // sorted by zone id
 }
 
+// DefaultShutdownTimeout bounds one shutdown step when Config leaves it
+// unset: long enough for a process zone's SIGTERM, grace and SIGKILL.
+const DefaultShutdownTimeout = 60 * time.Second
+
 // Config tunes the reconciler.
 type Config struct {
 	// Retry spaces the passes that follow a pass which left errors.
 	Retry backoff.Policy
+	// ShutdownTimeout bounds each shutdown step of a zone (zero:
+	// DefaultShutdownTimeout). A step that outlasts it fails (Z5), so one
+	// hung zone cannot hold up every pass after it.
+	ShutdownTimeout time.Duration
 }
 
 type trackedZone struct {
@@ -95,6 +104,16 @@ type trackedZone struct {
 	// retryAt is when a zone that exited or failed to start may be
 	// started again: its backoff, drawn once when it entered that state.
 	retryAt time.Time
+	// stepCall is a shutdown step that outlasted its bound and has not
+	// returned yet; nil when none is outstanding.
+	stepCall *stepCall
+}
+
+// stepCall is one runtime Shutdown call, run on its own goroutine so that
+// the reconciler can stop waiting for it.
+type stepCall struct {
+	done chan struct{} // closed once the call returned and err is set
+	err  error
 }
 
 // Reconciler is the handle to the reconciliation loop.
@@ -102,7 +121,9 @@ type Reconciler struct {
 	log     *zap.Logger
 	runtime ZoneRuntime
 	retry   backoff.Policy
-	trigger chan struct{}
+	// shutdownTimeout bounds one shutdown step.
+	shutdownTimeout time.Duration
+	trigger         chan struct{}
 
 	mu      sync.Mutex
 	desired *zoneconfig.Config
@@ -120,6 +141,10 @@ type Reconciler struct {
 	// for longer than retry.Max.
 	exits map[uuid.UUID]int
 
+	// calls counts the runtime Shutdown calls still running, those the
+	// reconciler gave up waiting for included.
+	calls sync.WaitGroup
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -129,12 +154,19 @@ func New(runtime ZoneRuntime, cfg Config, log *zap.Logger) (*Reconciler, error) 
 	if err := cfg.Retry.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.ShutdownTimeout < 0 {
+		return nil, fmt.Errorf("shutdown timeout must be positive, got %s", cfg.ShutdownTimeout)
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
 	return &Reconciler{
-		log:     log,
-		runtime: runtime,
-		retry:   cfg.Retry,
-		trigger: make(chan struct{}, 1),
-		zones:   map[uuid.UUID]*trackedZone{},
+		log:             log,
+		runtime:         runtime,
+		retry:           cfg.Retry,
+		shutdownTimeout: cfg.ShutdownTimeout,
+		trigger:         make(chan struct{}, 1),
+		zones:           map[uuid.UUID]*trackedZone{},
 
 		startFailures: map[uuid.UUID]int{},
 		exits:         map[uuid.UUID]int{},
@@ -171,13 +203,18 @@ func (r *Reconciler) Start(ctx context.Context, desired *zoneconfig.Config) erro
 	return nil
 }
 
-// Stop ends the loop, interrupting runtime calls in flight, and waits for it.
+// Stop ends the loop, interrupting runtime calls in flight, and waits for it
+// and for them.
 func (r *Reconciler) Stop() {
 	if r.cancel == nil {
 		return
 	}
 	r.cancel()
 	<-r.done
+	// The agent closes the runtime once the reconciler has stopped; a
+	// shutdown step the loop gave up on must not still be writing to it.
+	// Cancelled, a runtime that honours its context returns at once.
+	r.calls.Wait()
 }
 
 // SetDesired hands the reconciler a newly ledgered config. Configs older than
@@ -351,7 +388,7 @@ func (r *Reconciler) shutDown(ctx context.Context, tz *trackedZone) bool {
 		if step < first {
 			continue
 		}
-		if err := r.runtime.Shutdown(ctx, tz.zone.ID, step); err != nil {
+		if err := r.shutdownStep(ctx, tz, step); err != nil {
 			if tz.state != ZonePartiallyShutDown {
 				tz.attempts = 0
 			}
@@ -371,6 +408,61 @@ func (r *Reconciler) shutDown(ctx context.Context, tz *trackedZone) bool {
 		log.Info("zone shut down")
 	}
 	return true
+}
+
+// errStepTimedOut marks a shutdown step that outlasted the reconciler's
+// bound.
+var errStepTimedOut = errors.New("shutdown timed out")
+
+// shutdownStep runs one shutdown step of tz within the shutdown bound. A
+// step that outlasts it fails like any other failed step (Z5): the zone
+// stays tracked and in error, the pass goes on and the next one retries.
+//
+// The runtime is asked to stop at the deadline (its context), but nothing
+// obliges it to, and a second halt racing a first one of the same zone
+// could, say, signal a process the first one is still reaping. So the call
+// runs on a goroutine of its own, a call that outlasts the bound stays on
+// tz, and no other step of that zone starts until it has returned: a retry
+// first waits for it, within the same bound, and times out again without
+// calling the runtime if it is still running. Once it has returned the
+// step is run again rather than its late result trusted: steps are
+// idempotent, and the zone may have changed since.
+func (r *Reconciler) shutdownStep(ctx context.Context, tz *trackedZone, step ShutdownStep) error {
+	stepCtx, cancel := context.WithTimeout(ctx, r.shutdownTimeout)
+	defer cancel()
+	if prev := tz.stepCall; prev != nil {
+		select {
+		case <-prev.done:
+			tz.stepCall = nil
+		case <-stepCtx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w after %s: the previous attempt has still not returned", errStepTimedOut, r.shutdownTimeout)
+		}
+	}
+	call := &stepCall{done: make(chan struct{})}
+	r.calls.Add(1)
+	go func() {
+		defer r.calls.Done()
+		defer close(call.done)
+		call.err = r.runtime.Shutdown(stepCtx, tz.zone.ID, step)
+	}()
+	select {
+	case <-call.done:
+		// A runtime that honours the deadline returns its own error for
+		// it; report it as the timeout it is.
+		if call.err != nil && ctx.Err() == nil && errors.Is(stepCtx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("%w after %s: %v", errStepTimedOut, r.shutdownTimeout, call.err)
+		}
+		return call.err
+	case <-stepCtx.Done():
+		tz.stepCall = call
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w after %s", errStepTimedOut, r.shutdownTimeout)
+	}
 }
 
 // startMissing starts, concurrently, every desired zone not tracked.
