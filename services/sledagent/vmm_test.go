@@ -185,6 +185,10 @@ func TestV6_ExplicitModeWalksTheStateMachineAndPublishesEveryStep(t *testing.T) 
 		if err != nil || resp.GetRuntime().GetState() != want {
 			t.Fatalf("after a step: %v, %v; want %s", resp, err, want)
 		}
+		// A step published before nexus took the previous one could be
+		// coalesced with it (V5); waiting sees every step through.
+		gen := resp.GetRuntime().GetGeneration()
+		n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetGeneration() == gen })
 	}
 	step(sRunning)
 	a.EnsureState(id, reboot)
@@ -220,9 +224,9 @@ func TestV6_AutoModeCompletesTransitionsAfterTheDelay(t *testing.T) {
 	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sRunning })
 	a.EnsureState(id, stopped)
 	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sDestroyed })
-	if got := states(t, n, id); !slices.Equal(got, []sledagentv1.VmmState{sStarting, sRunning, sStopping, sStopped, sDestroyed}) {
-		t.Fatalf("published %v", got)
-	}
+	// stopped and destroyed follow each other at once: nexus may hear only
+	// the latter (V5 coalesces a VMM's updates).
+	publishedWalk(t, n, id, sStarting, sRunning, sStopping, sStopped, sDestroyed)
 }
 
 func TestV6_UnreachableTargetsAreRefused(t *testing.T) {
@@ -301,12 +305,8 @@ func TestV6_MigrationMovesTheGuestFromSourceToTarget(t *testing.T) {
 	n.WaitUpdate(target, func(u *nexusv1.VmmStateUpdateRequest) bool {
 		return u.GetRuntime().GetState() == sRunning && u.GetMigrationIn().GetState() == completed
 	})
-	if got := states(t, n, source); !slices.Equal(got, []sledagentv1.VmmState{sStarting, sRunning, sMigrating, sDestroyed}) {
-		t.Fatalf("source published %v", got)
-	}
-	if got := states(t, n, target); !slices.Equal(got, []sledagentv1.VmmState{sStarting, sMigrating, sRunning}) {
-		t.Fatalf("target published %v", got)
-	}
+	publishedWalk(t, n, source, sStarting, sRunning, sMigrating, sDestroyed)
+	publishedWalk(t, n, target, sStarting, sMigrating, sRunning)
 }
 
 // A failed target reports it, then leaves the sled: a failed Propolis never
@@ -455,6 +455,8 @@ func TestV3_UpdatesNotYetDeliveredAreDroppedOnUnregister(t *testing.T) {
 	}
 }
 
+// Retried updates are coalesced (V5): what nexus takes is the VMM's latest,
+// in generation order, the states it missed meanwhile perhaps skipped.
 func TestV5_UpdatesAreRetriedUntilNexusTakesThemInOrder(t *testing.T) {
 	n := sledagenttest.StartNexus(t)
 	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
@@ -463,11 +465,9 @@ func TestV5_UpdatesAreRetriedUntilNexusTakesThemInOrder(t *testing.T) {
 	a.EnsureState(id, running)
 	a.Step(id, false)
 	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sRunning })
-	if got := states(t, n, id); !slices.Equal(got, []sledagentv1.VmmState{sStarting, sRunning}) {
-		t.Fatalf("published %v, want starting then running", got)
-	}
-	if n.UpdateAttempts() != 6 {
-		t.Fatalf("%d attempts, want 4 failures + 2 deliveries", n.UpdateAttempts())
+	got := publishedWalk(t, n, id, sStarting, sRunning)
+	if n.UpdateAttempts() != 4+len(got) {
+		t.Fatalf("%d attempts, want 4 failures + %d deliveries", n.UpdateAttempts(), len(got))
 	}
 
 	// Nexus down altogether, then back on the same address.
@@ -476,9 +476,7 @@ func TestV5_UpdatesAreRetriedUntilNexusTakesThemInOrder(t *testing.T) {
 	a.Step(id, true)
 	n.Start()
 	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool { return u.GetRuntime().GetState() == sDestroyed })
-	if got := states(t, n, id); !slices.Equal(got, []sledagentv1.VmmState{sStarting, sRunning, sStopping, sStopped, sDestroyed}) {
-		t.Fatalf("published %v after nexus came back", got)
-	}
+	publishedWalk(t, n, id, sStarting, sRunning, sStopping, sStopped, sDestroyed)
 }
 
 func TestV5_PermanentErrorsDropTheUpdateInsteadOfRetrying(t *testing.T) {

@@ -35,6 +35,9 @@ type NexusReceiver struct {
 	updateAttempts int
 	failUpdates    []codes.Code // answers for the next update calls, in order
 	forgetSleds    bool
+
+	failUpdatesOf map[string]codes.Code            // answer for every update call of a VMM
+	attempts      []*nexusv1.VmmStateUpdateRequest // every update call, refused ones included
 }
 
 type nexusService struct {
@@ -101,6 +104,36 @@ func (n *NexusReceiver) FailUpdates(codes ...codes.Code) {
 	n.failUpdates = append(n.failUpdates, codes...)
 }
 
+// FailUpdatesOf makes every VmmStateUpdate call about vmmID fail with code,
+// until it is called again with codes.OK. It takes precedence over
+// FailUpdates and consumes none of its codes.
+func (n *NexusReceiver) FailUpdatesOf(vmmID string, code codes.Code) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.failUpdatesOf == nil {
+		n.failUpdatesOf = map[string]codes.Code{}
+	}
+	if code == codes.OK {
+		delete(n.failUpdatesOf, vmmID)
+		return
+	}
+	n.failUpdatesOf[vmmID] = code
+}
+
+// AttemptsOf returns every VmmStateUpdate call about vmmID, refused ones
+// included, in the order they arrived.
+func (n *NexusReceiver) AttemptsOf(vmmID string) []*nexusv1.VmmStateUpdateRequest {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []*nexusv1.VmmStateUpdateRequest
+	for _, u := range n.attempts {
+		if u.GetVmmId() == vmmID {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 // ForgetSleds makes heartbeats answer NOT_FOUND, as a nexus that lost its
 // sled records would, until registration succeeds again.
 func (n *NexusReceiver) ForgetSleds() {
@@ -131,6 +164,10 @@ func (s *nexusService) VmmStateUpdate(_ context.Context, req *nexusv1.VmmStateUp
 	s.n.mu.Lock()
 	defer s.n.mu.Unlock()
 	s.n.updateAttempts++
+	s.n.attempts = append(s.n.attempts, req)
+	if code, ok := s.n.failUpdatesOf[req.GetVmmId()]; ok {
+		return nil, status.Errorf(code, "injected by the test receiver for VMM %s", req.GetVmmId())
+	}
 	if len(s.n.failUpdates) > 0 {
 		code := s.n.failUpdates[0]
 		s.n.failUpdates = s.n.failUpdates[1:]

@@ -30,7 +30,9 @@ type Hypervisor interface {
 
 // Publisher delivers VMM updates to nexus (V5).
 type Publisher interface {
-	// Publish queues an update; updates are delivered in queue order.
+	// Publish hands over an update; a VMM's updates reach nexus in
+	// generation order, and one not yet delivered may be replaced by a
+	// newer one of the same VMM.
 	Publish(Update)
 	// Drop discards the VMM's queued updates and returns once no delivery
 	// of them is in flight.
