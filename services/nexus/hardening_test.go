@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -397,5 +398,39 @@ func TestS5_TheExternalAPIServesHTTPSFromItsConfiguredCertificate(t *testing.T) 
 	callCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	if _, err := nexusv1.NewNexusExternalClient(conn).ProjectList(callCtx, &nexusv1.ProjectListRequest{}); err != nil {
 		t.Fatalf("external gRPC over TLS: %v", err)
+	}
+}
+
+// SPEC 7, N1: on SQLite, hundreds of create+start calls at once all
+// succeed: writers wait their turn, and "database is locked" (SQLITE_BUSY)
+// never reaches a caller as a 500. Before, 1,153 of 1,300 such calls
+// answered 500.
+func TestSPEC7_ManyParallelWritersOnSQLiteNeverSeeDatabaseIsLocked(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{Sleds: 5})
+	c := r.Client(racktest.FleetAdmin)
+	c.MustCall(t, http.MethodPost, "/v1/projects", `{"name":"p","description":""}`, http.StatusCreated)
+	const calls = 300 // within the 5 sleds' 320 CPUs
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		failures []string
+	)
+	for i := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.Do(ctx, http.MethodPost, "/v1/instances?project=p",
+				fmt.Sprintf(`{"name":"vm-%d","description":"","hostname":"h","ncpus":1,"memory":1073741824,"start":true}`, i))
+			if err == nil && resp.Status == http.StatusCreated {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			failures = append(failures, fmt.Sprintf("%d %s %v", resp.Status, resp.Body, err))
+		}()
+	}
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d parallel create+start calls failed; first: %s", len(failures), calls, failures[0])
 	}
 }

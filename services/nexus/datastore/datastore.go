@@ -65,6 +65,13 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 			"?_pragma=busy_timeout("+strconv.Itoa(int(sqliteBusyTimeout/time.Millisecond))+
 			")&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate")
 		if err == nil {
+			// One connection: SQLite runs one writer at a time anyway, and
+			// with a pool, hundreds of writers at once spun on its busy
+			// handler until the busy timeout and failed with SQLITE_BUSY.
+			// On one connection they queue in database/sql, in order,
+			// each bounded by its own context. Other processes on the file
+			// (nexus token create) still wait on the busy timeout.
+			db.SetMaxOpenConns(1)
 			err = firstSQLiteConnection(ctx, db)
 		}
 	case Postgres:
