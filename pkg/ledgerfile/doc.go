@@ -11,8 +11,17 @@
 // bit anywhere makes the copy invalid rather than wrong.
 //
 // A commit writes each copy as temp file, fsync, rename, fsync of the
-// directory, and succeeds once at least one copy is durable. A load reads
-// every copy, ignores (and reports) invalid ones, and returns the highest
-// valid generation. Generation rules (what may replace what) belong to the
-// caller; this package only keeps the newest valid bytes.
+// directory, and succeeds once at least one copy is durable: one hung disk
+// must not stop the sled taking configs while another disk works. Each copy
+// has its own writer, so a copy whose write is in flight is never written
+// again concurrently, commits reach every copy in the order they were made
+// (newer ones waiting behind a slow write replace each other, never the one
+// in flight), and no copy ever goes back to an older generation. Copies
+// reports each copy's state, a slow or failing one included.
+//
+// A load reads every copy, ignores (and reports) invalid ones, and returns
+// the highest valid generation. A caller's content check makes a copy whose
+// checksum is right but whose payload it refuses invalid too. Generation
+// rules (what may replace what) belong to the caller; this package only
+// keeps the newest valid bytes.
 package ledgerfile

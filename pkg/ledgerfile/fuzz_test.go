@@ -14,7 +14,7 @@ import (
 // FuzzLedgerFile (S6): any bytes in a ledger copy are read back as a
 // valid copy or refused as an invalid one, never a panic or an allocation
 // the file does not back; a copy Load accepts holds exactly what was
-// committed to it.
+// committed to it, and LoadChecked refuses it when the check does.
 func FuzzLedgerFile(f *testing.F) {
 	dir := f.TempDir()
 	l, err := ledgerfile.New([]string{dir}, "zones.json")
@@ -50,6 +50,11 @@ func FuzzLedgerFile(f *testing.F) {
 		}
 		if !loaded.Found || int64(len(loaded.Payload)) > int64(len(data)) {
 			t.Fatalf("accepted %d bytes as %+v", len(data), loaded)
+		}
+		// A copy the caller's check refuses is invalid like a torn one.
+		_, err = l.LoadChecked(func(uint64, []byte) error { return errors.New("refused") })
+		if !errors.Is(err, ledgerfile.ErrNoValidCopy) || !strings.Contains(err.Error(), ledgerfile.ErrInvalidContent.Error()) {
+			t.Fatalf("a copy the check refused loaded with %v", err)
 		}
 	})
 }

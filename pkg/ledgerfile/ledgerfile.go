@@ -3,6 +3,7 @@ package ledgerfile
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,23 +13,85 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 )
 
 const formatTag = "rackplane-ledger v1"
+
+// StragglerWait is how long a commit that is already durable on one copy
+// still waits for the copies it started writing at the same time. Healthy
+// disks finish well within it, so every copy is current when a commit
+// returns; a slow or hung disk costs a commit at most this much.
+const StragglerWait = 500 * time.Millisecond
 
 // ErrNoValidCopy is returned by Load when copies exist but none is valid. A
 // caller must not carry on as if the ledger were empty.
 var ErrNoValidCopy = errors.New("ledger copies exist but none is valid")
 
+// ErrInvalidContent marks a copy whose checksum is right but whose payload
+// the caller's check refused: it is as unusable as a torn one.
+var ErrInvalidContent = errors.New("checksum valid but content invalid")
+
+// ErrGenerationBehind refuses a commit older than one already handed to the
+// copies: that one may still land on a copy (its write may be in flight, or
+// have failed after its rename), and a copy must never go back to an older
+// generation.
+var ErrGenerationBehind = errors.New("generation is older than one already committed")
+
 // Ledger is a set of copies of one ledgered blob.
 type Ledger struct {
-	name  string
-	paths []string
+	name         string
+	paths        []string
+	writeForTest func(path string, generation uint64, write func() error) error
+	observe      func(path string, generation uint64, err error)
+
+	mu     sync.Mutex
+	copies []copyState // by index in paths
+	floor  uint64      // the highest generation handed to the copies
+}
+
+// Each copy has at most one write in flight, and at most one waiting: a
+// newer commit replaces the waiting one (a copy is rewritten whole, so only
+// the newest matters) but never overtakes the one in flight.
+type copyState struct {
+	status  CopyStatus
+	writing *job
+	queued  *job
+}
+
+type job struct {
+	generation uint64
+	data       []byte
+	// Commits waiting for this write: its own, and those whose write it
+	// replaced before they started.
+	waiters []chan<- copyResult
+}
+
+type copyResult struct {
+	index int
+	err   error
+}
+
+// Option adjusts a Ledger.
+type Option func(*Ledger)
+
+// WithCopyWriterForTest is for tests only: every write of a copy goes
+// through w, which gets the real write as write and may delay it, skip it or
+// fail instead, to play a slow, hung or failing disk.
+func WithCopyWriterForTest(w func(path string, generation uint64, write func() error) error) Option {
+	return func(l *Ledger) { l.writeForTest = w }
+}
+
+// WithWriteObserver has fn called after each write of a copy, with its
+// outcome, including writes that finish after their commit returned. It is
+// called before the commit waiting for that write learns the outcome.
+func WithWriteObserver(fn func(path string, generation uint64, err error)) Option {
+	return func(l *Ledger) { l.observe = fn }
 }
 
 // New returns the ledger named name kept in each of dirs, creating the
 // directories if needed.
-func New(dirs []string, name string) (*Ledger, error) {
+func New(dirs []string, name string, opts ...Option) (*Ledger, error) {
 	if len(dirs) == 0 {
 		return nil, errors.New("ledger needs at least one directory")
 	}
@@ -49,7 +112,12 @@ func New(dirs []string, name string) (*Ledger, error) {
 		if err := os.MkdirAll(abs, 0o755); err != nil {
 			return nil, fmt.Errorf("creating ledger directory: %w", err)
 		}
-		l.paths = append(l.paths, filepath.Join(abs, name))
+		path := filepath.Join(abs, name)
+		l.paths = append(l.paths, path)
+		l.copies = append(l.copies, copyState{status: CopyStatus{Path: path}})
+	}
+	for _, o := range opts {
+		o(l)
 	}
 	return l, nil
 }
@@ -57,12 +125,34 @@ func New(dirs []string, name string) (*Ledger, error) {
 // Paths returns the path of every copy.
 func (l *Ledger) Paths() []string { return append([]string(nil), l.paths...) }
 
-// CopyStatus describes one copy as Load found it.
+// CopyStatus describes one copy: as Load found it, then as commits left it.
 type CopyStatus struct {
-	Path       string
-	Missing    bool
-	Generation uint64 // valid only when Err is nil and !Missing
-	Err        error  // why the copy is invalid
+	Path    string
+	Missing bool // no file was found, and none has been written since
+	// Generation is the newest generation known to be durable on the copy:
+	// read from it by Load or written since. Zero when there is none.
+	Generation uint64
+	// Err is the copy's problem, nil when none: why Load found it invalid,
+	// or why its last write failed. A successful write clears it.
+	Err error
+	// Writing is the generation being written to the copy, zero when no
+	// write is in flight; WritingSince is when that write began, so a long
+	// one shows a slow or hung disk. Queued is the generation waiting for
+	// it to finish, zero when none.
+	Writing      uint64
+	WritingSince time.Time
+	Queued       uint64
+}
+
+// Copies returns every copy's status now, in the order of Paths.
+func (l *Ledger) Copies() []CopyStatus {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]CopyStatus, len(l.copies))
+	for i, c := range l.copies {
+		out[i] = c.status
+	}
+	return out
 }
 
 // Loaded is the result of reading every copy.
@@ -77,14 +167,27 @@ type Loaded struct {
 // Load reads every copy and returns the highest valid generation. Stale
 // temporary files from interrupted commits are removed. When copies exist but
 // none is valid it returns ErrNoValidCopy (wrapped with every copy's problem)
-// along with the per-copy statuses.
-func (l *Ledger) Load() (Loaded, error) {
+// along with the per-copy statuses. Load is for start-up, before any commit:
+// it would remove the temporary file of a write in flight.
+func (l *Ledger) Load() (Loaded, error) { return l.LoadChecked(nil) }
+
+// LoadChecked is Load with check applied to the payload of every copy whose
+// checksum is right: a copy check refuses is invalid (ErrInvalidContent),
+// like a torn one, so an older valid copy wins over it. A checksum only
+// proves that the bytes are the ones written, not that whoever wrote them
+// wrote something this version can use.
+func (l *Ledger) LoadChecked(check func(generation uint64, payload []byte) error) (Loaded, error) {
 	var out Loaded
 	anyExists := false
 	for _, path := range l.paths {
 		removeStaleTemps(path)
 		st := CopyStatus{Path: path}
 		gen, payload, err := readCopy(path)
+		if err == nil && check != nil {
+			if cerr := check(gen, payload); cerr != nil {
+				err = fmt.Errorf("%w: generation %d: %v", ErrInvalidContent, gen, cerr)
+			}
+		}
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			st.Missing = true
@@ -100,6 +203,13 @@ func (l *Ledger) Load() (Loaded, error) {
 		}
 		out.Copies = append(out.Copies, st)
 	}
+	l.mu.Lock()
+	for i, st := range out.Copies {
+		if l.copies[i].writing == nil {
+			l.copies[i].status = st
+		}
+	}
+	l.mu.Unlock()
 	if anyExists && !out.Found {
 		var problems []string
 		for _, c := range out.Copies {
@@ -112,39 +222,166 @@ func (l *Ledger) Load() (Loaded, error) {
 	return out, nil
 }
 
-// CommitResult says which copies a commit made durable.
+// CommitResult says what a commit did to each copy by the time it returned.
 type CommitResult struct {
 	Written []string
 	Failed  map[string]error
+	// Writing lists the copies still being written: the commit went ahead
+	// without them. Their outcome shows later in Copies.
+	Writing []string
 }
 
-// Commit durably writes payload as generation to every copy, concurrently.
-// It succeeds when at least one copy is durable; failures of the others are
-// reported in the result. It fails only when no copy could be written.
+// Commit is CommitContext without a deadline: it fails only when every copy
+// failed, so with every disk hung it waits for one of them.
 func (l *Ledger) Commit(generation uint64, payload []byte) (CommitResult, error) {
-	data := encode(generation, payload)
-	errs := make([]error, len(l.paths))
-	var wg sync.WaitGroup
-	for i, path := range l.paths {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = writeDurably(path, data)
-		}()
-	}
-	wg.Wait()
+	return l.CommitContext(context.Background(), generation, payload)
+}
+
+// CommitContext durably writes payload as generation to every copy,
+// concurrently, and returns once one copy is durable and every copy that
+// started at once has finished or had StragglerWait more: a copy still
+// writing an earlier commit is not waited for. It fails when every copy
+// failed, or when ctx ends before one copy is durable; writes still in
+// flight then go on, and may land. A commit older than one already made
+// (ErrGenerationBehind) writes nothing.
+//
+// A write waiting behind a copy's write in flight is replaced by a newer
+// commit's; the replaced commit then counts the newer write as its own on
+// that copy.
+func (l *Ledger) CommitContext(ctx context.Context, generation uint64, payload []byte) (CommitResult, error) {
 	res := CommitResult{Failed: map[string]error{}}
-	for i, path := range l.paths {
-		if errs[i] != nil {
-			res.Failed[path] = errs[i]
-		} else {
-			res.Written = append(res.Written, path)
+	data := encode(generation, payload)
+	results := make(chan copyResult, len(l.paths))
+	prompt := make([]bool, len(l.paths))
+	l.mu.Lock()
+	if generation < l.floor {
+		floor := l.floor
+		l.mu.Unlock()
+		return res, fmt.Errorf("%w: generation %d after generation %d", ErrGenerationBehind, generation, floor)
+	}
+	l.floor = generation
+	for i := range l.copies {
+		prompt[i] = l.submitLocked(i, &job{generation: generation, data: data, waiters: []chan<- copyResult{results}})
+	}
+	l.mu.Unlock()
+
+	resolved := make([]bool, len(l.paths))
+	promptLeft := 0
+	for _, p := range prompt {
+		if p {
+			promptLeft++
 		}
 	}
-	if len(res.Written) == 0 {
-		return res, fmt.Errorf("no ledger copy could be written: %w", errors.Join(errs...))
+	var straggler *time.Timer
+	var stragglerC <-chan time.Time
+	defer func() {
+		if straggler != nil {
+			straggler.Stop()
+		}
+	}()
+wait:
+	for left := len(l.paths); left > 0; {
+		select {
+		case r := <-results:
+			left--
+			resolved[r.index] = true
+			if prompt[r.index] {
+				promptLeft--
+			}
+			if r.err != nil {
+				res.Failed[l.paths[r.index]] = r.err
+			} else {
+				res.Written = append(res.Written, l.paths[r.index])
+			}
+			if len(res.Written) > 0 {
+				if promptLeft == 0 {
+					break wait
+				}
+				if straggler == nil {
+					straggler = time.NewTimer(StragglerWait)
+					stragglerC = straggler.C
+				}
+			}
+		case <-stragglerC:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
 	}
-	return res, nil
+	for i, done := range resolved {
+		if !done {
+			res.Writing = append(res.Writing, l.paths[i])
+		}
+	}
+	if len(res.Written) > 0 {
+		return res, nil
+	}
+	var errs []error
+	for _, path := range l.paths {
+		if err, ok := res.Failed[path]; ok {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+		}
+	}
+	if len(res.Writing) > 0 {
+		errs = append(errs, fmt.Errorf("still writing %s: %w", strings.Join(res.Writing, ", "), ctx.Err()))
+	}
+	return res, fmt.Errorf("no ledger copy could be written: %w", errors.Join(errs...))
+}
+
+// submitLocked hands j to copy i and reports whether its write started now
+// rather than behind one in flight.
+func (l *Ledger) submitLocked(i int, j *job) bool {
+	c := &l.copies[i]
+	if c.writing == nil {
+		c.writing = j
+		c.status.Writing, c.status.WritingSince = j.generation, time.Now()
+		go l.run(i, j)
+		return true
+	}
+	if c.queued != nil {
+		j.waiters = append(c.queued.waiters, j.waiters...)
+	}
+	c.queued = j
+	c.status.Queued = j.generation
+	return false
+}
+
+// run writes j to copy i, then whatever was queued behind it, one at a time.
+func (l *Ledger) run(i int, j *job) {
+	path := l.paths[i]
+	for j != nil {
+		err := l.write(path, j)
+		if l.observe != nil {
+			l.observe(path, j.generation, err)
+		}
+		l.mu.Lock()
+		c := &l.copies[i]
+		if err == nil {
+			c.status.Generation, c.status.Missing, c.status.Err = j.generation, false, nil
+		} else {
+			c.status.Err = fmt.Errorf("writing generation %d: %w", j.generation, err)
+		}
+		for _, w := range j.waiters {
+			w <- copyResult{index: i, err: err} // buffered: one slot per copy
+		}
+		j, c.queued = c.queued, nil
+		c.writing = j
+		c.status.Queued = 0
+		if j != nil {
+			c.status.Writing, c.status.WritingSince = j.generation, time.Now()
+		} else {
+			c.status.Writing, c.status.WritingSince = 0, time.Time{}
+		}
+		l.mu.Unlock()
+	}
+}
+
+func (l *Ledger) write(path string, j *job) error {
+	write := func() error { return writeDurably(path, j.data) }
+	if l.writeForTest != nil {
+		return l.writeForTest(path, j.generation, write)
+	}
+	return write()
 }
 
 func checksum(generation uint64, payload []byte) string {

@@ -2,9 +2,14 @@ package ledgerfile
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/rackplane/rackplane/pkg/testutil"
 )
 
 func twoCopies(t *testing.T) (*Ledger, []string) {
@@ -26,23 +31,96 @@ func TestZ3_EmptyLedgerLoadsAsNotFound(t *testing.T) {
 	}
 }
 
-func TestZ3_CommitWritesEveryCopyAndHighestGenerationWins(t *testing.T) {
+func TestZ3_CommitWritesEveryCopy(t *testing.T) {
 	l, paths := twoCopies(t)
 	if _, err := l.Commit(3, []byte("three")); err != nil {
 		t.Fatal(err)
 	}
-	// Copy 0 alone moves ahead, as if copy 1's disk failed during a commit.
-	data := encode(4, []byte("four"))
-	if err := os.WriteFile(paths[0], data, 0o644); err != nil {
-		t.Fatal(err)
+	for _, p := range paths {
+		if gen, payload, err := readCopy(p); err != nil || gen != 3 || string(payload) != "three" {
+			t.Fatalf("%s holds generation %d %q (%v), want 3 \"three\"", p, gen, payload, err)
+		}
 	}
-	got, err := l.Load()
-	if err != nil {
-		t.Fatal(err)
+}
+
+// Whichever copy is ahead, as if the other's disk failed during a commit:
+// a Load that took the first or the last valid copy would pass with the
+// newer one in only one of the places.
+func TestZ3_HighestGenerationWinsWhicheverCopyHoldsIt(t *testing.T) {
+	for newer := range 2 {
+		t.Run(fmt.Sprintf("newer in copy %d", newer), func(t *testing.T) {
+			l, paths := twoCopies(t)
+			if _, err := l.Commit(3, []byte("three")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(paths[newer], encode(4, []byte("four")), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := l.Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Generation != 4 || string(got.Payload) != "four" {
+				t.Fatalf("loaded generation %d %q, want 4 \"four\"", got.Generation, got.Payload)
+			}
+			if older := got.Copies[1-newer]; older.Err != nil || older.Generation != 3 {
+				t.Fatalf("the older copy's status is %+v, want valid at generation 3", older)
+			}
+		})
 	}
-	if got.Generation != 4 || string(got.Payload) != "four" {
-		t.Fatalf("loaded generation %d %q, want 4 \"four\"", got.Generation, got.Payload)
+}
+
+// A copy whose checksum is right but whose payload the caller refuses is
+// invalid, wherever it is and however new: the other copy wins.
+func TestZ3_ACopyWithAValidChecksumButInvalidContentIsInvalid(t *testing.T) {
+	check := func(_ uint64, payload []byte) error {
+		if string(payload) != "good" {
+			return errors.New("not good")
+		}
+		return nil
 	}
+	for bad := range 2 {
+		t.Run(fmt.Sprintf("bad copy %d", bad), func(t *testing.T) {
+			l, paths := twoCopies(t)
+			if _, err := l.Commit(3, []byte("good")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(paths[bad], encode(4, []byte("bad")), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := l.LoadChecked(check)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Generation != 3 || string(got.Payload) != "good" {
+				t.Fatalf("loaded generation %d %q, want 3 \"good\"", got.Generation, got.Payload)
+			}
+			if st := l.Copies()[bad]; !errors.Is(st.Err, ErrInvalidContent) || !strings.Contains(st.Err.Error(), "not good") {
+				t.Fatalf("the bad copy's status is %+v, want it invalid for its content", st)
+			}
+			// The next commit rewrites it.
+			if _, err := l.Commit(4, []byte("good")); err != nil {
+				t.Fatal(err)
+			}
+			if st := l.Copies()[bad]; st.Err != nil || st.Generation != 4 {
+				t.Fatalf("after a commit the bad copy's status is %+v, want generation 4", st)
+			}
+			if got, err := l.LoadChecked(check); err != nil || got.Generation != 4 || got.Copies[bad].Err != nil {
+				t.Fatalf("after a commit: %+v, %v; want every copy valid at generation 4", got, err)
+			}
+		})
+	}
+	t.Run("every copy", func(t *testing.T) {
+		l, paths := twoCopies(t)
+		for _, p := range paths {
+			if err := os.WriteFile(p, encode(4, []byte("bad")), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := l.LoadChecked(check); !errors.Is(err, ErrNoValidCopy) || !strings.Contains(err.Error(), "not good") {
+			t.Fatalf("LoadChecked: %v, want ErrNoValidCopy naming the problem", err)
+		}
+	})
 }
 
 func TestZ3_CorruptOrTruncatedCopyIsIgnored(t *testing.T) {
@@ -107,7 +185,7 @@ func TestZ3_AllCopiesCorruptIsAnErrorNotAnEmptyLedger(t *testing.T) {
 
 func TestZ3_CommitSucceedsWhileOneCopyIsDurable(t *testing.T) {
 	l, paths := twoCopies(t)
-	// Make copy 1 unwritable by putting a directory where its temp files go.
+	// Make copy 1 unwritable by putting a file where its directory was.
 	if err := os.RemoveAll(filepath.Dir(paths[1])); err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +196,15 @@ func TestZ3_CommitSucceedsWhileOneCopyIsDurable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Commit with one good copy failed: %v", err)
 	}
-	if len(res.Written) != 1 || len(res.Failed) != 1 {
-		t.Fatalf("result %+v, want one written and one failed", res)
+	if len(res.Written) != 1 || res.Written[0] != paths[0] || res.Failed[paths[0]] != nil {
+		t.Fatalf("result %+v, want copy 0 written", res)
 	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if st := l.Copies()[1]; st.Err == nil {
+			return fmt.Errorf("copy 1's status is %+v, want its failure", st)
+		}
+		return nil
+	})
 }
 
 func TestZ3_StaleTempFilesAreRemovedOnLoad(t *testing.T) {

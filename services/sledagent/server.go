@@ -148,7 +148,8 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	zonesLedger, err := ledger.Open(cfg.LedgerDirs, log.Named("ledger"), rec.SetDesired)
+	zonesLedger, err := ledger.Open(cfg.LedgerDirs, log.Named("ledger"), rec.SetDesired,
+		ledger.ForSled(zoneconfig.Sled{Zpools: cfg.Zpools}))
 	if err != nil {
 		return nil, err
 	}

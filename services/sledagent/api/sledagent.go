@@ -47,6 +47,14 @@ func inventoryProto(inv app.Inventory) *sledagentv1.GetInventoryResponse {
 	if inv.LedgeredConfig != nil {
 		out.LedgeredConfig = inv.LedgeredConfig.Proto()
 	}
+	for _, c := range inv.LedgerCopies {
+		lc := &sledagentv1.LedgerCopy{Path: c.Path, Generation: c.Generation, Problem: c.Problem,
+			WritingGeneration: c.Writing}
+		if c.Writing != 0 {
+			lc.WritingSince = timestamppb.New(c.WritingSince)
+		}
+		out.LedgerCopies = append(out.LedgerCopies, lc)
+	}
 	if last := inv.LastPass; last != nil {
 		lr := &sledagentv1.LastReconciliation{
 			Generation:  last.Generation,

@@ -39,12 +39,12 @@ func New(sled Sled, l *ledger.ZonesLedger, r *reconciler.Reconciler, vmms *vmm.M
 // config is durable; the reconciler acts on it afterwards. Errors are a
 // *apierror.ValidationError, a *ledger.RejectedError, or wrap
 // ledger.ErrNotDurable.
-func (a *Agent) EnsureZones(_ context.Context, cfg *sledagentv1.OmicronZonesConfig) (zoneconfig.Config, error) {
+func (a *Agent) EnsureZones(ctx context.Context, cfg *sledagentv1.OmicronZonesConfig) (zoneconfig.Config, error) {
 	parsed, err := zoneconfig.Parse(cfg, zoneconfig.Sled{Zpools: a.sled.Zpools})
 	if err != nil {
 		return zoneconfig.Config{}, err
 	}
-	if err := a.ledger.Ensure(parsed); err != nil {
+	if err := a.ledger.EnsureContext(ctx, parsed); err != nil {
 		return zoneconfig.Config{}, err
 	}
 	return parsed, nil
@@ -54,6 +54,7 @@ func (a *Agent) EnsureZones(_ context.Context, cfg *sledagentv1.OmicronZonesConf
 type Inventory struct {
 	Sled            Sled
 	LedgeredConfig  *zoneconfig.Config
+	LedgerCopies    []ledger.CopyStatus
 	ReconcilerState reconciler.Status
 	LastPass        *reconciler.Result
 	VMMs            []vmm.View
@@ -66,6 +67,7 @@ func (a *Agent) Inventory() Inventory {
 	if cfg, ok := a.ledger.Current(); ok {
 		inv.LedgeredConfig = &cfg
 	}
+	inv.LedgerCopies = a.ledger.CopyStatus()
 	inv.ReconcilerState, inv.LastPass = a.reconciler.Snapshot()
 	inv.VMMs = a.vmms.List()
 	return inv

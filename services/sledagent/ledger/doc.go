@@ -6,4 +6,12 @@
 // content is refused, and the same config again is accepted and rewritten.
 // Accepted configs are handed to the reconciler in generation order, after
 // they are durable and never before.
+//
+// A copy counts only if its checksum is right and its content is a config
+// the agent would accept from nexus for this sled (Z2, Z3): a copy that
+// passes its checksum but names an unknown kind, repeats an id or uses
+// another sled's pool was written by something else, and is as corrupt as
+// a torn one. A commit returns once one copy is durable, so a hung disk
+// does not stop the sled; CopyStatus says which copies are slow, failing or
+// corrupt.
 package ledger

@@ -1907,7 +1907,10 @@ type GetInventoryResponse struct {
 	// Unset until the reconciler has completed a pass.
 	LastReconciliation *LastReconciliation `protobuf:"bytes,5,opt,name=last_reconciliation,json=lastReconciliation,proto3" json:"last_reconciliation,omitempty"`
 	// The VMMs registered on the sled, sorted by id; never one that ended.
-	Vmms          []*VmmInventory `protobuf:"bytes,6,rep,name=vmms,proto3" json:"vmms,omitempty"`
+	Vmms []*VmmInventory `protobuf:"bytes,6,rep,name=vmms,proto3" json:"vmms,omitempty"`
+	// Every zones ledger copy, in the order of the sled's ledger directories
+	// (Z3): a corrupt, failing, behind or slow one shows here.
+	LedgerCopies  []*LedgerCopy `protobuf:"bytes,7,rep,name=ledger_copies,json=ledgerCopies,proto3" json:"ledger_copies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1984,6 +1987,94 @@ func (x *GetInventoryResponse) GetVmms() []*VmmInventory {
 	return nil
 }
 
+func (x *GetInventoryResponse) GetLedgerCopies() []*LedgerCopy {
+	if x != nil {
+		return x.LedgerCopies
+	}
+	return nil
+}
+
+// One copy of the zones ledger.
+type LedgerCopy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// The newest generation known durable on the copy; 0 when none.
+	Generation uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	// What is wrong with the copy; empty when nothing is.
+	Problem string `protobuf:"bytes,3,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The generation being written to the copy, 0 when no write is in
+	// flight; a write in flight since long ago is a slow or hung disk.
+	WritingGeneration uint64                 `protobuf:"varint,4,opt,name=writing_generation,json=writingGeneration,proto3" json:"writing_generation,omitempty"`
+	WritingSince      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=writing_since,json=writingSince,proto3" json:"writing_since,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *LedgerCopy) Reset() {
+	*x = LedgerCopy{}
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerCopy) ProtoMessage() {}
+
+func (x *LedgerCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerCopy.ProtoReflect.Descriptor instead.
+func (*LedgerCopy) Descriptor() ([]byte, []int) {
+	return file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LedgerCopy) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *LedgerCopy) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *LedgerCopy) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+func (x *LedgerCopy) GetWritingGeneration() uint64 {
+	if x != nil {
+		return x.WritingGeneration
+	}
+	return 0
+}
+
+func (x *LedgerCopy) GetWritingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WritingSince
+	}
+	return nil
+}
+
 type ReconcilerStatus_NotYetRun struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1992,7 +2083,7 @@ type ReconcilerStatus_NotYetRun struct {
 
 func (x *ReconcilerStatus_NotYetRun) Reset() {
 	*x = ReconcilerStatus_NotYetRun{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[26]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2095,7 @@ func (x *ReconcilerStatus_NotYetRun) String() string {
 func (*ReconcilerStatus_NotYetRun) ProtoMessage() {}
 
 func (x *ReconcilerStatus_NotYetRun) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[26]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2121,7 @@ type ReconcilerStatus_Running struct {
 
 func (x *ReconcilerStatus_Running) Reset() {
 	*x = ReconcilerStatus_Running{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[27]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2133,7 @@ func (x *ReconcilerStatus_Running) String() string {
 func (*ReconcilerStatus_Running) ProtoMessage() {}
 
 func (x *ReconcilerStatus_Running) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[27]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2173,7 @@ type ReconcilerStatus_Idle struct {
 
 func (x *ReconcilerStatus_Idle) Reset() {
 	*x = ReconcilerStatus_Idle{}
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[28]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2185,7 @@ func (x *ReconcilerStatus_Idle) String() string {
 func (*ReconcilerStatus_Idle) ProtoMessage() {}
 
 func (x *ReconcilerStatus_Idle) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[28]
+	mi := &file_omicron_sledagent_v1_sledagent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,14 +2330,24 @@ const file_omicron_sledagent_v1_sledagent_proto_rawDesc = "" +
 	"\x06vmm_id\x18\x01 \x01(\tR\x05vmmId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
 	"instanceId\x12:\n" +
-	"\aruntime\x18\x03 \x01(\v2 .omicron.sledagent.v1.VmmRuntimeR\aruntime\"\xad\x03\n" +
+	"\aruntime\x18\x03 \x01(\v2 .omicron.sledagent.v1.VmmRuntimeR\aruntime\"\xf4\x03\n" +
 	"\x14GetInventoryResponse\x12\x17\n" +
 	"\asled_id\x18\x01 \x01(\tR\x06sledId\x12A\n" +
 	"\tresources\x18\x02 \x01(\v2#.omicron.sledagent.v1.SledResourcesR\tresources\x12Q\n" +
 	"\x0fledgered_config\x18\x03 \x01(\v2(.omicron.sledagent.v1.OmicronZonesConfigR\x0eledgeredConfig\x12S\n" +
 	"\x11reconciler_status\x18\x04 \x01(\v2&.omicron.sledagent.v1.ReconcilerStatusR\x10reconcilerStatus\x12Y\n" +
 	"\x13last_reconciliation\x18\x05 \x01(\v2(.omicron.sledagent.v1.LastReconciliationR\x12lastReconciliation\x126\n" +
-	"\x04vmms\x18\x06 \x03(\v2\".omicron.sledagent.v1.VmmInventoryR\x04vmms*\xd0\x02\n" +
+	"\x04vmms\x18\x06 \x03(\v2\".omicron.sledagent.v1.VmmInventoryR\x04vmms\x12E\n" +
+	"\rledger_copies\x18\a \x03(\v2 .omicron.sledagent.v1.LedgerCopyR\fledgerCopies\"\xca\x01\n" +
+	"\n" +
+	"LedgerCopy\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12\x18\n" +
+	"\aproblem\x18\x03 \x01(\tR\aproblem\x12-\n" +
+	"\x12writing_generation\x18\x04 \x01(\x04R\x11writingGeneration\x12?\n" +
+	"\rwriting_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fwritingSince*\xd0\x02\n" +
 	"\bZoneKind\x12\x19\n" +
 	"\x15ZONE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ZONE_KIND_BOUNDARY_NTP\x10\x01\x12\x1a\n" +
@@ -2315,7 +2416,7 @@ func file_omicron_sledagent_v1_sledagent_proto_rawDescGZIP() []byte {
 }
 
 var file_omicron_sledagent_v1_sledagent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_omicron_sledagent_v1_sledagent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_omicron_sledagent_v1_sledagent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_omicron_sledagent_v1_sledagent_proto_goTypes = []any{
 	(ZoneKind)(0),                      // 0: omicron.sledagent.v1.ZoneKind
 	(ZoneState)(0),                     // 1: omicron.sledagent.v1.ZoneState
@@ -2349,31 +2450,32 @@ var file_omicron_sledagent_v1_sledagent_proto_goTypes = []any{
 	(*GetVmmStateResponse)(nil),        // 29: omicron.sledagent.v1.GetVmmStateResponse
 	(*VmmInventory)(nil),               // 30: omicron.sledagent.v1.VmmInventory
 	(*GetInventoryResponse)(nil),       // 31: omicron.sledagent.v1.GetInventoryResponse
-	(*ReconcilerStatus_NotYetRun)(nil), // 32: omicron.sledagent.v1.ReconcilerStatus.NotYetRun
-	(*ReconcilerStatus_Running)(nil),   // 33: omicron.sledagent.v1.ReconcilerStatus.Running
-	(*ReconcilerStatus_Idle)(nil),      // 34: omicron.sledagent.v1.ReconcilerStatus.Idle
-	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 36: google.protobuf.Duration
+	(*LedgerCopy)(nil),                 // 32: omicron.sledagent.v1.LedgerCopy
+	(*ReconcilerStatus_NotYetRun)(nil), // 33: omicron.sledagent.v1.ReconcilerStatus.NotYetRun
+	(*ReconcilerStatus_Running)(nil),   // 34: omicron.sledagent.v1.ReconcilerStatus.Running
+	(*ReconcilerStatus_Idle)(nil),      // 35: omicron.sledagent.v1.ReconcilerStatus.Idle
+	(*timestamppb.Timestamp)(nil),      // 36: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 37: google.protobuf.Duration
 }
 var file_omicron_sledagent_v1_sledagent_proto_depIdxs = []int32{
 	0,  // 0: omicron.sledagent.v1.OmicronZoneConfig.kind:type_name -> omicron.sledagent.v1.ZoneKind
 	7,  // 1: omicron.sledagent.v1.OmicronZoneConfig.nexus:type_name -> omicron.sledagent.v1.NexusZoneDetails
 	6,  // 2: omicron.sledagent.v1.OmicronZonesConfig.zones:type_name -> omicron.sledagent.v1.OmicronZoneConfig
 	8,  // 3: omicron.sledagent.v1.EnsureZonesRequest.config:type_name -> omicron.sledagent.v1.OmicronZonesConfig
-	32, // 4: omicron.sledagent.v1.ReconcilerStatus.not_yet_run:type_name -> omicron.sledagent.v1.ReconcilerStatus.NotYetRun
-	33, // 5: omicron.sledagent.v1.ReconcilerStatus.running:type_name -> omicron.sledagent.v1.ReconcilerStatus.Running
-	34, // 6: omicron.sledagent.v1.ReconcilerStatus.idle:type_name -> omicron.sledagent.v1.ReconcilerStatus.Idle
+	33, // 4: omicron.sledagent.v1.ReconcilerStatus.not_yet_run:type_name -> omicron.sledagent.v1.ReconcilerStatus.NotYetRun
+	34, // 5: omicron.sledagent.v1.ReconcilerStatus.running:type_name -> omicron.sledagent.v1.ReconcilerStatus.Running
+	35, // 6: omicron.sledagent.v1.ReconcilerStatus.idle:type_name -> omicron.sledagent.v1.ReconcilerStatus.Idle
 	1,  // 7: omicron.sledagent.v1.ZoneError.state:type_name -> omicron.sledagent.v1.ZoneState
 	2,  // 8: omicron.sledagent.v1.ZoneError.shutdown_step:type_name -> omicron.sledagent.v1.ShutdownStep
 	0,  // 9: omicron.sledagent.v1.ZoneReconciliation.kind:type_name -> omicron.sledagent.v1.ZoneKind
 	15, // 10: omicron.sledagent.v1.ZoneReconciliation.ok:type_name -> omicron.sledagent.v1.ZoneOk
 	14, // 11: omicron.sledagent.v1.ZoneReconciliation.error:type_name -> omicron.sledagent.v1.ZoneError
-	35, // 12: omicron.sledagent.v1.LastReconciliation.completed_at:type_name -> google.protobuf.Timestamp
+	36, // 12: omicron.sledagent.v1.LastReconciliation.completed_at:type_name -> google.protobuf.Timestamp
 	16, // 13: omicron.sledagent.v1.LastReconciliation.zones:type_name -> omicron.sledagent.v1.ZoneReconciliation
 	3,  // 14: omicron.sledagent.v1.VmmRuntime.state:type_name -> omicron.sledagent.v1.VmmState
-	35, // 15: omicron.sledagent.v1.VmmRuntime.time_updated:type_name -> google.protobuf.Timestamp
+	36, // 15: omicron.sledagent.v1.VmmRuntime.time_updated:type_name -> google.protobuf.Timestamp
 	4,  // 16: omicron.sledagent.v1.MigrationRuntime.state:type_name -> omicron.sledagent.v1.MigrationState
-	35, // 17: omicron.sledagent.v1.MigrationRuntime.time_updated:type_name -> google.protobuf.Timestamp
+	36, // 17: omicron.sledagent.v1.MigrationRuntime.time_updated:type_name -> google.protobuf.Timestamp
 	20, // 18: omicron.sledagent.v1.EnsureRegisteredRequest.spec:type_name -> omicron.sledagent.v1.VmmSpec
 	18, // 19: omicron.sledagent.v1.EnsureRegisteredRequest.initial_runtime:type_name -> omicron.sledagent.v1.VmmRuntime
 	21, // 20: omicron.sledagent.v1.EnsureRegisteredRequest.migration_target:type_name -> omicron.sledagent.v1.MigrationTargetParams
@@ -2390,26 +2492,28 @@ var file_omicron_sledagent_v1_sledagent_proto_depIdxs = []int32{
 	13, // 31: omicron.sledagent.v1.GetInventoryResponse.reconciler_status:type_name -> omicron.sledagent.v1.ReconcilerStatus
 	17, // 32: omicron.sledagent.v1.GetInventoryResponse.last_reconciliation:type_name -> omicron.sledagent.v1.LastReconciliation
 	30, // 33: omicron.sledagent.v1.GetInventoryResponse.vmms:type_name -> omicron.sledagent.v1.VmmInventory
-	35, // 34: omicron.sledagent.v1.ReconcilerStatus.Running.started_at:type_name -> google.protobuf.Timestamp
-	35, // 35: omicron.sledagent.v1.ReconcilerStatus.Idle.completed_at:type_name -> google.protobuf.Timestamp
-	36, // 36: omicron.sledagent.v1.ReconcilerStatus.Idle.duration:type_name -> google.protobuf.Duration
-	9,  // 37: omicron.sledagent.v1.SledAgent.EnsureZones:input_type -> omicron.sledagent.v1.EnsureZonesRequest
-	11, // 38: omicron.sledagent.v1.SledAgent.GetInventory:input_type -> omicron.sledagent.v1.GetInventoryRequest
-	22, // 39: omicron.sledagent.v1.SledAgent.EnsureRegistered:input_type -> omicron.sledagent.v1.EnsureRegisteredRequest
-	24, // 40: omicron.sledagent.v1.SledAgent.EnsureState:input_type -> omicron.sledagent.v1.EnsureStateRequest
-	26, // 41: omicron.sledagent.v1.SledAgent.EnsureUnregistered:input_type -> omicron.sledagent.v1.EnsureUnregisteredRequest
-	28, // 42: omicron.sledagent.v1.SledAgent.GetVmmState:input_type -> omicron.sledagent.v1.GetVmmStateRequest
-	10, // 43: omicron.sledagent.v1.SledAgent.EnsureZones:output_type -> omicron.sledagent.v1.EnsureZonesResponse
-	31, // 44: omicron.sledagent.v1.SledAgent.GetInventory:output_type -> omicron.sledagent.v1.GetInventoryResponse
-	23, // 45: omicron.sledagent.v1.SledAgent.EnsureRegistered:output_type -> omicron.sledagent.v1.EnsureRegisteredResponse
-	25, // 46: omicron.sledagent.v1.SledAgent.EnsureState:output_type -> omicron.sledagent.v1.EnsureStateResponse
-	27, // 47: omicron.sledagent.v1.SledAgent.EnsureUnregistered:output_type -> omicron.sledagent.v1.EnsureUnregisteredResponse
-	29, // 48: omicron.sledagent.v1.SledAgent.GetVmmState:output_type -> omicron.sledagent.v1.GetVmmStateResponse
-	43, // [43:49] is the sub-list for method output_type
-	37, // [37:43] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	32, // 34: omicron.sledagent.v1.GetInventoryResponse.ledger_copies:type_name -> omicron.sledagent.v1.LedgerCopy
+	36, // 35: omicron.sledagent.v1.LedgerCopy.writing_since:type_name -> google.protobuf.Timestamp
+	36, // 36: omicron.sledagent.v1.ReconcilerStatus.Running.started_at:type_name -> google.protobuf.Timestamp
+	36, // 37: omicron.sledagent.v1.ReconcilerStatus.Idle.completed_at:type_name -> google.protobuf.Timestamp
+	37, // 38: omicron.sledagent.v1.ReconcilerStatus.Idle.duration:type_name -> google.protobuf.Duration
+	9,  // 39: omicron.sledagent.v1.SledAgent.EnsureZones:input_type -> omicron.sledagent.v1.EnsureZonesRequest
+	11, // 40: omicron.sledagent.v1.SledAgent.GetInventory:input_type -> omicron.sledagent.v1.GetInventoryRequest
+	22, // 41: omicron.sledagent.v1.SledAgent.EnsureRegistered:input_type -> omicron.sledagent.v1.EnsureRegisteredRequest
+	24, // 42: omicron.sledagent.v1.SledAgent.EnsureState:input_type -> omicron.sledagent.v1.EnsureStateRequest
+	26, // 43: omicron.sledagent.v1.SledAgent.EnsureUnregistered:input_type -> omicron.sledagent.v1.EnsureUnregisteredRequest
+	28, // 44: omicron.sledagent.v1.SledAgent.GetVmmState:input_type -> omicron.sledagent.v1.GetVmmStateRequest
+	10, // 45: omicron.sledagent.v1.SledAgent.EnsureZones:output_type -> omicron.sledagent.v1.EnsureZonesResponse
+	31, // 46: omicron.sledagent.v1.SledAgent.GetInventory:output_type -> omicron.sledagent.v1.GetInventoryResponse
+	23, // 47: omicron.sledagent.v1.SledAgent.EnsureRegistered:output_type -> omicron.sledagent.v1.EnsureRegisteredResponse
+	25, // 48: omicron.sledagent.v1.SledAgent.EnsureState:output_type -> omicron.sledagent.v1.EnsureStateResponse
+	27, // 49: omicron.sledagent.v1.SledAgent.EnsureUnregistered:output_type -> omicron.sledagent.v1.EnsureUnregisteredResponse
+	29, // 50: omicron.sledagent.v1.SledAgent.GetVmmState:output_type -> omicron.sledagent.v1.GetVmmStateResponse
+	45, // [45:51] is the sub-list for method output_type
+	39, // [39:45] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_omicron_sledagent_v1_sledagent_proto_init() }
@@ -2432,7 +2536,7 @@ func file_omicron_sledagent_v1_sledagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omicron_sledagent_v1_sledagent_proto_rawDesc), len(file_omicron_sledagent_v1_sledagent_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
