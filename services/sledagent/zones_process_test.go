@@ -270,6 +270,22 @@ func waitZoneGone(t *testing.T, a *sledagenttest.Agent, id string) {
 	})
 }
 
+// waitReconciledOK waits until the agent's last pass reconciled generation
+// and every zone in it is ok.
+func waitReconciledOK(t *testing.T, client sledagentv1.SledAgentClient, generation uint64) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		inv, err := client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
+		if err != nil {
+			return err
+		}
+		if inv.GetLastReconciliation().GetGeneration() != generation {
+			return fmt.Errorf("generation %d not reconciled yet", generation)
+		}
+		return sledagenttest.AllOK(inv)
+	})
+}
+
 // Z8 with real processes: a sled-agent killed with kill -9 leaves its zones
 // running; the next one adopts them, exactly one process per zone, the
 // same processes.
@@ -284,6 +300,10 @@ func TestZ10_ARestartedSledAgentAdoptsItsZoneProcessesAfterKill9(t *testing.T) {
 		Config: &sledagentv1.OmicronZonesConfig{Generation: 1, Zones: zones}}); err != nil {
 		t.Fatal(err)
 	}
+	// The processes are read once the agent says the zones run: on a
+	// loaded machine a first start can miss its grace and be retried, and
+	// the retry's process is the zone's.
+	waitReconciledOK(t, client, 1)
 	before := map[string]int{}
 	for _, z := range zones {
 		before[z.Id] = onePid(t, z.Id)
@@ -299,16 +319,7 @@ func TestZ10_ARestartedSledAgentAdoptsItsZoneProcessesAfterKill9(t *testing.T) {
 	agent = startProcess(t, cfg)
 	client, closeConn = agent.client(t)
 	defer closeConn()
-	testutil.WaitFor(t, 10*time.Second, func() error {
-		inv, err := client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
-		if err != nil {
-			return err
-		}
-		if inv.GetLastReconciliation().GetGeneration() != 1 {
-			return fmt.Errorf("not reconciled yet")
-		}
-		return sledagenttest.AllOK(inv)
-	})
+	waitReconciledOK(t, client, 1)
 	for _, z := range zones {
 		if got := zonePids(t, z.Id); len(got) != 1 || got[0] != before[z.Id] {
 			t.Fatalf("after the restart zone %s runs in %v, want only its adopted process %d", z.Id, got, before[z.Id])
