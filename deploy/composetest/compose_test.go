@@ -90,9 +90,10 @@ func TestEveryBuiltServiceCommandLineIsAValidConfigOfItsBinary(t *testing.T) {
 }
 
 // S1: rack-certs issues from the plan rack-setup uses, into the volume
-// every sled-agent reads its own identity from, before any starts; rack
-// setup speaks as the operator.
-func TestS1_EachSledReadsItsOwnIdentityFromTheCertificatesRackCertsIssued(t *testing.T) {
+// every sled-agent reads its identity from, before any starts; each sled
+// mounts its own directory of it only (never the CA's key nor another
+// member's), and rack setup the operator's.
+func TestS1_EachSledReadsOnlyItsOwnIdentityFromTheCertificatesRackCertsIssued(t *testing.T) {
 	p := loadProject(t)
 	_, certArgs := commandLine(t, p.Services["rack-certs"])
 	var planPath, dir string
@@ -113,16 +114,26 @@ func TestS1_EachSledReadsItsOwnIdentityFromTheCertificatesRackCertsIssued(t *tes
 	if dir == "" || pki == nil {
 		t.Fatalf("rack-certs writes into %q, which is no volume", dir)
 	}
-	certs := racksetup.Certificates{Dir: dir}
+	certs := racksetup.Certificates{Dir: ""}
+	// mountsOnly checks that svc's tls_dir is the pki volume's sub, alone,
+	// read-only, and that no other mount of that volume exists.
+	mountsOnly := func(name string, svc types.ServiceConfig, tlsDir, sub string) {
+		t.Helper()
+		var mounts []types.ServiceVolumeConfig
+		for _, v := range svc.Volumes {
+			if v.Source == pki.Source {
+				mounts = append(mounts, v)
+			}
+		}
+		if len(mounts) != 1 || mounts[0].Target != tlsDir || !mounts[0].ReadOnly || mounts[0].Volume == nil ||
+			mounts[0].Volume.Subpath != strings.TrimPrefix(sub, "/") {
+			t.Errorf("%s mounts the certificates volume as %+v; want only %s of it, read-only, at its tls_dir %s", name, mounts, sub, tlsDir)
+		}
+	}
 	for _, name := range sledAgents {
 		svc := p.Services[name]
 		cfg := sledAgentConfig(t, p, name)
-		if cfg.TLSDir != certs.SledDir(cfg.SledID) {
-			t.Errorf("%s reads its identity from %s, want %s", name, cfg.TLSDir, certs.SledDir(cfg.SledID))
-		}
-		if v := volumeAt(svc, dir); v == nil || v.Source != pki.Source || !v.ReadOnly || !strings.HasPrefix(cfg.TLSDir, dir+"/") {
-			t.Errorf("%s: %s is not the certificates volume, read-only", name, cfg.TLSDir)
-		}
+		mountsOnly(name, svc, cfg.TLSDir, certs.SledDir(cfg.SledID))
 		if dep, ok := svc.DependsOn["rack-certs"]; !ok || dep.Condition != types.ServiceConditionCompletedSuccessfully {
 			t.Errorf("%s does not wait for rack-certs to complete", name)
 		}
@@ -131,9 +142,13 @@ func TestS1_EachSledReadsItsOwnIdentityFromTheCertificatesRackCertsIssued(t *tes
 		}
 	}
 	_, setupArgs := commandLine(t, p.Services["rack-setup"])
-	if !slices.Contains(setupArgs, "--tls-dir="+certs.OperatorDir()) {
-		t.Errorf("rack-setup %v does not speak as the operator (%s)", setupArgs, certs.OperatorDir())
+	var setupTLS string
+	for _, a := range setupArgs {
+		if v, ok := strings.CutPrefix(a, "--tls-dir="); ok {
+			setupTLS = v
+		}
 	}
+	mountsOnly("rack-setup", p.Services["rack-setup"], setupTLS, certs.OperatorDir())
 }
 
 func TestSledAgentsHaveDistinctIdentitiesPoolsAndVolumes(t *testing.T) {

@@ -53,6 +53,17 @@ func Authorize(policy Policy) grpc.UnaryServerInterceptor {
 	}
 }
 
+// AuthorizeStream is Authorize for streaming calls (gRPC health's Watch,
+// say): without it a stream would reach its handler whatever the policy.
+func AuthorizeStream(policy Policy) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := policy.admit(ss.Context(), info.FullMethod); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
 func (p Policy) admit(ctx context.Context, method string) error {
 	caller, err := Caller(ctx)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -62,5 +63,38 @@ func TestACallersOwnDeadlineIsKept(t *testing.T) {
 	_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("a call with its own deadline: %v, want DeadlineExceeded", err)
+	}
+}
+
+// S4: a policy holds for streaming calls too: gRPC health's Watch is
+// refused to a kind the policy does not admit, as Check is.
+func TestS4_APolicyRefusesStreamingCallsToo(t *testing.T) {
+	ca := rackpkitest.For(t)
+	creds, err := ServerCredentials(ca.Trust(peerID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := Policy{healthpb.Health_ServiceDesc.ServiceName: {rackpki.Nexus}}
+	srv := grpc.NewServer(creds, grpc.ChainUnaryInterceptor(Authorize(policy)), grpc.ChainStreamInterceptor(AuthorizeStream(policy)))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis) //nolint:errcheck // ends with Stop
+	t.Cleanup(srv.Stop)
+	cc := dial(t, lis.Addr().String(), 5*time.Second) // as the operator
+	client := healthpb.NewHealthClient(cc)
+	if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("Check as the operator: %v, want PERMISSION_DENIED", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("Watch as the operator: %v, want PERMISSION_DENIED", err)
 	}
 }

@@ -60,21 +60,35 @@ func (i Identity) uri() *url.URL {
 // ErrNoIdentity means a certificate names no rack identity.
 var ErrNoIdentity = errors.New("the certificate names no rack identity")
 
-// IdentityOf reads the rack identity a certificate names.
+// IdentityOf reads the rack identity a certificate names: exactly one
+// rackplane: URI, of a known kind, with an id as Issue writes them. A
+// certificate naming two identities, or one it could not have issued,
+// names nobody rather than whichever comes first.
 func IdentityOf(cert *x509.Certificate) (Identity, error) {
+	var found []Identity
 	for _, u := range cert.URIs {
 		if u.Scheme != "rackplane" {
 			continue
 		}
 		kind, id, ok := strings.Cut(u.Opaque, "/")
 		switch k := Kind(kind); {
-		case !ok || id == "":
+		case !ok || !validID(id) || u.RawQuery != "" || u.Fragment != "":
+			return Identity{}, fmt.Errorf("%w: malformed URI %q", ErrNoIdentity, u)
 		case k == Sled || k == Nexus || k == Operator:
-			return Identity{Kind: k, ID: id}, nil
+			found = append(found, Identity{Kind: k, ID: id})
+		default:
+			return Identity{}, fmt.Errorf("%w: unknown kind in %q", ErrNoIdentity, u)
 		}
 	}
-	return Identity{}, ErrNoIdentity
+	if len(found) != 1 {
+		return Identity{}, fmt.Errorf("%w: %d rack identities named", ErrNoIdentity, len(found))
+	}
+	return found[0], nil
 }
+
+// validID is what an identity's id may be: non-empty, without '/', '%' or
+// spaces, so that its URI reads back as exactly that id.
+func validID(id string) bool { return id != "" && !strings.ContainsAny(id, "/% ") }
 
 // Validity of what the CA issues.
 const (
@@ -155,8 +169,8 @@ func (ca *CA) KeyPEM() ([]byte, error) {
 // Issue makes a certificate for id, valid as a server and as a client,
 // with hosts (IP addresses or DNS names) besides its identity.
 func (ca *CA) Issue(id Identity, now time.Time, hosts ...string) (certPEM, keyPEM []byte, err error) {
-	if id.ID == "" || strings.ContainsAny(id.ID, "/ ") {
-		return nil, nil, fmt.Errorf("identity %q: the id must be non-empty, without '/' or spaces", id)
+	if !validID(id.ID) {
+		return nil, nil, fmt.Errorf("identity %q: the id must be non-empty, without '/', '%%' or spaces", id)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

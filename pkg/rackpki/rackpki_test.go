@@ -1,9 +1,16 @@
 package rackpki_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,6 +173,58 @@ func TestS1_KeysAreTheOwnersAloneAndTheCAReloads(t *testing.T) {
 	for _, bad := range []string{"", "a/b", "a b"} {
 		if _, _, err := ca.Issue(rackpki.Identity{Kind: rackpki.Sled, ID: bad}, now); err == nil {
 			t.Errorf("issued a certificate for id %q", bad)
+		}
+	}
+}
+
+// S1: a certificate names one rack identity or none: two rackplane URIs,
+// an unknown kind or an id Issue would refuse name nobody, whatever their
+// order, so no certificate reads as whichever identity comes first.
+func TestS1_ACertificateNamingTwoIdentitiesOrAMalformedOneNamesNobody(t *testing.T) {
+	ca, err := rackpki.NewCA("rack-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(keyPEM)
+	caKey, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, uris := range [][]string{
+		{"rackplane:sled/a", "rackplane:nexus/b"},
+		{"rackplane:nexus/b", "rackplane:sled/a"},
+		{"rackplane:Sled/a", "rackplane:sled/c"},
+		{"rackplane:sled/a/b"},
+		{"rackplane:sled/a%2Fb"},
+		{"rackplane:sled/"},
+	} {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		for _, u := range uris {
+			parsed, err := url.Parse(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl.URIs = append(tmpl.URIs, parsed)
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, leafKey.Public(), caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, err := rackpki.IdentityOf(cert); !errors.Is(err, rackpki.ErrNoIdentity) {
+			t.Errorf("a certificate with URIs %v names %v (%v), want nobody", uris, id, err)
 		}
 	}
 }

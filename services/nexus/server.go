@@ -242,7 +242,7 @@ func (s *Server) listen(ctx context.Context, cfg config.Config, trust rackpki.Tr
 	// Metrics first, so that calls the auth interceptor refuses count too.
 	s.internalGRPC = grpc.NewServer(rackCreds, grpc.ChainUnaryInterceptor(s.metrics.UnaryServerInterceptor(),
 		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), grpcconn.Authorize(internalCallers),
-		api.RefuseOnceExpunged(s.app)))
+		api.RefuseOnceExpunged(s.app)), grpc.ChainStreamInterceptor(grpcconn.AuthorizeStream(internalCallers)))
 	nexusv1.RegisterNexusInternalServer(s.internalGRPC, api.NewInternal(s.app))
 	external := []grpc.UnaryServerInterceptor{s.metrics.UnaryServerInterceptor(),
 		logging.UnaryServerInterceptor(s.log, gateway.RequestIDHeader), api.RefuseOnceExpunged(s.app), api.Authenticate(s.app)}

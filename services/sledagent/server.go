@@ -207,7 +207,8 @@ func New(cfg config.Config, log *zap.Logger) (*Server, error) {
 	if cfg.FaultInjection {
 		interceptors = append(interceptors, rpcFaults.Interceptor())
 	}
-	srv := grpc.NewServer(creds, grpc.ChainUnaryInterceptor(interceptors...))
+	srv := grpc.NewServer(creds, grpc.ChainUnaryInterceptor(interceptors...),
+		grpc.ChainStreamInterceptor(grpcconn.AuthorizeStream(callers)))
 	sledagentv1.RegisterSledAgentServer(srv, api.NewSledAgent(agent))
 	serving := []string{"", sledagentv1.SledAgent_ServiceDesc.ServiceName}
 	if cfg.FaultInjection {

@@ -38,15 +38,6 @@ func (c Certificates) Issue(p Plan, now time.Time) ([]rackpki.Identity, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	ca, err := rackpki.LoadCADir(c.CADir())
-	if errors.Is(err, fs.ErrNotExist) {
-		if ca, err = rackpki.NewCA(p.Rack, now); err == nil {
-			err = ca.WriteCA(c.CADir())
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("the rack CA in %s: %w", c.CADir(), err)
-	}
 	type member struct {
 		dir string
 		id  rackpki.Identity
@@ -60,11 +51,38 @@ func (c Certificates) Issue(p Plan, now time.Time) ([]rackpki.Identity, error) {
 			}
 		}
 	}
-	var issued []rackpki.Identity
-	for _, m := range members {
-		if issuedBy(ca, m.dir, m.id) {
-			continue
+	// A new CA only for a new rack: its certificate there without its key
+	// is a CA whose key was taken offline, and a new one would split the
+	// rack between the members trusting each.
+	caPEM, err := os.ReadFile(filepath.Join(c.CADir(), rackpki.CAFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		ca, err := rackpki.NewCA(p.Rack, now)
+		if err == nil {
+			err = ca.WriteCA(c.CADir())
 		}
+		if err != nil {
+			return nil, fmt.Errorf("the rack CA in %s: %w", c.CADir(), err)
+		}
+		caPEM = ca.CertPEM()
+	} else if err != nil {
+		return nil, err
+	}
+	var missing []member
+	for _, m := range members {
+		if !issuedBy(caPEM, m.dir, m.id) {
+			missing = append(missing, m)
+		}
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	ca, err := rackpki.LoadCADir(c.CADir())
+	if err != nil {
+		return nil, fmt.Errorf("%d identities need issuing (%s first) but the rack CA in %s cannot issue: %w",
+			len(missing), missing[0].id, c.CADir(), err)
+	}
+	var issued []rackpki.Identity
+	for _, m := range missing {
 		if err := rackpki.WriteMember(m.dir, ca, m.id, now); err != nil {
 			return issued, fmt.Errorf("issuing %s: %w", m.id, err)
 		}
@@ -73,13 +91,14 @@ func (c Certificates) Issue(p Plan, now time.Time) ([]rackpki.Identity, error) {
 	return issued, nil
 }
 
-// issuedBy tells whether dir holds id's identity from ca: LoadDir checks
-// the certificate against the directory's CA, which must be ca.
-func issuedBy(ca *rackpki.CA, dir string, id rackpki.Identity) bool {
+// issuedBy tells whether dir holds id's identity from the CA whose
+// certificate is caPEM: LoadDir checks the certificate against the
+// directory's CA, which must be that one.
+func issuedBy(caPEM []byte, dir string, id rackpki.Identity) bool {
 	have, err := rackpki.LoadDir(dir)
 	if err != nil || have.Identity != id {
 		return false
 	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, rackpki.CAFile))
-	return err == nil && bytes.Equal(caPEM, ca.CertPEM())
+	trusted, err := os.ReadFile(filepath.Join(dir, rackpki.CAFile))
+	return err == nil && bytes.Equal(trusted, caPEM)
 }
