@@ -172,6 +172,16 @@ func (ca *CA) Issue(id Identity, now time.Time, hosts ...string) (certPEM, keyPE
 	if !validID(id.ID) {
 		return nil, nil, fmt.Errorf("identity %q: the id must be non-empty, without '/', '%%' or spaces", id)
 	}
+	// A certificate outliving its CA would be refused from the CA's end
+	// on, whatever it says: it is issued no longer than the CA lasts, and
+	// an expired CA issues nothing.
+	if !now.Before(ca.Cert.NotAfter) {
+		return nil, nil, fmt.Errorf("the rack CA expired at %s; it can issue nothing", ca.Cert.NotAfter.Format(time.RFC3339))
+	}
+	notAfter := now.Add(leafValidity)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -184,7 +194,7 @@ func (ca *CA) Issue(id Identity, now time.Time, hosts ...string) (certPEM, keyPE
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: id.String()},
 		NotBefore:    now.Add(-clockSkew),
-		NotAfter:     now.Add(leafValidity),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		URIs:         []*url.URL{id.uri()},

@@ -228,3 +228,29 @@ func TestS1_ACertificateNamingTwoIdentitiesOrAMalformedOneNamesNobody(t *testing
 		}
 	}
 }
+
+// S1: what the CA issues never outlives it, and an expired CA issues
+// nothing, rather than leaves every member would refuse.
+func TestS1_ACertificateNeverOutlivesItsCA(t *testing.T) {
+	ca, err := rackpki.NewCA("rack-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := ca.Cert.NotAfter.Add(-24 * time.Hour)
+	certPEM, _, err := ca.Issue(rackpki.Identity{Kind: rackpki.Sled, ID: "s1"}, late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(certPEM)
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.NotAfter.After(ca.Cert.NotAfter) {
+		t.Errorf("a certificate issued a day before the CA expires lasts until %s, past the CA's %s", leaf.NotAfter, ca.Cert.NotAfter)
+	}
+	if _, _, err := ca.Issue(rackpki.Identity{Kind: rackpki.Sled, ID: "s2"}, ca.Cert.NotAfter.Add(time.Hour)); err == nil ||
+		!strings.Contains(err.Error(), "expired") {
+		t.Errorf("an expired CA issued a certificate (%v); want it refused", err)
+	}
+}
