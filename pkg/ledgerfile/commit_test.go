@@ -6,99 +6,30 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/rackplane/rackplane/pkg/ledgerfile/ledgerfiletest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 )
-
-// fakeDisks plays the disks under a ledger's copies: a hung copy's writes
-// wait until released, a failing one's fail, and every write is recorded.
-type fakeDisks struct {
-	mu       sync.Mutex
-	gates    map[string]chan struct{}
-	fail     map[string]error
-	inFlight map[string]int
-	most     map[string]int      // the most writes ever in flight at once
-	started  map[string][]uint64 // generations, in the order their writes began
-}
-
-func newFakeDisks() *fakeDisks {
-	return &fakeDisks{gates: map[string]chan struct{}{}, fail: map[string]error{},
-		inFlight: map[string]int{}, most: map[string]int{}, started: map[string][]uint64{}}
-}
-
-func (d *fakeDisks) write(path string, generation uint64, write func() error) error {
-	d.mu.Lock()
-	d.inFlight[path]++
-	d.most[path] = max(d.most[path], d.inFlight[path])
-	d.started[path] = append(d.started[path], generation)
-	gate, fail := d.gates[path], d.fail[path]
-	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		d.inFlight[path]--
-		d.mu.Unlock()
-	}()
-	if gate != nil {
-		<-gate
-	}
-	if fail != nil {
-		return fail
-	}
-	return write()
-}
-
-func (d *fakeDisks) hang(path string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.gates[path] = make(chan struct{})
-}
-
-func (d *fakeDisks) release(path string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if gate := d.gates[path]; gate != nil {
-		close(gate)
-		delete(d.gates, path)
-	}
-}
-
-func (d *fakeDisks) idle() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for path, n := range d.inFlight {
-		if n > 0 {
-			return fmt.Errorf("%d writes still in flight on %s", n, path)
-		}
-	}
-	return nil
-}
-
-func (d *fakeDisks) startedOn(path string) []uint64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.started[path])
-}
 
 // twoCopiesOnFakeDisks is twoCopies with its writes going through disks;
 // at the end of the test every hung disk is released and every write
 // finished, before the directories go.
-func twoCopiesOnFakeDisks(t *testing.T) (*Ledger, []string, *fakeDisks) {
+func twoCopiesOnFakeDisks(t *testing.T) (*Ledger, []string, *ledgerfiletest.Disks) {
 	t.Helper()
 	root := t.TempDir()
-	disks := newFakeDisks()
+	disks := ledgerfiletest.NewDisks()
 	l, err := New([]string{filepath.Join(root, "m2-0"), filepath.Join(root, "m2-1")}, "zones.ledger",
-		WithCopyWriterForTest(disks.write))
+		WithCopyWriterForTest(disks.Write))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		for _, p := range l.Paths() {
-			disks.release(p)
+			disks.Release(p)
 		}
-		testutil.WaitFor(t, 10*time.Second, disks.idle)
+		testutil.WaitFor(t, 10*time.Second, disks.Idle)
 	})
 	return l, l.Paths(), disks
 }
@@ -149,7 +80,7 @@ func waitCopy(t *testing.T, l *Ledger, i int, want func(CopyStatus) bool) {
 
 func TestZ3_ACommitReturnsOnceOneCopyIsDurableWhileAnotherHangs(t *testing.T) {
 	l, paths, disks := twoCopiesOnFakeDisks(t)
-	disks.hang(paths[1])
+	disks.Hang(paths[1])
 	got := waitCommit(t, commitAsync(context.Background(), l, 1, "one"))
 	if got.err != nil {
 		t.Fatalf("Commit: %v", got.err)
@@ -163,7 +94,7 @@ func TestZ3_ACommitReturnsOnceOneCopyIsDurableWhileAnotherHangs(t *testing.T) {
 	if gen, payload, err := readCopy(paths[0]); err != nil || gen != 1 || string(payload) != "one" {
 		t.Fatalf("copy 0 holds generation %d %q (%v), want 1 \"one\"", gen, payload, err)
 	}
-	disks.release(paths[1])
+	disks.Release(paths[1])
 	waitCopy(t, l, 1, func(st CopyStatus) bool { return st.Generation == 1 && st.Writing == 0 && st.Err == nil })
 	if gen, _, err := readCopy(paths[1]); err != nil || gen != 1 {
 		t.Fatalf("once released copy 1 holds generation %d (%v), want 1", gen, err)
@@ -175,7 +106,7 @@ func TestZ3_ACommitReturnsOnceOneCopyIsDurableWhileAnotherHangs(t *testing.T) {
 // commit would run beside the hung one and could land before it.
 func TestZ3_ACopyIsWrittenOnceAtATimeAndNeverGoesBack(t *testing.T) {
 	l, paths, disks := twoCopiesOnFakeDisks(t)
-	disks.hang(paths[1])
+	disks.Hang(paths[1])
 	for gen := uint64(1); gen <= 3; gen++ {
 		got := waitCommit(t, commitAsync(context.Background(), l, gen, fmt.Sprint(gen)))
 		if got.err != nil || !slices.Equal(got.res.Written, paths[:1]) {
@@ -185,15 +116,13 @@ func TestZ3_ACopyIsWrittenOnceAtATimeAndNeverGoesBack(t *testing.T) {
 	if st := l.Copies()[1]; st.Writing != 1 || st.Queued != 3 {
 		t.Fatalf("the hung copy's status is %+v, want generation 1 writing and 3 queued", st)
 	}
-	disks.release(paths[1])
+	disks.Release(paths[1])
 	waitCopy(t, l, 1, func(st CopyStatus) bool { return st.Generation == 3 && st.Writing == 0 })
 	if gen, payload, err := readCopy(paths[1]); err != nil || gen != 3 || string(payload) != "3" {
 		t.Fatalf("copy 1 holds generation %d %q (%v), want 3", gen, payload, err)
 	}
-	disks.mu.Lock()
-	most := disks.most[paths[1]]
-	disks.mu.Unlock()
-	if started := disks.startedOn(paths[1]); most != 1 || !slices.Equal(started, []uint64{1, 3}) {
+	most := disks.MostAtOnce(paths[1])
+	if started := disks.StartedOn(paths[1]); most != 1 || !slices.Equal(started, []uint64{1, 3}) {
 		t.Fatalf("copy 1 had up to %d writes at once, of generations %v; want one at a time, 1 then 3", most, started)
 	}
 }
@@ -201,7 +130,7 @@ func TestZ3_ACopyIsWrittenOnceAtATimeAndNeverGoesBack(t *testing.T) {
 func TestZ3_ACommitThatNoCopyMadeDurableFailsWhenItsContextEnds(t *testing.T) {
 	l, paths, disks := twoCopiesOnFakeDisks(t)
 	for _, p := range paths {
-		disks.hang(p)
+		disks.Hang(p)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := commitAsync(ctx, l, 5, "five")
@@ -219,10 +148,10 @@ func TestZ3_ACommitThatNoCopyMadeDurableFailsWhenItsContextEnds(t *testing.T) {
 		t.Fatalf("Commit(4) after 5: %v, want ErrGenerationBehind", err)
 	}
 	for _, p := range paths {
-		if started := disks.startedOn(p); !slices.Equal(started, []uint64{5}) {
+		if started := disks.StartedOn(p); !slices.Equal(started, []uint64{5}) {
 			t.Fatalf("%s was written generations %v, want 5 alone", p, started)
 		}
-		disks.release(p)
+		disks.Release(p)
 	}
 	for i := range paths {
 		waitCopy(t, l, i, func(st CopyStatus) bool { return st.Generation == 5 && st.Writing == 0 })
@@ -234,9 +163,7 @@ func TestZ3_ACommitThatNoCopyMadeDurableFailsWhenItsContextEnds(t *testing.T) {
 
 func TestZ3_AFailingCopyIsReportedUntilAWriteSucceeds(t *testing.T) {
 	l, paths, disks := twoCopiesOnFakeDisks(t)
-	disks.mu.Lock()
-	disks.fail[paths[1]] = errors.New("input/output error")
-	disks.mu.Unlock()
+	disks.FailWith(paths[1], errors.New("input/output error"))
 	if res, err := l.Commit(1, []byte("one")); err != nil || !slices.Equal(res.Written, paths[:1]) {
 		t.Fatalf("Commit: %+v, %v; want copy 0 written", res, err)
 	}
@@ -246,9 +173,7 @@ func TestZ3_AFailingCopyIsReportedUntilAWriteSucceeds(t *testing.T) {
 	if err := l.Copies()[1].Err.Error(); err != "writing generation 1: input/output error" {
 		t.Fatalf("copy 1's problem is %q", err)
 	}
-	disks.mu.Lock()
-	delete(disks.fail, paths[1])
-	disks.mu.Unlock()
+	disks.FailWith(paths[1], nil)
 	if _, err := l.Commit(2, []byte("two")); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/ledgerfile"
+	"github.com/rackplane/rackplane/pkg/ledgerfile/ledgerfiletest"
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/sledagent/ledger"
 	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
@@ -26,7 +27,7 @@ import (
 type sledLedger struct {
 	dirs  []string
 	sled  zoneconfig.Sled
-	disks *fakeDisks
+	disks *ledgerfiletest.Disks
 }
 
 func newSledLedger(t *testing.T) *sledLedger {
@@ -35,12 +36,12 @@ func newSledLedger(t *testing.T) *sledLedger {
 	s := &sledLedger{
 		dirs:  []string{filepath.Join(root, "m2-0"), filepath.Join(root, "m2-1")},
 		sled:  zoneconfig.Sled{Zpools: []string{"oxp_" + uuid.NewString(), "oxp_" + uuid.NewString()}},
-		disks: newFakeDisks(),
+		disks: ledgerfiletest.NewDisks(),
 	}
 	// Runs before the directories go: no write may outlive the test.
 	t.Cleanup(func() {
-		s.disks.releaseAll()
-		testutil.WaitFor(t, 10*time.Second, s.disks.idle)
+		s.disks.ReleaseAll()
+		testutil.WaitFor(t, 10*time.Second, s.disks.Idle)
 	})
 	return s
 }
@@ -48,7 +49,7 @@ func newSledLedger(t *testing.T) *sledLedger {
 func (s *sledLedger) open(t *testing.T, log *zap.Logger, onCommit func(zoneconfig.Config)) (*ledger.ZonesLedger, error) {
 	t.Helper()
 	return ledger.Open(s.dirs, log, onCommit, ledger.ForSled(s.sled),
-		ledger.WithFileOptions(ledgerfile.WithCopyWriterForTest(s.disks.write)))
+		ledger.WithFileOptions(ledgerfile.WithCopyWriterForTest(s.disks.Write)))
 }
 
 func (s *sledLedger) path(i int) string { return filepath.Join(s.dirs[i], ledger.FileName) }
@@ -206,7 +207,7 @@ func TestZ3_EnsureReturnsOnceOneCopyIsDurableAndReportsTheHungOne(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.disks.hang(s.path(1))
+	s.disks.Hang(s.path(1))
 	for gen := uint64(1); gen <= 2; gen++ {
 		cfg := s.config(t, gen, sledagentv1.ZoneKind_ZONE_KIND_CRUCIBLE)
 		if err := waitReturn(t, fmt.Sprintf("Ensure(generation %d)", gen), func() error { return l.Ensure(cfg) }); err != nil {
@@ -227,7 +228,7 @@ func TestZ3_EnsureReturnsOnceOneCopyIsDurableAndReportsTheHungOne(t *testing.T) 
 	if st := l.CopyStatus()[1]; st.Writing != 1 || st.WritingSince.IsZero() || st.Generation != 0 {
 		t.Fatalf("the hung copy's status is %+v, want writing generation 1 since a time", st)
 	}
-	s.disks.release(s.path(1))
+	s.disks.Release(s.path(1))
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		if st := l.CopyStatus()[1]; st.Generation != 2 || st.Writing != 0 || st.Problem != "" {
 			return fmt.Errorf("copy 1's status is %+v, want generation 2, idle and fine", st)
@@ -248,8 +249,8 @@ func TestZ3_EnsureFailsUnavailableWhenNoCopyIsDurableInTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.disks.hang(s.path(0))
-	s.disks.hang(s.path(1))
+	s.disks.Hang(s.path(0))
+	s.disks.Hang(s.path(1))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.EnsureContext(ctx, s.config(t, 1, sledagentv1.ZoneKind_ZONE_KIND_CRUCIBLE)) }()
@@ -280,7 +281,7 @@ func TestZ3_AFailingCopyIsLoggedAndReportedUntilRewritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.disks.failWith(s.path(1), errors.New("input/output error"))
+	s.disks.FailWith(s.path(1), errors.New("input/output error"))
 	if err := l.Ensure(s.config(t, 1, sledagentv1.ZoneKind_ZONE_KIND_CRUCIBLE)); err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +291,7 @@ func TestZ3_AFailingCopyIsLoggedAndReportedUntilRewritten(t *testing.T) {
 	if failed := logs.FilterMessage("zones ledger copy not written").FilterField(zap.String("path", s.path(1))); failed.Len() != 1 {
 		t.Fatalf("logged %v, want the failed copy logged once", logs.All())
 	}
-	s.disks.failWith(s.path(1), nil)
+	s.disks.FailWith(s.path(1), nil)
 	if err := l.Ensure(s.config(t, 2, sledagentv1.ZoneKind_ZONE_KIND_CRUCIBLE)); err != nil {
 		t.Fatal(err)
 	}
@@ -330,75 +331,4 @@ func marshal(t *testing.T, generation uint64, zones []zoneconfig.Zone) string {
 		t.Fatal(err)
 	}
 	return string(data)
-}
-
-// fakeDisks plays the disks under the ledger's copies: a hung copy's writes
-// wait until released, a failing one's fail.
-type fakeDisks struct {
-	mu       sync.Mutex
-	gates    map[string]chan struct{}
-	fail     map[string]error
-	inFlight int
-}
-
-func newFakeDisks() *fakeDisks {
-	return &fakeDisks{gates: map[string]chan struct{}{}, fail: map[string]error{}}
-}
-
-func (d *fakeDisks) write(path string, _ uint64, write func() error) error {
-	d.mu.Lock()
-	d.inFlight++
-	gate, fail := d.gates[path], d.fail[path]
-	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		d.inFlight--
-		d.mu.Unlock()
-	}()
-	if gate != nil {
-		<-gate
-	}
-	if fail != nil {
-		return fail
-	}
-	return write()
-}
-
-func (d *fakeDisks) hang(path string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.gates[path] = make(chan struct{})
-}
-
-func (d *fakeDisks) release(path string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if gate := d.gates[path]; gate != nil {
-		close(gate)
-		delete(d.gates, path)
-	}
-}
-
-func (d *fakeDisks) releaseAll() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for path, gate := range d.gates {
-		close(gate)
-		delete(d.gates, path)
-	}
-}
-
-func (d *fakeDisks) failWith(path string, err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.fail[path] = err
-}
-
-func (d *fakeDisks) idle() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.inFlight > 0 {
-		return fmt.Errorf("%d writes still in flight", d.inFlight)
-	}
-	return nil
 }
