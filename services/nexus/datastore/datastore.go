@@ -95,10 +95,8 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 	}
 	d := &DataStore{db: db, backend: backend, log: log}
 	if backend == Postgres {
-		d.wishes = &gatherer[stopWish, *model.InstanceSnapshot]{statement: d.stopWishesStatement,
-			instance: func(w stopWish) uuid.UUID { return w.id }, log: log, slots: gatherSlots, most: gatherMost}
-		d.settles = &gatherer[settleWrite, settleWritten]{statement: d.settlesStatement,
-			instance: func(w settleWrite) uuid.UUID { return w.instance }, log: log, slots: gatherSlots, most: gatherMost}
+		d.wishes = newGatherer(log, func(w stopWish) uuid.UUID { return w.id }, d.stopWishesStatement, d.stopWishAlone)
+		d.settles = newGatherer(log, func(w settleWrite) uuid.UUID { return w.instance }, d.settlesStatement, d.settleAlone)
 	}
 	if err := d.migrate(ctx); err != nil {
 		db.Close()

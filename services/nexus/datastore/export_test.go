@@ -3,6 +3,7 @@ package datastore
 import (
 	"context"
 	"database/sql"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -11,15 +12,18 @@ import (
 
 // HoldSharedStatements takes every slot of the PostgreSQL gatherers, so
 // that the calls made until release queue up and then share statements.
-// waiting says how many calls are queued. Call it while nothing is in
-// flight.
+// waiting says how many calls are queued; release may be called more than
+// once. Call it while nothing is in flight.
 func (d *DataStore) HoldSharedStatements() (waiting func() int, release func()) {
 	d.wishes.hold()
 	d.settles.hold()
+	var once sync.Once
 	return func() int { return d.wishes.waiting() + d.settles.waiting() },
 		func() {
-			d.wishes.release()
-			d.settles.release()
+			once.Do(func() {
+				d.wishes.release()
+				d.settles.release()
+			})
 		}
 }
 

@@ -14,14 +14,33 @@ import (
 // together, as one statement and one commit, when it returns. Each
 // statement costs PostgreSQL a round trip, a plan and a commit whatever
 // its row count, so under load this is most of what a call costs it. A
-// call made while nothing is in flight goes at once, from its own
-// goroutine: a lone caller waits for no one.
+// call made while nothing is in flight goes at once: a lone caller waits
+// for no one.
 //
-// Two calls for the same instance never share a statement: each finds the
-// rows as the one before it left them, as it would on its own.
+// A call's outcome depends only on its own rows:
+//   - Two calls for the same instance never share a statement: each finds
+//     the rows as the one before it left them, as it would on its own.
+//   - A shared statement never waits for a row lock (its statements skip
+//     locked rows, see together): a row another transaction holds would
+//     hold up every call in the batch and every batch queued behind it. A
+//     call whose rows were skipped is answered as not written, and its
+//     caller makes it again alone, under its own deadline.
+//   - When a shared statement fails or times out, each of its calls is
+//     made again alone, from its caller's goroutine and under that
+//     caller's own remaining deadline.
+//
+// And nothing is written for a caller that gave up: a call whose caller
+// gave up before its statement went is dropped, and a statement in flight
+// is cancelled as soon as one of its callers gives up (the others make
+// their calls again alone), so a wish is not written after a later
+// request that its caller's timeout let through.
 type gatherer[Req, Res any] struct {
-	// statement makes the calls as one statement, answering each in turn.
-	statement func(ctx context.Context, reqs []Req) ([]Res, error)
+	// together makes the calls as one statement that never waits for a
+	// row lock, answering each in turn.
+	together func(ctx context.Context, reqs []Req) ([]Res, error)
+	// alone makes one call by itself, under its caller's context: what a
+	// call does when its shared statement failed.
+	alone func(ctx context.Context, req Req) (Res, error)
 	// instance is the instance a call is about.
 	instance func(Req) uuid.UUID
 	log      *zap.Logger
@@ -29,6 +48,8 @@ type gatherer[Req, Res any] struct {
 	slots int
 	// most is the largest batch.
 	most int
+	// timeout bounds one shared statement.
+	timeout time.Duration
 
 	mu       sync.Mutex
 	queue    []*gathered[Req, Res]
@@ -37,10 +58,14 @@ type gatherer[Req, Res any] struct {
 
 // gathered is one call waiting in a gatherer.
 type gathered[Req, Res any] struct {
-	req  Req
-	res  Res
-	err  error
-	done chan struct{}
+	ctx context.Context
+	req Req
+	res Res
+	err error
+	// alone: the shared statement failed, and the caller makes the call
+	// on its own.
+	alone bool
+	done  chan struct{}
 }
 
 const (
@@ -50,15 +75,19 @@ const (
 	gatherSlots = 1
 	// gatherMost bounds the calls sharing one statement.
 	gatherMost = 64
+	// gatherTimeout bounds one shared statement: it waits for no row
+	// lock, so only a database in trouble gets near it.
+	gatherTimeout = 5 * time.Second
 )
 
-// gatherTimeout bounds one shared statement. It runs for many callers, so
-// no one caller's context may cancel it; a caller that gives up stops
-// waiting, like a caller whose statement is on the wire.
-const gatherTimeout = 30 * time.Second
+func newGatherer[Req, Res any](log *zap.Logger, instance func(Req) uuid.UUID,
+	together func(context.Context, []Req) ([]Res, error), alone func(context.Context, Req) (Res, error)) *gatherer[Req, Res] {
+	return &gatherer[Req, Res]{together: together, alone: alone, instance: instance, log: log,
+		slots: gatherSlots, most: gatherMost, timeout: gatherTimeout}
+}
 
 func (g *gatherer[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
-	c := &gathered[Req, Res]{req: req, done: make(chan struct{})}
+	c := &gathered[Req, Res]{ctx: ctx, req: req, done: make(chan struct{})}
 	g.mu.Lock()
 	g.queue = append(g.queue, c)
 	lead := g.inFlight < g.slots
@@ -75,11 +104,18 @@ func (g *gatherer[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	}
 	select {
 	case <-c.done:
-		return c.res, c.err
 	case <-ctx.Done():
 		var zero Res
 		return zero, ctx.Err()
 	}
+	if c.alone {
+		if err := ctx.Err(); err != nil {
+			var zero Res
+			return zero, err
+		}
+		return g.alone(ctx, req)
+	}
+	return c.res, c.err
 }
 
 // drainOne runs one batch from the queue, if any is waiting.
@@ -90,38 +126,33 @@ func (g *gatherer[Req, Res]) drainOne() bool {
 	if len(batch) == 0 {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), gatherTimeout)
-	g.run(ctx, batch)
-	cancel()
+	g.run(batch)
 	for _, c := range batch {
 		close(c.done)
 	}
 	return true
 }
 
-// run makes the batch's statement and answers its calls. When the shared
-// statement fails, each call is made on its own, so that one call's
-// trouble (a refused value, a deadlock with another writer) is not the
-// others'.
-func (g *gatherer[Req, Res]) run(ctx context.Context, batch []*gathered[Req, Res]) {
+// run makes the batch's shared statement and answers its calls; when it
+// fails, each call is left to be made alone by its caller.
+func (g *gatherer[Req, Res]) run(batch []*gathered[Req, Res]) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	defer cancel()
 	reqs := make([]Req, len(batch))
 	for i, c := range batch {
 		reqs[i] = c.req
+		defer context.AfterFunc(c.ctx, cancel)()
 	}
-	res, err := g.statement(ctx, reqs)
-	if err != nil && len(batch) > 1 {
-		g.log.Warn("a shared statement failed; making its calls one by one",
+	res, err := g.together(ctx, reqs)
+	if err != nil {
+		g.log.Warn("a shared statement failed; each of its calls is made alone",
 			zap.Int("calls", len(batch)), zap.Error(err))
-		for i := range batch {
-			g.run(ctx, batch[i:i+1])
+		for _, c := range batch {
+			c.alone = true
 		}
 		return
 	}
 	for i, c := range batch {
-		if err != nil {
-			c.err = err
-			continue
-		}
 		c.res = res[i]
 	}
 }
@@ -143,16 +174,17 @@ func (g *gatherer[Req, Res]) handOff() {
 }
 
 // take removes the next batch from the queue, oldest first, leaving a call
-// for an instance already in the batch for a later one. g.mu is held.
+// for an instance already in the batch for a later one, and dropping the
+// calls whose callers gave up. g.mu is held.
 func (g *gatherer[Req, Res]) take() []*gathered[Req, Res] {
-	if len(g.queue) == 1 {
-		batch := g.queue
-		g.queue = nil
-		return batch
-	}
 	var batch, left []*gathered[Req, Res]
 	seen := make(map[uuid.UUID]bool, len(g.queue))
 	for _, c := range g.queue {
+		if err := c.ctx.Err(); err != nil {
+			c.err = err
+			close(c.done)
+			continue
+		}
 		id := g.instance(c.req)
 		if len(batch) == g.most || seen[id] {
 			left = append(left, c)

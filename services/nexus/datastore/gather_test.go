@@ -278,3 +278,192 @@ func TestN10_ACallersProjectsNeverAuthorizeAnotherCallersWishInTheSameStatement(
 	// made inside it.
 	sameWriter(t, ds, true, row{"instance", myInstance.ID}, row{"instance", theirInstance.ID})
 }
+
+// waitLockWaiters waits until n of the database's sessions wait for a lock.
+func waitLockWaiters(t *testing.T, ds *datastore.DataStore, n int) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		got, err := ds.LockWaiters(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != n {
+			return fmt.Errorf("%d sessions wait for a lock, want %d", got, n)
+		}
+		return nil
+	})
+}
+
+// F2, F4, F6: a row another transaction holds (an operator's psql session,
+// a long transaction) holds up the force-terminate of its own instance
+// only: the wish and the settle of a free instance, made meanwhile, are
+// answered within their callers' own short deadlines.
+func TestF2_ALockedRowHoldsUpTheForceTerminateOfItsOwnInstanceOnly(t *testing.T) {
+	ds := racktest.NewDatabase(t, datastore.Postgres).Open(t)
+	all := datastore.ProjectScope{All: true}
+	for _, step := range []string{"wish", "settle"} {
+		t.Run(step, func(t *testing.T) {
+			held, free := runningOn(t, ds), runningOn(t, ds)
+			release, err := ds.HoldRow(ctx, "instance", held.Instance.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer release()
+			heldDone := make(chan error, 1)
+			go func() {
+				var err error
+				if step == "wish" {
+					_, err = ds.InstanceIntendStopped(ctx, held.Instance.ID, all, now.Add(time.Minute))
+				} else {
+					_, err = ds.InstanceSettleFrom(ctx, held, destroyedAt(held, 4), settleAt)
+				}
+				heldDone <- err
+			}()
+			waitLockWaiters(t, ds, 1)
+
+			freeCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if step == "wish" {
+				if _, err := ds.InstanceIntendStopped(freeCtx, free.Instance.ID, all, now.Add(time.Minute)); err != nil {
+					t.Fatalf("the wish for a free instance while another instance's row is held: %v", err)
+				}
+			} else {
+				res, err := ds.InstanceSettleFrom(freeCtx, free, destroyedAt(free, 4), settleAt)
+				if err != nil || res.Outcome != datastore.SettleWritten {
+					t.Fatalf("the settle of a free instance while another instance's row is held: (%+v, %v)", res, err)
+				}
+			}
+			release()
+			if err := <-heldDone; err != nil {
+				t.Fatalf("the held instance's %s once its row was let go: %v", step, err)
+			}
+		})
+	}
+}
+
+// F2, F4: when a shared statement times out, each of its calls is made
+// again alone, under its own caller's deadline, not the expired deadline
+// of the statement: the calls succeed once the database answers again.
+func TestF2_ACallWhoseSharedStatementTimedOutIsMadeAgainUnderItsOwnDeadline(t *testing.T) {
+	ds := racktest.NewDatabase(t, datastore.Postgres).Open(t)
+	ds.SetSharedStatementTimeout(200 * time.Millisecond)
+	var froms []model.InstanceSnapshot
+	for range 3 {
+		froms = append(froms, runningOn(t, ds))
+	}
+	// Every statement on instances waits, the shared one until it times
+	// out, then each call made alone.
+	release, err := ds.HoldTable(ctx, "instance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	errs := make([]error, len(froms))
+	answered := make(chan struct{})
+	go func() {
+		defer close(answered)
+		var calls []func()
+		for i, from := range froms {
+			calls = append(calls, func() {
+				callCtx, cancel := context.WithTimeout(ctx, time.Minute)
+				defer cancel()
+				_, errs[i] = ds.InstanceIntendStopped(callCtx, from.Instance.ID, datastore.ProjectScope{All: true}, now.Add(time.Minute))
+			})
+		}
+		together(t, ds, calls...)
+	}()
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		select {
+		case <-answered:
+			return nil // the errors say why
+		default:
+		}
+		n, err := ds.LockWaiters(ctx)
+		if err != nil || n != len(froms) {
+			return fmt.Errorf("%d calls wait for the table (%v), want all %d, each on its own", n, err, len(froms))
+		}
+		return nil
+	})
+	release()
+	<-answered
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("call %d, whose shared statement timed out: %v; want it made again under its own deadline", i, err)
+		}
+	}
+}
+
+// F2, N7: a force-terminate whose caller gave up (its deadline passed
+// while its wish waited for a shared statement, or while the statement it
+// shared waited for its instance's row) never writes its wish later: a
+// start that came after the timeout is not undone when the database gets
+// to it.
+func TestF2_AWishWhoseCallerGaveUpIsNeverWrittenLater(t *testing.T) {
+	ds := racktest.NewDatabase(t, datastore.Postgres).Open(t)
+	all := datastore.ProjectScope{All: true}
+	for _, while := range []string{"queued", "in flight"} {
+		t.Run(while, func(t *testing.T) {
+			p, s := fixture(t, ds)
+			inst, _ := runningIn(t, ds, p, s, "given-up")
+			other, _ := runningIn(t, ds, p, s, "other")
+			waiting, releaseStatements := ds.HoldSharedStatements()
+			defer releaseStatements()
+			if while == "in flight" {
+				releaseRow, err := ds.HoldRow(ctx, "instance", inst.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer releaseRow()
+			}
+			gaveUp := make(chan error, 1)
+			go func() {
+				callCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				defer cancel()
+				_, err := ds.InstanceIntendStopped(callCtx, inst.ID, all, now.Add(time.Minute))
+				gaveUp <- err
+			}()
+			otherDone := make(chan error, 1)
+			go func() {
+				_, err := ds.InstanceIntendStopped(ctx, other.ID, all, now.Add(time.Minute))
+				otherDone <- err
+			}()
+			testutil.WaitFor(t, 10*time.Second, func() error {
+				if n := waiting(); n != 2 {
+					return fmt.Errorf("%d of 2 wishes queued", n)
+				}
+				return nil
+			})
+			if while == "in flight" {
+				// Both wishes go in one statement, which meets the
+				// held row.
+				releaseStatements()
+			}
+			if err := <-gaveUp; !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("a wish that waited past its deadline: %v, want context.DeadlineExceeded", err)
+			}
+			// Nothing may still be waiting to write it: let the row and
+			// the statements go.
+			testutil.WaitFor(t, 10*time.Second, func() error {
+				n, err := ds.LockWaiters(ctx)
+				if err != nil || n != 0 {
+					return fmt.Errorf("%d statements still wait for the row after its wish's caller gave up (%v)", n, err)
+				}
+				return nil
+			})
+			releaseStatements()
+			if err := <-otherDone; err != nil {
+				t.Fatalf("the other wish: %v", err)
+			}
+			testutil.WaitFor(t, 10*time.Second, func() error {
+				if !ds.SharedStatementsIdle() {
+					return errors.New("a shared statement is still in flight")
+				}
+				return nil
+			})
+			got, err := ds.InstanceGet(ctx, inst.ID)
+			if err != nil || got.IntendedState != model.IntendRunning {
+				t.Fatalf("after its caller gave up: (%v, %v), want the instance still meant to run", got.IntendedState, err)
+			}
+		})
+	}
+}

@@ -155,16 +155,16 @@ type settleWritten struct{ vmm, instance bool }
 
 // settlesStatement makes the settles as one statement, whose
 // data-modifying CTEs write each VMM through its guard, then each instance
-// whose VMM write got in and whose generation is still the one read. Rows
-// are locked in instance order, VMMs first, so two such statements cannot
-// deadlock each other. A lone settle takes the single-row statement, for
-// the reason stopWishesStatement gives.
+// whose VMM write got in and whose generation is still the one read. It
+// waits for no row lock (see gatherer): a VMM or instance whose row
+// another transaction holds is skipped, and InstanceSettleFrom settles it
+// afresh, as it does one whose guard missed. A lone settle takes the
+// single-row statement, for the reason stopWishesStatement gives.
 func (d *DataStore) settlesStatement(ctx context.Context, settles []settleWrite) ([]settleWritten, error) {
 	if len(settles) == 1 {
-		w, err := d.settleAlone(ctx, settles[0])
+		w, err := d.settleSkippingLocked(ctx, settles[0])
 		return []settleWritten{w}, err
 	}
-	order := inIDOrder(len(settles), func(i int) uuid.UUID { return settles[i].instance })
 	var (
 		nth                                        []int32
 		vmmIDs, vmmStates, vmmTimes                []string
@@ -172,8 +172,7 @@ func (d *DataStore) settlesStatement(ctx context.Context, settles []settleWrite)
 		instanceIDs, states, times                 []string
 		vmmGens, gens, fromGens                    []int64
 	)
-	for _, i := range order {
-		r := settles[i]
+	for i, r := range settles {
 		nth = append(nth, int32(i))
 		vmmIDs = append(vmmIDs, r.vmm.ID.String())
 		vmmStates = append(vmmStates, string(r.vmm.Runtime.State))
@@ -195,18 +194,26 @@ func (d *DataStore) settlesStatement(ctx context.Context, settles []settleWrite)
 				$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[], $14::bigint[])
 				AS w(nth, vmm_id, vmm_state, vmm_gen, vmm_time, vmm_reason,
 					instance_id, state, active, target, migration, gen, at, from_gen)
+		), free_vmm AS (
+			SELECT vmm.id FROM vmm JOIN w ON vmm.id = w.vmm_id
+			WHERE vmm.state_generation < w.vmm_gen AND vmm.time_deleted IS NULL
+			FOR NO KEY UPDATE OF vmm SKIP LOCKED
 		), v AS (
 			UPDATE vmm SET state = w.vmm_state, state_generation = w.vmm_gen,
 				time_state_updated = w.vmm_time::timestamptz, failure_reason = w.vmm_reason
 			FROM w
-			WHERE vmm.id = w.vmm_id AND vmm.state_generation < w.vmm_gen AND vmm.time_deleted IS NULL
+			WHERE vmm.id = w.vmm_id AND vmm.id IN (SELECT id FROM free_vmm)
 			RETURNING w.nth
+		), free_instance AS (
+			SELECT instance.id FROM instance JOIN w ON instance.id = w.instance_id
+			WHERE instance.state_generation = w.from_gen AND instance.time_deleted IS NULL
+				AND instance.updater_id IS NULL
+			FOR NO KEY UPDATE OF instance SKIP LOCKED
 		), i AS (
 			UPDATE instance SET state = w.state, active_propolis_id = w.active, target_propolis_id = w.target,
 				migration_id = w.migration, state_generation = w.gen, time_state_updated = w.at::timestamptz
 			FROM w
-			WHERE instance.id = w.instance_id AND instance.state_generation = w.from_gen
-				AND instance.time_deleted IS NULL AND instance.updater_id IS NULL
+			WHERE instance.id = w.instance_id AND instance.id IN (SELECT id FROM free_instance)
 				AND w.nth IN (SELECT nth FROM v)
 			RETURNING w.nth
 		)
@@ -234,17 +241,32 @@ func (d *DataStore) settlesStatement(ctx context.Context, settles []settleWrite)
 // settleAlone makes one settle: the same statement for one VMM and one
 // instance.
 func (d *DataStore) settleAlone(ctx context.Context, w settleWrite) (settleWritten, error) {
+	return d.settle(ctx, w, false)
+}
+
+// settleSkippingLocked is settleAlone as a shared statement makes it: a
+// row another transaction holds is skipped, not waited for.
+func (d *DataStore) settleSkippingLocked(ctx context.Context, w settleWrite) (settleWritten, error) {
+	return d.settle(ctx, w, true)
+}
+
+func (d *DataStore) settle(ctx context.Context, w settleWrite, skipLocked bool) (settleWritten, error) {
+	vmm := `id = $1 AND state_generation < $3 AND time_deleted IS NULL`
+	instance := `id = $6 AND state_generation = $13 AND time_deleted IS NULL AND updater_id IS NULL`
+	if skipLocked {
+		vmm = `id IN (SELECT id FROM vmm WHERE ` + vmm + ` FOR NO KEY UPDATE SKIP LOCKED)`
+		instance = `id IN (SELECT id FROM instance WHERE ` + instance + ` FOR NO KEY UPDATE SKIP LOCKED)`
+	}
 	var written settleWritten
 	err := d.db.QueryRowContext(ctx, `
 		WITH v AS (
 			UPDATE vmm SET state = $2, state_generation = $3, time_state_updated = $4, failure_reason = $5
-			WHERE id = $1 AND state_generation < $3 AND time_deleted IS NULL
+			WHERE `+vmm+`
 			RETURNING 1
 		), i AS (
 			UPDATE instance SET state = $7, active_propolis_id = $8, target_propolis_id = $9, migration_id = $10,
 				state_generation = $11, time_state_updated = $12
-			WHERE id = $6 AND state_generation = $13 AND time_deleted IS NULL AND updater_id IS NULL
-				AND EXISTS (SELECT 1 FROM v)
+			WHERE `+instance+` AND EXISTS (SELECT 1 FROM v)
 			RETURNING 1
 		)
 		SELECT EXISTS (SELECT 1 FROM v), EXISTS (SELECT 1 FROM i)`,

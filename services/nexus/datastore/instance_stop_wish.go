@@ -36,7 +36,11 @@ func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, sco
 	)
 	if d.wishes != nil {
 		s, err = d.wishes.do(ctx, w)
-	} else {
+	}
+	if s == nil && err == nil {
+		// Alone, or written by no shared statement: the instance is
+		// missing, out of scope, or its row was held by another
+		// transaction, which only a wish made alone waits for.
 		s, err = d.stopWishAlone(ctx, w)
 	}
 	if err != nil {
@@ -53,8 +57,18 @@ func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, sco
 // with NULLs when none is); on SQLite, the UPDATE, then a read of the VMMs.
 // It is nil when the wish wrote nothing.
 func (d *DataStore) stopWishAlone(ctx context.Context, w stopWish) (*model.InstanceSnapshot, error) {
-	update := `UPDATE instance SET intended_state = 'stopped', time_modified = $2
-		WHERE id = $1 AND time_deleted IS NULL`
+	return d.stopWish(ctx, w, false)
+}
+
+// stopWishSkippingLocked is stopWishAlone as a shared statement makes it:
+// an instance whose row another transaction holds is skipped, not waited
+// for (see gatherer), and the wish is nil as if nothing were written.
+func (d *DataStore) stopWishSkippingLocked(ctx context.Context, w stopWish) (*model.InstanceSnapshot, error) {
+	return d.stopWish(ctx, w, true)
+}
+
+func (d *DataStore) stopWish(ctx context.Context, w stopWish, skipLocked bool) (*model.InstanceSnapshot, error) {
+	where := `id = $1 AND time_deleted IS NULL`
 	args := []any{w.id.String(), ts(w.at)}
 	if !w.scope.All {
 		marks := make([]string, len(w.scope.Projects))
@@ -62,9 +76,13 @@ func (d *DataStore) stopWishAlone(ctx context.Context, w stopWish) (*model.Insta
 			args = append(args, p.String())
 			marks[i] = fmt.Sprintf("$%d", len(args))
 		}
-		update += ` AND project_id IN (` + strings.Join(marks, ", ") + `)`
+		where += ` AND project_id IN (` + strings.Join(marks, ", ") + `)`
 	}
-	update += ` RETURNING ` + instanceColumns
+	if skipLocked {
+		where = `id IN (SELECT id FROM instance WHERE ` + where + ` FOR NO KEY UPDATE SKIP LOCKED)`
+	}
+	update := `UPDATE instance SET intended_state = 'stopped', time_modified = $2 WHERE ` + where +
+		` RETURNING ` + instanceColumns
 	if d.backend != Postgres {
 		inst, err := scanInstance(d.db.QueryRowContext(ctx, update, args...))
 		if isNoRows(err) {
@@ -97,14 +115,15 @@ type stopWish struct {
 }
 
 // stopWishesStatement writes the wishes as one statement: an UPDATE …
-// RETURNING of every instance in its caller's scope, joined with the VMMs
-// each points at. A wish that wrote nothing is answered nil. A lone wish
-// takes the single-row statement instead: PostgreSQL plans a statement
-// over parameter arrays afresh each time (it cannot tell how long the
-// arrays are), which a batch amortizes and a lone call would pay for.
+// RETURNING of every instance in its caller's scope whose row no other
+// transaction holds, joined with the VMMs each points at. A wish that
+// wrote nothing is answered nil. A lone wish takes the single-row
+// statement instead: PostgreSQL plans a statement over parameter arrays
+// afresh each time (it cannot tell how long the arrays are), which a batch
+// amortizes and a lone call would pay for.
 func (d *DataStore) stopWishesStatement(ctx context.Context, wishes []stopWish) ([]*model.InstanceSnapshot, error) {
 	if len(wishes) == 1 {
-		s, err := d.stopWishAlone(ctx, wishes[0])
+		s, err := d.stopWishSkippingLocked(ctx, wishes[0])
 		return []*model.InstanceSnapshot{s}, err
 	}
 	var (
@@ -125,12 +144,16 @@ func (d *DataStore) stopWishesStatement(ctx context.Context, wishes []stopWish) 
 	rows, err := d.db.QueryContext(ctx, `
 		WITH w AS (
 			SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bool[]) AS w(nth, id, at, everywhere)
+		), free AS (
+			SELECT instance.id FROM instance JOIN w ON instance.id = w.id
+			WHERE instance.time_deleted IS NULL
+				AND (w.everywhere OR instance.project_id IN (
+					SELECT s.project_id FROM unnest($5::int[], $6::text[]) AS s(nth, project_id) WHERE s.nth = w.nth))
+			FOR NO KEY UPDATE OF instance SKIP LOCKED
 		), i AS (
 			UPDATE instance SET intended_state = 'stopped', time_modified = w.at::timestamptz
 			FROM w
-			WHERE instance.id = w.id AND instance.time_deleted IS NULL
-				AND (w.everywhere OR instance.project_id IN (
-					SELECT s.project_id FROM unnest($5::int[], $6::text[]) AS s(nth, project_id) WHERE s.nth = w.nth))
+			WHERE instance.id = w.id AND instance.id IN (SELECT id FROM free)
 			RETURNING w.nth, `+qualified("instance", instanceColumns)+`
 		)
 		SELECT i.*, `+joinedVMMColumns+`
