@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/oxidecomputer/oxide.go/oxide"
+	"google.golang.org/grpc/codes"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/testutil"
@@ -142,14 +143,72 @@ func TestN7_StartWithoutCapacityIsInsufficientCapacityAndLeavesNothing(t *testin
 	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
 		t.Fatal(err)
 	}
-	start := true
-	_, err := c.InstanceCreate(ctx, oxide.InstanceCreateParams{Project: "p", Body: &oxide.InstanceCreate{
-		Name: "big", Hostname: "big", Memory: 4 << 30, Ncpus: 2, Start: &start}})
+	createInstance(t, c, "p", "big", false)
+	_, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "big"})
 	if !errors.Is(err, oxide.ErrInsufficientCapacity) || !errors.Is(err, oxide.ErrHTTP507) {
 		t.Fatalf("start without capacity: %v, want 507 InsufficientCapacity", err)
 	}
 	if inst := waitRunState(t, c, "p", "big", oxide.InstanceStateStopped); inst == nil || vmmsOnSleds(t, agents) != 0 {
 		t.Fatal("a start that could not place the instance left a VMM behind")
+	}
+}
+
+// N7, SPEC 7: a create with start that cannot start (507: no sled has
+// room; 503: its sled will not run the VMM) is one saga, which unwinds to
+// nothing: no instance to view or list, no VMM on a sled, and the same
+// request made again is not refused as ObjectAlreadyExists.
+func TestN7_ACreateThatCannotStartLeavesNothingAndItsRetryIsNotRefusedAsExisting(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			r := rack(t, backend, 1, func(c *sledconfig.Config) { c.MemoryGiB = 6 })
+			agent := r.Agents()[0]
+			c := r.Client(racktest.FleetAdmin).SDK(t)
+			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+				t.Fatal(err)
+			}
+			create := func(name string, memory oxide.ByteCount) error {
+				start := true
+				_, err := c.InstanceCreate(ctx, oxide.InstanceCreateParams{Project: "p", Body: &oxide.InstanceCreate{
+					Name: oxide.Name(name), Hostname: oxide.Hostname(name), Memory: memory, Ncpus: 2, Start: &start}})
+				return err
+			}
+			gone := func(name string) {
+				t.Helper()
+				if _, err := c.InstanceView(ctx, oxide.InstanceViewParams{Project: "p", Instance: oxide.NameOrId(name)}); !errors.Is(err, oxide.ErrObjectNotFound) {
+					t.Fatalf("viewing %s after its create failed: %v, want ObjectNotFound", name, err)
+				}
+				list, err := c.InstanceList(ctx, oxide.InstanceListParams{Project: "p"})
+				if err != nil || len(list.Items) != 0 {
+					t.Fatalf("instances after a failed create: %+v (%v), want none", list, err)
+				}
+				if n := vmmsOnSleds(t, []*sledagenttest.Agent{agent}); n != 0 {
+					t.Fatalf("%d VMMs on the sled after a failed create", n)
+				}
+			}
+
+			for try := range 2 {
+				if err := create("big", 8<<30); !errors.Is(err, oxide.ErrInsufficientCapacity) || !errors.Is(err, oxide.ErrHTTP507) {
+					t.Fatalf("create %d of an instance no sled has room for: %v, want 507 InsufficientCapacity", try+1, err)
+				}
+				gone("big")
+			}
+
+			if _, err := agent.Sim.FailEnsureState(ctx, &sledagentv1.FailEnsureStateRequest{Count: 1000,
+				Code: uint32(codes.Unavailable), Message: "injected: the hypervisor is not answering"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := create("vm", 4<<30); !errors.Is(err, oxide.ErrServiceUnavailable) || !errors.Is(err, oxide.ErrHTTP503) {
+				t.Fatalf("create of an instance its sled will not run: %v, want 503 ServiceNotAvailable", err)
+			}
+			gone("vm")
+			if _, err := agent.Sim.ClearVmmFaults(ctx, &sledagentv1.ClearVmmFaultsRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := create("vm", 4<<30); err != nil {
+				t.Fatalf("the same create once the sled answers: %v", err)
+			}
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+		})
 	}
 }
 

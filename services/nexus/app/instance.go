@@ -144,11 +144,18 @@ func (n *Nexus) InstanceCreate(ctx context.Context, project string, params *nexu
 		Hostname: params.GetHostname(), NCPUs: int64(params.GetNcpus()), MemoryBytes: int64(mem),
 		Runtime:       model.InstanceRuntime{State: model.InstanceNoVMM, Generation: 1, TimeUpdated: now},
 		IntendedState: intended, AutoRestartPolicy: policy, TimeCreated: now}
-	if err := n.ds.InstanceCreate(ctx, inst); err != nil {
-		return InstanceView{}, err
+	if !start {
+		if err := n.ds.InstanceCreate(ctx, inst); err != nil {
+			return InstanceView{}, err
+		}
+		return n.instanceView(ctx, inst.ID)
 	}
-	if start {
-		return n.runStart(ctx, inst.ID)
+	// One saga, so that a create that cannot start leaves nothing behind
+	// (SPEC 7): the name stays free for a retry.
+	inst.Runtime.State = model.InstanceCreating
+	if _, err := n.sagas.Run(ctx, sagas.InstanceCreate,
+		sagas.InstanceStartParams{Instance: inst.ID, VMM: uuid.New(), Create: &inst}); err != nil {
+		return InstanceView{}, err
 	}
 	return n.instanceView(ctx, inst.ID)
 }

@@ -119,14 +119,15 @@ func (d *DataStore) InstanceSetIntendedState(ctx context.Context, id uuid.UUID, 
 	return nil
 }
 
-// InstanceDelete marks a stopped or failed instance destroyed and deleted,
-// through the generation guard: it writes only if the instance is still at
+// InstanceDelete marks a stopped or failed instance (or one still
+// creating, whose create saga unwinds) destroyed and deleted, through the
+// generation guard: it writes only if the instance is still at
 // generation gen (true), and reports false when anything changed since.
 func (d *DataStore) InstanceDelete(ctx context.Context, id uuid.UUID, gen uint64, at time.Time) (bool, error) {
 	res, err := d.db.ExecContext(ctx, `
 		UPDATE instance SET state = 'destroyed', state_generation = $2, time_state_updated = $3, time_deleted = $3
 		WHERE id = $1 AND state_generation < $2 AND state_generation = $4
-			AND state IN ('no_vmm', 'failed') AND time_deleted IS NULL`,
+			AND state IN ('creating', 'no_vmm', 'failed') AND time_deleted IS NULL`,
 		id.String(), int64(gen+1), ts(at), int64(gen))
 	if err != nil {
 		return false, d.classify(err)

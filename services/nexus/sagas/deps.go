@@ -38,6 +38,7 @@ type Deps struct {
 
 // Template names.
 const (
+	InstanceCreate  = "instance-create"
 	InstanceStart   = "instance-start"
 	InstanceUpdate  = "instance-update"
 	InstanceDelete  = "instance-delete"
@@ -46,5 +47,5 @@ const (
 
 // Templates returns every saga template, for the engine to register.
 func Templates(d Deps) []saga.Template {
-	return []saga.Template{instanceStart(d), instanceUpdate(d), instanceDelete(d), instanceMigrate(d)}
+	return []saga.Template{instanceCreate(d), instanceStart(d), instanceUpdate(d), instanceDelete(d), instanceMigrate(d)}
 }

@@ -14,9 +14,22 @@ import (
 
 // InstanceStartParams start an instance on a new VMM. The VMM id is chosen
 // by the caller so that every node can recognise its own work after a crash.
+// Create is the record an instance-create saga inserts first; nil for a
+// start.
 type InstanceStartParams struct {
-	Instance uuid.UUID `json:"instance"`
-	VMM      uuid.UUID `json:"vmm"`
+	Instance uuid.UUID       `json:"instance"`
+	VMM      uuid.UUID       `json:"vmm"`
+	Create   *model.Instance `json:"create,omitempty"`
+}
+
+// unlinkedState is what the instance is without the saga's VMM: creating
+// while its create saga runs, so that no other request starts or deletes
+// it meanwhile; otherwise no VMM.
+func (p InstanceStartParams) unlinkedState() model.InstanceState {
+	if p.Create != nil {
+		return model.InstanceCreating
+	}
+	return model.InstanceNoVMM
 }
 
 type allocated struct {
@@ -63,7 +76,11 @@ func (d Deps) linkVMM(ctx context.Context, _ *saga.Context, p InstanceStartParam
 	if a := inst.Runtime.ActiveVMM; a != nil && *a == p.VMM {
 		return nil, nil // linked before a crash
 	}
-	if inst.Runtime.ActiveVMM != nil || (inst.Runtime.State != model.InstanceNoVMM && inst.Runtime.State != model.InstanceFailed) {
+	startable := inst.Runtime.State == model.InstanceNoVMM || inst.Runtime.State == model.InstanceFailed
+	if p.Create != nil {
+		startable = inst.Runtime.State == model.InstanceCreating
+	}
+	if inst.Runtime.ActiveVMM != nil || !startable {
 		return nil, fmt.Errorf("%w: it is %s", model.ErrInstanceBusy, inst.Runtime.State)
 	}
 	vmm := p.VMM
@@ -85,7 +102,7 @@ func (d Deps) unlinkVMM(ctx context.Context, _ *saga.Context, p InstanceStartPar
 			return inst.Runtime, false, nil // never linked, or someone (an update saga) unlinked it
 		}
 		next := inst.Runtime.Next(time.Now())
-		next.State, next.ActiveVMM, next.TargetVMM, next.MigrationID = model.InstanceNoVMM, nil, nil, nil
+		next.State, next.ActiveVMM, next.TargetVMM, next.MigrationID = p.unlinkedState(), nil, nil, nil
 		return next, true, nil
 	})
 	return err

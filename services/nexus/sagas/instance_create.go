@@ -1,0 +1,72 @@
+package sagas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rackplane/rackplane/services/nexus/model"
+	"github.com/rackplane/rackplane/services/nexus/saga"
+)
+
+// instanceCreate creates an instance and starts it as one saga (N7, SPEC
+// 7), as omicron's instance-create saga does: the record is inserted
+// `creating`, then the start saga's nodes run, and a create that cannot
+// start (no sled has room, its sled does not answer) unwinds to nothing, so
+// that a retry of the same request is not refused because the name is
+// taken. Its params are InstanceStartParams with Create set.
+func instanceCreate(d Deps) saga.Template {
+	start := instanceStart(d)
+	return saga.Template{Name: InstanceCreate, Nodes: append([]saga.Node{
+		{Name: "create_instance", Action: saga.ActionWith(d.createInstance), Undo: saga.UndoWith(d.uncreateInstance)},
+	}, start.Nodes...)}
+}
+
+func (d Deps) createInstance(ctx context.Context, _ *saga.Context, p InstanceStartParams) (any, error) {
+	if p.Create == nil || p.Create.ID != p.Instance || p.Create.Runtime.State != model.InstanceCreating {
+		return nil, fmt.Errorf("%s saga for instance %s without its creating record", InstanceCreate, p.Instance)
+	}
+	err := d.DS.InstanceCreate(ctx, *p.Create)
+	if errors.Is(err, model.ErrAlreadyExists) {
+		if _, getErr := d.DS.InstanceGet(ctx, p.Instance); getErr == nil {
+			return nil, nil // created before a crash
+		}
+	}
+	return nil, err
+}
+
+// uncreateInstance deletes the instance the saga created, once the start
+// nodes' undos have put it back to what it was created as. An instance
+// that another request has since taken over (a user who started it while
+// it was being created, whose own VMM now runs it) is that request's, and
+// is left as it is.
+func (d Deps) uncreateInstance(ctx context.Context, _ *saga.Context, p InstanceStartParams) error {
+	for range uncreateTries {
+		inst, err := d.DS.InstanceGet(ctx, p.Instance)
+		if errors.Is(err, model.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if s := inst.Runtime.State; s != model.InstanceCreating && s != model.InstanceNoVMM && s != model.InstanceFailed {
+			if d.Log != nil {
+				d.Log.Warn("a create that failed leaves its instance, which another request has taken over",
+					zap.Stringer("instance_id", inst.ID), zap.String("state", string(s)))
+			}
+			return nil
+		}
+		wrote, err := d.DS.InstanceDelete(ctx, inst.ID, inst.Runtime.Generation, time.Now())
+		if err != nil || wrote {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: instance %s kept changing while its failed create deleted it", model.ErrInstanceBusy, p.Instance)
+}
+
+// uncreateTries bounds how often uncreateInstance reads the instance
+// again when it changed between its read and its delete.
+const uncreateTries = 5
