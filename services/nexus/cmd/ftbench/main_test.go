@@ -37,7 +37,7 @@ func TestFtbenchMeasuresForceTerminateAndTheFloorOnTheTestServer(t *testing.T) {
 		"/s", "force-terminate throughput / floor throughput", "write transactions", "connections opened",
 		// The test server does not preload pg_stat_statements: the report
 		// says what it could not measure, and why.
-		"statements (round trips) per force-terminate not measured", "target, 1 client: p50 <= 2ms")
+		"statements (round trips) per force-terminate not measured", "target, 1 client: p50 <= 2.5 x the floor's p50")
 	if strings.Contains(report, "UNEXPECTED ANSWERS") {
 		t.Error("force-terminates of distinct running instances did not all answer 200 stopped")
 	}

@@ -450,6 +450,13 @@ func figure(x float64) string {
 	return fmt.Sprintf("%.2f", x)
 }
 
+// The targets of SPEC 6, as ratios to the floor measured in the same run:
+// these machines are too noisy for absolute figures.
+const (
+	maxTimesFloorP50 = 2.5
+	minShareOfFloor  = 0.5
+)
+
 // report prints every round in one table, then the targets of SPEC 6.
 func report(out io.Writer, o options, rounds []round) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -475,11 +482,12 @@ func report(out io.Writer, o options, rounds []round) {
 	for _, r := range rounds {
 		switch r.clients {
 		case 1:
-			fmt.Fprintf(out, "target, 1 client: p50 <= 2ms: %s, %s; p99 <= 5ms: %s, %s\n",
-				ms(r.ft.p50), verdict(r.ft.p50 <= 2*time.Millisecond), ms(r.ft.p99), verdict(r.ft.p99 <= 5*time.Millisecond))
+			times := float64(r.ft.p50) / float64(r.floor.p50)
+			fmt.Fprintf(out, "target, 1 client: p50 <= %.1f x the floor's p50: %s = %.2f x %s, %s; p99 %s\n",
+				maxTimesFloorP50, ms(r.ft.p50), times, ms(r.floor.p50), verdict(times <= maxTimesFloorP50), ms(r.ft.p99))
 		case 64:
-			fmt.Fprintf(out, "target, 64 clients: throughput >= 25%% of the floor's: %.1f%% (%.0f/s of %.0f/s), %s; p99 %s\n",
-				100*ratio(r), r.ft.throughput, r.floor.throughput, verdict(ratio(r) >= 0.25), ms(r.ft.p99))
+			fmt.Fprintf(out, "target, 64 clients: throughput >= %.0f%% of the floor's: %.1f%% (%.0f/s of %.0f/s), %s; p99 %s\n",
+				100*minShareOfFloor, 100*ratio(r), r.ft.throughput, r.floor.throughput, verdict(ratio(r) >= minShareOfFloor), ms(r.ft.p99))
 		}
 	}
 	unexpected := 0
