@@ -208,6 +208,12 @@ func TestN7_ACreateThatCannotStartLeavesNothingAndItsRetryIsNotRefusedAsExisting
 				t.Fatalf("the same create once the sled answers: %v", err)
 			}
 			waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+			// A name that is taken still is, and its failed create unwinds
+			// nothing of the instance that has it.
+			if err := create("vm", 4<<30); !errors.Is(err, oxide.ErrObjectAlreadyExists) {
+				t.Fatalf("a create with a name taken: %v, want ObjectAlreadyExists", err)
+			}
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
 		})
 	}
 }
