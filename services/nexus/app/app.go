@@ -29,11 +29,10 @@ type Nexus struct {
 }
 
 // SledAgents is what the application layer asks of sled-agents: what the
-// sagas ask, and a VMM's state for the instance watcher. sledclient.Pool
-// answers it.
+// sagas ask (a VMM's state among it, for the instance watcher too), and a
+// sled's zones and inventory. sledclient.Pool answers it.
 type SledAgents interface {
 	sagas.SledAgents
-	VMMState(ctx context.Context, sled, vmm uuid.UUID) (model.VMMRuntime, error)
 	EnsureZones(ctx context.Context, sled uuid.UUID, cfg model.SledZones) error
 	Inventory(ctx context.Context, sled uuid.UUID) (model.SledInventory, error)
 }

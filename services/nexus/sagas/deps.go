@@ -19,6 +19,7 @@ type SledAgents interface {
 	EnsureRegistered(ctx context.Context, sled uuid.UUID, r sledclient.Registration) (model.VMMRuntime, error)
 	EnsureState(ctx context.Context, sled, vmm uuid.UUID, target model.VMMTarget) (model.VMMRuntime, error)
 	EnsureUnregistered(ctx context.Context, sled, vmm uuid.UUID) (*model.VMMRuntime, error)
+	VMMState(ctx context.Context, sled, vmm uuid.UUID) (model.VMMRuntime, error)
 }
 
 // Deps is what the sagas need from nexus.

@@ -158,10 +158,38 @@ func (d Deps) ensureTargetRegistered(ctx context.Context, sc *saga.Context, p In
 		Migration: &sledclient.MigrationTarget{Migration: p.Migration, SourceVMM: src.VMM, SourceSledAddress: sourceAddress}})
 }
 
+// ensureTargetUnregistered undoes the target's registration, unless the
+// target already runs the guest: then the migration completed (the source
+// has handed the guest over and ended), and unregistering the target would
+// stop the instance. That undo fails instead, and the saga is reported
+// stuck, with the guest running, for an operator to look at.
 func (d Deps) ensureTargetUnregistered(ctx context.Context, _ *saga.Context, p InstanceMigrateParams) error {
+	if rt, err := d.Sleds.VMMState(ctx, p.DstSled, p.TargetVMM); err == nil && rt.State == model.VMMRunning {
+		return fmt.Errorf("%w: target VMM %s on sled %s already runs the guest (the migration completed); "+
+			"unregistering it would stop the instance", model.ErrInstanceBusy, p.TargetVMM, p.DstSled)
+	}
 	return d.unregister(ctx, p.DstSled, p.TargetVMM)
 }
 
+// ensureTargetMigrating asks the target to take the guest over. A failure
+// here does not always mean the target did not: the request may have
+// reached it before the answer was lost, or before a crash cut the node's
+// first run short, and by then the guest may run on the target alone, so
+// the unwind (which unregisters the target) would stop the instance (SPEC
+// 7: a failed request changes nothing). So the target is asked where it
+// stands: migrating or running means it took the request, the node has
+// done its work, and the sleds' reports resolve the migration through the
+// update saga (N6). A target that cannot be asked either is left to the
+// unwind, whose undo of the registration looks again before it
+// unregisters anything.
 func (d Deps) ensureTargetMigrating(ctx context.Context, _ *saga.Context, p InstanceMigrateParams) (any, error) {
-	return nil, d.ensureState(ctx, p.DstSled, p.TargetVMM, model.TargetMigrationTarget)
+	err := d.ensureState(ctx, p.DstSled, p.TargetVMM, model.TargetMigrationTarget)
+	if err == nil {
+		return nil, nil
+	}
+	if rt, stateErr := d.Sleds.VMMState(ctx, p.DstSled, p.TargetVMM); stateErr == nil &&
+		(rt.State == model.VMMMigrating || rt.State == model.VMMRunning) {
+		return nil, d.record(ctx, p.TargetVMM, rt, nil)
+	}
+	return nil, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,11 @@ func TestN5_CrashPointFlagParsesEveryStartSagaNodeAndRefusesTheRest(t *testing.T
 			t.Errorf("%+v prints as %q, want %q", got, got.String(), tc.value)
 		}
 	}
+	var names []string
+	for _, tmpl := range templates {
+		names = append(names, tmpl.Name)
+	}
+	slices.Sort(names)
 	for _, tc := range []struct{ value, mention string }{
 		{"", "<template>/<node>/<before|after>"},
 		{"instance-start/alloc_vmm", "<template>/<node>/<before|after>"},
@@ -42,7 +48,7 @@ func TestN5_CrashPointFlagParsesEveryStartSagaNodeAndRefusesTheRest(t *testing.T
 		{"instance-start/alloc_vmm/during", `"during" is not before or after`},
 		{"instance-start/alloc_vmm/Before", `"Before" is not before or after`},
 		{"instance-start/lock/before", `has no node "lock" (it has alloc_vmm, link_vmm, ensure_registered, ensure_running)`},
-		{"instance-stop/alloc_vmm/before", `no saga template "instance-stop" (there are instance-delete, `},
+		{"instance-stop/alloc_vmm/before", `no saga template "instance-stop" (there are ` + strings.Join(names, ", ") + ")"},
 		{"instance-stop/alloc_vmm/before", `instance-start`},
 		{"/alloc_vmm/before", `no saga template ""`},
 	} {

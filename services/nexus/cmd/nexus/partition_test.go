@@ -52,7 +52,7 @@ func TestN5_ARestartedNexusThatCannotReachTheSledUndoesWhatItsDeadRunDid(t *test
 				for _, at := range []string{"before", "after"} {
 					point := crashPoint{Template: sagas.InstanceStart, Node: node, After: at == "after"}
 					t.Run(partition.name+"-"+node+"-"+at, func(t *testing.T) {
-						if got := crashAndRecover(t, backend, point, partition); !strings.HasPrefix(got, "unwound") {
+						if got := crashAndRecover(t, backend, startScenario, point, partition); !strings.HasPrefix(got, "unwound") {
 							t.Fatalf("the saga %s; want it unwound", got)
 						}
 					})
