@@ -252,3 +252,71 @@ var deleteScenario = &crashScenario{
 		c.instance, c.gone = c.r.createVM(c.t), false
 	},
 }
+
+// TestN5_ARestartedNexusFinishesOrUnwindsACreateSagaKilledAtEachNode: the
+// create saga of an instance created with start (N7): its record inserted
+// creating, then the start saga's nodes. Done, the instance runs on the
+// saga's VMM; unwound, nothing is left (SPEC 7: a create with start that
+// cannot start leaves no instance): no record, no VMM on any sled, the
+// saga's VMM saga_unwound if it was allocated, and the same create made
+// again succeeds and runs. Either way the instance then stops and starts.
+func TestN5_ARestartedNexusFinishesOrUnwindsACreateSagaKilledAtEachNode(t *testing.T) {
+	crashAtEveryPoint(t, createScenario)
+}
+
+// TestN5_ARestartedNexusUnwindsACreateWhoseSledFailsTheVMMWhileItIsDown:
+// as for a start, the sled holding the create saga's VMM goes wrong while
+// nexus is dead at ensure_running, so the saga must unwind, all the way to
+// no instance, and the same create must then succeed.
+func TestN5_ARestartedNexusUnwindsACreateWhoseSledFailsTheVMMWhileItIsDown(t *testing.T) {
+	unwindsWhenTheSledFailsTheVMM(t, createScenario)
+}
+
+// createScenario: the instance is created with start through the API; the
+// request waits for the saga. There is no setup: the trigger creates the
+// instance.
+var createScenario = &crashScenario{
+	template:     sagas.InstanceCreate,
+	sleds:        2,
+	requestWaits: true,
+	trigger: func(ctx context.Context, c *crashCase) error {
+		_, err := c.r.instanceCreate(ctx, true)
+		return err
+	},
+	faultVMM: startVMM,
+	outcome: func(c *crashCase) string {
+		t := c.t
+		var params sagas.InstanceStartParams
+		c.params(&params)
+		if params.Create == nil || params.Create.ID != params.Instance {
+			t.Fatalf("the create saga's parameters %+v; want the record of instance %s", params, params.Instance)
+		}
+		// The database and every sled agree, at once: the saga's last
+		// step (ensure_running, or uncreating the instance) is synchronous.
+		c.r.checkVMMs(t, c.ds)
+		if !c.unwound() {
+			return c.runsOn(params.VMM)
+		}
+		if _, err := c.r.api.InstanceView(bg, oxide.InstanceViewParams{Project: "p", Instance: "vm"}); !errors.Is(err, oxide.ErrObjectNotFound) {
+			t.Fatalf("viewing the instance whose create unwound: %v; want 404 ObjectNotFound", err)
+		}
+		list, err := c.r.api.InstanceList(bg, oxide.InstanceListParams{Project: "p"})
+		if err != nil || len(list.Items) != 0 {
+			t.Fatalf("the project's instances after the create unwound: %+v (%v); want none", list, err)
+		}
+		if inst, err := c.ds.InstanceGet(bg, c.instance); !errors.Is(err, model.ErrNotFound) {
+			t.Fatalf("the record of the instance whose create unwound is %+v (%v); want none", inst, err)
+		}
+		c.unwoundVMM(params.VMM)
+		c.gone = true
+		return "no instance"
+	},
+	usable: func(c *crashCase) {
+		if c.unwound() {
+			// The name is free again: the same create succeeds, and runs.
+			c.createRunningVM()
+		}
+		c.stopVM()
+		c.startVM()
+	},
+}

@@ -61,12 +61,8 @@ var startScenario = &crashScenario{
 		_, err := c.r.api.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"})
 		return err
 	},
-	faultVMM: func(c *crashCase) uuid.UUID {
-		var params sagas.InstanceStartParams
-		c.params(&params)
-		return params.VMM
-	},
-	outcome: startOutcome,
+	faultVMM: startVMM,
+	outcome:  startOutcome,
 	usable: func(c *crashCase) {
 		if c.unwound() {
 			c.startVM()
@@ -74,42 +70,68 @@ var startScenario = &crashScenario{
 	},
 }
 
+// startVMM is the VMM of a start saga's (or create saga's) parameters.
+func startVMM(c *crashCase) uuid.UUID {
+	var params sagas.InstanceStartParams
+	c.params(&params)
+	return params.VMM
+}
+
 // startOutcome: a completed start left the instance running on the saga's
 // VMM; an unwound one left it stopped, with nothing on any sled.
 func startOutcome(c *crashCase) string {
-	t, r, ds := c.t, c.r, c.ds
 	var params sagas.InstanceStartParams
 	c.params(&params)
 	// The database and every sled agree, at once: the saga's last step
 	// (registration or its undo) is synchronous.
-	r.checkVMMs(t, ds)
-	inst := c.record()
-	if c.unwound() {
-		if inst.Runtime.State != model.InstanceNoVMM || inst.Runtime.ActiveVMM != nil {
-			t.Fatalf("unwound start left the instance %+v; want no_vmm without an active VMM", inst.Runtime)
-		}
-		if vmms := r.sledVMMs(t); len(vmms) != 0 {
-			t.Fatalf("unwound start left VMMs on the sleds: %v", vmms)
-		}
-		if v, err := ds.VMMGet(bg, params.VMM); err == nil && v.Runtime.State != model.VMMSagaUnwound {
-			t.Fatalf("unwound start left its VMM %s; want saga_unwound", v.Runtime.State)
-		}
-		// Not stuck: the state users see settles where the saga left it.
-		r.waitRunState(t, oxide.InstanceStateStopped)
-		return "stopped"
+	c.r.checkVMMs(c.t, c.ds)
+	if !c.unwound() {
+		return c.runsOn(params.VMM)
 	}
-	if a := inst.Runtime.ActiveVMM; inst.Runtime.State != model.InstanceVMM || a == nil || *a != params.VMM {
-		t.Fatalf("completed start left the instance %+v; want its VMM %s active", inst.Runtime, params.VMM)
+	if inst := c.record(); inst.Runtime.State != model.InstanceNoVMM || inst.Runtime.ActiveVMM != nil {
+		c.t.Fatalf("unwound start left the instance %+v; want no_vmm without an active VMM", inst.Runtime)
 	}
-	v, err := ds.VMMGet(bg, params.VMM)
+	c.unwoundVMM(params.VMM)
+	// Not stuck: the state users see settles where the saga left it.
+	c.r.waitRunState(c.t, oxide.InstanceStateStopped)
+	return "stopped"
+}
+
+// runsOn checks that the completed saga left the instance running on vmm,
+// the VMM of its parameters, on the sled the database places it on, and
+// describes it.
+func (c *crashCase) runsOn(vmm uuid.UUID) string {
+	t := c.t
+	t.Helper()
+	if inst := c.record(); inst.Runtime.State != model.InstanceVMM || inst.Runtime.ActiveVMM == nil || *inst.Runtime.ActiveVMM != vmm {
+		t.Fatalf("completed %s left the instance %+v; want its VMM %s active", c.point.Template, inst.Runtime, vmm)
+	}
+	v, err := c.ds.VMMGet(bg, vmm)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if on := r.sledVMMs(t)[params.VMM.String()]; on != v.SledID.String() {
+	if on := c.r.sledVMMs(t)[vmm.String()]; on != v.SledID.String() {
 		t.Fatalf("the active VMM is on sled %q, the database says %s", on, v.SledID)
 	}
-	r.waitRunState(t, oxide.InstanceStateRunning)
+	c.r.waitRunState(t, oxide.InstanceStateRunning)
 	return "running"
+}
+
+// unwoundVMM checks that the unwound saga left no VMM on any sled, and
+// its VMM vmm, if it allocated it, saga_unwound.
+func (c *crashCase) unwoundVMM(vmm uuid.UUID) {
+	t := c.t
+	t.Helper()
+	if vmms := c.r.sledVMMs(t); len(vmms) != 0 {
+		t.Fatalf("unwound %s left VMMs on the sleds: %v", c.point.Template, vmms)
+	}
+	v, err := c.ds.VMMGet(bg, vmm)
+	if err == nil && v.Runtime.State != model.VMMSagaUnwound {
+		t.Fatalf("unwound %s left its VMM %s; want saga_unwound", c.point.Template, v.Runtime.State)
+	}
+	if err != nil && !errors.Is(err, model.ErrNotFound) {
+		t.Fatal(err)
+	}
 }
 
 // TestN5_ARestartedNexusUnwindsAStartWhoseSledFailsTheVMMWhileItIsDown
@@ -119,6 +141,13 @@ func startOutcome(c *crashCase) string {
 // ensure_running fails and the saga must unwind: the VMM unregistered from
 // the sled, the instance stopped, and a new start must succeed.
 func TestN5_ARestartedNexusUnwindsAStartWhoseSledFailsTheVMMWhileItIsDown(t *testing.T) {
+	unwindsWhenTheSledFailsTheVMM(t, startScenario)
+}
+
+// unwindsWhenTheSledFailsTheVMM runs sc, whose saga ends with the start
+// saga's ensure_running, killed before and after that node while the sled
+// holding the saga's VMM goes wrong, on each backend: the saga must unwind.
+func unwindsWhenTheSledFailsTheVMM(t *testing.T, sc *crashScenario) {
 	faults := []*fault{
 		{name: "ensure-state-fails", whileDown: func(t *testing.T, s racktest.Sled, vmm string) {
 			if _, err := s.Agent().Sim.FailEnsureState(bg, &sledagentv1.FailEnsureStateRequest{VmmId: vmm, Count: 1,
@@ -137,9 +166,9 @@ func TestN5_ARestartedNexusUnwindsAStartWhoseSledFailsTheVMMWhileItIsDown(t *tes
 			t.Parallel()
 			for _, f := range faults {
 				for _, at := range []string{"before", "after"} {
-					point := crashPoint{Template: sagas.InstanceStart, Node: "ensure_running", After: at == "after"}
+					point := crashPoint{Template: sc.template, Node: "ensure_running", After: at == "after"}
 					t.Run(f.name+"-"+point.Node+"-"+at, func(t *testing.T) {
-						if got := crashAndRecover(t, backend, startScenario, point, f); !strings.HasPrefix(got, "unwound") {
+						if got := crashAndRecover(t, backend, sc, point, f); !strings.HasPrefix(got, "unwound") {
 							t.Fatalf("the saga %s; want it unwound", got)
 						}
 					})
@@ -160,7 +189,9 @@ type crashScenario struct {
 	// setup readies the instance through the API, before the armed saga.
 	// It must not take a saga of template to the crash point's node: the
 	// crash point stops only the first to get there (crashAndRecover
-	// checks that setup did not).
+	// checks that setup did not). A scenario without setup has no
+	// instance before its trigger, which creates it: the case takes its id
+	// from the saga's parameters.
 	setup func(c *crashCase)
 	// trigger asks the API for the operation that runs the saga. With
 	// requestWaits, the request waits for the saga, which never ends, so
@@ -187,7 +218,8 @@ type crashCase struct {
 	ds    *datastore.DataStore
 	nexus *racktest.ProcessNexus
 	point crashPoint
-	// instance is the id of "vm", which setup records, and vmm its VMM if
+	// instance is the id of "vm", which setup records (or, when the
+	// trigger creates it, the saga's parameters name), and vmm its VMM if
 	// setup started it (see runningVM).
 	instance uuid.UUID
 	vmm      model.VMM
@@ -229,21 +261,52 @@ func (c *crashCase) record() model.Instance {
 // startVM starts the instance through the API and waits until it runs, on
 // exactly one VMM.
 func (c *crashCase) startVM() {
+	c.t.Helper()
+	c.untilAvailable("starting the instance", func() error {
+		_, err := c.r.api.InstanceStart(bg, oxide.InstanceStartParams{Project: "p", Instance: "vm"})
+		return err
+	})
+	c.runsAlone()
+}
+
+// createRunningVM creates the instance through the API, started, records
+// it in the case and waits until it runs, on exactly one VMM.
+func (c *crashCase) createRunningVM() {
+	c.t.Helper()
+	var inst *oxide.Instance
+	c.untilAvailable("creating the instance", func() (err error) {
+		inst, err = c.r.instanceCreate(bg, true)
+		return err
+	})
+	c.instance, c.gone = uuid.MustParse(inst.Id), false
+	c.runsAlone()
+}
+
+// untilAvailable makes request until it succeeds. 503 says "try again":
+// nexus's connection to a sled that was just unreachable may still be
+// backing off (and a start or a create with start that answers 503 has
+// unwound); any other error fails the test.
+func (c *crashCase) untilAvailable(what string, request func() error) {
 	t := c.t
 	t.Helper()
-	// 503 says "try again": nexus's connection to a sled that was just
-	// unreachable may still be backing off.
 	testutil.WaitFor(t, settleTimeout, func() error {
-		_, err := c.r.api.InstanceStart(bg, oxide.InstanceStartParams{Project: "p", Instance: "vm"})
+		err := request()
 		if err != nil && !errors.Is(err, oxide.ErrServiceUnavailable) {
-			t.Fatalf("starting the instance: %v", err)
+			t.Fatalf("%s: %v", what, err)
 		}
 		return err
 	})
+}
+
+// runsAlone waits until the instance runs, on exactly one VMM, which its
+// sled and the database agree on.
+func (c *crashCase) runsAlone() {
+	t := c.t
+	t.Helper()
 	c.r.waitRunState(t, oxide.InstanceStateRunning)
 	c.r.checkVMMs(t, c.ds)
 	if n := len(c.r.sledVMMs(t)); n != 1 {
-		t.Fatalf("%d VMMs on the sleds of the started instance, want 1", n)
+		t.Fatalf("%d VMMs on the sleds of the running instance, want 1", n)
 	}
 }
 
@@ -361,7 +424,9 @@ func crashAndRecover(t *testing.T, backend datastore.Backend, sc *crashScenario,
 		t.Fatalf("creating the project: %v", err)
 	}
 	c.progress = "the setup unfinished"
-	sc.setup(c)
+	if sc.setup != nil {
+		sc.setup(c)
+	}
 	c.progress = "no saga at the crash point yet"
 	if strings.Contains(nexus.Log(), crashPointMessage) {
 		t.Fatalf("the scenario's setup took a %s saga to the crash point %s before the operation under test:\n%s",
@@ -400,6 +465,9 @@ func crashAndRecover(t *testing.T, backend datastore.Backend, sc *crashScenario,
 	c.rec = rec
 	var about struct{ Instance uuid.UUID }
 	c.params(&about)
+	if sc.setup == nil {
+		c.instance = about.Instance // the trigger creates it
+	}
 	if about.Instance != c.instance {
 		t.Fatalf("the saga at the crash point is about instance %s, not the scenario's %s", about.Instance, c.instance)
 	}
@@ -508,7 +576,7 @@ func (c *crashCase) describe() string {
 	inst, err := c.ds.InstanceGet(bg, c.instance)
 	switch {
 	case errors.Is(err, model.ErrNotFound):
-		return vmms + ", instance deleted"
+		return vmms + ", no instance"
 	case err != nil:
 		c.t.Fatal(err)
 	}
@@ -575,13 +643,18 @@ func newRack(t *testing.T, r racktest.Rack) *rack {
 // id.
 func (r *rack) createVM(t *testing.T) uuid.UUID {
 	t.Helper()
-	start := false
-	inst, err := r.api.InstanceCreate(bg, oxide.InstanceCreateParams{Project: "p", Body: &oxide.InstanceCreate{
-		Name: "vm", Hostname: "vm", Memory: 4 << 30, Ncpus: 2, Start: &start}})
+	inst, err := r.instanceCreate(bg, false)
 	if err != nil {
 		t.Fatalf("creating the instance: %v", err)
 	}
 	return uuid.MustParse(inst.Id)
+}
+
+// instanceCreate asks the API to create instance "vm" in project "p",
+// started or not.
+func (r *rack) instanceCreate(ctx context.Context, start bool) (*oxide.Instance, error) {
+	return r.api.InstanceCreate(ctx, oxide.InstanceCreateParams{Project: "p", Body: &oxide.InstanceCreate{
+		Name: "vm", Hostname: "vm", Memory: 4 << 30, Ncpus: 2, Start: &start}})
 }
 
 // sledByID is the rack's sled of that id.
