@@ -188,10 +188,11 @@ const (
 	TaskSagaReassignment = "saga_reassignment"
 	TaskOrphanVMMs       = "orphan_vmms"
 	TaskStopWishes       = "stop_wishes"
+	TaskPruneHistory     = "prune_history"
 )
 
 func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *background.Driver {
-	cooldown := time.Duration(cfg.ReincarnationCooldown)
+	cooldown, retention := time.Duration(cfg.ReincarnationCooldown), time.Duration(cfg.HistoryRetention)
 	return background.NewDriver(log,
 		background.Task{Name: TaskInstanceWatcher, Period: time.Duration(cfg.InstanceWatcherPeriod), Run: n.WatchInstances},
 		background.Task{Name: TaskInstanceUpdater, Period: time.Duration(cfg.InstanceUpdaterPeriod), Run: n.UpdateStaleInstances},
@@ -206,6 +207,8 @@ func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *backgrou
 		background.Task{Name: TaskSagaReassignment, Period: time.Duration(cfg.SagaReassignmentPeriod), Run: n.ReassignSagas},
 		background.Task{Name: TaskOrphanVMMs, Period: time.Duration(cfg.OrphanVMMPeriod), Run: n.ReapOrphanVMMs},
 		background.Task{Name: TaskStopWishes, Period: time.Duration(cfg.StopWishPeriod), Run: n.CarryOutStopWishes},
+		background.Task{Name: TaskPruneHistory, Period: time.Duration(cfg.HistoryPrunePeriod),
+			Run: func(ctx context.Context) error { return n.PruneHistory(ctx, retention) }},
 	)
 }
 

@@ -69,6 +69,12 @@ type Config struct {
 	SagaReassignmentPeriod duration.Duration `koanf:"saga_reassignment_period" help:"period of taking over the sagas of expunged replicas confirmed gone (X4)"`
 	StopWishPeriod         duration.Duration `koanf:"stop_wish_period" help:"period of carrying out stop wishes a sled has not heard (N13)"`
 	OrphanVMMPeriod        duration.Duration `koanf:"orphan_vmm_period" help:"period of unregistering VMMs nexus does not know (N12)"`
+	// HistoryRetention is how long finished sagas (with their logs), ended
+	// VMMs and resolved migrations are kept once they ended, before the
+	// prune_history task deletes them (N14); HistoryPrunePeriod is how
+	// often it looks.
+	HistoryRetention   duration.Duration `koanf:"history_retention" help:"how long finished sagas, ended VMMs and resolved migrations are kept before they are pruned (N14)"`
+	HistoryPrunePeriod duration.Duration `koanf:"history_prune_period" help:"period of pruning history older than history_retention (N14)"`
 	// SledUnreachableBound is how long force-terminate keeps retrying a
 	// sled-agent that does not answer before it answers 503 (SPEC F7).
 	SledUnreachableBound duration.Duration `koanf:"sled_unreachable_bound" help:"how long force-terminate retries a sled before answering 503 (F7)"`
@@ -108,9 +114,14 @@ func Default() Config {
 		SagaReassignmentPeriod: duration.Duration(10 * time.Second),
 		OrphanVMMPeriod:        duration.Duration(time.Minute),
 		StopWishPeriod:         duration.Duration(30 * time.Second),
-		SledUnreachableBound:   duration.Duration(10 * time.Second),
-		UpdaterLockWaitBound:   duration.Duration(10 * time.Second),
-		AuthnCacheTTL:          duration.Duration(time.Second),
+		// A week: an incident can be looked into, saga logs and ended
+		// VMMs included, for days after it; the tables hold about a
+		// week of the rack's churn, whatever its age.
+		HistoryRetention:     duration.Duration(7 * 24 * time.Hour),
+		HistoryPrunePeriod:   duration.Duration(time.Hour),
+		SledUnreachableBound: duration.Duration(10 * time.Second),
+		UpdaterLockWaitBound: duration.Duration(10 * time.Second),
+		AuthnCacheTTL:        duration.Duration(time.Second),
 	}
 }
 
@@ -161,7 +172,8 @@ func (c Config) Validate() error {
 		"expunge_confirm_period":   c.ExpungeConfirmPeriod,
 		"request_body_timeout":     c.RequestBodyTimeout,
 		"saga_reassignment_period": c.SagaReassignmentPeriod, "orphan_vmm_period": c.OrphanVMMPeriod,
-		"stop_wish_period": c.StopWishPeriod} {
+		"stop_wish_period": c.StopWishPeriod, "history_retention": c.HistoryRetention,
+		"history_prune_period": c.HistoryPrunePeriod} {
 		if d <= 0 {
 			bad(setting, "must be positive")
 		}

@@ -98,3 +98,20 @@ func (d *DataStore) ZoneExpungeBeforeCommit(ctx context.Context, sled, zone uuid
 		return nil
 	})
 }
+
+// HotQuery is the SQL of a hot path SPEC N14 bounds, with arguments for it.
+type HotQuery struct {
+	Name, SQL string
+	Args      []any
+}
+
+// HotQueries are the queries of placement (on any sled, on one sled) and
+// of the instance watcher, with arguments placing a small VMM on sled
+// among sleds seen since liveAfter.
+func HotQueries(sled uuid.UUID, liveAfter time.Time) []HotQuery {
+	return []HotQuery{
+		{"placement", placementQuery, []any{ts(liveAfter), 1, 1}},
+		{"placement on a sled", sledRoomQuery, []any{sled.String(), ts(liveAfter), 1, 1}},
+		{"instance watcher", activeVMMsQuery, nil},
+	}
+}

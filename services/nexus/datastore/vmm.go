@@ -9,18 +9,24 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
-// VMMInsert records a new VMM; model.ErrAlreadyExists for a taken id,
-// model.ErrConstraint for an unknown instance or sled.
+// VMMInsert records a new VMM, holding its instance's size of its sled;
+// model.ErrAlreadyExists for a taken id, model.ErrConstraint for an
+// unknown instance or sled.
 func (d *DataStore) VMMInsert(ctx context.Context, v model.VMM) error {
-	return d.classify(insertVMM(ctx, d.db, v))
+	return d.classify(insertVMM(ctx, d.db, v, nil, nil))
 }
 
-func insertVMM(ctx context.Context, q queryer, v model.VMM) error {
+// insertVMM records v holding ncpus and memory bytes of its sled (nil: its
+// instance's), which placement sums for the sled while v is live.
+func insertVMM(ctx context.Context, q queryer, v model.VMM, ncpus, memory any) error {
 	_, err := q.ExecContext(ctx, `
-		INSERT INTO vmm (id, instance_id, sled_id, state, failure_reason, state_generation, time_state_updated, time_created)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		INSERT INTO vmm (id, instance_id, sled_id, state, failure_reason, state_generation, time_state_updated, time_created,
+			ncpus, memory_bytes)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+			COALESCE($9, (SELECT ncpus FROM instance WHERE id = $2)), COALESCE($10, (SELECT memory_bytes FROM instance WHERE id = $2)))`,
 		v.ID.String(), v.InstanceID.String(), v.SledID.String(), string(v.Runtime.State),
-		stringOrNil(v.Runtime.FailureReason), int64(v.Runtime.Generation), ts(v.Runtime.TimeUpdated), ts(v.TimeCreated))
+		stringOrNil(v.Runtime.FailureReason), int64(v.Runtime.Generation), ts(v.Runtime.TimeUpdated), ts(v.TimeCreated),
+		ncpus, memory)
 	return err
 }
 
@@ -97,11 +103,15 @@ func (d *DataStore) VMMReportRuntime(ctx context.Context, sled, id uuid.UUID, rt
 }
 
 // VMMListActive returns the VMMs not yet terminal, for the instance
-// watcher: the ones whose sleds should still know them.
+// watcher: the ones whose sleds should still know them, by sled. It reads
+// the live VMMs' partial index (see liveVMM), never the ended ones (SPEC
+// N14); by sled, because ordered by id SQLite would rather scan the
+// primary key in order, every VMM ever placed.
 func (d *DataStore) VMMListActive(ctx context.Context) ([]model.VMM, error) {
-	return list(ctx, d, scanVMM, `SELECT `+vmmColumns+` FROM vmm
-		WHERE time_deleted IS NULL AND state NOT IN ('destroyed', 'failed', 'saga_unwound') ORDER BY id`)
+	return list(ctx, d, scanVMM, activeVMMsQuery)
 }
+
+const activeVMMsQuery = `SELECT ` + vmmColumns + ` FROM vmm m WHERE ` + liveVMM + ` ORDER BY m.sled_id, m.id`
 
 // MarkOutcome is what an attempt to mark a VMM failed did. It is a value,
 // not an error, so that a saga or endpoint deciding what to do next must

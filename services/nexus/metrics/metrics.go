@@ -31,7 +31,8 @@ type Metrics struct {
 	// (nexus_instance_force_terminate_total{outcome}).
 	ForceTerminations *prometheus.CounterVec
 	// Events counts what this replica did for the rack (X7, N12):
-	// nexus_events_total{event="sagas_reassigned"|"orphan_vmm_reaped"|"foreign_report_refused"|"force_terminate_lock_wait"}.
+	// nexus_events_total{event="sagas_reassigned"|"orphan_vmm_reaped"|"foreign_report_refused"|"force_terminate_lock_wait"|
+	// "saga_pruned"|"saga_event_pruned"|"vmm_pruned"|"migration_pruned"}.
 	Events *prometheus.CounterVec
 }
 
@@ -65,7 +66,7 @@ func New() *Metrics {
 		}, []string{"service", "method"}),
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nexus_events_total",
-			Help: "What this replica did for the rack: sagas it took over from expunged replicas (sagas_reassigned), VMMs nexus did not know that it unregistered (orphan_vmm_reaped).",
+			Help: "What this replica did for the rack: sagas it took over from expunged replicas (sagas_reassigned), VMMs nexus did not know that it unregistered (orphan_vmm_reaped), history it pruned (saga_pruned, saga_event_pruned, vmm_pruned, migration_pruned).",
 		}, []string{"event"}),
 		ForceTerminations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nexus_instance_force_terminate_total",
