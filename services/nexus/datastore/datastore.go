@@ -95,8 +95,12 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 	}
 	d := &DataStore{db: db, backend: backend, log: log}
 	if backend == Postgres {
-		d.wishes = newGatherer(log, func(w stopWish) uuid.UUID { return w.id }, d.stopWishesStatement, d.stopWishAlone)
-		d.settles = newGatherer(log, func(w settleWrite) uuid.UUID { return w.instance }, d.settlesStatement, d.settleAlone)
+		d.wishes = newGatherer(log, func(w stopWish) uuid.UUID { return w.id },
+			d.stopWishesStatement, func(s *model.InstanceSnapshot) bool { return s != nil }, d.stopWishAlone)
+		// A settle the shared statement skipped is answered as one whose
+		// guard missed, which InstanceSettleFrom settles afresh.
+		d.settles = newGatherer(log, func(w settleWrite) uuid.UUID { return w.instance },
+			d.settlesStatement, nil, d.settleAlone)
 	}
 	if err := d.migrate(ctx); err != nil {
 		db.Close()

@@ -20,14 +20,15 @@ import (
 // A call's outcome depends only on its own rows:
 //   - Two calls for the same instance never share a statement: each finds
 //     the rows as the one before it left them, as it would on its own.
-//   - A shared statement never waits for a row lock (its statements skip
-//     locked rows, see together): a row another transaction holds would
-//     hold up every call in the batch and every batch queued behind it. A
-//     call whose rows were skipped is answered as not written, and its
-//     caller makes it again alone, under its own deadline.
+//   - A shared statement never waits for a row lock (see together): a row
+//     another transaction holds would hold up every call in the batch and
+//     every batch queued behind it. A call whose rows were skipped is made
+//     again alone, by its caller, under its own deadline.
 //   - When a shared statement fails or times out, each of its calls is
-//     made again alone, from its caller's goroutine and under that
-//     caller's own remaining deadline.
+//     made again alone the same way.
+//   - A lone call is made alone from the start, under its caller's
+//     deadline, and may wait for a lock; if it takes longer than
+//     loneStall, the next batch goes without waiting for it.
 //
 // And nothing is written for a caller that gave up: a call whose caller
 // gave up before its statement went is dropped, and a statement in flight
@@ -35,11 +36,14 @@ import (
 // their calls again alone), so a wish is not written after a later
 // request that its caller's timeout let through.
 type gatherer[Req, Res any] struct {
-	// together makes the calls as one statement that never waits for a
-	// row lock, answering each in turn.
+	// together makes two or more calls as one statement that never waits
+	// for a row lock, answering each in turn.
 	together func(ctx context.Context, reqs []Req) ([]Res, error)
-	// alone makes one call by itself, under its caller's context: what a
-	// call does when its shared statement failed.
+	// answered says whether together answered a call, rather than leaving
+	// it (a row another transaction held) to be made alone; nil: it
+	// answers every call.
+	answered func(Res) bool
+	// alone makes one call by itself, under its caller's context.
 	alone func(ctx context.Context, req Req) (Res, error)
 	// instance is the instance a call is about.
 	instance func(Req) uuid.UUID
@@ -62,8 +66,8 @@ type gathered[Req, Res any] struct {
 	req Req
 	res Res
 	err error
-	// alone: the shared statement failed, and the caller makes the call
-	// on its own.
+	// alone: no shared statement answered the call, and its caller makes
+	// it on its own.
 	alone bool
 	done  chan struct{}
 }
@@ -78,11 +82,16 @@ const (
 	// gatherTimeout bounds one shared statement: it waits for no row
 	// lock, so only a database in trouble gets near it.
 	gatherTimeout = 5 * time.Second
+	// loneStall is how long a lone call holds its slot: longer (a row
+	// lock, a slow commit), and the calls queued behind it go in a
+	// statement of their own meanwhile.
+	loneStall = 20 * time.Millisecond
 )
 
 func newGatherer[Req, Res any](log *zap.Logger, instance func(Req) uuid.UUID,
-	together func(context.Context, []Req) ([]Res, error), alone func(context.Context, Req) (Res, error)) *gatherer[Req, Res] {
-	return &gatherer[Req, Res]{together: together, alone: alone, instance: instance, log: log,
+	together func(context.Context, []Req) ([]Res, error), answered func(Res) bool,
+	alone func(context.Context, Req) (Res, error)) *gatherer[Req, Res] {
+	return &gatherer[Req, Res]{together: together, answered: answered, alone: alone, instance: instance, log: log,
 		slots: gatherSlots, most: gatherMost, timeout: gatherTimeout}
 }
 
@@ -99,8 +108,9 @@ func (g *gatherer[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		// This call's batch is the first one drained, so it returns as
 		// soon as its own statement does; later batches are drained by
 		// another goroutine.
-		g.drainOne()
-		g.handOff()
+		if _, holds := g.drainOne(); holds {
+			g.handOff()
+		}
 	}
 	select {
 	case <-c.done:
@@ -118,23 +128,40 @@ func (g *gatherer[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	return c.res, c.err
 }
 
-// drainOne runs one batch from the queue, if any is waiting.
-func (g *gatherer[Req, Res]) drainOne() bool {
+// drainOne runs one batch from the queue, if any is waiting: ran says
+// whether it did, holds whether this goroutine still holds the slot (a
+// lone call that stalled gave it away).
+func (g *gatherer[Req, Res]) drainOne() (ran, holds bool) {
 	g.mu.Lock()
 	batch := g.take()
 	g.mu.Unlock()
-	if len(batch) == 0 {
-		return false
+	switch len(batch) {
+	case 0:
+		return false, true
+	case 1:
+		return true, g.runLone(batch[0])
 	}
 	g.run(batch)
 	for _, c := range batch {
 		close(c.done)
 	}
-	return true
+	return true, true
 }
 
-// run makes the batch's shared statement and answers its calls; when it
-// fails, each call is left to be made alone by its caller.
+// runLone makes a lone call alone, under its caller's context. If it
+// stalls, the slot goes to the calls queued meanwhile; it reports whether
+// it still holds the slot.
+func (g *gatherer[Req, Res]) runLone(c *gathered[Req, Res]) (holds bool) {
+	stalled := time.AfterFunc(loneStall, g.handOff)
+	c.res, c.err = g.alone(c.ctx, c.req)
+	holds = stalled.Stop()
+	close(c.done)
+	return holds
+}
+
+// run makes the batch's shared statement and answers its calls; each call
+// it did not answer, or all of them when it failed, is left to be made
+// alone by its caller.
 func (g *gatherer[Req, Res]) run(batch []*gathered[Req, Res]) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
 	defer cancel()
@@ -154,6 +181,7 @@ func (g *gatherer[Req, Res]) run(batch []*gathered[Req, Res]) {
 	}
 	for i, c := range batch {
 		c.res = res[i]
+		c.alone = g.answered != nil && !g.answered(res[i])
 	}
 }
 
@@ -167,7 +195,14 @@ func (g *gatherer[Req, Res]) handOff() {
 		return
 	}
 	go func() {
-		for g.drainOne() {
+		for {
+			ran, holds := g.drainOne()
+			if !holds {
+				return
+			}
+			if !ran {
+				break
+			}
 		}
 		g.handOff()
 	}()

@@ -153,18 +153,13 @@ type settleWrite struct {
 // settleWritten says which of a settleWrite's two writes got in.
 type settleWritten struct{ vmm, instance bool }
 
-// settlesStatement makes the settles as one statement, whose
+// settlesStatement makes two or more settles as one statement, whose
 // data-modifying CTEs write each VMM through its guard, then each instance
 // whose VMM write got in and whose generation is still the one read. It
 // waits for no row lock (see gatherer): a VMM or instance whose row
 // another transaction holds is skipped, and InstanceSettleFrom settles it
-// afresh, as it does one whose guard missed. A lone settle takes the
-// single-row statement, for the reason stopWishesStatement gives.
+// afresh, as it does one whose guard missed.
 func (d *DataStore) settlesStatement(ctx context.Context, settles []settleWrite) ([]settleWritten, error) {
-	if len(settles) == 1 {
-		w, err := d.settleSkippingLocked(ctx, settles[0])
-		return []settleWritten{w}, err
-	}
 	var (
 		nth                                        []int32
 		vmmIDs, vmmStates, vmmTimes                []string
@@ -241,32 +236,17 @@ func (d *DataStore) settlesStatement(ctx context.Context, settles []settleWrite)
 // settleAlone makes one settle: the same statement for one VMM and one
 // instance.
 func (d *DataStore) settleAlone(ctx context.Context, w settleWrite) (settleWritten, error) {
-	return d.settle(ctx, w, false)
-}
-
-// settleSkippingLocked is settleAlone as a shared statement makes it: a
-// row another transaction holds is skipped, not waited for.
-func (d *DataStore) settleSkippingLocked(ctx context.Context, w settleWrite) (settleWritten, error) {
-	return d.settle(ctx, w, true)
-}
-
-func (d *DataStore) settle(ctx context.Context, w settleWrite, skipLocked bool) (settleWritten, error) {
-	vmm := `id = $1 AND state_generation < $3 AND time_deleted IS NULL`
-	instance := `id = $6 AND state_generation = $13 AND time_deleted IS NULL AND updater_id IS NULL`
-	if skipLocked {
-		vmm = `id IN (SELECT id FROM vmm WHERE ` + vmm + ` FOR NO KEY UPDATE SKIP LOCKED)`
-		instance = `id IN (SELECT id FROM instance WHERE ` + instance + ` FOR NO KEY UPDATE SKIP LOCKED)`
-	}
 	var written settleWritten
 	err := d.db.QueryRowContext(ctx, `
 		WITH v AS (
 			UPDATE vmm SET state = $2, state_generation = $3, time_state_updated = $4, failure_reason = $5
-			WHERE `+vmm+`
+			WHERE id = $1 AND state_generation < $3 AND time_deleted IS NULL
 			RETURNING 1
 		), i AS (
 			UPDATE instance SET state = $7, active_propolis_id = $8, target_propolis_id = $9, migration_id = $10,
 				state_generation = $11, time_state_updated = $12
-			WHERE `+instance+` AND EXISTS (SELECT 1 FROM v)
+			WHERE id = $6 AND state_generation = $13 AND time_deleted IS NULL AND updater_id IS NULL
+				AND EXISTS (SELECT 1 FROM v)
 			RETURNING 1
 		)
 		SELECT EXISTS (SELECT 1 FROM v), EXISTS (SELECT 1 FROM i)`,

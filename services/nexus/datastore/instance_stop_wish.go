@@ -36,11 +36,7 @@ func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, sco
 	)
 	if d.wishes != nil {
 		s, err = d.wishes.do(ctx, w)
-	}
-	if s == nil && err == nil {
-		// Alone, or written by no shared statement: the instance is
-		// missing, out of scope, or its row was held by another
-		// transaction, which only a wish made alone waits for.
+	} else {
 		s, err = d.stopWishAlone(ctx, w)
 	}
 	if err != nil {
@@ -57,18 +53,8 @@ func (d *DataStore) InstanceIntendStopped(ctx context.Context, id uuid.UUID, sco
 // with NULLs when none is); on SQLite, the UPDATE, then a read of the VMMs.
 // It is nil when the wish wrote nothing.
 func (d *DataStore) stopWishAlone(ctx context.Context, w stopWish) (*model.InstanceSnapshot, error) {
-	return d.stopWish(ctx, w, false)
-}
-
-// stopWishSkippingLocked is stopWishAlone as a shared statement makes it:
-// an instance whose row another transaction holds is skipped, not waited
-// for (see gatherer), and the wish is nil as if nothing were written.
-func (d *DataStore) stopWishSkippingLocked(ctx context.Context, w stopWish) (*model.InstanceSnapshot, error) {
-	return d.stopWish(ctx, w, true)
-}
-
-func (d *DataStore) stopWish(ctx context.Context, w stopWish, skipLocked bool) (*model.InstanceSnapshot, error) {
-	where := `id = $1 AND time_deleted IS NULL`
+	update := `UPDATE instance SET intended_state = 'stopped', time_modified = $2
+		WHERE id = $1 AND time_deleted IS NULL`
 	args := []any{w.id.String(), ts(w.at)}
 	if !w.scope.All {
 		marks := make([]string, len(w.scope.Projects))
@@ -76,13 +62,9 @@ func (d *DataStore) stopWish(ctx context.Context, w stopWish, skipLocked bool) (
 			args = append(args, p.String())
 			marks[i] = fmt.Sprintf("$%d", len(args))
 		}
-		where += ` AND project_id IN (` + strings.Join(marks, ", ") + `)`
+		update += ` AND project_id IN (` + strings.Join(marks, ", ") + `)`
 	}
-	if skipLocked {
-		where = `id IN (SELECT id FROM instance WHERE ` + where + ` FOR NO KEY UPDATE SKIP LOCKED)`
-	}
-	update := `UPDATE instance SET intended_state = 'stopped', time_modified = $2 WHERE ` + where +
-		` RETURNING ` + instanceColumns
+	update += ` RETURNING ` + instanceColumns
 	if d.backend != Postgres {
 		inst, err := scanInstance(d.db.QueryRowContext(ctx, update, args...))
 		if isNoRows(err) {
@@ -114,18 +96,13 @@ type stopWish struct {
 	at    time.Time
 }
 
-// stopWishesStatement writes the wishes as one statement: an UPDATE …
-// RETURNING of every instance in its caller's scope whose row no other
-// transaction holds, joined with the VMMs each points at. A wish that
-// wrote nothing is answered nil. A lone wish takes the single-row
-// statement instead: PostgreSQL plans a statement over parameter arrays
-// afresh each time (it cannot tell how long the arrays are), which a batch
-// amortizes and a lone call would pay for.
+// stopWishesStatement writes two or more wishes as one statement: an
+// UPDATE … RETURNING of every instance in its caller's scope whose row no
+// other transaction holds, joined with the VMMs each points at. A wish it
+// wrote nothing for is answered nil: the instance is missing, out of
+// scope, or its row was held, and the wish is made again alone (see
+// gatherer), which says which.
 func (d *DataStore) stopWishesStatement(ctx context.Context, wishes []stopWish) ([]*model.InstanceSnapshot, error) {
-	if len(wishes) == 1 {
-		s, err := d.stopWishSkippingLocked(ctx, wishes[0])
-		return []*model.InstanceSnapshot{s}, err
-	}
 	var (
 		nth, scopeNth          []int32
 		ids, ats, scopeProject []string
