@@ -124,6 +124,13 @@ func (n *Nexus) forceTerminate(ctx context.Context, id uuid.UUID, lookup func() 
 	}
 	var done []termination
 	pending := snap.LiveVMMs()
+	if len(pending) == 0 && snap.Instance.Runtime.State == model.InstanceCreating {
+		// F1: `creating` is not settled. Its create saga sees the wish
+		// before it links a VMM (and creates it stopped) or, once one is
+		// linked, after it, and stops it.
+		return InstanceView{}, nil, fmt.Errorf("%w: it is being created; the stop is recorded and its create will "+
+			"not leave it running; force-terminate again to see it settled", model.ErrInstanceBusy)
+	}
 	if len(pending) == 0 && !model.NeedsSettling(snap) {
 		// F8: nothing runs; no sled is called and nothing is written.
 		return viewOf(snap), nil, nil

@@ -29,6 +29,9 @@ import (
 //   - A lone call is made alone from the start, under its caller's
 //     deadline, and may wait for a lock; if it takes longer than
 //     loneStall, the next batch goes without waiting for it.
+//   - One call per instance at a time is made alone: the others for that
+//     instance wait in Go, so that many calls for one held row cannot take
+//     every connection of the pool.
 //
 // And nothing is written for a caller that gave up: a call whose caller
 // gave up before its statement went is dropped, and a statement in flight
@@ -58,6 +61,9 @@ type gatherer[Req, Res any] struct {
 	mu       sync.Mutex
 	queue    []*gathered[Req, Res]
 	inFlight int
+	// alones holds, per instance, the call made alone in flight; it is
+	// closed when that call returns.
+	alones map[uuid.UUID]chan struct{}
 }
 
 // gathered is one call waiting in a gatherer.
@@ -92,7 +98,7 @@ func newGatherer[Req, Res any](log *zap.Logger, instance func(Req) uuid.UUID,
 	together func(context.Context, []Req) ([]Res, error), answered func(Res) bool,
 	alone func(context.Context, Req) (Res, error)) *gatherer[Req, Res] {
 	return &gatherer[Req, Res]{together: together, answered: answered, alone: alone, instance: instance, log: log,
-		slots: gatherSlots, most: gatherMost, timeout: gatherTimeout}
+		slots: gatherSlots, most: gatherMost, timeout: gatherTimeout, alones: map[uuid.UUID]chan struct{}{}}
 }
 
 func (g *gatherer[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
@@ -123,9 +129,41 @@ func (g *gatherer[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 			var zero Res
 			return zero, err
 		}
-		return g.alone(ctx, req)
+		return g.oneAlone(ctx, req)
 	}
 	return c.res, c.err
+}
+
+// oneAlone makes a call alone once no other call for its instance is
+// being made alone: calls for one instance whose row another transaction
+// holds wait here, under their callers' contexts, rather than each on a
+// connection of the pool, which they would otherwise fill, holding up
+// every other call and every other use of the database.
+func (g *gatherer[Req, Res]) oneAlone(ctx context.Context, req Req) (Res, error) {
+	id := g.instance(req)
+	for {
+		g.mu.Lock()
+		busy, taken := g.alones[id]
+		if !taken {
+			g.alones[id] = make(chan struct{})
+			g.mu.Unlock()
+			break
+		}
+		g.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			var zero Res
+			return zero, ctx.Err()
+		}
+	}
+	defer func() {
+		g.mu.Lock()
+		close(g.alones[id])
+		delete(g.alones, id)
+		g.mu.Unlock()
+	}()
+	return g.alone(ctx, req)
 }
 
 // drainOne runs one batch from the queue, if any is waiting: ran says
@@ -153,7 +191,7 @@ func (g *gatherer[Req, Res]) drainOne() (ran, holds bool) {
 // it still holds the slot.
 func (g *gatherer[Req, Res]) runLone(c *gathered[Req, Res]) (holds bool) {
 	stalled := time.AfterFunc(loneStall, g.handOff)
-	c.res, c.err = g.alone(c.ctx, c.req)
+	c.res, c.err = g.oneAlone(c.ctx, c.req)
 	holds = stalled.Stop()
 	close(c.done)
 	return holds

@@ -30,9 +30,12 @@ func (d Deps) createInstance(ctx context.Context, _ *saga.Context, p InstanceSta
 		return nil, fmt.Errorf("%s saga for instance %s without its creating record", InstanceCreate, p.Instance)
 	}
 	err := d.DS.InstanceCreate(ctx, *p.Create)
-	if errors.Is(err, model.ErrAlreadyExists) {
+	if err != nil {
+		// Created before a crash, or committed although its answer was
+		// lost: a failed node has no undo, so the row would stay
+		// `creating` for good.
 		if _, getErr := d.DS.InstanceGet(ctx, p.Instance); getErr == nil {
-			return nil, nil // created before a crash
+			return nil, nil
 		}
 	}
 	return nil, err
@@ -40,9 +43,9 @@ func (d Deps) createInstance(ctx context.Context, _ *saga.Context, p InstanceSta
 
 // uncreateInstance deletes the instance the saga created, once the start
 // nodes' undos have put it back to what it was created as. An instance
-// that another request has since taken over (a user who started it while
-// it was being created, whose own VMM now runs it) is that request's, and
-// is left as it is.
+// that another request has since taken over is that request's, and is
+// left as it is: one whose VMM another start runs, or one a stop or
+// force-terminate has answered for (its wish is no longer the create's).
 func (d Deps) uncreateInstance(ctx context.Context, _ *saga.Context, p InstanceStartParams) error {
 	for range uncreateTries {
 		inst, err := d.DS.InstanceGet(ctx, p.Instance)
@@ -52,10 +55,13 @@ func (d Deps) uncreateInstance(ctx context.Context, _ *saga.Context, p InstanceS
 		if err != nil {
 			return err
 		}
-		if s := inst.Runtime.State; s != model.InstanceCreating && s != model.InstanceNoVMM && s != model.InstanceFailed {
+		s := inst.Runtime.State
+		if (s != model.InstanceCreating && s != model.InstanceNoVMM && s != model.InstanceFailed) ||
+			inst.IntendedState != p.Create.IntendedState {
 			if d.Log != nil {
 				d.Log.Warn("a create that failed leaves its instance, which another request has taken over",
-					zap.Stringer("instance_id", inst.ID), zap.String("state", string(s)))
+					zap.Stringer("instance_id", inst.ID), zap.String("state", string(s)),
+				zap.String("intended_state", string(inst.IntendedState)))
 			}
 			return nil
 		}

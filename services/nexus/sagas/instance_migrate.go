@@ -2,6 +2,7 @@ package sagas
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -158,15 +159,24 @@ func (d Deps) ensureTargetRegistered(ctx context.Context, sc *saga.Context, p In
 		Migration: &sledclient.MigrationTarget{Migration: p.Migration, SourceVMM: src.VMM, SourceSledAddress: sourceAddress}})
 }
 
-// ensureTargetUnregistered undoes the target's registration, unless the
-// target already runs the guest: then the migration completed (the source
-// has handed the guest over and ended), and unregistering the target would
-// stop the instance. That undo fails instead, and the saga is reported
-// stuck, with the guest running, for an operator to look at.
+// ensureTargetUnregistered undoes the target's registration only once its
+// sled says the target has not taken the guest over (creating, starting,
+// migrating, ended) or does not know it: a target past that runs the guest
+// (the source has handed it over and ended), and unregistering it would
+// stop the instance. That undo fails instead, as it does while the sled
+// cannot say, and the saga is retried or reported stuck, with the guest
+// running, for an operator to look at.
 func (d Deps) ensureTargetUnregistered(ctx context.Context, _ *saga.Context, p InstanceMigrateParams) error {
-	if rt, err := d.Sleds.VMMState(ctx, p.DstSled, p.TargetVMM); err == nil && rt.State == model.VMMRunning {
-		return fmt.Errorf("%w: target VMM %s on sled %s already runs the guest (the migration completed); "+
-			"unregistering it would stop the instance", model.ErrInstanceBusy, p.TargetVMM, p.DstSled)
+	rt, err := d.Sleds.VMMState(ctx, p.DstSled, p.TargetVMM)
+	switch {
+	case errors.Is(err, model.ErrVMMGone):
+		return nil // the sled has no such VMM: nothing to undo
+	case err != nil:
+		// Unknown: the target may run the guest. Retried, or stuck.
+		return fmt.Errorf("the state of target VMM %s on sled %s, asked before unregistering it: %w", p.TargetVMM, p.DstSled, err)
+	case rt.State != model.VMMCreating && rt.State != model.VMMStarting && rt.State != model.VMMMigrating && !rt.State.Terminal():
+		return fmt.Errorf("%w: target VMM %s on sled %s is %s: it may already run the guest (the migration completed); "+
+			"unregistering it would stop the instance", model.ErrInstanceBusy, p.TargetVMM, p.DstSled, rt.State)
 	}
 	return d.unregister(ctx, p.DstSled, p.TargetVMM)
 }

@@ -68,13 +68,25 @@ func (d Deps) unwindVMM(ctx context.Context, _ *saga.Context, p InstanceStartPar
 	return d.markUnwound(ctx, p.VMM)
 }
 
+// linked is link_vmm's output: whether the create saga skipped the start
+// because its instance was stopped while it was being created.
+type linked struct {
+	Skipped bool `json:"skipped,omitempty"`
+}
+
 func (d Deps) linkVMM(ctx context.Context, _ *saga.Context, p InstanceStartParams) (any, error) {
 	inst, err := d.DS.InstanceGet(ctx, p.Instance)
 	if err != nil {
 		return nil, err
 	}
 	if a := inst.Runtime.ActiveVMM; a != nil && *a == p.VMM {
-		return nil, nil // linked before a crash
+		return linked{}, nil // linked before a crash
+	}
+	if p.Create != nil && inst.Runtime.State == model.InstanceNoVMM {
+		return linked{Skipped: true}, nil // skipped before a crash
+	}
+	if p.Create != nil && inst.IntendedState == model.IntendStopped && inst.Runtime.State == model.InstanceCreating {
+		return d.skipStart(ctx, inst, p)
 	}
 	startable := inst.Runtime.State == model.InstanceNoVMM || inst.Runtime.State == model.InstanceFailed
 	if p.Create != nil {
@@ -93,7 +105,35 @@ func (d Deps) linkVMM(ctx context.Context, _ *saga.Context, p InstanceStartParam
 	if !wrote {
 		return nil, fmt.Errorf("%w: it changed while the start was linking its VMM", model.ErrInstanceBusy)
 	}
-	return nil, nil
+	return linked{}, nil
+}
+
+// skipStart finishes a create whose instance a stop or force-terminate
+// wanted stopped before its VMM was linked: the create succeeds as a
+// create without start. The VMM placed for it never reached a sled, and
+// ends saga_unwound; the instance leaves `creating` for stopped.
+func (d Deps) skipStart(ctx context.Context, inst model.Instance, p InstanceStartParams) (any, error) {
+	if err := d.markUnwound(ctx, p.VMM); err != nil {
+		return nil, err
+	}
+	next := inst.Runtime.Next(time.Now())
+	next.State = model.InstanceNoVMM
+	wrote, err := d.DS.InstanceUpdateRuntime(ctx, inst.ID, next)
+	if err != nil {
+		return nil, err
+	}
+	if !wrote {
+		return nil, fmt.Errorf("%w: it changed while its create was skipping the start", model.ErrInstanceBusy)
+	}
+	return linked{Skipped: true}, nil
+}
+
+// startSkipped says whether link_vmm skipped the start (see skipStart):
+// the nodes after it then have nothing to do.
+func startSkipped(sc *saga.Context) (bool, error) {
+	var l linked
+	err := sc.Output("link_vmm", &l)
+	return l.Skipped, err
 }
 
 func (d Deps) unlinkVMM(ctx context.Context, _ *saga.Context, p InstanceStartParams) error {
@@ -116,6 +156,9 @@ func sledOf(sc *saga.Context) (uuid.UUID, error) {
 }
 
 func (d Deps) ensureRegistered(ctx context.Context, sc *saga.Context, p InstanceStartParams) (any, error) {
+	if skipped, err := startSkipped(sc); skipped || err != nil {
+		return nil, err
+	}
 	sled, err := sledOf(sc)
 	if err != nil {
 		return nil, err
@@ -142,11 +185,21 @@ func (d Deps) ensureUnregistered(ctx context.Context, sc *saga.Context, p Instan
 // its part, looks again after recording its wish, so one of the two always
 // sees the other).
 func (d Deps) ensureRunning(ctx context.Context, sc *saga.Context, p InstanceStartParams) (any, error) {
+	if skipped, err := startSkipped(sc); skipped || err != nil {
+		return nil, err
+	}
 	sled, err := sledOf(sc)
 	if err != nil {
 		return nil, err
 	}
 	if err := d.ensureState(ctx, sled, p.VMM, model.TargetRunning); err != nil {
+		if p.Create != nil && d.stopWanted(ctx, p.Instance) {
+			// A stop or force-terminate answered for the instance
+			// meanwhile (and ended its VMM): the create stands, as a
+			// create the user then stopped, rather than deleting what
+			// that answer was about.
+			return nil, nil
+		}
 		return nil, err
 	}
 	inst, err := d.DS.InstanceGet(ctx, p.Instance)
@@ -157,4 +210,10 @@ func (d Deps) ensureRunning(ctx context.Context, sc *saga.Context, p InstanceSta
 		return nil, nil
 	}
 	return nil, d.ensureState(ctx, sled, p.VMM, model.TargetStopped)
+}
+
+// stopWanted says whether the instance is now wanted stopped.
+func (d Deps) stopWanted(ctx context.Context, id uuid.UUID) bool {
+	inst, err := d.DS.InstanceGet(ctx, id)
+	return err == nil && inst.IntendedState == model.IntendStopped
 }

@@ -1,0 +1,101 @@
+package nexus_test
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+
+	"github.com/oxidecomputer/oxide.go/oxide"
+
+	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
+	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/racktest"
+)
+
+// N7, F2, SPEC 7: a create with start that a force-terminate (or a stop)
+// answers for between its link and its run stands, and the instance ends
+// stopped: it never vanishes without a delete because its create then
+// failed to run it.
+func TestN7_ACreateStoppedWhileItStartsStandsAndEndsStopped(t *testing.T) {
+	for _, how := range []string{"force-terminate", "stop"} {
+		t.Run(how, func(t *testing.T) {
+			block := newBlockAt("ensure_running")
+			r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0], Sleds: 1,
+				SledConfig: racktest.EverySled(explicitSleds), NexusOptions: []nexus.Option{block.option()}})
+			n := r.Server()
+			token := r.Token(racktest.FleetAdmin)
+			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
+			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+				t.Fatal(err)
+			}
+			created := make(chan error, 1)
+			go func() {
+				start := true
+				_, err := c.InstanceCreate(ctx, oxide.InstanceCreateParams{Project: "p", Body: &oxide.InstanceCreate{
+					Name: "vm", Hostname: "vm", Memory: 4 << 30, Ncpus: 2, Start: &start}})
+				created <- err
+			}()
+			<-block.reached
+			switch how {
+			case "force-terminate":
+				mustForceTerminate(t, n, token, "vm", "p", "stopped")
+			case "stop":
+				inst, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"})
+				if err != nil {
+					t.Fatalf("stop during create: %v", err)
+				}
+				t.Logf("stop answered %s", inst.RunState)
+			}
+			close(block.release)
+			err := <-created
+			_, viewErr := c.InstanceView(ctx, oxide.InstanceViewParams{Project: "p", Instance: "vm"})
+			if errors.Is(viewErr, oxide.ErrObjectNotFound) {
+				t.Fatalf("after a %s answered for it, the instance vanished without any delete (create: %v)", how, err)
+			}
+			if err != nil || viewErr != nil {
+				t.Fatalf("the create a %s interrupted: %v; viewing it: %v", how, err, viewErr)
+			}
+			if _, err := r.Agents()[0].Sim.StepVmms(ctx, &sledagentv1.StepVmmsRequest{Drain: true}); err != nil {
+				t.Fatal(err)
+			}
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
+		})
+	}
+}
+
+// F1, F2, F9: a force-terminate of an instance still `creating` (its create
+// saga has not linked a VMM yet) does not answer an unsettled 200: it
+// records the wish and answers busy, and the create then leaves the
+// instance stopped with no VMM on any sled.
+func TestF1_AForceTerminateOfACreatingInstanceAnswersBusyAndTheCreateEndsStopped(t *testing.T) {
+	block := newBlockAt("link_vmm")
+	r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0], Sleds: 1,
+		SledConfig: racktest.EverySled(explicitSleds), NexusOptions: []nexus.Option{block.option()}})
+	n, agents := r.Server(), r.Agents()
+	token := r.Token(racktest.FleetAdmin)
+	c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
+	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	created := make(chan error, 1)
+	go func() {
+		start := true
+		_, err := c.InstanceCreate(ctx, oxide.InstanceCreateParams{Project: "p", Body: &oxide.InstanceCreate{
+			Name: "vm", Hostname: "vm", Memory: 4 << 30, Ncpus: 2, Start: &start}})
+		created <- err
+	}()
+	<-block.reached
+	code, inst, eb := forceTerminate(t, n, token, "vm", "p")
+	if code != http.StatusConflict && code != http.StatusServiceUnavailable {
+		t.Errorf("force-terminate of a creating instance: %d %+v %+v, want 409 or 503 (creating is not settled)", code, inst, eb)
+	}
+	close(block.release)
+	if err := <-created; err != nil {
+		t.Fatalf("the create whose instance was force-terminated meanwhile: %v", err)
+	}
+	if k := len(agents[0].Inventory().GetVmms()); k != 0 {
+		t.Errorf("%d VMMs registered on the sled after a force-terminate of the creating instance", k)
+	}
+	waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
+	mustForceTerminate(t, n, token, "vm", "p", "stopped")
+}
