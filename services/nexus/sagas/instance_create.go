@@ -61,7 +61,7 @@ func (d Deps) uncreateInstance(ctx context.Context, _ *saga.Context, p InstanceS
 			if d.Log != nil {
 				d.Log.Warn("a create that failed leaves its instance, which another request has taken over",
 					zap.Stringer("instance_id", inst.ID), zap.String("state", string(s)),
-				zap.String("intended_state", string(inst.IntendedState)))
+					zap.String("intended_state", string(inst.IntendedState)))
 			}
 			return nil
 		}
