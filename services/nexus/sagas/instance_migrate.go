@@ -2,7 +2,6 @@ package sagas
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -159,25 +158,7 @@ func (d Deps) ensureTargetRegistered(ctx context.Context, sc *saga.Context, p In
 		Migration: &sledclient.MigrationTarget{Migration: p.Migration, SourceVMM: src.VMM, SourceSledAddress: sourceAddress}})
 }
 
-// ensureTargetUnregistered undoes the target's registration only once its
-// sled says the target has not taken the guest over (creating, starting,
-// migrating, ended) or does not know it: a target past that runs the guest
-// (the source has handed it over and ended), and unregistering it would
-// stop the instance. That undo fails instead, as it does while the sled
-// cannot say, and the saga is retried or reported stuck, with the guest
-// running, for an operator to look at.
 func (d Deps) ensureTargetUnregistered(ctx context.Context, _ *saga.Context, p InstanceMigrateParams) error {
-	rt, err := d.Sleds.VMMState(ctx, p.DstSled, p.TargetVMM)
-	switch {
-	case errors.Is(err, model.ErrVMMGone):
-		return nil // the sled has no such VMM: nothing to undo
-	case err != nil:
-		// Unknown: the target may run the guest. Retried, or stuck.
-		return fmt.Errorf("the state of target VMM %s on sled %s, asked before unregistering it: %w", p.TargetVMM, p.DstSled, err)
-	case rt.State != model.VMMCreating && rt.State != model.VMMStarting && rt.State != model.VMMMigrating && !rt.State.Terminal():
-		return fmt.Errorf("%w: target VMM %s on sled %s is %s: it may already run the guest (the migration completed); "+
-			"unregistering it would stop the instance", model.ErrInstanceBusy, p.TargetVMM, p.DstSled, rt.State)
-	}
 	return d.unregister(ctx, p.DstSled, p.TargetVMM)
 }
 
@@ -190,8 +171,7 @@ func (d Deps) ensureTargetUnregistered(ctx context.Context, _ *saga.Context, p I
 // stands: migrating or running means it took the request, the node has
 // done its work, and the sleds' reports resolve the migration through the
 // update saga (N6). A target that cannot be asked either is left to the
-// unwind, whose undo of the registration looks again before it
-// unregisters anything.
+// unwind, which unregisters it (see services/nexus/README.md).
 func (d Deps) ensureTargetMigrating(ctx context.Context, _ *saga.Context, p InstanceMigrateParams) (any, error) {
 	err := d.ensureState(ctx, p.DstSled, p.TargetVMM, model.TargetMigrationTarget)
 	if err == nil {
