@@ -19,23 +19,8 @@ import (
 func TestN7_ACreateStoppedWhileItStartsStandsAndEndsStopped(t *testing.T) {
 	for _, how := range []string{"force-terminate", "stop"} {
 		t.Run(how, func(t *testing.T) {
-			block := newBlockAt("ensure_running")
-			r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0], Sleds: 1,
-				SledConfig: racktest.EverySled(explicitSleds), NexusOptions: []nexus.Option{block.option()}})
-			n := r.Server()
-			token := r.Token(racktest.FleetAdmin)
-			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
-			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
-				t.Fatal(err)
-			}
-			created := make(chan error, 1)
-			go func() {
-				start := true
-				_, err := c.InstanceCreate(ctx, oxide.InstanceCreateParams{Project: "p", Body: &oxide.InstanceCreate{
-					Name: "vm", Hostname: "vm", Memory: 4 << 30, Ncpus: 2, Start: &start}})
-				created <- err
-			}()
-			<-block.reached
+			h := createHeldAt(t, "ensure_running")
+			r, n, token, c, block, created := h.rack, h.rack.Server(), h.token, h.api, h.block, h.created
 			switch how {
 			case "force-terminate":
 				mustForceTerminate(t, n, token, "vm", "p", "stopped")
@@ -68,23 +53,8 @@ func TestN7_ACreateStoppedWhileItStartsStandsAndEndsStopped(t *testing.T) {
 // records the wish and answers busy, and the create then leaves the
 // instance stopped with no VMM on any sled.
 func TestF1_AForceTerminateOfACreatingInstanceAnswersBusyAndTheCreateEndsStopped(t *testing.T) {
-	block := newBlockAt("link_vmm")
-	r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0], Sleds: 1,
-		SledConfig: racktest.EverySled(explicitSleds), NexusOptions: []nexus.Option{block.option()}})
-	n, agents := r.Server(), r.Agents()
-	token := r.Token(racktest.FleetAdmin)
-	c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
-	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
-		t.Fatal(err)
-	}
-	created := make(chan error, 1)
-	go func() {
-		start := true
-		_, err := c.InstanceCreate(ctx, oxide.InstanceCreateParams{Project: "p", Body: &oxide.InstanceCreate{
-			Name: "vm", Hostname: "vm", Memory: 4 << 30, Ncpus: 2, Start: &start}})
-		created <- err
-	}()
-	<-block.reached
+	h := createHeldAt(t, "link_vmm")
+	n, agents, token, c, block, created := h.rack.Server(), h.rack.Agents(), h.token, h.api, h.block, h.created
 	code, inst, eb := forceTerminate(t, n, token, "vm", "p")
 	if code != http.StatusConflict && code != http.StatusServiceUnavailable {
 		t.Errorf("force-terminate of a creating instance: %d %+v %+v, want 409 or 503 (creating is not settled)", code, inst, eb)
@@ -98,4 +68,35 @@ func TestF1_AForceTerminateOfACreatingInstanceAnswersBusyAndTheCreateEndsStopped
 	}
 	waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
 	mustForceTerminate(t, n, token, "vm", "p", "stopped")
+}
+
+// heldCreate is a create with start of instance "vm" in project "p", on a
+// one-sled rack whose sled moves its VMMs only when told, held before a
+// node of its saga until block.release is closed; created gets its answer.
+type heldCreate struct {
+	rack    *racktest.InProcess
+	token   string
+	api     *oxide.Client
+	block   *blockAt
+	created chan error
+}
+
+func createHeldAt(t *testing.T, node string) heldCreate {
+	t.Helper()
+	h := heldCreate{block: newBlockAt(node), created: make(chan error, 1)}
+	h.rack = racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0], Sleds: 1,
+		SledConfig: racktest.EverySled(explicitSleds), NexusOptions: []nexus.Option{h.block.option()}})
+	h.token = h.rack.Token(racktest.FleetAdmin)
+	h.api = racktest.NewClient(h.rack.Server().ExternalURL(), h.token).SDK(t)
+	if _, err := h.api.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		start := true
+		_, err := h.api.InstanceCreate(ctx, oxide.InstanceCreateParams{Project: "p", Body: &oxide.InstanceCreate{
+			Name: "vm", Hostname: "vm", Memory: 4 << 30, Ncpus: 2, Start: &start}})
+		h.created <- err
+	}()
+	<-h.block.reached
+	return h
 }
