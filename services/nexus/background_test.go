@@ -274,7 +274,10 @@ func TestN8_OneUnreachableSledCostsTheWatcherOneRoundOfCalls(t *testing.T) {
 	}
 	passed := make(chan error, 1)
 	began := time.Now()
-	go func() { passed <- n.App().WatchInstances(ctx) }()
+	go func() {
+		_, err := n.App().WatchInstances(ctx)
+		passed <- err
+	}()
 	asked := map[string]bool{}
 	mostAtOnce := 0
 	for done := false; !done; {

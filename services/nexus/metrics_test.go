@@ -10,8 +10,6 @@ import (
 	"github.com/oxidecomputer/oxide.go/oxide"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus"
@@ -19,54 +17,18 @@ import (
 )
 
 // scrape reads n's /metrics as Prometheus does.
-func scrape(t *testing.T, n *nexus.Server) map[string]*dto.MetricFamily {
+func scrape(t *testing.T, n *nexus.Server) racktest.Metrics {
 	t.Helper()
-	resp, err := http.Get(n.MetricsURL() + "/metrics")
+	m, err := racktest.ScrapeMetrics(n.MetricsURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s", resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
-	return families
+	return m
 }
 
-// sample finds the metric of family name whose labels include want, and
-// returns its value (a histogram's count); ok false when there is none.
-func sample(families map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
-	fam, ok := families[name]
-	if !ok {
-		return 0, false
-	}
-next:
-	for _, m := range fam.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.GetCounter() != nil:
-			return m.GetCounter().GetValue(), true
-		case m.GetGauge() != nil:
-			return m.GetGauge().GetValue(), true
-		case m.GetHistogram() != nil:
-			return float64(m.GetHistogram().GetSampleCount()), true
-		case m.GetUntyped() != nil:
-			return m.GetUntyped().GetValue(), true
-		}
-	}
-	return 0, false
+// sample is the sum of family name's metrics whose labels include want.
+func sample(m racktest.Metrics, name string, want map[string]string) (float64, bool) {
+	return m.Sum(name, want)
 }
 
 func labels(kv ...string) map[string]string {
@@ -206,5 +168,43 @@ func TestN11_MetricsAreNotServedOnTheExternalListener(t *testing.T) {
 	}
 	if resp := racktest.NewClient("", "").Call(t, http.MethodGet, n.MetricsURL()+"/v1/projects", ""); resp.Status != http.StatusNotFound {
 		t.Fatalf("the metrics listener answers the REST API: %d", resp.Status)
+	}
+}
+
+// TestN11_EveryBackgroundPassIsTimedAndSizedInMetrics: each pass of a
+// background task reports how long it took and how much it looked at, so
+// an operator sees a pass grow with the rack (SPEC 6).
+func TestN11_EveryBackgroundPassIsTimedAndSizedInMetrics(t *testing.T) {
+	r := racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0], Sleds: 2})
+	n := r.Server()
+	c := r.Client(racktest.FleetAdmin).SDK(t)
+	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		createInstance(t, c, "p", name, true)
+		waitRunState(t, c, "p", name, oxide.InstanceStateRunning)
+	}
+	for _, e := range []struct {
+		task  string
+		items float64
+	}{
+		{nexus.TaskInstanceWatcher, 3}, // VMMs asked
+		{nexus.TaskInventory, 2},       // sleds asked
+		{nexus.TaskSledLiveness, 2},    // sleds checked
+		{nexus.TaskInstanceUpdater, 0}, // nothing stale
+	} {
+		before, _ := sample(scrape(t, n), "nexus_background_task_duration_seconds", labels("task", e.task))
+		activate(t, n, e.task)
+		m := scrape(t, n)
+		if after, _ := sample(m, "nexus_background_task_duration_seconds", labels("task", e.task)); after < before+1 {
+			t.Errorf("%s: %v passes timed after an activation, %v before", e.task, after, before)
+		}
+		if items, ok := sample(m, "nexus_background_task_last_items", labels("task", e.task)); !ok || items != e.items {
+			t.Errorf("%s: last pass looked at %v items (present %v), want %v", e.task, items, ok, e.items)
+		}
+		if _, ok := sample(m, "nexus_background_task_last_duration_seconds", labels("task", e.task)); !ok {
+			t.Errorf("%s: no last pass duration", e.task)
+		}
 	}
 }

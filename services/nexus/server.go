@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/google/uuid"
@@ -37,10 +38,6 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/sledclient"
 	"github.com/rackplane/rackplane/services/nexus/wire"
 )
-
-// sledLiveness is how recently a sled must have heartbeated to receive new
-// VMMs.
-const sledLiveness = time.Minute
 
 // Server is a running nexus replica.
 type Server struct {
@@ -84,7 +81,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	nexusID := uuid.MustParse(cfg.ID)
 	sleds := sledclient.NewPool(ds, trust)
 	engine := saga.New(ds, nexusID, log.Named("saga"), collectOptions(opts).saga...)
-	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: sledLiveness, Replica: nexusID,
+	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: time.Duration(cfg.SledHeartbeatTimeout), Replica: nexusID,
 		Log: log.Named("sagas")}) {
 		if err := engine.Register(t); err != nil {
 			ds.Close()
@@ -99,12 +96,13 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	nexusApp := app.New(ds, engine, sleds, log.Named("app"),
 		app.WithReplica(nexusID),
 		app.WithSledRetryBound(time.Duration(cfg.SledUnreachableBound)),
+		app.WithSledHeartbeatTimeout(time.Duration(cfg.SledHeartbeatTimeout)),
 		app.WithLockWaitBound(time.Duration(cfg.UpdaterLockWaitBound)),
 		app.WithAuthnCacheTTL(time.Duration(cfg.AuthnCacheTTL)),
 		app.WithForceTerminateCounter(func(outcome string) { m.ForceTerminations.WithLabelValues(outcome).Inc() }),
 		app.WithEventCounter(func(event string, n int) { m.Events.WithLabelValues(event).Add(float64(n)) }))
 	s := &Server{log: log, ds: ds, app: nexusApp, sagas: engine, sleds: sleds, health: health.NewServer(),
-		metrics: m, background: backgroundTasks(cfg, nexusApp, log.Named("background")), stopped: make(chan struct{}),
+		metrics: m, background: backgroundTasks(cfg, nexusApp, m, log.Named("background")), stopped: make(chan struct{}),
 		externalScheme: "http"}
 	if err := s.listen(ctx, cfg, trust); err != nil {
 		s.closeListeners()
@@ -191,15 +189,15 @@ const (
 	TaskPruneHistory     = "prune_history"
 )
 
-func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *background.Driver {
+func backgroundTasks(cfg config.Config, n *app.Nexus, m *metrics.Metrics, log *zap.Logger) *background.Driver {
 	cooldown, retention := time.Duration(cfg.ReincarnationCooldown), time.Duration(cfg.HistoryRetention)
-	return background.NewDriver(log,
+	return background.NewDriver(log, m,
 		background.Task{Name: TaskInstanceWatcher, Period: time.Duration(cfg.InstanceWatcherPeriod), Run: n.WatchInstances},
 		background.Task{Name: TaskInstanceUpdater, Period: time.Duration(cfg.InstanceUpdaterPeriod), Run: n.UpdateStaleInstances},
 		background.Task{Name: TaskReincarnation, Period: time.Duration(cfg.ReincarnationPeriod),
-			Run: func(ctx context.Context) error { return n.Reincarnate(ctx, cooldown) }},
+			Run: func(ctx context.Context) (int, error) { return n.Reincarnate(ctx, cooldown) }},
 		background.Task{Name: TaskSledLiveness, Period: time.Duration(cfg.SledLivenessPeriod),
-			Run: func(ctx context.Context) error { return n.CheckSledLiveness(ctx, sledLiveness) }},
+			Run: n.CheckSledLiveness},
 		background.Task{Name: TaskReplicaCheck, Period: time.Duration(cfg.ReplicaCheckPeriod), Run: n.CheckReplica},
 		background.Task{Name: TaskZonesPush, Period: time.Duration(cfg.ZonesPushPeriod), Run: n.PushZones},
 		background.Task{Name: TaskInventory, Period: time.Duration(cfg.InventoryPeriod), Run: n.CollectInventory},
@@ -208,7 +206,7 @@ func backgroundTasks(cfg config.Config, n *app.Nexus, log *zap.Logger) *backgrou
 		background.Task{Name: TaskOrphanVMMs, Period: time.Duration(cfg.OrphanVMMPeriod), Run: n.ReapOrphanVMMs},
 		background.Task{Name: TaskStopWishes, Period: time.Duration(cfg.StopWishPeriod), Run: n.CarryOutStopWishes},
 		background.Task{Name: TaskPruneHistory, Period: time.Duration(cfg.HistoryPrunePeriod),
-			Run: func(ctx context.Context) error { return n.PruneHistory(ctx, retention) }},
+			Run: func(ctx context.Context) (int, error) { return n.PruneHistory(ctx, retention) }},
 	)
 }
 
@@ -280,6 +278,12 @@ func (s *Server) listen(ctx context.Context, cfg config.Config, trust rackpki.Tr
 	}
 	metricsMux := http.NewServeMux()
 	metricsMux.Handle("GET /metrics", s.metrics.Handler(s.log.Named("metrics")))
+	if cfg.Pprof {
+		metricsMux.HandleFunc("/debug/pprof/", pprof.Index)
+		metricsMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		metricsMux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		metricsMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	s.metricsHTTP = &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }

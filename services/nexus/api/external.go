@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
@@ -82,7 +83,8 @@ func projectProto(p model.Project) *nexusv1.Project {
 // rackID is the one rack a simulated deployment has.
 const rackID = "de608e01-b8e4-4d93-b972-a7dbed36dd22"
 
-func sledProto(s model.Sled) *nexusv1.Sled {
+func sledProto(v app.SledView) *nexusv1.Sled {
+	s := v.Sled
 	return &nexusv1.Sled{
 		Id:                    s.ID.String(),
 		Baseboard:             &nexusv1.Baseboard{Part: "sim-gimlet", Serial: s.ID.String()[:8]},
@@ -93,6 +95,8 @@ func sledProto(s model.Sled) *nexusv1.Sled {
 		TimeModified:          timestamppb.New(s.TimeModified),
 		UsableHardwareThreads: uint32(s.NCPUs),
 		UsablePhysicalRam:     uint64(s.MemoryBytes),
+		Reachability:          string(v.Reachability),
+		TimeLastSeen:          timestamppb.New(s.TimeLastSeen),
 	}
 }
 
@@ -185,6 +189,9 @@ func instanceProto(v app.InstanceView) *nexusv1.Instance {
 	}
 	if t := i.TimeLastAutoRestarted; t != nil {
 		out.TimeLastAutoRestarted = timestamppb.New(*t)
+	}
+	if v.SledReachability != "" {
+		out.SledReachability = proto.String(string(v.SledReachability))
 	}
 	return out
 }

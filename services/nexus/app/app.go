@@ -26,6 +26,10 @@ type Nexus struct {
 	events               func(event string, n int)
 	authn                *authnCache
 	replica              replica
+	sledHeartbeatTimeout time.Duration
+	// sledsUnreachable is what the sled liveness task last found, so
+	// that it logs a sled's change, not every pass.
+	sledsUnreachable map[uuid.UUID]bool
 }
 
 // SledAgents is what the application layer asks of sled-agents: what the
@@ -66,6 +70,15 @@ const (
 // that does not answer before it gives up with 503 (F7).
 func WithSledRetryBound(d time.Duration) Option { return func(n *Nexus) { n.sledRetryBound = d } }
 
+// WithSledHeartbeatTimeout sets how long a sled may go without a
+// heartbeat before it is unreachable (SPEC 6).
+func WithSledHeartbeatTimeout(d time.Duration) Option {
+	return func(n *Nexus) { n.sledHeartbeatTimeout = d }
+}
+
+// DefaultSledHeartbeatTimeout is WithSledHeartbeatTimeout's default.
+const DefaultSledHeartbeatTimeout = 7 * time.Second
+
 // WithLockWaitBound sets how long force-terminate waits for another update
 // holding the instance's updater lock before it answers 503 naming the
 // holder (F6).
@@ -87,7 +100,8 @@ func New(ds *datastore.DataStore, engine *saga.Engine, sleds SledAgents, log *za
 	n := &Nexus{log: log, ds: ds, sagas: engine, sleds: sleds,
 		sledRetryBound: defaultSledRetryBound, lockWaitBound: defaultLockWaitBound, forceTerminateCounts: func(string) {}, events: func(string, int) {},
 		authn:   newAuthnCache(0),
-		replica: replica{expunged: make(chan struct{})}}
+		replica: replica{expunged: make(chan struct{})}, sledHeartbeatTimeout: DefaultSledHeartbeatTimeout,
+		sledsUnreachable: map[uuid.UUID]bool{}}
 	for _, opt := range opts {
 		opt(n)
 	}

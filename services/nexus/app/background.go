@@ -25,14 +25,18 @@ import (
 // sled that does not answer costs the pass one call timeout, not one per
 // VMM, and never holds up the other sleds. Once one of its calls finds a
 // sled unreachable, its VMMs not yet asked are left for the next pass.
-func (n *Nexus) WatchInstances(ctx context.Context) error {
+func (n *Nexus) WatchInstances(ctx context.Context) (vmmsAsked int, err error) {
 	vmms, err := n.ds.VMMListActive(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	bySled := map[uuid.UUID][]model.VMM{}
 	for _, v := range vmms {
 		bySled[v.SledID] = append(bySled[v.SledID], v)
+	}
+	groups := make([][]model.VMM, 0, len(bySled))
+	for _, onSled := range bySled {
+		groups = append(groups, onSled)
 	}
 	var (
 		mu   sync.Mutex
@@ -43,27 +47,17 @@ func (n *Nexus) WatchInstances(ctx context.Context) error {
 		errs = append(errs, err)
 		mu.Unlock()
 	}
-	sleds := make(chan struct{}, watchSledsAtOnce)
-	var wg sync.WaitGroup
-	for sled, onSled := range bySled {
-		wg.Add(1)
-		sleds <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sleds }()
-			n.watchSled(ctx, sled, onSled, failed)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	err = eachSled(ctx, groups, func(onSled []model.VMM) error {
+		n.watchSled(ctx, onSled[0].SledID, onSled, failed)
+		return nil
+	})
+	return len(vmms), errors.Join(append(errs, err)...)
 }
 
 const (
-	// watchSledsAtOnce bounds how many sleds the instance watcher asks at
-	// once, and watchVMMsPerSled how many calls it makes to one sled at
-	// once: a sled is not flooded, and a dead one holds at most that many
-	// calls until they time out.
-	watchSledsAtOnce = 32
+	// watchVMMsPerSled bounds how many calls the instance watcher makes
+	// to one sled at once: a sled is not flooded, and a dead one holds at
+	// most that many calls until they time out.
 	watchVMMsPerSled = 4
 	// watchCallTimeout bounds one question to a sled.
 	watchCallTimeout = 5 * time.Second
@@ -117,8 +111,10 @@ func (n *Nexus) watchVMM(ctx context.Context, v model.VMM, failed func(error)) (
 		return true
 	case err != nil:
 		failed(err)
-	default:
-		// In case a publication was lost.
+	case rt.Generation > v.Runtime.Generation:
+		// A publication was lost. (An answer the database already has is
+		// not written again: the guard would refuse it, and a pass over
+		// 10,000 VMMs would cost as many statements.)
 		if err := n.recordAnswer(ctx, v, rt); err != nil {
 			failed(err)
 		}
@@ -136,10 +132,10 @@ func (n *Nexus) watchVMM(ctx context.Context, v model.VMM, failed func(error)) (
 // It stops, it does not terminate: the wish does not say whether a stop or
 // a force-terminate wrote it, and a stop is the gentler of the two; a VMM
 // wedged in its stop still needs the operator's force-terminate.
-func (n *Nexus) CarryOutStopWishes(ctx context.Context) error {
+func (n *Nexus) CarryOutStopWishes(ctx context.Context) (instances int, err error) {
 	ids, err := n.ds.InstancesToStop(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	unreachable := map[uuid.UUID]bool{}
 	var errs []error
@@ -178,15 +174,15 @@ func (n *Nexus) CarryOutStopWishes(ctx context.Context) error {
 				zap.Stringer("vmm_id", vmm.ID), zap.Stringer("sled_id", vmm.SledID))
 		}
 	}
-	return errors.Join(errs...)
+	return len(ids), errors.Join(errs...)
 }
 
 // UpdateStaleInstances runs an update saga for every instance whose active
 // VMM is terminal: the backstop for updates that never ran (N8 updater).
-func (n *Nexus) UpdateStaleInstances(ctx context.Context) error {
+func (n *Nexus) UpdateStaleInstances(ctx context.Context) (instances int, err error) {
 	ids, err := n.ds.InstancesNeedingUpdate(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var errs []error
 	for _, id := range ids {
@@ -195,16 +191,16 @@ func (n *Nexus) UpdateStaleInstances(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("instance %s: %w", id, err))
 		}
 	}
-	return errors.Join(errs...)
+	return len(ids), errors.Join(errs...)
 }
 
 // Reincarnate restarts failed instances their users want running, whose
 // policy allows it, at most once per cooldown (N8 reincarnation).
-func (n *Nexus) Reincarnate(ctx context.Context, cooldown time.Duration) error {
+func (n *Nexus) Reincarnate(ctx context.Context, cooldown time.Duration) (instances int, err error) {
 	now := time.Now()
 	ids, err := n.ds.InstancesToReincarnate(ctx, now.Add(-cooldown))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var errs []error
 	for _, id := range ids {
@@ -220,22 +216,36 @@ func (n *Nexus) Reincarnate(ctx context.Context, cooldown time.Duration) error {
 			errs = append(errs, fmt.Errorf("reincarnating instance %s: %w", id, err))
 		}
 	}
-	return errors.Join(errs...)
+	return len(ids), errors.Join(errs...)
 }
 
-// CheckSledLiveness reports sleds that stopped heartbeating; they receive
-// no new VMMs (the start saga only places VMMs on sleds seen recently), and
-// their VMMs are left to the instance watcher, which never calls a VMM dead
-// for want of an answer.
-func (n *Nexus) CheckSledLiveness(ctx context.Context, liveness time.Duration) error {
+// CheckSledLiveness logs each sled that became unreachable (no heartbeat
+// for the heartbeat timeout) or reachable again since its last pass.
+// Nothing waits for it: a sled's reachability is worked out from its last
+// heartbeat wherever it is read (the sled API, an instance's view,
+// placement, which never puts a VMM on an unreachable sled), so it shows
+// within the timeout and comes back with the first heartbeat. Its VMMs are
+// left to the instance watcher, which never calls a VMM dead for want of
+// an answer (F7).
+func (n *Nexus) CheckSledLiveness(ctx context.Context) (sledsChecked int, err error) {
 	sleds, err := n.ds.SledList(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	now := time.Now()
 	for _, s := range sleds {
-		if since := time.Since(s.TimeLastSeen); since > liveness {
-			n.log.Warn("sled has not heartbeated", zap.Stringer("sled_id", s.ID), zap.Duration("since", since))
+		unreachable := s.Reachability(now, n.sledHeartbeatTimeout) == model.SledUnreachable
+		if unreachable == n.sledsUnreachable[s.ID] {
+			continue
+		}
+		if unreachable {
+			n.log.Warn("sled unreachable: no heartbeat; it gets no new VMM, and its VMMs keep their states until it answers",
+				zap.Stringer("sled_id", s.ID), zap.Time("last_seen", s.TimeLastSeen), zap.Duration("timeout", n.sledHeartbeatTimeout))
+			n.sledsUnreachable[s.ID] = true
+		} else {
+			n.log.Info("sled reachable again", zap.Stringer("sled_id", s.ID), zap.Time("last_seen", s.TimeLastSeen))
+			delete(n.sledsUnreachable, s.ID)
 		}
 	}
-	return nil
+	return len(sleds), nil
 }

@@ -22,9 +22,10 @@ const (
 // why). It is safe with several replicas running it at once, and what one
 // pass leaves, the next finishes. What it deleted is logged and counted,
 // also when it stops on an error.
-func (n *Nexus) PruneHistory(ctx context.Context, retention time.Duration) error {
+func (n *Nexus) PruneHistory(ctx context.Context, retention time.Duration) (rowsDeleted int, err error) {
 	cutoff := time.Now().Add(-retention)
 	p, err := n.ds.PruneHistory(ctx, cutoff)
+	rowsDeleted = int(p.Total())
 	n.events(EventSagaPruned, int(p.Sagas))
 	n.events(EventSagaEventPruned, int(p.SagaEvents))
 	n.events(EventVMMPruned, int(p.VMMs))
@@ -42,5 +43,5 @@ func (n *Nexus) PruneHistory(ctx context.Context, retention time.Duration) error
 			n.log.Info("pruned history", fields...)
 		}
 	}
-	return err
+	return rowsDeleted, err
 }

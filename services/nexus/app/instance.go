@@ -33,6 +33,9 @@ var hostnamePattern = regexp.MustCompile(`^[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9
 type InstanceView struct {
 	Instance model.Instance
 	RunState string
+	// SledReachability is that of the sled of its active VMM; empty
+	// when it has none, or when the view did not look.
+	SledReachability model.SledReachability
 }
 
 // viewOf is the view of an instance read with its VMMs.
@@ -41,15 +44,51 @@ func viewOf(s model.InstanceSnapshot) InstanceView {
 }
 
 func (n *Nexus) view(ctx context.Context, inst model.Instance) (InstanceView, error) {
-	var active *model.VMM
-	if id := inst.Runtime.ActiveVMM; id != nil {
-		v, err := n.ds.VMMGet(ctx, *id)
-		if err != nil {
-			return InstanceView{}, err
-		}
-		active = &v
+	views, err := n.views(ctx, []model.Instance{inst})
+	if err != nil {
+		return InstanceView{}, err
 	}
-	return InstanceView{Instance: inst, RunState: model.RunState(inst, active)}, nil
+	return views[0], nil
+}
+
+// views reads the active VMMs of instances, and when their sleds last
+// heartbeated, in two statements whatever the number of instances.
+func (n *Nexus) views(ctx context.Context, insts []model.Instance) ([]InstanceView, error) {
+	var vmmIDs []uuid.UUID
+	for _, inst := range insts {
+		if id := inst.Runtime.ActiveVMM; id != nil {
+			vmmIDs = append(vmmIDs, *id)
+		}
+	}
+	vmms, err := n.ds.VMMsGet(ctx, vmmIDs)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[uuid.UUID]*model.VMM, len(vmms))
+	sledIDs := make([]uuid.UUID, 0, len(vmms))
+	for i := range vmms {
+		byID[vmms[i].ID] = &vmms[i]
+		sledIDs = append(sledIDs, vmms[i].SledID)
+	}
+	lastSeen, err := n.ds.SledsLastSeen(ctx, sledIDs)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	views := make([]InstanceView, len(insts))
+	for i, inst := range insts {
+		var active *model.VMM
+		if id := inst.Runtime.ActiveVMM; id != nil {
+			if active = byID[*id]; active == nil {
+				return nil, fmt.Errorf("%w: vmm %s of instance %s", model.ErrNotFound, *id, inst.ID)
+			}
+		}
+		views[i] = InstanceView{Instance: inst, RunState: model.RunState(inst, active)}
+		if active != nil {
+			views[i].SledReachability = model.ReachabilitySince(lastSeen[active.SledID], now, n.sledHeartbeatTimeout)
+		}
+	}
+	return views, nil
 }
 
 // lookupInstance resolves {instance} (a name with ?project=, or an id)
@@ -198,13 +237,9 @@ func (n *Nexus) InstanceList(ctx context.Context, req *nexusv1.InstanceListReque
 	if err != nil || len(items) == 0 {
 		return nil, nil, err
 	}
-	views := make([]InstanceView, 0, len(items))
-	for _, inst := range items {
-		view, err := n.view(ctx, inst)
-		if err != nil {
-			return nil, nil, err
-		}
-		views = append(views, view)
+	views, err := n.views(ctx, items)
+	if err != nil {
+		return nil, nil, err
 	}
 	return views, pg.next(len(items), items[len(items)-1].Name), nil
 }

@@ -20,20 +20,21 @@ import (
 // response, left behind. The inventories say which VMMs each sled runs;
 // before unregistering one, its sled is asked again, after its record was
 // read, so a VMM that ended on its own meanwhile is not counted.
-func (n *Nexus) ReapOrphanVMMs(ctx context.Context) error {
+func (n *Nexus) ReapOrphanVMMs(ctx context.Context) (vmmsChecked int, err error) {
 	inventories, err := n.ds.InventoryList(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var errs []error
 	for _, inv := range inventories {
 		for _, v := range inv.VMMs {
+			vmmsChecked++
 			if err := n.reapIfOrphan(ctx, inv.SledID, v); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return vmmsChecked, errors.Join(errs...)
 }
 
 func (n *Nexus) reapIfOrphan(ctx context.Context, sled uuid.UUID, v model.InventoryVMM) error {

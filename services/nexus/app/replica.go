@@ -55,10 +55,10 @@ func (n *Nexus) RegisterReplica(ctx context.Context, internal, external string) 
 
 // CheckReplica reads this replica's state; once it is expunged, Expunged
 // closes (X3: it stops serving, and its process exits).
-func (n *Nexus) CheckReplica(ctx context.Context) error {
+func (n *Nexus) CheckReplica(ctx context.Context) (replicas int, err error) {
 	rec, err := n.ds.NexusZoneGet(ctx, n.replica.id)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if rec.State == model.NexusExpunged {
 		n.replica.once.Do(func() {
@@ -67,5 +67,5 @@ func (n *Nexus) CheckReplica(ctx context.Context) error {
 			close(n.replica.expunged)
 		})
 	}
-	return nil
+	return 1, nil
 }

@@ -5,8 +5,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/google/uuid"
-
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/nexus/authz"
@@ -43,16 +41,22 @@ func (n *Nexus) SledHeartbeat(ctx context.Context, sledID string) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
-	return n.ds.SledSeen(ctx, id, time.Now())
+	return n.ds.SledHeartbeat(ctx, id)
 }
 
-// Sled returns a sled by id.
-func (n *Nexus) Sled(ctx context.Context, id uuid.UUID) (model.Sled, error) {
-	return n.ds.SledGet(ctx, id)
+// SledView is a sled as operators see it: its record, and whether it
+// answers (SPEC 6).
+type SledView struct {
+	Sled         model.Sled
+	Reachability model.SledReachability
+}
+
+func (n *Nexus) sledView(s model.Sled, now time.Time) SledView {
+	return SledView{Sled: s, Reachability: s.Reachability(now, n.sledHeartbeatTimeout)}
 }
 
 // SledList lists sleds a page at a time, by id.
-func (n *Nexus) SledList(ctx context.Context, req *nexusv1.SledListRequest) ([]model.Sled, *string, error) {
+func (n *Nexus) SledList(ctx context.Context, req *nexusv1.SledListRequest) ([]SledView, *string, error) {
 	if err := authz.RequireFleetAdmin(ctx, "list sleds"); err != nil {
 		return nil, nil, err
 	}
@@ -63,7 +67,12 @@ func (n *Nexus) SledList(ctx context.Context, req *nexusv1.SledListRequest) ([]m
 	}
 	items, err := n.ds.SledListPage(ctx, p.after, p.limit)
 	if err != nil || len(items) == 0 {
-		return items, nil, err
+		return nil, nil, err
 	}
-	return items, p.next(len(items), items[len(items)-1].ID.String()), nil
+	now := time.Now()
+	views := make([]SledView, len(items))
+	for i, s := range items {
+		views[i] = n.sledView(s, now)
+	}
+	return views, p.next(len(items), items[len(items)-1].ID.String()), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,19 +23,13 @@ import (
 // PushZones gives every sled the zones config nexus holds for it (Z9, on
 // change and periodically; the sled takes the same generation again as a
 // no-op), and records how each push went. A sled that cannot be reached
-// is retried next time.
-func (n *Nexus) PushZones(ctx context.Context) error {
+// is retried next time. Sleds are pushed to a few at a time (eachSled).
+func (n *Nexus) PushZones(ctx context.Context) (sledsPushed int, err error) {
 	sleds, err := n.ds.SledZonesSleds(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	var errs []error
-	for _, sled := range sleds {
-		if err := n.pushZones(ctx, sled); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return len(sleds), eachSled(ctx, sleds, func(sled uuid.UUID) error { return n.pushZones(ctx, sled) })
 }
 
 func (n *Nexus) pushZones(ctx context.Context, sled uuid.UUID) error {
@@ -57,59 +52,57 @@ func (n *Nexus) pushZones(ctx context.Context, sled uuid.UUID) error {
 // CollectInventory asks every registered sled what it runs and keeps each
 // answer (Z9). An expunged zone its sled's answer proves gone is confirmed
 // so; this replica then takes over the sagas of any replica that was that
-// zone (X4). A sled that does not answer proves nothing.
-func (n *Nexus) CollectInventory(ctx context.Context) error {
+// zone (X4). A sled that does not answer proves nothing. Sleds are asked
+// a few at a time (eachSled).
+func (n *Nexus) CollectInventory(ctx context.Context) (sledsAsked int, err error) {
 	sleds, err := n.ds.SledList(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	ids := make([]uuid.UUID, len(sleds))
 	for i, s := range sleds {
 		ids[i] = s.ID
 	}
-	return n.collectInventory(ctx, ids)
+	return len(ids), n.collectInventory(ctx, ids)
 }
 
 // ConfirmExpunged is CollectInventory of only the sleds with an expunged
 // zone not yet confirmed gone: it runs often, so that a replica's sagas
 // move soon after its zone is gone, and costs one query when nothing
 // waits.
-func (n *Nexus) ConfirmExpunged(ctx context.Context) error {
+func (n *Nexus) ConfirmExpunged(ctx context.Context) (sledsAsked int, err error) {
 	sleds, err := n.ds.SledsAwaitingConfirmation(ctx)
 	if err != nil || len(sleds) == 0 {
-		return err
+		return 0, err
 	}
-	return n.collectInventory(ctx, sleds)
+	return len(sleds), n.collectInventory(ctx, sleds)
 }
 
 func (n *Nexus) collectInventory(ctx context.Context, sleds []uuid.UUID) error {
-	var (
-		errs      []error
-		confirmed bool
-	)
-	for _, sled := range sleds {
+	var confirmed atomic.Bool
+	err := eachSled(ctx, sleds, func(sled uuid.UUID) error {
 		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		inv, err := n.sleds.Inventory(callCtx, sled)
 		cancel()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("inventory of sled %s: %w", sled, err))
-			continue
+			return fmt.Errorf("inventory of sled %s: %w", sled, err)
 		}
 		gone, err := n.ds.InventoryRecord(ctx, inv)
 		if err != nil {
-			errs = append(errs, err)
-			continue
+			return err
 		}
 		for _, z := range gone {
 			n.log.Info("an expunged zone is confirmed gone: its sled reconciled the generation that expunged it, and it is absent",
 				zap.Stringer("zone_id", z), zap.Stringer("sled_id", sled), zap.Uint64("reconciled_generation", inv.ReconciledGeneration))
-			confirmed = true
+			confirmed.Store(true)
 		}
+		return nil
+	})
+	if confirmed.Load() {
+		_, reassignErr := n.ReassignSagas(ctx)
+		err = errors.Join(err, reassignErr)
 	}
-	if confirmed {
-		errs = append(errs, n.ReassignSagas(ctx))
-	}
-	return errors.Join(errs...)
+	return err
 }
 
 // ReassignSagas takes over the unfinished sagas of every expunged replica
@@ -117,13 +110,13 @@ func (n *Nexus) collectInventory(ctx context.Context, sleds []uuid.UUID) error {
 // finishes or unwinds as after this replica's own restart, and the updater
 // locks they hold go with them. A replica not yet confirmed gone keeps its
 // sagas, however long that takes.
-func (n *Nexus) ReassignSagas(ctx context.Context) error {
+func (n *Nexus) ReassignSagas(ctx context.Context) (sagasMoved int, err error) {
 	if n.sagas == nil || n.IsExpunged() {
-		return nil
+		return 0, nil
 	}
 	from, err := n.ds.ReplicasToRelieve(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var errs []error
 	for _, gone := range from {
@@ -138,11 +131,12 @@ func (n *Nexus) ReassignSagas(ctx context.Context) error {
 		n.log.Warn("took over the unfinished sagas of an expunged nexus confirmed gone; resuming them",
 			zap.Stringer("from_nexus_id", gone), zap.Int("sagas", len(moved)))
 		n.events(EventSagasReassigned, len(moved))
+		sagasMoved += len(moved)
 		if _, err := n.sagas.Adopt(ctx, moved); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return sagasMoved, errors.Join(errs...)
 }
 
 // ZonesView is a sled's zones as an operator sees them.

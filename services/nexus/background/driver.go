@@ -9,11 +9,19 @@ import (
 	"go.uber.org/zap"
 )
 
-// Task is one kind of background work.
+// Task is one kind of background work. Run returns how many items the
+// pass looked at (sleds asked, VMMs checked, rows pruned: each task says
+// which), so that an operator sees a pass's time next to its size.
 type Task struct {
 	Name   string
 	Period time.Duration
-	Run    func(ctx context.Context) error
+	Run    func(ctx context.Context) (items int, err error)
+}
+
+// Observer is told of every pass, periodic or explicit: metrics keep its
+// duration and size.
+type Observer interface {
+	ObservePass(task string, elapsed time.Duration, items int, err error)
 }
 
 type runner struct {
@@ -23,15 +31,17 @@ type runner struct {
 
 // Driver activates tasks periodically until stopped.
 type Driver struct {
-	log    *zap.Logger
-	tasks  map[string]*runner
-	cancel context.CancelFunc
-	done   sync.WaitGroup
+	log      *zap.Logger
+	observer Observer
+	tasks    map[string]*runner
+	cancel   context.CancelFunc
+	done     sync.WaitGroup
 }
 
-// NewDriver returns a driver for tasks; Start begins the periodic runs.
-func NewDriver(log *zap.Logger, tasks ...Task) *Driver {
-	d := &Driver{log: log, tasks: map[string]*runner{}}
+// NewDriver returns a driver for tasks that tells observer of every pass;
+// Start begins the periodic runs.
+func NewDriver(log *zap.Logger, observer Observer, tasks ...Task) *Driver {
+	d := &Driver{log: log, observer: observer, tasks: map[string]*runner{}}
 	for _, t := range tasks {
 		d.tasks[t.Name] = &runner{Task: t}
 	}
@@ -81,12 +91,15 @@ func (d *Driver) activate(ctx context.Context, r *runner) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	start := time.Now()
-	err := r.Run(ctx)
+	items, err := r.Run(ctx)
+	elapsed := time.Since(start)
+	d.observer.ObservePass(r.Name, elapsed, items, err)
 	if err != nil {
 		d.log.Warn("background task failed; the next activation retries", zap.String("task", r.Name),
-			zap.Duration("elapsed", time.Since(start)), zap.Error(err))
+			zap.Duration("elapsed", elapsed), zap.Int("items", items), zap.Error(err))
 	} else {
-		d.log.Debug("background task ran", zap.String("task", r.Name), zap.Duration("elapsed", time.Since(start)))
+		d.log.Debug("background task ran", zap.String("task", r.Name), zap.Duration("elapsed", elapsed),
+			zap.Int("items", items))
 	}
 	return err
 }

@@ -56,6 +56,14 @@ type Config struct {
 	ReincarnationPeriod   duration.Duration `koanf:"reincarnation_period" help:"period of reincarnation of failed instances (N8)"`
 	ReincarnationCooldown duration.Duration `koanf:"reincarnation_cooldown" help:"least time between two automatic restarts of an instance"`
 	SledLivenessPeriod    duration.Duration `koanf:"sled_liveness_period" help:"period of the sled liveness check (N8)"`
+	// SledHeartbeatTimeout is how long a sled may go without a heartbeat
+	// before it is unreachable: shown so, and given no new VMM (SPEC 6).
+	// It must exceed a few of the sleds' heartbeat periods (2 s by
+	// default), or one late heartbeat under load reports a healthy sled.
+	SledHeartbeatTimeout duration.Duration `koanf:"sled_heartbeat_timeout" help:"how long a sled may go without a heartbeat before it is unreachable and gets no new VMM"`
+	// Pprof serves Go's profiles under /debug/pprof/ on the metrics
+	// listener, for measuring nexus under load.
+	Pprof bool `koanf:"pprof" help:"serve /debug/pprof/ on the metrics listener"`
 	// The zones nexus owns (Z9), the replicas (X3, X4) and orphan VMMs
 	// (N12).
 	ZonesPushPeriod duration.Duration `koanf:"zones_push_period" help:"period of pushing each sled its zones config (Z9)"`
@@ -100,11 +108,14 @@ func Default() Config {
 		LogLevel:           "info",
 		LogFormat:          "json",
 
-		InstanceWatcherPeriod:  duration.Duration(30 * time.Second),
-		InstanceUpdaterPeriod:  duration.Duration(30 * time.Second),
-		ReincarnationPeriod:    duration.Duration(time.Minute),
-		ReincarnationCooldown:  duration.Duration(5 * time.Minute),
-		SledLivenessPeriod:     duration.Duration(30 * time.Second),
+		InstanceWatcherPeriod: duration.Duration(30 * time.Second),
+		InstanceUpdaterPeriod: duration.Duration(30 * time.Second),
+		ReincarnationPeriod:   duration.Duration(time.Minute),
+		ReincarnationCooldown: duration.Duration(5 * time.Minute),
+		SledLivenessPeriod:    duration.Duration(5 * time.Second),
+		// Three heartbeats of 2 s and one more second: detected within
+		// SPEC 6's 10 s, yet two heartbeats lost or late report nothing.
+		SledHeartbeatTimeout:   duration.Duration(7 * time.Second),
 		ZonesPushPeriod:        duration.Duration(time.Minute),
 		InventoryPeriod:        duration.Duration(10 * time.Second),
 		ExpungeConfirmPeriod:   duration.Duration(time.Second),
@@ -166,6 +177,7 @@ func (c Config) Validate() error {
 	for setting, d := range map[string]duration.Duration{"instance_watcher_period": c.InstanceWatcherPeriod,
 		"instance_updater_period": c.InstanceUpdaterPeriod, "reincarnation_period": c.ReincarnationPeriod,
 		"reincarnation_cooldown": c.ReincarnationCooldown, "sled_liveness_period": c.SledLivenessPeriod,
+		"sled_heartbeat_timeout": c.SledHeartbeatTimeout,
 		"sled_unreachable_bound": c.SledUnreachableBound, "zones_push_period": c.ZonesPushPeriod,
 		"updater_lock_wait_bound": c.UpdaterLockWaitBound,
 		"inventory_period":        c.InventoryPeriod, "replica_check_period": c.ReplicaCheckPeriod,

@@ -43,6 +43,8 @@ type DataStore struct {
 	// turns anyway.
 	wishes  *gatherer[stopWish, *model.InstanceSnapshot]
 	settles *gatherer[settleWrite, settleWritten]
+	// Sleds' heartbeats, written a batch at a time (see heartbeats).
+	heartbeats *heartbeats
 }
 
 // Open connects to the database and brings its schema up to date. For
@@ -93,7 +95,7 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 		}
 		return nil, err
 	}
-	d := &DataStore{db: db, backend: backend, log: log}
+	d := &DataStore{db: db, backend: backend, log: log, heartbeats: newHeartbeats()}
 	if backend == Postgres {
 		d.wishes = newGatherer(log, func(w stopWish) uuid.UUID { return w.id },
 			d.stopWishesStatement, func(s *model.InstanceSnapshot) bool { return s != nil }, d.stopWishAlone)

@@ -240,12 +240,18 @@ func TestN2_NamesAreUniqueAmongLiveRecords(t *testing.T) {
 func TestV8_SledRegistrationAndHeartbeat(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
 		_, s := fixture(t, ds)
-		if err := ds.SledSeen(ctx, uuid.New(), now); !errors.Is(err, model.ErrNotFound) {
-			t.Fatalf("heartbeat of an unknown sled: %v, want ErrNotFound", err)
-		}
+		stranger := uuid.New()
 		later := now.Add(time.Minute)
-		if err := ds.SledSeen(ctx, s.ID, later); err != nil {
-			t.Fatal(err)
+		if unknown, err := ds.SledsSeen(ctx, []uuid.UUID{stranger, s.ID}, later); err != nil || len(unknown) != 1 || unknown[0] != stranger {
+			t.Fatalf("heartbeats of a stranger and a known sled: unknown %v, %v; want only the stranger", unknown, err)
+		}
+		// A replica whose clock is behind does not move it back.
+		if unknown, err := ds.SledsSeen(ctx, []uuid.UUID{s.ID}, now); err != nil || len(unknown) != 0 {
+			t.Fatalf("an older heartbeat: unknown %v, %v", unknown, err)
+		}
+		if seen, err := ds.SledsLastSeen(ctx, []uuid.UUID{s.ID, stranger}); err != nil || len(seen) != 1 ||
+			!seen[s.ID].Equal(later.Truncate(time.Microsecond)) {
+			t.Fatalf("last seen: %v, %v; want %v for the sled alone", seen, err, later)
 		}
 		s.Address, s.TimeLastSeen = "127.0.0.1:2", later.Add(time.Minute)
 		if err := ds.SledUpsert(ctx, s); err != nil {

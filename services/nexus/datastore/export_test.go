@@ -110,7 +110,7 @@ type HotQuery struct {
 // among sleds seen since liveAfter.
 func HotQueries(sled uuid.UUID, liveAfter time.Time) []HotQuery {
 	return []HotQuery{
-		{"placement", placementQuery, []any{ts(liveAfter), 1, 1}},
+		{"placement", placementQuery(0), []any{ts(liveAfter), 1, 1}},
 		{"placement on a sled", sledRoomQuery, []any{sled.String(), ts(liveAfter), 1, 1}},
 		{"instance watcher", activeVMMsQuery, nil},
 	}

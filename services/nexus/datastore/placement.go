@@ -53,23 +53,44 @@ func sledFits(ncpus, memory string) string {
 }
 
 // placementQuery chooses the least busy live sled with room for $2 CPUs
-// and $3 bytes among those seen since $1. What each sled has given away
+// and $3 bytes among those seen since $1, and those of lagging ($4 on):
+// heard since $1 by this replica, their heartbeats not yet written (see
+// heartbeats). What each sled has given away
 // and how many VMMs it runs are summed in one pass over the live VMMs
 // (vmm_live_by_sled), rather than three subqueries per sled, from what
 // each VMM holds (see reserved), rather than by joining instances: its
 // cost follows the live VMMs, however many ended VMMs and deleted
 // instances the rack keeps (SPEC N14).
-var placementQuery = `
+func placementQuery(lagging int) string {
+	return `
 	WITH used AS (
 		SELECT m.sled_id, count(*) AS vmms, sum(` + reserved("ncpus") + `) AS ncpus,
 			sum(` + reserved("memory_bytes") + `) AS memory_bytes
 		FROM vmm m WHERE ` + liveVMM + `
 		GROUP BY m.sled_id)
 	SELECT s.id FROM sled s LEFT JOIN used u ON u.sled_id = s.id
-	WHERE s.time_deleted IS NULL AND s.time_last_seen > $1
+	WHERE s.time_deleted IS NULL AND ` + seenSince("$1", 4, lagging) + `
 		AND s.ncpus >= $2 + COALESCE(u.ncpus, 0) AND s.memory_bytes >= $3 + COALESCE(u.memory_bytes, 0)
 	ORDER BY COALESCE(u.vmms, 0), s.id
 	LIMIT 1`
+}
+
+// seenSince says sled s was seen since cutoff: in the database, or it is
+// one of n lagging sleds, in placeholders from first on.
+func seenSince(cutoff string, first, n int) string {
+	if n == 0 {
+		return `s.time_last_seen > ` + cutoff
+	}
+	return `(s.time_last_seen > ` + cutoff + ` OR s.id IN (` + placeholders(first, n) + `))`
+}
+
+// sledIDArgs appends ids to args, as the statements take them.
+func sledIDArgs(args []any, ids []uuid.UUID) []any {
+	for _, id := range ids {
+		args = append(args, id.String())
+	}
+	return args
+}
 
 // VMMAllocate records a new VMM for an instance on a sled that has room for
 // it, choosing the least busy such sled and inserting the row in one
@@ -82,7 +103,9 @@ func (d *DataStore) VMMAllocate(ctx context.Context, v model.VMM, ncpus, memory 
 	var chosen uuid.UUID
 	err := d.inPlacementTx(ctx, v, func(tx *sql.Tx) (uuid.UUID, error) {
 		var sled string
-		err := tx.QueryRowContext(ctx, placementQuery, ts(liveAfter), ncpus, memory).Scan(&sled)
+		lagging := d.heartbeats.lagging(liveAfter)
+		err := tx.QueryRowContext(ctx, placementQuery(len(lagging)),
+			sledIDArgs([]any{ts(liveAfter), ncpus, memory}, lagging)...).Scan(&sled)
 		if isNoRows(err) {
 			return uuid.Nil, fmt.Errorf("%w: no sled has %d CPUs and %d bytes free", model.ErrNoCapacity, ncpus, memory)
 		}
@@ -104,6 +127,7 @@ func (d *DataStore) VMMAllocateOn(ctx context.Context, v model.VMM, ncpus, memor
 		var live, fits bool
 		err := tx.QueryRowContext(ctx, sledRoomQuery,
 			v.SledID.String(), ts(liveAfter), ncpus, memory).Scan(&live, &fits)
+		live = live || d.heartbeats.seen(v.SledID, time.Time{}).After(liveAfter)
 		switch {
 		case isNoRows(err) || (err == nil && !live):
 			return uuid.Nil, fmt.Errorf("%w: sled %s is not a live sled", model.ErrNotFound, v.SledID)

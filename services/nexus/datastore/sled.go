@@ -30,17 +30,64 @@ func (d *DataStore) SledUpsert(ctx context.Context, s model.Sled) error {
 	return d.classify(err)
 }
 
-// SledSeen records a heartbeat; model.ErrNotFound for a sled never registered.
-func (d *DataStore) SledSeen(ctx context.Context, id uuid.UUID, at time.Time) error {
-	res, err := d.db.ExecContext(ctx, `UPDATE sled SET time_last_seen = $2 WHERE id = $1 AND time_deleted IS NULL`,
-		id.String(), ts(at))
+// SledsSeen records heartbeats of sleds, all at the time at, in one
+// statement, and returns those it does not know (never registered, or
+// deleted: each agent then registers again). A sled's last-seen time
+// never goes back, should two replicas' clocks disagree.
+func (d *DataStore) SledsSeen(ctx context.Context, sleds []uuid.UUID, at time.Time) (unknown []uuid.UUID, err error) {
+	args := make([]any, 0, len(sleds)+1)
+	args = append(args, ts(at))
+	for _, id := range sleds {
+		args = append(args, id.String())
+	}
+	seen, err := d.ids(ctx, `UPDATE sled
+		SET time_last_seen = CASE WHEN time_last_seen < $1 THEN $1 ELSE time_last_seen END
+		WHERE time_deleted IS NULL AND id IN (`+placeholders(2, len(sleds))+`)
+		RETURNING id`, args...)
 	if err != nil {
-		return d.classify(err)
+		return nil, err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("%w: sled %s", model.ErrNotFound, id)
+	known := make(map[uuid.UUID]bool, len(seen))
+	for _, id := range seen {
+		known[id] = true
 	}
-	return nil
+	for _, id := range sleds {
+		if !known[id] {
+			unknown = append(unknown, id)
+		}
+	}
+	return unknown, nil
+}
+
+// SledsLastSeen returns when each of the live sleds among ids last
+// heartbeated, as SledListPage has it.
+func (d *DataStore) SledsLastSeen(ctx context.Context, sleds []uuid.UUID) (map[uuid.UUID]time.Time, error) {
+	out := make(map[uuid.UUID]time.Time, len(sleds))
+	if len(sleds) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(sleds))
+	for i, id := range sleds {
+		args[i] = id.String()
+	}
+	type seen struct {
+		id uuid.UUID
+		at time.Time
+	}
+	rows, err := list(ctx, d, func(row rowScanner) (seen, error) {
+		var (
+			id string
+			at dbTime
+		)
+		if err := row.Scan(&id, &at); err != nil {
+			return seen{}, err
+		}
+		return seen{uuid.MustParse(id), at.Time}, nil
+	}, `SELECT id, time_last_seen FROM sled WHERE time_deleted IS NULL AND id IN (`+placeholders(1, len(sleds))+`)`, args...)
+	for _, r := range rows {
+		out[r.id] = d.heartbeats.seen(r.id, r.at)
+	}
+	return out, err
 }
 
 const sledColumns = `id, address, ncpus, memory_bytes, zpools, time_created, time_modified, time_last_seen`
@@ -69,6 +116,7 @@ func (d *DataStore) SledGet(ctx context.Context, id uuid.UUID) (model.Sled, erro
 	if isNoRows(err) {
 		return model.Sled{}, fmt.Errorf("%w: sled %s", model.ErrNotFound, id)
 	}
+	s.TimeLastSeen = d.heartbeats.seen(s.ID, s.TimeLastSeen)
 	return s, d.classify(err)
 }
 
@@ -77,10 +125,16 @@ func (d *DataStore) SledList(ctx context.Context) ([]model.Sled, error) {
 	return d.SledListPage(ctx, "", math.MaxInt32)
 }
 
-// SledListPage returns up to limit live sleds in id order after the given id.
+// SledListPage returns up to limit live sleds in id order after the given
+// id. A sled's last-seen time is the later of the database's and the last
+// heartbeat this replica heard (see heartbeats).
 func (d *DataStore) SledListPage(ctx context.Context, after string, limit int) ([]model.Sled, error) {
-	return list(ctx, d, scanSled, `SELECT `+sledColumns+` FROM sled
+	sleds, err := list(ctx, d, scanSled, `SELECT `+sledColumns+` FROM sled
 		WHERE time_deleted IS NULL AND id > $1 ORDER BY id LIMIT $2`, after, limit)
+	for i := range sleds {
+		sleds[i].TimeLastSeen = d.heartbeats.seen(sleds[i].ID, sleds[i].TimeLastSeen)
+	}
+	return sleds, err
 }
 
 // SledAddress returns where a live sled's agent listens.

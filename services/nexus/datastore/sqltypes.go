@@ -184,3 +184,16 @@ func idPtr(id *uuid.UUID) *string {
 	s := id.String()
 	return &s
 }
+
+// placeholders is "$first, $first+1, …", n of them, for an IN list both
+// backends read.
+func placeholders(first, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", first+i)
+	}
+	return b.String()
+}

@@ -72,6 +72,20 @@ func (d *DataStore) VMMGet(ctx context.Context, id uuid.UUID) (model.VMM, error)
 	return v, d.classify(err)
 }
 
+// VMMsGet returns the live VMMs among ids, in no order: one statement for
+// a page of instances' views.
+func (d *DataStore) VMMsGet(ctx context.Context, ids []uuid.UUID) ([]model.VMM, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id.String()
+	}
+	return list(ctx, d, scanVMM, `SELECT `+vmmColumns+` FROM vmm WHERE time_deleted IS NULL AND id IN (`+
+		placeholders(1, len(ids))+`)`, args...)
+}
+
 // VMMUpdateRuntime is vmm_update_runtime of SPEC N3: one conditional UPDATE
 // that writes rt only if rt.Generation is newer than the stored one. It
 // returns (true, nil) when it wrote, (false, nil) when the VMM exists but the

@@ -98,17 +98,19 @@ func Default() Config {
 		MemoryGiB:              512,
 		ReconcilerRetryInitial: Duration(250 * time.Millisecond),
 		ReconcilerRetryMax:     Duration(30 * time.Second),
-		HeartbeatPeriod:        Duration(10 * time.Second),
-		PublishRetryInitial:    Duration(250 * time.Millisecond),
-		PublishRetryMax:        Duration(3 * time.Minute),
-		NexusCallTimeout:       Duration(5 * time.Second),
-		HypervisorMode:         "auto",
-		VMMTransitionDelay:     Duration(50 * time.Millisecond),
-		ShutdownTimeout:        Duration(10 * time.Second),
-		ZoneStopTimeout:        Duration(15 * time.Second),
-		ZoneShutdownTimeout:    Duration(time.Minute),
-		LogLevel:               "info",
-		LogFormat:              "json",
+		// Nexus calls a sled unreachable after 7 s without a heartbeat
+		// (sled_heartbeat_timeout): three of these fit in it.
+		HeartbeatPeriod:     Duration(2 * time.Second),
+		PublishRetryInitial: Duration(250 * time.Millisecond),
+		PublishRetryMax:     Duration(3 * time.Minute),
+		NexusCallTimeout:    Duration(5 * time.Second),
+		HypervisorMode:      "auto",
+		VMMTransitionDelay:  Duration(50 * time.Millisecond),
+		ShutdownTimeout:     Duration(10 * time.Second),
+		ZoneStopTimeout:     Duration(15 * time.Second),
+		ZoneShutdownTimeout: Duration(time.Minute),
+		LogLevel:            "info",
+		LogFormat:           "json",
 	}
 }
 

@@ -41,9 +41,10 @@ const (
 	// the measurements.
 	idleTaskPeriod = duration.Duration(time.Hour)
 	// heartbeatPeriod is the sleds' heartbeat: rare, so that it hardly
-	// shows in the database counters, and well inside nexus's one-minute
-	// liveness.
-	heartbeatPeriod = sledconfig.Duration(20 * time.Second)
+	// shows in the database counters, and well inside heartbeatTimeout,
+	// so that no sled is unreachable (and refused VMMs) meanwhile.
+	heartbeatPeriod  = sledconfig.Duration(20 * time.Second)
+	heartbeatTimeout = duration.Duration(time.Minute)
 )
 
 // bench is the rack under measurement.
@@ -174,6 +175,7 @@ func (b *bench) startRack(ctx context.Context, log *zap.Logger) error {
 			NexusConfig: func(_ int, c *nexusconfig.Config) {
 				c.InstanceWatcherPeriod, c.InstanceUpdaterPeriod = idleTaskPeriod, idleTaskPeriod
 				c.ReincarnationPeriod, c.SledLivenessPeriod = idleTaskPeriod, idleTaskPeriod
+				c.SledHeartbeatTimeout = heartbeatTimeout
 			},
 			SledConfig: func(_ int, c *sledconfig.Config) {
 				c.Zpools = c.Zpools[:1]

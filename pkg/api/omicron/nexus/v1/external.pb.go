@@ -48,8 +48,12 @@ type Instance struct {
 	AutoRestartPolicy             string                 `protobuf:"bytes,13,opt,name=auto_restart_policy,json=autoRestartPolicy,proto3" json:"auto_restart_policy,omitempty"`
 	TimeLastAutoRestarted         *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=time_last_auto_restarted,json=timeLastAutoRestarted,proto3,oneof" json:"time_last_auto_restarted,omitempty"`
 	AutoRestartCooldownExpiration *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=auto_restart_cooldown_expiration,json=autoRestartCooldownExpiration,proto3,oneof" json:"auto_restart_cooldown_expiration,omitempty"`
-	unknownFields                 protoimpl.UnknownFields
-	sizeCache                     protoimpl.SizeCache
+	// reachable or unreachable: whether the sled of its VMM answers. Absent
+	// when it has no VMM. An unreachable sled says nothing of whether the
+	// instance runs (this product's extension to Oxide's Instance).
+	SledReachability *string `protobuf:"bytes,16,opt,name=sled_reachability,json=sledReachability,proto3,oneof" json:"sled_reachability,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
@@ -185,6 +189,13 @@ func (x *Instance) GetAutoRestartCooldownExpiration() *timestamppb.Timestamp {
 		return x.AutoRestartCooldownExpiration
 	}
 	return nil
+}
+
+func (x *Instance) GetSledReachability() string {
+	if x != nil && x.SledReachability != nil {
+		return *x.SledReachability
+	}
+	return ""
 }
 
 type InstanceCreateParams struct {
@@ -3200,8 +3211,15 @@ type Sled struct {
 	TimeModified          *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time_modified,json=timeModified,proto3" json:"time_modified,omitempty"`
 	UsableHardwareThreads uint32                 `protobuf:"varint,8,opt,name=usable_hardware_threads,json=usableHardwareThreads,proto3" json:"usable_hardware_threads,omitempty"`
 	UsablePhysicalRam     uint64                 `protobuf:"varint,9,opt,name=usable_physical_ram,json=usablePhysicalRam,proto3" json:"usable_physical_ram,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// reachable or unreachable: unreachable once the sled has gone
+	// sled_heartbeat_timeout (7 s by default) without a heartbeat. It then
+	// gets no new VMM; its instances keep their states (this product's
+	// extension to Oxide's Sled).
+	Reachability string `protobuf:"bytes,10,opt,name=reachability,proto3" json:"reachability,omitempty"`
+	// When the sled last heartbeated (this product's extension).
+	TimeLastSeen  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=time_last_seen,json=timeLastSeen,proto3" json:"time_last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Sled) Reset() {
@@ -3295,6 +3313,20 @@ func (x *Sled) GetUsablePhysicalRam() uint64 {
 		return x.UsablePhysicalRam
 	}
 	return 0
+}
+
+func (x *Sled) GetReachability() string {
+	if x != nil {
+		return x.Reachability
+	}
+	return ""
+}
+
+func (x *Sled) GetTimeLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeLastSeen
+	}
+	return nil
 }
 
 type SledListRequest struct {
@@ -3413,7 +3445,7 @@ var File_omicron_nexus_v1_external_proto protoreflect.FileDescriptor
 
 const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\n" +
-	"\x1fomicron/nexus/v1/external.proto\x12\x10omicron.nexus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x06\n" +
+	"\x1fomicron/nexus/v1/external.proto\x12\x10omicron.nexus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x06\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -3431,9 +3463,11 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x14auto_restart_enabled\x18\f \x01(\bR\x12autoRestartEnabled\x12.\n" +
 	"\x13auto_restart_policy\x18\r \x01(\tR\x11autoRestartPolicy\x12X\n" +
 	"\x18time_last_auto_restarted\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x15timeLastAutoRestarted\x88\x01\x01\x12h\n" +
-	" auto_restart_cooldown_expiration\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampH\x01R\x1dautoRestartCooldownExpiration\x88\x01\x01B\x1b\n" +
+	" auto_restart_cooldown_expiration\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampH\x01R\x1dautoRestartCooldownExpiration\x88\x01\x01\x120\n" +
+	"\x11sled_reachability\x18\x10 \x01(\tH\x02R\x10sledReachability\x88\x01\x01B\x1b\n" +
 	"\x19_time_last_auto_restartedB#\n" +
-	"!_auto_restart_cooldown_expiration\"\xeb\x01\n" +
+	"!_auto_restart_cooldown_expirationB\x14\n" +
+	"\x12_sled_reachability\"\xeb\x01\n" +
 	"\x14InstanceCreateParams\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1a\n" +
@@ -3655,7 +3689,7 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\n" +
 	"SledPolicy\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12)\n" +
-	"\x10provision_policy\x18\x02 \x01(\tR\x0fprovisionPolicy\"\x9e\x03\n" +
+	"\x10provision_policy\x18\x02 \x01(\tR\x0fprovisionPolicy\"\x84\x04\n" +
 	"\x04Sled\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\tbaseboard\x18\x02 \x01(\v2\x1b.omicron.nexus.v1.BaseboardR\tbaseboard\x124\n" +
@@ -3665,7 +3699,10 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\ftime_created\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12?\n" +
 	"\rtime_modified\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ftimeModified\x126\n" +
 	"\x17usable_hardware_threads\x18\b \x01(\rR\x15usableHardwareThreads\x12.\n" +
-	"\x13usable_physical_ram\x18\t \x01(\x04R\x11usablePhysicalRam\"_\n" +
+	"\x13usable_physical_ram\x18\t \x01(\x04R\x11usablePhysicalRam\x12\"\n" +
+	"\freachability\x18\n" +
+	" \x01(\tR\freachability\x12@\n" +
+	"\x0etime_last_seen\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\ftimeLastSeen\"_\n" +
 	"\x0fSledListRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
@@ -3816,54 +3853,55 @@ var file_omicron_nexus_v1_external_proto_depIdxs = []int32{
 	52, // 41: omicron.nexus.v1.Sled.policy:type_name -> omicron.nexus.v1.SledPolicy
 	56, // 42: omicron.nexus.v1.Sled.time_created:type_name -> google.protobuf.Timestamp
 	56, // 43: omicron.nexus.v1.Sled.time_modified:type_name -> google.protobuf.Timestamp
-	53, // 44: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
-	39, // 45: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
-	42, // 46: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
-	44, // 47: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
-	47, // 48: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
-	49, // 49: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
-	54, // 50: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
-	2,  // 51: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
-	4,  // 52: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
-	6,  // 53: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
-	8,  // 54: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
-	10, // 55: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
-	12, // 56: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
-	14, // 57: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
-	16, // 58: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:input_type -> omicron.nexus.v1.ForceTerminateInstanceRequest
-	19, // 59: omicron.nexus.v1.NexusExternal.InstanceMigrate:input_type -> omicron.nexus.v1.InstanceMigrateRequest
-	22, // 60: omicron.nexus.v1.NexusExternal.SagaListStuck:input_type -> omicron.nexus.v1.SagaListStuckRequest
-	25, // 61: omicron.nexus.v1.NexusExternal.SagaList:input_type -> omicron.nexus.v1.SagaListRequest
-	28, // 62: omicron.nexus.v1.NexusExternal.UpdaterLockList:input_type -> omicron.nexus.v1.UpdaterLockListRequest
-	31, // 63: omicron.nexus.v1.NexusExternal.SledZoneList:input_type -> omicron.nexus.v1.SledZoneListRequest
-	33, // 64: omicron.nexus.v1.NexusExternal.SledZoneExpunge:input_type -> omicron.nexus.v1.SledZoneExpungeRequest
-	36, // 65: omicron.nexus.v1.NexusExternal.NexusReplicaList:input_type -> omicron.nexus.v1.NexusReplicaListRequest
-	40, // 66: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
-	43, // 67: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
-	45, // 68: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
-	48, // 69: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
-	50, // 70: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
-	55, // 71: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
-	3,  // 72: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
-	5,  // 73: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
-	7,  // 74: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
-	9,  // 75: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
-	11, // 76: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
-	13, // 77: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
-	15, // 78: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
-	17, // 79: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:output_type -> omicron.nexus.v1.ForceTerminateInstanceResponse
-	20, // 80: omicron.nexus.v1.NexusExternal.InstanceMigrate:output_type -> omicron.nexus.v1.InstanceMigrateResponse
-	23, // 81: omicron.nexus.v1.NexusExternal.SagaListStuck:output_type -> omicron.nexus.v1.SagaListStuckResponse
-	26, // 82: omicron.nexus.v1.NexusExternal.SagaList:output_type -> omicron.nexus.v1.SagaListResponse
-	29, // 83: omicron.nexus.v1.NexusExternal.UpdaterLockList:output_type -> omicron.nexus.v1.UpdaterLockListResponse
-	32, // 84: omicron.nexus.v1.NexusExternal.SledZoneList:output_type -> omicron.nexus.v1.SledZoneListResponse
-	34, // 85: omicron.nexus.v1.NexusExternal.SledZoneExpunge:output_type -> omicron.nexus.v1.SledZoneExpungeResponse
-	37, // 86: omicron.nexus.v1.NexusExternal.NexusReplicaList:output_type -> omicron.nexus.v1.NexusReplicaListResponse
-	66, // [66:87] is the sub-list for method output_type
-	45, // [45:66] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	56, // 44: omicron.nexus.v1.Sled.time_last_seen:type_name -> google.protobuf.Timestamp
+	53, // 45: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
+	39, // 46: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
+	42, // 47: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
+	44, // 48: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
+	47, // 49: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
+	49, // 50: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
+	54, // 51: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
+	2,  // 52: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
+	4,  // 53: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
+	6,  // 54: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
+	8,  // 55: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
+	10, // 56: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
+	12, // 57: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
+	14, // 58: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
+	16, // 59: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:input_type -> omicron.nexus.v1.ForceTerminateInstanceRequest
+	19, // 60: omicron.nexus.v1.NexusExternal.InstanceMigrate:input_type -> omicron.nexus.v1.InstanceMigrateRequest
+	22, // 61: omicron.nexus.v1.NexusExternal.SagaListStuck:input_type -> omicron.nexus.v1.SagaListStuckRequest
+	25, // 62: omicron.nexus.v1.NexusExternal.SagaList:input_type -> omicron.nexus.v1.SagaListRequest
+	28, // 63: omicron.nexus.v1.NexusExternal.UpdaterLockList:input_type -> omicron.nexus.v1.UpdaterLockListRequest
+	31, // 64: omicron.nexus.v1.NexusExternal.SledZoneList:input_type -> omicron.nexus.v1.SledZoneListRequest
+	33, // 65: omicron.nexus.v1.NexusExternal.SledZoneExpunge:input_type -> omicron.nexus.v1.SledZoneExpungeRequest
+	36, // 66: omicron.nexus.v1.NexusExternal.NexusReplicaList:input_type -> omicron.nexus.v1.NexusReplicaListRequest
+	40, // 67: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
+	43, // 68: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
+	45, // 69: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
+	48, // 70: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
+	50, // 71: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
+	55, // 72: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
+	3,  // 73: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
+	5,  // 74: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
+	7,  // 75: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
+	9,  // 76: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
+	11, // 77: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
+	13, // 78: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
+	15, // 79: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
+	17, // 80: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:output_type -> omicron.nexus.v1.ForceTerminateInstanceResponse
+	20, // 81: omicron.nexus.v1.NexusExternal.InstanceMigrate:output_type -> omicron.nexus.v1.InstanceMigrateResponse
+	23, // 82: omicron.nexus.v1.NexusExternal.SagaListStuck:output_type -> omicron.nexus.v1.SagaListStuckResponse
+	26, // 83: omicron.nexus.v1.NexusExternal.SagaList:output_type -> omicron.nexus.v1.SagaListResponse
+	29, // 84: omicron.nexus.v1.NexusExternal.UpdaterLockList:output_type -> omicron.nexus.v1.UpdaterLockListResponse
+	32, // 85: omicron.nexus.v1.NexusExternal.SledZoneList:output_type -> omicron.nexus.v1.SledZoneListResponse
+	34, // 86: omicron.nexus.v1.NexusExternal.SledZoneExpunge:output_type -> omicron.nexus.v1.SledZoneExpungeResponse
+	37, // 87: omicron.nexus.v1.NexusExternal.NexusReplicaList:output_type -> omicron.nexus.v1.NexusReplicaListResponse
+	67, // [67:88] is the sub-list for method output_type
+	46, // [46:67] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_omicron_nexus_v1_external_proto_init() }
