@@ -29,12 +29,21 @@ var (
 // ContentType implements runtime.Marshaler.
 func (OxideJSON) ContentType(any) string { return "application/json" }
 
-// Marshal implements runtime.Marshaler.
+// Marshal implements runtime.Marshaler. A message is written in one pass
+// (marshaler_encode.go).
 func (OxideJSON) Marshal(v any) ([]byte, error) {
 	msg, ok := v.(proto.Message)
 	if !ok {
 		return json.Marshal(v)
 	}
+	return marshalMessage(msg)
+}
+
+// marshalTwoPass is protojson's encoding, decoded, its 64-bit integers
+// turned to numbers and encoded again: what Marshal did for every message
+// before it wrote them in one pass, kept for the messages the one-pass
+// writer does not write itself (formTwoPass).
+func marshalTwoPass(msg proto.Message) ([]byte, error) {
 	raw, err := encode.Marshal(msg)
 	if err != nil {
 		return nil, err
