@@ -45,6 +45,8 @@ type Ledger struct {
 	writeForTest func(path string, generation uint64, write func() error) error
 	observe      func(path string, generation uint64, err error)
 
+	files []*copyFile // by index in paths; each used by its copy's writer alone
+
 	mu     sync.Mutex
 	copies []copyState // by index in paths
 	floor  uint64      // the highest generation handed to the copies
@@ -115,6 +117,7 @@ func New(dirs []string, name string, opts ...Option) (*Ledger, error) {
 		path := filepath.Join(abs, name)
 		l.paths = append(l.paths, path)
 		l.copies = append(l.copies, copyState{status: CopyStatus{Path: path}})
+		l.files = append(l.files, newCopyFile(path))
 	}
 	for _, o := range opts {
 		o(l)
@@ -164,11 +167,12 @@ type Loaded struct {
 	Copies     []CopyStatus
 }
 
-// Load reads every copy and returns the highest valid generation. Stale
-// temporary files from interrupted commits are removed. When copies exist but
-// none is valid it returns ErrNoValidCopy (wrapped with every copy's problem)
-// along with the per-copy statuses. Load is for start-up, before any commit:
-// it would remove the temporary file of a write in flight.
+// Load reads every copy and returns the highest valid generation. Temporary
+// files, from interrupted commits or kept for the next write, are removed.
+// When copies exist but none is valid it returns ErrNoValidCopy (wrapped
+// with every copy's problem) along with the per-copy statuses. Load is for
+// start-up, before any commit: it would remove the temporary file of a
+// write in flight.
 func (l *Ledger) Load() (Loaded, error) { return l.LoadChecked(nil) }
 
 // LoadChecked is Load with check applied to the payload of every copy whose
@@ -350,7 +354,7 @@ func (l *Ledger) submitLocked(i int, j *job) bool {
 func (l *Ledger) run(i int, j *job) {
 	path := l.paths[i]
 	for j != nil {
-		err := l.write(path, j)
+		err := l.write(i, j)
 		if l.observe != nil {
 			l.observe(path, j.generation, err)
 		}
@@ -376,10 +380,10 @@ func (l *Ledger) run(i int, j *job) {
 	}
 }
 
-func (l *Ledger) write(path string, j *job) error {
-	write := func() error { return writeDurably(path, j.data) }
+func (l *Ledger) write(i int, j *job) error {
+	write := func() error { return l.files[i].write(j.data) }
 	if l.writeForTest != nil {
-		return l.writeForTest(path, j.generation, write)
+		return l.writeForTest(l.paths[i], j.generation, write)
 	}
 	return write()
 }
@@ -439,49 +443,4 @@ func readCopy(path string) (uint64, []byte, error) {
 		return 0, nil, errors.New("checksum mismatch (corrupt copy)")
 	}
 	return gen, payload, nil
-}
-
-func writeDurably(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmpPath := tmp.Name()
-	cleanup := func(err error) error {
-		tmp.Close()
-		os.Remove(tmpPath)
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return cleanup(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return cleanup(err)
-	}
-	if err := tmp.Close(); err != nil {
-		return cleanup(err)
-	}
-	if err := os.Rename(tmpPath, path); err != nil {
-		os.Remove(tmpPath)
-		return err
-	}
-	// The rename is durable only once the directory entry is.
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-func removeStaleTemps(path string) {
-	matches, _ := filepath.Glob(path + ".tmp-*")
-	for _, m := range matches {
-		os.Remove(m)
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/ledgerfile"
@@ -55,8 +56,14 @@ func fsyncFloor(b *testing.B, dir string, n int) []time.Duration {
 }
 
 // BenchmarkEnsureZones measures the EnsureZones round trip on loopback with
-// two fsynced ledger copies (SPEC section 6: p50 <= 2 ms), and the fsync
-// floor of the same disk in the same run.
+// two fsynced ledger copies, and the fsync floor of the same disk in the
+// same run (SPEC section 6: p50 <= 3 x the floor's p50).
+//
+// Z3 cannot reach one fsync, though: a copy is durable only after its
+// file's fsync and then its directory's, one after the other, and the
+// directory's commits the filesystem's journal. durable-rename-floor
+// measures that least, and x-durable-rename-floor is the round trip's
+// distance from it.
 func BenchmarkEnsureZones(b *testing.B) {
 	a := sledagenttest.Start(b)
 	zones := []*sledagentv1.OmicronZoneConfig{a.Zone(nexus, 1), a.Zone(crucible, 2), a.Zone(dns, 3)}
@@ -75,11 +82,60 @@ func BenchmarkEnsureZones(b *testing.B) {
 	floor := percentile(fsyncFloor(b, filepath.Dir(a.Config.LedgerDirs[0]), samples), 0.5)
 	b.ReportMetric(float64(floor.Microseconds()), "fsync-floor-p50-µs")
 	b.ReportMetric(float64(p50)/float64(floor), "x-fsync-floor")
+	rename := percentile(durableRenameFloor(b, filepath.Dir(a.Config.LedgerDirs[0]), samples), 0.5)
+	b.ReportMetric(float64(rename.Microseconds()), "durable-rename-floor-p50-µs")
+	b.ReportMetric(float64(p50)/float64(rename), "x-durable-rename-floor")
 	// The Z3 protocol alone (two copies of temp+fsync+rename+fsync dir),
 	// without gRPC, validation or the reconciler: the part of the round trip
 	// that is the disk's.
 	commit := percentile(commitFloor(b, filepath.Dir(a.Config.LedgerDirs[0]), samples), 0.5)
 	b.ReportMetric(float64(commit.Microseconds()), "ledger-commit-p50-µs")
+}
+
+// durableRenameFloor measures the least a durable replacement of a file
+// costs in dir: the fsync floor's write and fdatasync, then a rename made
+// durable by an fsync of the directory. The rename exchanges two existing
+// files, so that it creates and frees none.
+func durableRenameFloor(b *testing.B, dir string, n int) []time.Duration {
+	sub, err := os.MkdirTemp(dir, "rename-floor-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(sub)
+	d, err := os.Open(sub)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	block := make([]byte, 8192)
+	for _, name := range []string{"live", "next"} {
+		if err := os.WriteFile(filepath.Join(sub, name), block, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	out := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		f, err := os.OpenFile(filepath.Join(sub, "next"), os.O_WRONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := f.WriteAt(block, 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+		if err := unix.Renameat2(int(d.Fd()), "next", int(d.Fd()), "live", unix.RENAME_EXCHANGE); err != nil {
+			b.Fatal(err)
+		}
+		if err := d.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		out = append(out, time.Since(start))
+	}
+	return out
 }
 
 func commitFloor(b *testing.B, dir string, n int) []time.Duration {
