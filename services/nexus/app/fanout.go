@@ -22,10 +22,13 @@ func eachSled[T any](ctx context.Context, sleds []T, visit func(T) error) error 
 	)
 	slots := make(chan struct{}, sledsAtOnce)
 	for _, s := range sleds {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
 		if ctx.Err() != nil {
 			break
 		}
-		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -3,6 +3,7 @@ package background
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -48,7 +49,10 @@ func NewDriver(log *zap.Logger, observer Observer, tasks ...Task) *Driver {
 	return d
 }
 
-// Start activates every task once per period, until Stop.
+// Start activates every task once per period, until Stop. Each task's
+// ticks are offset by its phase, so that tasks of one period do not all
+// run at once: the inventory, zones push and instance watcher passes over
+// 1,000 sleds, together, held up the REST API more than each alone.
 func (d *Driver) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
@@ -56,6 +60,13 @@ func (d *Driver) Start() {
 		d.done.Add(1)
 		go func() {
 			defer d.done.Done()
+			offset := time.NewTimer(Phase(r.Name, r.Period))
+			select {
+			case <-ctx.Done():
+				offset.Stop()
+				return
+			case <-offset.C:
+			}
 			ticker := time.NewTicker(r.Period)
 			defer ticker.Stop()
 			for {
@@ -68,6 +79,15 @@ func (d *Driver) Start() {
 			}
 		}()
 	}
+}
+
+// Phase is how far into its period a task's ticks fall: spread over the
+// period by the task's name, the same on every start, so that tasks of one
+// period take turns.
+func Phase(task string, period time.Duration) time.Duration {
+	h := fnv.New64a()
+	h.Write([]byte(task))
+	return time.Duration(h.Sum64() % uint64(period))
 }
 
 // Stop ends the periodic runs and waits for activations under way.

@@ -242,11 +242,11 @@ func TestV8_SledRegistrationAndHeartbeat(t *testing.T) {
 		_, s := fixture(t, ds)
 		stranger := uuid.New()
 		later := now.Add(time.Minute)
-		if unknown, err := ds.SledsSeen(ctx, []uuid.UUID{stranger, s.ID}, later); err != nil || len(unknown) != 1 || unknown[0] != stranger {
+		if unknown, err := ds.SledsSeen(ctx, map[uuid.UUID]time.Time{stranger: later, s.ID: later}); err != nil || len(unknown) != 1 || unknown[0] != stranger {
 			t.Fatalf("heartbeats of a stranger and a known sled: unknown %v, %v; want only the stranger", unknown, err)
 		}
 		// A replica whose clock is behind does not move it back.
-		if unknown, err := ds.SledsSeen(ctx, []uuid.UUID{s.ID}, now); err != nil || len(unknown) != 0 {
+		if unknown, err := ds.SledsSeen(ctx, map[uuid.UUID]time.Time{s.ID: now}); err != nil || len(unknown) != 0 {
 			t.Fatalf("an older heartbeat: unknown %v, %v", unknown, err)
 		}
 		if seen, err := ds.SledsLastSeen(ctx, []uuid.UUID{s.ID, stranger}); err != nil || len(seen) != 1 ||
@@ -328,7 +328,7 @@ func TestN7_ConcurrentStartsNeverOvercommitASled(t *testing.T) {
 				defer wg.Done()
 				v := model.VMM{ID: uuid.New(), InstanceID: inst.ID, TimeCreated: now,
 					Runtime: model.VMMRuntime{State: model.VMMCreating, Generation: 1, TimeUpdated: now}}
-				_, err := ds.VMMAllocate(ctx, v, 16, 4<<30, now.Add(-time.Hour))
+				_, err := ds.VMMAllocate(ctx, v, 16, 4<<30, time.Since(now.Add(-time.Hour)))
 				mu.Lock()
 				defer mu.Unlock()
 				switch {

@@ -108,10 +108,28 @@ type HotQuery struct {
 // HotQueries are the queries of placement (on any sled, on one sled) and
 // of the instance watcher, with arguments placing a small VMM on sled
 // among sleds seen since liveAfter.
-func HotQueries(sled uuid.UUID, liveAfter time.Time) []HotQuery {
+func (d *DataStore) HotQueries(sled uuid.UUID, liveAfter time.Time) []HotQuery {
+	placement, placementArgs := d.placementQuery(liveAfter, 1, 1)
 	return []HotQuery{
-		{"placement", placementQuery(0), []any{ts(liveAfter), 1, 1}},
+		{"placement", placement, placementArgs},
 		{"placement on a sled", sledRoomQuery, []any{sled.String(), ts(liveAfter), 1, 1}},
 		{"instance watcher", activeVMMsQuery, nil},
 	}
 }
+
+// OnHeartbeatWrite calls f as each batch of heartbeats begins its write.
+func (d *DataStore) OnHeartbeatWrite(f func()) {
+	d.heartbeats.mu.Lock()
+	defer d.heartbeats.mu.Unlock()
+	d.heartbeats.beforeWrite = f
+}
+
+// Heard is when this replica last heard sled's heartbeat (zero: never).
+func (d *DataStore) Heard(sled uuid.UUID) time.Time {
+	d.heartbeats.mu.Lock()
+	defer d.heartbeats.mu.Unlock()
+	return d.heartbeats.heard[sled]
+}
+
+// PlacementLock is the advisory lock placements take on PostgreSQL.
+const PlacementLock = int64(placementLock)

@@ -132,7 +132,7 @@ func (r *benchRack) start(b *testing.B, inst model.Instance) (model.Instance, ti
 	v := model.VMM{ID: uuid.New(), InstanceID: inst.ID, TimeCreated: now,
 		Runtime: model.VMMRuntime{State: model.VMMCreating, Generation: 1, TimeUpdated: now}}
 	began := time.Now()
-	if _, err := r.ds.VMMAllocate(ctx, v, got.NCPUs, got.MemoryBytes, now.Add(-time.Minute)); err != nil {
+	if _, err := r.ds.VMMAllocate(ctx, v, got.NCPUs, got.MemoryBytes, time.Since(now.Add(-time.Minute))); err != nil {
 		b.Fatal(err)
 	}
 	alloc := time.Since(began)

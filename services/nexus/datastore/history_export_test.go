@@ -154,6 +154,12 @@ func (d *DataStore) CountRows(ctx context.Context, table string) (int, error) {
 	return n, err
 }
 
+// Analyze refreshes the planner's statistics, as autovacuum does.
+func (d *DataStore) Analyze(ctx context.Context) error {
+	_, err := d.db.ExecContext(ctx, `ANALYZE`)
+	return err
+}
+
 // Explain runs query with args under EXPLAIN (ANALYZE, FORMAT JSON) on
 // PostgreSQL and returns the plan's JSON; on SQLite it returns the lines
 // of EXPLAIN QUERY PLAN, one per access.

@@ -3,8 +3,6 @@ package datastore
 import (
 	"context"
 	"database/sql"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -124,8 +122,8 @@ func (d *DataStore) pruneBatches(ctx context.Context, cutoff time.Time, table, q
 			if err != nil || len(ids) == 0 {
 				return err
 			}
-			in, args := idList(ids)
-			res, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE id IN (`+in+`)`, args...)
+			among, arg := d.idList("id", "$1", ids)
+			res, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE `+among, arg)
 			if err != nil {
 				return err
 			}
@@ -225,15 +223,16 @@ func (d *DataStore) pruneSagas(ctx context.Context, cutoff time.Time, p *Pruned)
 			if err != nil || len(ids) == 0 {
 				return err
 			}
-			in, args := idList(ids)
-			res, err := tx.ExecContext(ctx, `DELETE FROM saga_node_event WHERE saga_id IN (`+in+`)`, args...)
+			among, arg := d.idList("saga_id", "$1", ids)
+			res, err := tx.ExecContext(ctx, `DELETE FROM saga_node_event WHERE `+among, arg)
 			if err != nil {
 				return err
 			}
 			if events, err = res.RowsAffected(); err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, `DELETE FROM saga WHERE id IN (`+in+`)`, args...)
+			among, arg = d.idList("id", "$1", ids)
+			_, err = tx.ExecContext(ctx, `DELETE FROM saga WHERE `+among, arg)
 			return err
 		})
 		if err != nil {
@@ -245,15 +244,4 @@ func (d *DataStore) pruneSagas(ctx context.Context, cutoff time.Time, p *Pruned)
 			return nil
 		}
 	}
-}
-
-// idList is the placeholders ($1, $2 …) and arguments of an IN list of
-// ids.
-func idList(ids []uuid.UUID) (string, []any) {
-	marks := make([]string, len(ids))
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		marks[i], args[i] = "$"+strconv.Itoa(i+1), id.String()
-	}
-	return strings.Join(marks, ", "), args
 }

@@ -30,20 +30,32 @@ func (d *DataStore) SledUpsert(ctx context.Context, s model.Sled) error {
 	return d.classify(err)
 }
 
-// SledsSeen records heartbeats of sleds, all at the time at, in one
-// statement, and returns those it does not know (never registered, or
-// deleted: each agent then registers again). A sled's last-seen time
+// SledsSeen records heartbeats of sleds, each at the time it was heard,
+// in one statement, and returns those it does not know (never registered,
+// or deleted: each agent then registers again). A sled's last-seen time
 // never goes back, should two replicas' clocks disagree.
-func (d *DataStore) SledsSeen(ctx context.Context, sleds []uuid.UUID, at time.Time) (unknown []uuid.UUID, err error) {
-	args := make([]any, 0, len(sleds)+1)
-	args = append(args, ts(at))
-	for _, id := range sleds {
-		args = append(args, id.String())
+func (d *DataStore) SledsSeen(ctx context.Context, heard map[uuid.UUID]time.Time) (unknown []uuid.UUID, err error) {
+	ids, times := make([]string, 0, len(heard)), make([]string, 0, len(heard))
+	for id, at := range heard {
+		ids, times = append(ids, id.String()), append(times, ts(at))
 	}
-	seen, err := d.ids(ctx, `UPDATE sled
-		SET time_last_seen = CASE WHEN time_last_seen < $1 THEN $1 ELSE time_last_seen END
-		WHERE time_deleted IS NULL AND id IN (`+placeholders(2, len(sleds))+`)
-		RETURNING id`, args...)
+	var seen []uuid.UUID
+	if d.backend == Postgres {
+		seen, err = d.ids(ctx, `UPDATE sled SET time_last_seen = GREATEST(time_last_seen, h.at::timestamptz)
+			FROM unnest($1::text[], $2::text[]) AS h(id, at)
+			WHERE sled.id = h.id AND sled.time_deleted IS NULL
+			RETURNING sled.id`, ids, times)
+	} else {
+		pairs := make([][2]string, len(ids))
+		for i := range ids {
+			pairs[i] = [2]string{ids[i], times[i]}
+		}
+		encoded, _ := json.Marshal(pairs) // strings always encode
+		seen, err = d.ids(ctx, `UPDATE sled SET time_last_seen = MAX(time_last_seen, h.at)
+			FROM (SELECT value->>0 AS id, value->>1 AS at FROM json_each($1)) AS h
+			WHERE sled.id = h.id AND sled.time_deleted IS NULL
+			RETURNING sled.id`, string(encoded))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +63,7 @@ func (d *DataStore) SledsSeen(ctx context.Context, sleds []uuid.UUID, at time.Ti
 	for _, id := range seen {
 		known[id] = true
 	}
-	for _, id := range sleds {
+	for id := range heard {
 		if !known[id] {
 			unknown = append(unknown, id)
 		}
@@ -66,10 +78,7 @@ func (d *DataStore) SledsLastSeen(ctx context.Context, sleds []uuid.UUID) (map[u
 	if len(sleds) == 0 {
 		return out, nil
 	}
-	args := make([]any, len(sleds))
-	for i, id := range sleds {
-		args[i] = id.String()
-	}
+	among, arg := d.idList("id", "$1", sleds)
 	type seen struct {
 		id uuid.UUID
 		at time.Time
@@ -83,7 +92,7 @@ func (d *DataStore) SledsLastSeen(ctx context.Context, sleds []uuid.UUID) (map[u
 			return seen{}, err
 		}
 		return seen{uuid.MustParse(id), at.Time}, nil
-	}, `SELECT id, time_last_seen FROM sled WHERE time_deleted IS NULL AND id IN (`+placeholders(1, len(sleds))+`)`, args...)
+	}, `SELECT id, time_last_seen FROM sled WHERE time_deleted IS NULL AND `+among, arg)
 	for _, r := range rows {
 		out[r.id] = d.heartbeats.seen(r.id, r.at)
 	}

@@ -3,6 +3,7 @@ package datastore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -185,15 +186,18 @@ func idPtr(id *uuid.UUID) *string {
 	return &s
 }
 
-// placeholders is "$first, $first+1, …", n of them, for an IN list both
-// backends read.
-func placeholders(first, n int) string {
-	var b strings.Builder
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "$%d", first+i)
+// idList is the condition that column is one of the ids in parameter
+// param, and the argument to pass there: one statement text whatever the
+// number of ids, so that pgx's cache of prepared statements is not filled
+// with one per length. PostgreSQL takes a text array, SQLite a JSON array.
+func (d *DataStore) idList(column, param string, ids []uuid.UUID) (condition string, arg any) {
+	texts := make([]string, len(ids))
+	for i, id := range ids {
+		texts[i] = id.String()
 	}
-	return b.String()
+	if d.backend == Postgres {
+		return column + ` = ANY(` + param + `::text[])`, texts
+	}
+	encoded, _ := json.Marshal(texts) // strings always encode
+	return column + ` IN (SELECT value FROM json_each(` + param + `))`, string(encoded)
 }

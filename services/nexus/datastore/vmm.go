@@ -78,12 +78,8 @@ func (d *DataStore) VMMsGet(ctx context.Context, ids []uuid.UUID) ([]model.VMM, 
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id.String()
-	}
-	return list(ctx, d, scanVMM, `SELECT `+vmmColumns+` FROM vmm WHERE time_deleted IS NULL AND id IN (`+
-		placeholders(1, len(ids))+`)`, args...)
+	among, arg := d.idList("id", "$1", ids)
+	return list(ctx, d, scanVMM, `SELECT `+vmmColumns+` FROM vmm WHERE time_deleted IS NULL AND `+among, arg)
 }
 
 // VMMUpdateRuntime is vmm_update_runtime of SPEC N3: one conditional UPDATE

@@ -78,7 +78,7 @@ func (d Deps) allocTarget(ctx context.Context, _ *saga.Context, p InstanceMigrat
 	now := time.Now()
 	err = d.DS.VMMAllocateOn(ctx, model.VMM{ID: p.TargetVMM, InstanceID: inst.ID, SledID: p.DstSled, TimeCreated: now,
 		Runtime: model.VMMRuntime{State: model.VMMCreating, Generation: 1, TimeUpdated: now}},
-		inst.NCPUs, inst.MemoryBytes, now.Add(-d.SledLiveness))
+		inst.NCPUs, inst.MemoryBytes, d.SledLiveness)
 	if err != nil {
 		return nil, err
 	}

@@ -56,7 +56,7 @@ func (d Deps) allocVMM(ctx context.Context, _ *saga.Context, p InstanceStartPara
 	now := time.Now()
 	sled, err := d.DS.VMMAllocate(ctx, model.VMM{ID: p.VMM, InstanceID: inst.ID, TimeCreated: now,
 		Runtime: model.VMMRuntime{State: model.VMMCreating, Generation: 1, TimeUpdated: now}},
-		inst.NCPUs, inst.MemoryBytes, now.Add(-d.SledLiveness))
+		inst.NCPUs, inst.MemoryBytes, d.SledLiveness)
 	if err != nil {
 		return nil, err
 	}

@@ -44,7 +44,7 @@ func TestSPEC6_F7_N8_ASledThatStopsAnsweringIsUnreachableGetsNoNewVMMAndComesBac
 		r := racktest.StartProcesses(t, racktest.Options{Backend: db.Backend, DatabaseURL: db.URL, Sleds: 2,
 			NexusConfig: func(_ int, c *nexusconfig.Config) {
 				// The harness's sleds heartbeat every 20 ms.
-				c.SledHeartbeatTimeout = duration.Duration(time.Second)
+				c.SledHeartbeatTimeout = duration.Duration(3 * time.Second)
 				c.SledLivenessPeriod = duration.Duration(200 * time.Millisecond)
 				c.InstanceWatcherPeriod = duration.Duration(200 * time.Millisecond)
 			}})
