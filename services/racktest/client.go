@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -99,6 +100,53 @@ func (c *Client) Do(ctx context.Context, method, path, body string) (Response, e
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: data}, err
+}
+
+// Expect is Do expecting one of the statuses given; any other is an error
+// naming the request and carrying the body. It fails no test.
+func (c *Client) Expect(ctx context.Context, method, path, body string, want ...int) (Response, error) {
+	r, err := c.Do(ctx, method, path, body)
+	if err != nil {
+		return r, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	for _, w := range want {
+		if r.Status == w {
+			return r, nil
+		}
+	}
+	return r, fmt.Errorf("%s %s: %d %s", method, path, r.Status, r.Body)
+}
+
+// List reads every page of the listing at path (which holds its query,
+// such as ?limit=1000), following next_page, and decodes the items.
+func List[T any](ctx context.Context, c *Client, path string) ([]T, error) {
+	var all []T
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	for token := ""; ; {
+		page := path
+		if token != "" {
+			page += sep + "page_token=" + url.QueryEscape(token)
+		}
+		r, err := c.Expect(ctx, http.MethodGet, page, "", http.StatusOK)
+		if err != nil {
+			return nil, err
+		}
+		var body struct {
+			Items    []T     `json:"items"`
+			NextPage *string `json:"next_page"`
+		}
+		if err := r.JSON(&body); err != nil {
+			return nil, err
+		}
+		all = append(all, body.Items...)
+		if body.NextPage == nil || *body.NextPage == "" || len(body.Items) == 0 {
+			return all, nil
+		}
+		token = *body.NextPage
+	}
 }
 
 // Call is Do for a test: no answer fails it.

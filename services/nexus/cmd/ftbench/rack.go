@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"runtime"
 	"strings"
@@ -225,16 +224,7 @@ func (b *bench) call(ctx context.Context, method, path, body string) (racktest.R
 }
 
 func (b *bench) mustCall(ctx context.Context, method, path, body string, want ...int) (racktest.Response, error) {
-	a, err := b.call(ctx, method, path, body)
-	if err != nil {
-		return a, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	for _, w := range want {
-		if a.Status == w {
-			return a, nil
-		}
-	}
-	return a, fmt.Errorf("%s %s: %d %s", method, path, a.Status, a.Body)
+	return b.api.Expect(ctx, method, path, body, want...)
 }
 
 // parallel runs f for every index below n, at most limit at a time, and
@@ -384,35 +374,16 @@ func (b *bench) waitAllRunning(ctx context.Context) error {
 }
 
 func (b *bench) runStates(ctx context.Context) (map[string]string, error) {
-	states := map[string]string{}
-	token := ""
-	for {
-		path := "/v1/instances?project=" + project + "&limit=1000"
-		if token != "" {
-			path += "&page_token=" + url.QueryEscape(token)
-		}
-		a, err := b.mustCall(ctx, http.MethodGet, path, "", http.StatusOK)
-		if err != nil {
-			return nil, err
-		}
-		var page struct {
-			Items []struct {
-				ID       string `json:"id"`
-				RunState string `json:"run_state"`
-			} `json:"items"`
-			NextPage *string `json:"next_page"`
-		}
-		if err := json.Unmarshal(a.Body, &page); err != nil {
-			return nil, err
-		}
-		for _, it := range page.Items {
-			states[it.ID] = it.RunState
-		}
-		if page.NextPage == nil || *page.NextPage == "" || len(page.Items) == 0 {
-			return states, nil
-		}
-		token = *page.NextPage
+	type row struct {
+		ID       string `json:"id"`
+		RunState string `json:"run_state"`
 	}
+	items, err := racktest.List[row](ctx, b.api, "/v1/instances?project="+project+"&limit=1000")
+	states := make(map[string]string, len(items))
+	for _, it := range items {
+		states[it.ID] = it.RunState
+	}
+	return states, err
 }
 
 func execOn(ctx context.Context, dsn, statement string) error {

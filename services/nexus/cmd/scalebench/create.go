@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,19 +26,10 @@ const (
 // call sends one REST request as the fleet admin; an answer that is none
 // of want (when given) is an error.
 func (b *bench) call(ctx context.Context, method, path, body string, want ...int) (racktest.Response, error) {
-	a, err := b.api.Do(ctx, method, path, body)
-	if err != nil {
-		return a, fmt.Errorf("%s %s: %w", method, path, err)
-	}
 	if len(want) == 0 {
-		return a, nil
+		return b.api.Do(ctx, method, path, body)
 	}
-	for _, w := range want {
-		if a.Status == w {
-			return a, nil
-		}
-	}
-	return a, fmt.Errorf("%s %s: %d %s", method, path, a.Status, strings.TrimSpace(string(a.Body)))
+	return b.api.Expect(ctx, method, path, body, want...)
 }
 
 // instanceRow is an instance as the REST API shows it.
@@ -212,32 +202,12 @@ func (b *bench) waitAllRunning(ctx context.Context, began time.Time) error {
 // runStates reads every instance's run state from the list, a page of
 // 1,000 at a time.
 func (b *bench) runStates(ctx context.Context) (map[string]string, error) {
-	states := map[string]string{}
-	token := ""
-	for {
-		path := "/v1/instances?project=" + project + "&limit=1000"
-		if token != "" {
-			path += "&page_token=" + url.QueryEscape(token)
-		}
-		a, err := b.call(ctx, http.MethodGet, path, "", http.StatusOK)
-		if err != nil {
-			return nil, err
-		}
-		var page struct {
-			Items    []instanceRow `json:"items"`
-			NextPage *string       `json:"next_page"`
-		}
-		if err := a.JSON(&page); err != nil {
-			return nil, err
-		}
-		for _, it := range page.Items {
-			states[it.ID] = it.RunState
-		}
-		if page.NextPage == nil || *page.NextPage == "" || len(page.Items) == 0 {
-			return states, nil
-		}
-		token = *page.NextPage
+	items, err := racktest.List[instanceRow](ctx, b.api, "/v1/instances?project="+project+"&limit=1000")
+	states := make(map[string]string, len(items))
+	for _, it := range items {
+		states[it.ID] = it.RunState
 	}
+	return states, err
 }
 
 // parallel runs f for every index below n, at most limit at a time, and

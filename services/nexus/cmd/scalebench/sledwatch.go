@@ -3,12 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
 // sledRow is a sled as the sled API shows it.
@@ -20,30 +19,7 @@ type sledRow struct {
 
 // listSleds reads every page of the sled API.
 func (b *bench) listSleds(ctx context.Context) ([]sledRow, error) {
-	var all []sledRow
-	token := ""
-	for {
-		path := "/v1/system/hardware/sleds?limit=1000"
-		if token != "" {
-			path += "&page_token=" + url.QueryEscape(token)
-		}
-		a, err := b.call(ctx, http.MethodGet, path, "", http.StatusOK)
-		if err != nil {
-			return nil, err
-		}
-		var page struct {
-			Items    []sledRow `json:"items"`
-			NextPage *string   `json:"next_page"`
-		}
-		if err := a.JSON(&page); err != nil {
-			return nil, err
-		}
-		all = append(all, page.Items...)
-		if page.NextPage == nil || *page.NextPage == "" || len(page.Items) == 0 {
-			return all, nil
-		}
-		token = *page.NextPage
-	}
+	return racktest.List[sledRow](ctx, b.api, "/v1/system/hardware/sleds?limit=1000")
 }
 
 // excuse is a window in which a sled (uuid.Nil: every sled) may be shown
