@@ -63,9 +63,51 @@ const (
 	watchCallTimeout = 5 * time.Second
 )
 
-// watchSled asks one sled about its VMMs, watchVMMsPerSled at a time,
-// until it answers none (unreachable).
+// watchSled asks one sled about its VMMs: all at once, through its
+// inventory, which lists every VMM it has registered and not seen end, with
+// its runtime; then, one by one (watchVMMsPerSled at a time), those the
+// inventory does not list: they ended, or the sled forgot them, and only
+// the sled's answer about each (a terminal runtime, or NO_SUCH_VMM) says
+// which. One call a sled, not one a VMM, keeps a pass over 10,000 VMMs on
+// 1,000 sleds to a few seconds (SPEC 6). It stops at the first call that
+// finds the sled unreachable.
 func (n *Nexus) watchSled(ctx context.Context, sled uuid.UUID, vmms []model.VMM, failed func(error)) {
+	callCtx, cancel := context.WithTimeout(ctx, watchCallTimeout)
+	inv, err := n.sleds.Inventory(callCtx, sled)
+	cancel()
+	switch {
+	case errors.Is(err, model.ErrSledUnreachable):
+		n.log.Info("instance watcher: sled unreachable; inconclusive for its VMMs", zap.Stringer("sled_id", sled),
+			zap.Int("vmms", len(vmms)))
+		return
+	case err != nil:
+		failed(fmt.Errorf("inventory of sled %s: %w", sled, err))
+		return
+	}
+	listed := make(map[uuid.UUID]model.InventoryVMM, len(inv.VMMs))
+	for _, v := range inv.VMMs {
+		listed[v.ID] = v
+	}
+	var unlisted []model.VMM
+	for _, v := range vmms {
+		answer, ok := listed[v.ID]
+		switch {
+		case !ok:
+			unlisted = append(unlisted, v)
+		case answer.Generation > v.Runtime.Generation:
+			// A publication was lost. (An answer the database already
+			// has is not written again: the guard would refuse it.)
+			if err := n.recordAnswer(ctx, v, answer.Runtime()); err != nil {
+				failed(err)
+			}
+		}
+	}
+	n.watchVMMs(ctx, sled, unlisted, failed)
+}
+
+// watchVMMs asks one sled about each of vmms, watchVMMsPerSled at a time,
+// until it answers none (unreachable).
+func (n *Nexus) watchVMMs(ctx context.Context, sled uuid.UUID, vmms []model.VMM, failed func(error)) {
 	var (
 		unreachable atomic.Bool
 		wg          sync.WaitGroup

@@ -163,6 +163,15 @@ type InventoryVMM struct {
 	InstanceID uuid.UUID `json:"instance_id"`
 	State      VMMState  `json:"state"`
 	Generation uint64    `json:"generation"`
+	// The rest of its runtime, for the instance watcher (absent from
+	// inventories stored before it was recorded).
+	TimeUpdated   time.Time `json:"time_updated,omitzero"`
+	FailureReason string    `json:"failure_reason,omitempty"`
+}
+
+// Runtime is the VMM's runtime as its sled reported it.
+func (v InventoryVMM) Runtime() VMMRuntime {
+	return VMMRuntime{State: v.State, Generation: v.Generation, TimeUpdated: v.TimeUpdated, FailureReason: v.FailureReason}
 }
 
 // Zone returns the inventory's entry for a zone, if present.

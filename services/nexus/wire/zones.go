@@ -58,7 +58,8 @@ func Inventory(resp *sledagentv1.GetInventoryResponse, collected time.Time) (mod
 		if err := errors.Join(errID, errInstance, errRuntime); err != nil {
 			return inv, fmt.Errorf("%w: VMM %q: %v", ErrInvalid, v.GetVmmId(), err)
 		}
-		inv.VMMs = append(inv.VMMs, model.InventoryVMM{ID: id, InstanceID: instance, State: rt.State, Generation: rt.Generation})
+		inv.VMMs = append(inv.VMMs, model.InventoryVMM{ID: id, InstanceID: instance, State: rt.State, Generation: rt.Generation,
+			TimeUpdated: rt.TimeUpdated, FailureReason: rt.FailureReason})
 	}
 	return inv, nil
 }
