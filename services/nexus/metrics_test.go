@@ -19,7 +19,7 @@ import (
 // scrape reads n's /metrics as Prometheus does.
 func scrape(t *testing.T, n *nexus.Server) racktest.Metrics {
 	t.Helper()
-	m, err := racktest.ScrapeMetrics(n.MetricsURL())
+	m, err := racktest.ScrapeMetrics(ctx, n.MetricsURL())
 	if err != nil {
 		t.Fatal(err)
 	}

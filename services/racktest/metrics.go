@@ -1,6 +1,7 @@
 package racktest
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
@@ -12,9 +13,14 @@ import (
 // Metrics is one scrape of a replica's /metrics, as Prometheus reads it.
 type Metrics map[string]*dto.MetricFamily
 
-// ScrapeMetrics reads the /metrics of the metrics listener at baseURL.
-func ScrapeMetrics(baseURL string) (Metrics, error) {
-	resp, err := http.Get(baseURL + "/metrics")
+// ScrapeMetrics reads the /metrics of the metrics listener at baseURL,
+// within ctx (a nexus that hangs must not hold up its caller).
+func ScrapeMetrics(ctx context.Context, baseURL string) (Metrics, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -173,7 +173,7 @@ func sledOfInstance(t *testing.T, r *racktest.Processes, instance string) (on, o
 // watcherPasses is how many instance watcher passes nexus has counted.
 func watcherPasses(t *testing.T, r *racktest.Processes) int {
 	t.Helper()
-	m, err := racktest.ScrapeMetrics(r.Nexus(0).MetricsURL())
+	m, err := racktest.ScrapeMetrics(context.Background(), r.Nexus(0).MetricsURL())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/services/racktest"
+	"golang.org/x/sync/errgroup"
 )
 
 const (
@@ -213,39 +214,13 @@ func (b *bench) runStates(ctx context.Context) (map[string]string, error) {
 // parallel runs f for every index below n, at most limit at a time, and
 // returns the first error; after one, no new index starts.
 func parallel(ctx context.Context, n, limit int, f func(i int) error) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	failed := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return first != nil
+	g, failed := errgroup.WithContext(ctx)
+	g.SetLimit(limit)
+	for i := 0; i < n && failed.Err() == nil; i++ {
+		g.Go(func() error { return f(i) })
 	}
-	next := make(chan int)
-	for range limit {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := f(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
+	if err := g.Wait(); err != nil {
+		return err
 	}
-	for i := 0; i < n && !failed() && ctx.Err() == nil; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	if first == nil {
-		first = ctx.Err()
-	}
-	return first
+	return ctx.Err()
 }

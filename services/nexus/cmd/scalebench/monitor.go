@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -14,8 +13,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/rackplane/rackplane/services/racktest"
 )
 
 // The background tasks the report follows, named as in
@@ -70,8 +68,7 @@ type snap struct {
 
 // monitor reads nexus's metrics and /proc/<pid>/status every --poll.
 type monitor struct {
-	b      *bench
-	client *http.Client
+	b *bench
 
 	pollMu sync.Mutex // held during a reading; pause holds it too
 	mu     sync.Mutex
@@ -87,7 +84,7 @@ type monitor struct {
 }
 
 func newMonitor(b *bench) *monitor {
-	return &monitor{b: b, client: &http.Client{Timeout: 30 * time.Second}, peakHWM: map[int]int64{}, peakGoroutines: map[int]float64{}}
+	return &monitor{b: b, peakHWM: map[int]int64{}, peakGoroutines: map[int]float64{}}
 }
 
 func (m *monitor) loop(ctx context.Context) {
@@ -158,6 +155,10 @@ func (m *monitor) stop(ctx context.Context) {
 	m.mu.Unlock()
 }
 
+// metricsReadBound bounds one read of nexus's metrics: a nexus that hangs
+// must not stop the poller.
+const metricsReadBound = 30 * time.Second
+
 // read reads nexus's metrics and its memory.
 func (m *monitor) read(ctx context.Context) (snap, error) {
 	s := snap{at: time.Now(), tasks: map[string]taskSnap{}}
@@ -166,22 +167,11 @@ func (m *monitor) read(ctx context.Context) (snap, error) {
 		return s, err
 	}
 	s.rss, s.hwm = rss, hwm
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.b.nexus.MetricsURL()+"/metrics", nil)
+	scrapeCtx, cancel := context.WithTimeout(ctx, metricsReadBound)
+	defer cancel()
+	families, err := racktest.ScrapeMetrics(scrapeCtx, m.b.nexus.MetricsURL())
 	if err != nil {
-		return s, err
-	}
-	resp, err := m.client.Do(req)
-	if err != nil {
-		return s, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("GET /metrics: %s", resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return s, fmt.Errorf("parsing nexus's metrics: %w", err)
+		return s, fmt.Errorf("nexus's metrics: %w", err)
 	}
 	if f := families[metricGoroutines]; f != nil && len(f.GetMetric()) > 0 {
 		s.goroutines = f.GetMetric()[0].GetGauge().GetValue()
