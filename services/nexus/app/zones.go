@@ -20,31 +20,44 @@ import (
 // each sled says it runs, and calls an expunged zone gone only when that
 // says so.
 
-// PushZones gives every sled the zones config nexus holds for it (Z9, on
-// change and periodically; the sled takes the same generation again as a
-// no-op), and records how each push went. A sled that cannot be reached
-// is retried next time. Sleds are pushed to a few at a time (eachSled).
+// zonesRefreshPasses is how many zones push passes it takes at most for
+// every sled to be pushed its config again although nothing says it lacks
+// it: each pass refreshes that share of the sleds, longest-pushed first.
+const zonesRefreshPasses = 10
+
+// PushZones gives each sled that may not hold the zones config nexus has
+// for it that config (Z9: on change, on a failed push, on an inventory
+// that shows an older ledger), and a share of the others, so that every
+// sled is pushed again within zonesRefreshPasses passes (the sled takes
+// the same generation again, idempotently). It records how each push
+// went; a sled that cannot be reached is retried next time. Sleds are
+// pushed to a few at a time (eachSled).
 func (n *Nexus) PushZones(ctx context.Context) (sledsPushed int, err error) {
-	sleds, err := n.ds.SledZonesSleds(ctx)
+	cfgs, err := n.ds.SledZonesToPush(ctx, zonesRefreshPasses)
 	if err != nil {
 		return 0, err
 	}
-	return len(sleds), eachSled(ctx, sleds, func(sled uuid.UUID) error { return n.pushZones(ctx, sled) })
+	return len(cfgs), eachSled(ctx, cfgs, func(cfg model.SledZones) error { return n.pushZonesConfig(ctx, cfg) })
 }
 
+// pushZones pushes a sled the zones config nexus holds for it now.
 func (n *Nexus) pushZones(ctx context.Context, sled uuid.UUID) error {
 	cfg, err := n.ds.SledZonesGet(ctx, sled)
 	if err != nil {
 		return err
 	}
+	return n.pushZonesConfig(ctx, cfg)
+}
+
+func (n *Nexus) pushZonesConfig(ctx context.Context, cfg model.SledZones) error {
 	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	pushErr := n.sleds.EnsureZones(callCtx, sled, cfg)
+	pushErr := n.sleds.EnsureZones(callCtx, cfg.SledID, cfg)
 	cancel()
-	if err := n.ds.SledZonesPushed(ctx, sled, cfg.Generation, pushErr, time.Now()); err != nil {
+	if err := n.ds.SledZonesPushed(ctx, cfg.SledID, cfg.Generation, pushErr, time.Now()); err != nil {
 		return err
 	}
 	if pushErr != nil {
-		return fmt.Errorf("pushing zones config generation %d to sled %s: %w", cfg.Generation, sled, pushErr)
+		return fmt.Errorf("pushing zones config generation %d to sled %s: %w", cfg.Generation, cfg.SledID, pushErr)
 	}
 	return nil
 }

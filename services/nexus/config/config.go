@@ -66,7 +66,7 @@ type Config struct {
 	Pprof bool `koanf:"pprof" help:"serve /debug/pprof/ on the metrics listener"`
 	// The zones nexus owns (Z9), the replicas (X3, X4) and orphan VMMs
 	// (N12).
-	ZonesPushPeriod duration.Duration `koanf:"zones_push_period" help:"period of pushing each sled its zones config (Z9)"`
+	ZonesPushPeriod duration.Duration `koanf:"zones_push_period" help:"period of a zones push pass: to each sled that may lack its config, and to a tenth of the others (Z9)"`
 	InventoryPeriod duration.Duration `koanf:"inventory_period" help:"period of collecting each sled's inventory (Z9)"`
 	// The REST API's limits on a request body (SPEC 7): beyond the size
 	// it is 413, and one that does not arrive in time is 408.

@@ -62,40 +62,103 @@ func scanZone(row rowScanner) (model.ZoneRecord, error) {
 // SledZonesGet returns the zones config nexus wants a sled to run: its
 // generation and in-service zones.
 func (d *DataStore) SledZonesGet(ctx context.Context, sled uuid.UUID) (model.SledZones, error) {
-	var cfg model.SledZones
+	var cfgs []model.SledZones
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		cfg, err = sledZones(ctx, tx, sled)
+		cfgs, err = d.sledZones(ctx, tx, []uuid.UUID{sled})
 		return err
 	})
-	return cfg, err
-}
-
-func sledZones(ctx context.Context, q queryer, sled uuid.UUID) (model.SledZones, error) {
-	s := model.SledZones{SledID: sled}
-	var (
-		gen int64
-		at  dbTime
-	)
-	err := q.QueryRowContext(ctx, `SELECT generation, time_modified FROM sled_zones WHERE sled_id = $1`, sled.String()).Scan(&gen, &at)
-	if isNoRows(err) {
-		return s, fmt.Errorf("%w: no zones config for sled %s", model.ErrNotFound, sled)
+	if err == nil && len(cfgs) == 0 {
+		err = fmt.Errorf("%w: no zones config for sled %s", model.ErrNotFound, sled)
 	}
 	if err != nil {
-		return s, err
+		return model.SledZones{}, err
 	}
-	s.Generation, s.TimeModified = uint64(gen), at.Time
-	zones, err := queryAll(ctx, q, scanZone, `SELECT `+zoneColumns+` FROM sled_zone
-		WHERE sled_id = $1 AND disposition = 'in_service' ORDER BY id`, sled.String())
-	for _, z := range zones {
-		s.Zones = append(s.Zones, z.Zone)
-	}
-	return s, err
+	return cfgs[0], nil
 }
 
-// SledZonesSleds lists the sleds nexus holds a zones config for.
-func (d *DataStore) SledZonesSleds(ctx context.Context) ([]uuid.UUID, error) {
-	return d.ids(ctx, `SELECT sled_id FROM sled_zones ORDER BY sled_id`)
+// sledZones reads the zones configs of sleds, in sled id order; a sled
+// with none is left out. Generations are read before zones: a zone
+// expunged in between is then pushed under the old generation, which the
+// sled refuses (Z1) and a later push mends, where the other order could
+// ledger a stale zone set under the new generation for good.
+func (d *DataStore) sledZones(ctx context.Context, q queryer, sleds []uuid.UUID) ([]model.SledZones, error) {
+	inSleds, arg := d.idList("sled_id", "$1", sleds)
+	cfgs, err := queryAll(ctx, q, func(row rowScanner) (model.SledZones, error) {
+		var (
+			s   model.SledZones
+			id  string
+			gen int64
+			at  dbTime
+		)
+		err := row.Scan(&id, &gen, &at)
+		s.SledID, s.Generation, s.TimeModified = uuid.MustParse(id), uint64(gen), at.Time
+		return s, err
+	}, `SELECT sled_id, generation, time_modified FROM sled_zones WHERE `+inSleds+` ORDER BY sled_id`, arg)
+	if err != nil || len(cfgs) == 0 {
+		return nil, err
+	}
+	zones, err := queryAll(ctx, q, scanZone, `SELECT `+zoneColumns+` FROM sled_zone
+		WHERE `+inSleds+` AND disposition = 'in_service' ORDER BY id`, arg)
+	if err != nil {
+		return nil, err
+	}
+	bySled := make(map[uuid.UUID]int, len(cfgs))
+	for i, c := range cfgs {
+		bySled[c.SledID] = i
+	}
+	for _, z := range zones {
+		if i, ok := bySled[z.SledID]; ok {
+			cfgs[i].Zones = append(cfgs[i].Zones, z.Zone)
+		}
+	}
+	return cfgs, nil
+}
+
+// SledZonesToPush returns the zones configs worth pushing (Z9): of every
+// sled that may not hold its config (never pushed, pushed an older
+// generation, last push failed, or its last inventory shows an older
+// ledger or none), and of the 1/refreshPasses of all sleds pushed longest
+// ago, so that every sled is pushed again within refreshPasses calls, a
+// few at a time, without every pass costing every sled two fsynced ledger
+// writes.
+func (d *DataStore) SledZonesToPush(ctx context.Context, refreshPasses int) ([]model.SledZones, error) {
+	var cfgs []model.SledZones
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		type pushState struct {
+			sled  uuid.UUID
+			needs bool
+		}
+		states, err := queryAll(ctx, tx, func(row rowScanner) (pushState, error) {
+			var (
+				p  pushState
+				id string
+			)
+			err := row.Scan(&id, &p.needs)
+			p.sled = uuid.MustParse(id)
+			return p, err
+		}, `SELECT sz.sled_id,
+				sz.pushed_generation IS NULL OR sz.pushed_generation < sz.generation OR sz.push_error IS NOT NULL
+				OR inv.ledgered_generation IS NULL OR inv.ledgered_generation < sz.generation
+			FROM sled_zones sz LEFT JOIN sled_inventory inv ON inv.sled_id = sz.sled_id
+			ORDER BY sz.time_pushed, sz.sled_id`)
+		if err != nil {
+			return err
+		}
+		refresh := (len(states) + refreshPasses - 1) / refreshPasses
+		var sleds []uuid.UUID
+		for _, p := range states {
+			if p.needs || refresh > 0 {
+				sleds = append(sleds, p.sled)
+			}
+			if !p.needs {
+				refresh--
+			}
+		}
+		cfgs, err = d.sledZones(ctx, tx, sleds)
+		return err
+	})
+	return cfgs, err
 }
 
 // SledZonesPushed records the outcome of a push of generation to a sled:

@@ -159,3 +159,88 @@ func TestZ9_ALateFailedPushOfAnOlderGenerationDoesNotMarkTheSledFailing(t *testi
 		}
 	})
 }
+
+// Z9, SPEC 6: a zones push pass pushes every sled that may lack its config
+// (never pushed, a new generation whose push failed, an inventory
+// showing no ledger) and
+// a tenth of the others, longest-pushed first, so that ten passes push
+// every sled again; a pass no longer costs every sled two fsynced ledger
+// writes.
+func TestZ9_APushPassGoesToTheSledsThatMayLackTheirConfigAndATenthOfTheRest(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ds *datastore.DataStore) {
+		var plan model.RackPlan
+		for i := range 20 {
+			plan.Sleds = append(plan.Sleds, model.SledZones{SledID: uuid.New(), Generation: 1,
+				Zones: []model.Zone{nexusZone(uuid.New(), 10+i)}})
+		}
+		if _, err := ds.RackSetUp(ctx, uuid.Nil, plan, now); err != nil {
+			t.Fatal(err)
+		}
+		var failing uuid.UUID // its pushes fail
+		toPush := func(at time.Time) map[uuid.UUID]model.SledZones {
+			t.Helper()
+			cfgs, err := ds.SledZonesToPush(ctx, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := map[uuid.UUID]model.SledZones{}
+			for _, c := range cfgs {
+				out[c.SledID] = c
+				var pushErr error
+				if c.SledID == failing {
+					pushErr = errors.New("sled unreachable")
+				}
+				if err := ds.SledZonesPushed(ctx, c.SledID, c.Generation, pushErr, at); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return out
+		}
+		if got := toPush(now); len(got) != 20 {
+			t.Fatalf("before any push, a pass pushed %d of 20 sleds", len(got))
+		}
+		for _, s := range plan.Sleds {
+			if got := toPush(now.Add(time.Second))[s.SledID]; got.Generation != 1 || len(got.Zones) != 1 || got.Zones[0].ID != s.Zones[0].ID {
+				t.Fatalf("a sled never inventoried is pushed %+v, want its generation 1 and zone %s", got, s.Zones[0].ID)
+			}
+			break
+		}
+		for _, s := range plan.Sleds {
+			if _, err := ds.InventoryRecord(ctx, model.SledInventory{SledID: s.SledID, TimeCollected: now,
+				LedgeredGeneration: 1, ReconciledGeneration: 1, Reconciler: model.ReconcilerIdle}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lost := plan.Sleds[3].SledID
+		failing = plan.Sleds[4].SledID
+		if _, _, err := ds.ZoneExpunge(ctx, failing, plan.Sleds[4].Zones[0].ID, now); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ds.InventoryRecord(ctx, model.SledInventory{SledID: lost, TimeCollected: now.Add(time.Second),
+			Reconciler: model.ReconcilerIdle}); err != nil {
+			t.Fatal(err)
+		}
+		pushedAgain := map[uuid.UUID]int{}
+		for pass := range 10 {
+			got := toPush(now.Add(time.Duration(10+pass) * time.Second))
+			if c, ok := got[failing]; !ok || c.Generation != 2 || len(c.Zones) != 0 {
+				t.Fatalf("pass %d pushed the sled whose push of its new generation failed %+v (%v), want generation 2 without its expunged zone",
+					pass, c, ok)
+			}
+			if _, ok := got[lost]; !ok && pass == 0 {
+				t.Fatal("the first pass after an inventory showed a sled without a ledger did not push it")
+			}
+			if len(got) > 4 {
+				t.Fatalf("pass %d pushed %d sleds; want the failing one and at most 3 more (2 to refresh, 1 that lost its ledger)", pass, len(got))
+			}
+			for s := range got {
+				pushedAgain[s]++
+			}
+		}
+		for _, s := range plan.Sleds {
+			if pushedAgain[s.SledID] == 0 {
+				t.Fatalf("sled %s was not pushed again in 10 passes", s.SledID)
+			}
+		}
+	})
+}
