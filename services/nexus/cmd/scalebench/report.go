@@ -119,6 +119,10 @@ type passWindow struct {
 	LastSeconds *float64 `json:"last_seconds"`
 	MaxSeconds  *float64 `json:"max_seconds"`
 	LastItems   *float64 `json:"last_items"`
+	// Seconds are the passes' durations in the order they ended, each as
+	// the gauge read after it (a reading that saw several ended passes
+	// knows only the last).
+	Seconds []float64 `json:"seconds"`
 	// Histogram: passes counted, their median (interpolated in its
 	// bucket) and the bound of the highest bucket one fell in.
 	HistogramCount      uint64   `json:"histogram_count"`
@@ -188,6 +192,7 @@ func (b *bench) passWindow(task string, from, to time.Time) passWindow {
 		w.Passes += p.n
 		maxSeen = math.Max(nanTo(maxSeen, p.last), p.last)
 		w.LastSeconds, w.LastItems = num(p.last), num(p.items)
+		w.Seconds = append(w.Seconds, p.last)
 	}
 	w.MaxSeconds = num(maxSeen)
 	count, errs, buckets := b.mon.histogram(task, from, to)
@@ -405,6 +410,13 @@ func (r *Report) print(out io.Writer) {
 			fnum(p.Busy.LastItems), p.SledLoss.Passes, fsec(p.SledLoss.MaxSeconds))
 	}
 	tw.Flush()
+	for _, task := range spec6Tasks {
+		secs := make([]string, len(r.Passes[task].Busy.Seconds))
+		for i, v := range r.Passes[task].Busy.Seconds {
+			secs[i] = fmt.Sprintf("%.2f", v)
+		}
+		fmt.Fprintf(out, "  %s busy passes in order, s: %s\n", task, strings.Join(secs, " "))
+	}
 
 	fmt.Fprintf(out, "\nREST latency, ms (idle: no pass runs; busy: the whole busy phase; during passes: requests overlapping a pass of inventory,\n"+
 		"zones_push or instance_watcher, each pass taken to span from the metrics reading before it ended, less its duration, to the one after)\n")
