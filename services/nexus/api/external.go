@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -83,6 +84,124 @@ func projectProto(p model.Project) *nexusv1.Project {
 // rackID is the one rack a simulated deployment has.
 const rackID = "de608e01-b8e4-4d93-b972-a7dbed36dd22"
 
+// The one silo every principal belongs to, as Oxide's API names one: this
+// product has no silos.
+const (
+	siloID   = "7c3a8e0a-5d2b-4b8e-9a51-0d6c2f4e1b90"
+	siloName = "default"
+)
+
+func (h *External) SledView(ctx context.Context, req *nexusv1.SledViewRequest) (*nexusv1.SledViewResponse, error) {
+	s, err := h.nexus.Sled(ctx, req.GetSledId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.SledViewResponse{Sled: sledProto(s)}, nil
+}
+
+func (h *External) SledInstanceList(ctx context.Context, req *nexusv1.SledInstanceListRequest) (*nexusv1.SledInstanceListResponse, error) {
+	items, next, err := h.nexus.SledInstances(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &nexusv1.SledInstanceListResponse{Items: make([]*nexusv1.SledInstance, 0, len(items)), NextPage: next}
+	for _, si := range items {
+		i := si.Instance
+		out := &nexusv1.SledInstance{
+			Id: i.ID.String(), Name: i.Name, ProjectName: si.ProjectName, SiloName: siloName,
+			Memory: uint64(i.MemoryBytes), Ncpus: uint32(i.NCPUs), State: si.RunState,
+			TimeCreated: timestamppb.New(i.TimeCreated), TimeModified: timestamppb.New(i.TimeModified),
+		}
+		if si.ActiveSled != nil {
+			out.ActiveSledId = si.ActiveSled.String()
+		}
+		if m := i.Runtime.MigrationID; m != nil {
+			out.MigrationId = proto.String(m.String())
+		}
+		resp.Items = append(resp.Items, out)
+	}
+	return resp, nil
+}
+
+func (h *External) CurrentUserView(ctx context.Context, _ *nexusv1.CurrentUserViewRequest) (*nexusv1.CurrentUserViewResponse, error) {
+	a, err := h.nexus.Me(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.CurrentUserViewResponse{User: &nexusv1.CurrentUser{
+		Id: a.UserID().String(), DisplayName: a.Principal, SiloId: siloID, SiloName: siloName,
+		FleetViewer: a.FleetAdmin, SiloAdmin: a.FleetAdmin,
+	}}, nil
+}
+
+func (h *External) CurrentUserAccessTokenList(ctx context.Context, req *nexusv1.CurrentUserAccessTokenListRequest) (*nexusv1.CurrentUserAccessTokenListResponse, error) {
+	items, next, err := h.nexus.AccessTokens(ctx, false, req.GetLimit(), req.GetPageToken(), req.GetSortBy())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.CurrentUserAccessTokenListResponse{Items: accessTokensProto(items, false), NextPage: next}, nil
+}
+
+func (h *External) CurrentUserAccessTokenDelete(ctx context.Context, req *nexusv1.CurrentUserAccessTokenDeleteRequest) (*nexusv1.CurrentUserAccessTokenDeleteResponse, error) {
+	if err := h.nexus.AccessTokenRevoke(ctx, false, req.GetTokenId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.CurrentUserAccessTokenDeleteResponse{}, nil
+}
+
+func (h *External) AccessTokenList(ctx context.Context, req *nexusv1.AccessTokenListRequest) (*nexusv1.AccessTokenListResponse, error) {
+	items, next, err := h.nexus.AccessTokens(ctx, true, req.GetLimit(), req.GetPageToken(), req.GetSortBy())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.AccessTokenListResponse{Items: accessTokensProto(items, true), NextPage: next}, nil
+}
+
+func (h *External) AccessTokenCreate(ctx context.Context, req *nexusv1.AccessTokenCreateRequest) (*nexusv1.AccessTokenCreateResponse, error) {
+	params := req.GetToken()
+	grants := make([]app.Grant, 0, len(params.GetRoles()))
+	for _, r := range params.GetRoles() {
+		grants = append(grants, app.Grant{FleetAdmin: r.GetRole() == "admin", Role: r.GetRole(), Project: r.GetProject()})
+	}
+	ttl := time.Duration(min(params.GetExpiresInSeconds(), uint64(maxTokenLifetime/time.Second))) * time.Second
+	tok, secret, err := h.nexus.AccessTokenCreate(ctx, params.GetPrincipal(), grants, ttl)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &nexusv1.AccessTokenCreated{Id: tok.ID.String(), Token: secret, Principal: tok.Principal,
+		TimeCreated: timestamppb.New(tok.TimeCreated)}
+	if tok.TimeExpires != nil {
+		out.TimeExpires = timestamppb.New(*tok.TimeExpires)
+	}
+	return &nexusv1.AccessTokenCreateResponse{Token: out}, nil
+}
+
+// maxTokenLifetime bounds a token's expires_in_seconds, so that its expiry
+// is a time every backend can store.
+const maxTokenLifetime = 100 * 365 * 24 * time.Hour
+
+func (h *External) AccessTokenDelete(ctx context.Context, req *nexusv1.AccessTokenDeleteRequest) (*nexusv1.AccessTokenDeleteResponse, error) {
+	if err := h.nexus.AccessTokenRevoke(ctx, true, req.GetTokenId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.AccessTokenDeleteResponse{}, nil
+}
+
+func accessTokensProto(items []model.AccessToken, withPrincipal bool) []*nexusv1.AccessToken {
+	out := make([]*nexusv1.AccessToken, 0, len(items))
+	for _, t := range items {
+		p := &nexusv1.AccessToken{Id: t.ID.String(), TimeCreated: timestamppb.New(t.TimeCreated)}
+		if t.TimeExpires != nil {
+			p.TimeExpires = timestamppb.New(*t.TimeExpires)
+		}
+		if withPrincipal {
+			p.Principal = proto.String(t.Principal)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 func sledProto(v app.SledView) *nexusv1.Sled {
 	s := v.Sled
 	return &nexusv1.Sled{
@@ -126,6 +245,14 @@ func (h *External) InstanceView(ctx context.Context, req *nexusv1.InstanceViewRe
 		return nil, toStatus(err)
 	}
 	return &nexusv1.InstanceViewResponse{Instance: instanceProto(v)}, nil
+}
+
+func (h *External) InstanceUpdate(ctx context.Context, req *nexusv1.InstanceUpdateRequest) (*nexusv1.InstanceUpdateResponse, error) {
+	v, err := h.nexus.InstanceUpdate(ctx, req.GetInstance(), req.GetProject(), req.GetUpdate())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &nexusv1.InstanceUpdateResponse{Instance: instanceProto(v)}, nil
 }
 
 func (h *External) InstanceDelete(ctx context.Context, req *nexusv1.InstanceDeleteRequest) (*nexusv1.InstanceDeleteResponse, error) {

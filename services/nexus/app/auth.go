@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 
@@ -57,19 +59,50 @@ type Grant struct {
 }
 
 // TokenCreate mints a token for principal with the given grants and returns
-// its secret, the only time the secret is ever seen. It is an operator
-// action (the `nexus token create` command and the local cluster), not part
-// of the external API.
+// its secret, the only time the secret is ever seen. It is the operator's
+// way in (the `nexus token create` command and the local cluster), with
+// no caller to authorize; over the API, AccessTokenCreate.
 func (n *Nexus) TokenCreate(ctx context.Context, principal string, grants []Grant, ttl time.Duration) (string, error) {
+	_, secret, err := n.createToken(ctx, principal, grants, ttl)
+	return secret, err
+}
+
+// AccessTokenCreate mints a token for principal with the given grants
+// (N15). Fleet admins only: a grant can be any role.
+func (n *Nexus) AccessTokenCreate(ctx context.Context, principal string, grants []Grant, ttl time.Duration) (model.AccessToken, string, error) {
+	if err := authz.RequireFleetAdmin(ctx, "create access tokens"); err != nil {
+		return model.AccessToken{}, "", err
+	}
+	return n.createToken(ctx, principal, grants, ttl)
+}
+
+func (n *Nexus) createToken(ctx context.Context, principal string, grants []Grant, ttl time.Duration) (model.AccessToken, string, error) {
 	var v apierror.Violations
-	if principal == "" {
+	switch {
+	case principal == "":
 		v.Add("principal", "is required")
+	case len(principal) > 128 || strings.IndexFunc(principal, unicode.IsControl) >= 0:
+		v.Add("principal", "must be at most 128 characters, none of them control characters")
 	}
 	if len(grants) == 0 {
-		v.Add("grants", "a token needs at least one role")
+		v.Add("roles", "a token needs at least one role")
+	}
+	for i, g := range grants {
+		switch {
+		case g.FleetAdmin && g.Project != "":
+			v.Add(fmt.Sprintf("roles[%d].project", i), "admin is the fleet's role: it takes no project")
+		case g.FleetAdmin:
+		case g.Role != "collaborator" && g.Role != "viewer":
+			v.Add(fmt.Sprintf("roles[%d].role", i), "%q is not admin, collaborator or viewer", g.Role)
+		case g.Project == "":
+			v.Add(fmt.Sprintf("roles[%d].project", i), "is required for a %s role", g.Role)
+		}
+	}
+	if ttl < 0 {
+		v.Add("expires_in", "must not be negative")
 	}
 	if err := v.Err(); err != nil {
-		return "", err
+		return model.AccessToken{}, "", err
 	}
 	var roles []model.RoleAssignment
 	for _, g := range grants {
@@ -77,28 +110,94 @@ func (n *Nexus) TokenCreate(ctx context.Context, principal string, grants []Gran
 			roles = append(roles, model.RoleAssignment{Principal: principal, Resource: "fleet", Role: "admin"})
 			continue
 		}
-		if g.Role != "collaborator" && g.Role != "viewer" {
-			return "", fmt.Errorf("role %q is not collaborator or viewer", g.Role)
-		}
 		p, err := n.Project(authz.WithActor(ctx, &authz.Actor{Principal: "token-create", FleetAdmin: true}), g.Project)
 		if err != nil {
-			return "", err
+			return model.AccessToken{}, "", err
 		}
 		roles = append(roles, model.RoleAssignment{Principal: principal, Resource: "project", ResourceID: &p.ID, Role: g.Role})
 	}
+	return n.mintToken(ctx, principal, roles, ttl)
+}
+
+// mintToken stores a new token of principal, granting it roles, and
+// returns it with its secret.
+func (n *Nexus) mintToken(ctx context.Context, principal string, roles []model.RoleAssignment, ttl time.Duration) (model.AccessToken, string, error) {
 	secret, hash, err := authz.NewToken()
 	if err != nil {
-		return "", err
+		return model.AccessToken{}, "", err
 	}
-	var expires *time.Time
+	tok := model.AccessToken{ID: uuid.New(), Principal: principal, TimeCreated: time.Now()}
 	if ttl > 0 {
-		at := time.Now().Add(ttl)
-		expires = &at
+		at := tok.TimeCreated.Add(ttl)
+		tok.TimeExpires = &at
 	}
-	if err := n.ds.TokenCreate(ctx, uuid.New(), hash, principal, expires, roles, time.Now()); err != nil {
-		return "", err
+	if err := n.ds.TokenCreate(ctx, tok.ID, hash, principal, tok.TimeExpires, roles, tok.TimeCreated); err != nil {
+		return model.AccessToken{}, "", err
 	}
 	// The grants may change the roles of the principal's other tokens.
 	n.authn.forget()
-	return secret, nil
+	return tok, secret, nil
+}
+
+// Me is the caller (N15). A caller is always authenticated by the time a
+// handler runs; nil here is a handler without authentication.
+func (n *Nexus) Me(ctx context.Context) (*authz.Actor, error) {
+	a := authz.FromContext(ctx)
+	if a == nil {
+		return nil, fmt.Errorf("%w: no caller", ErrUnauthenticated)
+	}
+	return a, nil
+}
+
+// AccessTokens lists live API tokens a page at a time, by id: the
+// caller's own, or with everyone every principal's (fleet admins only).
+func (n *Nexus) AccessTokens(ctx context.Context, everyone bool, limit uint32, pageToken, sortBy string) ([]model.AccessToken, *string, error) {
+	principal, listing, err := tokenScope(ctx, everyone, "list every principal's tokens")
+	if err != nil {
+		return nil, nil, err
+	}
+	var v apierror.Violations
+	p := parsePage(&v, listing, limit, pageToken, sortBy, "id_ascending")
+	if err := v.Err(); err != nil {
+		return nil, nil, err
+	}
+	items, err := n.ds.AccessTokenList(ctx, principal, time.Now(), p.after, p.limit)
+	if err != nil || len(items) == 0 {
+		return nil, nil, err
+	}
+	return items, p.next(len(items), items[len(items)-1].ID.String()), nil
+}
+
+// AccessTokenRevoke revokes an API token: one of the caller's own, or
+// with everyone any principal's (fleet admins only). This replica refuses
+// it from then on; other replicas within authn_cache_ttl, as long as they
+// may trust what they authenticated.
+func (n *Nexus) AccessTokenRevoke(ctx context.Context, everyone bool, tokenID string) error {
+	principal, _, err := tokenScope(ctx, everyone, "revoke another principal's token")
+	if err != nil {
+		return err
+	}
+	var v apierror.Violations
+	id := v.UUID("token_id", tokenID)
+	if err := v.Err(); err != nil {
+		return err
+	}
+	if err := n.ds.AccessTokenRevoke(ctx, id, principal, time.Now()); err != nil {
+		return err
+	}
+	n.authn.forget()
+	return nil
+}
+
+// tokenScope is whose tokens a call sees: the caller's own, or with
+// everyone every principal's, which takes a fleet admin.
+func tokenScope(ctx context.Context, everyone bool, what string) (principal, listing string, err error) {
+	if everyone {
+		return "", "access-tokens", authz.RequireFleetAdmin(ctx, what)
+	}
+	a := authz.FromContext(ctx)
+	if a == nil {
+		return "", "", fmt.Errorf("%w: no caller", ErrUnauthenticated)
+	}
+	return a.Principal, "access-tokens/" + a.Principal, nil
 }

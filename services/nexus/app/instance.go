@@ -36,6 +36,9 @@ type InstanceView struct {
 	// SledReachability is that of the sled of its active VMM; empty
 	// when it has none, or when the view did not look.
 	SledReachability model.SledReachability
+	// ActiveSled is the sled of its active VMM; nil when it has none, or
+	// when the view did not look.
+	ActiveSled *uuid.UUID
 }
 
 // viewOf is the view of an instance read with its VMMs.
@@ -86,6 +89,7 @@ func (n *Nexus) views(ctx context.Context, insts []model.Instance) ([]InstanceVi
 		views[i] = InstanceView{Instance: inst, RunState: model.RunState(inst, active)}
 		if active != nil {
 			views[i].SledReachability = model.ReachabilitySince(lastSeen[active.SledID], now, n.sledHeartbeatTimeout)
+			views[i].ActiveSled = &active.SledID
 		}
 	}
 	return views, nil
@@ -145,24 +149,8 @@ func (n *Nexus) InstanceCreate(ctx context.Context, project string, params *nexu
 	if !hostnamePattern.MatchString(params.GetHostname()) {
 		v.Add("hostname", "%q is not a hostname: 1-63 letters, digits and '-', starting with a letter", params.GetHostname())
 	}
-	if c := params.GetNcpus(); c < minCPUs || c > maxCPUs {
-		v.Add("ncpus", "must be between %d and %d, got %d", minCPUs, maxCPUs, c)
-	}
-	mem := params.GetMemory()
-	switch {
-	case mem < uint64(gib) || mem > uint64(maxMemory):
-		v.Add("memory", "must be between 1 GiB and 1.5 TiB, got %d bytes", mem)
-	case mem%uint64(gib) != 0:
-		v.Add("memory", "must be a whole number of GiB, got %d bytes", mem)
-	}
-	policy := model.AutoRestartBestEffort
-	switch params.GetAutoRestartPolicy() {
-	case "", "best_effort":
-	case "never":
-		policy = model.AutoRestartNever
-	default:
-		v.Add("auto_restart_policy", "%q is not never or best_effort", params.GetAutoRestartPolicy())
-	}
+	checkShape(&v, params.GetNcpus(), params.GetMemory())
+	policy := parseAutoRestartPolicy(&v, params.GetAutoRestartPolicy())
 	if err := v.Err(); err != nil {
 		return InstanceView{}, err
 	}
@@ -180,7 +168,7 @@ func (n *Nexus) InstanceCreate(ctx context.Context, project string, params *nexu
 	}
 	now := time.Now()
 	inst := model.Instance{ID: uuid.New(), ProjectID: p.ID, Name: params.GetName(), Description: params.GetDescription(),
-		Hostname: params.GetHostname(), NCPUs: int64(params.GetNcpus()), MemoryBytes: int64(mem),
+		Hostname: params.GetHostname(), NCPUs: int64(params.GetNcpus()), MemoryBytes: int64(params.GetMemory()),
 		Runtime:       model.InstanceRuntime{State: model.InstanceNoVMM, Generation: 1, TimeUpdated: now},
 		IntendedState: intended, AutoRestartPolicy: policy, TimeCreated: now}
 	if !start {
@@ -398,6 +386,69 @@ func (n *Nexus) recordAnswer(ctx context.Context, vmm model.VMM, rt model.VMMRun
 		n.UpdateInstanceInBackground(vmm.InstanceID)
 	}
 	return err
+}
+
+// checkShape checks an instance's vCPUs and memory.
+func checkShape(v *apierror.Violations, ncpus uint32, memory uint64) {
+	if ncpus < minCPUs || ncpus > maxCPUs {
+		v.Add("ncpus", "must be between %d and %d, got %d", minCPUs, maxCPUs, ncpus)
+	}
+	switch {
+	case memory < uint64(gib) || memory > uint64(maxMemory):
+		v.Add("memory", "must be between 1 GiB and 1.5 TiB, got %d bytes", memory)
+	case memory%uint64(gib) != 0:
+		v.Add("memory", "must be a whole number of GiB, got %d bytes", memory)
+	}
+}
+
+// parseAutoRestartPolicy reads an auto-restart policy; empty is the
+// default, best_effort (as Oxide's null).
+func parseAutoRestartPolicy(v *apierror.Violations, policy string) model.AutoRestartPolicy {
+	switch policy {
+	case "", "best_effort":
+		return model.AutoRestartBestEffort
+	case "never":
+		return model.AutoRestartNever
+	}
+	v.Add("auto_restart_policy", "%q is not never or best_effort", policy)
+	return ""
+}
+
+// InstanceUpdate changes a stopped instance's vCPUs, memory and
+// auto-restart policy (N15, Oxide's InstanceUpdate: every field is set).
+// The write is guarded by the generation it read and by the instance
+// still being stopped with no update under way (N3): a start that began
+// meanwhile wins, and the update answers that the instance is not
+// stopped; a start that read the old shape fails its own guarded write.
+func (n *Nexus) InstanceUpdate(ctx context.Context, instance, project string, params *nexusv1.InstanceUpdateParams) (InstanceView, error) {
+	var v apierror.Violations
+	if params == nil {
+		v.Add("body", "is required")
+		return InstanceView{}, v.Err()
+	}
+	checkShape(&v, params.GetNcpus(), params.GetMemory())
+	policy := parseAutoRestartPolicy(&v, params.GetAutoRestartPolicy())
+	if err := v.Err(); err != nil {
+		return InstanceView{}, err
+	}
+	inst, err := n.lookupInstance(ctx, instance, project, authz.RoleCollaborator, "update")
+	if err != nil {
+		return InstanceView{}, err
+	}
+	if inst.Runtime.State != model.InstanceNoVMM || inst.Runtime.ActiveVMM != nil {
+		return InstanceView{}, fmt.Errorf("%w: instance %s is %s; stop it to change its vCPUs, memory or auto-restart policy",
+			model.ErrInstanceNotStopped, inst.Name, model.RunState(inst, nil))
+	}
+	updated, err := n.ds.InstanceReconfigure(ctx, inst.ID, inst.Runtime.Generation,
+		model.InstanceShape{NCPUs: int64(params.GetNcpus()), MemoryBytes: int64(params.GetMemory()), AutoRestartPolicy: policy}, time.Now())
+	if err != nil {
+		return InstanceView{}, err
+	}
+	if !updated {
+		return InstanceView{}, fmt.Errorf("%w: instance %s changed while it was updated (it may be starting); read it and try again",
+			model.ErrInstanceNotStopped, inst.Name)
+	}
+	return n.instanceView(ctx, inst.ID)
 }
 
 // InstanceDelete deletes a stopped or failed instance.

@@ -76,3 +76,60 @@ func (n *Nexus) SledList(ctx context.Context, req *nexusv1.SledListRequest) ([]S
 	}
 	return views, p.next(len(items), items[len(items)-1].ID.String()), nil
 }
+
+// Sled is one sled (N15). Fleet admins only.
+func (n *Nexus) Sled(ctx context.Context, sledID string) (SledView, error) {
+	if err := authz.RequireFleetAdmin(ctx, "view a sled"); err != nil {
+		return SledView{}, err
+	}
+	var v apierror.Violations
+	id := v.UUID("sled_id", sledID)
+	if err := v.Err(); err != nil {
+		return SledView{}, err
+	}
+	s, err := n.ds.SledGet(ctx, id)
+	if err != nil {
+		return SledView{}, err
+	}
+	return n.sledView(s, time.Now()), nil
+}
+
+// SledInstance is an instance with a VMM on a sled, as operators see it.
+type SledInstance struct {
+	InstanceView
+	ProjectName string
+}
+
+// SledInstances lists the instances whose active or target VMM is on a
+// sled, a page at a time, by id (N15). Fleet admins only.
+func (n *Nexus) SledInstances(ctx context.Context, req *nexusv1.SledInstanceListRequest) ([]SledInstance, *string, error) {
+	if err := authz.RequireFleetAdmin(ctx, "list a sled's instances"); err != nil {
+		return nil, nil, err
+	}
+	var v apierror.Violations
+	sled := v.UUID("sled_id", req.GetSledId())
+	p := parsePage(&v, "sled-instances/"+req.GetSledId(), req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "id_ascending")
+	if err := v.Err(); err != nil {
+		return nil, nil, err
+	}
+	if _, err := n.ds.SledGet(ctx, sled); err != nil {
+		return nil, nil, err
+	}
+	items, err := n.ds.SledInstanceList(ctx, sled, p.after, p.limit)
+	if err != nil || len(items) == 0 {
+		return nil, nil, err
+	}
+	insts := make([]model.Instance, len(items))
+	for i, it := range items {
+		insts[i] = it.Instance
+	}
+	views, err := n.views(ctx, insts)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]SledInstance, len(items))
+	for i, it := range items {
+		out[i] = SledInstance{InstanceView: views[i], ProjectName: it.ProjectName}
+	}
+	return out, p.next(len(items), items[len(items)-1].Instance.ID.String()), nil
+}

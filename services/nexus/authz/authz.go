@@ -61,6 +61,17 @@ type Actor struct {
 	Projects   map[uuid.UUID]Role
 }
 
+// principalIDs is the namespace of the ids derived from principals'
+// names.
+var principalIDs = uuid.MustParse("9f1c6f2e-3b6a-4f43-9d55-3a2f1f0b7c11")
+
+// UserID is the caller's id as Oxide's API shows a user's: a principal
+// here is a name, so its id is derived from it (the same name, the same
+// id).
+func (a *Actor) UserID() uuid.UUID {
+	return uuid.NewSHA1(principalIDs, []byte(a.Principal))
+}
+
 type actorKey struct{}
 
 // WithActor attaches the authenticated caller to ctx.

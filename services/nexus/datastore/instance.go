@@ -104,6 +104,30 @@ func (d *DataStore) InstanceList(ctx context.Context, project uuid.UUID, after s
 		project.String(), after, limit)
 }
 
+// SledInstance is an instance with a VMM on a sled, and its project's
+// name.
+type SledInstance struct {
+	Instance    model.Instance
+	ProjectName string
+}
+
+// SledInstanceList returns up to limit live instances whose active or
+// target VMM is on sled, in id order after the given id.
+func (d *DataStore) SledInstanceList(ctx context.Context, sled uuid.UUID, after string, limit int) ([]SledInstance, error) {
+	return list(ctx, d, func(row rowScanner) (SledInstance, error) {
+		var (
+			si  SledInstance
+			err error
+		)
+		si.Instance, err = scanInstance(scanFunc(func(dest ...any) error { return row.Scan(append(dest, &si.ProjectName)...) }))
+		return si, err
+	}, `SELECT `+qualified("i", instanceColumns)+`, p.name FROM instance i
+		JOIN vmm v ON v.id = i.active_propolis_id OR v.id = i.target_propolis_id
+		JOIN project p ON p.id = i.project_id
+		WHERE v.sled_id = $1 AND i.time_deleted IS NULL AND i.id > $2 ORDER BY i.id LIMIT $3`,
+		sled.String(), after, limit)
+}
+
 // InstanceSetIntendedState records what the user last asked for (running,
 // stopped …). It is the user's wish, not runtime state, so it is not
 // generation-guarded: the latest request wins.
@@ -117,6 +141,24 @@ func (d *DataStore) InstanceSetIntendedState(ctx context.Context, id uuid.UUID, 
 		return fmt.Errorf("%w: instance %s", model.ErrNotFound, id)
 	}
 	return nil
+}
+
+// InstanceReconfigure gives a stopped instance a new shape, through the
+// generation guard (N3): it writes only if the instance is still at
+// generation gen, stopped (no VMM) and held by no update, and bumps the
+// generation, so that a start that read the old shape fails its own
+// guarded write. false when anything changed since.
+func (d *DataStore) InstanceReconfigure(ctx context.Context, id uuid.UUID, gen uint64, shape model.InstanceShape, at time.Time) (bool, error) {
+	res, err := d.db.ExecContext(ctx, `
+		UPDATE instance SET ncpus = $2, memory_bytes = $3, auto_restart_policy = $4, state_generation = $5,
+			time_modified = $6
+		WHERE id = $1 AND state_generation < $5 AND state_generation = $7 AND state = 'no_vmm'
+			AND active_propolis_id IS NULL AND updater_id IS NULL AND time_deleted IS NULL`,
+		id.String(), shape.NCPUs, shape.MemoryBytes, string(shape.AutoRestartPolicy), int64(gen+1), ts(at), int64(gen))
+	if err != nil {
+		return false, d.classify(err)
+	}
+	return d.guardOutcome(ctx, res, "instance", id)
 }
 
 // InstanceDelete marks a stopped or failed instance (or one still

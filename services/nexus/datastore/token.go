@@ -85,3 +85,45 @@ func (d *DataStore) TokenByHash(ctx context.Context, hash string, now time.Time)
 	}
 	return tok, nil
 }
+
+// AccessTokenList returns up to limit live (not revoked, not expired)
+// tokens in id order after the given id: principal's, or everyone's when
+// principal is empty.
+func (d *DataStore) AccessTokenList(ctx context.Context, principal string, now time.Time, after string, limit int) ([]model.AccessToken, error) {
+	return list(ctx, d, func(row rowScanner) (model.AccessToken, error) {
+		var (
+			t                model.AccessToken
+			id               string
+			created, expires dbTime
+		)
+		if err := row.Scan(&id, &t.Principal, &created, &expires); err != nil {
+			return t, err
+		}
+		t.ID, t.TimeCreated = uuid.MustParse(id), created.Time
+		if expires.Valid {
+			t.TimeExpires = &expires.Time
+		}
+		return t, nil
+	}, `SELECT id, principal, time_created, time_expires FROM api_token
+		WHERE ($1 = '' OR principal = $1) AND time_deleted IS NULL AND (time_expires IS NULL OR time_expires > $2)
+			AND id > $3 ORDER BY id LIMIT $4`, principal, ts(now), after, limit)
+}
+
+// AccessTokenRevoke revokes a live token: principal's, or anyone's when
+// principal is empty. model.ErrNotFound when there is no such live token
+// (someone else's token is not found, so its existence does not leak).
+func (d *DataStore) AccessTokenRevoke(ctx context.Context, id uuid.UUID, principal string, at time.Time) error {
+	res, err := d.db.ExecContext(ctx, `UPDATE api_token SET time_deleted = $3
+		WHERE id = $1 AND ($2 = '' OR principal = $2) AND time_deleted IS NULL`, id.String(), principal, ts(at))
+	if err != nil {
+		return d.classify(err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return d.classify(err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: access token %s", model.ErrNotFound, id)
+	}
+	return nil
+}

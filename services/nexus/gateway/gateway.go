@@ -83,13 +83,16 @@ func withRequestID(next http.Handler) http.Handler {
 // instance state change that is under way. The gateway owns the HTTP
 // contract; the gRPC handlers never see it.
 var successStatus = map[string]int{
-	nexusv1.NexusExternal_ProjectCreate_FullMethodName:  http.StatusCreated,
-	nexusv1.NexusExternal_ProjectDelete_FullMethodName:  http.StatusNoContent,
-	nexusv1.NexusExternal_InstanceCreate_FullMethodName: http.StatusCreated,
-	nexusv1.NexusExternal_InstanceDelete_FullMethodName: http.StatusNoContent,
-	nexusv1.NexusExternal_InstanceStart_FullMethodName:  http.StatusAccepted,
-	nexusv1.NexusExternal_InstanceStop_FullMethodName:   http.StatusAccepted,
-	nexusv1.NexusExternal_InstanceReboot_FullMethodName: http.StatusAccepted,
+	nexusv1.NexusExternal_ProjectCreate_FullMethodName:                http.StatusCreated,
+	nexusv1.NexusExternal_ProjectDelete_FullMethodName:                http.StatusNoContent,
+	nexusv1.NexusExternal_InstanceCreate_FullMethodName:               http.StatusCreated,
+	nexusv1.NexusExternal_AccessTokenCreate_FullMethodName:            http.StatusCreated,
+	nexusv1.NexusExternal_InstanceDelete_FullMethodName:               http.StatusNoContent,
+	nexusv1.NexusExternal_CurrentUserAccessTokenDelete_FullMethodName: http.StatusNoContent,
+	nexusv1.NexusExternal_AccessTokenDelete_FullMethodName:            http.StatusNoContent,
+	nexusv1.NexusExternal_InstanceStart_FullMethodName:                http.StatusAccepted,
+	nexusv1.NexusExternal_InstanceStop_FullMethodName:                 http.StatusAccepted,
+	nexusv1.NexusExternal_InstanceReboot_FullMethodName:               http.StatusAccepted,
 }
 
 func setStatus(ctx context.Context, w http.ResponseWriter, _ proto.Message) error {

@@ -73,6 +73,13 @@ type Instance struct {
 	TimeModified          time.Time
 }
 
+// InstanceShape is what an update of a stopped instance may change.
+type InstanceShape struct {
+	NCPUs             int64
+	MemoryBytes       int64
+	AutoRestartPolicy AutoRestartPolicy
+}
+
 // InstanceSnapshot is an instance with the VMMs and migration its runtime
 // points at, read together: what the instance update (N6) decides from.
 type InstanceSnapshot struct {

@@ -22,3 +22,12 @@ type Token struct {
 	Roles     []RoleAssignment
 	Expires   *time.Time
 }
+
+// AccessToken is a token as its holder sees it: never its secret.
+type AccessToken struct {
+	ID          uuid.UUID
+	Principal   string
+	TimeCreated time.Time
+	// TimeExpires is nil for a token that does not expire.
+	TimeExpires *time.Time
+}

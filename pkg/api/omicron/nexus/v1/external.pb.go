@@ -605,6 +605,172 @@ func (x *InstanceViewResponse) GetInstance() *Instance {
 	return nil
 }
 
+type InstanceUpdateParams struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ncpus uint32                 `protobuf:"varint,1,opt,name=ncpus,proto3" json:"ncpus,omitempty"`
+	// Bytes, a whole number of GiB.
+	Memory uint64 `protobuf:"varint,2,opt,name=memory,proto3" json:"memory,omitempty"`
+	// never or best_effort; absent or null: the default (best_effort).
+	AutoRestartPolicy *string `protobuf:"bytes,3,opt,name=auto_restart_policy,json=autoRestartPolicy,proto3,oneof" json:"auto_restart_policy,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *InstanceUpdateParams) Reset() {
+	*x = InstanceUpdateParams{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceUpdateParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceUpdateParams) ProtoMessage() {}
+
+func (x *InstanceUpdateParams) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceUpdateParams.ProtoReflect.Descriptor instead.
+func (*InstanceUpdateParams) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *InstanceUpdateParams) GetNcpus() uint32 {
+	if x != nil {
+		return x.Ncpus
+	}
+	return 0
+}
+
+func (x *InstanceUpdateParams) GetMemory() uint64 {
+	if x != nil {
+		return x.Memory
+	}
+	return 0
+}
+
+func (x *InstanceUpdateParams) GetAutoRestartPolicy() string {
+	if x != nil && x.AutoRestartPolicy != nil {
+		return *x.AutoRestartPolicy
+	}
+	return ""
+}
+
+type InstanceUpdateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Project       string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	Update        *InstanceUpdateParams  `protobuf:"bytes,3,opt,name=update,proto3" json:"update,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceUpdateRequest) Reset() {
+	*x = InstanceUpdateRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceUpdateRequest) ProtoMessage() {}
+
+func (x *InstanceUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceUpdateRequest.ProtoReflect.Descriptor instead.
+func (*InstanceUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *InstanceUpdateRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *InstanceUpdateRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *InstanceUpdateRequest) GetUpdate() *InstanceUpdateParams {
+	if x != nil {
+		return x.Update
+	}
+	return nil
+}
+
+type InstanceUpdateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceUpdateResponse) Reset() {
+	*x = InstanceUpdateResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceUpdateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceUpdateResponse) ProtoMessage() {}
+
+func (x *InstanceUpdateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceUpdateResponse.ProtoReflect.Descriptor instead.
+func (*InstanceUpdateResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *InstanceUpdateResponse) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
 type InstanceDeleteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
@@ -615,7 +781,7 @@ type InstanceDeleteRequest struct {
 
 func (x *InstanceDeleteRequest) Reset() {
 	*x = InstanceDeleteRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[8]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +793,7 @@ func (x *InstanceDeleteRequest) String() string {
 func (*InstanceDeleteRequest) ProtoMessage() {}
 
 func (x *InstanceDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[8]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +806,7 @@ func (x *InstanceDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceDeleteRequest.ProtoReflect.Descriptor instead.
 func (*InstanceDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{8}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InstanceDeleteRequest) GetInstance() string {
@@ -665,7 +831,7 @@ type InstanceDeleteResponse struct {
 
 func (x *InstanceDeleteResponse) Reset() {
 	*x = InstanceDeleteResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[9]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +843,7 @@ func (x *InstanceDeleteResponse) String() string {
 func (*InstanceDeleteResponse) ProtoMessage() {}
 
 func (x *InstanceDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[9]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +856,7 @@ func (x *InstanceDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceDeleteResponse.ProtoReflect.Descriptor instead.
 func (*InstanceDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{9}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{12}
 }
 
 type InstanceStartRequest struct {
@@ -703,7 +869,7 @@ type InstanceStartRequest struct {
 
 func (x *InstanceStartRequest) Reset() {
 	*x = InstanceStartRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[10]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +881,7 @@ func (x *InstanceStartRequest) String() string {
 func (*InstanceStartRequest) ProtoMessage() {}
 
 func (x *InstanceStartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[10]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +894,7 @@ func (x *InstanceStartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceStartRequest.ProtoReflect.Descriptor instead.
 func (*InstanceStartRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{10}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InstanceStartRequest) GetInstance() string {
@@ -754,7 +920,7 @@ type InstanceStartResponse struct {
 
 func (x *InstanceStartResponse) Reset() {
 	*x = InstanceStartResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[11]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +932,7 @@ func (x *InstanceStartResponse) String() string {
 func (*InstanceStartResponse) ProtoMessage() {}
 
 func (x *InstanceStartResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[11]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +945,7 @@ func (x *InstanceStartResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceStartResponse.ProtoReflect.Descriptor instead.
 func (*InstanceStartResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{11}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InstanceStartResponse) GetInstance() *Instance {
@@ -799,7 +965,7 @@ type InstanceStopRequest struct {
 
 func (x *InstanceStopRequest) Reset() {
 	*x = InstanceStopRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[12]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +977,7 @@ func (x *InstanceStopRequest) String() string {
 func (*InstanceStopRequest) ProtoMessage() {}
 
 func (x *InstanceStopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[12]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +990,7 @@ func (x *InstanceStopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceStopRequest.ProtoReflect.Descriptor instead.
 func (*InstanceStopRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{12}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InstanceStopRequest) GetInstance() string {
@@ -850,7 +1016,7 @@ type InstanceStopResponse struct {
 
 func (x *InstanceStopResponse) Reset() {
 	*x = InstanceStopResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[13]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +1028,7 @@ func (x *InstanceStopResponse) String() string {
 func (*InstanceStopResponse) ProtoMessage() {}
 
 func (x *InstanceStopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[13]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +1041,7 @@ func (x *InstanceStopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceStopResponse.ProtoReflect.Descriptor instead.
 func (*InstanceStopResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{13}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InstanceStopResponse) GetInstance() *Instance {
@@ -895,7 +1061,7 @@ type InstanceRebootRequest struct {
 
 func (x *InstanceRebootRequest) Reset() {
 	*x = InstanceRebootRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[14]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +1073,7 @@ func (x *InstanceRebootRequest) String() string {
 func (*InstanceRebootRequest) ProtoMessage() {}
 
 func (x *InstanceRebootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[14]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1086,7 @@ func (x *InstanceRebootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceRebootRequest.ProtoReflect.Descriptor instead.
 func (*InstanceRebootRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{14}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InstanceRebootRequest) GetInstance() string {
@@ -946,7 +1112,7 @@ type InstanceRebootResponse struct {
 
 func (x *InstanceRebootResponse) Reset() {
 	*x = InstanceRebootResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[15]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1124,7 @@ func (x *InstanceRebootResponse) String() string {
 func (*InstanceRebootResponse) ProtoMessage() {}
 
 func (x *InstanceRebootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[15]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1137,7 @@ func (x *InstanceRebootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceRebootResponse.ProtoReflect.Descriptor instead.
 func (*InstanceRebootResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{15}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InstanceRebootResponse) GetInstance() *Instance {
@@ -991,7 +1157,7 @@ type ForceTerminateInstanceRequest struct {
 
 func (x *ForceTerminateInstanceRequest) Reset() {
 	*x = ForceTerminateInstanceRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1169,7 @@ func (x *ForceTerminateInstanceRequest) String() string {
 func (*ForceTerminateInstanceRequest) ProtoMessage() {}
 
 func (x *ForceTerminateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[16]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1182,7 @@ func (x *ForceTerminateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForceTerminateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ForceTerminateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{16}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ForceTerminateInstanceRequest) GetInstance() string {
@@ -1042,7 +1208,7 @@ type ForceTerminateInstanceResponse struct {
 
 func (x *ForceTerminateInstanceResponse) Reset() {
 	*x = ForceTerminateInstanceResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1220,7 @@ func (x *ForceTerminateInstanceResponse) String() string {
 func (*ForceTerminateInstanceResponse) ProtoMessage() {}
 
 func (x *ForceTerminateInstanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[17]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1233,7 @@ func (x *ForceTerminateInstanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForceTerminateInstanceResponse.ProtoReflect.Descriptor instead.
 func (*ForceTerminateInstanceResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{17}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ForceTerminateInstanceResponse) GetInstance() *Instance {
@@ -1087,7 +1253,7 @@ type InstanceMigrateParams struct {
 
 func (x *InstanceMigrateParams) Reset() {
 	*x = InstanceMigrateParams{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[18]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1265,7 @@ func (x *InstanceMigrateParams) String() string {
 func (*InstanceMigrateParams) ProtoMessage() {}
 
 func (x *InstanceMigrateParams) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[18]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1278,7 @@ func (x *InstanceMigrateParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceMigrateParams.ProtoReflect.Descriptor instead.
 func (*InstanceMigrateParams) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{18}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InstanceMigrateParams) GetDstSledId() string {
@@ -1133,7 +1299,7 @@ type InstanceMigrateRequest struct {
 
 func (x *InstanceMigrateRequest) Reset() {
 	*x = InstanceMigrateRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[19]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1311,7 @@ func (x *InstanceMigrateRequest) String() string {
 func (*InstanceMigrateRequest) ProtoMessage() {}
 
 func (x *InstanceMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[19]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1324,7 @@ func (x *InstanceMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceMigrateRequest.ProtoReflect.Descriptor instead.
 func (*InstanceMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{19}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InstanceMigrateRequest) GetInstance() string {
@@ -1191,7 +1357,7 @@ type InstanceMigrateResponse struct {
 
 func (x *InstanceMigrateResponse) Reset() {
 	*x = InstanceMigrateResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[20]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1369,7 @@ func (x *InstanceMigrateResponse) String() string {
 func (*InstanceMigrateResponse) ProtoMessage() {}
 
 func (x *InstanceMigrateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[20]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1382,7 @@ func (x *InstanceMigrateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceMigrateResponse.ProtoReflect.Descriptor instead.
 func (*InstanceMigrateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{20}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InstanceMigrateResponse) GetInstance() *Instance {
@@ -1248,7 +1414,7 @@ type StuckSaga struct {
 
 func (x *StuckSaga) Reset() {
 	*x = StuckSaga{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[21]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1426,7 @@ func (x *StuckSaga) String() string {
 func (*StuckSaga) ProtoMessage() {}
 
 func (x *StuckSaga) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[21]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1439,7 @@ func (x *StuckSaga) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StuckSaga.ProtoReflect.Descriptor instead.
 func (*StuckSaga) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{21}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StuckSaga) GetId() string {
@@ -1340,7 +1506,7 @@ type SagaListStuckRequest struct {
 
 func (x *SagaListStuckRequest) Reset() {
 	*x = SagaListStuckRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[22]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1518,7 @@ func (x *SagaListStuckRequest) String() string {
 func (*SagaListStuckRequest) ProtoMessage() {}
 
 func (x *SagaListStuckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[22]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1531,7 @@ func (x *SagaListStuckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SagaListStuckRequest.ProtoReflect.Descriptor instead.
 func (*SagaListStuckRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{22}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{25}
 }
 
 type SagaListStuckResponse struct {
@@ -1377,7 +1543,7 @@ type SagaListStuckResponse struct {
 
 func (x *SagaListStuckResponse) Reset() {
 	*x = SagaListStuckResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[23]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1555,7 @@ func (x *SagaListStuckResponse) String() string {
 func (*SagaListStuckResponse) ProtoMessage() {}
 
 func (x *SagaListStuckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[23]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1568,7 @@ func (x *SagaListStuckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SagaListStuckResponse.ProtoReflect.Descriptor instead.
 func (*SagaListStuckResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{23}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SagaListStuckResponse) GetItems() []*StuckSaga {
@@ -1434,7 +1600,7 @@ type Saga struct {
 
 func (x *Saga) Reset() {
 	*x = Saga{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1612,7 @@ func (x *Saga) String() string {
 func (*Saga) ProtoMessage() {}
 
 func (x *Saga) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[24]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1625,7 @@ func (x *Saga) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Saga.ProtoReflect.Descriptor instead.
 func (*Saga) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{24}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Saga) GetId() string {
@@ -1526,7 +1692,7 @@ type SagaListRequest struct {
 
 func (x *SagaListRequest) Reset() {
 	*x = SagaListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1704,7 @@ func (x *SagaListRequest) String() string {
 func (*SagaListRequest) ProtoMessage() {}
 
 func (x *SagaListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[25]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1717,7 @@ func (x *SagaListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SagaListRequest.ProtoReflect.Descriptor instead.
 func (*SagaListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{25}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{28}
 }
 
 type SagaListResponse struct {
@@ -1563,7 +1729,7 @@ type SagaListResponse struct {
 
 func (x *SagaListResponse) Reset() {
 	*x = SagaListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1741,7 @@ func (x *SagaListResponse) String() string {
 func (*SagaListResponse) ProtoMessage() {}
 
 func (x *SagaListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[26]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1754,7 @@ func (x *SagaListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SagaListResponse.ProtoReflect.Descriptor instead.
 func (*SagaListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{26}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SagaListResponse) GetItems() []*Saga {
@@ -1615,7 +1781,7 @@ type UpdaterLock struct {
 
 func (x *UpdaterLock) Reset() {
 	*x = UpdaterLock{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1793,7 @@ func (x *UpdaterLock) String() string {
 func (*UpdaterLock) ProtoMessage() {}
 
 func (x *UpdaterLock) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[27]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1806,7 @@ func (x *UpdaterLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdaterLock.ProtoReflect.Descriptor instead.
 func (*UpdaterLock) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{27}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdaterLock) GetInstanceId() string {
@@ -1700,7 +1866,7 @@ type UpdaterLockListRequest struct {
 
 func (x *UpdaterLockListRequest) Reset() {
 	*x = UpdaterLockListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +1878,7 @@ func (x *UpdaterLockListRequest) String() string {
 func (*UpdaterLockListRequest) ProtoMessage() {}
 
 func (x *UpdaterLockListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[28]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +1891,7 @@ func (x *UpdaterLockListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdaterLockListRequest.ProtoReflect.Descriptor instead.
 func (*UpdaterLockListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{28}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{31}
 }
 
 type UpdaterLockListResponse struct {
@@ -1737,7 +1903,7 @@ type UpdaterLockListResponse struct {
 
 func (x *UpdaterLockListResponse) Reset() {
 	*x = UpdaterLockListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1915,7 @@ func (x *UpdaterLockListResponse) String() string {
 func (*UpdaterLockListResponse) ProtoMessage() {}
 
 func (x *UpdaterLockListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[29]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1928,7 @@ func (x *UpdaterLockListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdaterLockListResponse.ProtoReflect.Descriptor instead.
 func (*UpdaterLockListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{29}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UpdaterLockListResponse) GetItems() []*UpdaterLock {
@@ -1805,7 +1971,7 @@ type SledZone struct {
 
 func (x *SledZone) Reset() {
 	*x = SledZone{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1983,7 @@ func (x *SledZone) String() string {
 func (*SledZone) ProtoMessage() {}
 
 func (x *SledZone) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[30]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1996,7 @@ func (x *SledZone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledZone.ProtoReflect.Descriptor instead.
 func (*SledZone) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{30}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SledZone) GetId() string {
@@ -1940,7 +2106,7 @@ type SledZoneListRequest struct {
 
 func (x *SledZoneListRequest) Reset() {
 	*x = SledZoneListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2118,7 @@ func (x *SledZoneListRequest) String() string {
 func (*SledZoneListRequest) ProtoMessage() {}
 
 func (x *SledZoneListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[31]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2131,7 @@ func (x *SledZoneListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledZoneListRequest.ProtoReflect.Descriptor instead.
 func (*SledZoneListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{31}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SledZoneListRequest) GetSledId() string {
@@ -1997,7 +2163,7 @@ type SledZoneListResponse struct {
 
 func (x *SledZoneListResponse) Reset() {
 	*x = SledZoneListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2175,7 @@ func (x *SledZoneListResponse) String() string {
 func (*SledZoneListResponse) ProtoMessage() {}
 
 func (x *SledZoneListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[32]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2188,7 @@ func (x *SledZoneListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledZoneListResponse.ProtoReflect.Descriptor instead.
 func (*SledZoneListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{32}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SledZoneListResponse) GetItems() []*SledZone {
@@ -2098,7 +2264,7 @@ type SledZoneExpungeRequest struct {
 
 func (x *SledZoneExpungeRequest) Reset() {
 	*x = SledZoneExpungeRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2276,7 @@ func (x *SledZoneExpungeRequest) String() string {
 func (*SledZoneExpungeRequest) ProtoMessage() {}
 
 func (x *SledZoneExpungeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[33]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2289,7 @@ func (x *SledZoneExpungeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledZoneExpungeRequest.ProtoReflect.Descriptor instead.
 func (*SledZoneExpungeRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{33}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SledZoneExpungeRequest) GetSledId() string {
@@ -2149,7 +2315,7 @@ type SledZoneExpungeResponse struct {
 
 func (x *SledZoneExpungeResponse) Reset() {
 	*x = SledZoneExpungeResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[34]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2327,7 @@ func (x *SledZoneExpungeResponse) String() string {
 func (*SledZoneExpungeResponse) ProtoMessage() {}
 
 func (x *SledZoneExpungeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[34]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2340,7 @@ func (x *SledZoneExpungeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledZoneExpungeResponse.ProtoReflect.Descriptor instead.
 func (*SledZoneExpungeResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{34}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SledZoneExpungeResponse) GetZone() *SledZone {
@@ -2217,7 +2383,7 @@ type NexusReplica struct {
 
 func (x *NexusReplica) Reset() {
 	*x = NexusReplica{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[35]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2395,7 @@ func (x *NexusReplica) String() string {
 func (*NexusReplica) ProtoMessage() {}
 
 func (x *NexusReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[35]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2408,7 @@ func (x *NexusReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NexusReplica.ProtoReflect.Descriptor instead.
 func (*NexusReplica) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{35}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *NexusReplica) GetId() string {
@@ -2365,7 +2531,7 @@ type NexusReplicaListRequest struct {
 
 func (x *NexusReplicaListRequest) Reset() {
 	*x = NexusReplicaListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[36]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +2543,7 @@ func (x *NexusReplicaListRequest) String() string {
 func (*NexusReplicaListRequest) ProtoMessage() {}
 
 func (x *NexusReplicaListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[36]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +2556,7 @@ func (x *NexusReplicaListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NexusReplicaListRequest.ProtoReflect.Descriptor instead.
 func (*NexusReplicaListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{36}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{39}
 }
 
 type NexusReplicaListResponse struct {
@@ -2402,7 +2568,7 @@ type NexusReplicaListResponse struct {
 
 func (x *NexusReplicaListResponse) Reset() {
 	*x = NexusReplicaListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[37]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2580,7 @@ func (x *NexusReplicaListResponse) String() string {
 func (*NexusReplicaListResponse) ProtoMessage() {}
 
 func (x *NexusReplicaListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[37]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2593,7 @@ func (x *NexusReplicaListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NexusReplicaListResponse.ProtoReflect.Descriptor instead.
 func (*NexusReplicaListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{37}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *NexusReplicaListResponse) GetItems() []*NexusReplica {
@@ -2450,7 +2616,7 @@ type Project struct {
 
 func (x *Project) Reset() {
 	*x = Project{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[38]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2628,7 @@ func (x *Project) String() string {
 func (*Project) ProtoMessage() {}
 
 func (x *Project) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[38]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2641,7 @@ func (x *Project) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Project.ProtoReflect.Descriptor instead.
 func (*Project) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{38}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Project) GetId() string {
@@ -2526,7 +2692,7 @@ type ProjectListRequest struct {
 
 func (x *ProjectListRequest) Reset() {
 	*x = ProjectListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[39]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2538,7 +2704,7 @@ func (x *ProjectListRequest) String() string {
 func (*ProjectListRequest) ProtoMessage() {}
 
 func (x *ProjectListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[39]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2551,7 +2717,7 @@ func (x *ProjectListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectListRequest.ProtoReflect.Descriptor instead.
 func (*ProjectListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{39}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ProjectListRequest) GetLimit() uint32 {
@@ -2586,7 +2752,7 @@ type ProjectListResponse struct {
 
 func (x *ProjectListResponse) Reset() {
 	*x = ProjectListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[40]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2764,7 @@ func (x *ProjectListResponse) String() string {
 func (*ProjectListResponse) ProtoMessage() {}
 
 func (x *ProjectListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[40]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2777,7 @@ func (x *ProjectListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectListResponse.ProtoReflect.Descriptor instead.
 func (*ProjectListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{40}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ProjectListResponse) GetItems() []*Project {
@@ -2638,7 +2804,7 @@ type ProjectCreateParams struct {
 
 func (x *ProjectCreateParams) Reset() {
 	*x = ProjectCreateParams{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[41]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +2816,7 @@ func (x *ProjectCreateParams) String() string {
 func (*ProjectCreateParams) ProtoMessage() {}
 
 func (x *ProjectCreateParams) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[41]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +2829,7 @@ func (x *ProjectCreateParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateParams.ProtoReflect.Descriptor instead.
 func (*ProjectCreateParams) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{41}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ProjectCreateParams) GetName() string {
@@ -2689,7 +2855,7 @@ type ProjectCreateRequest struct {
 
 func (x *ProjectCreateRequest) Reset() {
 	*x = ProjectCreateRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[42]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2701,7 +2867,7 @@ func (x *ProjectCreateRequest) String() string {
 func (*ProjectCreateRequest) ProtoMessage() {}
 
 func (x *ProjectCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[42]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2714,7 +2880,7 @@ func (x *ProjectCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateRequest.ProtoReflect.Descriptor instead.
 func (*ProjectCreateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{42}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ProjectCreateRequest) GetProject() *ProjectCreateParams {
@@ -2733,7 +2899,7 @@ type ProjectCreateResponse struct {
 
 func (x *ProjectCreateResponse) Reset() {
 	*x = ProjectCreateResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[43]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +2911,7 @@ func (x *ProjectCreateResponse) String() string {
 func (*ProjectCreateResponse) ProtoMessage() {}
 
 func (x *ProjectCreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[43]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +2924,7 @@ func (x *ProjectCreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCreateResponse.ProtoReflect.Descriptor instead.
 func (*ProjectCreateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{43}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ProjectCreateResponse) GetProject() *Project {
@@ -2778,7 +2944,7 @@ type ProjectViewRequest struct {
 
 func (x *ProjectViewRequest) Reset() {
 	*x = ProjectViewRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[44]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2790,7 +2956,7 @@ func (x *ProjectViewRequest) String() string {
 func (*ProjectViewRequest) ProtoMessage() {}
 
 func (x *ProjectViewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[44]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2803,7 +2969,7 @@ func (x *ProjectViewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectViewRequest.ProtoReflect.Descriptor instead.
 func (*ProjectViewRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{44}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ProjectViewRequest) GetProject() string {
@@ -2822,7 +2988,7 @@ type ProjectViewResponse struct {
 
 func (x *ProjectViewResponse) Reset() {
 	*x = ProjectViewResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[45]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +3000,7 @@ func (x *ProjectViewResponse) String() string {
 func (*ProjectViewResponse) ProtoMessage() {}
 
 func (x *ProjectViewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[45]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +3013,7 @@ func (x *ProjectViewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectViewResponse.ProtoReflect.Descriptor instead.
 func (*ProjectViewResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{45}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ProjectViewResponse) GetProject() *Project {
@@ -2867,7 +3033,7 @@ type ProjectUpdateParams struct {
 
 func (x *ProjectUpdateParams) Reset() {
 	*x = ProjectUpdateParams{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[46]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +3045,7 @@ func (x *ProjectUpdateParams) String() string {
 func (*ProjectUpdateParams) ProtoMessage() {}
 
 func (x *ProjectUpdateParams) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[46]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +3058,7 @@ func (x *ProjectUpdateParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateParams.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateParams) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{46}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ProjectUpdateParams) GetName() string {
@@ -2919,7 +3085,7 @@ type ProjectUpdateRequest struct {
 
 func (x *ProjectUpdateRequest) Reset() {
 	*x = ProjectUpdateRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[47]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3097,7 @@ func (x *ProjectUpdateRequest) String() string {
 func (*ProjectUpdateRequest) ProtoMessage() {}
 
 func (x *ProjectUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[47]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3110,7 @@ func (x *ProjectUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateRequest.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{47}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ProjectUpdateRequest) GetProject() string {
@@ -2970,7 +3136,7 @@ type ProjectUpdateResponse struct {
 
 func (x *ProjectUpdateResponse) Reset() {
 	*x = ProjectUpdateResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[48]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2982,7 +3148,7 @@ func (x *ProjectUpdateResponse) String() string {
 func (*ProjectUpdateResponse) ProtoMessage() {}
 
 func (x *ProjectUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[48]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2995,7 +3161,7 @@ func (x *ProjectUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectUpdateResponse.ProtoReflect.Descriptor instead.
 func (*ProjectUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{48}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ProjectUpdateResponse) GetProject() *Project {
@@ -3014,7 +3180,7 @@ type ProjectDeleteRequest struct {
 
 func (x *ProjectDeleteRequest) Reset() {
 	*x = ProjectDeleteRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[49]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3026,7 +3192,7 @@ func (x *ProjectDeleteRequest) String() string {
 func (*ProjectDeleteRequest) ProtoMessage() {}
 
 func (x *ProjectDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[49]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3039,7 +3205,7 @@ func (x *ProjectDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ProjectDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{49}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ProjectDeleteRequest) GetProject() string {
@@ -3057,7 +3223,7 @@ type ProjectDeleteResponse struct {
 
 func (x *ProjectDeleteResponse) Reset() {
 	*x = ProjectDeleteResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[50]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3069,7 +3235,7 @@ func (x *ProjectDeleteResponse) String() string {
 func (*ProjectDeleteResponse) ProtoMessage() {}
 
 func (x *ProjectDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[50]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3082,7 +3248,7 @@ func (x *ProjectDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ProjectDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{50}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{53}
 }
 
 type Baseboard struct {
@@ -3096,7 +3262,7 @@ type Baseboard struct {
 
 func (x *Baseboard) Reset() {
 	*x = Baseboard{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[51]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3274,7 @@ func (x *Baseboard) String() string {
 func (*Baseboard) ProtoMessage() {}
 
 func (x *Baseboard) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[51]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3287,7 @@ func (x *Baseboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Baseboard.ProtoReflect.Descriptor instead.
 func (*Baseboard) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{51}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Baseboard) GetPart() string {
@@ -3157,7 +3323,7 @@ type SledPolicy struct {
 
 func (x *SledPolicy) Reset() {
 	*x = SledPolicy{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[52]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3169,7 +3335,7 @@ func (x *SledPolicy) String() string {
 func (*SledPolicy) ProtoMessage() {}
 
 func (x *SledPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[52]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3182,7 +3348,7 @@ func (x *SledPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledPolicy.ProtoReflect.Descriptor instead.
 func (*SledPolicy) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{52}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SledPolicy) GetKind() string {
@@ -3224,7 +3390,7 @@ type Sled struct {
 
 func (x *Sled) Reset() {
 	*x = Sled{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[53]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3236,7 +3402,7 @@ func (x *Sled) String() string {
 func (*Sled) ProtoMessage() {}
 
 func (x *Sled) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[53]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3249,7 +3415,7 @@ func (x *Sled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sled.ProtoReflect.Descriptor instead.
 func (*Sled) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{53}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Sled) GetId() string {
@@ -3329,6 +3495,1246 @@ func (x *Sled) GetTimeLastSeen() *timestamppb.Timestamp {
 	return nil
 }
 
+type SledViewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SledId        string                 `protobuf:"bytes,1,opt,name=sled_id,json=sledId,proto3" json:"sled_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SledViewRequest) Reset() {
+	*x = SledViewRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SledViewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SledViewRequest) ProtoMessage() {}
+
+func (x *SledViewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SledViewRequest.ProtoReflect.Descriptor instead.
+func (*SledViewRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *SledViewRequest) GetSledId() string {
+	if x != nil {
+		return x.SledId
+	}
+	return ""
+}
+
+type SledViewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sled          *Sled                  `protobuf:"bytes,1,opt,name=sled,proto3" json:"sled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SledViewResponse) Reset() {
+	*x = SledViewResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SledViewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SledViewResponse) ProtoMessage() {}
+
+func (x *SledViewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SledViewResponse.ProtoReflect.Descriptor instead.
+func (*SledViewResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *SledViewResponse) GetSled() *Sled {
+	if x != nil {
+		return x.Sled
+	}
+	return nil
+}
+
+// An instance with a VMM on a sled (Oxide's SledInstance).
+type SledInstance struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	ProjectName string                 `protobuf:"bytes,3,opt,name=project_name,json=projectName,proto3" json:"project_name,omitempty"`
+	SiloName    string                 `protobuf:"bytes,4,opt,name=silo_name,json=siloName,proto3" json:"silo_name,omitempty"`
+	// The sled the instance's active VMM runs on.
+	ActiveSledId string `protobuf:"bytes,5,opt,name=active_sled_id,json=activeSledId,proto3" json:"active_sled_id,omitempty"`
+	// Set while the instance migrates.
+	MigrationId *string `protobuf:"bytes,6,opt,name=migration_id,json=migrationId,proto3,oneof" json:"migration_id,omitempty"`
+	Memory      uint64  `protobuf:"varint,7,opt,name=memory,proto3" json:"memory,omitempty"`
+	Ncpus       uint32  `protobuf:"varint,8,opt,name=ncpus,proto3" json:"ncpus,omitempty"`
+	// The instance's state, as Instance's run_state.
+	State         string                 `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`
+	TimeCreated   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=time_created,json=timeCreated,proto3" json:"time_created,omitempty"`
+	TimeModified  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=time_modified,json=timeModified,proto3" json:"time_modified,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SledInstance) Reset() {
+	*x = SledInstance{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SledInstance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SledInstance) ProtoMessage() {}
+
+func (x *SledInstance) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SledInstance.ProtoReflect.Descriptor instead.
+func (*SledInstance) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *SledInstance) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SledInstance) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SledInstance) GetProjectName() string {
+	if x != nil {
+		return x.ProjectName
+	}
+	return ""
+}
+
+func (x *SledInstance) GetSiloName() string {
+	if x != nil {
+		return x.SiloName
+	}
+	return ""
+}
+
+func (x *SledInstance) GetActiveSledId() string {
+	if x != nil {
+		return x.ActiveSledId
+	}
+	return ""
+}
+
+func (x *SledInstance) GetMigrationId() string {
+	if x != nil && x.MigrationId != nil {
+		return *x.MigrationId
+	}
+	return ""
+}
+
+func (x *SledInstance) GetMemory() uint64 {
+	if x != nil {
+		return x.Memory
+	}
+	return 0
+}
+
+func (x *SledInstance) GetNcpus() uint32 {
+	if x != nil {
+		return x.Ncpus
+	}
+	return 0
+}
+
+func (x *SledInstance) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *SledInstance) GetTimeCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeCreated
+	}
+	return nil
+}
+
+func (x *SledInstance) GetTimeModified() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeModified
+	}
+	return nil
+}
+
+type SledInstanceListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SledId        string                 `protobuf:"bytes,1,opt,name=sled_id,json=sledId,proto3" json:"sled_id,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	SortBy        string                 `protobuf:"bytes,4,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SledInstanceListRequest) Reset() {
+	*x = SledInstanceListRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SledInstanceListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SledInstanceListRequest) ProtoMessage() {}
+
+func (x *SledInstanceListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SledInstanceListRequest.ProtoReflect.Descriptor instead.
+func (*SledInstanceListRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *SledInstanceListRequest) GetSledId() string {
+	if x != nil {
+		return x.SledId
+	}
+	return ""
+}
+
+func (x *SledInstanceListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *SledInstanceListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *SledInstanceListRequest) GetSortBy() string {
+	if x != nil {
+		return x.SortBy
+	}
+	return ""
+}
+
+type SledInstanceListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*SledInstance        `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	NextPage      *string                `protobuf:"bytes,2,opt,name=next_page,json=nextPage,proto3,oneof" json:"next_page,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SledInstanceListResponse) Reset() {
+	*x = SledInstanceListResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SledInstanceListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SledInstanceListResponse) ProtoMessage() {}
+
+func (x *SledInstanceListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SledInstanceListResponse.ProtoReflect.Descriptor instead.
+func (*SledInstanceListResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *SledInstanceListResponse) GetItems() []*SledInstance {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *SledInstanceListResponse) GetNextPage() string {
+	if x != nil && x.NextPage != nil {
+		return *x.NextPage
+	}
+	return ""
+}
+
+// The caller (Oxide's CurrentUser). A principal here is a name, not a
+// silo user: id is a UUID derived from it (the same name, the same id).
+type CurrentUser struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DisplayName   string                 `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	SiloId        string                 `protobuf:"bytes,3,opt,name=silo_id,json=siloId,proto3" json:"silo_id,omitempty"`
+	SiloName      string                 `protobuf:"bytes,4,opt,name=silo_name,json=siloName,proto3" json:"silo_name,omitempty"`
+	FleetViewer   bool                   `protobuf:"varint,5,opt,name=fleet_viewer,json=fleetViewer,proto3" json:"fleet_viewer,omitempty"`
+	SiloAdmin     bool                   `protobuf:"varint,6,opt,name=silo_admin,json=siloAdmin,proto3" json:"silo_admin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurrentUser) Reset() {
+	*x = CurrentUser{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurrentUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurrentUser) ProtoMessage() {}
+
+func (x *CurrentUser) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurrentUser.ProtoReflect.Descriptor instead.
+func (*CurrentUser) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *CurrentUser) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CurrentUser) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *CurrentUser) GetSiloId() string {
+	if x != nil {
+		return x.SiloId
+	}
+	return ""
+}
+
+func (x *CurrentUser) GetSiloName() string {
+	if x != nil {
+		return x.SiloName
+	}
+	return ""
+}
+
+func (x *CurrentUser) GetFleetViewer() bool {
+	if x != nil {
+		return x.FleetViewer
+	}
+	return false
+}
+
+func (x *CurrentUser) GetSiloAdmin() bool {
+	if x != nil {
+		return x.SiloAdmin
+	}
+	return false
+}
+
+type CurrentUserViewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurrentUserViewRequest) Reset() {
+	*x = CurrentUserViewRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurrentUserViewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurrentUserViewRequest) ProtoMessage() {}
+
+func (x *CurrentUserViewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurrentUserViewRequest.ProtoReflect.Descriptor instead.
+func (*CurrentUserViewRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{63}
+}
+
+type CurrentUserViewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *CurrentUser           `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurrentUserViewResponse) Reset() {
+	*x = CurrentUserViewResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurrentUserViewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurrentUserViewResponse) ProtoMessage() {}
+
+func (x *CurrentUserViewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurrentUserViewResponse.ProtoReflect.Descriptor instead.
+func (*CurrentUserViewResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *CurrentUserViewResponse) GetUser() *CurrentUser {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+// An API token as its holder sees it (Oxide's DeviceAccessToken); the
+// secret is shown once, when it is created, and never again.
+type AccessToken struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	TimeCreated *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time_created,json=timeCreated,proto3" json:"time_created,omitempty"`
+	// Absent: the token does not expire.
+	TimeExpires *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time_expires,json=timeExpires,proto3,oneof" json:"time_expires,omitempty"`
+	// Whose token it is (only in the fleet-wide list).
+	Principal     *string `protobuf:"bytes,4,opt,name=principal,proto3,oneof" json:"principal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessToken) Reset() {
+	*x = AccessToken{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessToken) ProtoMessage() {}
+
+func (x *AccessToken) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
+func (*AccessToken) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *AccessToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AccessToken) GetTimeCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeCreated
+	}
+	return nil
+}
+
+func (x *AccessToken) GetTimeExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeExpires
+	}
+	return nil
+}
+
+func (x *AccessToken) GetPrincipal() string {
+	if x != nil && x.Principal != nil {
+		return *x.Principal
+	}
+	return ""
+}
+
+type CurrentUserAccessTokenListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	SortBy        string                 `protobuf:"bytes,3,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurrentUserAccessTokenListRequest) Reset() {
+	*x = CurrentUserAccessTokenListRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurrentUserAccessTokenListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurrentUserAccessTokenListRequest) ProtoMessage() {}
+
+func (x *CurrentUserAccessTokenListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurrentUserAccessTokenListRequest.ProtoReflect.Descriptor instead.
+func (*CurrentUserAccessTokenListRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *CurrentUserAccessTokenListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *CurrentUserAccessTokenListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *CurrentUserAccessTokenListRequest) GetSortBy() string {
+	if x != nil {
+		return x.SortBy
+	}
+	return ""
+}
+
+type CurrentUserAccessTokenListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*AccessToken         `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	NextPage      *string                `protobuf:"bytes,2,opt,name=next_page,json=nextPage,proto3,oneof" json:"next_page,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurrentUserAccessTokenListResponse) Reset() {
+	*x = CurrentUserAccessTokenListResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurrentUserAccessTokenListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurrentUserAccessTokenListResponse) ProtoMessage() {}
+
+func (x *CurrentUserAccessTokenListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurrentUserAccessTokenListResponse.ProtoReflect.Descriptor instead.
+func (*CurrentUserAccessTokenListResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *CurrentUserAccessTokenListResponse) GetItems() []*AccessToken {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *CurrentUserAccessTokenListResponse) GetNextPage() string {
+	if x != nil && x.NextPage != nil {
+		return *x.NextPage
+	}
+	return ""
+}
+
+type CurrentUserAccessTokenDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TokenId       string                 `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurrentUserAccessTokenDeleteRequest) Reset() {
+	*x = CurrentUserAccessTokenDeleteRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurrentUserAccessTokenDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurrentUserAccessTokenDeleteRequest) ProtoMessage() {}
+
+func (x *CurrentUserAccessTokenDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurrentUserAccessTokenDeleteRequest.ProtoReflect.Descriptor instead.
+func (*CurrentUserAccessTokenDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *CurrentUserAccessTokenDeleteRequest) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+type CurrentUserAccessTokenDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurrentUserAccessTokenDeleteResponse) Reset() {
+	*x = CurrentUserAccessTokenDeleteResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurrentUserAccessTokenDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurrentUserAccessTokenDeleteResponse) ProtoMessage() {}
+
+func (x *CurrentUserAccessTokenDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurrentUserAccessTokenDeleteResponse.ProtoReflect.Descriptor instead.
+func (*CurrentUserAccessTokenDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{69}
+}
+
+type AccessTokenListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	SortBy        string                 `protobuf:"bytes,3,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessTokenListRequest) Reset() {
+	*x = AccessTokenListRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessTokenListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessTokenListRequest) ProtoMessage() {}
+
+func (x *AccessTokenListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessTokenListRequest.ProtoReflect.Descriptor instead.
+func (*AccessTokenListRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *AccessTokenListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *AccessTokenListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *AccessTokenListRequest) GetSortBy() string {
+	if x != nil {
+		return x.SortBy
+	}
+	return ""
+}
+
+type AccessTokenListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*AccessToken         `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	NextPage      *string                `protobuf:"bytes,2,opt,name=next_page,json=nextPage,proto3,oneof" json:"next_page,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessTokenListResponse) Reset() {
+	*x = AccessTokenListResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessTokenListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessTokenListResponse) ProtoMessage() {}
+
+func (x *AccessTokenListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessTokenListResponse.ProtoReflect.Descriptor instead.
+func (*AccessTokenListResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *AccessTokenListResponse) GetItems() []*AccessToken {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *AccessTokenListResponse) GetNextPage() string {
+	if x != nil && x.NextPage != nil {
+		return *x.NextPage
+	}
+	return ""
+}
+
+// A role a new token's principal is granted: admin (of the fleet), or
+// collaborator or viewer of a project.
+type RoleGrant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Role  string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	// The project (name or id) of a collaborator or viewer role.
+	Project       *string `protobuf:"bytes,2,opt,name=project,proto3,oneof" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleGrant) Reset() {
+	*x = RoleGrant{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleGrant) ProtoMessage() {}
+
+func (x *RoleGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleGrant.ProtoReflect.Descriptor instead.
+func (*RoleGrant) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *RoleGrant) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RoleGrant) GetProject() string {
+	if x != nil && x.Project != nil {
+		return *x.Project
+	}
+	return ""
+}
+
+type AccessTokenCreateParams struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Principal string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	Roles     []*RoleGrant           `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	// Absent or 0: the token does not expire.
+	ExpiresInSeconds *uint64 `protobuf:"varint,3,opt,name=expires_in_seconds,json=expiresInSeconds,proto3,oneof" json:"expires_in_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *AccessTokenCreateParams) Reset() {
+	*x = AccessTokenCreateParams{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessTokenCreateParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessTokenCreateParams) ProtoMessage() {}
+
+func (x *AccessTokenCreateParams) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessTokenCreateParams.ProtoReflect.Descriptor instead.
+func (*AccessTokenCreateParams) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *AccessTokenCreateParams) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *AccessTokenCreateParams) GetRoles() []*RoleGrant {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *AccessTokenCreateParams) GetExpiresInSeconds() uint64 {
+	if x != nil && x.ExpiresInSeconds != nil {
+		return *x.ExpiresInSeconds
+	}
+	return 0
+}
+
+type AccessTokenCreateRequest struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Token         *AccessTokenCreateParams `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessTokenCreateRequest) Reset() {
+	*x = AccessTokenCreateRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessTokenCreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessTokenCreateRequest) ProtoMessage() {}
+
+func (x *AccessTokenCreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessTokenCreateRequest.ProtoReflect.Descriptor instead.
+func (*AccessTokenCreateRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *AccessTokenCreateRequest) GetToken() *AccessTokenCreateParams {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// A new token and its secret, shown this once.
+type AccessTokenCreated struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The bearer secret.
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	Principal     string                 `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	TimeCreated   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time_created,json=timeCreated,proto3" json:"time_created,omitempty"`
+	TimeExpires   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time_expires,json=timeExpires,proto3,oneof" json:"time_expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessTokenCreated) Reset() {
+	*x = AccessTokenCreated{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessTokenCreated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessTokenCreated) ProtoMessage() {}
+
+func (x *AccessTokenCreated) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessTokenCreated.ProtoReflect.Descriptor instead.
+func (*AccessTokenCreated) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *AccessTokenCreated) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AccessTokenCreated) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AccessTokenCreated) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *AccessTokenCreated) GetTimeCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeCreated
+	}
+	return nil
+}
+
+func (x *AccessTokenCreated) GetTimeExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeExpires
+	}
+	return nil
+}
+
+type AccessTokenCreateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *AccessTokenCreated    `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessTokenCreateResponse) Reset() {
+	*x = AccessTokenCreateResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessTokenCreateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessTokenCreateResponse) ProtoMessage() {}
+
+func (x *AccessTokenCreateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessTokenCreateResponse.ProtoReflect.Descriptor instead.
+func (*AccessTokenCreateResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *AccessTokenCreateResponse) GetToken() *AccessTokenCreated {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+type AccessTokenDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TokenId       string                 `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessTokenDeleteRequest) Reset() {
+	*x = AccessTokenDeleteRequest{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessTokenDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessTokenDeleteRequest) ProtoMessage() {}
+
+func (x *AccessTokenDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessTokenDeleteRequest.ProtoReflect.Descriptor instead.
+func (*AccessTokenDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *AccessTokenDeleteRequest) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+type AccessTokenDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessTokenDeleteResponse) Reset() {
+	*x = AccessTokenDeleteResponse{}
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessTokenDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessTokenDeleteResponse) ProtoMessage() {}
+
+func (x *AccessTokenDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessTokenDeleteResponse.ProtoReflect.Descriptor instead.
+func (*AccessTokenDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{78}
+}
+
 type SledListRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
@@ -3340,7 +4746,7 @@ type SledListRequest struct {
 
 func (x *SledListRequest) Reset() {
 	*x = SledListRequest{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[54]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3352,7 +4758,7 @@ func (x *SledListRequest) String() string {
 func (*SledListRequest) ProtoMessage() {}
 
 func (x *SledListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[54]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3365,7 +4771,7 @@ func (x *SledListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledListRequest.ProtoReflect.Descriptor instead.
 func (*SledListRequest) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{54}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *SledListRequest) GetLimit() uint32 {
@@ -3399,7 +4805,7 @@ type SledListResponse struct {
 
 func (x *SledListResponse) Reset() {
 	*x = SledListResponse{}
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[55]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +4817,7 @@ func (x *SledListResponse) String() string {
 func (*SledListResponse) ProtoMessage() {}
 
 func (x *SledListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_omicron_nexus_v1_external_proto_msgTypes[55]
+	mi := &file_omicron_nexus_v1_external_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +4830,7 @@ func (x *SledListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SledListResponse.ProtoReflect.Descriptor instead.
 func (*SledListResponse) Descriptor() ([]byte, []int) {
-	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{55}
+	return file_omicron_nexus_v1_external_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SledListResponse) GetItems() []*Sled {
@@ -3497,6 +4903,17 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\"N\n" +
 	"\x14InstanceViewResponse\x126\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"\x91\x01\n" +
+	"\x14InstanceUpdateParams\x12\x14\n" +
+	"\x05ncpus\x18\x01 \x01(\rR\x05ncpus\x12\x16\n" +
+	"\x06memory\x18\x02 \x01(\x04R\x06memory\x123\n" +
+	"\x13auto_restart_policy\x18\x03 \x01(\tH\x00R\x11autoRestartPolicy\x88\x01\x01B\x16\n" +
+	"\x14_auto_restart_policy\"\x8d\x01\n" +
+	"\x15InstanceUpdateRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\x12>\n" +
+	"\x06update\x18\x03 \x01(\v2&.omicron.nexus.v1.InstanceUpdateParamsR\x06update\"P\n" +
+	"\x16InstanceUpdateResponse\x126\n" +
 	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"M\n" +
 	"\x15InstanceDeleteRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
@@ -3702,7 +5119,102 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x13usable_physical_ram\x18\t \x01(\x04R\x11usablePhysicalRam\x12\"\n" +
 	"\freachability\x18\n" +
 	" \x01(\tR\freachability\x12@\n" +
-	"\x0etime_last_seen\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\ftimeLastSeen\"_\n" +
+	"\x0etime_last_seen\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\ftimeLastSeen\"*\n" +
+	"\x0fSledViewRequest\x12\x17\n" +
+	"\asled_id\x18\x01 \x01(\tR\x06sledId\">\n" +
+	"\x10SledViewResponse\x12*\n" +
+	"\x04sled\x18\x01 \x01(\v2\x16.omicron.nexus.v1.SledR\x04sled\"\x95\x03\n" +
+	"\fSledInstance\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
+	"\fproject_name\x18\x03 \x01(\tR\vprojectName\x12\x1b\n" +
+	"\tsilo_name\x18\x04 \x01(\tR\bsiloName\x12$\n" +
+	"\x0eactive_sled_id\x18\x05 \x01(\tR\factiveSledId\x12&\n" +
+	"\fmigration_id\x18\x06 \x01(\tH\x00R\vmigrationId\x88\x01\x01\x12\x16\n" +
+	"\x06memory\x18\a \x01(\x04R\x06memory\x12\x14\n" +
+	"\x05ncpus\x18\b \x01(\rR\x05ncpus\x12\x14\n" +
+	"\x05state\x18\t \x01(\tR\x05state\x12=\n" +
+	"\ftime_created\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12?\n" +
+	"\rtime_modified\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\ftimeModifiedB\x0f\n" +
+	"\r_migration_id\"\x80\x01\n" +
+	"\x17SledInstanceListRequest\x12\x17\n" +
+	"\asled_id\x18\x01 \x01(\tR\x06sledId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x17\n" +
+	"\asort_by\x18\x04 \x01(\tR\x06sortBy\"\x80\x01\n" +
+	"\x18SledInstanceListResponse\x124\n" +
+	"\x05items\x18\x01 \x03(\v2\x1e.omicron.nexus.v1.SledInstanceR\x05items\x12 \n" +
+	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
+	"\n" +
+	"_next_page\"\xb8\x01\n" +
+	"\vCurrentUser\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x17\n" +
+	"\asilo_id\x18\x03 \x01(\tR\x06siloId\x12\x1b\n" +
+	"\tsilo_name\x18\x04 \x01(\tR\bsiloName\x12!\n" +
+	"\ffleet_viewer\x18\x05 \x01(\bR\vfleetViewer\x12\x1d\n" +
+	"\n" +
+	"silo_admin\x18\x06 \x01(\bR\tsiloAdmin\"\x18\n" +
+	"\x16CurrentUserViewRequest\"L\n" +
+	"\x17CurrentUserViewResponse\x121\n" +
+	"\x04user\x18\x01 \x01(\v2\x1d.omicron.nexus.v1.CurrentUserR\x04user\"\xe2\x01\n" +
+	"\vAccessToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12=\n" +
+	"\ftime_created\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12B\n" +
+	"\ftime_expires\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\vtimeExpires\x88\x01\x01\x12!\n" +
+	"\tprincipal\x18\x04 \x01(\tH\x01R\tprincipal\x88\x01\x01B\x0f\n" +
+	"\r_time_expiresB\f\n" +
+	"\n" +
+	"_principal\"q\n" +
+	"!CurrentUserAccessTokenListRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x17\n" +
+	"\asort_by\x18\x03 \x01(\tR\x06sortBy\"\x89\x01\n" +
+	"\"CurrentUserAccessTokenListResponse\x123\n" +
+	"\x05items\x18\x01 \x03(\v2\x1d.omicron.nexus.v1.AccessTokenR\x05items\x12 \n" +
+	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
+	"\n" +
+	"_next_page\"@\n" +
+	"#CurrentUserAccessTokenDeleteRequest\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\"&\n" +
+	"$CurrentUserAccessTokenDeleteResponse\"f\n" +
+	"\x16AccessTokenListRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x17\n" +
+	"\asort_by\x18\x03 \x01(\tR\x06sortBy\"~\n" +
+	"\x17AccessTokenListResponse\x123\n" +
+	"\x05items\x18\x01 \x03(\v2\x1d.omicron.nexus.v1.AccessTokenR\x05items\x12 \n" +
+	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
+	"\n" +
+	"_next_page\"J\n" +
+	"\tRoleGrant\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x1d\n" +
+	"\aproject\x18\x02 \x01(\tH\x00R\aproject\x88\x01\x01B\n" +
+	"\n" +
+	"\b_project\"\xb4\x01\n" +
+	"\x17AccessTokenCreateParams\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x121\n" +
+	"\x05roles\x18\x02 \x03(\v2\x1b.omicron.nexus.v1.RoleGrantR\x05roles\x121\n" +
+	"\x12expires_in_seconds\x18\x03 \x01(\x04H\x00R\x10expiresInSeconds\x88\x01\x01B\x15\n" +
+	"\x13_expires_in_seconds\"[\n" +
+	"\x18AccessTokenCreateRequest\x12?\n" +
+	"\x05token\x18\x01 \x01(\v2).omicron.nexus.v1.AccessTokenCreateParamsR\x05token\"\xec\x01\n" +
+	"\x12AccessTokenCreated\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1c\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12=\n" +
+	"\ftime_created\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12B\n" +
+	"\ftime_expires\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\vtimeExpires\x88\x01\x01B\x0f\n" +
+	"\r_time_expires\"W\n" +
+	"\x19AccessTokenCreateResponse\x12:\n" +
+	"\x05token\x18\x01 \x01(\v2$.omicron.nexus.v1.AccessTokenCreatedR\x05token\"5\n" +
+	"\x18AccessTokenDeleteRequest\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\"\x1b\n" +
+	"\x19AccessTokenDeleteResponse\"_\n" +
 	"\x0fSledListRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
@@ -3712,17 +5224,26 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x05items\x18\x01 \x03(\v2\x16.omicron.nexus.v1.SledR\x05items\x12 \n" +
 	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
 	"\n" +
-	"_next_page2\xaa\x17\n" +
+	"_next_page2\x93\"\n" +
 	"\rNexusExternal\x12p\n" +
 	"\vProjectList\x12$.omicron.nexus.v1.ProjectListRequest\x1a%.omicron.nexus.v1.ProjectListResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/projects\x12\x88\x01\n" +
 	"\rProjectCreate\x12&.omicron.nexus.v1.ProjectCreateRequest\x1a'.omicron.nexus.v1.ProjectCreateResponse\"&\x82\xd3\xe4\x93\x02 :\aprojectb\aproject\"\f/v1/projects\x12\x83\x01\n" +
 	"\vProjectView\x12$.omicron.nexus.v1.ProjectViewRequest\x1a%.omicron.nexus.v1.ProjectViewResponse\"'\x82\xd3\xe4\x93\x02!b\aproject\x12\x16/v1/projects/{project}\x12\x91\x01\n" +
 	"\rProjectUpdate\x12&.omicron.nexus.v1.ProjectUpdateRequest\x1a'.omicron.nexus.v1.ProjectUpdateResponse\"/\x82\xd3\xe4\x93\x02):\x06updateb\aproject\x1a\x16/v1/projects/{project}\x12\x80\x01\n" +
 	"\rProjectDelete\x12&.omicron.nexus.v1.ProjectDeleteRequest\x1a'.omicron.nexus.v1.ProjectDeleteResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/v1/projects/{project}\x12t\n" +
-	"\bSledList\x12!.omicron.nexus.v1.SledListRequest\x1a\".omicron.nexus.v1.SledListResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/system/hardware/sleds\x12t\n" +
+	"\bSledList\x12!.omicron.nexus.v1.SledListRequest\x1a\".omicron.nexus.v1.SledListResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/system/hardware/sleds\x12\x84\x01\n" +
+	"\bSledView\x12!.omicron.nexus.v1.SledViewRequest\x1a\".omicron.nexus.v1.SledViewResponse\"1\x82\xd3\xe4\x93\x02+b\x04sled\x12#/v1/system/hardware/sleds/{sled_id}\x12\xa0\x01\n" +
+	"\x10SledInstanceList\x12).omicron.nexus.v1.SledInstanceListRequest\x1a*.omicron.nexus.v1.SledInstanceListResponse\"5\x82\xd3\xe4\x93\x02/\x12-/v1/system/hardware/sleds/{sled_id}/instances\x12|\n" +
+	"\x0fCurrentUserView\x12(.omicron.nexus.v1.CurrentUserViewRequest\x1a).omicron.nexus.v1.CurrentUserViewResponse\"\x14\x82\xd3\xe4\x93\x02\x0eb\x04user\x12\x06/v1/me\x12\xa5\x01\n" +
+	"\x1aCurrentUserAccessTokenList\x123.omicron.nexus.v1.CurrentUserAccessTokenListRequest\x1a4.omicron.nexus.v1.CurrentUserAccessTokenListResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/me/access-tokens\x12\xb6\x01\n" +
+	"\x1cCurrentUserAccessTokenDelete\x125.omicron.nexus.v1.CurrentUserAccessTokenDeleteRequest\x1a6.omicron.nexus.v1.CurrentUserAccessTokenDeleteResponse\"'\x82\xd3\xe4\x93\x02!*\x1f/v1/me/access-tokens/{token_id}\x12\x88\x01\n" +
+	"\x0fAccessTokenList\x12(.omicron.nexus.v1.AccessTokenListRequest\x1a).omicron.nexus.v1.AccessTokenListResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/system/access-tokens\x12\x9c\x01\n" +
+	"\x11AccessTokenCreate\x12*.omicron.nexus.v1.AccessTokenCreateRequest\x1a+.omicron.nexus.v1.AccessTokenCreateResponse\".\x82\xd3\xe4\x93\x02(:\x05tokenb\x05token\"\x18/v1/system/access-tokens\x12\x99\x01\n" +
+	"\x11AccessTokenDelete\x12*.omicron.nexus.v1.AccessTokenDeleteRequest\x1a+.omicron.nexus.v1.AccessTokenDeleteResponse\"+\x82\xd3\xe4\x93\x02%*#/v1/system/access-tokens/{token_id}\x12t\n" +
 	"\fInstanceList\x12%.omicron.nexus.v1.InstanceListRequest\x1a&.omicron.nexus.v1.InstanceListResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/instances\x12\x8e\x01\n" +
 	"\x0eInstanceCreate\x12'.omicron.nexus.v1.InstanceCreateRequest\x1a(.omicron.nexus.v1.InstanceCreateResponse\")\x82\xd3\xe4\x93\x02#:\binstanceb\binstance\"\r/v1/instances\x12\x89\x01\n" +
-	"\fInstanceView\x12%.omicron.nexus.v1.InstanceViewRequest\x1a&.omicron.nexus.v1.InstanceViewResponse\"*\x82\xd3\xe4\x93\x02$b\binstance\x12\x18/v1/instances/{instance}\x12\x85\x01\n" +
+	"\fInstanceView\x12%.omicron.nexus.v1.InstanceViewRequest\x1a&.omicron.nexus.v1.InstanceViewResponse\"*\x82\xd3\xe4\x93\x02$b\binstance\x12\x18/v1/instances/{instance}\x12\x97\x01\n" +
+	"\x0eInstanceUpdate\x12'.omicron.nexus.v1.InstanceUpdateRequest\x1a(.omicron.nexus.v1.InstanceUpdateResponse\"2\x82\xd3\xe4\x93\x02,:\x06updateb\binstance\x1a\x18/v1/instances/{instance}\x12\x85\x01\n" +
 	"\x0eInstanceDelete\x12'.omicron.nexus.v1.InstanceDeleteRequest\x1a(.omicron.nexus.v1.InstanceDeleteResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/instances/{instance}\x12\x92\x01\n" +
 	"\rInstanceStart\x12&.omicron.nexus.v1.InstanceStartRequest\x1a'.omicron.nexus.v1.InstanceStartResponse\"0\x82\xd3\xe4\x93\x02*b\binstance\"\x1e/v1/instances/{instance}/start\x12\x8e\x01\n" +
 	"\fInstanceStop\x12%.omicron.nexus.v1.InstanceStopRequest\x1a&.omicron.nexus.v1.InstanceStopResponse\"/\x82\xd3\xe4\x93\x02)b\binstance\"\x1d/v1/instances/{instance}/stop\x12\x96\x01\n" +
@@ -3748,160 +5269,219 @@ func file_omicron_nexus_v1_external_proto_rawDescGZIP() []byte {
 	return file_omicron_nexus_v1_external_proto_rawDescData
 }
 
-var file_omicron_nexus_v1_external_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_omicron_nexus_v1_external_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_omicron_nexus_v1_external_proto_goTypes = []any{
-	(*Instance)(nil),                       // 0: omicron.nexus.v1.Instance
-	(*InstanceCreateParams)(nil),           // 1: omicron.nexus.v1.InstanceCreateParams
-	(*InstanceListRequest)(nil),            // 2: omicron.nexus.v1.InstanceListRequest
-	(*InstanceListResponse)(nil),           // 3: omicron.nexus.v1.InstanceListResponse
-	(*InstanceCreateRequest)(nil),          // 4: omicron.nexus.v1.InstanceCreateRequest
-	(*InstanceCreateResponse)(nil),         // 5: omicron.nexus.v1.InstanceCreateResponse
-	(*InstanceViewRequest)(nil),            // 6: omicron.nexus.v1.InstanceViewRequest
-	(*InstanceViewResponse)(nil),           // 7: omicron.nexus.v1.InstanceViewResponse
-	(*InstanceDeleteRequest)(nil),          // 8: omicron.nexus.v1.InstanceDeleteRequest
-	(*InstanceDeleteResponse)(nil),         // 9: omicron.nexus.v1.InstanceDeleteResponse
-	(*InstanceStartRequest)(nil),           // 10: omicron.nexus.v1.InstanceStartRequest
-	(*InstanceStartResponse)(nil),          // 11: omicron.nexus.v1.InstanceStartResponse
-	(*InstanceStopRequest)(nil),            // 12: omicron.nexus.v1.InstanceStopRequest
-	(*InstanceStopResponse)(nil),           // 13: omicron.nexus.v1.InstanceStopResponse
-	(*InstanceRebootRequest)(nil),          // 14: omicron.nexus.v1.InstanceRebootRequest
-	(*InstanceRebootResponse)(nil),         // 15: omicron.nexus.v1.InstanceRebootResponse
-	(*ForceTerminateInstanceRequest)(nil),  // 16: omicron.nexus.v1.ForceTerminateInstanceRequest
-	(*ForceTerminateInstanceResponse)(nil), // 17: omicron.nexus.v1.ForceTerminateInstanceResponse
-	(*InstanceMigrateParams)(nil),          // 18: omicron.nexus.v1.InstanceMigrateParams
-	(*InstanceMigrateRequest)(nil),         // 19: omicron.nexus.v1.InstanceMigrateRequest
-	(*InstanceMigrateResponse)(nil),        // 20: omicron.nexus.v1.InstanceMigrateResponse
-	(*StuckSaga)(nil),                      // 21: omicron.nexus.v1.StuckSaga
-	(*SagaListStuckRequest)(nil),           // 22: omicron.nexus.v1.SagaListStuckRequest
-	(*SagaListStuckResponse)(nil),          // 23: omicron.nexus.v1.SagaListStuckResponse
-	(*Saga)(nil),                           // 24: omicron.nexus.v1.Saga
-	(*SagaListRequest)(nil),                // 25: omicron.nexus.v1.SagaListRequest
-	(*SagaListResponse)(nil),               // 26: omicron.nexus.v1.SagaListResponse
-	(*UpdaterLock)(nil),                    // 27: omicron.nexus.v1.UpdaterLock
-	(*UpdaterLockListRequest)(nil),         // 28: omicron.nexus.v1.UpdaterLockListRequest
-	(*UpdaterLockListResponse)(nil),        // 29: omicron.nexus.v1.UpdaterLockListResponse
-	(*SledZone)(nil),                       // 30: omicron.nexus.v1.SledZone
-	(*SledZoneListRequest)(nil),            // 31: omicron.nexus.v1.SledZoneListRequest
-	(*SledZoneListResponse)(nil),           // 32: omicron.nexus.v1.SledZoneListResponse
-	(*SledZoneExpungeRequest)(nil),         // 33: omicron.nexus.v1.SledZoneExpungeRequest
-	(*SledZoneExpungeResponse)(nil),        // 34: omicron.nexus.v1.SledZoneExpungeResponse
-	(*NexusReplica)(nil),                   // 35: omicron.nexus.v1.NexusReplica
-	(*NexusReplicaListRequest)(nil),        // 36: omicron.nexus.v1.NexusReplicaListRequest
-	(*NexusReplicaListResponse)(nil),       // 37: omicron.nexus.v1.NexusReplicaListResponse
-	(*Project)(nil),                        // 38: omicron.nexus.v1.Project
-	(*ProjectListRequest)(nil),             // 39: omicron.nexus.v1.ProjectListRequest
-	(*ProjectListResponse)(nil),            // 40: omicron.nexus.v1.ProjectListResponse
-	(*ProjectCreateParams)(nil),            // 41: omicron.nexus.v1.ProjectCreateParams
-	(*ProjectCreateRequest)(nil),           // 42: omicron.nexus.v1.ProjectCreateRequest
-	(*ProjectCreateResponse)(nil),          // 43: omicron.nexus.v1.ProjectCreateResponse
-	(*ProjectViewRequest)(nil),             // 44: omicron.nexus.v1.ProjectViewRequest
-	(*ProjectViewResponse)(nil),            // 45: omicron.nexus.v1.ProjectViewResponse
-	(*ProjectUpdateParams)(nil),            // 46: omicron.nexus.v1.ProjectUpdateParams
-	(*ProjectUpdateRequest)(nil),           // 47: omicron.nexus.v1.ProjectUpdateRequest
-	(*ProjectUpdateResponse)(nil),          // 48: omicron.nexus.v1.ProjectUpdateResponse
-	(*ProjectDeleteRequest)(nil),           // 49: omicron.nexus.v1.ProjectDeleteRequest
-	(*ProjectDeleteResponse)(nil),          // 50: omicron.nexus.v1.ProjectDeleteResponse
-	(*Baseboard)(nil),                      // 51: omicron.nexus.v1.Baseboard
-	(*SledPolicy)(nil),                     // 52: omicron.nexus.v1.SledPolicy
-	(*Sled)(nil),                           // 53: omicron.nexus.v1.Sled
-	(*SledListRequest)(nil),                // 54: omicron.nexus.v1.SledListRequest
-	(*SledListResponse)(nil),               // 55: omicron.nexus.v1.SledListResponse
-	(*timestamppb.Timestamp)(nil),          // 56: google.protobuf.Timestamp
+	(*Instance)(nil),                             // 0: omicron.nexus.v1.Instance
+	(*InstanceCreateParams)(nil),                 // 1: omicron.nexus.v1.InstanceCreateParams
+	(*InstanceListRequest)(nil),                  // 2: omicron.nexus.v1.InstanceListRequest
+	(*InstanceListResponse)(nil),                 // 3: omicron.nexus.v1.InstanceListResponse
+	(*InstanceCreateRequest)(nil),                // 4: omicron.nexus.v1.InstanceCreateRequest
+	(*InstanceCreateResponse)(nil),               // 5: omicron.nexus.v1.InstanceCreateResponse
+	(*InstanceViewRequest)(nil),                  // 6: omicron.nexus.v1.InstanceViewRequest
+	(*InstanceViewResponse)(nil),                 // 7: omicron.nexus.v1.InstanceViewResponse
+	(*InstanceUpdateParams)(nil),                 // 8: omicron.nexus.v1.InstanceUpdateParams
+	(*InstanceUpdateRequest)(nil),                // 9: omicron.nexus.v1.InstanceUpdateRequest
+	(*InstanceUpdateResponse)(nil),               // 10: omicron.nexus.v1.InstanceUpdateResponse
+	(*InstanceDeleteRequest)(nil),                // 11: omicron.nexus.v1.InstanceDeleteRequest
+	(*InstanceDeleteResponse)(nil),               // 12: omicron.nexus.v1.InstanceDeleteResponse
+	(*InstanceStartRequest)(nil),                 // 13: omicron.nexus.v1.InstanceStartRequest
+	(*InstanceStartResponse)(nil),                // 14: omicron.nexus.v1.InstanceStartResponse
+	(*InstanceStopRequest)(nil),                  // 15: omicron.nexus.v1.InstanceStopRequest
+	(*InstanceStopResponse)(nil),                 // 16: omicron.nexus.v1.InstanceStopResponse
+	(*InstanceRebootRequest)(nil),                // 17: omicron.nexus.v1.InstanceRebootRequest
+	(*InstanceRebootResponse)(nil),               // 18: omicron.nexus.v1.InstanceRebootResponse
+	(*ForceTerminateInstanceRequest)(nil),        // 19: omicron.nexus.v1.ForceTerminateInstanceRequest
+	(*ForceTerminateInstanceResponse)(nil),       // 20: omicron.nexus.v1.ForceTerminateInstanceResponse
+	(*InstanceMigrateParams)(nil),                // 21: omicron.nexus.v1.InstanceMigrateParams
+	(*InstanceMigrateRequest)(nil),               // 22: omicron.nexus.v1.InstanceMigrateRequest
+	(*InstanceMigrateResponse)(nil),              // 23: omicron.nexus.v1.InstanceMigrateResponse
+	(*StuckSaga)(nil),                            // 24: omicron.nexus.v1.StuckSaga
+	(*SagaListStuckRequest)(nil),                 // 25: omicron.nexus.v1.SagaListStuckRequest
+	(*SagaListStuckResponse)(nil),                // 26: omicron.nexus.v1.SagaListStuckResponse
+	(*Saga)(nil),                                 // 27: omicron.nexus.v1.Saga
+	(*SagaListRequest)(nil),                      // 28: omicron.nexus.v1.SagaListRequest
+	(*SagaListResponse)(nil),                     // 29: omicron.nexus.v1.SagaListResponse
+	(*UpdaterLock)(nil),                          // 30: omicron.nexus.v1.UpdaterLock
+	(*UpdaterLockListRequest)(nil),               // 31: omicron.nexus.v1.UpdaterLockListRequest
+	(*UpdaterLockListResponse)(nil),              // 32: omicron.nexus.v1.UpdaterLockListResponse
+	(*SledZone)(nil),                             // 33: omicron.nexus.v1.SledZone
+	(*SledZoneListRequest)(nil),                  // 34: omicron.nexus.v1.SledZoneListRequest
+	(*SledZoneListResponse)(nil),                 // 35: omicron.nexus.v1.SledZoneListResponse
+	(*SledZoneExpungeRequest)(nil),               // 36: omicron.nexus.v1.SledZoneExpungeRequest
+	(*SledZoneExpungeResponse)(nil),              // 37: omicron.nexus.v1.SledZoneExpungeResponse
+	(*NexusReplica)(nil),                         // 38: omicron.nexus.v1.NexusReplica
+	(*NexusReplicaListRequest)(nil),              // 39: omicron.nexus.v1.NexusReplicaListRequest
+	(*NexusReplicaListResponse)(nil),             // 40: omicron.nexus.v1.NexusReplicaListResponse
+	(*Project)(nil),                              // 41: omicron.nexus.v1.Project
+	(*ProjectListRequest)(nil),                   // 42: omicron.nexus.v1.ProjectListRequest
+	(*ProjectListResponse)(nil),                  // 43: omicron.nexus.v1.ProjectListResponse
+	(*ProjectCreateParams)(nil),                  // 44: omicron.nexus.v1.ProjectCreateParams
+	(*ProjectCreateRequest)(nil),                 // 45: omicron.nexus.v1.ProjectCreateRequest
+	(*ProjectCreateResponse)(nil),                // 46: omicron.nexus.v1.ProjectCreateResponse
+	(*ProjectViewRequest)(nil),                   // 47: omicron.nexus.v1.ProjectViewRequest
+	(*ProjectViewResponse)(nil),                  // 48: omicron.nexus.v1.ProjectViewResponse
+	(*ProjectUpdateParams)(nil),                  // 49: omicron.nexus.v1.ProjectUpdateParams
+	(*ProjectUpdateRequest)(nil),                 // 50: omicron.nexus.v1.ProjectUpdateRequest
+	(*ProjectUpdateResponse)(nil),                // 51: omicron.nexus.v1.ProjectUpdateResponse
+	(*ProjectDeleteRequest)(nil),                 // 52: omicron.nexus.v1.ProjectDeleteRequest
+	(*ProjectDeleteResponse)(nil),                // 53: omicron.nexus.v1.ProjectDeleteResponse
+	(*Baseboard)(nil),                            // 54: omicron.nexus.v1.Baseboard
+	(*SledPolicy)(nil),                           // 55: omicron.nexus.v1.SledPolicy
+	(*Sled)(nil),                                 // 56: omicron.nexus.v1.Sled
+	(*SledViewRequest)(nil),                      // 57: omicron.nexus.v1.SledViewRequest
+	(*SledViewResponse)(nil),                     // 58: omicron.nexus.v1.SledViewResponse
+	(*SledInstance)(nil),                         // 59: omicron.nexus.v1.SledInstance
+	(*SledInstanceListRequest)(nil),              // 60: omicron.nexus.v1.SledInstanceListRequest
+	(*SledInstanceListResponse)(nil),             // 61: omicron.nexus.v1.SledInstanceListResponse
+	(*CurrentUser)(nil),                          // 62: omicron.nexus.v1.CurrentUser
+	(*CurrentUserViewRequest)(nil),               // 63: omicron.nexus.v1.CurrentUserViewRequest
+	(*CurrentUserViewResponse)(nil),              // 64: omicron.nexus.v1.CurrentUserViewResponse
+	(*AccessToken)(nil),                          // 65: omicron.nexus.v1.AccessToken
+	(*CurrentUserAccessTokenListRequest)(nil),    // 66: omicron.nexus.v1.CurrentUserAccessTokenListRequest
+	(*CurrentUserAccessTokenListResponse)(nil),   // 67: omicron.nexus.v1.CurrentUserAccessTokenListResponse
+	(*CurrentUserAccessTokenDeleteRequest)(nil),  // 68: omicron.nexus.v1.CurrentUserAccessTokenDeleteRequest
+	(*CurrentUserAccessTokenDeleteResponse)(nil), // 69: omicron.nexus.v1.CurrentUserAccessTokenDeleteResponse
+	(*AccessTokenListRequest)(nil),               // 70: omicron.nexus.v1.AccessTokenListRequest
+	(*AccessTokenListResponse)(nil),              // 71: omicron.nexus.v1.AccessTokenListResponse
+	(*RoleGrant)(nil),                            // 72: omicron.nexus.v1.RoleGrant
+	(*AccessTokenCreateParams)(nil),              // 73: omicron.nexus.v1.AccessTokenCreateParams
+	(*AccessTokenCreateRequest)(nil),             // 74: omicron.nexus.v1.AccessTokenCreateRequest
+	(*AccessTokenCreated)(nil),                   // 75: omicron.nexus.v1.AccessTokenCreated
+	(*AccessTokenCreateResponse)(nil),            // 76: omicron.nexus.v1.AccessTokenCreateResponse
+	(*AccessTokenDeleteRequest)(nil),             // 77: omicron.nexus.v1.AccessTokenDeleteRequest
+	(*AccessTokenDeleteResponse)(nil),            // 78: omicron.nexus.v1.AccessTokenDeleteResponse
+	(*SledListRequest)(nil),                      // 79: omicron.nexus.v1.SledListRequest
+	(*SledListResponse)(nil),                     // 80: omicron.nexus.v1.SledListResponse
+	(*timestamppb.Timestamp)(nil),                // 81: google.protobuf.Timestamp
 }
 var file_omicron_nexus_v1_external_proto_depIdxs = []int32{
-	56, // 0: omicron.nexus.v1.Instance.time_created:type_name -> google.protobuf.Timestamp
-	56, // 1: omicron.nexus.v1.Instance.time_modified:type_name -> google.protobuf.Timestamp
-	56, // 2: omicron.nexus.v1.Instance.time_run_state_updated:type_name -> google.protobuf.Timestamp
-	56, // 3: omicron.nexus.v1.Instance.time_last_auto_restarted:type_name -> google.protobuf.Timestamp
-	56, // 4: omicron.nexus.v1.Instance.auto_restart_cooldown_expiration:type_name -> google.protobuf.Timestamp
+	81, // 0: omicron.nexus.v1.Instance.time_created:type_name -> google.protobuf.Timestamp
+	81, // 1: omicron.nexus.v1.Instance.time_modified:type_name -> google.protobuf.Timestamp
+	81, // 2: omicron.nexus.v1.Instance.time_run_state_updated:type_name -> google.protobuf.Timestamp
+	81, // 3: omicron.nexus.v1.Instance.time_last_auto_restarted:type_name -> google.protobuf.Timestamp
+	81, // 4: omicron.nexus.v1.Instance.auto_restart_cooldown_expiration:type_name -> google.protobuf.Timestamp
 	0,  // 5: omicron.nexus.v1.InstanceListResponse.items:type_name -> omicron.nexus.v1.Instance
 	1,  // 6: omicron.nexus.v1.InstanceCreateRequest.instance:type_name -> omicron.nexus.v1.InstanceCreateParams
 	0,  // 7: omicron.nexus.v1.InstanceCreateResponse.instance:type_name -> omicron.nexus.v1.Instance
 	0,  // 8: omicron.nexus.v1.InstanceViewResponse.instance:type_name -> omicron.nexus.v1.Instance
-	0,  // 9: omicron.nexus.v1.InstanceStartResponse.instance:type_name -> omicron.nexus.v1.Instance
-	0,  // 10: omicron.nexus.v1.InstanceStopResponse.instance:type_name -> omicron.nexus.v1.Instance
-	0,  // 11: omicron.nexus.v1.InstanceRebootResponse.instance:type_name -> omicron.nexus.v1.Instance
-	0,  // 12: omicron.nexus.v1.ForceTerminateInstanceResponse.instance:type_name -> omicron.nexus.v1.Instance
-	18, // 13: omicron.nexus.v1.InstanceMigrateRequest.migrate:type_name -> omicron.nexus.v1.InstanceMigrateParams
-	0,  // 14: omicron.nexus.v1.InstanceMigrateResponse.instance:type_name -> omicron.nexus.v1.Instance
-	56, // 15: omicron.nexus.v1.StuckSaga.time_created:type_name -> google.protobuf.Timestamp
-	21, // 16: omicron.nexus.v1.SagaListStuckResponse.items:type_name -> omicron.nexus.v1.StuckSaga
-	56, // 17: omicron.nexus.v1.Saga.time_created:type_name -> google.protobuf.Timestamp
-	56, // 18: omicron.nexus.v1.Saga.time_state_changed:type_name -> google.protobuf.Timestamp
-	24, // 19: omicron.nexus.v1.SagaListResponse.items:type_name -> omicron.nexus.v1.Saga
-	56, // 20: omicron.nexus.v1.UpdaterLock.time_saga_created:type_name -> google.protobuf.Timestamp
-	27, // 21: omicron.nexus.v1.UpdaterLockListResponse.items:type_name -> omicron.nexus.v1.UpdaterLock
-	56, // 22: omicron.nexus.v1.SledZone.time_expunged:type_name -> google.protobuf.Timestamp
-	56, // 23: omicron.nexus.v1.SledZone.time_confirmed_gone:type_name -> google.protobuf.Timestamp
-	30, // 24: omicron.nexus.v1.SledZoneListResponse.items:type_name -> omicron.nexus.v1.SledZone
-	56, // 25: omicron.nexus.v1.SledZoneListResponse.time_pushed:type_name -> google.protobuf.Timestamp
-	56, // 26: omicron.nexus.v1.SledZoneListResponse.time_inventory_collected:type_name -> google.protobuf.Timestamp
-	30, // 27: omicron.nexus.v1.SledZoneExpungeResponse.zone:type_name -> omicron.nexus.v1.SledZone
-	56, // 28: omicron.nexus.v1.NexusReplica.time_expunged:type_name -> google.protobuf.Timestamp
-	56, // 29: omicron.nexus.v1.NexusReplica.time_zone_confirmed_gone:type_name -> google.protobuf.Timestamp
-	56, // 30: omicron.nexus.v1.NexusReplica.time_reassigned:type_name -> google.protobuf.Timestamp
-	35, // 31: omicron.nexus.v1.NexusReplicaListResponse.items:type_name -> omicron.nexus.v1.NexusReplica
-	56, // 32: omicron.nexus.v1.Project.time_created:type_name -> google.protobuf.Timestamp
-	56, // 33: omicron.nexus.v1.Project.time_modified:type_name -> google.protobuf.Timestamp
-	38, // 34: omicron.nexus.v1.ProjectListResponse.items:type_name -> omicron.nexus.v1.Project
-	41, // 35: omicron.nexus.v1.ProjectCreateRequest.project:type_name -> omicron.nexus.v1.ProjectCreateParams
-	38, // 36: omicron.nexus.v1.ProjectCreateResponse.project:type_name -> omicron.nexus.v1.Project
-	38, // 37: omicron.nexus.v1.ProjectViewResponse.project:type_name -> omicron.nexus.v1.Project
-	46, // 38: omicron.nexus.v1.ProjectUpdateRequest.update:type_name -> omicron.nexus.v1.ProjectUpdateParams
-	38, // 39: omicron.nexus.v1.ProjectUpdateResponse.project:type_name -> omicron.nexus.v1.Project
-	51, // 40: omicron.nexus.v1.Sled.baseboard:type_name -> omicron.nexus.v1.Baseboard
-	52, // 41: omicron.nexus.v1.Sled.policy:type_name -> omicron.nexus.v1.SledPolicy
-	56, // 42: omicron.nexus.v1.Sled.time_created:type_name -> google.protobuf.Timestamp
-	56, // 43: omicron.nexus.v1.Sled.time_modified:type_name -> google.protobuf.Timestamp
-	56, // 44: omicron.nexus.v1.Sled.time_last_seen:type_name -> google.protobuf.Timestamp
-	53, // 45: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
-	39, // 46: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
-	42, // 47: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
-	44, // 48: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
-	47, // 49: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
-	49, // 50: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
-	54, // 51: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
-	2,  // 52: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
-	4,  // 53: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
-	6,  // 54: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
-	8,  // 55: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
-	10, // 56: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
-	12, // 57: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
-	14, // 58: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
-	16, // 59: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:input_type -> omicron.nexus.v1.ForceTerminateInstanceRequest
-	19, // 60: omicron.nexus.v1.NexusExternal.InstanceMigrate:input_type -> omicron.nexus.v1.InstanceMigrateRequest
-	22, // 61: omicron.nexus.v1.NexusExternal.SagaListStuck:input_type -> omicron.nexus.v1.SagaListStuckRequest
-	25, // 62: omicron.nexus.v1.NexusExternal.SagaList:input_type -> omicron.nexus.v1.SagaListRequest
-	28, // 63: omicron.nexus.v1.NexusExternal.UpdaterLockList:input_type -> omicron.nexus.v1.UpdaterLockListRequest
-	31, // 64: omicron.nexus.v1.NexusExternal.SledZoneList:input_type -> omicron.nexus.v1.SledZoneListRequest
-	33, // 65: omicron.nexus.v1.NexusExternal.SledZoneExpunge:input_type -> omicron.nexus.v1.SledZoneExpungeRequest
-	36, // 66: omicron.nexus.v1.NexusExternal.NexusReplicaList:input_type -> omicron.nexus.v1.NexusReplicaListRequest
-	40, // 67: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
-	43, // 68: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
-	45, // 69: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
-	48, // 70: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
-	50, // 71: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
-	55, // 72: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
-	3,  // 73: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
-	5,  // 74: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
-	7,  // 75: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
-	9,  // 76: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
-	11, // 77: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
-	13, // 78: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
-	15, // 79: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
-	17, // 80: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:output_type -> omicron.nexus.v1.ForceTerminateInstanceResponse
-	20, // 81: omicron.nexus.v1.NexusExternal.InstanceMigrate:output_type -> omicron.nexus.v1.InstanceMigrateResponse
-	23, // 82: omicron.nexus.v1.NexusExternal.SagaListStuck:output_type -> omicron.nexus.v1.SagaListStuckResponse
-	26, // 83: omicron.nexus.v1.NexusExternal.SagaList:output_type -> omicron.nexus.v1.SagaListResponse
-	29, // 84: omicron.nexus.v1.NexusExternal.UpdaterLockList:output_type -> omicron.nexus.v1.UpdaterLockListResponse
-	32, // 85: omicron.nexus.v1.NexusExternal.SledZoneList:output_type -> omicron.nexus.v1.SledZoneListResponse
-	34, // 86: omicron.nexus.v1.NexusExternal.SledZoneExpunge:output_type -> omicron.nexus.v1.SledZoneExpungeResponse
-	37, // 87: omicron.nexus.v1.NexusExternal.NexusReplicaList:output_type -> omicron.nexus.v1.NexusReplicaListResponse
-	67, // [67:88] is the sub-list for method output_type
-	46, // [46:67] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	8,  // 9: omicron.nexus.v1.InstanceUpdateRequest.update:type_name -> omicron.nexus.v1.InstanceUpdateParams
+	0,  // 10: omicron.nexus.v1.InstanceUpdateResponse.instance:type_name -> omicron.nexus.v1.Instance
+	0,  // 11: omicron.nexus.v1.InstanceStartResponse.instance:type_name -> omicron.nexus.v1.Instance
+	0,  // 12: omicron.nexus.v1.InstanceStopResponse.instance:type_name -> omicron.nexus.v1.Instance
+	0,  // 13: omicron.nexus.v1.InstanceRebootResponse.instance:type_name -> omicron.nexus.v1.Instance
+	0,  // 14: omicron.nexus.v1.ForceTerminateInstanceResponse.instance:type_name -> omicron.nexus.v1.Instance
+	21, // 15: omicron.nexus.v1.InstanceMigrateRequest.migrate:type_name -> omicron.nexus.v1.InstanceMigrateParams
+	0,  // 16: omicron.nexus.v1.InstanceMigrateResponse.instance:type_name -> omicron.nexus.v1.Instance
+	81, // 17: omicron.nexus.v1.StuckSaga.time_created:type_name -> google.protobuf.Timestamp
+	24, // 18: omicron.nexus.v1.SagaListStuckResponse.items:type_name -> omicron.nexus.v1.StuckSaga
+	81, // 19: omicron.nexus.v1.Saga.time_created:type_name -> google.protobuf.Timestamp
+	81, // 20: omicron.nexus.v1.Saga.time_state_changed:type_name -> google.protobuf.Timestamp
+	27, // 21: omicron.nexus.v1.SagaListResponse.items:type_name -> omicron.nexus.v1.Saga
+	81, // 22: omicron.nexus.v1.UpdaterLock.time_saga_created:type_name -> google.protobuf.Timestamp
+	30, // 23: omicron.nexus.v1.UpdaterLockListResponse.items:type_name -> omicron.nexus.v1.UpdaterLock
+	81, // 24: omicron.nexus.v1.SledZone.time_expunged:type_name -> google.protobuf.Timestamp
+	81, // 25: omicron.nexus.v1.SledZone.time_confirmed_gone:type_name -> google.protobuf.Timestamp
+	33, // 26: omicron.nexus.v1.SledZoneListResponse.items:type_name -> omicron.nexus.v1.SledZone
+	81, // 27: omicron.nexus.v1.SledZoneListResponse.time_pushed:type_name -> google.protobuf.Timestamp
+	81, // 28: omicron.nexus.v1.SledZoneListResponse.time_inventory_collected:type_name -> google.protobuf.Timestamp
+	33, // 29: omicron.nexus.v1.SledZoneExpungeResponse.zone:type_name -> omicron.nexus.v1.SledZone
+	81, // 30: omicron.nexus.v1.NexusReplica.time_expunged:type_name -> google.protobuf.Timestamp
+	81, // 31: omicron.nexus.v1.NexusReplica.time_zone_confirmed_gone:type_name -> google.protobuf.Timestamp
+	81, // 32: omicron.nexus.v1.NexusReplica.time_reassigned:type_name -> google.protobuf.Timestamp
+	38, // 33: omicron.nexus.v1.NexusReplicaListResponse.items:type_name -> omicron.nexus.v1.NexusReplica
+	81, // 34: omicron.nexus.v1.Project.time_created:type_name -> google.protobuf.Timestamp
+	81, // 35: omicron.nexus.v1.Project.time_modified:type_name -> google.protobuf.Timestamp
+	41, // 36: omicron.nexus.v1.ProjectListResponse.items:type_name -> omicron.nexus.v1.Project
+	44, // 37: omicron.nexus.v1.ProjectCreateRequest.project:type_name -> omicron.nexus.v1.ProjectCreateParams
+	41, // 38: omicron.nexus.v1.ProjectCreateResponse.project:type_name -> omicron.nexus.v1.Project
+	41, // 39: omicron.nexus.v1.ProjectViewResponse.project:type_name -> omicron.nexus.v1.Project
+	49, // 40: omicron.nexus.v1.ProjectUpdateRequest.update:type_name -> omicron.nexus.v1.ProjectUpdateParams
+	41, // 41: omicron.nexus.v1.ProjectUpdateResponse.project:type_name -> omicron.nexus.v1.Project
+	54, // 42: omicron.nexus.v1.Sled.baseboard:type_name -> omicron.nexus.v1.Baseboard
+	55, // 43: omicron.nexus.v1.Sled.policy:type_name -> omicron.nexus.v1.SledPolicy
+	81, // 44: omicron.nexus.v1.Sled.time_created:type_name -> google.protobuf.Timestamp
+	81, // 45: omicron.nexus.v1.Sled.time_modified:type_name -> google.protobuf.Timestamp
+	81, // 46: omicron.nexus.v1.Sled.time_last_seen:type_name -> google.protobuf.Timestamp
+	56, // 47: omicron.nexus.v1.SledViewResponse.sled:type_name -> omicron.nexus.v1.Sled
+	81, // 48: omicron.nexus.v1.SledInstance.time_created:type_name -> google.protobuf.Timestamp
+	81, // 49: omicron.nexus.v1.SledInstance.time_modified:type_name -> google.protobuf.Timestamp
+	59, // 50: omicron.nexus.v1.SledInstanceListResponse.items:type_name -> omicron.nexus.v1.SledInstance
+	62, // 51: omicron.nexus.v1.CurrentUserViewResponse.user:type_name -> omicron.nexus.v1.CurrentUser
+	81, // 52: omicron.nexus.v1.AccessToken.time_created:type_name -> google.protobuf.Timestamp
+	81, // 53: omicron.nexus.v1.AccessToken.time_expires:type_name -> google.protobuf.Timestamp
+	65, // 54: omicron.nexus.v1.CurrentUserAccessTokenListResponse.items:type_name -> omicron.nexus.v1.AccessToken
+	65, // 55: omicron.nexus.v1.AccessTokenListResponse.items:type_name -> omicron.nexus.v1.AccessToken
+	72, // 56: omicron.nexus.v1.AccessTokenCreateParams.roles:type_name -> omicron.nexus.v1.RoleGrant
+	73, // 57: omicron.nexus.v1.AccessTokenCreateRequest.token:type_name -> omicron.nexus.v1.AccessTokenCreateParams
+	81, // 58: omicron.nexus.v1.AccessTokenCreated.time_created:type_name -> google.protobuf.Timestamp
+	81, // 59: omicron.nexus.v1.AccessTokenCreated.time_expires:type_name -> google.protobuf.Timestamp
+	75, // 60: omicron.nexus.v1.AccessTokenCreateResponse.token:type_name -> omicron.nexus.v1.AccessTokenCreated
+	56, // 61: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
+	42, // 62: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
+	45, // 63: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
+	47, // 64: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
+	50, // 65: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
+	52, // 66: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
+	79, // 67: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
+	57, // 68: omicron.nexus.v1.NexusExternal.SledView:input_type -> omicron.nexus.v1.SledViewRequest
+	60, // 69: omicron.nexus.v1.NexusExternal.SledInstanceList:input_type -> omicron.nexus.v1.SledInstanceListRequest
+	63, // 70: omicron.nexus.v1.NexusExternal.CurrentUserView:input_type -> omicron.nexus.v1.CurrentUserViewRequest
+	66, // 71: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenList:input_type -> omicron.nexus.v1.CurrentUserAccessTokenListRequest
+	68, // 72: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenDelete:input_type -> omicron.nexus.v1.CurrentUserAccessTokenDeleteRequest
+	70, // 73: omicron.nexus.v1.NexusExternal.AccessTokenList:input_type -> omicron.nexus.v1.AccessTokenListRequest
+	74, // 74: omicron.nexus.v1.NexusExternal.AccessTokenCreate:input_type -> omicron.nexus.v1.AccessTokenCreateRequest
+	77, // 75: omicron.nexus.v1.NexusExternal.AccessTokenDelete:input_type -> omicron.nexus.v1.AccessTokenDeleteRequest
+	2,  // 76: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
+	4,  // 77: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
+	6,  // 78: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
+	9,  // 79: omicron.nexus.v1.NexusExternal.InstanceUpdate:input_type -> omicron.nexus.v1.InstanceUpdateRequest
+	11, // 80: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
+	13, // 81: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
+	15, // 82: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
+	17, // 83: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
+	19, // 84: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:input_type -> omicron.nexus.v1.ForceTerminateInstanceRequest
+	22, // 85: omicron.nexus.v1.NexusExternal.InstanceMigrate:input_type -> omicron.nexus.v1.InstanceMigrateRequest
+	25, // 86: omicron.nexus.v1.NexusExternal.SagaListStuck:input_type -> omicron.nexus.v1.SagaListStuckRequest
+	28, // 87: omicron.nexus.v1.NexusExternal.SagaList:input_type -> omicron.nexus.v1.SagaListRequest
+	31, // 88: omicron.nexus.v1.NexusExternal.UpdaterLockList:input_type -> omicron.nexus.v1.UpdaterLockListRequest
+	34, // 89: omicron.nexus.v1.NexusExternal.SledZoneList:input_type -> omicron.nexus.v1.SledZoneListRequest
+	36, // 90: omicron.nexus.v1.NexusExternal.SledZoneExpunge:input_type -> omicron.nexus.v1.SledZoneExpungeRequest
+	39, // 91: omicron.nexus.v1.NexusExternal.NexusReplicaList:input_type -> omicron.nexus.v1.NexusReplicaListRequest
+	43, // 92: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
+	46, // 93: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
+	48, // 94: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
+	51, // 95: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
+	53, // 96: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
+	80, // 97: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
+	58, // 98: omicron.nexus.v1.NexusExternal.SledView:output_type -> omicron.nexus.v1.SledViewResponse
+	61, // 99: omicron.nexus.v1.NexusExternal.SledInstanceList:output_type -> omicron.nexus.v1.SledInstanceListResponse
+	64, // 100: omicron.nexus.v1.NexusExternal.CurrentUserView:output_type -> omicron.nexus.v1.CurrentUserViewResponse
+	67, // 101: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenList:output_type -> omicron.nexus.v1.CurrentUserAccessTokenListResponse
+	69, // 102: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenDelete:output_type -> omicron.nexus.v1.CurrentUserAccessTokenDeleteResponse
+	71, // 103: omicron.nexus.v1.NexusExternal.AccessTokenList:output_type -> omicron.nexus.v1.AccessTokenListResponse
+	76, // 104: omicron.nexus.v1.NexusExternal.AccessTokenCreate:output_type -> omicron.nexus.v1.AccessTokenCreateResponse
+	78, // 105: omicron.nexus.v1.NexusExternal.AccessTokenDelete:output_type -> omicron.nexus.v1.AccessTokenDeleteResponse
+	3,  // 106: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
+	5,  // 107: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
+	7,  // 108: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
+	10, // 109: omicron.nexus.v1.NexusExternal.InstanceUpdate:output_type -> omicron.nexus.v1.InstanceUpdateResponse
+	12, // 110: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
+	14, // 111: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
+	16, // 112: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
+	18, // 113: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
+	20, // 114: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:output_type -> omicron.nexus.v1.ForceTerminateInstanceResponse
+	23, // 115: omicron.nexus.v1.NexusExternal.InstanceMigrate:output_type -> omicron.nexus.v1.InstanceMigrateResponse
+	26, // 116: omicron.nexus.v1.NexusExternal.SagaListStuck:output_type -> omicron.nexus.v1.SagaListStuckResponse
+	29, // 117: omicron.nexus.v1.NexusExternal.SagaList:output_type -> omicron.nexus.v1.SagaListResponse
+	32, // 118: omicron.nexus.v1.NexusExternal.UpdaterLockList:output_type -> omicron.nexus.v1.UpdaterLockListResponse
+	35, // 119: omicron.nexus.v1.NexusExternal.SledZoneList:output_type -> omicron.nexus.v1.SledZoneListResponse
+	37, // 120: omicron.nexus.v1.NexusExternal.SledZoneExpunge:output_type -> omicron.nexus.v1.SledZoneExpungeResponse
+	40, // 121: omicron.nexus.v1.NexusExternal.NexusReplicaList:output_type -> omicron.nexus.v1.NexusReplicaListResponse
+	92, // [92:122] is the sub-list for method output_type
+	62, // [62:92] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_omicron_nexus_v1_external_proto_init() }
@@ -3912,19 +5492,28 @@ func file_omicron_nexus_v1_external_proto_init() {
 	file_omicron_nexus_v1_external_proto_msgTypes[0].OneofWrappers = []any{}
 	file_omicron_nexus_v1_external_proto_msgTypes[1].OneofWrappers = []any{}
 	file_omicron_nexus_v1_external_proto_msgTypes[3].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[30].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[32].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[8].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[33].OneofWrappers = []any{}
 	file_omicron_nexus_v1_external_proto_msgTypes[35].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[40].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[46].OneofWrappers = []any{}
-	file_omicron_nexus_v1_external_proto_msgTypes[55].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[38].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[43].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[49].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[59].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[61].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[65].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[67].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[71].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[72].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[73].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[75].OneofWrappers = []any{}
+	file_omicron_nexus_v1_external_proto_msgTypes[80].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omicron_nexus_v1_external_proto_rawDesc), len(file_omicron_nexus_v1_external_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   56,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

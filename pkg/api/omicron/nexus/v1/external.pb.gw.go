@@ -255,6 +255,294 @@ func local_request_NexusExternal_SledList_0(ctx context.Context, marshaler runti
 	return msg, metadata, err
 }
 
+func request_NexusExternal_SledView_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SledViewRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["sled_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "sled_id")
+	}
+	protoReq.SledId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "sled_id", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.SledView(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_SledView_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SledViewRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["sled_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "sled_id")
+	}
+	protoReq.SledId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "sled_id", err)
+	}
+	msg, err := server.SledView(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+var filter_NexusExternal_SledInstanceList_0 = &utilities.DoubleArray{Encoding: map[string]int{"sled_id": 0}, Base: []int{1, 1, 0}, Check: []int{0, 1, 2}}
+
+func request_NexusExternal_SledInstanceList_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SledInstanceListRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["sled_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "sled_id")
+	}
+	protoReq.SledId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "sled_id", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_SledInstanceList_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.SledInstanceList(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_SledInstanceList_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq SledInstanceListRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["sled_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "sled_id")
+	}
+	protoReq.SledId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "sled_id", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_SledInstanceList_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.SledInstanceList(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+func request_NexusExternal_CurrentUserView_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq CurrentUserViewRequest
+		metadata runtime.ServerMetadata
+	)
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.CurrentUserView(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_CurrentUserView_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq CurrentUserViewRequest
+		metadata runtime.ServerMetadata
+	)
+	msg, err := server.CurrentUserView(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+var filter_NexusExternal_CurrentUserAccessTokenList_0 = &utilities.DoubleArray{Encoding: map[string]int{}, Base: []int(nil), Check: []int(nil)}
+
+func request_NexusExternal_CurrentUserAccessTokenList_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq CurrentUserAccessTokenListRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_CurrentUserAccessTokenList_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.CurrentUserAccessTokenList(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_CurrentUserAccessTokenList_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq CurrentUserAccessTokenListRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_CurrentUserAccessTokenList_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.CurrentUserAccessTokenList(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+func request_NexusExternal_CurrentUserAccessTokenDelete_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq CurrentUserAccessTokenDeleteRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["token_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "token_id")
+	}
+	protoReq.TokenId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "token_id", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.CurrentUserAccessTokenDelete(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_CurrentUserAccessTokenDelete_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq CurrentUserAccessTokenDeleteRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["token_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "token_id")
+	}
+	protoReq.TokenId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "token_id", err)
+	}
+	msg, err := server.CurrentUserAccessTokenDelete(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+var filter_NexusExternal_AccessTokenList_0 = &utilities.DoubleArray{Encoding: map[string]int{}, Base: []int(nil), Check: []int(nil)}
+
+func request_NexusExternal_AccessTokenList_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq AccessTokenListRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_AccessTokenList_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.AccessTokenList(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_AccessTokenList_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq AccessTokenListRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_AccessTokenList_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.AccessTokenList(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+func request_NexusExternal_AccessTokenCreate_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq AccessTokenCreateRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq.Token); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.AccessTokenCreate(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_AccessTokenCreate_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq AccessTokenCreateRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq.Token); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.AccessTokenCreate(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+func request_NexusExternal_AccessTokenDelete_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq AccessTokenDeleteRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["token_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "token_id")
+	}
+	protoReq.TokenId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "token_id", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.AccessTokenDelete(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_AccessTokenDelete_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq AccessTokenDeleteRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["token_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "token_id")
+	}
+	protoReq.TokenId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "token_id", err)
+	}
+	msg, err := server.AccessTokenDelete(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 var filter_NexusExternal_InstanceList_0 = &utilities.DoubleArray{Encoding: map[string]int{}, Base: []int(nil), Check: []int(nil)}
 
 func request_NexusExternal_InstanceList_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
@@ -381,6 +669,65 @@ func local_request_NexusExternal_InstanceView_0(ctx context.Context, marshaler r
 		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	msg, err := server.InstanceView(ctx, &protoReq)
+	return msg, metadata, err
+}
+
+var filter_NexusExternal_InstanceUpdate_0 = &utilities.DoubleArray{Encoding: map[string]int{"update": 0, "instance": 1}, Base: []int{1, 1, 2, 0, 0}, Check: []int{0, 1, 1, 2, 3}}
+
+func request_NexusExternal_InstanceUpdate_0(ctx context.Context, marshaler runtime.Marshaler, client NexusExternalClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq InstanceUpdateRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq.Update); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	val, ok := pathParams["instance"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "instance")
+	}
+	protoReq.Instance, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "instance", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_InstanceUpdate_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.InstanceUpdate(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_NexusExternal_InstanceUpdate_0(ctx context.Context, marshaler runtime.Marshaler, server NexusExternalServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq InstanceUpdateRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq.Update); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	val, ok := pathParams["instance"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "instance")
+	}
+	protoReq.Instance, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "instance", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_NexusExternal_InstanceUpdate_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.InstanceUpdate(ctx, &protoReq)
 	return msg, metadata, err
 }
 
@@ -1012,6 +1359,166 @@ func RegisterNexusExternalHandlerServer(ctx context.Context, mux *runtime.ServeM
 		}
 		forward_NexusExternal_SledList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_SledView_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SledView", runtime.WithHTTPPathPattern("/v1/system/hardware/sleds/{sled_id}"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_SledView_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SledView_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_SledView_0{resp.(*SledViewResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_SledInstanceList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SledInstanceList", runtime.WithHTTPPathPattern("/v1/system/hardware/sleds/{sled_id}/instances"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_SledInstanceList_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SledInstanceList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_CurrentUserView_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/CurrentUserView", runtime.WithHTTPPathPattern("/v1/me"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_CurrentUserView_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_CurrentUserView_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_CurrentUserView_0{resp.(*CurrentUserViewResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_CurrentUserAccessTokenList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/CurrentUserAccessTokenList", runtime.WithHTTPPathPattern("/v1/me/access-tokens"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_CurrentUserAccessTokenList_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_CurrentUserAccessTokenList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodDelete, pattern_NexusExternal_CurrentUserAccessTokenDelete_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/CurrentUserAccessTokenDelete", runtime.WithHTTPPathPattern("/v1/me/access-tokens/{token_id}"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_CurrentUserAccessTokenDelete_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_CurrentUserAccessTokenDelete_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_AccessTokenList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/AccessTokenList", runtime.WithHTTPPathPattern("/v1/system/access-tokens"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_AccessTokenList_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_AccessTokenList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodPost, pattern_NexusExternal_AccessTokenCreate_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/AccessTokenCreate", runtime.WithHTTPPathPattern("/v1/system/access-tokens"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_AccessTokenCreate_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_AccessTokenCreate_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_AccessTokenCreate_0{resp.(*AccessTokenCreateResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodDelete, pattern_NexusExternal_AccessTokenDelete_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/AccessTokenDelete", runtime.WithHTTPPathPattern("/v1/system/access-tokens/{token_id}"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_AccessTokenDelete_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_AccessTokenDelete_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodGet, pattern_NexusExternal_InstanceList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -1071,6 +1578,26 @@ func RegisterNexusExternalHandlerServer(ctx context.Context, mux *runtime.ServeM
 			return
 		}
 		forward_NexusExternal_InstanceView_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_InstanceView_0{resp.(*InstanceViewResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodPut, pattern_NexusExternal_InstanceUpdate_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/InstanceUpdate", runtime.WithHTTPPathPattern("/v1/instances/{instance}"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_NexusExternal_InstanceUpdate_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_InstanceUpdate_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_InstanceUpdate_0{resp.(*InstanceUpdateResponse)}, mux.GetForwardResponseOptions()...)
 	})
 	mux.Handle(http.MethodDelete, pattern_NexusExternal_InstanceDelete_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
@@ -1454,6 +1981,142 @@ func RegisterNexusExternalHandlerClient(ctx context.Context, mux *runtime.ServeM
 		}
 		forward_NexusExternal_SledList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_SledView_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SledView", runtime.WithHTTPPathPattern("/v1/system/hardware/sleds/{sled_id}"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_SledView_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SledView_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_SledView_0{resp.(*SledViewResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_SledInstanceList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/SledInstanceList", runtime.WithHTTPPathPattern("/v1/system/hardware/sleds/{sled_id}/instances"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_SledInstanceList_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_SledInstanceList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_CurrentUserView_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/CurrentUserView", runtime.WithHTTPPathPattern("/v1/me"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_CurrentUserView_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_CurrentUserView_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_CurrentUserView_0{resp.(*CurrentUserViewResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_CurrentUserAccessTokenList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/CurrentUserAccessTokenList", runtime.WithHTTPPathPattern("/v1/me/access-tokens"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_CurrentUserAccessTokenList_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_CurrentUserAccessTokenList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodDelete, pattern_NexusExternal_CurrentUserAccessTokenDelete_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/CurrentUserAccessTokenDelete", runtime.WithHTTPPathPattern("/v1/me/access-tokens/{token_id}"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_CurrentUserAccessTokenDelete_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_CurrentUserAccessTokenDelete_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_NexusExternal_AccessTokenList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/AccessTokenList", runtime.WithHTTPPathPattern("/v1/system/access-tokens"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_AccessTokenList_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_AccessTokenList_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodPost, pattern_NexusExternal_AccessTokenCreate_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/AccessTokenCreate", runtime.WithHTTPPathPattern("/v1/system/access-tokens"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_AccessTokenCreate_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_AccessTokenCreate_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_AccessTokenCreate_0{resp.(*AccessTokenCreateResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodDelete, pattern_NexusExternal_AccessTokenDelete_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/AccessTokenDelete", runtime.WithHTTPPathPattern("/v1/system/access-tokens/{token_id}"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_AccessTokenDelete_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_AccessTokenDelete_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodGet, pattern_NexusExternal_InstanceList_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -1504,6 +2167,23 @@ func RegisterNexusExternalHandlerClient(ctx context.Context, mux *runtime.ServeM
 			return
 		}
 		forward_NexusExternal_InstanceView_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_InstanceView_0{resp.(*InstanceViewResponse)}, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodPut, pattern_NexusExternal_InstanceUpdate_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/omicron.nexus.v1.NexusExternal/InstanceUpdate", runtime.WithHTTPPathPattern("/v1/instances/{instance}"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_NexusExternal_InstanceUpdate_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_NexusExternal_InstanceUpdate_0(annotatedContext, mux, outboundMarshaler, w, req, response_NexusExternal_InstanceUpdate_0{resp.(*InstanceUpdateResponse)}, mux.GetForwardResponseOptions()...)
 	})
 	mux.Handle(http.MethodDelete, pattern_NexusExternal_InstanceDelete_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
@@ -1739,6 +2419,33 @@ func (m response_NexusExternal_ProjectUpdate_0) XXX_ResponseBody() interface{} {
 	return response.Project
 }
 
+type response_NexusExternal_SledView_0 struct {
+	*SledViewResponse
+}
+
+func (m response_NexusExternal_SledView_0) XXX_ResponseBody() interface{} {
+	response := m.SledViewResponse
+	return response.Sled
+}
+
+type response_NexusExternal_CurrentUserView_0 struct {
+	*CurrentUserViewResponse
+}
+
+func (m response_NexusExternal_CurrentUserView_0) XXX_ResponseBody() interface{} {
+	response := m.CurrentUserViewResponse
+	return response.User
+}
+
+type response_NexusExternal_AccessTokenCreate_0 struct {
+	*AccessTokenCreateResponse
+}
+
+func (m response_NexusExternal_AccessTokenCreate_0) XXX_ResponseBody() interface{} {
+	response := m.AccessTokenCreateResponse
+	return response.Token
+}
+
 type response_NexusExternal_InstanceCreate_0 struct {
 	*InstanceCreateResponse
 }
@@ -1754,6 +2461,15 @@ type response_NexusExternal_InstanceView_0 struct {
 
 func (m response_NexusExternal_InstanceView_0) XXX_ResponseBody() interface{} {
 	response := m.InstanceViewResponse
+	return response.Instance
+}
+
+type response_NexusExternal_InstanceUpdate_0 struct {
+	*InstanceUpdateResponse
+}
+
+func (m response_NexusExternal_InstanceUpdate_0) XXX_ResponseBody() interface{} {
+	response := m.InstanceUpdateResponse
 	return response.Instance
 }
 
@@ -1812,49 +2528,67 @@ func (m response_NexusExternal_SledZoneExpunge_0) XXX_ResponseBody() interface{}
 }
 
 var (
-	pattern_NexusExternal_ProjectList_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "projects"}, ""))
-	pattern_NexusExternal_ProjectCreate_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "projects"}, ""))
-	pattern_NexusExternal_ProjectView_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
-	pattern_NexusExternal_ProjectUpdate_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
-	pattern_NexusExternal_ProjectDelete_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
-	pattern_NexusExternal_SledList_0               = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "system", "hardware", "sleds"}, ""))
-	pattern_NexusExternal_InstanceList_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "instances"}, ""))
-	pattern_NexusExternal_InstanceCreate_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "instances"}, ""))
-	pattern_NexusExternal_InstanceView_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "instances", "instance"}, ""))
-	pattern_NexusExternal_InstanceDelete_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "instances", "instance"}, ""))
-	pattern_NexusExternal_InstanceStart_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "start"}, ""))
-	pattern_NexusExternal_InstanceStop_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "stop"}, ""))
-	pattern_NexusExternal_InstanceReboot_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "reboot"}, ""))
-	pattern_NexusExternal_ForceTerminateInstance_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "force-terminate"}, ""))
-	pattern_NexusExternal_InstanceMigrate_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "migrate"}, ""))
-	pattern_NexusExternal_SagaListStuck_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "system", "sagas", "stuck"}, ""))
-	pattern_NexusExternal_SagaList_0               = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "sagas"}, ""))
-	pattern_NexusExternal_UpdaterLockList_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "updater-locks"}, ""))
-	pattern_NexusExternal_SledZoneList_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3, 1, 0, 4, 1, 5, 4, 2, 5}, []string{"v1", "system", "hardware", "sleds", "sled_id", "zones"}, ""))
-	pattern_NexusExternal_SledZoneExpunge_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3, 1, 0, 4, 1, 5, 4, 2, 5, 1, 0, 4, 1, 5, 6, 2, 7}, []string{"v1", "system", "hardware", "sleds", "sled_id", "zones", "zone_id", "expunge"}, ""))
-	pattern_NexusExternal_NexusReplicaList_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "nexus-replicas"}, ""))
+	pattern_NexusExternal_ProjectList_0                  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "projects"}, ""))
+	pattern_NexusExternal_ProjectCreate_0                = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "projects"}, ""))
+	pattern_NexusExternal_ProjectView_0                  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
+	pattern_NexusExternal_ProjectUpdate_0                = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
+	pattern_NexusExternal_ProjectDelete_0                = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "projects", "project"}, ""))
+	pattern_NexusExternal_SledList_0                     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "system", "hardware", "sleds"}, ""))
+	pattern_NexusExternal_SledView_0                     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3, 1, 0, 4, 1, 5, 4}, []string{"v1", "system", "hardware", "sleds", "sled_id"}, ""))
+	pattern_NexusExternal_SledInstanceList_0             = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3, 1, 0, 4, 1, 5, 4, 2, 5}, []string{"v1", "system", "hardware", "sleds", "sled_id", "instances"}, ""))
+	pattern_NexusExternal_CurrentUserView_0              = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "me"}, ""))
+	pattern_NexusExternal_CurrentUserAccessTokenList_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "me", "access-tokens"}, ""))
+	pattern_NexusExternal_CurrentUserAccessTokenDelete_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"v1", "me", "access-tokens", "token_id"}, ""))
+	pattern_NexusExternal_AccessTokenList_0              = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "access-tokens"}, ""))
+	pattern_NexusExternal_AccessTokenCreate_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "access-tokens"}, ""))
+	pattern_NexusExternal_AccessTokenDelete_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"v1", "system", "access-tokens", "token_id"}, ""))
+	pattern_NexusExternal_InstanceList_0                 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "instances"}, ""))
+	pattern_NexusExternal_InstanceCreate_0               = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "instances"}, ""))
+	pattern_NexusExternal_InstanceView_0                 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "instances", "instance"}, ""))
+	pattern_NexusExternal_InstanceUpdate_0               = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "instances", "instance"}, ""))
+	pattern_NexusExternal_InstanceDelete_0               = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "instances", "instance"}, ""))
+	pattern_NexusExternal_InstanceStart_0                = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "start"}, ""))
+	pattern_NexusExternal_InstanceStop_0                 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "stop"}, ""))
+	pattern_NexusExternal_InstanceReboot_0               = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "reboot"}, ""))
+	pattern_NexusExternal_ForceTerminateInstance_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "force-terminate"}, ""))
+	pattern_NexusExternal_InstanceMigrate_0              = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "instances", "instance", "migrate"}, ""))
+	pattern_NexusExternal_SagaListStuck_0                = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "system", "sagas", "stuck"}, ""))
+	pattern_NexusExternal_SagaList_0                     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "sagas"}, ""))
+	pattern_NexusExternal_UpdaterLockList_0              = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "updater-locks"}, ""))
+	pattern_NexusExternal_SledZoneList_0                 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3, 1, 0, 4, 1, 5, 4, 2, 5}, []string{"v1", "system", "hardware", "sleds", "sled_id", "zones"}, ""))
+	pattern_NexusExternal_SledZoneExpunge_0              = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3, 1, 0, 4, 1, 5, 4, 2, 5, 1, 0, 4, 1, 5, 6, 2, 7}, []string{"v1", "system", "hardware", "sleds", "sled_id", "zones", "zone_id", "expunge"}, ""))
+	pattern_NexusExternal_NexusReplicaList_0             = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "system", "nexus-replicas"}, ""))
 )
 
 var (
-	forward_NexusExternal_ProjectList_0            = runtime.ForwardResponseMessage
-	forward_NexusExternal_ProjectCreate_0          = runtime.ForwardResponseMessage
-	forward_NexusExternal_ProjectView_0            = runtime.ForwardResponseMessage
-	forward_NexusExternal_ProjectUpdate_0          = runtime.ForwardResponseMessage
-	forward_NexusExternal_ProjectDelete_0          = runtime.ForwardResponseMessage
-	forward_NexusExternal_SledList_0               = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceList_0           = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceCreate_0         = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceView_0           = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceDelete_0         = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceStart_0          = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceStop_0           = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceReboot_0         = runtime.ForwardResponseMessage
-	forward_NexusExternal_ForceTerminateInstance_0 = runtime.ForwardResponseMessage
-	forward_NexusExternal_InstanceMigrate_0        = runtime.ForwardResponseMessage
-	forward_NexusExternal_SagaListStuck_0          = runtime.ForwardResponseMessage
-	forward_NexusExternal_SagaList_0               = runtime.ForwardResponseMessage
-	forward_NexusExternal_UpdaterLockList_0        = runtime.ForwardResponseMessage
-	forward_NexusExternal_SledZoneList_0           = runtime.ForwardResponseMessage
-	forward_NexusExternal_SledZoneExpunge_0        = runtime.ForwardResponseMessage
-	forward_NexusExternal_NexusReplicaList_0       = runtime.ForwardResponseMessage
+	forward_NexusExternal_ProjectList_0                  = runtime.ForwardResponseMessage
+	forward_NexusExternal_ProjectCreate_0                = runtime.ForwardResponseMessage
+	forward_NexusExternal_ProjectView_0                  = runtime.ForwardResponseMessage
+	forward_NexusExternal_ProjectUpdate_0                = runtime.ForwardResponseMessage
+	forward_NexusExternal_ProjectDelete_0                = runtime.ForwardResponseMessage
+	forward_NexusExternal_SledList_0                     = runtime.ForwardResponseMessage
+	forward_NexusExternal_SledView_0                     = runtime.ForwardResponseMessage
+	forward_NexusExternal_SledInstanceList_0             = runtime.ForwardResponseMessage
+	forward_NexusExternal_CurrentUserView_0              = runtime.ForwardResponseMessage
+	forward_NexusExternal_CurrentUserAccessTokenList_0   = runtime.ForwardResponseMessage
+	forward_NexusExternal_CurrentUserAccessTokenDelete_0 = runtime.ForwardResponseMessage
+	forward_NexusExternal_AccessTokenList_0              = runtime.ForwardResponseMessage
+	forward_NexusExternal_AccessTokenCreate_0            = runtime.ForwardResponseMessage
+	forward_NexusExternal_AccessTokenDelete_0            = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceList_0                 = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceCreate_0               = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceView_0                 = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceUpdate_0               = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceDelete_0               = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceStart_0                = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceStop_0                 = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceReboot_0               = runtime.ForwardResponseMessage
+	forward_NexusExternal_ForceTerminateInstance_0       = runtime.ForwardResponseMessage
+	forward_NexusExternal_InstanceMigrate_0              = runtime.ForwardResponseMessage
+	forward_NexusExternal_SagaListStuck_0                = runtime.ForwardResponseMessage
+	forward_NexusExternal_SagaList_0                     = runtime.ForwardResponseMessage
+	forward_NexusExternal_UpdaterLockList_0              = runtime.ForwardResponseMessage
+	forward_NexusExternal_SledZoneList_0                 = runtime.ForwardResponseMessage
+	forward_NexusExternal_SledZoneExpunge_0              = runtime.ForwardResponseMessage
+	forward_NexusExternal_NexusReplicaList_0             = runtime.ForwardResponseMessage
 )

@@ -23,27 +23,36 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	NexusExternal_ProjectList_FullMethodName            = "/omicron.nexus.v1.NexusExternal/ProjectList"
-	NexusExternal_ProjectCreate_FullMethodName          = "/omicron.nexus.v1.NexusExternal/ProjectCreate"
-	NexusExternal_ProjectView_FullMethodName            = "/omicron.nexus.v1.NexusExternal/ProjectView"
-	NexusExternal_ProjectUpdate_FullMethodName          = "/omicron.nexus.v1.NexusExternal/ProjectUpdate"
-	NexusExternal_ProjectDelete_FullMethodName          = "/omicron.nexus.v1.NexusExternal/ProjectDelete"
-	NexusExternal_SledList_FullMethodName               = "/omicron.nexus.v1.NexusExternal/SledList"
-	NexusExternal_InstanceList_FullMethodName           = "/omicron.nexus.v1.NexusExternal/InstanceList"
-	NexusExternal_InstanceCreate_FullMethodName         = "/omicron.nexus.v1.NexusExternal/InstanceCreate"
-	NexusExternal_InstanceView_FullMethodName           = "/omicron.nexus.v1.NexusExternal/InstanceView"
-	NexusExternal_InstanceDelete_FullMethodName         = "/omicron.nexus.v1.NexusExternal/InstanceDelete"
-	NexusExternal_InstanceStart_FullMethodName          = "/omicron.nexus.v1.NexusExternal/InstanceStart"
-	NexusExternal_InstanceStop_FullMethodName           = "/omicron.nexus.v1.NexusExternal/InstanceStop"
-	NexusExternal_InstanceReboot_FullMethodName         = "/omicron.nexus.v1.NexusExternal/InstanceReboot"
-	NexusExternal_ForceTerminateInstance_FullMethodName = "/omicron.nexus.v1.NexusExternal/ForceTerminateInstance"
-	NexusExternal_InstanceMigrate_FullMethodName        = "/omicron.nexus.v1.NexusExternal/InstanceMigrate"
-	NexusExternal_SagaListStuck_FullMethodName          = "/omicron.nexus.v1.NexusExternal/SagaListStuck"
-	NexusExternal_SagaList_FullMethodName               = "/omicron.nexus.v1.NexusExternal/SagaList"
-	NexusExternal_UpdaterLockList_FullMethodName        = "/omicron.nexus.v1.NexusExternal/UpdaterLockList"
-	NexusExternal_SledZoneList_FullMethodName           = "/omicron.nexus.v1.NexusExternal/SledZoneList"
-	NexusExternal_SledZoneExpunge_FullMethodName        = "/omicron.nexus.v1.NexusExternal/SledZoneExpunge"
-	NexusExternal_NexusReplicaList_FullMethodName       = "/omicron.nexus.v1.NexusExternal/NexusReplicaList"
+	NexusExternal_ProjectList_FullMethodName                  = "/omicron.nexus.v1.NexusExternal/ProjectList"
+	NexusExternal_ProjectCreate_FullMethodName                = "/omicron.nexus.v1.NexusExternal/ProjectCreate"
+	NexusExternal_ProjectView_FullMethodName                  = "/omicron.nexus.v1.NexusExternal/ProjectView"
+	NexusExternal_ProjectUpdate_FullMethodName                = "/omicron.nexus.v1.NexusExternal/ProjectUpdate"
+	NexusExternal_ProjectDelete_FullMethodName                = "/omicron.nexus.v1.NexusExternal/ProjectDelete"
+	NexusExternal_SledList_FullMethodName                     = "/omicron.nexus.v1.NexusExternal/SledList"
+	NexusExternal_SledView_FullMethodName                     = "/omicron.nexus.v1.NexusExternal/SledView"
+	NexusExternal_SledInstanceList_FullMethodName             = "/omicron.nexus.v1.NexusExternal/SledInstanceList"
+	NexusExternal_CurrentUserView_FullMethodName              = "/omicron.nexus.v1.NexusExternal/CurrentUserView"
+	NexusExternal_CurrentUserAccessTokenList_FullMethodName   = "/omicron.nexus.v1.NexusExternal/CurrentUserAccessTokenList"
+	NexusExternal_CurrentUserAccessTokenDelete_FullMethodName = "/omicron.nexus.v1.NexusExternal/CurrentUserAccessTokenDelete"
+	NexusExternal_AccessTokenList_FullMethodName              = "/omicron.nexus.v1.NexusExternal/AccessTokenList"
+	NexusExternal_AccessTokenCreate_FullMethodName            = "/omicron.nexus.v1.NexusExternal/AccessTokenCreate"
+	NexusExternal_AccessTokenDelete_FullMethodName            = "/omicron.nexus.v1.NexusExternal/AccessTokenDelete"
+	NexusExternal_InstanceList_FullMethodName                 = "/omicron.nexus.v1.NexusExternal/InstanceList"
+	NexusExternal_InstanceCreate_FullMethodName               = "/omicron.nexus.v1.NexusExternal/InstanceCreate"
+	NexusExternal_InstanceView_FullMethodName                 = "/omicron.nexus.v1.NexusExternal/InstanceView"
+	NexusExternal_InstanceUpdate_FullMethodName               = "/omicron.nexus.v1.NexusExternal/InstanceUpdate"
+	NexusExternal_InstanceDelete_FullMethodName               = "/omicron.nexus.v1.NexusExternal/InstanceDelete"
+	NexusExternal_InstanceStart_FullMethodName                = "/omicron.nexus.v1.NexusExternal/InstanceStart"
+	NexusExternal_InstanceStop_FullMethodName                 = "/omicron.nexus.v1.NexusExternal/InstanceStop"
+	NexusExternal_InstanceReboot_FullMethodName               = "/omicron.nexus.v1.NexusExternal/InstanceReboot"
+	NexusExternal_ForceTerminateInstance_FullMethodName       = "/omicron.nexus.v1.NexusExternal/ForceTerminateInstance"
+	NexusExternal_InstanceMigrate_FullMethodName              = "/omicron.nexus.v1.NexusExternal/InstanceMigrate"
+	NexusExternal_SagaListStuck_FullMethodName                = "/omicron.nexus.v1.NexusExternal/SagaListStuck"
+	NexusExternal_SagaList_FullMethodName                     = "/omicron.nexus.v1.NexusExternal/SagaList"
+	NexusExternal_UpdaterLockList_FullMethodName              = "/omicron.nexus.v1.NexusExternal/UpdaterLockList"
+	NexusExternal_SledZoneList_FullMethodName                 = "/omicron.nexus.v1.NexusExternal/SledZoneList"
+	NexusExternal_SledZoneExpunge_FullMethodName              = "/omicron.nexus.v1.NexusExternal/SledZoneExpunge"
+	NexusExternal_NexusReplicaList_FullMethodName             = "/omicron.nexus.v1.NexusExternal/NexusReplicaList"
 )
 
 // NexusExternalClient is the client API for NexusExternal service.
@@ -56,9 +65,32 @@ type NexusExternalClient interface {
 	ProjectUpdate(ctx context.Context, in *ProjectUpdateRequest, opts ...grpc.CallOption) (*ProjectUpdateResponse, error)
 	ProjectDelete(ctx context.Context, in *ProjectDeleteRequest, opts ...grpc.CallOption) (*ProjectDeleteResponse, error)
 	SledList(ctx context.Context, in *SledListRequest, opts ...grpc.CallOption) (*SledListResponse, error)
+	// One sled (fleet admin only).
+	SledView(ctx context.Context, in *SledViewRequest, opts ...grpc.CallOption) (*SledViewResponse, error)
+	// The instances with a VMM on a sled, by id (fleet admin only).
+	SledInstanceList(ctx context.Context, in *SledInstanceListRequest, opts ...grpc.CallOption) (*SledInstanceListResponse, error)
+	// The caller, as Oxide's CurrentUser.
+	CurrentUserView(ctx context.Context, in *CurrentUserViewRequest, opts ...grpc.CallOption) (*CurrentUserViewResponse, error)
+	// The caller's own API tokens, never their secrets.
+	CurrentUserAccessTokenList(ctx context.Context, in *CurrentUserAccessTokenListRequest, opts ...grpc.CallOption) (*CurrentUserAccessTokenListResponse, error)
+	// Revokes one of the caller's own tokens.
+	CurrentUserAccessTokenDelete(ctx context.Context, in *CurrentUserAccessTokenDeleteRequest, opts ...grpc.CallOption) (*CurrentUserAccessTokenDeleteResponse, error)
+	// Every principal's API tokens (fleet admin only; this product's
+	// extension).
+	AccessTokenList(ctx context.Context, in *AccessTokenListRequest, opts ...grpc.CallOption) (*AccessTokenListResponse, error)
+	// Mints a token for a principal with the roles it grants; the secret
+	// is in this answer only (fleet admin only; this product's extension:
+	// Oxide mints tokens through its device flow).
+	AccessTokenCreate(ctx context.Context, in *AccessTokenCreateRequest, opts ...grpc.CallOption) (*AccessTokenCreateResponse, error)
+	// Revokes any principal's token (fleet admin only; this product's
+	// extension).
+	AccessTokenDelete(ctx context.Context, in *AccessTokenDeleteRequest, opts ...grpc.CallOption) (*AccessTokenDeleteResponse, error)
 	InstanceList(ctx context.Context, in *InstanceListRequest, opts ...grpc.CallOption) (*InstanceListResponse, error)
 	InstanceCreate(ctx context.Context, in *InstanceCreateRequest, opts ...grpc.CallOption) (*InstanceCreateResponse, error)
 	InstanceView(ctx context.Context, in *InstanceViewRequest, opts ...grpc.CallOption) (*InstanceViewResponse, error)
+	// Changes a stopped instance's ncpus, memory and auto-restart policy
+	// (Oxide's InstanceUpdate; every field is set, as there).
+	InstanceUpdate(ctx context.Context, in *InstanceUpdateRequest, opts ...grpc.CallOption) (*InstanceUpdateResponse, error)
 	InstanceDelete(ctx context.Context, in *InstanceDeleteRequest, opts ...grpc.CallOption) (*InstanceDeleteResponse, error)
 	InstanceStart(ctx context.Context, in *InstanceStartRequest, opts ...grpc.CallOption) (*InstanceStartResponse, error)
 	InstanceStop(ctx context.Context, in *InstanceStopRequest, opts ...grpc.CallOption) (*InstanceStopResponse, error)
@@ -158,6 +190,86 @@ func (c *nexusExternalClient) SledList(ctx context.Context, in *SledListRequest,
 	return out, nil
 }
 
+func (c *nexusExternalClient) SledView(ctx context.Context, in *SledViewRequest, opts ...grpc.CallOption) (*SledViewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SledViewResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_SledView_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) SledInstanceList(ctx context.Context, in *SledInstanceListRequest, opts ...grpc.CallOption) (*SledInstanceListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SledInstanceListResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_SledInstanceList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) CurrentUserView(ctx context.Context, in *CurrentUserViewRequest, opts ...grpc.CallOption) (*CurrentUserViewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CurrentUserViewResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_CurrentUserView_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) CurrentUserAccessTokenList(ctx context.Context, in *CurrentUserAccessTokenListRequest, opts ...grpc.CallOption) (*CurrentUserAccessTokenListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CurrentUserAccessTokenListResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_CurrentUserAccessTokenList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) CurrentUserAccessTokenDelete(ctx context.Context, in *CurrentUserAccessTokenDeleteRequest, opts ...grpc.CallOption) (*CurrentUserAccessTokenDeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CurrentUserAccessTokenDeleteResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_CurrentUserAccessTokenDelete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) AccessTokenList(ctx context.Context, in *AccessTokenListRequest, opts ...grpc.CallOption) (*AccessTokenListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AccessTokenListResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_AccessTokenList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) AccessTokenCreate(ctx context.Context, in *AccessTokenCreateRequest, opts ...grpc.CallOption) (*AccessTokenCreateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AccessTokenCreateResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_AccessTokenCreate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) AccessTokenDelete(ctx context.Context, in *AccessTokenDeleteRequest, opts ...grpc.CallOption) (*AccessTokenDeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AccessTokenDeleteResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_AccessTokenDelete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *nexusExternalClient) InstanceList(ctx context.Context, in *InstanceListRequest, opts ...grpc.CallOption) (*InstanceListResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(InstanceListResponse)
@@ -182,6 +294,16 @@ func (c *nexusExternalClient) InstanceView(ctx context.Context, in *InstanceView
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(InstanceViewResponse)
 	err := c.cc.Invoke(ctx, NexusExternal_InstanceView_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nexusExternalClient) InstanceUpdate(ctx context.Context, in *InstanceUpdateRequest, opts ...grpc.CallOption) (*InstanceUpdateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceUpdateResponse)
+	err := c.cc.Invoke(ctx, NexusExternal_InstanceUpdate_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -318,9 +440,32 @@ type NexusExternalServer interface {
 	ProjectUpdate(context.Context, *ProjectUpdateRequest) (*ProjectUpdateResponse, error)
 	ProjectDelete(context.Context, *ProjectDeleteRequest) (*ProjectDeleteResponse, error)
 	SledList(context.Context, *SledListRequest) (*SledListResponse, error)
+	// One sled (fleet admin only).
+	SledView(context.Context, *SledViewRequest) (*SledViewResponse, error)
+	// The instances with a VMM on a sled, by id (fleet admin only).
+	SledInstanceList(context.Context, *SledInstanceListRequest) (*SledInstanceListResponse, error)
+	// The caller, as Oxide's CurrentUser.
+	CurrentUserView(context.Context, *CurrentUserViewRequest) (*CurrentUserViewResponse, error)
+	// The caller's own API tokens, never their secrets.
+	CurrentUserAccessTokenList(context.Context, *CurrentUserAccessTokenListRequest) (*CurrentUserAccessTokenListResponse, error)
+	// Revokes one of the caller's own tokens.
+	CurrentUserAccessTokenDelete(context.Context, *CurrentUserAccessTokenDeleteRequest) (*CurrentUserAccessTokenDeleteResponse, error)
+	// Every principal's API tokens (fleet admin only; this product's
+	// extension).
+	AccessTokenList(context.Context, *AccessTokenListRequest) (*AccessTokenListResponse, error)
+	// Mints a token for a principal with the roles it grants; the secret
+	// is in this answer only (fleet admin only; this product's extension:
+	// Oxide mints tokens through its device flow).
+	AccessTokenCreate(context.Context, *AccessTokenCreateRequest) (*AccessTokenCreateResponse, error)
+	// Revokes any principal's token (fleet admin only; this product's
+	// extension).
+	AccessTokenDelete(context.Context, *AccessTokenDeleteRequest) (*AccessTokenDeleteResponse, error)
 	InstanceList(context.Context, *InstanceListRequest) (*InstanceListResponse, error)
 	InstanceCreate(context.Context, *InstanceCreateRequest) (*InstanceCreateResponse, error)
 	InstanceView(context.Context, *InstanceViewRequest) (*InstanceViewResponse, error)
+	// Changes a stopped instance's ncpus, memory and auto-restart policy
+	// (Oxide's InstanceUpdate; every field is set, as there).
+	InstanceUpdate(context.Context, *InstanceUpdateRequest) (*InstanceUpdateResponse, error)
 	InstanceDelete(context.Context, *InstanceDeleteRequest) (*InstanceDeleteResponse, error)
 	InstanceStart(context.Context, *InstanceStartRequest) (*InstanceStartResponse, error)
 	InstanceStop(context.Context, *InstanceStopRequest) (*InstanceStopResponse, error)
@@ -378,6 +523,30 @@ func (UnimplementedNexusExternalServer) ProjectDelete(context.Context, *ProjectD
 func (UnimplementedNexusExternalServer) SledList(context.Context, *SledListRequest) (*SledListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SledList not implemented")
 }
+func (UnimplementedNexusExternalServer) SledView(context.Context, *SledViewRequest) (*SledViewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SledView not implemented")
+}
+func (UnimplementedNexusExternalServer) SledInstanceList(context.Context, *SledInstanceListRequest) (*SledInstanceListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SledInstanceList not implemented")
+}
+func (UnimplementedNexusExternalServer) CurrentUserView(context.Context, *CurrentUserViewRequest) (*CurrentUserViewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CurrentUserView not implemented")
+}
+func (UnimplementedNexusExternalServer) CurrentUserAccessTokenList(context.Context, *CurrentUserAccessTokenListRequest) (*CurrentUserAccessTokenListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CurrentUserAccessTokenList not implemented")
+}
+func (UnimplementedNexusExternalServer) CurrentUserAccessTokenDelete(context.Context, *CurrentUserAccessTokenDeleteRequest) (*CurrentUserAccessTokenDeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CurrentUserAccessTokenDelete not implemented")
+}
+func (UnimplementedNexusExternalServer) AccessTokenList(context.Context, *AccessTokenListRequest) (*AccessTokenListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AccessTokenList not implemented")
+}
+func (UnimplementedNexusExternalServer) AccessTokenCreate(context.Context, *AccessTokenCreateRequest) (*AccessTokenCreateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AccessTokenCreate not implemented")
+}
+func (UnimplementedNexusExternalServer) AccessTokenDelete(context.Context, *AccessTokenDeleteRequest) (*AccessTokenDeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AccessTokenDelete not implemented")
+}
 func (UnimplementedNexusExternalServer) InstanceList(context.Context, *InstanceListRequest) (*InstanceListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InstanceList not implemented")
 }
@@ -386,6 +555,9 @@ func (UnimplementedNexusExternalServer) InstanceCreate(context.Context, *Instanc
 }
 func (UnimplementedNexusExternalServer) InstanceView(context.Context, *InstanceViewRequest) (*InstanceViewResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InstanceView not implemented")
+}
+func (UnimplementedNexusExternalServer) InstanceUpdate(context.Context, *InstanceUpdateRequest) (*InstanceUpdateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstanceUpdate not implemented")
 }
 func (UnimplementedNexusExternalServer) InstanceDelete(context.Context, *InstanceDeleteRequest) (*InstanceDeleteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InstanceDelete not implemented")
@@ -552,6 +724,150 @@ func _NexusExternal_SledList_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NexusExternal_SledView_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SledViewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).SledView(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_SledView_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).SledView(ctx, req.(*SledViewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_SledInstanceList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SledInstanceListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).SledInstanceList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_SledInstanceList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).SledInstanceList(ctx, req.(*SledInstanceListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_CurrentUserView_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CurrentUserViewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).CurrentUserView(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_CurrentUserView_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).CurrentUserView(ctx, req.(*CurrentUserViewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_CurrentUserAccessTokenList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CurrentUserAccessTokenListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).CurrentUserAccessTokenList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_CurrentUserAccessTokenList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).CurrentUserAccessTokenList(ctx, req.(*CurrentUserAccessTokenListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_CurrentUserAccessTokenDelete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CurrentUserAccessTokenDeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).CurrentUserAccessTokenDelete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_CurrentUserAccessTokenDelete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).CurrentUserAccessTokenDelete(ctx, req.(*CurrentUserAccessTokenDeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_AccessTokenList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AccessTokenListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).AccessTokenList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_AccessTokenList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).AccessTokenList(ctx, req.(*AccessTokenListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_AccessTokenCreate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AccessTokenCreateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).AccessTokenCreate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_AccessTokenCreate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).AccessTokenCreate(ctx, req.(*AccessTokenCreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_AccessTokenDelete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AccessTokenDeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).AccessTokenDelete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_AccessTokenDelete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).AccessTokenDelete(ctx, req.(*AccessTokenDeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _NexusExternal_InstanceList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(InstanceListRequest)
 	if err := dec(in); err != nil {
@@ -602,6 +918,24 @@ func _NexusExternal_InstanceView_Handler(srv interface{}, ctx context.Context, d
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(NexusExternalServer).InstanceView(ctx, req.(*InstanceViewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NexusExternal_InstanceUpdate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceUpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NexusExternalServer).InstanceUpdate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NexusExternal_InstanceUpdate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NexusExternalServer).InstanceUpdate(ctx, req.(*InstanceUpdateRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -854,6 +1188,38 @@ var NexusExternal_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _NexusExternal_SledList_Handler,
 		},
 		{
+			MethodName: "SledView",
+			Handler:    _NexusExternal_SledView_Handler,
+		},
+		{
+			MethodName: "SledInstanceList",
+			Handler:    _NexusExternal_SledInstanceList_Handler,
+		},
+		{
+			MethodName: "CurrentUserView",
+			Handler:    _NexusExternal_CurrentUserView_Handler,
+		},
+		{
+			MethodName: "CurrentUserAccessTokenList",
+			Handler:    _NexusExternal_CurrentUserAccessTokenList_Handler,
+		},
+		{
+			MethodName: "CurrentUserAccessTokenDelete",
+			Handler:    _NexusExternal_CurrentUserAccessTokenDelete_Handler,
+		},
+		{
+			MethodName: "AccessTokenList",
+			Handler:    _NexusExternal_AccessTokenList_Handler,
+		},
+		{
+			MethodName: "AccessTokenCreate",
+			Handler:    _NexusExternal_AccessTokenCreate_Handler,
+		},
+		{
+			MethodName: "AccessTokenDelete",
+			Handler:    _NexusExternal_AccessTokenDelete_Handler,
+		},
+		{
 			MethodName: "InstanceList",
 			Handler:    _NexusExternal_InstanceList_Handler,
 		},
@@ -864,6 +1230,10 @@ var NexusExternal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "InstanceView",
 			Handler:    _NexusExternal_InstanceView_Handler,
+		},
+		{
+			MethodName: "InstanceUpdate",
+			Handler:    _NexusExternal_InstanceUpdate_Handler,
 		},
 		{
 			MethodName: "InstanceDelete",
