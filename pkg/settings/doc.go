@@ -5,7 +5,7 @@
 // whose fields carry a key (the `koanf` tag, also the file's key), a flag
 // name (the `flag` tag; the key with dashes by default, "-" for none) and
 // a help text (the `help` tag); the flags and the environment variables
-// (prefix plus the key in capitals: NEXUS_DATABASE_URL) follow from it.
+// (prefix plus the key in capitals: RACKPLANE_NEXUS_DATABASE_URL) follow from it.
 //
 // A key the file does not know is an error, so a misspelt setting is never
 // silently ignored. Paths in the file that the service names as relative to

@@ -20,7 +20,7 @@ import (
 // Spec says how a service's settings are found.
 type Spec struct {
 	// EnvPrefix starts the name of every environment variable, like
-	// "NEXUS_".
+	// "RACKPLANE_NEXUS_".
 	EnvPrefix string
 	// RelativeToFile names the keys whose values in a file are paths
 	// relative to that file; get reads the file's value of any key ("" when

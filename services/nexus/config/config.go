@@ -213,8 +213,8 @@ func (c Config) Validate() error {
 type Flags struct{ loader *settings.Loader[Config] }
 
 // EnvPrefix starts every environment variable nexus reads, such as
-// NEXUS_DATABASE_URL.
-const EnvPrefix = "NEXUS_"
+// RACKPLANE_NEXUS_DATABASE_URL.
+const EnvPrefix = "RACKPLANE_NEXUS_"
 
 // BindFlags registers nexus's flags on fs.
 func BindFlags(fs *pflag.FlagSet) *Flags {

@@ -60,3 +60,19 @@ func TestN11_MetricsHaveTheirOwnValidatedListener(t *testing.T) {
 		t.Fatalf("several listeners on port 0 (any free port): %v", err)
 	}
 }
+
+// Every setting follows one rule: defaults < config file <
+// RACKPLANE_NEXUS_<SETTING> < flags, so a secret such as the database URL
+// can come from the environment instead of the command line.
+func TestEnvironmentOverridesTheFileAndFlagsOverrideTheEnvironment(t *testing.T) {
+	t.Setenv("RACKPLANE_NEXUS_DATABASE_URL", "/from/env.db")
+	t.Setenv("RACKPLANE_NEXUS_INTERNAL_LISTEN", "127.0.0.1:7001")
+	cfg, err := resolve(t, "--config", "../../../deploy/config/nexus.yaml", "--internal-listen", "127.0.0.1:7002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DatabaseURL != "/from/env.db" || cfg.InternalListen != "127.0.0.1:7002" {
+		t.Fatalf("database_url %q (want the environment's over the file's), internal_listen %q (want the flag's over the environment's)",
+			cfg.DatabaseURL, cfg.InternalListen)
+	}
+}

@@ -264,8 +264,8 @@ func (c Config) Validate() error {
 type Flags struct{ loader *settings.Loader[Config] }
 
 // EnvPrefix starts every environment variable the sled-agent reads, such
-// as SLED_AGENT_NEXUS_ADDRESS.
-const EnvPrefix = "SLED_AGENT_"
+// as RACKPLANE_SLED_AGENT_NEXUS_ADDRESS.
+const EnvPrefix = "RACKPLANE_SLED_AGENT_"
 
 // BindFlags registers the sled-agent's flags on fs.
 func BindFlags(fs *pflag.FlagSet) *Flags {

@@ -22,7 +22,7 @@ func resolve(t *testing.T, args ...string) (Config, error) {
 	return f.Resolve()
 }
 
-func TestFlagsOverrideTheFileAndPathsAreRelativeToIt(t *testing.T) {
+func TestFlagsOverrideTheEnvironmentWhichOverridesTheFileAndPathsAreRelativeToIt(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "sled.yaml")
 	if err := os.WriteFile(file, []byte(`
@@ -35,14 +35,18 @@ reconciler_retry_initial: 100ms
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The same rule as nexus's: file < RACKPLANE_SLED_AGENT_<SETTING> <
+	// flags.
+	t.Setenv("RACKPLANE_SLED_AGENT_NCPUS", "12")
+	t.Setenv("RACKPLANE_SLED_AGENT_MEMORY_GIB", "96")
 	cfg, err := resolve(t, "--config", file, "--ncpus", "16", "--listen", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.NCPUs != 16 || cfg.ListenAddress != "127.0.0.1:0" {
-		t.Errorf("flags did not override the file: %+v", cfg)
+	if cfg.NCPUs != 16 || cfg.ListenAddress != "127.0.0.1:0" || cfg.MemoryGiB != 96 {
+		t.Errorf("flags did not override the environment, or the environment the file: %+v", cfg)
 	}
-	if cfg.MemoryGiB != Default().MemoryGiB || time.Duration(cfg.ReconcilerRetryInitial) != 100*time.Millisecond {
+	if time.Duration(cfg.ReconcilerRetryInitial) != 100*time.Millisecond {
 		t.Errorf("file or defaults lost: %+v", cfg)
 	}
 	wantLedger := []string{filepath.Join(dir, "state", "m2-0"), filepath.Join(dir, "state", "m2-1")}

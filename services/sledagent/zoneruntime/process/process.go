@@ -513,13 +513,13 @@ func zoneEnv(z zoneconfig.Zone, dir, tlsDir string) []string {
 	}
 	if z.Kind == zoneconfig.KindNexus {
 		env = append(env,
-			"NEXUS_ID="+z.ID.String(),
-			"NEXUS_INTERNAL_LISTEN="+z.Address.String(),
-			"NEXUS_EXTERNAL_LISTEN="+z.Nexus.ExternalAddress.String(),
-			"NEXUS_METRICS_LISTEN="+z.Nexus.MetricsAddress.String(),
-			"NEXUS_DATABASE_BACKEND="+z.Nexus.DatabaseBackend,
-			"NEXUS_DATABASE_URL="+z.Nexus.DatabaseURL,
-			"NEXUS_TLS_DIR="+tlsDir,
+			"RACKPLANE_NEXUS_ID="+z.ID.String(),
+			"RACKPLANE_NEXUS_INTERNAL_LISTEN="+z.Address.String(),
+			"RACKPLANE_NEXUS_EXTERNAL_LISTEN="+z.Nexus.ExternalAddress.String(),
+			"RACKPLANE_NEXUS_METRICS_LISTEN="+z.Nexus.MetricsAddress.String(),
+			"RACKPLANE_NEXUS_DATABASE_BACKEND="+z.Nexus.DatabaseBackend,
+			"RACKPLANE_NEXUS_DATABASE_URL="+z.Nexus.DatabaseURL,
+			"RACKPLANE_NEXUS_TLS_DIR="+tlsDir,
 		)
 	}
 	return env
