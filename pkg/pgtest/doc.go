@@ -7,7 +7,14 @@
 //  2. the PostgreSQL server binaries on this machine (initdb and postgres,
 //     found on PATH or under /usr/lib/postgresql/*/bin), run as the postgres
 //     user when the tests run as root, with fsync off, on a loopback port,
-//     killed with the test binary.
+//     killed with the test binary;
+//  3. a Docker engine (as testcontainers-go finds one: DOCKER_HOST, its
+//     configuration, the usual sockets): a postgres:15-alpine container,
+//     fsync off, trusting every connection, removed at the end (or by
+//     testcontainers' reaper if the test binary dies).
+//
+// Each is tried only when those before it are missing; local binaries come
+// before a container because they start in a fraction of the time.
 //
 // With CI=true a test that cannot get a database fails; elsewhere it is
 // skipped with the reason, so that a laptop without PostgreSQL can still

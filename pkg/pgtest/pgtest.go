@@ -20,6 +20,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/wait"
 )
 
 // EnvDSN names the variable holding the DSN of an existing server.
@@ -28,8 +30,7 @@ const EnvDSN = "RACKPLANE_TEST_POSTGRES_DSN"
 type server struct {
 	adminDSN string // the maintenance database, for CREATE DATABASE
 	dsnFor   func(db string) string
-	cmd      *exec.Cmd
-	dir      string
+	stop     func() // nil for a server someone else runs
 	err      error
 }
 
@@ -45,10 +46,10 @@ func DSN(t testing.TB) string {
 	t.Helper()
 	once.Do(func() { shared = start() })
 	if shared.err != nil {
-		if os.Getenv("CI") == "true" {
+		if mustFail(os.Getenv) {
 			t.Fatalf("PostgreSQL is required in CI and could not be had: %v", shared.err)
 		}
-		t.Skipf("no PostgreSQL for this test (set %s or install PostgreSQL server binaries): %v", EnvDSN, shared.err)
+		t.Skipf("no PostgreSQL for this test (set %s, install PostgreSQL server binaries, or run a Docker engine): %v", EnvDSN, shared.err)
 	}
 	name := fmt.Sprintf("test_%d_%d", os.Getpid(), databases.Add(1))
 	db, err := sql.Open("pgx", shared.adminDSN)
@@ -73,27 +74,125 @@ func DSN(t testing.TB) string {
 // Main runs the tests, then stops the server DSN started, if any.
 func Main(m *testing.M) int {
 	code := m.Run()
-	if shared != nil && shared.cmd != nil {
-		shared.cmd.Process.Signal(syscall.SIGINT) //nolint:errcheck // already gone is fine
-		shared.cmd.Wait()                         //nolint:errcheck // exit status of a stopped server
-		os.RemoveAll(shared.dir)
+	if shared != nil && shared.stop != nil {
+		shared.stop()
 	}
 	return code
 }
 
 func start() *server {
-	if dsn := os.Getenv(EnvDSN); dsn != "" {
+	src, bin, err := choose(machine())
+	if err != nil {
+		return &server{err: err}
+	}
+	var s *server
+	switch src {
+	case fromDSN:
+		dsn := os.Getenv(EnvDSN)
 		return &server{adminDSN: dsn, dsnFor: func(db string) string { return withDatabase(dsn, db) }}
+	case fromBinaries:
+		s, err = startLocal(bin, ServerOptions{})
+	case fromContainer:
+		s, err = startContainer(context.Background())
 	}
-	bin, err := findBinaries()
 	if err != nil {
-		return &server{err: err}
-	}
-	s, err := startLocal(bin, ServerOptions{})
-	if err != nil {
-		return &server{err: err}
+		return &server{err: fmt.Errorf("%s: %w", src, err)}
 	}
 	return s
+}
+
+// source is where the tests' PostgreSQL server comes from.
+type source string
+
+const (
+	fromDSN       source = EnvDSN
+	fromBinaries  source = "local PostgreSQL server binaries"
+	fromContainer source = "a container (testcontainers-go)"
+)
+
+// probes are what the machine offers, each asked only when the sources
+// before it are not there.
+type probes struct {
+	dsn      string
+	binaries func() (string, error)
+	docker   func() error
+}
+
+// machine probes this machine.
+func machine() probes {
+	return probes{dsn: os.Getenv(EnvDSN), binaries: findBinaries, docker: dockerEngine}
+}
+
+// choose takes the first source the machine offers, in the order: a DSN
+// someone gives (a server they run), local server binaries (a server of
+// this process, fastest to start), a Docker engine (a container); or says
+// why there is none.
+func choose(p probes) (src source, bin string, err error) {
+	if p.dsn != "" {
+		return fromDSN, "", nil
+	}
+	bin, binErr := p.binaries()
+	if binErr == nil {
+		return fromBinaries, bin, nil
+	}
+	dockerErr := p.docker()
+	if dockerErr == nil {
+		return fromContainer, "", nil
+	}
+	return "", "", fmt.Errorf("no %s, no PostgreSQL server binaries (%v), and no Docker engine for testcontainers (%v)",
+		EnvDSN, binErr, dockerErr)
+}
+
+// mustFail says whether a test that cannot get PostgreSQL fails rather
+// than skips: in CI, where green must never come from skipping.
+func mustFail(getenv func(string) string) bool { return getenv("CI") == "true" }
+
+// dockerEngine reports whether a Docker engine answers, as testcontainers
+// finds one (DOCKER_HOST, its config, the usual sockets).
+func dockerEngine() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
+	if err != nil {
+		return err
+	}
+	return cli.Close()
+}
+
+// containerImage is the PostgreSQL the container runs: the version
+// docker-compose.yml runs.
+const containerImage = "postgres:15-alpine"
+
+// startContainer runs PostgreSQL in a container for the tests, with the
+// same durability shortcuts startLocal takes, and trusting every
+// connection; Main stops it (and testcontainers' reaper removes it if
+// this process dies).
+func startContainer(ctx context.Context) (*server, error) {
+	c, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{Started: true,
+		ContainerRequest: testcontainers.ContainerRequest{
+			Image:        containerImage,
+			Env:          map[string]string{"POSTGRES_HOST_AUTH_METHOD": "trust"},
+			Cmd:          []string{"postgres", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=500"},
+			ExposedPorts: []string{"5432/tcp"},
+			// The image's entrypoint starts a server on the socket only to
+			// initialise, then the real one: ready twice.
+			WaitingFor: wait.ForAll(wait.ForLog("database system is ready to accept connections").WithOccurrence(2),
+				wait.ForListeningPort("5432/tcp")).WithDeadline(2 * time.Minute),
+		}})
+	if err != nil {
+		return nil, err
+	}
+	host, err := c.Host(ctx)
+	if err == nil {
+		var port interface{ Port() string }
+		if port, err = c.MappedPort(ctx, "5432/tcp"); err == nil {
+			admin := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", net.JoinHostPort(host, port.Port()))
+			return &server{adminDSN: admin, dsnFor: func(db string) string { return withDatabase(admin, db) },
+				stop: func() { _ = testcontainers.TerminateContainer(c) }}, nil
+		}
+	}
+	_ = testcontainers.TerminateContainer(c)
+	return nil, err
 }
 
 // ServerOptions say how StartServer runs its server.
@@ -117,7 +216,7 @@ type ServerOptions struct {
 func RequireServerBinaries(t testing.TB) {
 	t.Helper()
 	if _, err := findBinaries(); err != nil {
-		if os.Getenv("CI") == "true" {
+		if mustFail(os.Getenv) {
 			t.Fatalf("PostgreSQL server binaries are required in CI: %v", err)
 		}
 		t.Skipf("no PostgreSQL server binaries: %v", err)
@@ -142,15 +241,7 @@ func StartServer(opts ServerOptions) (dsn string, stop func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			s.cmd.Process.Signal(syscall.SIGINT) //nolint:errcheck // already gone is fine
-			s.cmd.Wait()                         //nolint:errcheck // exit status of a stopped server
-			os.RemoveAll(s.dir)
-		})
-	}
-	return s.adminDSN, stop, nil
+	return s.adminDSN, sync.OnceFunc(s.stop), nil
 }
 
 // WithDatabase returns dsn, a URL (postgres://…) or key=value DSN, pointed
@@ -236,8 +327,11 @@ func startLocal(bin string, opts ServerOptions) (*server, error) {
 		return nil, err
 	}
 	s := &server{
-		cmd:      cmd,
-		dir:      dir,
+		stop: func() {
+			cmd.Process.Signal(syscall.SIGINT) //nolint:errcheck // already gone is fine
+			cmd.Wait()                         //nolint:errcheck // exit status of a stopped server
+			os.RemoveAll(dir)
+		},
 		adminDSN: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
 		dsnFor: func(db string) string {
 			return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, db)

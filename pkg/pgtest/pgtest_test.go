@@ -2,7 +2,9 @@ package pgtest
 
 import (
 	"database/sql"
+	"errors"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -78,5 +80,46 @@ func TestStartServerRunsADurableServerAndStopRemovesIt(t *testing.T) {
 	defer again.Close()
 	if err := again.Ping(); err == nil {
 		t.Fatal("the server still answers after stop")
+	}
+}
+
+// N1: the tests' PostgreSQL comes from, in order, a DSN someone gives,
+// local server binaries, a Docker engine (testcontainers), and otherwise
+// from nowhere: then a test fails in CI and skips elsewhere. Each source
+// is asked only when those before it are missing. CI has no Docker engine,
+// so the order itself is what is tested here.
+func TestN1_APostgreSQLIsTakenFromADSNThenLocalBinariesThenADockerEngine(t *testing.T) {
+	missing := errors.New("missing")
+	var asked []string
+	binaries := func(err error) func() (string, error) {
+		return func() (string, error) { asked = append(asked, "binaries"); return "/usr/lib/postgresql/15/bin", err }
+	}
+	docker := func(err error) func() error {
+		return func() error { asked = append(asked, "docker"); return err }
+	}
+	for _, c := range []struct {
+		name      string
+		p         probes
+		want      source
+		wantAsked string
+	}{
+		{"a DSN wins without asking", probes{dsn: "postgres://db", binaries: binaries(nil), docker: docker(nil)}, fromDSN, ""},
+		{"local binaries before Docker", probes{binaries: binaries(nil), docker: docker(nil)}, fromBinaries, "binaries"},
+		{"Docker without binaries", probes{binaries: binaries(missing), docker: docker(nil)}, fromContainer, "binaries docker"},
+		{"nothing", probes{binaries: binaries(missing), docker: docker(missing)}, "", "binaries docker"},
+	} {
+		asked = nil
+		got, _, err := choose(c.p)
+		if got != c.want || strings.Join(asked, " ") != c.wantAsked || (c.want == "") != (err != nil) {
+			t.Errorf("%s: chose %q (%v) after asking %v, want %q after asking %q", c.name, got, err, asked, c.want, c.wantAsked)
+		}
+		if err != nil && (!strings.Contains(err.Error(), EnvDSN) || !strings.Contains(err.Error(), "Docker")) {
+			t.Errorf("%s: the error does not say what was missing: %v", c.name, err)
+		}
+	}
+	for env, fail := range map[string]bool{"true": true, "": false, "false": false} {
+		if got := mustFail(func(string) string { return env }); got != fail {
+			t.Errorf("CI=%q: fails %v, want %v", env, got, fail)
+		}
 	}
 }
