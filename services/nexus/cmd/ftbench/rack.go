@@ -244,7 +244,10 @@ func (b *bench) createAll(ctx context.Context) error {
 		return err
 	}
 	b.instances = make([]string, b.opts.instances)
+	var created atomic.Int64
+	defer b.showProgress(ctx, "created", &created, b.opts.instances)()
 	return parallel(b.opts.instances, setUpConcurrency, func(i int) error {
+		defer created.Add(1)
 		name := fmt.Sprintf("i-%d", i)
 		a, err := b.mustCall(ctx, http.MethodPost, "/v1/instances?project="+project,
 			fmt.Sprintf(`{"name": %q, "hostname": %q, "description": "", "memory": %d, "ncpus": 1, "start": false}`, name, name, 1<<30),
@@ -273,7 +276,10 @@ const startRetryLimit = 20
 // which nexus does not retry); the start unwound, so it is sent again, and
 // the retries are reported.
 func (b *bench) startAll(ctx context.Context) error {
+	var started atomic.Int64
+	stopProgress := b.showProgress(ctx, "started", &started, len(b.instances))
 	err := parallel(len(b.instances), setUpConcurrency, func(i int) error {
+		defer started.Add(1)
 		path := "/v1/instances/" + b.instances[i] + "/start"
 		for attempt := 0; ; attempt++ {
 			a, err := b.call(ctx, http.MethodPost, path, "")
@@ -295,10 +301,22 @@ func (b *bench) startAll(ctx context.Context) error {
 			}
 		}
 	})
+	stopProgress()
 	if err != nil {
 		return err
 	}
 	return b.waitAllRunning(ctx)
+}
+
+// showProgress shows on stderr, every few seconds, how many of total
+// instances are done (created, started), until the returned stop; the
+// report on out stays as it was.
+func (b *bench) showProgress(ctx context.Context, what string, done *atomic.Int64, total int) (stop func()) {
+	return racktest.ShowProgress(ctx, 5*time.Second, func(line string) { fmt.Fprintln(os.Stderr, line) },
+		func(elapsed time.Duration) string {
+			n := done.Load()
+			return fmt.Sprintf("ftbench: %s %d/%d instances (%.0f/s)", what, n, total, float64(n)/elapsed.Seconds())
+		})
 }
 
 func (b *bench) reportRetries() {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -104,7 +103,7 @@ func (b *bench) createInstances(ctx context.Context) error {
 	ids := make([]string, n)
 	var done, retries atomic.Int64
 	began := time.Now()
-	stopProgress := b.progressLoop(ctx, func(elapsed time.Duration) string {
+	stopProgress := racktest.ShowProgress(ctx, progressEvery, func(line string) { b.say("%s", line) }, func(elapsed time.Duration) string {
 		d := done.Load()
 		return fmt.Sprintf("  created %d/%d (%.1f/s)", d, n, float64(d)/elapsed.Seconds())
 	})
@@ -137,31 +136,6 @@ func (b *bench) createInstances(ctx context.Context) error {
 	b.say("%d instances created in %s (%.1f/s), all running after %s; %d creates sent again after 500 or 503",
 		n, created.Round(time.Millisecond), float64(n)/created.Seconds(), b.fig.runningTime.Round(time.Millisecond), retries.Load())
 	return nil
-}
-
-// progressLoop shows line(elapsed) every few seconds until the returned
-// func is called.
-func (b *bench) progressLoop(ctx context.Context, line func(elapsed time.Duration) string) func() {
-	began := time.Now()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(progressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				b.say("%s", line(time.Since(began)))
-			}
-		}
-	}()
-	return func() { close(stop); wg.Wait() }
 }
 
 // waitAllRunning polls the instance list until every instance runs.
