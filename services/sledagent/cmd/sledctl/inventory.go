@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 )
@@ -21,30 +22,49 @@ func inventoryCommand(sled *target) *cobra.Command {
 		Short: "Print the sled's inventory: resources, ledgered config, reconciler and zones",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return fmt.Errorf("--output: %q is not table or json", output)
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			var inv *sledagentv1.GetInventoryResponse
-			err := call(cmd.Context(), *sled, func(ctx context.Context, client sledagentv1.SledAgentClient) (err error) {
-				inv, err = client.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
+			err := call(cmd.Context(), *sled, func(ctx context.Context, c clients) (err error) {
+				inv, err = c.agent.GetInventory(ctx, &sledagentv1.GetInventoryRequest{})
 				return err
 			})
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				data, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(inv)
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprintln(cmd.OutOrStdout(), string(data))
-				return err
+				return printJSON(cmd.OutOrStdout(), inv)
 			}
 			return printInventory(cmd.OutOrStdout(), inv)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	outputFlag(cmd, &output)
 	return cmd
+}
+
+// outputFlag adds --output: a table for people, or the wire message as
+// JSON for scripts.
+func outputFlag(cmd *cobra.Command, output *string) {
+	cmd.Flags().StringVarP(output, "output", "o", "table", "table or json")
+}
+
+func checkOutput(output string) error {
+	if output != "table" && output != "json" {
+		return fmt.Errorf("--output: %q is not table or json", output)
+	}
+	return nil
+}
+
+// printJSON writes a message with the proto's field names, as the API
+// documents them.
+func printJSON(out io.Writer, m proto.Message) error {
+	data, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(out, string(data))
+	return err
 }
 
 func printInventory(out io.Writer, inv *sledagentv1.GetInventoryResponse) error {

@@ -3,25 +3,43 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
+	"github.com/rackplane/rackplane/services/racktest"
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
 
-// run runs sledctl as the test's operator.
+func TestMain(m *testing.M) { os.Exit(racktest.Main(m)) }
+
+// run runs the sledctl binary as the test's operator (SLEDCTL_TLS_DIR), as
+// a person would, and returns its standard output.
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	var out bytes.Buffer
-	root := newRoot(&out)
-	root.SetArgs(append([]string{"--tls-dir", rackpkitest.For(t).OperatorDir()}, args...))
-	err := root.Execute()
-	return out.String(), err
+	return runAs(t, rackpkitest.For(t).OperatorDir(), args...)
+}
+
+// runAs runs the sledctl binary with tlsDir as SLEDCTL_TLS_DIR; a failed
+// run's error is what sledctl wrote to its standard error.
+func runAs(t *testing.T, tlsDir string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(racktest.Build(t, "github.com/rackplane/rackplane/services/sledagent/cmd/sledctl"), args...)
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "SLEDCTL_TLS_DIR=") }),
+		"SLEDCTL_TLS_DIR="+tlsDir)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("sledctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
 }
 
 func TestZ6_OperatorPutsAZonesConfigAndReadsTheInventory(t *testing.T) {
@@ -94,15 +112,10 @@ func TestZ2_OperatorSeesEveryFieldTheSledRefused(t *testing.T) {
 // --tls-dir is a clear error, and an operator of another rack is refused.
 func TestS2_SledctlNeedsTheRacksOperatorCertificate(t *testing.T) {
 	a := sledagenttest.Start(t)
-	var out bytes.Buffer
-	root := newRoot(&out)
-	root.SetArgs([]string{"--tls-dir", "", "--addr", a.Server.Addr(), "inventory"})
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--tls-dir is required") {
+	if _, err := runAs(t, "", "--addr", a.Server.Addr(), "inventory"); err == nil || !strings.Contains(err.Error(), "--tls-dir is required") {
 		t.Fatalf("no --tls-dir: %v, want an error naming --tls-dir", err)
 	}
-	root = newRoot(&out)
-	root.SetArgs([]string{"--tls-dir", rackpkitest.New(t).OperatorDir(), "--addr", a.Server.Addr(), "inventory"})
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "Unavailable") {
+	if _, err := runAs(t, rackpkitest.New(t).OperatorDir(), "--addr", a.Server.Addr(), "inventory"); err == nil || !strings.Contains(err.Error(), "Unavailable") {
 		t.Fatalf("another rack's operator: %v, want the connection refused", err)
 	}
 }

@@ -3,20 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/status"
 	"sigs.k8s.io/yaml"
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
-	"github.com/rackplane/rackplane/pkg/apierror"
-	"github.com/rackplane/rackplane/pkg/grpcconn"
-	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/services/sledagent/zoneconfig"
 )
 
@@ -50,8 +44,8 @@ func zonesCommand(sled *target) *cobra.Command {
 				return err
 			}
 			var resp *sledagentv1.EnsureZonesResponse
-			err = call(cmd.Context(), *sled, func(ctx context.Context, client sledagentv1.SledAgentClient) (err error) {
-				resp, err = client.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{Config: cfg})
+			err = call(cmd.Context(), *sled, func(ctx context.Context, c clients) (err error) {
+				resp, err = c.agent.EnsureZones(ctx, &sledagentv1.EnsureZonesRequest{Config: cfg})
 				return err
 			})
 			if err != nil {
@@ -104,50 +98,4 @@ func parseZonesFile(data []byte) (*sledagentv1.OmicronZonesConfig, error) {
 		out.Zones = append(out.Zones, zone)
 	}
 	return out, nil
-}
-
-// call runs one RPC against the sled-agent at addr, bounded in time, and
-// renders its error for a person.
-func call(ctx context.Context, sled target, rpc func(context.Context, sledagentv1.SledAgentClient) error) error {
-	if sled.tlsDir == "" {
-		return errors.New("--tls-dir is required: sled-agents answer the operator's certificate only")
-	}
-	trust, err := rackpki.LoadDir(sled.tlsDir)
-	if err != nil {
-		return fmt.Errorf("--tls-dir: %w", err)
-	}
-	conn, err := grpcconn.Dial(sled.addr, trust, rackpki.Identity{Kind: rackpki.Sled}, 0)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := rpc(ctx, sledagentv1.NewSledAgentClient(conn)); err != nil {
-		return describe(err)
-	}
-	return nil
-}
-
-// describe renders an API error for a person: the code, the reason and
-// every field violation on its own line.
-func describe(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s", st.Code())
-	if reason := apierror.Reason(err); reason != "" {
-		fmt.Fprintf(&b, " (%s)", reason)
-	}
-	fmt.Fprintf(&b, ": %s", st.Message())
-	if violations := apierror.FieldViolations(err); len(violations) > 0 {
-		b.Reset()
-		fmt.Fprintf(&b, "%s: the sled refused the config:", st.Code())
-		for _, v := range violations {
-			fmt.Fprintf(&b, "\n  %s: %s", v.Field, v.Description)
-		}
-	}
-	return fmt.Errorf("%s", b.String())
 }
