@@ -1,10 +1,11 @@
 // Command localcluster starts a working rackplane cluster on one machine,
-// for people trying the API by hand. It builds nexus and sled-agent, starts
-// the simulated sled-agents as its children, and sets the rack up from a
-// plan with `nexus rack-setup`, as an operator would (SPEC Z11): the
-// sled-agents then run each nexus replica as a zone, a supervised process
-// (Z10). It mints a fleet-admin token, waits until every sled has
-// registered, then prints the REST API URLs, the token and example curl
+// for people trying the API by hand. It builds nexus, sled-agent and
+// rackctl, starts the simulated sled-agents as its children, and sets the
+// rack up from a plan with `nexus rack-setup`, as an operator would (SPEC
+// Z11): the sled-agents then run each nexus replica as a zone, a
+// supervised process (Z10). It mints a fleet-admin token, waits until
+// every sled has registered, writes rackctl's config for the cluster,
+// then prints the REST API URLs, the token and example rackctl and curl
 // commands.
 //
 // From the repository root:
@@ -15,8 +16,10 @@
 //
 // The state directory holds the cluster's ids (identity.json, made up at
 // its first start, so that two clusters never share one), the binaries
-// (bin/), the rack plan (rack-plan.json, replaced only by a plan rack
-// setup took), nexus's SQLite database (nexus/), each sled's ledgers
+// (bin/, rackctl among them), rackctl's config for this cluster
+// (rackctl.yaml: its URL and this start's token, mode 0600; use it with
+// RACKPLANE_CONFIG), the rack plan (rack-plan.json, replaced only by a
+// plan rack setup took), nexus's SQLite database (nexus/), each sled's ledgers
 // and zones (sled-N/; a nexus zone's log is its zone.log there) and the
 // logs of this run (logs/). Without --fresh a restart reuses all of it:
 // the rack is already set up, so rack setup only pushes the zones configs

@@ -241,7 +241,7 @@ func makeStateDir(dir string, stdout io.Writer) error {
 
 func (l layout) build(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(l.dir, "bin")+string(filepath.Separator),
-		"./services/nexus/cmd/nexus", "./services/sledagent/cmd/sled-agent")
+		"./services/nexus/cmd/nexus", "./services/sledagent/cmd/sled-agent", "./services/nexus/cmd/rackctl")
 	cmd.Dir = l.repo
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %w\n%s", err, out)

@@ -58,6 +58,23 @@ func TestLocalClusterStartsAndStops(t *testing.T) {
 	if ppid != lc.pids["sled-agent-1"] {
 		t.Errorf("nexus-1 (pid %d) is a child of pid %d, want sled-agent-1 (pid %d)", lc.pids["nexus-1"], ppid, lc.pids["sled-agent-1"])
 	}
+	// rackctl, built with the cluster, finds it through the config file
+	// the launcher wrote for it, which only its owner may read (a token).
+	rackctlConfig := filepath.Join(dir, "rackctl.yaml")
+	if info, err := os.Stat(rackctlConfig); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("rackctl's config file: %v, %v; want mode 0600", info, err)
+	}
+	rackctl := exec.Command(filepath.Join(dir, "bin", "rackctl"), "sled", "list")
+	rackctl.Env = append(os.Environ(), "RACKPLANE_CONFIG="+rackctlConfig)
+	out, err := rackctl.CombinedOutput()
+	for _, id := range lc.sledIDs(t) {
+		if err != nil || !strings.Contains(string(out), id) {
+			t.Errorf("rackctl sled list with the cluster's config lacks sled %s: %v\n%s", id, err, out)
+		}
+	}
+	if !strings.Contains(lc.output(), "export RACKPLANE_CONFIG="+rackctlConfig) {
+		t.Errorf("the launcher does not say how to use rackctl:\n%s", lc.output())
+	}
 
 	lc.stop(t)
 }

@@ -158,7 +158,7 @@ func prepare(ctx context.Context, opts options, stdout io.Writer) (layout, error
 			return l, err
 		}
 	}
-	fmt.Fprintf(stdout, "building nexus and sled-agent into %s\n", filepath.Join(l.dir, "bin"))
+	fmt.Fprintf(stdout, "building nexus, sled-agent and rackctl into %s\n", filepath.Join(l.dir, "bin"))
 	return l, l.build(ctx)
 }
 
@@ -262,6 +262,10 @@ func (l layout) startAndAwait(ctx context.Context, opts options, stdout io.Write
 	if err := waitSleds(ctx, api, token, l.sledIDs(), opts.readyTimeout); err != nil {
 		return fmt.Errorf("the sleds did not register with nexus: %w (logs in %s)", err, l.logDir())
 	}
-	printReady(stdout, l, token, sleds, zones)
+	rackctlConfig, err := l.writeRackctlConfig(token)
+	if err != nil {
+		return err
+	}
+	printReady(stdout, l, token, rackctlConfig, sleds, zones)
 	return nil
 }

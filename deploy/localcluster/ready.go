@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -85,9 +87,23 @@ func without(want, have []string) []string {
 // sledAddr is what a person needs to reach one sled-agent with sledctl.
 type sledAddr struct{ name, id, addr string }
 
+// writeRackctlConfig writes rackctl's config file for this cluster (its
+// first REST API and this start's token) into the state directory, for
+// its owner only: it holds the token.
+func (l layout) writeRackctlConfig(token string) (string, error) {
+	path := filepath.Join(l.dir, "rackctl.yaml")
+	// Made anew, so that it gets the mode: WriteFile keeps an existing
+	// file's.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	data := fmt.Sprintf("url: %q\ntoken: %q\n", l.apiURL(0), token)
+	return path, os.WriteFile(path, []byte(data), 0o600)
+}
+
 // printReady prints the "ready" line first (what scripts and the test wait
 // for), then what a person needs to use the cluster.
-func printReady(w io.Writer, l layout, token string, sleds []sledAddr, zones []zoneProcess) {
+func printReady(w io.Writer, l layout, token, rackctlConfig string, sleds []sledAddr, zones []zoneProcess) {
 	api, metrics := l.apiURL(0), l.metricsURL(0)
 	fmt.Fprintf(w, "ready: url=%s token=%s metrics=%s\n\n", api, token, metrics)
 	for k := range l.replicas {
@@ -106,6 +122,9 @@ func printReady(w io.Writer, l layout, token string, sleds []sledAddr, zones []z
 	fmt.Fprintf(w, "  logs        %s (sled-agent-N.log, rack-setup.log)\n", l.logDir())
 	fmt.Fprintf(w, "  rack plan   %s\n\n", filepath.Join(l.dir, "rack-plan.json"))
 	fmt.Fprintf(w, "Try:\n")
+	fmt.Fprintf(w, "  export RACKPLANE_CONFIG=%s   # rackctl's URL and token for this cluster\n", rackctlConfig)
+	fmt.Fprintf(w, "  %s project create demo\n", l.bin("rackctl"))
+	fmt.Fprintf(w, "  %s instance create demo/web --ncpus 1 --memory 1GiB --start --wait\n\n", l.bin("rackctl"))
 	fmt.Fprintf(w, "  export TOKEN=%s\n", token)
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" %s/v1/system/hardware/sleds\n", api)
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" %s/v1/projects -d '{\"name\": \"demo\", \"description\": \"\"}'\n", api)
