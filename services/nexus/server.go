@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -56,6 +57,10 @@ type Server struct {
 	externalScheme string
 	http           *http.Server
 	health         *health.Server
+	// healthServices are the gRPC health services readiness sets, and
+	// lastHealth the status last set, to log changes only.
+	healthServices []string
+	lastHealth     atomic.Int32
 	metrics        *metrics.Metrics
 	metricsLis     net.Listener
 	metricsHTTP    *http.Server
@@ -123,6 +128,10 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 		log.Info("recovered sagas", zap.Int("count", n))
 	}
 	s.background.Start()
+	// Health tells the truth from the first call on: SERVING only once
+	// ready, then kept in line with readiness.
+	s.updateHealth()
+	go s.reportReadiness()
 	go s.stopServingOnceExpunged()
 	log.Info("nexus listening", zap.String("internal_address", s.internal.Addr().String()),
 		zap.String("external_address", s.rest.Addr().String()),
@@ -216,8 +225,9 @@ func (s *Server) Background() *background.Driver { return s.background }
 
 // listen opens the four listeners: internal gRPC (sled-agents), external
 // gRPC (NexusExternal), REST (the gateway, calling NexusExternal in
-// process) and metrics. The internal API is registered on its own server only, so it
-// cannot be reached through the external listeners (N10); metrics, which
+// process) and metrics (with the probes /healthz and /readyz). The
+// internal API is registered on its own server only, so it cannot be
+// reached through the external listeners (N10); metrics and probes, which
 // need no token, have their own listener for the same reason (N11).
 func (s *Server) listen(ctx context.Context, cfg config.Config, trust rackpki.Trust) error {
 	rackCreds, err := grpcconn.ServerCredentials(trust)
@@ -261,9 +271,11 @@ func (s *Server) listen(ctx context.Context, cfg config.Config, trust rackpki.Tr
 	for _, srv := range []*grpc.Server{s.internalGRPC, s.externalGRPC} {
 		healthpb.RegisterHealthServer(srv, s.health)
 	}
-	for _, svc := range []string{"", nexusv1.NexusInternal_ServiceDesc.ServiceName, nexusv1.NexusExternal_ServiceDesc.ServiceName,
-		wire.ReplicaHealthService(uuid.MustParse(cfg.ID))} {
-		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	// NOT_SERVING until New has checked readiness (updateHealth).
+	s.healthServices = []string{"", nexusv1.NexusInternal_ServiceDesc.ServiceName, nexusv1.NexusExternal_ServiceDesc.ServiceName,
+		wire.ReplicaHealthService(uuid.MustParse(cfg.ID))}
+	for _, svc := range s.healthServices {
+		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
 	handler, err := gateway.New(ctx, inProcess, gateway.WithObserver(s.metrics.ObserveHTTP),
 		gateway.WithAuthenticator(api.CheckAuthorization(s.app)), gateway.WithLogger(s.log.Named("gateway")),
@@ -278,6 +290,10 @@ func (s *Server) listen(ctx context.Context, cfg config.Config, trust rackpki.Tr
 	}
 	metricsMux := http.NewServeMux()
 	metricsMux.Handle("GET /metrics", s.metrics.Handler(s.log.Named("metrics")))
+	// Probes share the metrics listener: like Prometheus, a prober has no
+	// token, and this listener is the operator's (N11).
+	metricsMux.HandleFunc("GET /healthz", serveHealthz)
+	metricsMux.HandleFunc("GET /readyz", s.serveReadyz)
 	if cfg.Pprof {
 		metricsMux.HandleFunc("/debug/pprof/", pprof.Index)
 		metricsMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -320,7 +336,7 @@ func (s *Server) ExternalURL() string { return s.externalScheme + "://" + s.rest
 func (s *Server) ExternalGRPCAddr() string { return s.external.Addr().String() }
 
 // MetricsURL is the base URL of the metrics listener; Prometheus scrapes
-// MetricsURL()+"/metrics".
+// MetricsURL()+"/metrics", probes ask "/healthz" and "/readyz".
 func (s *Server) MetricsURL() string { return "http://" + s.metricsLis.Addr().String() }
 
 // Metrics is the replica's metrics, for layers that count events of their

@@ -94,6 +94,12 @@ type Config struct {
 	// after the database resolved them (0: never). It bounds how long a
 	// role change made through another replica takes to apply here.
 	AuthnCacheTTL duration.Duration `koanf:"authn_cache_ttl" help:"how long a token's caller and roles are remembered (0: never)"`
+	// ShutdownTimeout bounds the graceful stop on SIGTERM: requests in
+	// flight finish and sagas reach a durable point, or are cut. Whoever
+	// sends the SIGTERM must wait longer before its SIGKILL: the sled-agent
+	// (zone_stop_timeout, 15 s) and Docker (its default grace period is
+	// 10 s; docker-compose.yml sets its own), so the default is 8 s.
+	ShutdownTimeout duration.Duration `koanf:"shutdown_timeout" help:"bound on the graceful stop on SIGTERM (shorter than whatever sends SIGKILL after it)"`
 }
 
 // Default returns the defaults every file and flag set starts from.
@@ -133,6 +139,7 @@ func Default() Config {
 		SledUnreachableBound: duration.Duration(10 * time.Second),
 		UpdaterLockWaitBound: duration.Duration(10 * time.Second),
 		AuthnCacheTTL:        duration.Duration(time.Second),
+		ShutdownTimeout:      duration.Duration(8 * time.Second),
 	}
 }
 
@@ -185,7 +192,7 @@ func (c Config) Validate() error {
 		"request_body_timeout":     c.RequestBodyTimeout,
 		"saga_reassignment_period": c.SagaReassignmentPeriod, "orphan_vmm_period": c.OrphanVMMPeriod,
 		"stop_wish_period": c.StopWishPeriod, "history_retention": c.HistoryRetention,
-		"history_prune_period": c.HistoryPrunePeriod} {
+		"history_prune_period": c.HistoryPrunePeriod, "shutdown_timeout": c.ShutdownTimeout} {
 		if d <= 0 {
 			bad(setting, "must be positive")
 		}

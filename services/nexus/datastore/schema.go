@@ -131,6 +131,16 @@ func (d *DataStore) SchemaVersion(ctx context.Context) (int, error) {
 	return int(v.Int64), err
 }
 
+// SchemaKnown returns the highest migration this binary carries: a
+// database at SchemaVersion below it lacks tables or columns this code uses.
+func SchemaKnown() int {
+	all, err := migrations()
+	if err != nil {
+		return 0 // Open fails on the same error first
+	}
+	return len(all)
+}
+
 // splitStatements splits a migration on semicolons that end a line; the
 // migrations contain no semicolons inside literals.
 func splitStatements(text string) []string {

@@ -55,7 +55,7 @@ func command() *cobra.Command {
 	if err := cmd.Flags().MarkHidden(crashPointFlag); err != nil {
 		panic(err) // the flag was just defined
 	}
-	cmd.AddCommand(tokenCommand(), rackSetupCommand(), rackCertsCommand())
+	cmd.AddCommand(tokenCommand(), rackSetupCommand(), rackCertsCommand(), healthcheckCommand())
 	cmd.RunE = func(*cobra.Command, []string) error {
 		var crash crashPoints
 		for _, at := range crashAt {
@@ -108,7 +108,7 @@ func run(cfg config.Config, crash crashPoints) error {
 		// X3: it already refuses every call; now it goes.
 		expunged = true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
 	defer cancel()
 	srv.Shutdown(ctx)
 	if err := <-served; err != nil || !expunged {

@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/rackplane/rackplane/pkg/logging"
 	"github.com/rackplane/rackplane/services/sledagent"
 	"github.com/rackplane/rackplane/services/sledagent/config"
+	"github.com/rackplane/rackplane/services/sledagent/zoneruntime/process"
 )
 
 func main() {
@@ -33,6 +35,7 @@ func command() *cobra.Command {
 		SilenceErrors: true,
 	}
 	flags := config.BindFlags(cmd.Flags())
+	cmd.AddCommand(healthcheckCommand())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := flags.Resolve()
 		if err != nil {
@@ -69,5 +72,32 @@ func run(cfg config.Config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
 	defer cancel()
 	srv.Shutdown(ctx)
-	return <-served
+	err = <-served
+	if os.Getpid() == 1 {
+		stopZonesWithTheNamespace(cfg, log)
+	}
+	return err
+}
+
+// stopZonesWithTheNamespace stops the process zones of an agent that is
+// its PID namespace's init, a container's entrypoint: there a zone cannot
+// outlive the agent (Z8), since the kernel SIGKILLs every process of the
+// namespace when init exits, and a nexus zone would never get its graceful
+// stop. So they get the stop a zone's shutdown gives them, SIGTERM then
+// SIGKILL after zone_stop_timeout, once the reconciler (stopped with the
+// agent) can no longer start them again; the next agent starts them (Z10).
+// The whole stop is bounded by shutdown_timeout plus zone_stop_timeout,
+// which docker-compose.yml's stop_grace_period exceeds.
+func stopZonesWithTheNamespace(cfg config.Config, log *zap.Logger) {
+	if cfg.ZoneRoot == "" {
+		return
+	}
+	pids, err := process.StopAll(cfg.ZoneRoot, time.Duration(cfg.ZoneStopTimeout))
+	if err != nil {
+		log.Warn("stopping the zones, which end with this PID namespace", zap.Error(err))
+		return
+	}
+	if len(pids) > 0 {
+		log.Info("stopped the zones, which end with this PID namespace", zap.Ints("pids", pids))
+	}
 }
