@@ -274,7 +274,7 @@ func TestN15_AFleetAdminMintsATokenWithTheRolesItGrants(t *testing.T) {
 				t.Fatal(err)
 			}
 			if created.Principal != "carol" || created.Token == "" || created.TimeExpires == nil ||
-				created.TimeExpires.Sub(time.Now()) < 59*time.Minute {
+				time.Until(*created.TimeExpires) < 59*time.Minute {
 				t.Fatalf("minted: %s", resp.Body)
 			}
 			carol := racktest.NewClient(r.Nexus(0).ExternalURL(), created.Token)
