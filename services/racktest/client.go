@@ -29,10 +29,27 @@ type Client struct {
 }
 
 // NewClient returns a client of the API at url with token, with a
-// connection pool sized for concurrent callers.
+// connection pool sized for concurrent callers. In a test binary its
+// exchanges are checked against nexus's OpenAPI document (openapi.go).
 func NewClient(url, token string) *Client {
 	return &Client{URL: url, Token: token, HTTP: &http.Client{Timeout: requestTimeout,
-		Transport: &http.Transport{MaxIdleConns: 128, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute}}}
+		Transport: checked(&http.Transport{MaxIdleConns: 128, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute})}}
+}
+
+// Through is the same client with its requests sent through wrap's
+// RoundTripper, wrapped around its own (a checker of another document,
+// say); so is the SDK it gives.
+func (c *Client) Through(wrap func(http.RoundTripper) http.RoundTripper) *Client {
+	out := *c
+	out.HTTP = &http.Client{Timeout: c.HTTP.Timeout, Transport: wrap(c.transport())}
+	return &out
+}
+
+func (c *Client) transport() http.RoundTripper {
+	if c.HTTP.Transport != nil {
+		return c.HTTP.Transport
+	}
+	return http.DefaultTransport
 }
 
 // As is the same client with another token.
@@ -152,7 +169,7 @@ func List[T any](ctx context.Context, c *Client, path string) ([]T, error) {
 // Call is Do for a test: no answer fails it.
 func (c *Client) Call(t testutil.TB, method, path, body string) Response {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	ctx, cancel := context.WithTimeout(forTest(context.Background(), t), requestTimeout)
 	defer cancel()
 	r, err := c.Do(ctx, method, path, body)
 	if err != nil {
@@ -174,10 +191,12 @@ func (c *Client) MustCall(t testutil.TB, method, path, body string, want ...int)
 	return r
 }
 
-// SDK is the Oxide Go SDK against the same API as the same caller.
+// SDK is the Oxide Go SDK against the same API as the same caller, over
+// this client's transport; t is the test of its calls.
 func (c *Client) SDK(t testutil.TB) *oxide.Client {
 	t.Helper()
-	sdk, err := oxide.NewClient(oxide.WithHost(c.URL), oxide.WithToken(c.Token), oxide.WithTimeout(requestTimeout))
+	sdk, err := oxide.NewClient(oxide.WithHost(c.URL), oxide.WithToken(c.Token),
+		oxide.WithHTTPClient(&http.Client{Timeout: requestTimeout, Transport: testTransport{t: t, base: c.transport()}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package racktest
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -60,11 +62,21 @@ func ForEachBackend(t *testing.T, test func(t *testing.T, db Database)) {
 	}
 }
 
-// Main runs a package's tests: it stops the PostgreSQL server pgtest
-// started and removes the binaries Build made. Call it from TestMain.
+// Main runs a package's tests: it checks every REST exchange of the
+// tests' clients against nexus's OpenAPI document (openapi.go), stops the
+// PostgreSQL server pgtest started and removes the binaries Build made.
+// It fails the binary when an exchange no test was named for disagreed
+// with the document. Call it from TestMain.
 func Main(m *testing.M) int {
+	if err := checkServedDocument(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	code := pgtest.Main(m)
 	removeBuilds()
+	if reportOrphans(os.Stderr) && code == 0 {
+		code = 1
+	}
 	return code
 }
 

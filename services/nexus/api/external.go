@@ -131,6 +131,8 @@ func (h *External) CurrentUserView(ctx context.Context, _ *nexusv1.CurrentUserVi
 	return &nexusv1.CurrentUserViewResponse{User: &nexusv1.CurrentUser{
 		Id: a.UserID().String(), DisplayName: a.Principal, SiloId: siloID, SiloName: siloName,
 		FleetViewer: a.FleetAdmin, SiloAdmin: a.FleetAdmin,
+		// A principal's name never changes: it was last modified when made.
+		TimeCreated: timestamppb.New(a.Since), TimeModified: timestamppb.New(a.Since),
 	}}, nil
 }
 

@@ -141,12 +141,23 @@ func (n *Nexus) mintToken(ctx context.Context, principal string, roles []model.R
 
 // Me is the caller (N15). A caller is always authenticated by the time a
 // handler runs; nil here is a handler without authentication.
-func (n *Nexus) Me(ctx context.Context) (*authz.Actor, error) {
+func (n *Nexus) Me(ctx context.Context) (Me, error) {
 	a := authz.FromContext(ctx)
 	if a == nil {
-		return nil, fmt.Errorf("%w: no caller", ErrUnauthenticated)
+		return Me{}, fmt.Errorf("%w: no caller", ErrUnauthenticated)
 	}
-	return a, nil
+	since, err := n.ds.PrincipalSince(ctx, a.Principal)
+	if err != nil {
+		return Me{}, err
+	}
+	return Me{Actor: a, Since: since}, nil
+}
+
+// Me is the caller, and since when its principal is known: its first
+// token's creation (a principal is a name, with no record of its own).
+type Me struct {
+	*authz.Actor
+	Since time.Time
 }
 
 // AccessTokens lists live API tokens a page at a time, by id: the
@@ -157,7 +168,7 @@ func (n *Nexus) AccessTokens(ctx context.Context, everyone bool, limit uint32, p
 		return nil, nil, err
 	}
 	var v apierror.Violations
-	p := parsePage(&v, listing, limit, pageToken, sortBy, "id_ascending")
+	p := parsePage(&v, listing, limit, pageToken, sortBy, idSorts...)
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}

@@ -26,7 +26,11 @@ const (
 	maxMemory = 1536 * gib // 1.5 TiB
 )
 
-var hostnamePattern = regexp.MustCompile(`^[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+// hostnamePattern is one label of Oxide's Hostname rule (letters, digits
+// and '-', starting with a letter or a digit, not ending with '-'), of at
+// most 63 characters: what a sled-agent gives its guest. Oxide also takes
+// dot-separated labels, up to 253 characters (README: differences).
+var hostnamePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
 // InstanceView is an instance as users see it: its record plus the state
 // computed from its VMMs (N4).
@@ -147,7 +151,7 @@ func (n *Nexus) InstanceCreate(ctx context.Context, project string, params *nexu
 	checkName(&v, "name", params.GetName())
 	checkDescription(&v, "description", params.GetDescription())
 	if !hostnamePattern.MatchString(params.GetHostname()) {
-		v.Add("hostname", "%q is not a hostname: 1-63 letters, digits and '-', starting with a letter", params.GetHostname())
+		v.Add("hostname", "%q is not a hostname here: one label of 1-63 letters, digits and '-', not starting or ending with '-'", params.GetHostname())
 	}
 	checkShape(&v, params.GetNcpus(), params.GetMemory())
 	policy := parseAutoRestartPolicy(&v, params.GetAutoRestartPolicy())
@@ -204,7 +208,8 @@ func (n *Nexus) Instance(ctx context.Context, instance, project string) (Instanc
 	return n.view(ctx, inst)
 }
 
-// InstanceList lists a project's instances by name, a page at a time.
+// InstanceList lists a project's instances a page at a time, in one of
+// Oxide's sort modes (by name by default).
 func (n *Nexus) InstanceList(ctx context.Context, req *nexusv1.InstanceListRequest) ([]InstanceView, *string, error) {
 	var v apierror.Violations
 	if req.GetProject() == "" {
@@ -217,11 +222,11 @@ func (n *Nexus) InstanceList(ctx context.Context, req *nexusv1.InstanceListReque
 	if err != nil {
 		return nil, nil, err
 	}
-	pg := parsePage(&v, "instances/"+p.ID.String(), req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "name_ascending")
+	pg := parsePage(&v, "instances/"+p.ID.String(), req.GetLimit(), req.GetPageToken(), req.GetSortBy(), nameOrIDSorts...)
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
-	items, err := n.ds.InstanceList(ctx, p.ID, pg.after, pg.limit)
+	items, err := n.ds.InstanceList(ctx, p.ID, pg.order(), pg.after, pg.limit)
 	if err != nil || len(items) == 0 {
 		return nil, nil, err
 	}
@@ -229,7 +234,8 @@ func (n *Nexus) InstanceList(ctx context.Context, req *nexusv1.InstanceListReque
 	if err != nil {
 		return nil, nil, err
 	}
-	return views, pg.next(len(items), items[len(items)-1].Name), nil
+	last := items[len(items)-1]
+	return views, pg.next(len(items), pg.key(last.Name, last.ID)), nil
 }
 
 // InstanceStart starts a stopped or failed instance; starting one that

@@ -5,13 +5,30 @@ import (
 	"encoding/json"
 	"slices"
 
+	"github.com/google/uuid"
+
 	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/services/nexus/datastore"
 )
 
 const (
 	defaultPageSize = 100
 	maxPageSize     = 1000
 )
+
+// Oxide's sort modes: NameOrIdSortMode for a listing of named resources,
+// IdSortMode for one by id only; the first of each is the default.
+var (
+	nameOrIDSorts = []string{"name_ascending", "name_descending", "id_ascending"}
+	idSorts       = []string{"id_ascending"}
+)
+
+// sortOrders is the datastore's order of each sort mode.
+var sortOrders = map[string]datastore.ListOrder{
+	"name_ascending":  datastore.ByNameAscending,
+	"name_descending": datastore.ByNameDescending,
+	"id_ascending":    datastore.ByIDAscending,
+}
 
 // page is a validated list request: sort order, where to resume, how many.
 type page struct {
@@ -70,6 +87,18 @@ func parsePage(v *apierror.Violations, listing string, limit uint32, token, sort
 		}
 	}
 	return p
+}
+
+// order is the datastore's order of the page's sort mode.
+func (p page) order() datastore.ListOrder { return sortOrders[p.sortBy] }
+
+// key is where the page after one ending at an item named name, of id id,
+// resumes: as the page is sorted.
+func (p page) key(name string, id uuid.UUID) string {
+	if p.order().ByID {
+		return id.String()
+	}
+	return name
 }
 
 // next returns the token for the page after one ending at last, or nil when

@@ -12,7 +12,6 @@ import (
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
 	"github.com/rackplane/rackplane/services/nexus/authz"
-	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
@@ -86,28 +85,22 @@ func (n *Nexus) Project(ctx context.Context, project string) (model.Project, err
 	return n.lookupProject(ctx, ref)
 }
 
-// ProjectList lists projects a page at a time, by name (default) or id.
+// ProjectList lists projects a page at a time, in one of Oxide's sort
+// modes (by name by default).
 func (n *Nexus) ProjectList(ctx context.Context, req *nexusv1.ProjectListRequest) ([]model.Project, *string, error) {
 	var v apierror.Violations
-	p := parsePage(&v, "projects", req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "name_ascending", "id_ascending")
+	p := parsePage(&v, "projects", req.GetLimit(), req.GetPageToken(), req.GetSortBy(), nameOrIDSorts...)
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
-	sort := datastore.ProjectByName
-	if p.sortBy == "id_ascending" {
-		sort = datastore.ProjectByID
-	}
-	page, err := n.ds.ProjectList(ctx, sort, p.after, p.limit)
+	page, err := n.ds.ProjectList(ctx, p.order(), p.after, p.limit)
 	if err != nil || len(page) == 0 {
 		return nil, nil, err
 	}
 	// The page is cut before filtering, so the token resumes after what was
 	// read, not after what the caller may see.
 	last := page[len(page)-1]
-	key := last.Name
-	if sort == datastore.ProjectByID {
-		key = last.ID.String()
-	}
+	key := p.key(last.Name, last.ID)
 	visible := page[:0]
 	for _, proj := range page {
 		if authz.CanReadProject(ctx, proj.ID) {

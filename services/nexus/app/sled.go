@@ -61,7 +61,7 @@ func (n *Nexus) SledList(ctx context.Context, req *nexusv1.SledListRequest) ([]S
 		return nil, nil, err
 	}
 	var v apierror.Violations
-	p := parsePage(&v, "sleds", req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "id_ascending")
+	p := parsePage(&v, "sleds", req.GetLimit(), req.GetPageToken(), req.GetSortBy(), idSorts...)
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
@@ -108,7 +108,7 @@ func (n *Nexus) SledInstances(ctx context.Context, req *nexusv1.SledInstanceList
 	}
 	var v apierror.Violations
 	sled := v.UUID("sled_id", req.GetSledId())
-	p := parsePage(&v, "sled-instances/"+req.GetSledId(), req.GetLimit(), req.GetPageToken(), req.GetSortBy(), "id_ascending")
+	p := parsePage(&v, "sled-instances/"+req.GetSledId(), req.GetLimit(), req.GetPageToken(), req.GetSortBy(), idSorts...)
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}

@@ -276,11 +276,11 @@ func TestN9_ProjectsListUpdateAndDelete(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		first, err := ds.ProjectList(ctx, datastore.ProjectByName, "", 2)
+		first, err := ds.ProjectList(ctx, datastore.ByNameAscending, "", 2)
 		if err != nil || len(first) != 2 || first[0].Name != "alpha" || first[1].Name != "bravo" {
 			t.Fatalf("first page %+v, %v", first, err)
 		}
-		rest, err := ds.ProjectList(ctx, datastore.ProjectByName, first[1].Name, 2)
+		rest, err := ds.ProjectList(ctx, datastore.ByNameAscending, first[1].Name, 2)
 		if err != nil || len(rest) != 1 || rest[0].Name != "charlie" {
 			t.Fatalf("second page %+v, %v", rest, err)
 		}

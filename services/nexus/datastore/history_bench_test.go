@@ -156,7 +156,10 @@ func (r *benchRack) iteration(b *testing.B, i int) {
 	r.latency["alloc"] = append(r.latency["alloc"], alloc)
 
 	r.time("watch", func() error { _, err := r.ds.VMMListActive(ctx); return err }, b)
-	r.time("list", func() error { _, err := r.ds.InstanceList(ctx, r.project, "", 100); return err }, b)
+	r.time("list", func() error {
+		_, err := r.ds.InstanceList(ctx, r.project, datastore.ByNameAscending, "", 100)
+		return err
+	}, b)
 	r.time("sagas", func() error { _, err := r.ds.SagaListOpen(ctx); return err }, b)
 
 	now := time.Now()

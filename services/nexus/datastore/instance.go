@@ -96,11 +96,12 @@ func (d *DataStore) InstanceLookup(ctx context.Context, project uuid.UUID, name 
 	return i, d.classify(err)
 }
 
-// InstanceList returns up to limit live instances of a project by name,
-// after the given name.
-func (d *DataStore) InstanceList(ctx context.Context, project uuid.UUID, after string, limit int) ([]model.Instance, error) {
+// InstanceList returns up to limit live instances of a project in order,
+// after the given name or id.
+func (d *DataStore) InstanceList(ctx context.Context, project uuid.UUID, order ListOrder, after string, limit int) ([]model.Instance, error) {
+	where, orderBy := order.keyset(2)
 	return list(ctx, d, scanInstance, `SELECT `+instanceColumns+` FROM instance
-		WHERE project_id = $1 AND time_deleted IS NULL AND name > $2 ORDER BY name LIMIT $3`,
+		WHERE project_id = $1 AND time_deleted IS NULL AND `+where+` ORDER BY `+orderBy+` LIMIT $3`,
 		project.String(), after, limit)
 }
 

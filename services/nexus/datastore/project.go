@@ -53,23 +53,12 @@ func (d *DataStore) ProjectLookup(ctx context.Context, name string) (model.Proje
 	return p, d.classify(err)
 }
 
-// ProjectSort orders a project listing.
-type ProjectSort string
-
-const (
-	ProjectByName ProjectSort = "name"
-	ProjectByID   ProjectSort = "id"
-)
-
-// ProjectList returns up to limit live projects ordered by sort, starting
-// after the given name or id (keyset pagination: stable under inserts).
-func (d *DataStore) ProjectList(ctx context.Context, sort ProjectSort, after string, limit int) ([]model.Project, error) {
-	column := "name"
-	if sort == ProjectByID {
-		column = "id"
-	}
+// ProjectList returns up to limit live projects in order, starting after
+// the given name or id (keyset pagination: stable under inserts).
+func (d *DataStore) ProjectList(ctx context.Context, order ListOrder, after string, limit int) ([]model.Project, error) {
+	where, orderBy := order.keyset(1)
 	return list(ctx, d, scanProject, `SELECT `+projectColumns+` FROM project
-		WHERE time_deleted IS NULL AND `+column+` > $1 ORDER BY `+column+` LIMIT $2`, after, limit)
+		WHERE time_deleted IS NULL AND `+where+` ORDER BY `+orderBy+` LIMIT $2`, after, limit)
 }
 
 // ProjectUpdate changes a live project's name and/or description (nil

@@ -287,7 +287,7 @@ func TestN14_PrunedHistoryChangesNothingUsersSee(t *testing.T) {
 		}
 		seen := func() map[string]any {
 			t.Helper()
-			list, err := ds.InstanceList(ctx, r.project, "", 100)
+			list, err := ds.InstanceList(ctx, r.project, datastore.ByNameAscending, "", 100)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -137,6 +137,32 @@ func queryAll[T any](ctx context.Context, q queryer, scan func(rowScanner) (T, e
 	return out, rows.Err()
 }
 
+// ListOrder is a listing's keyset order, one of Oxide's sort modes: by
+// name or by id, ascending unless Descending.
+type ListOrder struct {
+	ByID, Descending bool
+}
+
+// The orders the listings take.
+var (
+	ByNameAscending  = ListOrder{}
+	ByNameDescending = ListOrder{Descending: true}
+	ByIDAscending    = ListOrder{ByID: true}
+)
+
+// keyset is o's condition on where a page resumes (the query's parameter
+// number after, "" for the first page) and its ORDER BY.
+func (o ListOrder) keyset(after int) (where, orderBy string) {
+	column := "name"
+	if o.ByID {
+		column = "id"
+	}
+	if o.Descending {
+		return fmt.Sprintf("($%d = '' OR %s < $%d)", after, column, after), column + " DESC"
+	}
+	return fmt.Sprintf("%s > $%d", column, after), column
+}
+
 // list is queryAll on the database, with its errors classified.
 func list[T any](ctx context.Context, d *DataStore, scan func(rowScanner) (T, error), query string, args ...any) ([]T, error) {
 	out, err := queryAll(ctx, d.db, scan, query, args...)

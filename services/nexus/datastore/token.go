@@ -127,3 +127,16 @@ func (d *DataStore) AccessTokenRevoke(ctx context.Context, id uuid.UUID, princip
 	}
 	return nil
 }
+
+// PrincipalSince returns when principal's first token was created, revoked
+// and expired ones included: a principal is known from then on. The zero
+// time when it never had one.
+func (d *DataStore) PrincipalSince(ctx context.Context, principal string) (time.Time, error) {
+	var first dbTime
+	err := d.db.QueryRowContext(ctx, `SELECT time_created FROM api_token WHERE principal = $1
+		ORDER BY time_created LIMIT 1`, principal).Scan(&first)
+	if isNoRows(err) {
+		return time.Time{}, nil
+	}
+	return first.Time, d.classify(err)
+}

@@ -14,5 +14,6 @@
 //     mapped from gRPC codes in one table (errors.go).
 //   - Every response carries x-request-id, the id nexus logs the request
 //     under and puts in error bodies (N11).
-//   - GET /openapi.json serves the document protoc-gen-openapiv2 wrote.
+//   - GET /openapi.json serves an OpenAPI 3 document of the API as the wire
+//     has it (openapi3gen writes it; tools/generate.sh runs it).
 package gateway

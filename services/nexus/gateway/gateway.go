@@ -15,8 +15,12 @@ import (
 	nexusv1 "github.com/rackplane/rackplane/pkg/api/omicron/nexus/v1"
 )
 
-//go:embed openapi/omicron/nexus/v1/external.swagger.json
-var openAPI []byte
+// OpenAPI is the OpenAPI 3 document of the REST API, as served at GET
+// /openapi.json: written by openapi3gen from protoc-gen-openapiv2's
+// Swagger 2 document, corrected to what the gateway sends.
+//
+//go:embed openapi/nexus.openapi.json
+var OpenAPI []byte
 
 // RequestIDHeader carries a request's id, on the HTTP response and as gRPC
 // metadata to the handlers.
@@ -64,7 +68,7 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts ...Option) (ht
 	top.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		setRoute(r.Context(), "/openapi.json")
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(openAPI) //nolint:errcheck // the client went away
+		w.Write(OpenAPI) //nolint:errcheck // the client went away
 	})
 	top.Handle("/", mux)
 	return withRequestID(recoverPanics(observe(guard(top, set), set.observers), set.log)), nil
@@ -95,12 +99,23 @@ var successStatus = map[string]int{
 	nexusv1.NexusExternal_InstanceReboot_FullMethodName:               http.StatusAccepted,
 }
 
+// SuccessStatus is the HTTP status the gateway answers a success of the
+// NexusExternal method fullMethod (such as
+// "/omicron.nexus.v1.NexusExternal/InstanceCreate") with; the OpenAPI
+// document is written from it.
+func SuccessStatus(fullMethod string) int {
+	if code, ok := successStatus[fullMethod]; ok {
+		return code
+	}
+	return http.StatusOK
+}
+
 func setStatus(ctx context.Context, w http.ResponseWriter, _ proto.Message) error {
 	method, ok := runtime.RPCMethod(ctx)
 	if !ok {
 		return nil
 	}
-	if code, ok := successStatus[method]; ok {
+	if code := SuccessStatus(method); code != http.StatusOK {
 		w.WriteHeader(code)
 	}
 	return nil

@@ -894,7 +894,7 @@ func TestOxideJSONMarshalForm(t *testing.T) {
 		`"memory":18446744073709551615,"ncpus":2,"project_id":"","run_state":"running",` +
 		`"time_created":"2024-01-02T03:04:05.006Z","time_modified":"2024-01-02T03:04:05.000006Z",` +
 		`"time_run_state_updated":"2024-01-02T03:04:05.000000006Z","auto_restart_enabled":true,` +
-		`"auto_restart_policy":"","auto_restart_cooldown_expiration":"1970-01-01T00:00:00Z"}]}`
+		`"auto_restart_policy":"","auto_restart_cooldown_expiration":"1970-01-01T00:00:00Z","enable_jumbo_frames":false}]}`
 	if string(got) != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}

@@ -11,6 +11,7 @@
 package nexusv1
 
 import (
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -34,26 +35,26 @@ type Instance struct {
 	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	Hostname    string                 `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	// Bytes, a whole number of GiB.
-	Memory    uint64 `protobuf:"varint,5,opt,name=memory,proto3" json:"memory,omitempty"`
-	Ncpus     uint32 `protobuf:"varint,6,opt,name=ncpus,proto3" json:"ncpus,omitempty"`
-	ProjectId string `protobuf:"bytes,7,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
-	// creating, starting, running, stopping, stopped, rebooting, migrating,
-	// repairing, failed or destroyed.
-	RunState            string                 `protobuf:"bytes,8,opt,name=run_state,json=runState,proto3" json:"run_state,omitempty"`
-	TimeCreated         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=time_created,json=timeCreated,proto3" json:"time_created,omitempty"`
-	TimeModified        *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=time_modified,json=timeModified,proto3" json:"time_modified,omitempty"`
-	TimeRunStateUpdated *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=time_run_state_updated,json=timeRunStateUpdated,proto3" json:"time_run_state_updated,omitempty"`
-	AutoRestartEnabled  bool                   `protobuf:"varint,12,opt,name=auto_restart_enabled,json=autoRestartEnabled,proto3" json:"auto_restart_enabled,omitempty"`
-	// never or best_effort.
+	Memory                        uint64                 `protobuf:"varint,5,opt,name=memory,proto3" json:"memory,omitempty"`
+	Ncpus                         uint32                 `protobuf:"varint,6,opt,name=ncpus,proto3" json:"ncpus,omitempty"`
+	ProjectId                     string                 `protobuf:"bytes,7,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	RunState                      string                 `protobuf:"bytes,8,opt,name=run_state,json=runState,proto3" json:"run_state,omitempty"`
+	TimeCreated                   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=time_created,json=timeCreated,proto3" json:"time_created,omitempty"`
+	TimeModified                  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=time_modified,json=timeModified,proto3" json:"time_modified,omitempty"`
+	TimeRunStateUpdated           *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=time_run_state_updated,json=timeRunStateUpdated,proto3" json:"time_run_state_updated,omitempty"`
+	AutoRestartEnabled            bool                   `protobuf:"varint,12,opt,name=auto_restart_enabled,json=autoRestartEnabled,proto3" json:"auto_restart_enabled,omitempty"`
 	AutoRestartPolicy             string                 `protobuf:"bytes,13,opt,name=auto_restart_policy,json=autoRestartPolicy,proto3" json:"auto_restart_policy,omitempty"`
 	TimeLastAutoRestarted         *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=time_last_auto_restarted,json=timeLastAutoRestarted,proto3,oneof" json:"time_last_auto_restarted,omitempty"`
 	AutoRestartCooldownExpiration *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=auto_restart_cooldown_expiration,json=autoRestartCooldownExpiration,proto3,oneof" json:"auto_restart_cooldown_expiration,omitempty"`
-	// reachable or unreachable: whether the sled of its VMM answers. Absent
-	// when it has no VMM. An unreachable sled says nothing of whether the
-	// instance runs (this product's extension to Oxide's Instance).
+	// Whether the sled of its VMM answers. Absent when it has no VMM. An
+	// unreachable sled says nothing of whether the instance runs (this
+	// product's extension to Oxide's Instance).
 	SledReachability *string `protobuf:"bytes,16,opt,name=sled_reachability,json=sledReachability,proto3,oneof" json:"sled_reachability,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Always false: this product has no jumbo frames (Oxide's Instance has
+	// the field).
+	EnableJumboFrames bool `protobuf:"varint,17,opt,name=enable_jumbo_frames,json=enableJumboFrames,proto3" json:"enable_jumbo_frames,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
@@ -198,16 +199,24 @@ func (x *Instance) GetSledReachability() string {
 	return ""
 }
 
+func (x *Instance) GetEnableJumboFrames() bool {
+	if x != nil {
+		return x.EnableJumboFrames
+	}
+	return false
+}
+
 type InstanceCreateParams struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	Hostname    string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Memory      uint64                 `protobuf:"varint,4,opt,name=memory,proto3" json:"memory,omitempty"`
-	Ncpus       uint32                 `protobuf:"varint,5,opt,name=ncpus,proto3" json:"ncpus,omitempty"`
+	// Bytes, a whole number of GiB.
+	Memory uint64 `protobuf:"varint,4,opt,name=memory,proto3" json:"memory,omitempty"`
+	Ncpus  uint32 `protobuf:"varint,5,opt,name=ncpus,proto3" json:"ncpus,omitempty"`
 	// Start the instance once created; true when absent, as in Oxide's API.
 	Start *bool `protobuf:"varint,6,opt,name=start,proto3,oneof" json:"start,omitempty"`
-	// never or best_effort (the default when absent).
+	// The default (best_effort) when absent.
 	AutoRestartPolicy string `protobuf:"bytes,7,opt,name=auto_restart_policy,json=autoRestartPolicy,proto3" json:"auto_restart_policy,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
@@ -293,11 +302,13 @@ func (x *InstanceCreateParams) GetAutoRestartPolicy() string {
 }
 
 type InstanceListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
-	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	SortBy        string                 `protobuf:"bytes,4,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// Page size, 1-1000; 0 means 100.
+	Limit     uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// name_ascending by default.
+	SortBy        string `protobuf:"bytes,4,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -610,7 +621,7 @@ type InstanceUpdateParams struct {
 	Ncpus uint32                 `protobuf:"varint,1,opt,name=ncpus,proto3" json:"ncpus,omitempty"`
 	// Bytes, a whole number of GiB.
 	Memory uint64 `protobuf:"varint,2,opt,name=memory,proto3" json:"memory,omitempty"`
-	// never or best_effort; absent or null: the default (best_effort).
+	// Absent or null: the default (best_effort).
 	AutoRestartPolicy *string `protobuf:"bytes,3,opt,name=auto_restart_policy,json=autoRestartPolicy,proto3,oneof" json:"auto_restart_policy,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
@@ -1406,7 +1417,8 @@ type StuckSaga struct {
 	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	// The saga's parameters as JSON (which instance, which VMM).
 	Params string `protobuf:"bytes,7,opt,name=params,proto3" json:"params,omitempty"`
-	// The owner's state: active or expunged (X6).
+	// The owner's state (X6); unknown for an owner that is no recorded
+	// replica.
 	OwnerState    string `protobuf:"bytes,8,opt,name=owner_state,json=ownerState,proto3" json:"owner_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1583,11 +1595,10 @@ type Saga struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Template string                 `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
-	// running, unwinding or stuck.
-	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
-	// The replica that owns it, and that replica's state (active or
-	// expunged): an expunged owner's sagas wait until its zone is confirmed
-	// gone, then move to an active replica (X4).
+	State    string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// The replica that owns it, and that replica's state (unknown for an
+	// owner that is no recorded replica): an expunged owner's sagas wait
+	// until its zone is confirmed gone, then move to an active replica (X4).
 	Owner      string `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
 	OwnerState string `protobuf:"bytes,5,opt,name=owner_state,json=ownerState,proto3" json:"owner_state,omitempty"`
 	// The instance it works on, when its parameters name one.
@@ -1943,10 +1954,9 @@ type SledZone struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// nexus, internal_ntp, crucible …
-	Kind    string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
-	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
-	Pool    string `protobuf:"bytes,4,opt,name=pool,proto3" json:"pool,omitempty"`
-	// in_service or expunged.
+	Kind        string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Address     string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Pool        string `protobuf:"bytes,4,opt,name=pool,proto3" json:"pool,omitempty"`
 	Disposition string `protobuf:"bytes,5,opt,name=disposition,proto3" json:"disposition,omitempty"`
 	// The sled config generation that left it out, for an expunged zone.
 	ExpungedGeneration *uint64                `protobuf:"varint,6,opt,name=expunged_generation,json=expungedGeneration,proto3,oneof" json:"expunged_generation,omitempty"`
@@ -1956,9 +1966,9 @@ type SledZone struct {
 	// else counts (not a timeout, not an unreachable sled).
 	ConfirmedGone     bool                   `protobuf:"varint,8,opt,name=confirmed_gone,json=confirmedGone,proto3" json:"confirmed_gone,omitempty"`
 	TimeConfirmedGone *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=time_confirmed_gone,json=timeConfirmedGone,proto3,oneof" json:"time_confirmed_gone,omitempty"`
-	// What the sled's last inventory says of it: running, failing (it is
-	// present but in error: inventory_error, inventory_state,
-	// inventory_attempts), absent, or unknown (no inventory yet).
+	// What the sled's last inventory says of it: failing is present but in
+	// error (inventory_error, inventory_state, inventory_attempts), unknown
+	// is no inventory yet.
 	Inventory         string `protobuf:"bytes,10,opt,name=inventory,proto3" json:"inventory,omitempty"`
 	InventoryError    string `protobuf:"bytes,11,opt,name=inventory_error,json=inventoryError,proto3" json:"inventory_error,omitempty"`
 	InventoryState    string `protobuf:"bytes,12,opt,name=inventory_state,json=inventoryState,proto3" json:"inventory_state,omitempty"`
@@ -2355,12 +2365,11 @@ type NexusReplica struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The sled it is a zone of; empty for a replica started by hand.
-	SledId          string `protobuf:"bytes,2,opt,name=sled_id,json=sledId,proto3" json:"sled_id,omitempty"`
-	InternalAddress string `protobuf:"bytes,3,opt,name=internal_address,json=internalAddress,proto3" json:"internal_address,omitempty"`
-	ExternalAddress string `protobuf:"bytes,4,opt,name=external_address,json=externalAddress,proto3" json:"external_address,omitempty"`
-	// active or expunged.
-	State        string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
-	TimeExpunged *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time_expunged,json=timeExpunged,proto3,oneof" json:"time_expunged,omitempty"`
+	SledId          string                 `protobuf:"bytes,2,opt,name=sled_id,json=sledId,proto3" json:"sled_id,omitempty"`
+	InternalAddress string                 `protobuf:"bytes,3,opt,name=internal_address,json=internalAddress,proto3" json:"internal_address,omitempty"`
+	ExternalAddress string                 `protobuf:"bytes,4,opt,name=external_address,json=externalAddress,proto3" json:"external_address,omitempty"`
+	State           string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	TimeExpunged    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time_expunged,json=timeExpunged,proto3,oneof" json:"time_expunged,omitempty"`
 	// Whether its zone's sled proved the zone gone (Z9), and when.
 	ZoneConfirmedGone     bool                   `protobuf:"varint,7,opt,name=zone_confirmed_gone,json=zoneConfirmedGone,proto3" json:"zone_confirmed_gone,omitempty"`
 	TimeZoneConfirmedGone *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time_zone_confirmed_gone,json=timeZoneConfirmedGone,proto3,oneof" json:"time_zone_confirmed_gone,omitempty"`
@@ -2684,7 +2693,7 @@ type ProjectListRequest struct {
 	// Page size, 1-1000; 0 means 100.
 	Limit     uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	// name_ascending (default) or id_ascending.
+	// name_ascending by default.
 	SortBy        string `protobuf:"bytes,3,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3312,11 +3321,9 @@ func (x *Baseboard) GetSerial() string {
 }
 
 type SledPolicy struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// in_service or expunged.
-	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
-	// provisionable or non_provisionable (in service only).
-	ProvisionPolicy string `protobuf:"bytes,2,opt,name=provision_policy,json=provisionPolicy,proto3" json:"provision_policy,omitempty"`
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Kind            string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	ProvisionPolicy string                 `protobuf:"bytes,2,opt,name=provision_policy,json=provisionPolicy,proto3" json:"provision_policy,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -3366,21 +3373,19 @@ func (x *SledPolicy) GetProvisionPolicy() string {
 }
 
 type Sled struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Baseboard *Baseboard             `protobuf:"bytes,2,opt,name=baseboard,proto3" json:"baseboard,omitempty"`
-	Policy    *SledPolicy            `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
-	RackId    string                 `protobuf:"bytes,4,opt,name=rack_id,json=rackId,proto3" json:"rack_id,omitempty"`
-	// active or decommissioned.
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	Id                    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Baseboard             *Baseboard             `protobuf:"bytes,2,opt,name=baseboard,proto3" json:"baseboard,omitempty"`
+	Policy                *SledPolicy            `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
+	RackId                string                 `protobuf:"bytes,4,opt,name=rack_id,json=rackId,proto3" json:"rack_id,omitempty"`
 	State                 string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
 	TimeCreated           *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time_created,json=timeCreated,proto3" json:"time_created,omitempty"`
 	TimeModified          *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time_modified,json=timeModified,proto3" json:"time_modified,omitempty"`
 	UsableHardwareThreads uint32                 `protobuf:"varint,8,opt,name=usable_hardware_threads,json=usableHardwareThreads,proto3" json:"usable_hardware_threads,omitempty"`
 	UsablePhysicalRam     uint64                 `protobuf:"varint,9,opt,name=usable_physical_ram,json=usablePhysicalRam,proto3" json:"usable_physical_ram,omitempty"`
-	// reachable or unreachable: unreachable once the sled has gone
-	// sled_heartbeat_timeout (7 s by default) without a heartbeat. It then
-	// gets no new VMM; its instances keep their states (this product's
-	// extension to Oxide's Sled).
+	// Unreachable once the sled has gone sled_heartbeat_timeout (7 s by
+	// default) without a heartbeat. It then gets no new VMM; its instances
+	// keep their states (this product's extension to Oxide's Sled).
 	Reachability string `protobuf:"bytes,10,opt,name=reachability,proto3" json:"reachability,omitempty"`
 	// When the sled last heartbeated (this product's extension).
 	TimeLastSeen  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=time_last_seen,json=timeLastSeen,proto3" json:"time_last_seen,omitempty"`
@@ -3712,11 +3717,12 @@ func (x *SledInstance) GetTimeModified() *timestamppb.Timestamp {
 }
 
 type SledInstanceListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SledId        string                 `protobuf:"bytes,1,opt,name=sled_id,json=sledId,proto3" json:"sled_id,omitempty"`
-	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	SortBy        string                 `protobuf:"bytes,4,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SledId    string                 `protobuf:"bytes,1,opt,name=sled_id,json=sledId,proto3" json:"sled_id,omitempty"`
+	Limit     uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// id_ascending, the only order.
+	SortBy        string `protobuf:"bytes,4,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3834,13 +3840,17 @@ func (x *SledInstanceListResponse) GetNextPage() string {
 // The caller (Oxide's CurrentUser). A principal here is a name, not a
 // silo user: id is a UUID derived from it (the same name, the same id).
 type CurrentUser struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	DisplayName   string                 `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
-	SiloId        string                 `protobuf:"bytes,3,opt,name=silo_id,json=siloId,proto3" json:"silo_id,omitempty"`
-	SiloName      string                 `protobuf:"bytes,4,opt,name=silo_name,json=siloName,proto3" json:"silo_name,omitempty"`
-	FleetViewer   bool                   `protobuf:"varint,5,opt,name=fleet_viewer,json=fleetViewer,proto3" json:"fleet_viewer,omitempty"`
-	SiloAdmin     bool                   `protobuf:"varint,6,opt,name=silo_admin,json=siloAdmin,proto3" json:"silo_admin,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DisplayName string                 `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	SiloId      string                 `protobuf:"bytes,3,opt,name=silo_id,json=siloId,proto3" json:"silo_id,omitempty"`
+	SiloName    string                 `protobuf:"bytes,4,opt,name=silo_name,json=siloName,proto3" json:"silo_name,omitempty"`
+	FleetViewer bool                   `protobuf:"varint,5,opt,name=fleet_viewer,json=fleetViewer,proto3" json:"fleet_viewer,omitempty"`
+	SiloAdmin   bool                   `protobuf:"varint,6,opt,name=silo_admin,json=siloAdmin,proto3" json:"silo_admin,omitempty"`
+	// When the principal's first API token was created; its name never
+	// changes, so it was last modified then too.
+	TimeCreated   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time_created,json=timeCreated,proto3" json:"time_created,omitempty"`
+	TimeModified  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time_modified,json=timeModified,proto3" json:"time_modified,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3915,6 +3925,20 @@ func (x *CurrentUser) GetSiloAdmin() bool {
 		return x.SiloAdmin
 	}
 	return false
+}
+
+func (x *CurrentUser) GetTimeCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeCreated
+	}
+	return nil
+}
+
+func (x *CurrentUser) GetTimeModified() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeModified
+	}
+	return nil
 }
 
 type CurrentUserViewRequest struct {
@@ -4070,10 +4094,11 @@ func (x *AccessToken) GetPrincipal() string {
 }
 
 type CurrentUserAccessTokenListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
-	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	SortBy        string                 `protobuf:"bytes,3,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Limit     uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// id_ascending, the only order.
+	SortBy        string `protobuf:"bytes,3,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4262,10 +4287,11 @@ func (*CurrentUserAccessTokenDeleteResponse) Descriptor() ([]byte, []int) {
 }
 
 type AccessTokenListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
-	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	SortBy        string                 `protobuf:"bytes,3,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Limit     uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// id_ascending, the only order.
+	SortBy        string `protobuf:"bytes,3,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4431,7 +4457,8 @@ func (x *RoleGrant) GetProject() string {
 type AccessTokenCreateParams struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Principal string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
-	Roles     []*RoleGrant           `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	// At least one.
+	Roles []*RoleGrant `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
 	// Absent or 0: the token does not expire.
 	ExpiresInSeconds *uint64 `protobuf:"varint,3,opt,name=expires_in_seconds,json=expiresInSeconds,proto3,oneof" json:"expires_in_seconds,omitempty"`
 	unknownFields    protoimpl.UnknownFields
@@ -4736,10 +4763,11 @@ func (*AccessTokenDeleteResponse) Descriptor() ([]byte, []int) {
 }
 
 type SledListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
-	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	SortBy        string                 `protobuf:"bytes,3,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Limit     uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// id_ascending, the only order.
+	SortBy        string `protobuf:"bytes,3,opt,name=sort_by,json=sortBy,proto3" json:"sort_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4851,7 +4879,7 @@ var File_omicron_nexus_v1_external_proto protoreflect.FileDescriptor
 
 const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\n" +
-	"\x1fomicron/nexus/v1/external.proto\x12\x10omicron.nexus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x06\n" +
+	"\x1fomicron/nexus/v1/external.proto\x12\x10omicron.nexus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xb5\b\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -4860,42 +4888,43 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x06memory\x18\x05 \x01(\x04R\x06memory\x12\x14\n" +
 	"\x05ncpus\x18\x06 \x01(\rR\x05ncpus\x12\x1d\n" +
 	"\n" +
-	"project_id\x18\a \x01(\tR\tprojectId\x12\x1b\n" +
-	"\trun_state\x18\b \x01(\tR\brunState\x12=\n" +
+	"project_id\x18\a \x01(\tR\tprojectId\x12\x8e\x01\n" +
+	"\trun_state\x18\b \x01(\tBq\x92An\xf2\x02\bcreating\xf2\x02\bstarting\xf2\x02\arunning\xf2\x02\bstopping\xf2\x02\astopped\xf2\x02\trebooting\xf2\x02\tmigrating\xf2\x02\trepairing\xf2\x02\x06failed\xf2\x02\tdestroyedR\brunState\x12=\n" +
 	"\ftime_created\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12?\n" +
 	"\rtime_modified\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\ftimeModified\x12O\n" +
 	"\x16time_run_state_updated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x13timeRunStateUpdated\x120\n" +
-	"\x14auto_restart_enabled\x18\f \x01(\bR\x12autoRestartEnabled\x12.\n" +
-	"\x13auto_restart_policy\x18\r \x01(\tR\x11autoRestartPolicy\x12X\n" +
+	"\x14auto_restart_enabled\x18\f \x01(\bR\x12autoRestartEnabled\x12I\n" +
+	"\x13auto_restart_policy\x18\r \x01(\tB\x19\x92A\x16\xf2\x02\x05never\xf2\x02\vbest_effortR\x11autoRestartPolicy\x12X\n" +
 	"\x18time_last_auto_restarted\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x15timeLastAutoRestarted\x88\x01\x01\x12h\n" +
-	" auto_restart_cooldown_expiration\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampH\x01R\x1dautoRestartCooldownExpiration\x88\x01\x01\x120\n" +
-	"\x11sled_reachability\x18\x10 \x01(\tH\x02R\x10sledReachability\x88\x01\x01B\x1b\n" +
+	" auto_restart_cooldown_expiration\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampH\x01R\x1dautoRestartCooldownExpiration\x88\x01\x01\x12O\n" +
+	"\x11sled_reachability\x18\x10 \x01(\tB\x1d\x92A\x1a\xf2\x02\treachable\xf2\x02\vunreachableH\x02R\x10sledReachability\x88\x01\x01\x12.\n" +
+	"\x13enable_jumbo_frames\x18\x11 \x01(\bR\x11enableJumboFramesB\x1b\n" +
 	"\x19_time_last_auto_restartedB#\n" +
 	"!_auto_restart_cooldown_expirationB\x14\n" +
-	"\x12_sled_reachability\"\xeb\x01\n" +
-	"\x14InstanceCreateParams\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
-	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1a\n" +
-	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x16\n" +
-	"\x06memory\x18\x04 \x01(\x04R\x06memory\x12\x14\n" +
-	"\x05ncpus\x18\x05 \x01(\rR\x05ncpus\x12\x19\n" +
-	"\x05start\x18\x06 \x01(\bH\x00R\x05start\x88\x01\x01\x12.\n" +
-	"\x13auto_restart_policy\x18\a \x01(\tR\x11autoRestartPolicyB\b\n" +
-	"\x06_start\"}\n" +
-	"\x13InstanceListRequest\x12\x18\n" +
-	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
+	"\x12_sled_reachability\"\x9e\x02\n" +
+	"\x14InstanceCreateParams\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12 \n" +
+	"\bhostname\x18\x03 \x01(\tB\x04\xe2A\x01\x02R\bhostname\x12\x1c\n" +
+	"\x06memory\x18\x04 \x01(\x04B\x04\xe2A\x01\x02R\x06memory\x12\x1a\n" +
+	"\x05ncpus\x18\x05 \x01(\rB\x04\xe2A\x01\x02R\x05ncpus\x12\x19\n" +
+	"\x05start\x18\x06 \x01(\bH\x00R\x05start\x88\x01\x01\x12I\n" +
+	"\x13auto_restart_policy\x18\a \x01(\tB\x19\x92A\x16\xf2\x02\x05never\xf2\x02\vbest_effortR\x11autoRestartPolicyB\b\n" +
+	"\x06_start\"\xba\x01\n" +
+	"\x13InstanceListRequest\x12\x1e\n" +
+	"\aproject\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\aproject\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x17\n" +
-	"\asort_by\x18\x04 \x01(\tR\x06sortBy\"x\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12N\n" +
+	"\asort_by\x18\x04 \x01(\tB5\x92A2\xf2\x02\x0ename_ascending\xf2\x02\x0fname_descending\xf2\x02\fid_ascendingR\x06sortBy\"x\n" +
 	"\x14InstanceListResponse\x120\n" +
 	"\x05items\x18\x01 \x03(\v2\x1a.omicron.nexus.v1.InstanceR\x05items\x12 \n" +
 	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
 	"\n" +
-	"_next_page\"u\n" +
-	"\x15InstanceCreateRequest\x12\x18\n" +
-	"\aproject\x18\x01 \x01(\tR\aproject\x12B\n" +
+	"_next_page\"{\n" +
+	"\x15InstanceCreateRequest\x12\x1e\n" +
+	"\aproject\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\aproject\x12B\n" +
 	"\binstance\x18\x02 \x01(\v2&.omicron.nexus.v1.InstanceCreateParamsR\binstance\"P\n" +
 	"\x16InstanceCreateResponse\x126\n" +
 	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"K\n" +
@@ -4903,11 +4932,11 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\"N\n" +
 	"\x14InstanceViewResponse\x126\n" +
-	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"\x91\x01\n" +
-	"\x14InstanceUpdateParams\x12\x14\n" +
-	"\x05ncpus\x18\x01 \x01(\rR\x05ncpus\x12\x16\n" +
-	"\x06memory\x18\x02 \x01(\x04R\x06memory\x123\n" +
-	"\x13auto_restart_policy\x18\x03 \x01(\tH\x00R\x11autoRestartPolicy\x88\x01\x01B\x16\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"\xb8\x01\n" +
+	"\x14InstanceUpdateParams\x12\x1a\n" +
+	"\x05ncpus\x18\x01 \x01(\rB\x04\xe2A\x01\x02R\x05ncpus\x12\x1c\n" +
+	"\x06memory\x18\x02 \x01(\x04B\x04\xe2A\x01\x02R\x06memory\x12N\n" +
+	"\x13auto_restart_policy\x18\x03 \x01(\tB\x19\x92A\x16\xf2\x02\x05never\xf2\x02\vbest_effortH\x00R\x11autoRestartPolicy\x88\x01\x01B\x16\n" +
 	"\x14_auto_restart_policy\"\x8d\x01\n" +
 	"\x15InstanceUpdateRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
@@ -4938,15 +4967,15 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\"X\n" +
 	"\x1eForceTerminateInstanceResponse\x126\n" +
-	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"7\n" +
-	"\x15InstanceMigrateParams\x12\x1e\n" +
-	"\vdst_sled_id\x18\x01 \x01(\tR\tdstSledId\"\x91\x01\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"=\n" +
+	"\x15InstanceMigrateParams\x12$\n" +
+	"\vdst_sled_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tdstSledId\"\x91\x01\n" +
 	"\x16InstanceMigrateRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12A\n" +
 	"\amigrate\x18\x03 \x01(\v2'.omicron.nexus.v1.InstanceMigrateParamsR\amigrate\"Q\n" +
 	"\x17InstanceMigrateResponse\x126\n" +
-	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"\xef\x01\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.InstanceR\binstance\"\x92\x02\n" +
 	"\tStuckSaga\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\btemplate\x18\x02 \x01(\tR\btemplate\x12\x14\n" +
@@ -4954,18 +4983,18 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\ftime_created\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12\x12\n" +
 	"\x04node\x18\x05 \x01(\tR\x04node\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x16\n" +
-	"\x06params\x18\a \x01(\tR\x06params\x12\x1f\n" +
-	"\vowner_state\x18\b \x01(\tR\n" +
+	"\x06params\x18\a \x01(\tR\x06params\x12B\n" +
+	"\vowner_state\x18\b \x01(\tB!\x92A\x1e\xf2\x02\x06active\xf2\x02\bexpunged\xf2\x02\aunknownR\n" +
 	"ownerState\"\x16\n" +
 	"\x14SagaListStuckRequest\"J\n" +
 	"\x15SagaListStuckResponse\x121\n" +
-	"\x05items\x18\x01 \x03(\v2\x1b.omicron.nexus.v1.StuckSagaR\x05items\"\xa9\x02\n" +
+	"\x05items\x18\x01 \x03(\v2\x1b.omicron.nexus.v1.StuckSagaR\x05items\"\xef\x02\n" +
 	"\x04Saga\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
-	"\btemplate\x18\x02 \x01(\tR\btemplate\x12\x14\n" +
-	"\x05state\x18\x03 \x01(\tR\x05state\x12\x14\n" +
-	"\x05owner\x18\x04 \x01(\tR\x05owner\x12\x1f\n" +
-	"\vowner_state\x18\x05 \x01(\tR\n" +
+	"\btemplate\x18\x02 \x01(\tR\btemplate\x127\n" +
+	"\x05state\x18\x03 \x01(\tB!\x92A\x1e\xf2\x02\arunning\xf2\x02\tunwinding\xf2\x02\x05stuckR\x05state\x12\x14\n" +
+	"\x05owner\x18\x04 \x01(\tR\x05owner\x12B\n" +
+	"\vowner_state\x18\x05 \x01(\tB!\x92A\x1e\xf2\x02\x06active\xf2\x02\bexpunged\xf2\x02\aunknownR\n" +
 	"ownerState\x12\x1f\n" +
 	"\vinstance_id\x18\x06 \x01(\tR\n" +
 	"instanceId\x12=\n" +
@@ -4973,7 +5002,7 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x12time_state_changed\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x10timeStateChanged\"\x11\n" +
 	"\x0fSagaListRequest\"@\n" +
 	"\x10SagaListResponse\x12,\n" +
-	"\x05items\x18\x01 \x03(\v2\x16.omicron.nexus.v1.SagaR\x05items\"\x8a\x02\n" +
+	"\x05items\x18\x01 \x03(\v2\x16.omicron.nexus.v1.SagaR\x05items\"\xad\x02\n" +
 	"\vUpdaterLock\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12#\n" +
@@ -4981,25 +5010,26 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\n" +
 	"project_id\x18\x03 \x01(\tR\tprojectId\x12\x17\n" +
 	"\asaga_id\x18\x04 \x01(\tR\x06sagaId\x12\x14\n" +
-	"\x05owner\x18\x05 \x01(\tR\x05owner\x12\x1f\n" +
-	"\vowner_state\x18\x06 \x01(\tR\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\x12B\n" +
+	"\vowner_state\x18\x06 \x01(\tB!\x92A\x1e\xf2\x02\x06active\xf2\x02\bexpunged\xf2\x02\aunknownR\n" +
 	"ownerState\x12F\n" +
 	"\x11time_saga_created\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0ftimeSagaCreated\"\x18\n" +
 	"\x16UpdaterLockListRequest\"N\n" +
 	"\x17UpdaterLockListResponse\x123\n" +
-	"\x05items\x18\x01 \x03(\v2\x1d.omicron.nexus.v1.UpdaterLockR\x05items\"\xf4\x04\n" +
+	"\x05items\x18\x01 \x03(\v2\x1d.omicron.nexus.v1.UpdaterLockR\x05items\"\xbd\x05\n" +
 	"\bSledZone\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04pool\x18\x04 \x01(\tR\x04pool\x12 \n" +
-	"\vdisposition\x18\x05 \x01(\tR\vdisposition\x124\n" +
+	"\x04pool\x18\x04 \x01(\tR\x04pool\x12=\n" +
+	"\vdisposition\x18\x05 \x01(\tB\x1b\x92A\x18\xf2\x02\n" +
+	"in_service\xf2\x02\bexpungedR\vdisposition\x124\n" +
 	"\x13expunged_generation\x18\x06 \x01(\x04H\x00R\x12expungedGeneration\x88\x01\x01\x12D\n" +
 	"\rtime_expunged\x18\a \x01(\v2\x1a.google.protobuf.TimestampH\x01R\ftimeExpunged\x88\x01\x01\x12%\n" +
 	"\x0econfirmed_gone\x18\b \x01(\bR\rconfirmedGone\x12O\n" +
-	"\x13time_confirmed_gone\x18\t \x01(\v2\x1a.google.protobuf.TimestampH\x02R\x11timeConfirmedGone\x88\x01\x01\x12\x1c\n" +
+	"\x13time_confirmed_gone\x18\t \x01(\v2\x1a.google.protobuf.TimestampH\x02R\x11timeConfirmedGone\x88\x01\x01\x12H\n" +
 	"\tinventory\x18\n" +
-	" \x01(\tR\tinventory\x12'\n" +
+	" \x01(\tB*\x92A'\xf2\x02\arunning\xf2\x02\afailing\xf2\x02\x06absent\xf2\x02\aunknownR\tinventory\x12'\n" +
 	"\x0finventory_error\x18\v \x01(\tR\x0einventoryError\x12'\n" +
 	"\x0finventory_state\x18\f \x01(\tR\x0einventoryState\x12-\n" +
 	"\x12inventory_attempts\x18\r \x01(\rR\x11inventoryAttempts\x12\x1f\n" +
@@ -5032,13 +5062,13 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\asled_id\x18\x01 \x01(\tR\x06sledId\x12\x17\n" +
 	"\azone_id\x18\x02 \x01(\tR\x06zoneId\"I\n" +
 	"\x17SledZoneExpungeResponse\x12.\n" +
-	"\x04zone\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.SledZoneR\x04zone\"\x85\x06\n" +
+	"\x04zone\x18\x01 \x01(\v2\x1a.omicron.nexus.v1.SledZoneR\x04zone\"\x9e\x06\n" +
 	"\fNexusReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\asled_id\x18\x02 \x01(\tR\x06sledId\x12)\n" +
 	"\x10internal_address\x18\x03 \x01(\tR\x0finternalAddress\x12)\n" +
-	"\x10external_address\x18\x04 \x01(\tR\x0fexternalAddress\x12\x14\n" +
-	"\x05state\x18\x05 \x01(\tR\x05state\x12D\n" +
+	"\x10external_address\x18\x04 \x01(\tR\x0fexternalAddress\x12-\n" +
+	"\x05state\x18\x05 \x01(\tB\x17\x92A\x14\xf2\x02\x06active\xf2\x02\bexpungedR\x05state\x12D\n" +
 	"\rtime_expunged\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\ftimeExpunged\x88\x01\x01\x12.\n" +
 	"\x13zone_confirmed_gone\x18\a \x01(\bR\x11zoneConfirmedGone\x12X\n" +
 	"\x18time_zone_confirmed_gone\x18\b \x01(\v2\x1a.google.protobuf.TimestampH\x01R\x15timeZoneConfirmedGone\x88\x01\x01\x12#\n" +
@@ -5064,19 +5094,19 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12=\n" +
 	"\ftime_created\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12?\n" +
-	"\rtime_modified\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ftimeModified\"b\n" +
+	"\rtime_modified\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ftimeModified\"\x99\x01\n" +
 	"\x12ProjectListRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x17\n" +
-	"\asort_by\x18\x03 \x01(\tR\x06sortBy\"v\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12N\n" +
+	"\asort_by\x18\x03 \x01(\tB5\x92A2\xf2\x02\x0ename_ascending\xf2\x02\x0fname_descending\xf2\x02\fid_ascendingR\x06sortBy\"v\n" +
 	"\x13ProjectListResponse\x12/\n" +
 	"\x05items\x18\x01 \x03(\v2\x19.omicron.nexus.v1.ProjectR\x05items\x12 \n" +
 	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
 	"\n" +
-	"_next_page\"K\n" +
-	"\x13ProjectCreateParams\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"_next_page\"Q\n" +
+	"\x13ProjectCreateParams\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\"W\n" +
 	"\x14ProjectCreateRequest\x12?\n" +
 	"\aproject\x18\x01 \x01(\v2%.omicron.nexus.v1.ProjectCreateParamsR\aproject\"L\n" +
@@ -5102,28 +5132,29 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\tBaseboard\x12\x12\n" +
 	"\x04part\x18\x01 \x01(\tR\x04part\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x05R\brevision\x12\x16\n" +
-	"\x06serial\x18\x03 \x01(\tR\x06serial\"K\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\"\x91\x01\n" +
 	"\n" +
-	"SledPolicy\x12\x12\n" +
-	"\x04kind\x18\x01 \x01(\tR\x04kind\x12)\n" +
-	"\x10provision_policy\x18\x02 \x01(\tR\x0fprovisionPolicy\"\x84\x04\n" +
+	"SledPolicy\x12/\n" +
+	"\x04kind\x18\x01 \x01(\tB\x1b\x92A\x18\xf2\x02\n" +
+	"in_service\xf2\x02\bexpungedR\x04kind\x12R\n" +
+	"\x10provision_policy\x18\x02 \x01(\tB'\x92A$\xf2\x02\rprovisionable\xf2\x02\x11non_provisionableR\x0fprovisionPolicy\"\xc2\x04\n" +
 	"\x04Sled\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\tbaseboard\x18\x02 \x01(\v2\x1b.omicron.nexus.v1.BaseboardR\tbaseboard\x124\n" +
 	"\x06policy\x18\x03 \x01(\v2\x1c.omicron.nexus.v1.SledPolicyR\x06policy\x12\x17\n" +
-	"\arack_id\x18\x04 \x01(\tR\x06rackId\x12\x14\n" +
-	"\x05state\x18\x05 \x01(\tR\x05state\x12=\n" +
+	"\arack_id\x18\x04 \x01(\tR\x06rackId\x123\n" +
+	"\x05state\x18\x05 \x01(\tB\x1d\x92A\x1a\xf2\x02\x06active\xf2\x02\x0edecommissionedR\x05state\x12=\n" +
 	"\ftime_created\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12?\n" +
 	"\rtime_modified\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ftimeModified\x126\n" +
 	"\x17usable_hardware_threads\x18\b \x01(\rR\x15usableHardwareThreads\x12.\n" +
-	"\x13usable_physical_ram\x18\t \x01(\x04R\x11usablePhysicalRam\x12\"\n" +
+	"\x13usable_physical_ram\x18\t \x01(\x04R\x11usablePhysicalRam\x12A\n" +
 	"\freachability\x18\n" +
-	" \x01(\tR\freachability\x12@\n" +
+	" \x01(\tB\x1d\x92A\x1a\xf2\x02\treachable\xf2\x02\vunreachableR\freachability\x12@\n" +
 	"\x0etime_last_seen\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\ftimeLastSeen\"*\n" +
 	"\x0fSledViewRequest\x12\x17\n" +
 	"\asled_id\x18\x01 \x01(\tR\x06sledId\">\n" +
 	"\x10SledViewResponse\x12*\n" +
-	"\x04sled\x18\x01 \x01(\v2\x16.omicron.nexus.v1.SledR\x04sled\"\x95\x03\n" +
+	"\x04sled\x18\x01 \x01(\v2\x16.omicron.nexus.v1.SledR\x04sled\"\x89\x04\n" +
 	"\fSledInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
@@ -5132,23 +5163,23 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x0eactive_sled_id\x18\x05 \x01(\tR\factiveSledId\x12&\n" +
 	"\fmigration_id\x18\x06 \x01(\tH\x00R\vmigrationId\x88\x01\x01\x12\x16\n" +
 	"\x06memory\x18\a \x01(\x04R\x06memory\x12\x14\n" +
-	"\x05ncpus\x18\b \x01(\rR\x05ncpus\x12\x14\n" +
-	"\x05state\x18\t \x01(\tR\x05state\x12=\n" +
+	"\x05ncpus\x18\b \x01(\rR\x05ncpus\x12\x87\x01\n" +
+	"\x05state\x18\t \x01(\tBq\x92An\xf2\x02\bcreating\xf2\x02\bstarting\xf2\x02\arunning\xf2\x02\bstopping\xf2\x02\astopped\xf2\x02\trebooting\xf2\x02\tmigrating\xf2\x02\trepairing\xf2\x02\x06failed\xf2\x02\tdestroyedR\x05state\x12=\n" +
 	"\ftime_created\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12?\n" +
 	"\rtime_modified\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\ftimeModifiedB\x0f\n" +
-	"\r_migration_id\"\x80\x01\n" +
+	"\r_migration_id\"\x94\x01\n" +
 	"\x17SledInstanceListRequest\x12\x17\n" +
 	"\asled_id\x18\x01 \x01(\tR\x06sledId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x17\n" +
-	"\asort_by\x18\x04 \x01(\tR\x06sortBy\"\x80\x01\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12+\n" +
+	"\asort_by\x18\x04 \x01(\tB\x12\x92A\x0f\xf2\x02\fid_ascendingR\x06sortBy\"\x80\x01\n" +
 	"\x18SledInstanceListResponse\x124\n" +
 	"\x05items\x18\x01 \x03(\v2\x1e.omicron.nexus.v1.SledInstanceR\x05items\x12 \n" +
 	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
 	"\n" +
-	"_next_page\"\xb8\x01\n" +
+	"_next_page\"\xb8\x02\n" +
 	"\vCurrentUser\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x17\n" +
@@ -5156,7 +5187,9 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\tsilo_name\x18\x04 \x01(\tR\bsiloName\x12!\n" +
 	"\ffleet_viewer\x18\x05 \x01(\bR\vfleetViewer\x12\x1d\n" +
 	"\n" +
-	"silo_admin\x18\x06 \x01(\bR\tsiloAdmin\"\x18\n" +
+	"silo_admin\x18\x06 \x01(\bR\tsiloAdmin\x12=\n" +
+	"\ftime_created\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vtimeCreated\x12?\n" +
+	"\rtime_modified\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\ftimeModified\"\x18\n" +
 	"\x16CurrentUserViewRequest\"L\n" +
 	"\x17CurrentUserViewResponse\x121\n" +
 	"\x04user\x18\x01 \x01(\v2\x1d.omicron.nexus.v1.CurrentUserR\x04user\"\xe2\x01\n" +
@@ -5167,12 +5200,12 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\tprincipal\x18\x04 \x01(\tH\x01R\tprincipal\x88\x01\x01B\x0f\n" +
 	"\r_time_expiresB\f\n" +
 	"\n" +
-	"_principal\"q\n" +
+	"_principal\"\x85\x01\n" +
 	"!CurrentUserAccessTokenListRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x17\n" +
-	"\asort_by\x18\x03 \x01(\tR\x06sortBy\"\x89\x01\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12+\n" +
+	"\asort_by\x18\x03 \x01(\tB\x12\x92A\x0f\xf2\x02\fid_ascendingR\x06sortBy\"\x89\x01\n" +
 	"\"CurrentUserAccessTokenListResponse\x123\n" +
 	"\x05items\x18\x01 \x03(\v2\x1d.omicron.nexus.v1.AccessTokenR\x05items\x12 \n" +
 	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
@@ -5180,25 +5213,26 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"_next_page\"@\n" +
 	"#CurrentUserAccessTokenDeleteRequest\x12\x19\n" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\"&\n" +
-	"$CurrentUserAccessTokenDeleteResponse\"f\n" +
+	"$CurrentUserAccessTokenDeleteResponse\"z\n" +
 	"\x16AccessTokenListRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x17\n" +
-	"\asort_by\x18\x03 \x01(\tR\x06sortBy\"~\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12+\n" +
+	"\asort_by\x18\x03 \x01(\tB\x12\x92A\x0f\xf2\x02\fid_ascendingR\x06sortBy\"~\n" +
 	"\x17AccessTokenListResponse\x123\n" +
 	"\x05items\x18\x01 \x03(\v2\x1d.omicron.nexus.v1.AccessTokenR\x05items\x12 \n" +
 	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
 	"\n" +
-	"_next_page\"J\n" +
-	"\tRoleGrant\x12\x12\n" +
-	"\x04role\x18\x01 \x01(\tR\x04role\x12\x1d\n" +
+	"_next_page\"s\n" +
+	"\tRoleGrant\x12;\n" +
+	"\x04role\x18\x01 \x01(\tB'\x92A \xf2\x02\x05admin\xf2\x02\fcollaborator\xf2\x02\x06viewer\xe2A\x01\x02R\x04role\x12\x1d\n" +
 	"\aproject\x18\x02 \x01(\tH\x00R\aproject\x88\x01\x01B\n" +
 	"\n" +
-	"\b_project\"\xb4\x01\n" +
-	"\x17AccessTokenCreateParams\x12\x1c\n" +
-	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x121\n" +
-	"\x05roles\x18\x02 \x03(\v2\x1b.omicron.nexus.v1.RoleGrantR\x05roles\x121\n" +
+	"\b_project\"\xc6\x01\n" +
+	"\x17AccessTokenCreateParams\x12\"\n" +
+	"\tprincipal\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tprincipal\x12=\n" +
+	"\x05roles\x18\x02 \x03(\v2\x1b.omicron.nexus.v1.RoleGrantB\n" +
+	"\x92A\x03\xa8\x01\x01\xe2A\x01\x02R\x05roles\x121\n" +
 	"\x12expires_in_seconds\x18\x03 \x01(\x04H\x00R\x10expiresInSeconds\x88\x01\x01B\x15\n" +
 	"\x13_expires_in_seconds\"[\n" +
 	"\x18AccessTokenCreateRequest\x12?\n" +
@@ -5214,12 +5248,12 @@ const file_omicron_nexus_v1_external_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\v2$.omicron.nexus.v1.AccessTokenCreatedR\x05token\"5\n" +
 	"\x18AccessTokenDeleteRequest\x12\x19\n" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\"\x1b\n" +
-	"\x19AccessTokenDeleteResponse\"_\n" +
+	"\x19AccessTokenDeleteResponse\"s\n" +
 	"\x0fSledListRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x17\n" +
-	"\asort_by\x18\x03 \x01(\tR\x06sortBy\"p\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12+\n" +
+	"\asort_by\x18\x03 \x01(\tB\x12\x92A\x0f\xf2\x02\fid_ascendingR\x06sortBy\"p\n" +
 	"\x10SledListResponse\x12,\n" +
 	"\x05items\x18\x01 \x03(\v2\x16.omicron.nexus.v1.SledR\x05items\x12 \n" +
 	"\tnext_page\x18\x02 \x01(\tH\x00R\bnextPage\x88\x01\x01B\f\n" +
@@ -5406,82 +5440,84 @@ var file_omicron_nexus_v1_external_proto_depIdxs = []int32{
 	81, // 48: omicron.nexus.v1.SledInstance.time_created:type_name -> google.protobuf.Timestamp
 	81, // 49: omicron.nexus.v1.SledInstance.time_modified:type_name -> google.protobuf.Timestamp
 	59, // 50: omicron.nexus.v1.SledInstanceListResponse.items:type_name -> omicron.nexus.v1.SledInstance
-	62, // 51: omicron.nexus.v1.CurrentUserViewResponse.user:type_name -> omicron.nexus.v1.CurrentUser
-	81, // 52: omicron.nexus.v1.AccessToken.time_created:type_name -> google.protobuf.Timestamp
-	81, // 53: omicron.nexus.v1.AccessToken.time_expires:type_name -> google.protobuf.Timestamp
-	65, // 54: omicron.nexus.v1.CurrentUserAccessTokenListResponse.items:type_name -> omicron.nexus.v1.AccessToken
-	65, // 55: omicron.nexus.v1.AccessTokenListResponse.items:type_name -> omicron.nexus.v1.AccessToken
-	72, // 56: omicron.nexus.v1.AccessTokenCreateParams.roles:type_name -> omicron.nexus.v1.RoleGrant
-	73, // 57: omicron.nexus.v1.AccessTokenCreateRequest.token:type_name -> omicron.nexus.v1.AccessTokenCreateParams
-	81, // 58: omicron.nexus.v1.AccessTokenCreated.time_created:type_name -> google.protobuf.Timestamp
-	81, // 59: omicron.nexus.v1.AccessTokenCreated.time_expires:type_name -> google.protobuf.Timestamp
-	75, // 60: omicron.nexus.v1.AccessTokenCreateResponse.token:type_name -> omicron.nexus.v1.AccessTokenCreated
-	56, // 61: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
-	42, // 62: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
-	45, // 63: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
-	47, // 64: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
-	50, // 65: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
-	52, // 66: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
-	79, // 67: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
-	57, // 68: omicron.nexus.v1.NexusExternal.SledView:input_type -> omicron.nexus.v1.SledViewRequest
-	60, // 69: omicron.nexus.v1.NexusExternal.SledInstanceList:input_type -> omicron.nexus.v1.SledInstanceListRequest
-	63, // 70: omicron.nexus.v1.NexusExternal.CurrentUserView:input_type -> omicron.nexus.v1.CurrentUserViewRequest
-	66, // 71: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenList:input_type -> omicron.nexus.v1.CurrentUserAccessTokenListRequest
-	68, // 72: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenDelete:input_type -> omicron.nexus.v1.CurrentUserAccessTokenDeleteRequest
-	70, // 73: omicron.nexus.v1.NexusExternal.AccessTokenList:input_type -> omicron.nexus.v1.AccessTokenListRequest
-	74, // 74: omicron.nexus.v1.NexusExternal.AccessTokenCreate:input_type -> omicron.nexus.v1.AccessTokenCreateRequest
-	77, // 75: omicron.nexus.v1.NexusExternal.AccessTokenDelete:input_type -> omicron.nexus.v1.AccessTokenDeleteRequest
-	2,  // 76: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
-	4,  // 77: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
-	6,  // 78: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
-	9,  // 79: omicron.nexus.v1.NexusExternal.InstanceUpdate:input_type -> omicron.nexus.v1.InstanceUpdateRequest
-	11, // 80: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
-	13, // 81: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
-	15, // 82: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
-	17, // 83: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
-	19, // 84: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:input_type -> omicron.nexus.v1.ForceTerminateInstanceRequest
-	22, // 85: omicron.nexus.v1.NexusExternal.InstanceMigrate:input_type -> omicron.nexus.v1.InstanceMigrateRequest
-	25, // 86: omicron.nexus.v1.NexusExternal.SagaListStuck:input_type -> omicron.nexus.v1.SagaListStuckRequest
-	28, // 87: omicron.nexus.v1.NexusExternal.SagaList:input_type -> omicron.nexus.v1.SagaListRequest
-	31, // 88: omicron.nexus.v1.NexusExternal.UpdaterLockList:input_type -> omicron.nexus.v1.UpdaterLockListRequest
-	34, // 89: omicron.nexus.v1.NexusExternal.SledZoneList:input_type -> omicron.nexus.v1.SledZoneListRequest
-	36, // 90: omicron.nexus.v1.NexusExternal.SledZoneExpunge:input_type -> omicron.nexus.v1.SledZoneExpungeRequest
-	39, // 91: omicron.nexus.v1.NexusExternal.NexusReplicaList:input_type -> omicron.nexus.v1.NexusReplicaListRequest
-	43, // 92: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
-	46, // 93: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
-	48, // 94: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
-	51, // 95: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
-	53, // 96: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
-	80, // 97: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
-	58, // 98: omicron.nexus.v1.NexusExternal.SledView:output_type -> omicron.nexus.v1.SledViewResponse
-	61, // 99: omicron.nexus.v1.NexusExternal.SledInstanceList:output_type -> omicron.nexus.v1.SledInstanceListResponse
-	64, // 100: omicron.nexus.v1.NexusExternal.CurrentUserView:output_type -> omicron.nexus.v1.CurrentUserViewResponse
-	67, // 101: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenList:output_type -> omicron.nexus.v1.CurrentUserAccessTokenListResponse
-	69, // 102: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenDelete:output_type -> omicron.nexus.v1.CurrentUserAccessTokenDeleteResponse
-	71, // 103: omicron.nexus.v1.NexusExternal.AccessTokenList:output_type -> omicron.nexus.v1.AccessTokenListResponse
-	76, // 104: omicron.nexus.v1.NexusExternal.AccessTokenCreate:output_type -> omicron.nexus.v1.AccessTokenCreateResponse
-	78, // 105: omicron.nexus.v1.NexusExternal.AccessTokenDelete:output_type -> omicron.nexus.v1.AccessTokenDeleteResponse
-	3,  // 106: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
-	5,  // 107: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
-	7,  // 108: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
-	10, // 109: omicron.nexus.v1.NexusExternal.InstanceUpdate:output_type -> omicron.nexus.v1.InstanceUpdateResponse
-	12, // 110: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
-	14, // 111: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
-	16, // 112: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
-	18, // 113: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
-	20, // 114: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:output_type -> omicron.nexus.v1.ForceTerminateInstanceResponse
-	23, // 115: omicron.nexus.v1.NexusExternal.InstanceMigrate:output_type -> omicron.nexus.v1.InstanceMigrateResponse
-	26, // 116: omicron.nexus.v1.NexusExternal.SagaListStuck:output_type -> omicron.nexus.v1.SagaListStuckResponse
-	29, // 117: omicron.nexus.v1.NexusExternal.SagaList:output_type -> omicron.nexus.v1.SagaListResponse
-	32, // 118: omicron.nexus.v1.NexusExternal.UpdaterLockList:output_type -> omicron.nexus.v1.UpdaterLockListResponse
-	35, // 119: omicron.nexus.v1.NexusExternal.SledZoneList:output_type -> omicron.nexus.v1.SledZoneListResponse
-	37, // 120: omicron.nexus.v1.NexusExternal.SledZoneExpunge:output_type -> omicron.nexus.v1.SledZoneExpungeResponse
-	40, // 121: omicron.nexus.v1.NexusExternal.NexusReplicaList:output_type -> omicron.nexus.v1.NexusReplicaListResponse
-	92, // [92:122] is the sub-list for method output_type
-	62, // [62:92] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	81, // 51: omicron.nexus.v1.CurrentUser.time_created:type_name -> google.protobuf.Timestamp
+	81, // 52: omicron.nexus.v1.CurrentUser.time_modified:type_name -> google.protobuf.Timestamp
+	62, // 53: omicron.nexus.v1.CurrentUserViewResponse.user:type_name -> omicron.nexus.v1.CurrentUser
+	81, // 54: omicron.nexus.v1.AccessToken.time_created:type_name -> google.protobuf.Timestamp
+	81, // 55: omicron.nexus.v1.AccessToken.time_expires:type_name -> google.protobuf.Timestamp
+	65, // 56: omicron.nexus.v1.CurrentUserAccessTokenListResponse.items:type_name -> omicron.nexus.v1.AccessToken
+	65, // 57: omicron.nexus.v1.AccessTokenListResponse.items:type_name -> omicron.nexus.v1.AccessToken
+	72, // 58: omicron.nexus.v1.AccessTokenCreateParams.roles:type_name -> omicron.nexus.v1.RoleGrant
+	73, // 59: omicron.nexus.v1.AccessTokenCreateRequest.token:type_name -> omicron.nexus.v1.AccessTokenCreateParams
+	81, // 60: omicron.nexus.v1.AccessTokenCreated.time_created:type_name -> google.protobuf.Timestamp
+	81, // 61: omicron.nexus.v1.AccessTokenCreated.time_expires:type_name -> google.protobuf.Timestamp
+	75, // 62: omicron.nexus.v1.AccessTokenCreateResponse.token:type_name -> omicron.nexus.v1.AccessTokenCreated
+	56, // 63: omicron.nexus.v1.SledListResponse.items:type_name -> omicron.nexus.v1.Sled
+	42, // 64: omicron.nexus.v1.NexusExternal.ProjectList:input_type -> omicron.nexus.v1.ProjectListRequest
+	45, // 65: omicron.nexus.v1.NexusExternal.ProjectCreate:input_type -> omicron.nexus.v1.ProjectCreateRequest
+	47, // 66: omicron.nexus.v1.NexusExternal.ProjectView:input_type -> omicron.nexus.v1.ProjectViewRequest
+	50, // 67: omicron.nexus.v1.NexusExternal.ProjectUpdate:input_type -> omicron.nexus.v1.ProjectUpdateRequest
+	52, // 68: omicron.nexus.v1.NexusExternal.ProjectDelete:input_type -> omicron.nexus.v1.ProjectDeleteRequest
+	79, // 69: omicron.nexus.v1.NexusExternal.SledList:input_type -> omicron.nexus.v1.SledListRequest
+	57, // 70: omicron.nexus.v1.NexusExternal.SledView:input_type -> omicron.nexus.v1.SledViewRequest
+	60, // 71: omicron.nexus.v1.NexusExternal.SledInstanceList:input_type -> omicron.nexus.v1.SledInstanceListRequest
+	63, // 72: omicron.nexus.v1.NexusExternal.CurrentUserView:input_type -> omicron.nexus.v1.CurrentUserViewRequest
+	66, // 73: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenList:input_type -> omicron.nexus.v1.CurrentUserAccessTokenListRequest
+	68, // 74: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenDelete:input_type -> omicron.nexus.v1.CurrentUserAccessTokenDeleteRequest
+	70, // 75: omicron.nexus.v1.NexusExternal.AccessTokenList:input_type -> omicron.nexus.v1.AccessTokenListRequest
+	74, // 76: omicron.nexus.v1.NexusExternal.AccessTokenCreate:input_type -> omicron.nexus.v1.AccessTokenCreateRequest
+	77, // 77: omicron.nexus.v1.NexusExternal.AccessTokenDelete:input_type -> omicron.nexus.v1.AccessTokenDeleteRequest
+	2,  // 78: omicron.nexus.v1.NexusExternal.InstanceList:input_type -> omicron.nexus.v1.InstanceListRequest
+	4,  // 79: omicron.nexus.v1.NexusExternal.InstanceCreate:input_type -> omicron.nexus.v1.InstanceCreateRequest
+	6,  // 80: omicron.nexus.v1.NexusExternal.InstanceView:input_type -> omicron.nexus.v1.InstanceViewRequest
+	9,  // 81: omicron.nexus.v1.NexusExternal.InstanceUpdate:input_type -> omicron.nexus.v1.InstanceUpdateRequest
+	11, // 82: omicron.nexus.v1.NexusExternal.InstanceDelete:input_type -> omicron.nexus.v1.InstanceDeleteRequest
+	13, // 83: omicron.nexus.v1.NexusExternal.InstanceStart:input_type -> omicron.nexus.v1.InstanceStartRequest
+	15, // 84: omicron.nexus.v1.NexusExternal.InstanceStop:input_type -> omicron.nexus.v1.InstanceStopRequest
+	17, // 85: omicron.nexus.v1.NexusExternal.InstanceReboot:input_type -> omicron.nexus.v1.InstanceRebootRequest
+	19, // 86: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:input_type -> omicron.nexus.v1.ForceTerminateInstanceRequest
+	22, // 87: omicron.nexus.v1.NexusExternal.InstanceMigrate:input_type -> omicron.nexus.v1.InstanceMigrateRequest
+	25, // 88: omicron.nexus.v1.NexusExternal.SagaListStuck:input_type -> omicron.nexus.v1.SagaListStuckRequest
+	28, // 89: omicron.nexus.v1.NexusExternal.SagaList:input_type -> omicron.nexus.v1.SagaListRequest
+	31, // 90: omicron.nexus.v1.NexusExternal.UpdaterLockList:input_type -> omicron.nexus.v1.UpdaterLockListRequest
+	34, // 91: omicron.nexus.v1.NexusExternal.SledZoneList:input_type -> omicron.nexus.v1.SledZoneListRequest
+	36, // 92: omicron.nexus.v1.NexusExternal.SledZoneExpunge:input_type -> omicron.nexus.v1.SledZoneExpungeRequest
+	39, // 93: omicron.nexus.v1.NexusExternal.NexusReplicaList:input_type -> omicron.nexus.v1.NexusReplicaListRequest
+	43, // 94: omicron.nexus.v1.NexusExternal.ProjectList:output_type -> omicron.nexus.v1.ProjectListResponse
+	46, // 95: omicron.nexus.v1.NexusExternal.ProjectCreate:output_type -> omicron.nexus.v1.ProjectCreateResponse
+	48, // 96: omicron.nexus.v1.NexusExternal.ProjectView:output_type -> omicron.nexus.v1.ProjectViewResponse
+	51, // 97: omicron.nexus.v1.NexusExternal.ProjectUpdate:output_type -> omicron.nexus.v1.ProjectUpdateResponse
+	53, // 98: omicron.nexus.v1.NexusExternal.ProjectDelete:output_type -> omicron.nexus.v1.ProjectDeleteResponse
+	80, // 99: omicron.nexus.v1.NexusExternal.SledList:output_type -> omicron.nexus.v1.SledListResponse
+	58, // 100: omicron.nexus.v1.NexusExternal.SledView:output_type -> omicron.nexus.v1.SledViewResponse
+	61, // 101: omicron.nexus.v1.NexusExternal.SledInstanceList:output_type -> omicron.nexus.v1.SledInstanceListResponse
+	64, // 102: omicron.nexus.v1.NexusExternal.CurrentUserView:output_type -> omicron.nexus.v1.CurrentUserViewResponse
+	67, // 103: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenList:output_type -> omicron.nexus.v1.CurrentUserAccessTokenListResponse
+	69, // 104: omicron.nexus.v1.NexusExternal.CurrentUserAccessTokenDelete:output_type -> omicron.nexus.v1.CurrentUserAccessTokenDeleteResponse
+	71, // 105: omicron.nexus.v1.NexusExternal.AccessTokenList:output_type -> omicron.nexus.v1.AccessTokenListResponse
+	76, // 106: omicron.nexus.v1.NexusExternal.AccessTokenCreate:output_type -> omicron.nexus.v1.AccessTokenCreateResponse
+	78, // 107: omicron.nexus.v1.NexusExternal.AccessTokenDelete:output_type -> omicron.nexus.v1.AccessTokenDeleteResponse
+	3,  // 108: omicron.nexus.v1.NexusExternal.InstanceList:output_type -> omicron.nexus.v1.InstanceListResponse
+	5,  // 109: omicron.nexus.v1.NexusExternal.InstanceCreate:output_type -> omicron.nexus.v1.InstanceCreateResponse
+	7,  // 110: omicron.nexus.v1.NexusExternal.InstanceView:output_type -> omicron.nexus.v1.InstanceViewResponse
+	10, // 111: omicron.nexus.v1.NexusExternal.InstanceUpdate:output_type -> omicron.nexus.v1.InstanceUpdateResponse
+	12, // 112: omicron.nexus.v1.NexusExternal.InstanceDelete:output_type -> omicron.nexus.v1.InstanceDeleteResponse
+	14, // 113: omicron.nexus.v1.NexusExternal.InstanceStart:output_type -> omicron.nexus.v1.InstanceStartResponse
+	16, // 114: omicron.nexus.v1.NexusExternal.InstanceStop:output_type -> omicron.nexus.v1.InstanceStopResponse
+	18, // 115: omicron.nexus.v1.NexusExternal.InstanceReboot:output_type -> omicron.nexus.v1.InstanceRebootResponse
+	20, // 116: omicron.nexus.v1.NexusExternal.ForceTerminateInstance:output_type -> omicron.nexus.v1.ForceTerminateInstanceResponse
+	23, // 117: omicron.nexus.v1.NexusExternal.InstanceMigrate:output_type -> omicron.nexus.v1.InstanceMigrateResponse
+	26, // 118: omicron.nexus.v1.NexusExternal.SagaListStuck:output_type -> omicron.nexus.v1.SagaListStuckResponse
+	29, // 119: omicron.nexus.v1.NexusExternal.SagaList:output_type -> omicron.nexus.v1.SagaListResponse
+	32, // 120: omicron.nexus.v1.NexusExternal.UpdaterLockList:output_type -> omicron.nexus.v1.UpdaterLockListResponse
+	35, // 121: omicron.nexus.v1.NexusExternal.SledZoneList:output_type -> omicron.nexus.v1.SledZoneListResponse
+	37, // 122: omicron.nexus.v1.NexusExternal.SledZoneExpunge:output_type -> omicron.nexus.v1.SledZoneExpungeResponse
+	40, // 123: omicron.nexus.v1.NexusExternal.NexusReplicaList:output_type -> omicron.nexus.v1.NexusReplicaListResponse
+	94, // [94:124] is the sub-list for method output_type
+	64, // [64:94] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_omicron_nexus_v1_external_proto_init() }
