@@ -118,7 +118,7 @@ func (d *DataStore) sledZones(ctx context.Context, q queryer, sleds []uuid.UUID)
 // SledZonesToPush returns the zones configs worth pushing (Z9): of every
 // sled that may not hold its config (never pushed, pushed an older
 // generation, last push failed, or its last inventory shows an older
-// ledger or none), and of the 1/refreshPasses of all sleds pushed longest
+// ledger or none), and of the 1/refreshPasses of all sleds tried longest
 // ago, so that every sled is pushed again within refreshPasses calls, a
 // few at a time, without every pass costing every sled two fsynced ledger
 // writes.
@@ -141,7 +141,7 @@ func (d *DataStore) SledZonesToPush(ctx context.Context, refreshPasses int) ([]m
 				sz.pushed_generation IS NULL OR sz.pushed_generation < sz.generation OR sz.push_error IS NOT NULL
 				OR inv.ledgered_generation IS NULL OR inv.ledgered_generation < sz.generation
 			FROM sled_zones sz LEFT JOIN sled_inventory inv ON inv.sled_id = sz.sled_id
-			ORDER BY sz.time_pushed, sz.sled_id`)
+			ORDER BY sz.time_push_attempted, sz.sled_id`)
 		if err != nil {
 			return err
 		}
@@ -162,21 +162,35 @@ func (d *DataStore) SledZonesToPush(ctx context.Context, refreshPasses int) ([]m
 }
 
 // SledZonesPushed records the outcome of a push of generation to a sled:
-// err nil when the sled took it.
+// err nil when the sled took it. Every push counts as an attempt, which
+// orders refresh pushes (SledZonesToPush).
 func (d *DataStore) SledZonesPushed(ctx context.Context, sled uuid.UUID, generation uint64, pushErr error, at time.Time) error {
 	var err error
 	if pushErr == nil {
-		_, err = d.db.ExecContext(ctx, `UPDATE sled_zones SET pushed_generation = $2, time_pushed = $3, push_error = NULL
-			WHERE sled_id = $1 AND (pushed_generation IS NULL OR pushed_generation <= $2)`, sled.String(), int64(generation), ts(at))
+		_, err = d.db.ExecContext(ctx, `UPDATE sled_zones SET time_push_attempted = $3,
+				pushed_generation = CASE WHEN `+newerPush+` THEN $2 ELSE pushed_generation END,
+				time_pushed = CASE WHEN `+newerPush+` THEN $3 ELSE time_pushed END,
+				push_error = CASE WHEN `+newerPush+` THEN NULL ELSE push_error END
+			WHERE sled_id = $1`, sled.String(), int64(generation), ts(at))
 	} else {
 		// A failed push of a generation the sled has already taken (a
-		// replica's late, older push) says nothing about the sled now.
-		_, err = d.db.ExecContext(ctx, `UPDATE sled_zones SET time_pushed = $2, push_error = $3
-			WHERE sled_id = $1 AND (pushed_generation IS NULL OR pushed_generation < $4)`,
-			sled.String(), ts(at), pushErr.Error(), int64(generation))
+		// replica's late, older push, or a refresh the sled did not
+		// answer) says nothing about the sled's config.
+		_, err = d.db.ExecContext(ctx, `UPDATE sled_zones SET time_push_attempted = $2,
+				time_pushed = CASE WHEN `+untakenPush+` THEN $2 ELSE time_pushed END,
+				push_error = CASE WHEN `+untakenPush+` THEN $3 ELSE push_error END
+			WHERE sled_id = $1`, sled.String(), ts(at), pushErr.Error(), int64(generation))
 	}
 	return d.classify(err)
 }
+
+// newerPush and untakenPush say of a push of generation $2 (or $4) whether
+// it is no older than what the sled took, and whether the sled has not
+// taken it.
+const (
+	newerPush   = `(pushed_generation IS NULL OR pushed_generation <= $2)`
+	untakenPush = `(pushed_generation IS NULL OR pushed_generation < $4)`
+)
 
 // SledZonesStatus is a sled's zones as nexus sees them: the config it
 // wants, how its last push went, every zone it put there (expunged ones
