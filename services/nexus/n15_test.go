@@ -124,8 +124,9 @@ func TestN15_AStoppedInstanceIsUpdatedAndARunningOneIsNot(t *testing.T) {
 			_, err = c.InstanceUpdate(ctx, oxide.InstanceUpdateParams{Project: "demo", Instance: "runs",
 				Body: &oxide.InstanceUpdate{Ncpus: 8, Memory: 8 << 30}})
 			var httpErr *oxide.HTTPError
-			if !errors.As(err, &httpErr) || httpErr.HTTPResponse.StatusCode/100 != 4 || !strings.Contains(httpErr.ErrorResponse.Message, "stop") {
-				t.Fatalf("updating a running instance: %v, want a 4xx saying to stop it", err)
+			if !errors.As(err, &httpErr) || httpErr.HTTPResponse.StatusCode/100 != 4 || !strings.Contains(httpErr.ErrorResponse.Message, "stop") ||
+				!strings.Contains(httpErr.ErrorResponse.Message, "is running") {
+				t.Fatalf("updating a running instance: %v, want a 4xx saying it is running and to stop it", err)
 			}
 			if got := waitRunState(t, c, "demo", "runs", oxide.InstanceStateRunning); got.Ncpus != 2 {
 				t.Fatalf("a refused update changed the running instance: %+v", got)
@@ -303,6 +304,113 @@ func TestN15_AFleetAdminMintsATokenWithTheRolesItGrants(t *testing.T) {
 			}
 			if got := listTokens(t, admin, "/v1/system/access-tokens"); len(got) != 2 {
 				t.Fatalf("refused mints left tokens behind: %+v", got)
+			}
+		})
+	}
+}
+
+// N10, N15: a token has the roles it was minted with. Two grants on one
+// project give the greater whatever their order; a later token of the
+// same principal with a lesser role lowers no other token; a revoked
+// token's roles go with it.
+func TestN15_ATokenHasTheRolesItWasMintedWithWhateverThePrincipalsOtherTokens(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			r := rack(t, backend, 1)
+			admin := r.Client(racktest.FleetAdmin)
+			admin.MustCall(t, http.MethodPost, "/v1/projects", `{"name":"demo","description":""}`, http.StatusCreated)
+			mint := func(roles string) *racktest.Client {
+				t.Helper()
+				resp := admin.MustCall(t, http.MethodPost, "/v1/system/access-tokens", `{"principal":"erin","roles":`+roles+`}`, http.StatusCreated)
+				var created struct {
+					Token string `json:"token"`
+				}
+				if err := json.Unmarshal(resp.Body, &created); err != nil {
+					t.Fatal(err)
+				}
+				return racktest.NewClient(r.Nexus(0).ExternalURL(), created.Token)
+			}
+			canCreate := func(c *racktest.Client, name string) bool {
+				t.Helper()
+				resp := c.Call(t, http.MethodPost, "/v1/instances?project=demo",
+					`{"name":"`+name+`","description":"","hostname":"`+name+`","memory":1073741824,"ncpus":1,"start":false}`)
+				if resp.Status != http.StatusCreated && resp.Status != http.StatusForbidden {
+					t.Fatalf("create %s: %d %s", name, resp.Status, resp.Body)
+				}
+				return resp.Status == http.StatusCreated
+			}
+			both := mint(`[{"role":"collaborator","project":"demo"},{"role":"viewer","project":"demo"}]`)
+			if !canCreate(both, "a") {
+				t.Fatal("collaborator then viewer on one project: not a collaborator")
+			}
+			reversed := mint(`[{"role":"viewer","project":"demo"},{"role":"collaborator","project":"demo"}]`)
+			if !canCreate(reversed, "b") {
+				t.Fatal("viewer then collaborator on one project: not a collaborator")
+			}
+			viewer := mint(`[{"role":"viewer","project":"demo"}]`)
+			if canCreate(viewer, "c") {
+				t.Fatal("erin's viewer token acts as her collaborator tokens do")
+			}
+			if !canCreate(both, "d") {
+				t.Fatal("minting erin a viewer token lowered her collaborator token")
+			}
+			id := listTokens(t, viewer, "/v1/me/access-tokens")
+			if len(id) != 3 {
+				t.Fatalf("erin's tokens: %+v", id)
+			}
+			for _, tok := range id {
+				admin.MustCall(t, http.MethodDelete, "/v1/system/access-tokens/"+tok.ID, "", http.StatusNoContent)
+			}
+			if canCreate(mint(`[{"role":"viewer","project":"demo"}]`), "e") {
+				t.Fatal("a new viewer token of erin's kept the roles of her revoked tokens")
+			}
+		})
+	}
+}
+
+// N15: an update may carry If-Match, the instance's time_modified as the
+// caller read it: once another update has changed the instance, it is
+// refused with 409 and changes nothing, so that a client changing one
+// field never puts back another that someone else changed meanwhile.
+func TestN15_AnUpdateWithAStaleIfMatchIsRefusedAndChangesNothing(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			r := rack(t, backend, 1)
+			admin := r.Client(racktest.FleetAdmin)
+			admin.MustCall(t, http.MethodPost, "/v1/projects", `{"name":"demo","description":""}`, http.StatusCreated)
+			var read struct {
+				ID           string `json:"id"`
+				TimeModified string `json:"time_modified"`
+				Ncpus        int    `json:"ncpus"`
+			}
+			admin.MustCall(t, http.MethodPost, "/v1/instances?project=demo",
+				`{"name":"web","description":"","hostname":"web","memory":1073741824,"ncpus":1,"start":false}`, http.StatusCreated).JSON(&read)
+			put := func(ifMatch, body string) racktest.Response {
+				t.Helper()
+				resp, err := admin.DoWith(ctx, http.MethodPut, "/v1/instances/"+read.ID, body, map[string]string{"If-Match": ifMatch})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp
+			}
+			if resp := put(read.TimeModified, `{"ncpus":2,"memory":1073741824,"auto_restart_policy":"never"}`); resp.Status != http.StatusOK {
+				t.Fatalf("an update with the current If-Match: %d %s", resp.Status, resp.Body)
+			}
+			resp := put(read.TimeModified, `{"ncpus":4,"memory":1073741824,"auto_restart_policy":"best_effort"}`)
+			if resp.Status != http.StatusConflict || !strings.Contains(string(resp.Body), "changed since it was read") {
+				t.Fatalf("an update with a stale If-Match: %d %s, want 409", resp.Status, resp.Body)
+			}
+			var now struct {
+				Ncpus             int    `json:"ncpus"`
+				AutoRestartPolicy string `json:"auto_restart_policy"`
+			}
+			admin.MustCall(t, http.MethodGet, "/v1/instances/"+read.ID, "", http.StatusOK).JSON(&now)
+			if now.Ncpus != 2 || now.AutoRestartPolicy != "never" {
+				t.Fatalf("a refused update changed the instance: %+v", now)
+			}
+			if resp := put("yesterday", `{"ncpus":4,"memory":1073741824}`); resp.Status != http.StatusBadRequest ||
+				!strings.Contains(string(resp.Body), "If-Match") {
+				t.Fatalf("a malformed If-Match: %d %s, want 400 naming If-Match", resp.Status, resp.Body)
 			}
 		})
 	}

@@ -92,6 +92,11 @@ func (r Response) Error() Error {
 // Do sends a request with body (JSON; none when empty) to path (under URL,
 // or a full URL). It fails no test, so that concurrent workers may use it.
 func (c *Client) Do(ctx context.Context, method, path, body string) (Response, error) {
+	return c.DoWith(ctx, method, path, body, nil)
+}
+
+// DoWith is Do with more request headers.
+func (c *Client) DoWith(ctx context.Context, method, path, body string, headers map[string]string) (Response, error) {
 	url := path
 	if !strings.HasPrefix(path, "http://") && !strings.HasPrefix(path, "https://") {
 		url = c.URL + path
@@ -106,6 +111,9 @@ func (c *Client) Do(ctx context.Context, method, path, body string) (Response, e
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)

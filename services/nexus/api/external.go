@@ -2,7 +2,8 @@ package api
 
 import (
 	"context"
-	"time"
+
+	"google.golang.org/grpc/metadata"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -165,8 +166,7 @@ func (h *External) AccessTokenCreate(ctx context.Context, req *nexusv1.AccessTok
 	for _, r := range params.GetRoles() {
 		grants = append(grants, app.Grant{FleetAdmin: r.GetRole() == "admin", Role: r.GetRole(), Project: r.GetProject()})
 	}
-	ttl := time.Duration(min(params.GetExpiresInSeconds(), uint64(maxTokenLifetime/time.Second))) * time.Second
-	tok, secret, err := h.nexus.AccessTokenCreate(ctx, params.GetPrincipal(), grants, ttl)
+	tok, secret, err := h.nexus.AccessTokenCreate(ctx, params.GetPrincipal(), grants, params.GetExpiresInSeconds())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -177,10 +177,6 @@ func (h *External) AccessTokenCreate(ctx context.Context, req *nexusv1.AccessTok
 	}
 	return &nexusv1.AccessTokenCreateResponse{Token: out}, nil
 }
-
-// maxTokenLifetime bounds a token's expires_in_seconds, so that its expiry
-// is a time every backend can store.
-const maxTokenLifetime = 100 * 365 * 24 * time.Hour
 
 func (h *External) AccessTokenDelete(ctx context.Context, req *nexusv1.AccessTokenDeleteRequest) (*nexusv1.AccessTokenDeleteResponse, error) {
 	if err := h.nexus.AccessTokenRevoke(ctx, true, req.GetTokenId()); err != nil {
@@ -249,8 +245,18 @@ func (h *External) InstanceView(ctx context.Context, req *nexusv1.InstanceViewRe
 	return &nexusv1.InstanceViewResponse{Instance: instanceProto(v)}, nil
 }
 
+// IfMatchKey is the gRPC metadata of an instance update's precondition:
+// the REST gateway puts an If-Match header there.
+const IfMatchKey = "if-match"
+
 func (h *External) InstanceUpdate(ctx context.Context, req *nexusv1.InstanceUpdateRequest) (*nexusv1.InstanceUpdateResponse, error) {
-	v, err := h.nexus.InstanceUpdate(ctx, req.GetInstance(), req.GetProject(), req.GetUpdate())
+	var ifMatch string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if values := md.Get(IfMatchKey); len(values) > 0 {
+			ifMatch = values[0]
+		}
+	}
+	v, err := h.nexus.InstanceUpdate(ctx, req.GetInstance(), req.GetProject(), req.GetUpdate(), ifMatch)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -28,6 +29,7 @@ func (n *Nexus) Authenticate(ctx context.Context, authorization string) (*authz.
 	if actor, ok := n.authn.get(hash, now); ok {
 		return actor, nil
 	}
+	epoch := n.authn.begin()
 	tok, err := n.ds.TokenByHash(ctx, hash, now)
 	if errors.Is(err, model.ErrNotFound) {
 		return nil, fmt.Errorf("%w: unknown or expired token", ErrUnauthenticated)
@@ -46,7 +48,7 @@ func (n *Nexus) Authenticate(ctx context.Context, authorization string) (*authz.
 			actor.Projects[*r.ResourceID] = authz.RoleViewer
 		}
 	}
-	n.authn.put(hash, actor, tok.Expires, now)
+	n.authn.put(hash, actor, tok.Expires, now, epoch)
 	return actor, nil
 }
 
@@ -69,20 +71,32 @@ func (n *Nexus) TokenCreate(ctx context.Context, principal string, grants []Gran
 
 // AccessTokenCreate mints a token for principal with the given grants
 // (N15). Fleet admins only: a grant can be any role.
-func (n *Nexus) AccessTokenCreate(ctx context.Context, principal string, grants []Grant, ttl time.Duration) (model.AccessToken, string, error) {
+// expiresInSeconds 0 is a token that does not expire.
+func (n *Nexus) AccessTokenCreate(ctx context.Context, principal string, grants []Grant, expiresInSeconds uint64) (model.AccessToken, string, error) {
 	if err := authz.RequireFleetAdmin(ctx, "create access tokens"); err != nil {
 		return model.AccessToken{}, "", err
 	}
-	return n.createToken(ctx, principal, grants, ttl)
+	if expiresInSeconds > uint64(MaxTokenLifetime/time.Second) {
+		var v apierror.Violations
+		v.Add("expires_in_seconds", "must be at most %d (100 years), got %d", uint64(MaxTokenLifetime/time.Second), expiresInSeconds)
+		return model.AccessToken{}, "", v.Err()
+	}
+	return n.createToken(ctx, principal, grants, time.Duration(expiresInSeconds)*time.Second)
 }
+
+// MaxTokenLifetime bounds a token's lifetime, so that its expiry is a time
+// every backend stores.
+const MaxTokenLifetime = 100 * 365 * 24 * time.Hour
 
 func (n *Nexus) createToken(ctx context.Context, principal string, grants []Grant, ttl time.Duration) (model.AccessToken, string, error) {
 	var v apierror.Violations
 	switch {
 	case principal == "":
 		v.Add("principal", "is required")
-	case len(principal) > 128 || strings.IndexFunc(principal, unicode.IsControl) >= 0:
-		v.Add("principal", "must be at most 128 characters, none of them control characters")
+	case len(principal) > 128 || strings.IndexFunc(principal, func(r rune) bool { return !unicode.IsGraphic(r) || unicode.IsSpace(r) }) >= 0:
+		// No spaces, controls or invisible characters: a principal is
+		// shown in token listings, where two must never look alike.
+		v.Add("principal", "must be at most 128 bytes of visible characters, without spaces")
 	}
 	if len(grants) == 0 {
 		v.Add("roles", "a token needs at least one role")
@@ -96,24 +110,38 @@ func (n *Nexus) createToken(ctx context.Context, principal string, grants []Gran
 			v.Add(fmt.Sprintf("roles[%d].role", i), "%q is not admin, collaborator or viewer", g.Role)
 		case g.Project == "":
 			v.Add(fmt.Sprintf("roles[%d].project", i), "is required for a %s role", g.Role)
+		default:
+			parseNameOrID(&v, fmt.Sprintf("roles[%d].project", i), g.Project)
 		}
 	}
-	if ttl < 0 {
-		v.Add("expires_in", "must not be negative")
+	if ttl < 0 || ttl > MaxTokenLifetime {
+		v.Add("expires_in_seconds", "must be between 0 and %d", uint64(MaxTokenLifetime/time.Second))
 	}
 	if err := v.Err(); err != nil {
 		return model.AccessToken{}, "", err
 	}
 	var roles []model.RoleAssignment
-	for _, g := range grants {
+	onProject := map[uuid.UUID]int{} // index in roles
+	for i, g := range grants {
 		if g.FleetAdmin {
-			roles = append(roles, model.RoleAssignment{Principal: principal, Resource: "fleet", Role: "admin"})
+			if !slices.ContainsFunc(roles, func(r model.RoleAssignment) bool { return r.Resource == "fleet" }) {
+				roles = append(roles, model.RoleAssignment{Principal: principal, Resource: "fleet", Role: "admin"})
+			}
 			continue
 		}
 		p, err := n.Project(authz.WithActor(ctx, &authz.Actor{Principal: "token-create", FleetAdmin: true}), g.Project)
 		if err != nil {
-			return model.AccessToken{}, "", err
+			return model.AccessToken{}, "", fmt.Errorf("roles[%d].project: %w", i, err)
 		}
+		// Two grants on one project give the greater role, whatever
+		// their order.
+		if i, ok := onProject[p.ID]; ok {
+			if g.Role == "collaborator" {
+				roles[i].Role = g.Role
+			}
+			continue
+		}
+		onProject[p.ID] = len(roles)
 		roles = append(roles, model.RoleAssignment{Principal: principal, Resource: "project", ResourceID: &p.ID, Role: g.Role})
 	}
 	return n.mintToken(ctx, principal, roles, ttl)
@@ -134,8 +162,6 @@ func (n *Nexus) mintToken(ctx context.Context, principal string, roles []model.R
 	if err := n.ds.TokenCreate(ctx, tok.ID, hash, principal, tok.TimeExpires, roles, tok.TimeCreated); err != nil {
 		return model.AccessToken{}, "", err
 	}
-	// The grants may change the roles of the principal's other tokens.
-	n.authn.forget()
 	return tok, secret, nil
 }
 

@@ -20,6 +20,10 @@ type authnCache struct {
 	ttl     time.Duration
 	mu      sync.Mutex
 	entries map[string]authnEntry
+	// epoch counts forgets: a lookup that read the database before a
+	// forget (a revocation committing meanwhile) must not put back what
+	// it read.
+	epoch uint64
 }
 
 type authnEntry struct {
@@ -45,9 +49,18 @@ func (c *authnCache) get(hash string, now time.Time) (*authz.Actor, bool) {
 	return e.actor, true
 }
 
+// begin returns the epoch to give put for a lookup starting now.
+func (c *authnCache) begin() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch
+}
+
 // put remembers actor for the hash until the TTL or the token's expiry,
-// whichever comes first. The actor must not be changed afterwards.
-func (c *authnCache) put(hash string, actor *authz.Actor, expires *time.Time, now time.Time) {
+// whichever comes first, unless the cache was forgotten since epoch (from
+// begin, before the database was read). The actor must not be changed
+// afterwards.
+func (c *authnCache) put(hash string, actor *authz.Actor, expires *time.Time, now time.Time, epoch uint64) {
 	if c.ttl <= 0 {
 		return
 	}
@@ -57,6 +70,9 @@ func (c *authnCache) put(hash string, actor *authz.Actor, expires *time.Time, no
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.epoch != epoch {
+		return
+	}
 	if len(c.entries) >= authnCacheLimit {
 		clear(c.entries)
 	}
@@ -67,5 +83,6 @@ func (c *authnCache) put(hash string, actor *authz.Actor, expires *time.Time, no
 func (c *authnCache) forget() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.epoch++
 	clear(c.entries)
 }

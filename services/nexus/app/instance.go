@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -425,8 +426,12 @@ func parseAutoRestartPolicy(v *apierror.Violations, policy string) model.AutoRes
 // The write is guarded by the generation it read and by the instance
 // still being stopped with no update under way (N3): a start that began
 // meanwhile wins, and the update answers that the instance is not
-// stopped; a start that read the old shape fails its own guarded write.
-func (n *Nexus) InstanceUpdate(ctx context.Context, instance, project string, params *nexusv1.InstanceUpdateParams) (InstanceView, error) {
+// stopped; a start that placed the old shape fails its link. ifMatch,
+// when given, is the instance's time_modified as the caller read it: the
+// update is refused (ErrConflict) if the instance changed since, so that
+// a client changing one field does not put back another that someone
+// else changed meanwhile.
+func (n *Nexus) InstanceUpdate(ctx context.Context, instance, project string, params *nexusv1.InstanceUpdateParams, ifMatch string) (InstanceView, error) {
 	var v apierror.Violations
 	if params == nil {
 		v.Add("body", "is required")
@@ -437,13 +442,30 @@ func (n *Nexus) InstanceUpdate(ctx context.Context, instance, project string, pa
 	if err := v.Err(); err != nil {
 		return InstanceView{}, err
 	}
+	var read time.Time
+	if ifMatch != "" {
+		var err error
+		if read, err = time.Parse(time.RFC3339Nano, strings.Trim(ifMatch, `"`)); err != nil {
+			v.Add("If-Match", "%q is not the instance's time_modified (RFC 3339)", ifMatch)
+			return InstanceView{}, v.Err()
+		}
+	}
 	inst, err := n.lookupInstance(ctx, instance, project, authz.RoleCollaborator, "update")
 	if err != nil {
 		return InstanceView{}, err
 	}
+	// The guarded write below fails if anything changes after this read.
+	if ifMatch != "" && !inst.TimeModified.Equal(read) {
+		return InstanceView{}, fmt.Errorf("%w: instance %s changed since it was read (modified at %s, If-Match %s); read it and try again",
+			model.ErrConflict, inst.Name, inst.TimeModified.UTC().Format(time.RFC3339Nano), ifMatch)
+	}
 	if inst.Runtime.State != model.InstanceNoVMM || inst.Runtime.ActiveVMM != nil {
+		view, err := n.view(ctx, inst)
+		if err != nil {
+			return InstanceView{}, err
+		}
 		return InstanceView{}, fmt.Errorf("%w: instance %s is %s; stop it to change its vCPUs, memory or auto-restart policy",
-			model.ErrInstanceNotStopped, inst.Name, model.RunState(inst, nil))
+			model.ErrInstanceNotStopped, inst.Name, view.RunState)
 	}
 	updated, err := n.ds.InstanceReconfigure(ctx, inst.ID, inst.Runtime.Generation,
 		model.InstanceShape{NCPUs: int64(params.GetNcpus()), MemoryBytes: int64(params.GetMemory()), AutoRestartPolicy: policy}, time.Now())

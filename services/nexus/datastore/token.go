@@ -10,8 +10,9 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/model"
 )
 
-// TokenCreate stores a token by the hash of its secret, with the roles to
-// grant its principal, in one transaction.
+// TokenCreate stores a token by the hash of its secret, with the roles it
+// grants its principal, in one transaction. A token's roles are its own:
+// other tokens of the same principal keep theirs.
 func (d *DataStore) TokenCreate(ctx context.Context, id uuid.UUID, hash, principal string, expires *time.Time, roles []model.RoleAssignment, at time.Time) error {
 	var expiresAt any
 	if expires != nil {
@@ -27,10 +28,8 @@ func (d *DataStore) TokenCreate(ctx context.Context, id uuid.UUID, hash, princip
 			if r.ResourceID != nil {
 				resourceID = r.ResourceID.String()
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO role_assignment (principal, resource_type, resource_id, role, time_created)
-				VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT (principal, resource_type, resource_id) DO UPDATE SET role = excluded.role`,
-				principal, r.Resource, resourceID, r.Role, ts(at)); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO api_token_role (token_id, resource_type, resource_id, role)
+				VALUES ($1, $2, $3, $4)`, id.String(), r.Resource, resourceID, r.Role); err != nil {
 				return err
 			}
 		}
@@ -40,10 +39,10 @@ func (d *DataStore) TokenCreate(ctx context.Context, id uuid.UUID, hash, princip
 
 // TokenByHash resolves the hash of a presented secret to its token;
 // model.ErrNotFound for an unknown, deleted or expired token. The token and its
-// principal's roles are one statement: every request pays for it.
+// roles are one statement: every request pays for it.
 func (d *DataStore) TokenByHash(ctx context.Context, hash string, now time.Time) (model.Token, error) {
 	rows, err := d.db.QueryContext(ctx, `SELECT t.principal, t.time_expires, r.resource_type, r.resource_id, r.role
-		FROM api_token t LEFT JOIN role_assignment r ON r.principal = t.principal
+		FROM api_token t LEFT JOIN api_token_role r ON r.token_id = t.id
 		WHERE t.token_hash = $1 AND t.time_deleted IS NULL AND (t.time_expires IS NULL OR t.time_expires > $2)`,
 		hash, ts(now))
 	if err != nil {

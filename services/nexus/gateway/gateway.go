@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	_ "embed"
+	"github.com/rackplane/rackplane/services/nexus/api"
 	"net/http"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -57,9 +59,15 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts ...Option) (ht
 		// gRPC metadata is nexus's business, not the client's.
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		// grpc-gateway passes Authorization on as "authorization" by
-		// itself; no other header reaches the handlers (mapping it here
-		// too would send it twice).
-		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		// itself (mapping it here too would send it twice); of the other
+		// headers only If-Match reaches the handlers, the precondition of
+		// an instance update (N15).
+		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
+			if strings.EqualFold(h, "If-Match") {
+				return api.IfMatchKey, true
+			}
+			return "", false
+		}),
 	)
 	if err := nexusv1.RegisterNexusExternalHandlerClient(ctx, mux, nexusv1.NewNexusExternalClient(conn)); err != nil {
 		return nil, err

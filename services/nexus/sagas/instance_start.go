@@ -32,8 +32,13 @@ func (p InstanceStartParams) unlinkedState() model.InstanceState {
 	return model.InstanceNoVMM
 }
 
+// allocated is alloc_vmm's output: where the VMM went and the shape the
+// sled reserved for it (zero in the output of a saga from before the shape
+// was recorded).
 type allocated struct {
-	Sled uuid.UUID `json:"sled"`
+	Sled        uuid.UUID `json:"sled"`
+	NCPUs       int64     `json:"ncpus,omitempty"`
+	MemoryBytes int64     `json:"memory_bytes,omitempty"`
 }
 
 // instanceStart: allocate a VMM on a sled with room, link it to the
@@ -60,7 +65,7 @@ func (d Deps) allocVMM(ctx context.Context, _ *saga.Context, p InstanceStartPara
 	if err != nil {
 		return nil, err
 	}
-	return allocated{Sled: sled}, nil
+	return allocated{Sled: sled, NCPUs: inst.NCPUs, MemoryBytes: inst.MemoryBytes}, nil
 }
 
 // unwindVMM marks the saga's VMM saga_unwound.
@@ -74,9 +79,13 @@ type linked struct {
 	Skipped bool `json:"skipped,omitempty"`
 }
 
-func (d Deps) linkVMM(ctx context.Context, _ *saga.Context, p InstanceStartParams) (any, error) {
+func (d Deps) linkVMM(ctx context.Context, sc *saga.Context, p InstanceStartParams) (any, error) {
 	inst, err := d.DS.InstanceGet(ctx, p.Instance)
 	if err != nil {
+		return nil, err
+	}
+	var alloc allocated
+	if err := sc.Output("alloc_vmm", &alloc); err != nil {
 		return nil, err
 	}
 	if a := inst.Runtime.ActiveVMM; a != nil && *a == p.VMM {
@@ -94,6 +103,13 @@ func (d Deps) linkVMM(ctx context.Context, _ *saga.Context, p InstanceStartParam
 	}
 	if inst.Runtime.ActiveVMM != nil || !startable {
 		return nil, fmt.Errorf("%w: it is %s", model.ErrInstanceBusy, inst.Runtime.State)
+	}
+	// An update of the stopped instance (N15) may have committed since
+	// alloc_vmm reserved its shape: the VMM would then run what its sled
+	// did not reserve. The update's generation bump guards the write
+	// below; the shape is checked here.
+	if alloc.NCPUs != 0 && (alloc.NCPUs != inst.NCPUs || alloc.MemoryBytes != inst.MemoryBytes) {
+		return nil, fmt.Errorf("%w: its vCPUs or memory changed while the start was placing it; start it again", model.ErrInstanceBusy)
 	}
 	vmm := p.VMM
 	next := inst.Runtime.Next(time.Now())

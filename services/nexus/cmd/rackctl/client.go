@@ -116,6 +116,11 @@ func (c *client) sdkOne(call func(*oxide.Client) error) ([]byte, error) {
 // call sends one request of this product's extensions, with body as JSON
 // (none when nil), and returns the answer's body.
 func (c *client) call(ctx context.Context, method, path string, body any) ([]byte, error) {
+	return c.callWith(ctx, method, path, body, nil)
+}
+
+// callWith is call with more request headers.
+func (c *client) callWith(ctx context.Context, method, path string, body any, headers map[string]string) ([]byte, error) {
 	var reader io.Reader
 	if body != nil {
 		data, err := json.Marshal(body)
@@ -130,6 +135,9 @@ func (c *client) call(ctx context.Context, method, path string, body any) ([]byt
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("User-Agent", "rackctl")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -142,7 +142,7 @@ func instanceUpdateCommand(s *session, ref func(string) (instanceRef, error)) *c
 	)
 	cmd := &cobra.Command{
 		Use:   "update PROJECT/NAME [--ncpus N] [--memory SIZE] [--auto-restart-policy POLICY]",
-		Short: "Change a stopped instance's vCPUs, memory or auto-restart policy; what is not given stays",
+		Short: "Change a stopped instance's vCPUs, memory or auto-restart policy; what is not given stays (refused if the instance changed meanwhile)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := ref(args[0])
@@ -157,35 +157,32 @@ func instanceUpdateCommand(s *session, ref func(string) (instanceRef, error)) *c
 			}
 			return runObject(s, cmd, instanceColumns, func(c *client) ([]byte, error) {
 				// The API's PUT sets every field: what the user did not
-				// give is sent as the instance has it now.
+				// give is sent as the instance has it now, on condition
+				// (If-Match) that it has not changed since it was read,
+				// so that another operator's change is never put back.
 				body, err := c.instanceView(cmd.Context(), r)
 				if err != nil {
 					return nil, err
 				}
-				now, err := decode[instanceJSON](body)
+				now, err := decode[struct {
+					instanceJSON
+					TimeModified string `json:"time_modified"`
+				}](body)
 				if err != nil {
 					return nil, err
 				}
-				update := oxide.InstanceUpdate{Ncpus: oxide.InstanceCpuCount(now.Ncpus), Memory: oxide.ByteCount(now.Memory)}
-				if now.AutoRestartPolicy != "" {
-					p := oxide.InstanceAutoRestartPolicy(now.AutoRestartPolicy)
-					update.AutoRestartPolicy = &p
-				}
+				update := map[string]any{"ncpus": now.Ncpus, "memory": now.Memory, "auto_restart_policy": now.AutoRestartPolicy}
 				if cmd.Flags().Changed("ncpus") {
-					update.Ncpus = oxide.InstanceCpuCount(ncpus)
+					update["ncpus"] = ncpus
 				}
 				if cmd.Flags().Changed("memory") {
-					update.Memory = oxide.ByteCount(size)
+					update["memory"] = size
 				}
 				if cmd.Flags().Changed("auto-restart-policy") {
-					p := oxide.InstanceAutoRestartPolicy(policy)
-					update.AutoRestartPolicy = &p
+					update["auto_restart_policy"] = policy
 				}
-				return c.sdkOne(func(sdk *oxide.Client) error {
-					_, err := sdk.InstanceUpdate(cmd.Context(), oxide.InstanceUpdateParams{Project: oxide.NameOrId(r.project),
-						Instance: oxide.NameOrId(r.instance), Body: &update})
-					return err
-				})
+				return c.callWith(cmd.Context(), http.MethodPut, "/v1/instances/"+now.ID, update,
+					map[string]string{"If-Match": now.TimeModified})
 			})
 		},
 	}

@@ -51,6 +51,11 @@ func correctOperations(doc *openapi3.T) error {
 			if err := correctParameters(op, method.Input()); err != nil {
 				return fmt.Errorf("%s %s: %w", verb, path, err)
 			}
+			if fullMethod(method) == nexusv1.NexusExternal_InstanceUpdate_FullMethodName {
+				op.Parameters = append(op.Parameters, &openapi3.ParameterRef{Value: openapi3.NewHeaderParameter("If-Match").
+					WithDescription("the instance's time_modified as last read: the update is refused (409) if it changed since").
+					WithSchema(openapi3.NewStringSchema().WithFormat("date-time"))})
+			}
 		}
 	}
 	return nil
