@@ -85,8 +85,9 @@ func TestN10_TokensAreStoredHashed(t *testing.T) {
 }
 
 // Authentication is remembered for authn_cache_ttl, but never past the
-// token's own expiry, and roles granted through this replica apply at once.
-func TestN10_ARememberedTokenNeverOutlivesItsExpiryOrARoleGrant(t *testing.T) {
+// token's own expiry, and a token minted meanwhile works at once with its
+// own roles.
+func TestN10_ARememberedTokenNeverOutlivesItsExpiryAndANewTokenWorksAtOnce(t *testing.T) {
 	r := racktest.StartInProcess(t, racktest.Options{NexusConfig: func(_ int, c *config.Config) {
 		c.AuthnCacheTTL = duration.Duration(time.Hour)
 	}})
@@ -104,10 +105,14 @@ func TestN10_ARememberedTokenNeverOutlivesItsExpiryOrARoleGrant(t *testing.T) {
 	if err := update(); !errors.Is(err, oxide.ErrHTTP403) {
 		t.Fatalf("a viewer updating its project: %v, want 403", err)
 	}
-	// A second token grants pat more: the first one's remembered roles go.
-	r.InProcessNexus(0).Token("pat", app.Grant{Project: "alpha", Role: "collaborator"})
-	if err := update(); err != nil {
-		t.Fatalf("pat, made collaborator through this replica, updating the project: %v", err)
+	// A token's roles are its own (N15): a second token of pat's, a
+	// collaborator's, works at once and leaves the first a viewer's.
+	more := racktest.NewClient(n.ExternalURL(), r.InProcessNexus(0).Token("pat", app.Grant{Project: "alpha", Role: "collaborator"})).SDK(t)
+	if _, err := more.ProjectUpdate(ctx, oxide.ProjectUpdateParams{Project: "alpha", Body: &oxide.ProjectUpdate{Description: "by pat"}}); err != nil {
+		t.Fatalf("pat's new collaborator token updating the project: %v", err)
+	}
+	if err := update(); !errors.Is(err, oxide.ErrHTTP403) {
+		t.Fatalf("pat's viewer token, after a collaborator token was minted: %v, want 403", err)
 	}
 
 	expires := time.Now().Add(1500 * time.Millisecond)

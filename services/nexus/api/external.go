@@ -246,7 +246,8 @@ func (h *External) InstanceView(ctx context.Context, req *nexusv1.InstanceViewRe
 }
 
 // IfMatchKey is the gRPC metadata of an instance update's precondition:
-// the REST gateway puts an If-Match header there.
+// the REST gateway puts an If-Match header there (the two layers share no
+// package, so the gateway spells the key out).
 const IfMatchKey = "if-match"
 
 func (h *External) InstanceUpdate(ctx context.Context, req *nexusv1.InstanceUpdateRequest) (*nexusv1.InstanceUpdateResponse, error) {

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	_ "embed"
-	"github.com/rackplane/rackplane/services/nexus/api"
 	"net/http"
 	"strings"
 
@@ -64,7 +63,7 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts ...Option) (ht
 		// an instance update (N15).
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
 			if strings.EqualFold(h, "If-Match") {
-				return api.IfMatchKey, true
+				return "if-match", true // read by the InstanceUpdate handler (api.IfMatchKey)
 			}
 			return "", false
 		}),
