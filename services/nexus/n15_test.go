@@ -415,3 +415,33 @@ func TestN15_AnUpdateWithAStaleIfMatchIsRefusedAndChangesNothing(t *testing.T) {
 		})
 	}
 }
+
+// N10: a caller with no role on a project learns nothing of its
+// instances: an instance id of that project is 404, as an id that names
+// nothing, not 403 with the instance's name.
+func TestN10_AnInstanceOfAProjectTheCallerCannotSeeIsNotFound(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			r := rack(t, backend, 1)
+			admin := r.Client(racktest.FleetAdmin)
+			admin.MustCall(t, http.MethodPost, "/v1/projects", `{"name":"secret","description":""}`, http.StatusCreated)
+			admin.MustCall(t, http.MethodPost, "/v1/projects", `{"name":"other","description":""}`, http.StatusCreated)
+			var inst struct {
+				ID string `json:"id"`
+			}
+			admin.MustCall(t, http.MethodPost, "/v1/instances?project=secret",
+				`{"name":"hidden","description":"","hostname":"hidden","memory":1073741824,"ncpus":1,"start":false}`, http.StatusCreated).JSON(&inst)
+			outsider := r.Client(racktest.Collaborator("other"))
+			for _, call := range [][2]string{{http.MethodGet, ""}, {http.MethodPost, "/start"}, {http.MethodDelete, ""},
+				{http.MethodPost, "/force-terminate"}} {
+				resp := outsider.Call(t, call[0], "/v1/instances/"+inst.ID+call[1], "")
+				if resp.Status != http.StatusNotFound || strings.Contains(string(resp.Body), "hidden") {
+					t.Fatalf("%s /v1/instances/<id>%s by an outsider: %d %s, want 404 without the name", call[0], call[1], resp.Status, resp.Body)
+				}
+			}
+			if resp := r.Client(racktest.Viewer("secret")).Call(t, http.MethodPost, "/v1/instances/"+inst.ID+"/start", ""); resp.Status != http.StatusForbidden {
+				t.Fatalf("a viewer of the project starting it: %d %s, want 403", resp.Status, resp.Body)
+			}
+		})
+	}
+}

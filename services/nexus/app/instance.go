@@ -129,6 +129,11 @@ func (n *Nexus) lookupInstance(ctx context.Context, instance, project string, ro
 	if err != nil {
 		return inst, err
 	}
+	if !authz.CanReadProject(ctx, inst.ProjectID) {
+		// Whoever may not see the project learns nothing of its
+		// instances, not even that this id is one.
+		return model.Instance{}, fmt.Errorf("%w: instance %s", model.ErrNotFound, instance)
+	}
 	if err := authz.RequireProjectRole(ctx, inst.ProjectID, role, what+" instance "+inst.Name); err != nil {
 		return inst, err
 	}
