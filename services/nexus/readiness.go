@@ -52,8 +52,10 @@ func (r Readiness) Ready() bool { return r.Status == "ready" }
 
 // Readiness checks this replica now; it takes at most ReadinessTimeout.
 func (s *Server) Readiness(ctx context.Context) Readiness {
-	database, migrations := s.checkSchema(ctx)
-	checks := map[string]string{checkDatabase: database, checkMigrations: migrations, checkReplica: s.replicaState()}
+	ctx, cancel := context.WithTimeout(ctx, ReadinessTimeout)
+	defer cancel()
+	database, migrations, answered := s.checkSchema(ctx)
+	checks := map[string]string{checkDatabase: database, checkMigrations: migrations, checkReplica: s.replicaState(ctx, answered)}
 	r := Readiness{Status: "ready", Checks: checks}
 	if database != resultOK || migrations != resultOK || checks[checkReplica] != replicaReady {
 		r.Status = "not_ready"
@@ -64,28 +66,53 @@ func (s *Server) Readiness(ctx context.Context) Readiness {
 // checkSchema asks the database how far its schema is, within
 // ReadinessTimeout: one query says both that it answers and whether it
 // holds every migration this binary knows.
-func (s *Server) checkSchema(ctx context.Context) (database, migrations string) {
-	ctx, cancel := context.WithTimeout(ctx, ReadinessTimeout)
-	defer cancel()
-	applied, err := s.ds.SchemaVersion(ctx)
-	switch {
-	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return fmt.Sprintf("unreachable: no answer within %s", ReadinessTimeout), "unknown: the database did not answer"
-	case err != nil:
-		return "unreachable: " + err.Error(), "unknown: the database did not answer"
-	case applied < datastore.SchemaKnown():
-		return resultOK, fmt.Sprintf("the database is at schema version %d; this nexus needs %d", applied, datastore.SchemaKnown())
+func (s *Server) checkSchema(ctx context.Context) (database, migrations string, answered bool) {
+	unanswered := func(err error) (string, string, bool) {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Sprintf("unreachable: no answer within %s", ReadinessTimeout), "unknown: the database did not answer", false
+		}
+		return "unreachable: " + err.Error(), "unknown: the database did not answer", false
 	}
-	return resultOK, resultOK
+	applied, err := s.ds.SchemaVersion(ctx)
+	if err != nil {
+		return unanswered(err)
+	}
+	readOnly, err := s.ds.ReadOnly(ctx)
+	switch {
+	case err != nil:
+		return unanswered(err)
+	case readOnly:
+		database = "read-only: it refuses writes (a standby, or read-only sessions)"
+	default:
+		database = resultOK
+	}
+	// A database ahead of this binary (a newer replica migrated it) may
+	// lack what this code reads, as a database behind it lacks what it
+	// writes: either way this replica is not the one to serve.
+	switch known := datastore.SchemaKnown(); {
+	case applied < known:
+		return database, fmt.Sprintf("the database is at schema version %d; this nexus needs %d", applied, known), true
+	case applied > known:
+		return database, fmt.Sprintf("the database is at schema version %d, newer than this nexus's %d: it runs an older release", applied, known), true
+	}
+	return database, resultOK, true
 }
 
-// replicaState is "active" unless this replica is stopping or knows it
-// was expunged (X3).
-func (s *Server) replicaState() string {
+// replicaState is "active" unless this replica is stopping or expunged
+// (X3). It reads the replica's record, so that it is not ready from the
+// expunge's commit on, not only once replica_check next runs; seeing it
+// expunged stops the replica as replica_check would. With the database
+// unreachable it says what this replica last knew.
+func (s *Server) replicaState(ctx context.Context, databaseAnswers bool) string {
 	select {
 	case <-s.stopped:
 		return "stopping"
 	default:
+	}
+	if databaseAnswers {
+		if _, err := s.app.CheckReplica(ctx); err != nil {
+			return "unknown: " + err.Error()
+		}
 	}
 	if s.app.IsExpunged() {
 		return "expunged"

@@ -13,7 +13,7 @@ import (
 
 const (
 	defaultPageSize = 100
-	maxPageSize     = 1000
+	MaxPageSize     = 1000
 )
 
 // Oxide's sort modes: NameOrIdSortMode for a listing of named resources,
@@ -52,8 +52,8 @@ type pageToken struct {
 // order mid-listing.
 func parsePage(v *apierror.Violations, listing string, limit uint32, token, sortBy string, sorts ...string) page {
 	p := page{listing: listing, limit: defaultPageSize, sortBy: sorts[0]}
-	if limit > maxPageSize {
-		v.Add("limit", "must be at most %d, got %d", maxPageSize, limit)
+	if limit > MaxPageSize {
+		v.Add("limit", "must be at most %d, got %d", MaxPageSize, limit)
 	} else if limit > 0 {
 		p.limit = int(limit)
 	}

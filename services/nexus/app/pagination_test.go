@@ -30,7 +30,7 @@ func FuzzPageToken(f *testing.F) {
 		if v.Err() != nil {
 			return
 		}
-		if !slices.Contains(sorts, p.sortBy) || p.limit < 1 || p.limit > maxPageSize {
+		if !slices.Contains(sorts, p.sortBy) || p.limit < 1 || p.limit > MaxPageSize {
 			t.Fatalf("accepted a page %+v", p)
 		}
 		if token == "" {

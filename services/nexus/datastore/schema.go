@@ -131,6 +131,18 @@ func (d *DataStore) SchemaVersion(ctx context.Context) (int, error) {
 	return int(v.Int64), err
 }
 
+// ReadOnly reports whether the database refuses writes: a PostgreSQL
+// standby, or sessions made read-only (default_transaction_read_only).
+// A SQLite file this process opened is always writable here.
+func (d *DataStore) ReadOnly(ctx context.Context) (bool, error) {
+	if d.backend != Postgres {
+		return false, nil
+	}
+	var readOnly bool
+	err := d.db.QueryRowContext(ctx, `SELECT current_setting('transaction_read_only') = 'on' OR pg_is_in_recovery()`).Scan(&readOnly)
+	return readOnly, d.classify(err)
+}
+
 // SchemaKnown returns the highest migration this binary carries: a
 // database at SchemaVersion below it lacks tables or columns this code uses.
 func SchemaKnown() int {

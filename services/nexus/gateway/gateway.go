@@ -71,13 +71,18 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts ...Option) (ht
 	if err := nexusv1.RegisterNexusExternalHandlerClient(ctx, mux, nexusv1.NewNexusExternalClient(conn)); err != nil {
 		return nil, err
 	}
-	top := http.NewServeMux()
-	top.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+	// Not an http.ServeMux: it answers a path with "//", "/./" or "/../"
+	// with a redirect the document does not list; the API's router answers
+	// it 404 in the error envelope.
+	top := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/openapi.json" || r.Method != http.MethodGet {
+			mux.ServeHTTP(w, r)
+			return
+		}
 		setRoute(r.Context(), "/openapi.json")
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(OpenAPI) //nolint:errcheck // the client went away
 	})
-	top.Handle("/", mux)
 	return withRequestID(recoverPanics(observe(guard(top, set), set.observers), set.log)), nil
 }
 

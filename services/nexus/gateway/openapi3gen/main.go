@@ -102,6 +102,9 @@ func correct(doc *openapi3.T) error {
 	if err := correctSchemas(doc); err != nil {
 		return err
 	}
+	if err := boundFields(doc); err != nil {
+		return err
+	}
 	dropUnused(doc)
 	return nil
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"github.com/rackplane/rackplane/services/nexus/app"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -120,6 +122,9 @@ func correctParameters(op *openapi3.Operation, input protoreflect.MessageDescrip
 			return fmt.Errorf("parameter %q has no schema", p.Value.Name)
 		}
 		correctScalar(p.Value.Schema.Value, fd)
+		if p.Value.Name == "limit" {
+			p.Value.Schema.Value.Max = ptr(float64(app.MaxPageSize))
+		}
 	}
 	return nil
 }
@@ -141,3 +146,15 @@ func addDocumentRoute(doc *openapi3.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// boundFields gives the body fields the app bounds beyond their type
+// their maximum, so that the document does not allow what the server
+// refuses. Run once the schemas have their final names.
+func boundFields(doc *openapi3.T) error {
+	mint, ok := doc.Components.Schemas["AccessTokenCreateParams"]
+	if !ok || mint.Value == nil || mint.Value.Properties["expires_in_seconds"] == nil {
+		return fmt.Errorf("no AccessTokenCreateParams.expires_in_seconds to bound")
+	}
+	mint.Value.Properties["expires_in_seconds"].Value.Max = ptr(float64(app.MaxTokenLifetime / time.Second))
+	return nil
+}
