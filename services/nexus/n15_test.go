@@ -445,3 +445,36 @@ func TestN10_AnInstanceOfAProjectTheCallerCannotSeeIsNotFound(t *testing.T) {
 		})
 	}
 }
+
+// N15: an update of an instance that shows stopped while an update saga
+// still settles it (it holds the instance's updater lock, just after a
+// stop) answers 503, retryable, saying so, and changes nothing; once the
+// lock is released it goes through. It used to answer 400 "it may be
+// starting".
+func TestN15_AnUpdateWhileAnUpdateSagaSettlesTheInstanceIsRetryable(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			r := rack(t, backend, 1)
+			admin := r.Client(racktest.FleetAdmin)
+			admin.MustCall(t, http.MethodPost, "/v1/projects", `{"name":"demo","description":""}`, http.StatusCreated)
+			var inst struct {
+				ID string `json:"id"`
+			}
+			admin.MustCall(t, http.MethodPost, "/v1/instances?project=demo",
+				`{"name":"web","description":"","hostname":"web","memory":1073741824,"ncpus":1,"start":false}`, http.StatusCreated).JSON(&inst)
+			id, saga := uuid.MustParse(inst.ID), uuid.New()
+			if locked, err := r.DataStore().InstanceUpdaterLock(ctx, id, saga, r.Nexus(0).ID()); err != nil || !locked {
+				t.Fatalf("taking the updater lock: %v, %v", locked, err)
+			}
+			body := `{"ncpus":2,"memory":1073741824,"auto_restart_policy":null}`
+			resp := admin.Call(t, http.MethodPut, "/v1/instances/"+inst.ID, body)
+			if resp.Status != http.StatusServiceUnavailable || !strings.Contains(string(resp.Body), "being settled") {
+				t.Fatalf("an update while an update saga holds the instance: %d %s, want 503 saying to try again", resp.Status, resp.Body)
+			}
+			if err := r.DataStore().InstanceUpdaterUnlock(ctx, id, saga); err != nil {
+				t.Fatal(err)
+			}
+			admin.MustCall(t, http.MethodPut, "/v1/instances/"+inst.ID, body, http.StatusOK)
+		})
+	}
+}

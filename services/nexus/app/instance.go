@@ -478,10 +478,26 @@ func (n *Nexus) InstanceUpdate(ctx context.Context, instance, project string, pa
 		return InstanceView{}, err
 	}
 	if !updated {
-		return InstanceView{}, fmt.Errorf("%w: instance %s changed while it was updated (it may be starting); read it and try again",
-			model.ErrInstanceNotStopped, inst.Name)
+		return InstanceView{}, n.whyNotReconfigured(ctx, inst)
 	}
 	return n.instanceView(ctx, inst.ID)
+}
+
+// whyNotReconfigured says why a stopped instance's guarded update missed:
+// an update saga still settling it after a stop (it holds the updater
+// lock; retry), a start that won, or another update.
+func (n *Nexus) whyNotReconfigured(ctx context.Context, read model.Instance) error {
+	now, err := n.ds.InstanceGet(ctx, read.ID)
+	switch {
+	case err != nil:
+		return err
+	case now.UpdaterID != nil:
+		return fmt.Errorf("%w: instance %s is still being settled by an update; try again", model.ErrUpdateInProgress, read.Name)
+	case now.Runtime.State != model.InstanceNoVMM || now.Runtime.ActiveVMM != nil:
+		return fmt.Errorf("%w: instance %s is starting; stop it to change its vCPUs, memory or auto-restart policy",
+			model.ErrInstanceNotStopped, read.Name)
+	}
+	return fmt.Errorf("%w: instance %s changed while it was updated; read it and try again", model.ErrConflict, read.Name)
 }
 
 // InstanceDelete deletes a stopped or failed instance.
