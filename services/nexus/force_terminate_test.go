@@ -471,12 +471,20 @@ func TestN5_ForceTerminateNeedsACollaborator(t *testing.T) {
 			viewer := r.InProcessNexus(0).Token("viewer", app.Grant{Project: inst.ProjectID.String(), Role: "viewer"})
 			outsider := r.InProcessNexus(0).Token("outsider", app.Grant{Project: other.Id, Role: "collaborator"})
 			// By name and by id (the id is authorized by the wish's own
-			// statement): 403, and nothing changes.
-			for _, ref := range []struct{ token, instance, project string }{
-				{viewer, "vm", "p"}, {viewer, inst.ID.String(), ""}, {outsider, inst.ID.String(), ""},
+			// statement): 403 for a viewer, 404 for whoever may not see the
+			// project (N10: it learns nothing of its instances), and
+			// nothing changes.
+			for _, ref := range []struct {
+				token, instance, project string
+				code                     int
+				errorCode                string
+			}{
+				{viewer, "vm", "p", http.StatusForbidden, "Forbidden"},
+				{viewer, inst.ID.String(), "", http.StatusForbidden, "Forbidden"},
+				{outsider, inst.ID.String(), "", http.StatusNotFound, "ObjectNotFound"},
 			} {
-				if code, _, eb := forceTerminate(t, n, ref.token, ref.instance, ref.project); code != http.StatusForbidden || eb.ErrorCode != "Forbidden" {
-					t.Fatalf("force-terminate of %s without the role: %d %+v, want 403", ref.instance, code, eb)
+				if code, _, eb := forceTerminate(t, n, ref.token, ref.instance, ref.project); code != ref.code || eb.ErrorCode != ref.errorCode {
+					t.Fatalf("force-terminate of %s without the role: %d %+v, want %d", ref.instance, code, eb, ref.code)
 				}
 				if got, _ := n.DataStore().InstanceGet(ctx, inst.ID); got.IntendedState != model.IntendRunning ||
 					got.Runtime.State != model.InstanceVMM {
