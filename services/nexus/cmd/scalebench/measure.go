@@ -2,20 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/rackplane/rackplane/pkg/testutil"
 )
 
 // The REST operations measured.
@@ -282,7 +280,7 @@ func (b *bench) busyPhase(ctx context.Context) error {
 	b.say("busy phase: REST latency while inventory, zones_push, instance_watcher and instance_updater run every %s, until %d passes of each SPEC 6 task",
 		b.o.taskPeriod, b.o.busyPasses)
 	began := time.Now()
-	profileDone := b.startProfile(ctx, began)
+	profileDone := b.startProfile(ctx)
 	noMetricsBound := 2*time.Duration(b.o.busyPasses+1)*b.o.taskPeriod + 30*time.Second
 	duringNeeded := min(b.o.samples, minRatioSamples)
 	rec, err := b.load(ctx, "busy", func(rec *recorder) bool {
@@ -367,33 +365,37 @@ func (b *bench) waitPasses(ctx context.Context, since time.Time, bound time.Dura
 }
 
 // startProfile fetches nexus's CPU profile, --cpu-profile-time long, into
-// --cpu-profile, from the first pass of a SPEC 6 task since began on (the
-// tasks first run one period after nexus starts); the channel closes once
-// it is written (at once without --cpu-profile).
-func (b *bench) startProfile(ctx context.Context, began time.Time) <-chan struct{} {
+// --cpu-profile, from the start of the busy phase: nexus has just
+// restarted, so the profile holds the first pass of each task, which
+// meets cold connections to every sled and is the slowest. The harness's
+// own profile (its sled-agents, the other side of every call) goes to
+// --cpu-profile with ".harness" added, over the same time. The channel
+// closes once both are written (at once without --cpu-profile).
+func (b *bench) startProfile(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	if b.o.cpuProfile == "" {
 		close(done)
 		return done
 	}
+	harness, err := os.Create(b.o.cpuProfile + ".harness")
+	if err == nil {
+		err = pprof.StartCPUProfile(harness)
+	}
+	if err != nil {
+		b.problem("CPU profile of the harness: %v", err)
+		harness = nil
+	}
 	go func() {
 		defer close(done)
+		if harness != nil {
+			defer func() {
+				pprof.StopCPUProfile()
+				harness.Close()
+			}()
+		}
 		secs := int(b.o.cpuProfileTime.Round(time.Second) / time.Second)
 		u := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", b.nexus.MetricsURL(), secs)
 		err := func() error {
-			if err := testutil.Poll(b.o.phaseTimeout, func() error {
-				if err := ctx.Err(); err != nil {
-					return nil // the request below fails with it
-				}
-				for _, task := range spec6Tasks {
-					if b.mon.passCount(task, began) > 0 {
-						return nil
-					}
-				}
-				return errors.New("no pass of inventory, zones_push or instance_watcher yet")
-			}); err != nil {
-				return err
-			}
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 			if err != nil {
 				return err
@@ -425,7 +427,7 @@ func (b *bench) startProfile(ctx context.Context, began time.Time) <-chan struct
 			b.problem("CPU profile of nexus: %v", err)
 			return
 		}
-		b.say("CPU profile of nexus (%ds of the busy phase) written to %s; see it with: go tool pprof -top %s", secs, b.o.cpuProfile, b.o.cpuProfile)
+		b.say("CPU profile of nexus (the busy phase's first %ds) written to %s, and the harness's to %s.harness; see them with: go tool pprof -top %s", secs, b.o.cpuProfile, b.o.cpuProfile, b.o.cpuProfile)
 	}()
 	return done
 }
