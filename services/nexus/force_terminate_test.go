@@ -1,9 +1,12 @@
 package nexus_test
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -422,6 +425,78 @@ func TestF10_AForceTerminateBetweenRegisterAndRunUnwindsTheStart(t *testing.T) {
 				t.Fatal("a VMM is left on the sled")
 			}
 			if _, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Instance: oxide.NameOrId(inst.Id)}); err != nil {
+				t.Fatal(err)
+			}
+			agents[0].Step("", true)
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateRunning)
+		})
+	}
+}
+
+// F2, F9, R1: a force-terminate that lands after a start recorded its wish
+// but before the start linked its VMM finds no VMM and answers `stopped`
+// (F8). The start then gives way (409) rather than link a VMM against that
+// answer: the instance never shows `stopping` or `starting` afterwards, no
+// VMM reaches the sled, and it starts again normally.
+func TestF9_AStartThatHadNotLinkedItsVMMWhenAForceTerminateAnsweredStoppedGivesWay(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			var (
+				mu       sync.Mutex
+				once     bool
+				pastLink []string
+				reached  = make(chan struct{})
+				release  = make(chan struct{})
+			)
+			hooks := saga.Hooks{BeforeNode: func(_ uuid.UUID, node string) {
+				mu.Lock()
+				switch {
+				case node == "link_vmm" && !once:
+					once = true
+					mu.Unlock()
+					close(reached)
+					<-release
+					return
+				case node == "ensure_registered":
+					pastLink = append(pastLink, node)
+				}
+				mu.Unlock()
+			}}
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: 1, SledConfig: racktest.EverySled(explicitSleds),
+				NexusOptions: []nexus.Option{nexus.WithSagaOptions(saga.WithHooks(hooks))}})
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
+			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+				t.Fatal(err)
+			}
+			created := createInstance(t, c, "p", "vm", false)
+			started := make(chan error, 1)
+			go func() {
+				_, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"})
+				started <- err
+			}()
+			<-reached // the start wants it running and has placed its VMM, not linked it
+			mustForceTerminate(t, n, token, "vm", "p", "stopped")
+			close(release)
+			var oxErr *oxide.HTTPError
+			if err := <-started; !errors.As(err, &oxErr) || oxErr.HTTPResponse.StatusCode != http.StatusConflict {
+				t.Fatalf("the start that lost to the force-terminate answered %v, want 409", err)
+			}
+			mu.Lock()
+			linked := slices.Clone(pastLink)
+			mu.Unlock()
+			if len(linked) != 0 {
+				t.Fatalf("the start went on to %v after the force-terminate answered stopped", linked)
+			}
+			if inst, err := c.InstanceView(ctx, oxide.InstanceViewParams{Instance: oxide.NameOrId(created.Id)}); err != nil ||
+				inst.RunState != oxide.InstanceStateStopped {
+				t.Fatalf("after the force-terminate answered stopped: %+v, %v", inst, err)
+			}
+			if k := len(agents[0].Inventory().GetVmms()); k != 0 {
+				t.Fatalf("%d VMMs registered on the sled", k)
+			}
+			if _, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Instance: oxide.NameOrId(created.Id)}); err != nil {
 				t.Fatal(err)
 			}
 			agents[0].Step("", true)

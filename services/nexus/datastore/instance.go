@@ -86,6 +86,25 @@ func (d *DataStore) InstanceUpdateRuntime(ctx context.Context, id uuid.UUID, rt 
 	return d.guardOutcome(ctx, res, "instance", id)
 }
 
+// InstanceLinkStartedVMM is InstanceUpdateRuntime for a start linking its
+// VMM: it also writes only while a start is still wanted (intended_state
+// running), in the same statement. A stop or force-terminate that recorded
+// its wish and found no VMM has answered "stopped"; a start that linked
+// afterwards would bring the instance back against that answer (F2, R1).
+// false when the generation moved or a stop is wanted.
+func (d *DataStore) InstanceLinkStartedVMM(ctx context.Context, id uuid.UUID, rt model.InstanceRuntime) (bool, error) {
+	res, err := d.db.ExecContext(ctx, `
+		UPDATE instance SET state = $2, active_propolis_id = $3, target_propolis_id = $4, migration_id = $5,
+			state_generation = $6, time_state_updated = $7
+		WHERE id = $1 AND state_generation < $6 AND intended_state = $8 AND time_deleted IS NULL`,
+		id.String(), string(rt.State), idOrNil(rt.ActiveVMM), idOrNil(rt.TargetVMM), idOrNil(rt.MigrationID),
+		int64(rt.Generation), ts(rt.TimeUpdated), string(model.IntendRunning))
+	if err != nil {
+		return false, d.classify(err)
+	}
+	return d.guardOutcome(ctx, res, "instance", id)
+}
+
 // InstanceLookup returns a live instance by project and name.
 func (d *DataStore) InstanceLookup(ctx context.Context, project uuid.UUID, name string) (model.Instance, error) {
 	i, err := scanInstance(d.db.QueryRowContext(ctx, `SELECT `+instanceColumns+` FROM instance

@@ -111,18 +111,30 @@ func (d Deps) linkVMM(ctx context.Context, sc *saga.Context, p InstanceStartPara
 	if alloc.NCPUs != 0 && (alloc.NCPUs != inst.NCPUs || alloc.MemoryBytes != inst.MemoryBytes) {
 		return nil, fmt.Errorf("%w: its vCPUs or memory changed while the start was placing it; start it again", model.ErrInstanceBusy)
 	}
+	if inst.IntendedState != model.IntendRunning {
+		return nil, errStopWanted
+	}
 	vmm := p.VMM
 	next := inst.Runtime.Next(time.Now())
 	next.State, next.ActiveVMM, next.TargetVMM, next.MigrationID = model.InstanceVMM, &vmm, nil, nil
-	wrote, err := d.DS.InstanceUpdateRuntime(ctx, inst.ID, next)
+	wrote, err := d.DS.InstanceLinkStartedVMM(ctx, inst.ID, next)
 	if err != nil {
 		return nil, err
 	}
 	if !wrote {
+		if now, err := d.DS.InstanceGet(ctx, inst.ID); err == nil && now.IntendedState != model.IntendRunning {
+			return nil, errStopWanted
+		}
 		return nil, fmt.Errorf("%w: it changed while the start was linking its VMM", model.ErrInstanceBusy)
 	}
 	return linked{}, nil
 }
+
+// errStopWanted ends a start whose instance a stop or force-terminate
+// wanted stopped after the start recorded its own wish but before it
+// linked its VMM: that call has answered with the instance stopped, so the
+// start gives way rather than run it against that answer.
+var errStopWanted = fmt.Errorf("%w: a stop or force-terminate asked for it to stay stopped while the start was placing it; start it again", model.ErrInstanceBusy)
 
 // skipStart finishes a create whose instance a stop or force-terminate
 // wanted stopped before its VMM was linked: the create succeeds as a
