@@ -21,7 +21,7 @@ func RunState(inst Instance, active *VMM) string {
 	}
 	stopRequested := inst.IntendedState == IntendStopped
 	switch active.Runtime.State {
-	case VMMCreating, VMMStarting, VMMRunning, VMMRebooting:
+	case VMMCreating, VMMStarting, VMMRunning, VMMRebooting, VMMMigrating:
 		if stopRequested {
 			// The sled took the stop but its VMM has not reported stopping
 			// yet: say what is happening rather than what was.

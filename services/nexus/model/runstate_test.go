@@ -33,6 +33,9 @@ func TestN4_RunStateFollowsTheMigrationIDAndTheActiveVMM(t *testing.T) {
 		{"a migration over, source not reported back yet", model.InstanceVMM, nil, model.IntendRunning, vmm(model.VMMMigrating), "running"},
 		{"running", model.InstanceVMM, nil, model.IntendRunning, vmm(model.VMMRunning), "running"},
 		{"stop accepted", model.InstanceVMM, nil, model.IntendStopped, vmm(model.VMMRunning), "stopping"},
+		// A stop answered while a migration was still settling wants the
+		// guest stopped wherever it ends: never `running` again (R1).
+		{"stop accepted, a migration over, source not reported back yet", model.InstanceVMM, nil, model.IntendStopped, vmm(model.VMMMigrating), "stopping"},
 		{"starting", model.InstanceVMM, nil, model.IntendRunning, vmm(model.VMMStarting), "starting"},
 		{"rebooting", model.InstanceVMM, nil, model.IntendRunning, vmm(model.VMMRebooting), "rebooting"},
 		{"VMM gone, not unlinked yet", model.InstanceVMM, nil, model.IntendRunning, vmm(model.VMMDestroyed), "stopping"},
