@@ -146,6 +146,34 @@ func (d *DataStore) SledListPage(ctx context.Context, after string, limit int) (
 	return sleds, err
 }
 
+// SledAddresses returns where every live sled's agent listens, in one
+// read (sledclient's address book).
+func (d *DataStore) SledAddresses(ctx context.Context) (map[uuid.UUID]string, error) {
+	type entry struct {
+		id   uuid.UUID
+		addr string
+	}
+	entries, err := list(ctx, d, func(row rowScanner) (entry, error) {
+		var (
+			e  entry
+			id string
+		)
+		err := row.Scan(&id, &e.addr)
+		if err == nil {
+			e.id, err = uuid.Parse(id)
+		}
+		return e, err
+	}, `SELECT id, address FROM sled WHERE time_deleted IS NULL`)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uuid.UUID]string, len(entries))
+	for _, e := range entries {
+		out[e.id] = e.addr
+	}
+	return out, nil
+}
+
 // SledAddress returns where a live sled's agent listens.
 func (d *DataStore) SledAddress(ctx context.Context, id uuid.UUID) (string, error) {
 	s, err := d.SledGet(ctx, id)

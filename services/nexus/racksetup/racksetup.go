@@ -162,13 +162,16 @@ func checkSleds(ctx context.Context, sleds *sledclient.Pool, p Plan, deadline ti
 // reaches them before they have registered with any nexus.
 type planAddresses Plan
 
-func (p planAddresses) SledAddress(_ context.Context, sled uuid.UUID) (string, error) {
+func (p planAddresses) SledAddresses(context.Context) (map[uuid.UUID]string, error) {
+	out := make(map[uuid.UUID]string, len(p.Sleds))
 	for _, s := range p.Sleds {
-		if s.ID == sled.String() {
-			return s.Address, nil
+		id, err := uuid.Parse(s.ID)
+		if err != nil {
+			return nil, fmt.Errorf("the plan's sled %q: %w", s.ID, err)
 		}
+		out[id] = s.Address
 	}
-	return "", fmt.Errorf("%w: sled %s is not in the plan", model.ErrNotFound, sled)
+	return out, nil
 }
 
 // retry spaces attempts at a sled-agent or nexus that is not up yet.

@@ -37,22 +37,29 @@ func classify(sled uuid.UUID, err error) error {
 	return fmt.Errorf("sled %s: %w", sled, err)
 }
 
-// Resolver finds the address a sled registered.
+// Resolver lists where every live sled's agent listens. The pool reads
+// the whole list at once: a pass over 1,000 sleds then costs one read of
+// it, not 1,000.
 type Resolver interface {
-	SledAddress(ctx context.Context, sled uuid.UUID) (string, error)
+	SledAddresses(ctx context.Context) (map[uuid.UUID]string, error)
 }
 
 type conn struct {
-	addr     string
-	cc       *grpc.ClientConn
-	resolved time.Time
+	addr string
+	cc   *grpc.ClientConn
 }
 
-// addressTTL is how long a sled's address is trusted before it is read
-// from the database again: a sled that re-registers elsewhere is reached
-// at its new address within this long, and a request need not read the
-// address every time (one round trip of each force-terminate).
+// addressTTL is how long the sleds' addresses are trusted before they are
+// read from the database again: a sled that re-registers elsewhere is
+// reached at its new address within this long, and a request need not
+// read its sled's address every time (one round trip of each
+// force-terminate).
 const addressTTL = 10 * time.Second
+
+// missReread is how old the addresses must be before a sled missing from
+// them makes the pool read them again (a sled that has just registered):
+// calls naming a sled that is not there do not each cost a read.
+const missReread = time.Second
 
 // Pool keeps one connection per sled, redialling when a sled's address
 // changes (it re-registered elsewhere).
@@ -62,6 +69,18 @@ type Pool struct {
 
 	mu    sync.Mutex
 	conns map[uuid.UUID]conn
+
+	book addressBook
+}
+
+// addressBook is the sleds' addresses as last read, and the read in
+// flight, which every caller that needs a fresher book waits for.
+type addressBook struct {
+	mu      sync.Mutex
+	addrs   map[uuid.UUID]string
+	read    time.Time
+	reading chan struct{}
+	err     error
 }
 
 // CallTimeout bounds a sled-agent call made without a deadline of its own
@@ -76,24 +95,69 @@ func NewPool(r Resolver, trust rackpki.Trust) *Pool {
 	return &Pool{resolver: r, trust: trust, conns: map[uuid.UUID]conn{}}
 }
 
+// address is where sled listens: from addresses read within addressTTL,
+// or read again. When that read fails, an older address of the sled is
+// still better than none: a database that does not answer must not cut
+// nexus off its sleds.
+func (p *Pool) address(ctx context.Context, sled uuid.UUID) (string, error) {
+	b := &p.book
+	notRegistered := fmt.Errorf("%w: sled %s is not registered", model.ErrNotFound, sled)
+	for waited := false; ; waited = true {
+		b.mu.Lock()
+		addr, ok := b.addrs[sled]
+		age := time.Since(b.read)
+		switch {
+		case ok && age < addressTTL, ok && waited:
+			b.mu.Unlock()
+			return addr, nil
+		case waited && b.err != nil:
+			err := b.err
+			b.mu.Unlock()
+			return "", err
+		case waited, b.addrs != nil && age < missReread:
+			b.mu.Unlock()
+			return "", notRegistered
+		}
+		reading := b.reading
+		if reading == nil {
+			reading = make(chan struct{})
+			b.reading = reading
+			go p.readAddresses(reading)
+		}
+		b.mu.Unlock()
+		select {
+		case <-reading:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+}
+
+// readAddresses reads the addresses of every sled into the book, on its
+// own deadline: it serves every caller waiting, not only the first.
+func (p *Pool) readAddresses(done chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
+	defer cancel()
+	addrs, err := p.resolver.SledAddresses(ctx)
+	b := &p.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err = err; err == nil {
+		b.addrs, b.read = addrs, time.Now()
+	}
+	b.reading = nil
+	close(done)
+}
+
 // client returns a client for the sled.
 func (p *Pool) client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgentClient, error) {
-	p.mu.Lock()
-	c, ok := p.conns[sled]
-	p.mu.Unlock()
-	if ok && time.Since(c.resolved) < addressTTL {
-		return sledagentv1.NewSledAgentClient(c.cc), nil
-	}
-	addr, err := p.resolver.SledAddress(ctx, sled)
+	addr, err := p.address(ctx, sled)
 	if err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := time.Now()
 	if c, ok := p.conns[sled]; ok && c.addr == addr {
-		c.resolved = now
-		p.conns[sled] = c
 		return sledagentv1.NewSledAgentClient(c.cc), nil
 	} else if ok {
 		c.cc.Close()
@@ -102,7 +166,7 @@ func (p *Pool) client(ctx context.Context, sled uuid.UUID) (sledagentv1.SledAgen
 	if err != nil {
 		return nil, err
 	}
-	p.conns[sled] = conn{addr: addr, cc: cc, resolved: now}
+	p.conns[sled] = conn{addr: addr, cc: cc}
 	return sledagentv1.NewSledAgentClient(cc), nil
 }
 

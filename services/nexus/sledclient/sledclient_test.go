@@ -3,7 +3,9 @@ package sledclient
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,33 +18,76 @@ import (
 	"github.com/rackplane/rackplane/services/sledagent/sledagenttest"
 )
 
-type countingResolver struct{ calls atomic.Int32 }
-
-func (r *countingResolver) SledAddress(context.Context, uuid.UUID) (string, error) {
-	r.calls.Add(1)
-	return "127.0.0.1:1", nil
+// countingResolver lists sleds at a dead address and counts its reads; a
+// sled is listed once registered.
+type countingResolver struct {
+	mu         sync.Mutex
+	registered map[uuid.UUID]string
+	reads      atomic.Int32
 }
 
-// A force-terminate calls Client once per VMM: the sled's address is read
-// from the database once per addressTTL, not once per call.
-func TestASledsAddressIsReadOncePerTTL(t *testing.T) {
-	r := &countingResolver{}
+func (r *countingResolver) register(sled uuid.UUID, addr string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.registered[sled] = addr
+}
+
+func (r *countingResolver) SledAddresses(context.Context) (map[uuid.UUID]string, error) {
+	r.reads.Add(1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.registered), nil
+}
+
+// A background pass calls every sled, and a force-terminate each of its
+// VMMs' sleds: the sleds' addresses are read from the database once per
+// addressTTL, in one read, not once per sled or call.
+func TestOneReadOfTheSledsAddressesServesEveryCallWithinItsTTL(t *testing.T) {
+	r := &countingResolver{registered: map[uuid.UUID]string{}}
+	sleds := make([]uuid.UUID, 50)
+	for i := range sleds {
+		sleds[i] = uuid.New()
+		r.register(sleds[i], "127.0.0.1:1")
+	}
 	p := NewPool(r, rackpkitest.For(t).Trust(rackpki.Identity{Kind: rackpki.Nexus, ID: "n"}))
 	defer p.Close()
-	sled := uuid.New()
-	for i := 0; i < 5; i++ {
-		if _, err := p.client(context.Background(), sled); err != nil {
-			t.Fatal(err)
+	var wg sync.WaitGroup
+	for range 5 {
+		for _, sled := range sleds {
+			wg.Go(func() {
+				if _, err := p.client(context.Background(), sled); err != nil {
+					t.Error(err)
+				}
+			})
 		}
 	}
-	if got := r.calls.Load(); got != 1 {
-		t.Fatalf("the address was read %d times for 5 calls within its TTL, want 1", got)
+	wg.Wait()
+	if got := r.reads.Load(); got != 1 {
+		t.Fatalf("the addresses were read %d times for 250 calls to 50 sleds within their TTL, want 1", got)
+	}
+
+	// A sled that registers later is found once the addresses are older
+	// than missReread; until then asking for it costs no read.
+	late := uuid.New()
+	if _, err := p.client(context.Background(), late); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("a sled not registered: %v, want not found", err)
+	}
+	if got := r.reads.Load(); got != 1 {
+		t.Fatalf("a sled missing from addresses read just now cost %d reads, want none", got-1)
+	}
+	r.register(late, "127.0.0.1:2")
+	p.book.mu.Lock()
+	p.book.read = p.book.read.Add(-missReread) // as if read a while ago
+	p.book.mu.Unlock()
+	if _, err := p.client(context.Background(), late); err != nil {
+		t.Fatalf("a sled registered since the last read: %v", err)
 	}
 }
 
-type fixedResolver string
+// fixedResolver lists sleds at fixed addresses.
+type fixedResolver map[uuid.UUID]string
 
-func (r fixedResolver) SledAddress(context.Context, uuid.UUID) (string, error) { return string(r), nil }
+func (r fixedResolver) SledAddresses(context.Context) (map[uuid.UUID]string, error) { return r, nil }
 
 // S2: nexus verifies that whoever answers at a sled's address is that
 // sled: another sled-agent there, with a valid certificate of the rack, is
@@ -50,9 +95,10 @@ func (r fixedResolver) SledAddress(context.Context, uuid.UUID) (string, error) {
 // its answer.
 func TestS2_ASledAnsweringForAnotherIsNotBelieved(t *testing.T) {
 	impostor := sledagenttest.Start(t)
-	p := NewPool(fixedResolver(impostor.Server.Addr()), rackpkitest.For(t).Trust(rackpki.Identity{Kind: rackpki.Nexus, ID: "n"}))
-	defer p.Close()
 	called := uuid.New()
+	addr := impostor.Server.Addr()
+	p := NewPool(fixedResolver{called: addr, uuid.MustParse(impostor.Config.SledID): addr}, rackpkitest.For(t).Trust(rackpki.Identity{Kind: rackpki.Nexus, ID: "n"}))
+	defer p.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := p.Inventory(ctx, called)
