@@ -389,6 +389,23 @@ func (b *blockAt) option() nexus.Option {
 	}}))
 }
 
+// startInBackground creates instance "vm" of a new project "p", stopped,
+// and starts it from another goroutine: a test's hook holds the start saga
+// at the node the test stages its race at.
+func startInBackground(t *testing.T, c *oxide.Client) (*oxide.Instance, <-chan error) {
+	t.Helper()
+	if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
+		t.Fatal(err)
+	}
+	created := createInstance(t, c, "p", "vm", false)
+	started := make(chan error, 1)
+	go func() {
+		_, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"})
+		started <- err
+	}()
+	return created, started
+}
+
 func TestF10_AForceTerminateBetweenRegisterAndRunUnwindsTheStart(t *testing.T) {
 	for _, backend := range racktest.Backends {
 		t.Run(string(backend), func(t *testing.T) {
@@ -398,15 +415,7 @@ func TestF10_AForceTerminateBetweenRegisterAndRunUnwindsTheStart(t *testing.T) {
 			n, agents := r.Server(), r.Agents()
 			token := r.Token(racktest.FleetAdmin)
 			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
-			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
-				t.Fatal(err)
-			}
-			created := createInstance(t, c, "p", "vm", false)
-			started := make(chan error, 1)
-			go func() {
-				_, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"})
-				started <- err
-			}()
+			created, started := startInBackground(t, c)
 			<-block.reached // registered on the sled, not yet asked to run
 			if k := len(agents[0].Inventory().GetVmms()); k != 1 {
 				t.Fatalf("%d VMMs registered at ensure_running", k)
@@ -467,15 +476,7 @@ func TestF9_AStartThatHadNotLinkedItsVMMWhenAForceTerminateAnsweredStoppedGivesW
 			n, agents := r.Server(), r.Agents()
 			token := r.Token(racktest.FleetAdmin)
 			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
-			if _, err := c.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {
-				t.Fatal(err)
-			}
-			created := createInstance(t, c, "p", "vm", false)
-			started := make(chan error, 1)
-			go func() {
-				_, err := c.InstanceStart(ctx, oxide.InstanceStartParams{Project: "p", Instance: "vm"})
-				started <- err
-			}()
+			created, started := startInBackground(t, c)
 			<-reached // the start wants it running and has placed its VMM, not linked it
 			mustForceTerminate(t, n, token, "vm", "p", "stopped")
 			close(release)
