@@ -44,7 +44,8 @@ func toStatus(err error) error {
 	case errors.Is(err, model.ErrLastReplica):
 		return apierror.WithReason(codes.FailedPrecondition, "InvalidRequest", err.Error(), nil)
 	case errors.Is(err, model.ErrVMMGone), errors.Is(err, model.ErrSledUnreachable),
-		errors.Is(err, model.ErrUpdateInProgress), errors.Is(err, model.ErrReplicaNotActive):
+		errors.Is(err, model.ErrUpdateInProgress), errors.Is(err, model.ErrReplicaNotActive),
+		errors.Is(err, model.ErrDatabaseUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, model.ErrInUse):
 		// Oxide answers 400 InvalidRequest for "delete what still holds

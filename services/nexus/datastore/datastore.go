@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/rackplane/rackplane/pkg/backoff"
 	"github.com/rackplane/rackplane/services/nexus/model"
 	"go.uber.org/zap"
@@ -77,7 +80,7 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 			err = firstSQLiteConnection(ctx, db)
 		}
 	case Postgres:
-		if db, err = sql.Open("pgx", dsn); err == nil {
+		if db, err = openPostgres(dsn); err == nil {
 			// database/sql keeps 2 idle connections by default: under
 			// concurrent requests every other transaction then opened a new
 			// PostgreSQL connection (a process fork), which dominated the
@@ -109,6 +112,37 @@ func Open(ctx context.Context, backend Backend, dsn string, log *zap.Logger) (*D
 		return nil, err
 	}
 	return d, nil
+}
+
+// openPostgres opens a pool on dsn, which may name several hosts and
+// target_session_attrs=read-write (R2): pgx then connects to the first
+// host that accepts writes, and a connection to a failed primary breaks
+// and is dropped. pgx checks target_session_attrs only when it connects,
+// so a pooled connection whose server turned read-only while staying up
+// (pg_auto_failover keeps the standby it promotes read-only through
+// default_transaction_read_only until the old primary is written off)
+// would answer every write "cannot execute … in a read-only transaction"
+// for as long as it lives; it is dropped when next taken from the pool
+// instead, so that the next connection looks for the primary.
+// The server reports both settings on its own when they change (PostgreSQL
+// 14 and later), so the check costs no round trip.
+func openPostgres(dsn string) (*sql.DB, error) {
+	config, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return stdlib.OpenDB(*config, stdlib.OptionResetSession(func(_ context.Context, c *pgx.Conn) error {
+		if readOnlyServer(c.PgConn()) {
+			return driver.ErrBadConn
+		}
+		return nil
+	})), nil
+}
+
+// readOnlyServer says whether the server last reported that it refuses
+// writes: a standby, or a server made read-only.
+func readOnlyServer(c *pgconn.PgConn) bool {
+	return c.ParameterStatus("in_hot_standby") == "on" || c.ParameterStatus("default_transaction_read_only") == "on"
 }
 
 // sqliteBusyTimeout is how long a SQLite statement waits for a lock another

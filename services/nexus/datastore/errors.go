@@ -1,8 +1,14 @@
 package datastore
 
 import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rackplane/rackplane/services/nexus/model"
@@ -15,6 +21,9 @@ import (
 func (d *DataStore) classify(err error) error {
 	if err == nil {
 		return nil
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%w: %v", model.ErrDatabaseUnavailable, err)
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -36,4 +45,30 @@ func (d *DataStore) classify(err error) error {
 		}
 	}
 	return err
+}
+
+// unavailable says whether err is PostgreSQL being out of reach or
+// refusing writes for now, as during a failover (R2), rather than
+// refusing this statement: no host of the connection string accepting
+// writes, a connection cut, a server shutting down or starting, or a
+// read-only server. A caller's own deadline or cancellation stays what it
+// is.
+func unavailable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "25006", // read_only_sql_transaction: a standby, or a primary made read-only
+			"57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08") // connection_exception
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, pgconn.ErrConnClosed) ||
+		errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)
 }

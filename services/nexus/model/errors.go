@@ -58,4 +58,10 @@ var (
 	// ErrNotPlacedHere refuses a sled's report about a VMM, or a migration
 	// side, that is not its own (S3).
 	ErrNotPlacedHere = errors.New("not the reporter's")
+	// ErrDatabaseUnavailable means the database could not take the
+	// statement: no server that accepts writes answered, a connection
+	// broke, or a server refused writes (a standby, or a primary being
+	// failed over, R2). A retry may find the new primary; a write it cut
+	// short may or may not have committed.
+	ErrDatabaseUnavailable = errors.New("the database is unavailable")
 )
