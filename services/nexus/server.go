@@ -34,6 +34,7 @@ import (
 	"github.com/rackplane/rackplane/services/nexus/datastore"
 	"github.com/rackplane/rackplane/services/nexus/gateway"
 	"github.com/rackplane/rackplane/services/nexus/metrics"
+	"github.com/rackplane/rackplane/services/nexus/model"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	"github.com/rackplane/rackplane/services/nexus/sagas"
 	"github.com/rackplane/rackplane/services/nexus/sledclient"
@@ -70,6 +71,22 @@ type Server struct {
 
 // New opens the datastore (migrating its schema) and listens. The options
 // are for tests and test hooks (see Option).
+// passing says an undo failed only because something it needs is away for
+// now: its sled did not answer, which proves nothing about the sled (F7),
+// or the database was failing over (R2). The undo is tried again until
+// they answer, for up to awayUndoBound, rather than leave its saga stuck
+// for an operator after a partition, a restart or a failover that heal by
+// themselves (R1).
+func passing(err error) bool {
+	return errors.Is(err, model.ErrSledUnreachable) || errors.Is(err, model.ErrDatabaseUnavailable)
+}
+
+// awayUndoBound is how long an undo waits for its sled or the database
+// before its saga is declared stuck: far longer than a sled-agent restart,
+// a network blip or a failover, short enough that a sled lost for good
+// reaches an operator.
+const awayUndoBound = 5 * time.Minute
+
 func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -85,7 +102,8 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	}
 	nexusID := uuid.MustParse(cfg.ID)
 	sleds := sledclient.NewPool(ds, trust)
-	engine := saga.New(ds, nexusID, log.Named("saga"), collectOptions(opts).saga...)
+	engine := saga.New(ds, nexusID, log.Named("saga"),
+		append([]saga.Option{saga.WithUndoRetryWhile(passing, awayUndoBound)}, collectOptions(opts).saga...)...)
 	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: time.Duration(cfg.SledHeartbeatTimeout), Replica: nexusID,
 		Log: log.Named("sagas")}) {
 		if err := engine.Register(t); err != nil {

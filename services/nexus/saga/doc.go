@@ -37,7 +37,10 @@
 //     An undo is retried (WithUndoRetry, default 5 tries with backoff);
 //     after that the saga is stuck: logged at error, counted in Stats, listed
 //     by Stuck, and never resumed automatically, because only an operator
-//     can tell what the half-undone operation left behind.
+//     can tell what the half-undone operation left behind. An undo whose
+//     error says what it needs is only away for now (WithUndoRetryWhile:
+//     nexus names an unreachable sled and a failing-over database) is
+//     retried without counting, up to a bound.
 //   - A failed database write of the log is retried with backoff until the
 //     engine shuts down: a saga never moves past a step it could not log.
 //   - Sagas run under the engine's context, not the caller's: a request

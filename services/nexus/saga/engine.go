@@ -23,11 +23,14 @@ type Engine struct {
 
 	hooks        Hooks
 	undoAttempts int
-	undoBackoff  backoff.Policy
-	storeBackoff backoff.Policy
-	repeat       int
-	injectError  func(template, node string) error
-	now          func() time.Time
+	// undoTransient and undoTransientBound: see WithUndoRetryWhile.
+	undoTransient      func(error) bool
+	undoTransientBound time.Duration
+	undoBackoff        backoff.Policy
+	storeBackoff       backoff.Policy
+	repeat             int
+	injectError        func(template, node string) error
+	now                func() time.Time
 
 	// runCtx is the context of every action, undo and log write. It
 	// outlives the requests that start sagas, and ends only when

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap/zaptest"
@@ -112,6 +114,49 @@ func TestN5_FailureAtEachNodeUndoesTheNodesBeforeItInReverse(t *testing.T) {
 					t.Fatalf("stats %+v", s)
 				}
 			})
+		}
+	})
+}
+
+// N5, R1: an undo that fails only because its sled is away is tried again
+// until the sled answers, however many tries that takes, and its saga then
+// unwinds instead of waiting stuck for an operator; one whose sled stays
+// away past the bound is stuck as usual.
+func TestN5_AnUndoWhoseSledIsAwayIsRetriedUntilItAnswers(t *testing.T) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
+		ds := db.Open(t)
+		w := &world{failAction: "d", awayUndo: "a", awayTimes: 4 * undoAttempts}
+		e := newEngine(t, ds, uuid.New(), w, saga.WithUndoRetryWhile(away, patience))
+		res, err := e.Run(waitCtx(t), templateName, params{Base: base})
+		var actionErr *saga.ActionError
+		if res.State != saga.StateUnwound || !errors.As(err, &actionErr) || actionErr.Node != "d" {
+			t.Fatalf("%s, %v: want the saga unwound by d's failure", res.State, err)
+		}
+		if got := w.count("undo a"); got != 4*undoAttempts+1 {
+			t.Fatalf("a's undo ran %d times, want %d: until its sled answered", got, 4*undoAttempts+1)
+		}
+
+		// A clock a minute further on at every reading: the sled stays
+		// away past the bound.
+		var (
+			mu  sync.Mutex
+			now = time.Now()
+		)
+		clock := func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			now = now.Add(time.Minute)
+			return now
+		}
+		gone := &world{failAction: "d", awayUndo: "a", awayTimes: -1}
+		e = newEngine(t, db.Open(t), uuid.New(), gone, saga.WithUndoRetryWhile(away, 5*time.Minute), saga.WithClock(clock))
+		res, err = e.Run(waitCtx(t), templateName, params{Base: base})
+		var stuckErr *saga.StuckError
+		if res.State != saga.StateStuck || !errors.As(err, &stuckErr) || stuckErr.Node != "a" || !errors.Is(err, errAway) {
+			t.Fatalf("%s, %v: want stuck at a's undo once its sled stayed away past the bound", res.State, err)
+		}
+		if got := gone.count("undo a"); got < undoAttempts+1 || got > undoAttempts+8 {
+			t.Fatalf("a's undo ran %d times with its sled away for good, want the bound's few and then %d more", got, undoAttempts)
 		}
 	})
 }

@@ -226,8 +226,11 @@ func (e *Engine) undoNode(x *execution, n Node) error {
 		return err
 	}
 	sc := x.context(n.Name)
-	var undoErr error
-	for attempt := range e.undoAttempts {
+	var (
+		undoErr     error
+		firstFailed time.Time
+	)
+	for attempt, failures := 0, 0; ; attempt++ {
 		if attempt > 0 {
 			delay := e.undoBackoff.Delay(attempt - 1)
 			x.log.Warn("saga undo failed; retrying", zap.String("node", n.Name), zap.Int("attempt", attempt),
@@ -241,6 +244,15 @@ func (e *Engine) undoNode(x *execution, n Node) error {
 		}
 		if e.runCtx.Err() != nil {
 			return fmt.Errorf("saga %s, undo of %q: %w", x.rec.ID, n.Name, ErrStopped)
+		}
+		if firstFailed.IsZero() {
+			firstFailed = e.now()
+		}
+		if e.undoTransient != nil && e.undoTransient(undoErr) && e.now().Sub(firstFailed) < e.undoTransientBound {
+			continue
+		}
+		if failures++; failures >= e.undoAttempts {
+			break
 		}
 	}
 	e.hook(e.hooks.AfterUndo, x, n.Name)

@@ -28,6 +28,11 @@ var fastRetry = backoff.Policy{Initial: time.Millisecond, Max: 5 * time.Millisec
 
 const undoAttempts = 3
 
+// errAway is an undo's error that WithUndoRetryWhile is told will pass.
+var errAway = errors.New("the sled does not answer")
+
+func away(err error) bool { return errors.Is(err, errAway) }
+
 func newEngine(t *testing.T, store saga.Store, nexusID uuid.UUID, w *world, opts ...saga.Option) *saga.Engine {
 	t.Helper()
 	opts = append([]saga.Option{saga.WithUndoRetry(undoAttempts, fastRetry), saga.WithStoreRetry(fastRetry)}, opts...)
@@ -86,6 +91,10 @@ const base = 100
 type world struct {
 	failAction string // this node's action fails
 	failUndo   string // this node's undo always fails
+	// awayUndo's undo fails with errAway its first awayTimes tries (every
+	// try when awayTimes < 0), as an undo whose sled does not answer.
+	awayUndo  string
+	awayTimes int
 
 	mu      sync.Mutex
 	journal []string
@@ -157,6 +166,9 @@ func (w *world) undo(name string) saga.UndoFunc {
 		}
 		if w.failUndo == name {
 			return errors.New("undo refuses")
+		}
+		if w.awayUndo == name && (w.awayTimes < 0 || w.count("undo "+name) <= w.awayTimes) {
+			return errAway
 		}
 		return nil
 	}

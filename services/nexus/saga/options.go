@@ -35,6 +35,17 @@ func WithUndoRetry(attempts int, policy backoff.Policy) Option {
 	return func(e *Engine) { e.undoAttempts, e.undoBackoff = max(attempts, 1), policy }
 }
 
+// WithUndoRetryWhile keeps retrying an undo, with the same delays and
+// without counting against WithUndoRetry's tries, for as long as its error
+// is one transient says will pass (a sled that does not answer now) and
+// for at most bound from the undo's first failure: an undo that needs a
+// sled back is not a failed undo while the sled is merely away, and
+// declaring its saga stuck then would leave it for an operator after a
+// fault that healed by itself. After bound the saga is stuck as usual.
+func WithUndoRetryWhile(transient func(error) bool, bound time.Duration) Option {
+	return func(e *Engine) { e.undoTransient, e.undoTransientBound = transient, bound }
+}
+
 // WithStoreRetry sets the delays between retries of a failed database
 // write. The engine retries such writes until it is shut down, because a
 // saga whose progress cannot be logged must not progress.
