@@ -8,7 +8,10 @@ import "time"
 // and the background updater all settle through it.
 //
 //   - A migration that either side saw complete makes the target the
-//     active VMM.
+//     active VMM, once the target's sled has reported it at all: until
+//     then its record says starting, as registered, and the instance
+//     would show starting with its guest running there (R1). It shows
+//     migrating until that report, which follows at once.
 //   - A migration whose target is terminal ended without moving the guest:
 //     the source stays active. (A source that failed or vanished mid-pull
 //     fails its target, so waiting for the target decides every case.)
@@ -22,7 +25,7 @@ func Settle(s InstanceSnapshot, now time.Time) (InstanceRuntime, bool) {
 	next, changed, active := rt, false, s.Active
 	if rt.MigrationID != nil {
 		switch {
-		case s.Migration != nil && s.Migration.Succeeded():
+		case s.Migration != nil && s.Migration.Succeeded() && !s.Target.notYetHeardFrom():
 			next.ActiveVMM, next.TargetVMM, next.MigrationID = rt.TargetVMM, nil, nil
 			active, changed = s.Target, true
 		case s.Target == nil || s.Target.Runtime.State.Terminal():
@@ -53,3 +56,9 @@ func NeedsSettling(s InstanceSnapshot) bool {
 
 // SettleNow is Settle as of the moment it is called.
 func SettleNow(s InstanceSnapshot) (InstanceRuntime, bool) { return Settle(s, time.Now()) }
+
+// notYetHeardFrom says a VMM's sled has not reported it since it was
+// registered: its record still holds the state nexus gave it.
+func (v *VMM) notYetHeardFrom() bool {
+	return v != nil && (v.Runtime.State == VMMCreating || v.Runtime.State == VMMStarting)
+}
