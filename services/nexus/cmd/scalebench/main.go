@@ -89,9 +89,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -99,21 +97,7 @@ import (
 	"github.com/rackplane/rackplane/services/racktest"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	// The binaries racktest built for this run; a test binary removes
-	// them in racktest.Main instead.
-	racktest.RemoveBuilds()
-	if errors.Is(err, pflag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "scalebench:", err)
-		os.Exit(1)
-	}
-}
+func main() { racktest.CommandMain("scalebench", run) }
 
 // options are the command line.
 type options struct {
