@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,14 +93,18 @@ func TestX5_AdoptingResumesOnlyTheSagasTakenOverAndEachRunsOnce(t *testing.T) {
 		moved := record("moved", adopter)
 		notMine := record("not-mine", other)
 
-		var once sync.Once
+		// Once, on the adoption's read of the moved saga's log. Not
+		// sync.Once: Wait may read the own saga's log through this same
+		// store, and a Once re-entered from its own function deadlocks.
+		var fired atomic.Bool
 		store.afterRead = func(id uuid.UUID) {
-			once.Do(func() {
-				close(gate) // the adopter's own saga finishes meanwhile
-				if _, err := e.Wait(waitCtx(t), own); err != nil {
-					t.Error(err)
-				}
-			})
+			if id != moved || !fired.CompareAndSwap(false, true) {
+				return
+			}
+			close(gate) // the adopter's own saga finishes meanwhile
+			if _, err := e.Wait(waitCtx(t), own); err != nil {
+				t.Error(err)
+			}
 		}
 		adopted, err := e.Adopt(ctx, []uuid.UUID{moved, notMine})
 		if err != nil || adopted != 1 {
