@@ -109,6 +109,48 @@ func TestN6_MigrationMovesARunningInstanceToTheDestinationSled(t *testing.T) {
 	}
 }
 
+// F9, N7, R1: a migration that has not yet pointed the instance at its
+// target when a stop records its wish gives way (409): the stop answered
+// with the instance stopping, and it never shows migrating after that.
+func TestN6_AMigrationGivesWayToAStopWishedBeforeItPointsTheInstanceAtItsTarget(t *testing.T) {
+	for _, backend := range racktest.Backends {
+		t.Run(string(backend), func(t *testing.T) {
+			block := newBlockAt("set_migration_ids")
+			r := racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: 2, NexusOptions: []nexus.Option{block.option()}})
+			n, agents := r.Server(), r.Agents()
+			token := r.Token(racktest.FleetAdmin)
+			c := racktest.NewClient(n.ExternalURL(), token).SDK(t)
+			_, source := runningInstance(t, n, c)
+			type answer struct {
+				code int
+				inst instanceJSON
+			}
+			migrated := make(chan answer, 1)
+			go func() {
+				resp := racktest.NewClient(n.ExternalURL(), token).Call(t, http.MethodPost, "/v1/instances/vm/migrate?project=p",
+					fmt.Sprintf(`{"dst_sled_id": %q}`, sledID(otherSled(t, agents, source))))
+				var inst instanceJSON
+				resp.JSON(&inst) //nolint:errcheck // a refusal has no instance
+				migrated <- answer{resp.Status, inst}
+			}()
+			<-block.reached
+			stopped, err := c.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"})
+			if err != nil || stopped.RunState != oxide.InstanceStateStopping && stopped.RunState != oxide.InstanceStateStopped {
+				t.Fatalf("stop: %+v, %v", stopped, err)
+			}
+			close(block.release)
+			if got := <-migrated; got.code != http.StatusConflict {
+				t.Fatalf("the migration after the stop's wish answered %d %+v, want 409", got.code, got.inst)
+			}
+			if inst, err := c.InstanceView(ctx, oxide.InstanceViewParams{Project: "p", Instance: "vm"}); err != nil ||
+				inst.RunState == oxide.InstanceStateMigrating {
+				t.Fatalf("after the stop answered: %+v, %v", inst, err)
+			}
+			waitRunState(t, c, "p", "vm", oxide.InstanceStateStopped)
+		})
+	}
+}
+
 func TestN6_MigrateIsForFleetAdminsAndRefusesBadInputChangingNothing(t *testing.T) {
 	r := rack(t, racktest.Backends[0], 2)
 	n, agents := r.Server(), r.Agents()

@@ -86,13 +86,15 @@ func (d *DataStore) InstanceUpdateRuntime(ctx context.Context, id uuid.UUID, rt 
 	return d.guardOutcome(ctx, res, "instance", id)
 }
 
-// InstanceLinkStartedVMM is InstanceUpdateRuntime for a start linking its
-// VMM: it also writes only while a start is still wanted (intended_state
-// running), in the same statement. A stop or force-terminate that recorded
-// its wish and found no VMM has answered "stopped"; a start that linked
-// afterwards would bring the instance back against that answer (F2, R1).
-// false when the generation moved or a stop is wanted.
-func (d *DataStore) InstanceLinkStartedVMM(ctx context.Context, id uuid.UUID, rt model.InstanceRuntime) (bool, error) {
+// InstanceUpdateRuntimeIfRunningWanted is InstanceUpdateRuntime that also
+// writes only while the instance is wanted running (intended_state
+// running), in the same statement: for a start linking its VMM and a
+// migration pointing the instance at its target. A stop or force-terminate
+// that has recorded its wish has answered, or will answer, with the
+// instance stopping or stopped; a VMM linked or a migration begun after it
+// would show the instance starting or migrating against that answer (F2,
+// F9, R1). false when the generation moved or a stop is wanted.
+func (d *DataStore) InstanceUpdateRuntimeIfRunningWanted(ctx context.Context, id uuid.UUID, rt model.InstanceRuntime) (bool, error) {
 	res, err := d.db.ExecContext(ctx, `
 		UPDATE instance SET state = $2, active_propolis_id = $3, target_propolis_id = $4, migration_id = $5,
 			state_generation = $6, time_state_updated = $7

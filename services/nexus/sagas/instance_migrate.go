@@ -98,6 +98,11 @@ func (d Deps) createMigration(ctx context.Context, sc *saga.Context, p InstanceM
 		SourceVMM: src.VMM, TargetVMM: p.TargetVMM, TimeCreated: time.Now()})
 }
 
+// errStopWantedMigrating ends a migration of an instance a stop or
+// force-terminate wants stopped: moving a guest that is being stopped
+// would show it migrating after those calls answered stopping or stopped.
+var errStopWantedMigrating = fmt.Errorf("%w: a stop or force-terminate asked for it to stop; it is not migrated", model.ErrInstanceBusy)
+
 func (d Deps) setMigrationIDs(ctx context.Context, sc *saga.Context, p InstanceMigrateParams) (any, error) {
 	var src migrationSource
 	if err := sc.Output("alloc_target", &src); err != nil {
@@ -114,14 +119,20 @@ func (d Deps) setMigrationIDs(ctx context.Context, sc *saga.Context, p InstanceM
 	if rt.State != model.InstanceVMM || rt.ActiveVMM == nil || *rt.ActiveVMM != src.VMM || rt.MigrationID != nil {
 		return nil, fmt.Errorf("%w: it changed while the migration was being prepared", model.ErrInstanceBusy)
 	}
+	if inst.IntendedState != model.IntendRunning {
+		return nil, errStopWantedMigrating
+	}
 	target, migration := p.TargetVMM, p.Migration
 	next := rt.Next(time.Now())
 	next.TargetVMM, next.MigrationID = &target, &migration
-	wrote, err := d.DS.InstanceUpdateRuntime(ctx, inst.ID, next)
+	wrote, err := d.DS.InstanceUpdateRuntimeIfRunningWanted(ctx, inst.ID, next)
 	if err != nil {
 		return nil, err
 	}
 	if !wrote {
+		if now, err := d.DS.InstanceGet(ctx, inst.ID); err == nil && now.IntendedState != model.IntendRunning {
+			return nil, errStopWantedMigrating
+		}
 		return nil, fmt.Errorf("%w: it changed while the migration was being prepared", model.ErrInstanceBusy)
 	}
 	return nil, nil

@@ -117,7 +117,7 @@ func (d Deps) linkVMM(ctx context.Context, sc *saga.Context, p InstanceStartPara
 	vmm := p.VMM
 	next := inst.Runtime.Next(time.Now())
 	next.State, next.ActiveVMM, next.TargetVMM, next.MigrationID = model.InstanceVMM, &vmm, nil, nil
-	wrote, err := d.DS.InstanceLinkStartedVMM(ctx, inst.ID, next)
+	wrote, err := d.DS.InstanceUpdateRuntimeIfRunningWanted(ctx, inst.ID, next)
 	if err != nil {
 		return nil, err
 	}
