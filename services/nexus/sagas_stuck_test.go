@@ -78,7 +78,9 @@ func TestN5_AStuckSagaIsReportedToTheOperator(t *testing.T) {
 			core, logs := observer.New(zap.ErrorLevel)
 			log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core))
 			r := racktest.StartInProcess(t, racktest.Options{Backend: backend, Sleds: 1, Log: log,
-				NexusOptions: []nexus.Option{nexus.WithSagaOptions(saga.WithHooks(hooks))}})
+				// The sled is stopped for good: its undo is stuck once the
+				// wait for an away sled, shortened here, runs out.
+				NexusOptions: []nexus.Option{nexus.WithSagaOptions(saga.WithHooks(hooks)), nexus.WithAwayUndoBound(time.Second)}})
 			n, agent := r.Server(), r.Agents()[0]
 			admin := r.Token(racktest.FleetAdmin)
 			c := racktest.NewClient(n.ExternalURL(), admin).SDK(t)

@@ -102,8 +102,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	}
 	nexusID := uuid.MustParse(cfg.ID)
 	sleds := sledclient.NewPool(ds, trust)
+	o := collectOptions(opts)
 	engine := saga.New(ds, nexusID, log.Named("saga"),
-		append([]saga.Option{saga.WithUndoRetryWhile(passing, awayUndoBound)}, collectOptions(opts).saga...)...)
+		append([]saga.Option{saga.WithUndoRetryWhile(passing, o.awayUndoBound)}, o.saga...)...)
 	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: time.Duration(cfg.SledHeartbeatTimeout), Replica: nexusID,
 		Log: log.Named("sagas")}) {
 		if err := engine.Register(t); err != nil {
