@@ -4,7 +4,8 @@
 // of Debian's pg-auto-failover-cli and postgresql-15-auto-failover
 // packages. The failover itself is pg_auto_failover's, never the test's:
 // the test kills the primary and waits for the monitor to promote the
-// standby.
+// standby, and may then start the killed node again for it to rejoin as
+// the new standby.
 //
 // pg_autoctl refuses to run as root, as PostgreSQL does: as root the
 // formation runs as the postgres user, as pkg/pgtest's servers do.
@@ -44,11 +45,14 @@ const (
 	// promotionBound covers the monitor noticing the dead primary and
 	// promoting the standby, with the tighter timeouts Start sets.
 	promotionBound = time.Minute
+	// rejoinBound covers an old primary's pg_rewind and catching up with
+	// the new one.
+	rejoinBound = 2 * time.Minute
 )
 
 // Formation is a running pg_auto_failover formation.
 type Formation struct {
-	t          testing.TB
+	t          testutil.TB
 	dir        string
 	env        []string
 	cred       *syscall.Credential
@@ -92,11 +96,17 @@ func Require(t testing.TB) {
 // Start starts a monitor, a primary and one synchronous standby, and
 // returns once the monitor reports them primary and secondary and the
 // primary waits for the standby on every commit. It stops them and removes
-// their files when t ends.
-func Start(t testing.TB) *Formation {
+// their files when t ends. A test without pg_auto_failover is skipped (see
+// Require); a command's t fails.
+func Start(t testutil.TB) *Formation {
 	t.Helper()
-	Require(t)
-	autoctl, pgctl, _ := binaries()
+	if tt, ok := t.(testing.TB); ok {
+		Require(tt)
+	}
+	autoctl, pgctl, err := binaries()
+	if err != nil {
+		t.Fatalf("no pg_auto_failover (apt-get install postgresql-15-auto-failover pg-auto-failover-cli): %v", err)
+	}
 	f := &Formation{t: t, autoctl: autoctl, pgctl: pgctl}
 	f.makeDir()
 	t.Cleanup(f.stop)
@@ -119,6 +129,31 @@ func Start(t testing.TB) *Formation {
 	})
 	testutil.WaitFor(t, setUpBound, f.synchronous)
 	return f
+}
+
+// Rejoin starts the pg_autoctl of node name, killed by KillPrimary, again,
+// and returns once the monitor reports it the secondary of the other node,
+// the primary, and the primary waits for it on every commit again: the
+// formation can then fail over once more. pg_auto_failover itself turns
+// the old primary into a standby (pg_rewind, then streaming from the new
+// primary); Rejoin only starts it.
+func (f *Formation) Rejoin(name string) {
+	f.t.Helper()
+	n := f.node(name)
+	select {
+	case <-n.done:
+	default:
+		f.t.Fatalf("pgfailover: node %s still runs", name)
+	}
+	n.process = f.spawn(name, "run", "--pgdata", filepath.Join(f.dir, name))
+	want := map[string]string{name: "secondary"}
+	for _, other := range f.nodes {
+		if other.name != name {
+			want[other.name] = "primary"
+		}
+	}
+	testutil.WaitFor(f.t, rejoinBound, func() error { return f.inState(want) })
+	testutil.WaitFor(f.t, rejoinBound, f.synchronous)
 }
 
 // DSN is the application's connection string: both nodes, in order, and
@@ -238,7 +273,11 @@ func (f *Formation) inState(want map[string]string) error {
 // once the formation is primary and secondary.
 func (f *Formation) synchronous() error {
 	var names, commit string
-	url := f.nodeURL(f.nodes[0])
+	primary, err := f.Primary()
+	if err != nil {
+		return err
+	}
+	url := f.nodeURL(f.node(primary))
 	if err := f.querySQL(url, "SHOW synchronous_standby_names", &names); err != nil {
 		return err
 	}
@@ -402,7 +441,8 @@ func (f *Formation) spawn(name string, args ...string) *process {
 	cmd := f.command(args...)
 	cmd.SysProcAttr.Setpgid = true
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	log, err := os.Create(filepath.Join(f.dir, name+".log"))
+	// Appended to: a node started again by Rejoin keeps its first log.
+	log, err := os.OpenFile(filepath.Join(f.dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -464,7 +504,7 @@ func (f *Formation) stop() {
 			<-p.done
 		}
 	}
-	if f.t.Failed() {
+	if t, ok := f.t.(interface{ Failed() bool }); ok && t.Failed() {
 		f.logLogs()
 	}
 	os.RemoveAll(f.dir)
@@ -513,7 +553,7 @@ func binaries() (autoctl, pgctl string, err error) {
 	return "", "", errors.New("no PostgreSQL with the pgautofailover extension under /usr/share/postgresql/*/extension")
 }
 
-func freePort(t testing.TB) int {
+func freePort(t testutil.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -27,9 +27,20 @@ const (
 	// faultPartition cuts a sled's proxy, so that no replica reaches its
 	// agent, until the hold ends. The sled still reaches the replicas.
 	faultPartition faultKind = "partition"
+	// faultDBFailover kills the database's primary and lets
+	// pg_auto_failover promote its synchronous standby (R2); the killed
+	// node then rejoins as the standby. The run's database is then a
+	// pgfailover formation.
+	faultDBFailover faultKind = "db-failover"
 )
 
+// allFaults are the faults a run injects by default.
 var allFaults = []faultKind{faultReplicaKill, faultSledKill, faultSledPause, faultPartition}
+
+// knownFaults are every fault --faults names: db-failover only when asked
+// for, since its formation takes a minute to set up and every failover
+// another to rejoin.
+var knownFaults = append(slices.Clone(allFaults), faultDBFailover)
 
 func faultNames(kinds []faultKind) []string {
 	out := make([]string, len(kinds))
@@ -48,8 +59,8 @@ func parseFaults(names []string) ([]faultKind, error) {
 			continue
 		}
 		k := faultKind(n)
-		if !slices.Contains(allFaults, k) {
-			return nil, fmt.Errorf("--faults: %q is none of %s", n, strings.Join(faultNames(allFaults), ", "))
+		if !slices.Contains(knownFaults, k) {
+			return nil, fmt.Errorf("--faults: %q is none of %s", n, strings.Join(faultNames(knownFaults), ", "))
 		}
 		if !slices.Contains(out, k) {
 			out = append(out, k)
@@ -80,6 +91,12 @@ func (l *faultLog) record(kind faultKind, what string) {
 	}
 	l.counts[kind]++
 	l.events = append(l.events, what)
+}
+
+func (l *faultLog) count(kind faultKind) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.counts[kind]
 }
 
 func (l *faultLog) fail(err error) {
@@ -159,7 +176,13 @@ func (h *harness) inject(kind faultKind, target int, hold time.Duration, stop <-
 		s.Isolate()
 		wait()
 		s.Heal()
+	case faultDBFailover:
+		h.failOver(h.faults.count(faultDBFailover) + 1)
 	}
-	h.faults.record(kind, fmt.Sprintf("%s %s of %d, healed after %s", began.Format("15:04:05.000"), kind, target,
+	of := fmt.Sprintf(" of %d", target)
+	if kind == faultDBFailover {
+		of = "" // of whichever node is the primary
+	}
+	h.faults.record(kind, fmt.Sprintf("%s %s%s, healed after %s", began.Format("15:04:05.000"), kind, of,
 		time.Since(began).Round(time.Millisecond)))
 }

@@ -11,6 +11,7 @@
 //	STRESS_SEED=42 go run ./services/nexus/cmd/chaos                      # replay seed 42
 //	go run ./services/nexus/cmd/chaos --duration 5m --clients 16 --faults sled-kill,partition
 //	go run ./services/nexus/cmd/chaos --dsn postgres://user@host/emptydb  # an existing, empty database
+//	go run ./services/nexus/cmd/chaos --faults db-failover,replica-kill   # over a failing-over database
 //
 // What runs: a process rack (racktest.StartProcesses) of 3 sled-agents,
 // each the real binary, and 3 nexus replicas, each a nexus zone of one
@@ -34,12 +35,18 @@
 //     sled-agent, SIGSTOP and SIGCONT of a sled-agent, and a partition
 //     between the replicas and a sled (the sled's proxy cut: every
 //     replica loses that sled at once; the harness has no per-replica
-//     link);
+//     link); and, only when --faults names it, db-failover: kill -9 of
+//     the database's primary, pg_auto_failover promoting its synchronous
+//     standby (the database is then a pkg/pgfailover formation, not a
+//     plain server, and --dsn is refused), with a probe creating projects
+//     through the API all along to measure how long writes fail, and the
+//     killed node then rejoining as the standby;
 //  4. samples every instance's and VMM's generation in the database
 //     throughout, and whether any instance has two VMMs running;
 //  5. heals everything, lets the clients' calls end, waits for the rack
 //     to settle (no saga running, no instance in a transitional state),
-//     checks the invariants and runs the linearizability checker, which
+//     checks the invariants (and that no project a probe saw created is
+//     lost) and runs the linearizability checker, which
 //     writes the history and porcupine's HTML view into --out when it
 //     fails; and prints a summary.
 //
@@ -55,6 +62,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -91,8 +99,9 @@ type options struct {
 
 const usageHead = `chaos: random instance operations from many clients through 3 nexus replicas
 (zones of 3 sleds, over PostgreSQL) under replica kills, sled-agent kills and
-pauses, and partitions; then the linearizability check of SPEC R1 and the
-rack-wide invariants. STRESS_SEED=<n> replays a run's seed.
+pauses, partitions and (when asked for) database failovers; then the
+linearizability check of SPEC R1 and the rack-wide invariants.
+STRESS_SEED=<n> replays a run's seed.
 
 Flags:
 `
@@ -126,7 +135,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (optio
 	fs.DurationVar(&o.duration, "duration", time.Minute, "how long the clients call and the faults are injected")
 	fs.IntVar(&o.clients, "clients", 8, "concurrent clients")
 	fs.IntVar(&o.instances, "instances", 5, "instances the clients operate on")
-	fs.StringSliceVar(&faults, "faults", faultNames(allFaults), "fault kinds injected, comma-separated (none: an empty string)")
+	fs.StringSliceVar(&faults, "faults", faultNames(allFaults), "fault kinds injected, comma-separated (none: an empty string; also "+string(faultDBFailover)+", not with --dsn)")
 	fs.StringSliceVar(&ops, "ops", kindNames(allKinds), "operations the clients call, comma-separated (to narrow a failure down)")
 	fs.StringVar(&o.dsn, "dsn", "", "PostgreSQL DSN of an empty database for nexus (default: a throwaway local server)")
 	fs.StringVar(&o.out, "out", "", "where a failed check writes the history and its HTML view (default: a new directory under the temporary directory)")
@@ -168,6 +177,9 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (optio
 	}
 	if o.think < 0 {
 		bad("--think must not be negative, got %s", o.think)
+	}
+	if o.dsn != "" && slices.Contains(o.faults, faultDBFailover) {
+		bad("--faults %s and --dsn: a database failover needs the harness's own pg_auto_failover formation, not --dsn's database", faultDBFailover)
 	}
 	if len(problems) > 0 {
 		return o, errors.New(strings.Join(problems, "; "))

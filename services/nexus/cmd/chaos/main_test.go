@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,7 @@ func TestChaosRefusesBadFlagsNamingThem(t *testing.T) {
 		{[]string{"--duration", "0s"}, "", "--duration must be positive"},
 		{[]string{"--think", "-1s"}, "", "--think must not be negative"},
 		{[]string{"extra"}, "", "unexpected arguments"},
+		{[]string{"--faults", "db-failover", "--dsn", "postgres://u@h/db"}, "", "--faults db-failover and --dsn"},
 		{nil, "x", `STRESS_SEED: "x" is not an unsigned integer`},
 	} {
 		var out bytes.Buffer
@@ -91,5 +93,20 @@ func TestChaosTakesItsSeedFromSTRESS_SEEDUnlessGiven(t *testing.T) {
 	}
 	if o, err := parseFlags([]string{"--faults", ""}, env, &out); err != nil || len(o.faults) != 0 {
 		t.Errorf(`--faults "": %v, %v; want no faults`, o.faults, err)
+	}
+}
+
+// TestChaosInjectsDatabaseFailoversOnlyWhenAskedFor: db-failover is a fault
+// --faults accepts, but the default list (and so a run that names none)
+// leaves it out: its formation and rejoins take minutes.
+func TestChaosInjectsDatabaseFailoversOnlyWhenAskedFor(t *testing.T) {
+	var out bytes.Buffer
+	o, err := parseFlags(nil, func(string) string { return "" }, &out)
+	if err != nil || slices.Contains(o.faults, faultDBFailover) {
+		t.Errorf("no --faults: %v, %v; want the default faults, without db-failover", o.faults, err)
+	}
+	o, err = parseFlags([]string{"--faults", "db-failover,replica-kill"}, func(string) string { return "" }, &out)
+	if err != nil || !slices.Equal(o.faults, []faultKind{faultDBFailover, faultReplicaKill}) {
+		t.Errorf("--faults db-failover,replica-kill: %v, %v; want both", o.faults, err)
 	}
 }

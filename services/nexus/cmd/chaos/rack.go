@@ -8,12 +8,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 
 	"github.com/rackplane/rackplane/pkg/duration"
+	"github.com/rackplane/rackplane/pkg/pgfailover"
 	"github.com/rackplane/rackplane/pkg/pgtest"
 	"github.com/rackplane/rackplane/pkg/settings"
 	"github.com/rackplane/rackplane/pkg/testutil"
@@ -41,10 +43,13 @@ type harness struct {
 	tb       *testutil.Standalone
 	cleanups []func()
 
-	rack    *racktest.Processes
-	dsn     string
-	db      *sql.DB // the harness's own reads of nexus's database
-	sledIDs []string
+	rack *racktest.Processes
+	dsn  string
+	// formation is the database when the run injects db-failover; nil
+	// otherwise.
+	formation *pgfailover.Formation
+	db        *sql.DB // the harness's own reads of nexus's database
+	sledIDs   []string
 	// apis are a fleet admin's REST clients, one per replica.
 	apis []*racktest.Client
 
@@ -59,6 +64,10 @@ type harness struct {
 	// answers are answers the product should not give, found by the
 	// clients (a 2xx without a run_state); guarded by mu.
 	answers []string
+	// failovers are the db-failover faults as measured, and probed the
+	// projects their probes saw acknowledged; guarded by mu.
+	failovers []failover
+	probed    []string
 }
 
 func newHarness(o options, progress io.Writer) *harness {
@@ -153,11 +162,20 @@ func (h *harness) replicaIDs() []string {
 	return ids
 }
 
-// setUpDatabase reaches --dsn, or starts a throwaway server.
+// setUpDatabase reaches --dsn, or starts a throwaway server: a
+// pg_auto_failover formation (a primary and a synchronous standby) when
+// the run injects db-failover.
 func (h *harness) setUpDatabase(ctx context.Context) error {
 	if h.o.dsn != "" {
 		h.dsn = h.o.dsn
 		return nil
+	}
+	if slices.Contains(h.o.faults, faultDBFailover) {
+		h.say("starting a pg_auto_failover formation: a monitor, a primary and a synchronous standby")
+		return h.do(func() {
+			h.formation = pgfailover.Start(h.tb)
+			h.dsn = h.formation.DSN()
+		})
 	}
 	h.say("starting a throwaway PostgreSQL server")
 	admin, stop, err := pgtest.StartServer(pgtest.ServerOptions{Settings: []string{"max_connections=200"}})

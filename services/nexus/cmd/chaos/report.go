@@ -20,6 +20,8 @@ type summary struct {
 	faults   map[faultKind]int
 	// timeline is each fault, when it began and how long it lasted.
 	timeline []string
+	// failovers are the db-failover faults as measured.
+	failovers []failover
 	// harness are failures of the harness itself (a fault it could not
 	// inject or heal): the run proves nothing then.
 	harness []string
@@ -47,8 +49,12 @@ func (h *harness) verify(ctx context.Context) *summary {
 	settled, present := h.settle(ctx)
 	h.say("settle: %s", time.Since(began).Round(time.Millisecond))
 	s.verdicts = append(append([]verdict{settled}, present...), h.gens.verdict(), h.twice.verdict())
+	if slices.Contains(h.o.faults, faultDBFailover) {
+		s.verdicts = append(s.verdicts, h.failoverVerdicts(ctx)...)
+	}
 	h.mu.Lock()
 	s.answers = slices.Clone(h.answers)
+	s.failovers = slices.Clone(h.failovers)
 	h.mu.Unlock()
 	h.say("checking the history of %d calls", s.calls())
 	began = time.Now()
@@ -108,11 +114,14 @@ func (s *summary) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  %-16s %6d calls\n", "total", s.calls())
 	fmt.Fprintf(w, "\nFaults injected:\n")
-	for _, k := range allFaults {
+	for _, k := range knownFaults {
 		fmt.Fprintf(w, "  %-16s %d\n", k, s.faults[k])
 	}
 	for _, e := range s.timeline {
 		fmt.Fprintf(w, "    %s\n", e)
+	}
+	for i, f := range s.failovers {
+		fmt.Fprintf(w, "  database failover %d: %s\n", i+1, f)
 	}
 	fmt.Fprintf(w, "\nLinearizability (R1): ")
 	switch {
