@@ -69,8 +69,6 @@ type Server struct {
 	stopped chan struct{}
 }
 
-// New opens the datastore (migrating its schema) and listens. The options
-// are for tests and test hooks (see Option).
 // passing says an undo failed only because something it needs is away for
 // now: its sled did not answer, which proves nothing about the sled (F7),
 // or the database was failing over (R2). The undo is tried again until
@@ -87,6 +85,8 @@ func passing(err error) bool {
 // reaches an operator.
 const awayUndoBound = 5 * time.Minute
 
+// New opens the datastore (migrating its schema) and listens. The options
+// are for tests and test hooks (see Option).
 func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

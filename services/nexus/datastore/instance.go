@@ -74,10 +74,19 @@ func (d *DataStore) InstanceGet(ctx context.Context, id uuid.UUID) (model.Instan
 // instance exists but its generation did not advance, model.ErrNotFound when there
 // is no live instance. One statement on the written path.
 func (d *DataStore) InstanceUpdateRuntime(ctx context.Context, id uuid.UUID, rt model.InstanceRuntime) (bool, error) {
+	return d.instanceUpdateRuntime(ctx, id, rt, "")
+}
+
+// instanceUpdateRuntime is the guarded runtime write, with also a condition
+// on the row when where is not empty.
+func (d *DataStore) instanceUpdateRuntime(ctx context.Context, id uuid.UUID, rt model.InstanceRuntime, where string) (bool, error) {
+	if where != "" {
+		where = " AND " + where
+	}
 	res, err := d.db.ExecContext(ctx, `
 		UPDATE instance SET state = $2, active_propolis_id = $3, target_propolis_id = $4, migration_id = $5,
 			state_generation = $6, time_state_updated = $7
-		WHERE id = $1 AND state_generation < $6 AND time_deleted IS NULL`,
+		WHERE id = $1 AND state_generation < $6 AND time_deleted IS NULL`+where,
 		id.String(), string(rt.State), idOrNil(rt.ActiveVMM), idOrNil(rt.TargetVMM), idOrNil(rt.MigrationID),
 		int64(rt.Generation), ts(rt.TimeUpdated))
 	if err != nil {
@@ -95,16 +104,7 @@ func (d *DataStore) InstanceUpdateRuntime(ctx context.Context, id uuid.UUID, rt 
 // would show the instance starting or migrating against that answer (F2,
 // F9, R1). false when the generation moved or a stop is wanted.
 func (d *DataStore) InstanceUpdateRuntimeIfRunningWanted(ctx context.Context, id uuid.UUID, rt model.InstanceRuntime) (bool, error) {
-	res, err := d.db.ExecContext(ctx, `
-		UPDATE instance SET state = $2, active_propolis_id = $3, target_propolis_id = $4, migration_id = $5,
-			state_generation = $6, time_state_updated = $7
-		WHERE id = $1 AND state_generation < $6 AND intended_state = $8 AND time_deleted IS NULL`,
-		id.String(), string(rt.State), idOrNil(rt.ActiveVMM), idOrNil(rt.TargetVMM), idOrNil(rt.MigrationID),
-		int64(rt.Generation), ts(rt.TimeUpdated), string(model.IntendRunning))
-	if err != nil {
-		return false, d.classify(err)
-	}
-	return d.guardOutcome(ctx, res, "instance", id)
+	return d.instanceUpdateRuntime(ctx, id, rt, "intended_state = '"+string(model.IntendRunning)+"'")
 }
 
 // InstanceLookup returns a live instance by project and name.

@@ -119,23 +119,10 @@ func (d Deps) setMigrationIDs(ctx context.Context, sc *saga.Context, p InstanceM
 	if rt.State != model.InstanceVMM || rt.ActiveVMM == nil || *rt.ActiveVMM != src.VMM || rt.MigrationID != nil {
 		return nil, fmt.Errorf("%w: it changed while the migration was being prepared", model.ErrInstanceBusy)
 	}
-	if inst.IntendedState != model.IntendRunning {
-		return nil, errStopWantedMigrating
-	}
 	target, migration := p.TargetVMM, p.Migration
 	next := rt.Next(time.Now())
 	next.TargetVMM, next.MigrationID = &target, &migration
-	wrote, err := d.DS.InstanceUpdateRuntimeIfRunningWanted(ctx, inst.ID, next)
-	if err != nil {
-		return nil, err
-	}
-	if !wrote {
-		if now, err := d.DS.InstanceGet(ctx, inst.ID); err == nil && now.IntendedState != model.IntendRunning {
-			return nil, errStopWantedMigrating
-		}
-		return nil, fmt.Errorf("%w: it changed while the migration was being prepared", model.ErrInstanceBusy)
-	}
-	return nil, nil
+	return nil, d.writeWhileRunningWanted(ctx, inst, next, errStopWantedMigrating, "the migration was being prepared")
 }
 
 // clearMigrationIDs points the instance away from the migration, if it

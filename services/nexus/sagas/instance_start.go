@@ -111,23 +111,39 @@ func (d Deps) linkVMM(ctx context.Context, sc *saga.Context, p InstanceStartPara
 	if alloc.NCPUs != 0 && (alloc.NCPUs != inst.NCPUs || alloc.MemoryBytes != inst.MemoryBytes) {
 		return nil, fmt.Errorf("%w: its vCPUs or memory changed while the start was placing it; start it again", model.ErrInstanceBusy)
 	}
-	if inst.IntendedState != model.IntendRunning {
-		return nil, errStopWanted
-	}
 	vmm := p.VMM
 	next := inst.Runtime.Next(time.Now())
 	next.State, next.ActiveVMM, next.TargetVMM, next.MigrationID = model.InstanceVMM, &vmm, nil, nil
-	wrote, err := d.DS.InstanceUpdateRuntimeIfRunningWanted(ctx, inst.ID, next)
-	if err != nil {
+	if err := d.writeWhileRunningWanted(ctx, inst, next, errStopWanted, "the start was linking its VMM"); err != nil {
 		return nil, err
 	}
-	if !wrote {
-		if now, err := d.DS.InstanceGet(ctx, inst.ID); err == nil && now.IntendedState != model.IntendRunning {
-			return nil, errStopWanted
-		}
-		return nil, fmt.Errorf("%w: it changed while the start was linking its VMM", model.ErrInstanceBusy)
-	}
 	return linked{}, nil
+}
+
+// writeWhileRunningWanted writes next through the generation guard only
+// while the instance is wanted running (InstanceUpdateRuntimeIfRunningWanted),
+// for a start or a migration about to show the instance starting or
+// migrating: stopWanted when a stop or force-terminate has recorded its
+// wish, ErrInstanceBusy naming what was under way when anything else
+// changed since inst was read.
+func (d Deps) writeWhileRunningWanted(ctx context.Context, inst model.Instance, next model.InstanceRuntime, stopWanted error, doing string) error {
+	wrote := false
+	var err error
+	if inst.IntendedState == model.IntendRunning {
+		if wrote, err = d.DS.InstanceUpdateRuntimeIfRunningWanted(ctx, inst.ID, next); err != nil {
+			return err
+		}
+		if !wrote {
+			inst, err = d.DS.InstanceGet(ctx, inst.ID)
+		}
+	}
+	switch {
+	case wrote:
+		return nil
+	case err == nil && inst.IntendedState != model.IntendRunning:
+		return stopWanted
+	}
+	return fmt.Errorf("%w: it changed while %s", model.ErrInstanceBusy, doing)
 }
 
 // errStopWanted ends a start whose instance a stop or force-terminate
