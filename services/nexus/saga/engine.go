@@ -135,10 +135,17 @@ func (e *Engine) start(ctx context.Context, name string, params any) (*execution
 	if !e.admit() {
 		return nil, ErrStopped
 	}
-	rec, tmpl, err := e.create(ctx, name, params)
+	rec, tmpl, err := e.prepare(name, params)
 	if err != nil {
 		e.inFlight.Done()
 		return nil, err
+	}
+	if err := e.store.SagaCreate(ctx, rec); err != nil {
+		// A commit whose answer was lost, as when the database fails over,
+		// leaves the row running and owned by this replica all the same;
+		// settleCreate runs it if so, and the admission passes to it.
+		go e.settleCreate(rec, tmpl)
+		return nil, fmt.Errorf("creating saga %q: %w", name, err)
 	}
 	x, _ := e.newExecution(rec, tmpl, nil)
 	e.stats.started.Add(1)
@@ -146,7 +153,8 @@ func (e *Engine) start(ctx context.Context, name string, params any) (*execution
 	return x, nil
 }
 
-func (e *Engine) create(ctx context.Context, name string, params any) (Record, Template, error) {
+// prepare builds the row of a new saga of template name.
+func (e *Engine) prepare(name string, params any) (Record, Template, error) {
 	tmpl, ok := e.template(name)
 	if !ok {
 		return Record{}, Template{}, fmt.Errorf("%w %q", ErrUnknownTemplate, name)
@@ -158,10 +166,48 @@ func (e *Engine) create(ctx context.Context, name string, params any) (Record, T
 	now := e.now()
 	rec := Record{ID: uuid.New(), Template: name, Params: raw, Owner: e.nexusID, State: StateRunning,
 		TimeCreated: now, TimeStateChanged: now}
-	if err := e.store.SagaCreate(ctx, rec); err != nil {
-		return Record{}, Template{}, fmt.Errorf("creating saga %q: %w", name, err)
-	}
 	return rec, tmpl, nil
+}
+
+// settleCreate finds out whether an admitted saga whose creation answered
+// an error was created after all, and runs it if it was. Until the
+// database answers, nobody can tell; when the engine stops first, Recover
+// at the next start finds the row if there is one.
+func (e *Engine) settleCreate(rec Record, tmpl Template) {
+	for attempt := 0; ; attempt++ {
+		got, err := e.store.SagaGet(e.runCtx, rec.ID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			e.inFlight.Done()
+			return
+		case err == nil:
+			if got.Owner != e.nexusID || got.State.Finished() {
+				e.inFlight.Done()
+				return
+			}
+			x, err := e.newExecution(got, tmpl, nil)
+			if err != nil { // a fresh row has no log to disagree with
+				e.log.Error("saga created after all cannot run", zap.Stringer("saga_id", rec.ID), zap.Error(err))
+				e.inFlight.Done()
+				return
+			}
+			x.log.Warn("saga created though its creation answered an error; running it")
+			e.stats.started.Add(1)
+			e.launch(x)
+			return
+		}
+		delay := e.storeBackoff.Delay(attempt)
+		e.log.Warn("cannot tell whether a saga was created; asking again", zap.Stringer("saga_id", rec.ID),
+			zap.Error(err), zap.Duration("retry_in", delay))
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-e.stopping:
+			t.Stop()
+			e.inFlight.Done()
+			return
+		}
+	}
 }
 
 // admit counts a saga about to run so that Shutdown waits for it; false

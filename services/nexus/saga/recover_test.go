@@ -3,6 +3,7 @@ package saga_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/rackplane/rackplane/pkg/testutil"
 	"github.com/rackplane/rackplane/services/nexus/saga"
 	"github.com/rackplane/rackplane/services/racktest"
 )
@@ -194,4 +196,59 @@ func (s *refusingStore) SagaAppendEvent(ctx context.Context, e saga.Event) error
 		return errors.New("database unreachable")
 	}
 	return s.Store.SagaAppendEvent(ctx, e)
+}
+
+// TestN5_ASagaWhoseCreationCommittedButAnsweredAnErrorStillRuns: a
+// database that fails over between committing a saga's row and answering
+// leaves the caller an error and the row running, owned by this live
+// replica, which would not look at it again until it restarted (R2).
+func TestN5_ASagaWhoseCreationCommittedButAnsweredAnErrorStillRuns(t *testing.T) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
+		w := &world{}
+		ds := db.Open(t)
+		store := &ambiguousStore{Store: ds, unreadable: 3}
+		nexusID := uuid.New()
+		activeReplica(t, ds, nexusID)
+		e := newEngine(t, store, nexusID, w)
+		if _, err := e.Start(ctx, templateName, params{Base: base}); err == nil {
+			t.Fatal("Start answered nil though its creation answered an error")
+		}
+		testutil.WaitFor(t, patience, func() error {
+			left, err := ds.SagaListUnfinished(ctx, nexusID)
+			if err == nil && len(left) > 0 {
+				err = fmt.Errorf("saga %s is still %s after its creation answered an error", left[0].ID, left[0].State)
+			}
+			return err
+		})
+		if got, want := w.entries(), []string{"do a", "do b", "do c", "do d"}; !slices.Equal(got, want) {
+			t.Fatalf("ran %v, want %v", got, want)
+		}
+	})
+}
+
+// ambiguousStore commits every saga it creates and answers with an error,
+// as a database whose primary failed before acknowledging a commit does;
+// its first reads of a saga fail too, as while the standby takes over.
+type ambiguousStore struct {
+	saga.Store
+	mu         sync.Mutex
+	unreadable int
+}
+
+func (s *ambiguousStore) SagaCreate(ctx context.Context, r saga.Record) error {
+	if err := s.Store.SagaCreate(ctx, r); err != nil {
+		return err
+	}
+	return errors.New("connection reset before the commit was acknowledged")
+}
+
+func (s *ambiguousStore) SagaGet(ctx context.Context, id uuid.UUID) (saga.Record, error) {
+	s.mu.Lock()
+	refuse := s.unreadable > 0
+	s.unreadable--
+	s.mu.Unlock()
+	if refuse {
+		return saga.Record{}, errors.New("database unavailable")
+	}
+	return s.Store.SagaGet(ctx, id)
 }
