@@ -79,6 +79,11 @@ func passing(err error) bool {
 	return errors.Is(err, model.ErrSledUnreachable) || errors.Is(err, model.ErrDatabaseUnavailable)
 }
 
+// uncommitted says an action failed without knowing whether its write
+// committed: the database became unavailable mid-statement, as when it
+// fails over or a partition cuts the connection (R2). Its undo then runs.
+func uncommitted(err error) bool { return errors.Is(err, model.ErrDatabaseUnavailable) }
+
 // awayUndoBound is how long an undo waits for its sled or the database
 // before its saga is declared stuck: far longer than a sled-agent restart,
 // a network blip or a failover, short enough that a sled lost for good
@@ -104,7 +109,8 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	sleds := sledclient.NewPool(ds, trust)
 	o := collectOptions(opts)
 	engine := saga.New(ds, nexusID, log.Named("saga"),
-		append([]saga.Option{saga.WithUndoRetryWhile(passing, o.awayUndoBound)}, o.saga...)...)
+		append([]saga.Option{saga.WithUndoRetryWhile(passing, o.awayUndoBound), saga.WithAmbiguousActionErrors(uncommitted)},
+			o.saga...)...)
 	for _, t := range sagas.Templates(sagas.Deps{DS: ds, Sleds: sleds, SledLiveness: time.Duration(cfg.SledHeartbeatTimeout), Replica: nexusID,
 		Log: log.Named("sagas")}) {
 		if err := engine.Register(t); err != nil {

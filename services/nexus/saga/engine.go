@@ -27,10 +27,12 @@ type Engine struct {
 	undoTransient      func(error) bool
 	undoTransientBound time.Duration
 	undoBackoff        backoff.Policy
-	storeBackoff       backoff.Policy
-	repeat             int
-	injectError        func(template, node string) error
-	now                func() time.Time
+	// ambiguous: see WithAmbiguousActionErrors.
+	ambiguous    func(error) bool
+	storeBackoff backoff.Policy
+	repeat       int
+	injectError  func(template, node string) error
+	now          func() time.Time
 
 	// runCtx is the context of every action, undo and log write. It
 	// outlives the requests that start sagas, and ends only when

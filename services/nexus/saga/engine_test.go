@@ -247,6 +247,24 @@ func TestN5_AnErrorInjectedAfterANodeUndoesThatNodeAndThoseBeforeIt(t *testing.T
 	})
 }
 
+// TestN5_AnActionThatFailsNotKnowingWhetherItCommittedIsUndoneToo: a
+// database cut off mid-commit leaves an action's write maybe committed;
+// the chaos harness's db-partition runs found a start saga's VMM row left
+// creating for good once its saga had unwound (R1, R2).
+func TestN5_AnActionThatFailsNotKnowingWhetherItCommittedIsUndoneToo(t *testing.T) {
+	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
+		w := &world{lostAnswer: "b"}
+		ambiguous := saga.WithAmbiguousActionErrors(func(err error) bool { return errors.Is(err, errLostAnswer) })
+		res, err := newEngine(t, db.Open(t), uuid.New(), w, ambiguous).Run(waitCtx(t), templateName, params{Base: base})
+		if !errors.Is(err, errLostAnswer) || res.State != saga.StateUnwound {
+			t.Fatalf("Run: %s, %v; want unwound by b's lost answer", res.State, err)
+		}
+		if got, want := w.entries(), []string{"do a", "do b", "undo b", "undo a"}; !slices.Equal(got, want) {
+			t.Fatalf("ran %v, want %v", got, want)
+		}
+	})
+}
+
 func TestN5_ShutdownStopsASagaAtANodeBoundaryAndRecoverFinishesIt(t *testing.T) {
 	racktest.ForEachBackend(t, func(t *testing.T, db racktest.Database) {
 		owner := uuid.New()

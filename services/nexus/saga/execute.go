@@ -139,6 +139,9 @@ func (e *Engine) runNode(x *execution, n Node) error {
 			tookEffect = true // the action ran: its effect must be undone
 		}
 	}
+	if actErr != nil && e.ambiguous != nil && e.ambiguous(actErr) {
+		tookEffect = true // its write may have committed before the error
+	}
 	if actErr != nil {
 		if e.runCtx.Err() != nil {
 			// Most likely the cancellation itself, not a verdict on the

@@ -74,6 +74,10 @@ var nodes = []string{"a", "b", "c", "d"}
 
 var errInjected = errors.New("injected failure")
 
+// errLostAnswer is an action's failure that WithAmbiguousActionErrors is
+// told may follow its effect.
+var errLostAnswer = errors.New("the connection dropped before the commit was acknowledged")
+
 type params struct {
 	Base int `json:"base"`
 }
@@ -90,6 +94,9 @@ const base = 100
 // run, in order, and the faults to inject.
 type world struct {
 	failAction string // this node's action fails
+	// lostAnswer's action takes effect and then fails with errLostAnswer,
+	// as a write whose commit was not acknowledged.
+	lostAnswer string
 	failUndo   string // this node's undo always fails
 	// awayUndo's undo fails with errAway its first awayTimes tries (every
 	// try when awayTimes < 0), as an undo whose sled does not answer.
@@ -152,6 +159,9 @@ func (w *world) action(i int) saga.ActionFunc {
 		}
 		if w.failAction == name {
 			return nil, fmt.Errorf("node %s: %w", name, errInjected)
+		}
+		if w.lostAnswer == name {
+			return nil, fmt.Errorf("node %s: %w", name, errLostAnswer)
 		}
 		return step{Value: prev + 1}, nil
 	}

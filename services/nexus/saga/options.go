@@ -46,6 +46,16 @@ func WithUndoRetryWhile(transient func(error) bool, bound time.Duration) Option 
 	return func(e *Engine) { e.undoTransient, e.undoTransientBound = transient, bound }
 }
 
+// WithAmbiguousActionErrors names the action errors that do not say
+// whether the action took effect: a database that failed over or was cut
+// off while committing the action's write. Such a failure is logged as one
+// after effect, so that unwinding runs the node's own undo too, as it does
+// after a crash mid-action; without it, a committed write (a VMM row, say)
+// would outlive its saga with nothing to undo it.
+func WithAmbiguousActionErrors(ambiguous func(error) bool) Option {
+	return func(e *Engine) { e.ambiguous = ambiguous }
+}
+
 // WithStoreRetry sets the delays between retries of a failed database
 // write. The engine retries such writes until it is shut down, because a
 // saga whose progress cannot be logged must not progress.
