@@ -27,6 +27,10 @@ const (
 	// faultPartition cuts a sled's proxy, so that no replica reaches its
 	// agent, until the hold ends. The sled still reaches the replicas.
 	faultPartition faultKind = "partition"
+	// faultDBPartition cuts one replica's link to the database until the
+	// hold ends: its open connections drop and new ones are refused,
+	// while the other replicas and the sleds go on reaching it.
+	faultDBPartition faultKind = "db-partition"
 	// faultDBFailover kills the database's primary and lets
 	// pg_auto_failover promote its synchronous standby (R2); the killed
 	// node then rejoins as the standby. The run's database is then a
@@ -35,7 +39,7 @@ const (
 )
 
 // allFaults are the faults a run injects by default.
-var allFaults = []faultKind{faultReplicaKill, faultSledKill, faultSledPause, faultPartition}
+var allFaults = []faultKind{faultReplicaKill, faultSledKill, faultSledPause, faultPartition, faultDBPartition}
 
 // knownFaults are every fault --faults names: db-failover only when asked
 // for, since its formation takes a minute to set up and every failover
@@ -176,6 +180,13 @@ func (h *harness) inject(kind faultKind, target int, hold time.Duration, stop <-
 		s.Isolate()
 		wait()
 		s.Heal()
+	case faultDBPartition:
+		p := h.dbLinks[target]
+		h.say("fault: partition of replica %d (%s) from the database for %s", target, h.rack.Nexus(target).ID(),
+			hold.Round(time.Millisecond))
+		p.Cut()
+		wait()
+		p.Heal()
 	case faultDBFailover:
 		h.failOver(h.faults.count(faultDBFailover) + 1)
 	}

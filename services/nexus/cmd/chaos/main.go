@@ -35,7 +35,10 @@
 //     sled-agent, SIGSTOP and SIGCONT of a sled-agent, and a partition
 //     between the replicas and a sled (the sled's proxy cut: every
 //     replica loses that sled at once; the harness has no per-replica
-//     link); and, only when --faults names it, db-failover: kill -9 of
+//     link), and a partition between one replica and the database (a
+//     proxy of the harness's in front of the database for each replica,
+//     cut: that replica's connections drop and new ones are refused);
+//     and, only when --faults names it, db-failover: kill -9 of
 //     the database's primary, pg_auto_failover promoting its synchronous
 //     standby (the database is then a pkg/pgfailover formation, not a
 //     plain server, and --dsn is refused), with a probe creating projects
@@ -177,6 +180,9 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (optio
 	}
 	if o.think < 0 {
 		bad("--think must not be negative, got %s", o.think)
+	}
+	if slices.Contains(o.faults, faultDBFailover) && slices.Contains(o.faults, faultDBPartition) {
+		bad("--faults %s and %s: a partition cuts the link to one server, and a formation has two", faultDBFailover, faultDBPartition)
 	}
 	if o.dsn != "" && slices.Contains(o.faults, faultDBFailover) {
 		bad("--faults %s and --dsn: a database failover needs the harness's own pg_auto_failover formation, not --dsn's database", faultDBFailover)

@@ -8,7 +8,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,7 +51,10 @@ type harness struct {
 	// otherwise.
 	formation *pgfailover.Formation
 	db        *sql.DB // the harness's own reads of nexus's database
-	sledIDs   []string
+	// dbLinks are each replica's link to the database, a proxy the
+	// harness cuts for db-partition; nil when the run injects none.
+	dbLinks []*racktest.Proxy
+	sledIDs []string
 	// apis are a fleet admin's REST clients, one per replica.
 	apis []*racktest.Client
 
@@ -125,6 +130,13 @@ func (h *harness) setUp(ctx context.Context) error {
 		args[i] = nexusArgs()
 	}
 	err := h.do(func() {
+		if slices.Contains(h.o.faults, faultDBPartition) {
+			for i := range replicas {
+				link, dsn := h.databaseLink()
+				h.dbLinks = append(h.dbLinks, link)
+				args[i] = append(args[i], "--database-url="+dsn)
+			}
+		}
 		h.rack = racktest.StartProcesses(h.tb, racktest.Options{Backend: datastore.Postgres, DatabaseURL: h.dsn,
 			Nexuses: replicas, Sleds: sleds, ZoneRuntime: "process", SledProxies: true, NexusZoneArgs: args})
 		for _, n := range h.rack.Nexuses() {
@@ -152,6 +164,20 @@ func (h *harness) setUp(ctx context.Context) error {
 	}
 	h.say("rack up in %s: replicas %v on sleds %v", time.Since(began).Round(time.Millisecond), h.replicaIDs(), h.sledIDs)
 	return nil
+}
+
+// databaseLink starts a proxy to the database's one server and returns
+// it with the DSN that reaches the database through it. A flag of the
+// replica's zone command carries that DSN, over the one rack setup gave
+// every zone.
+func (h *harness) databaseLink() (*racktest.Proxy, string) {
+	u, err := url.Parse(h.dsn)
+	if err != nil || u.Host == "" || strings.Contains(u.Host, ",") {
+		h.tb.Fatalf("db-partition needs a DSN naming one server as a URL, got %q (%v)", h.dsn, err)
+	}
+	link := racktest.StartProxy(h.tb, racktest.FreeAddrs(h.tb, 1)[0], u.Host)
+	u.Host = link.Addr()
+	return link, u.String()
 }
 
 func (h *harness) replicaIDs() []string {
