@@ -101,7 +101,7 @@ func (h *harness) client(ctx context.Context, id int, stop *atomic.Bool) {
 	for !stop.Load() && ctx.Err() == nil {
 		kind := kinds[rnd.IntN(len(kinds))]
 		instance := h.instances[rnd.IntN(len(h.instances))]
-		replica := rnd.IntN(len(h.apis))
+		replica := h.serving(rnd.IntN(len(h.apis)))
 		method, path, body := request(kind, instance, h.sledIDs[rnd.IntN(len(h.sledIDs))])
 		if kind == chaos.KindList {
 			instance = ""

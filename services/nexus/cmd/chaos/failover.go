@@ -143,7 +143,7 @@ func (h *harness) startProbe(prefix string) *probe {
 		for i := 0; ctx.Err() == nil; i++ {
 			w := probeWrite{name: fmt.Sprintf("%s-%d", prefix, i), sent: time.Now()}
 			callCtx, cancel := context.WithTimeout(ctx, probeTimeout)
-			resp, err := h.apis[i%len(h.apis)].Do(callCtx, http.MethodPost, "/v1/projects",
+			resp, err := h.apis[h.serving(i%len(h.apis))].Do(callCtx, http.MethodPost, "/v1/projects",
 				fmt.Sprintf(`{"name": %q, "description": "R2 probe"}`, w.name))
 			cancel()
 			if ctx.Err() != nil {
@@ -227,7 +227,7 @@ func (h *harness) failoverVerdicts(ctx context.Context) []verdict {
 	lost := verdict{name: invNoLoss}
 	for _, name := range probed {
 		ctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		resp, err := h.apis[0].Do(ctx, http.MethodGet, "/v1/projects/"+name, "")
+		resp, err := h.apis[h.serving(0)].Do(ctx, http.MethodGet, "/v1/projects/"+name, "")
 		cancel()
 		switch {
 		case err != nil:

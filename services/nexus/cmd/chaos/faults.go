@@ -118,18 +118,38 @@ func between(rnd *rand.Rand, d time.Duration) time.Duration {
 // stop closes, healing each one before the next (and the last one at
 // once when stop closes).
 func (h *harness) injectFaults(stop <-chan struct{}) {
-	if len(h.o.faults) == 0 {
+	if len(h.o.faults) == 0 && !h.o.expunge {
 		return
 	}
 	rnd := rand.New(rand.NewPCG(h.o.seed, 1))
+	expungeAt := time.Now().Add(h.o.duration / 2)
 	for {
 		select {
 		case <-stop:
 			return
 		case <-time.After(between(rnd, h.o.faultGap)):
 		}
+		if h.o.expunge && h.expunged.Load() < 0 && time.Now().After(expungeAt) {
+			// In the faults' own sequence, so that no fault is held on
+			// the replica while it goes.
+			target, began := rnd.IntN(replicas), time.Now()
+			if err := h.do(func() { target = h.expunge(target) }); err != nil {
+				h.faults.fail(fmt.Errorf("expunge of %d: %w", target, err))
+				h.say("EXPUNGE FAILED: %d: %v", target, err)
+				return
+			}
+			h.faults.record(faultExpunge, fmt.Sprintf("%s expunge of %d, accepted after %s", began.Format("15:04:05.000"),
+				target, time.Since(began).Round(time.Millisecond)))
+			continue
+		}
+		if len(h.o.faults) == 0 {
+			continue
+		}
 		kind := h.o.faults[rnd.IntN(len(h.o.faults))]
 		target := rnd.IntN(sleds)
+		if kind == faultReplicaKill || kind == faultDBPartition {
+			target = h.serving(target)
+		}
 		hold := between(rnd, h.o.faultHold)
 		if err := h.do(func() { h.inject(kind, target, hold, stop) }); err != nil {
 			h.faults.fail(fmt.Errorf("%s of %d: %w", kind, target, err))

@@ -70,6 +70,9 @@ func pollUntil(ctx context.Context, timeout time.Duration, cond func() bool) {
 // state.
 func (h *harness) instancesRest(ctx context.Context) error {
 	for i, api := range h.apis {
+		if h.serving(i) != i {
+			continue // expunged
+		}
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		items, err := listInstances(ctx, api)
 		cancel()
@@ -99,6 +102,7 @@ func (h *harness) presentInvariants(ctx context.Context) []verdict {
 		{name: invRunsTwice, problems: runningTwice(inventories, vmms)},
 		{name: invLocks, problems: h.heldLocks(ctx)},
 	}
+	out = append(out, h.expungedInvariant(ctx)...)
 	if err != nil {
 		// Unread, nothing is proved.
 		for i := range out[1:3] {
@@ -225,8 +229,8 @@ func (h *harness) heldLocks(ctx context.Context) []string {
 
 // query returns the one text column of each row; a failed query is one
 // problem naming the error.
-func (h *harness) query(ctx context.Context, q string) []string {
-	rows, err := h.db.QueryContext(ctx, q)
+func (h *harness) query(ctx context.Context, q string, args ...any) []string {
+	rows, err := h.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return []string{"could not read: " + err.Error()}
 	}

@@ -44,6 +44,11 @@
 //     plain server, and --dsn is refused), with a probe creating projects
 //     through the API all along to measure how long writes fail, and the
 //     killed node then rejoining as the standby;
+//     Halfway through (--expunge, on by default) it wedges one replica
+//     (SIGSTOP, mid-saga) and expunges it through the others, as an
+//     operator would (seed 000): the faults after that spare it, the
+//     clients call the others, and the invariants check it was confirmed
+//     gone and left no saga or updater lock of its own;
 //  4. samples every instance's and VMM's generation in the database
 //     throughout, and whether any instance has two VMMs running;
 //  5. heals everything, lets the clients' calls end, waits for the rack
@@ -92,6 +97,7 @@ type options struct {
 	think         time.Duration
 	faultGap      time.Duration
 	faultHold     time.Duration
+	expunge       bool
 	settleTimeout time.Duration
 	checkTimeout  time.Duration
 	sample        time.Duration
@@ -145,6 +151,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (optio
 	fs.DurationVar(&o.callTimeout, "call-timeout", 20*time.Second, "bound on one client call; a call with no answer by then is indeterminate")
 	fs.DurationVar(&o.think, "think", 20*time.Millisecond, "most time a client waits between two calls (drawn at random)")
 	fs.DurationVar(&o.faultGap, "fault-gap", 3*time.Second, "most time between two faults (drawn at random, at least a quarter of it)")
+	fs.BoolVar(&o.expunge, "expunge", true, "halfway through, expunge one replica through the others (X3, X4); the faults after it spare that replica")
 	fs.DurationVar(&o.faultHold, "fault-hold", 4*time.Second, "most time a fault lasts before it heals (drawn at random, at least a quarter of it)")
 	fs.DurationVar(&o.settleTimeout, "settle-timeout", 90*time.Second, "bound on the rack settling once the faults are healed")
 	fs.DurationVar(&o.checkTimeout, "check-timeout", 3*time.Minute, "bound on the linearizability check")

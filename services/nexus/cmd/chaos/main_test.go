@@ -21,9 +21,10 @@ const ciRunBound = 3 * time.Minute
 
 // TestR1_InstanceOperationsStayLinearizableUnderReplicaAndSledFaults is the
 // bounded run of the chaos harness CI makes: 8 clients for 45 s through 3
-// replicas while replicas are killed, sled-agents killed and paused, and
-// sleds cut off from nexus; the history must be linearizable and every
-// invariant hold. STRESS_SEED replays a failed run's seed.
+// replicas while replicas are killed, sled-agents killed and paused, sleds
+// cut off from nexus and replicas from the database, and one replica is
+// expunged halfway; the history must be linearizable and every invariant
+// hold. STRESS_SEED replays a failed run's seed.
 func TestR1_InstanceOperationsStayLinearizableUnderReplicaAndSledFaults(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	// Built before the clock starts (once per test binary): the run then
@@ -36,7 +37,7 @@ func TestR1_InstanceOperationsStayLinearizableUnderReplicaAndSledFaults(t *testi
 		t.Fatal(err)
 	}
 	args := []string{"--dsn", dsn, "--duration", "45s", "--clients", "8", "--instances", "5",
-		"--faults", "replica-kill,sled-kill,sled-pause,partition", "--out", out,
+		"--faults", "replica-kill,sled-kill,sled-pause,partition,db-partition", "--out", out,
 		"--fault-gap", "3s", "--fault-hold", "4s", "--settle-timeout", "60s"}
 	ctx, cancel := context.WithTimeout(context.Background(), ciRunBound)
 	defer cancel()
@@ -51,7 +52,7 @@ func TestR1_InstanceOperationsStayLinearizableUnderReplicaAndSledFaults(t *testi
 	}
 	os.RemoveAll(out)
 	for _, want := range []string{"seed: ", "Operations (ok / refused / indeterminate)", "Faults injected", "Linearizability (R1): ok",
-		"Invariants", "PASS"} {
+		"Invariants", "expunged; ", "ok    " + invExpunged, "PASS"} {
 		if !strings.Contains(report.String(), want) {
 			t.Errorf("the summary lacks %q", want)
 		}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
@@ -59,7 +60,9 @@ type harness struct {
 	apis []*racktest.Client
 
 	history *chaos.History
-	mu      sync.Mutex
+	// expunged is the replica the run expunged (--expunge), -1 until then.
+	expunged atomic.Int32
+	mu       sync.Mutex
 	// instances are the tracked instances' ids.
 	instances []string
 
@@ -78,6 +81,7 @@ type harness struct {
 func newHarness(o options, progress io.Writer) *harness {
 	h := &harness{o: o, progress: progress, tb: testutil.NewStandalone("chaos", nil), faults: &faultLog{},
 		gens: newGenerations(), twice: &twiceWatch{}}
+	h.expunged.Store(-1)
 	h.onClose(h.tb.Close)
 	return h
 }

@@ -22,6 +22,8 @@ type summary struct {
 	timeline []string
 	// failovers are the db-failover faults as measured.
 	failovers []failover
+	// reassigned says what became of the expunged replica's sagas.
+	reassigned string
 	// harness are failures of the harness itself (a fault it could not
 	// inject or heal): the run proves nothing then.
 	harness []string
@@ -49,6 +51,7 @@ func (h *harness) verify(ctx context.Context) *summary {
 	settled, present := h.settle(ctx)
 	h.say("settle: %s", time.Since(began).Round(time.Millisecond))
 	s.verdicts = append(append([]verdict{settled}, present...), h.gens.verdict(), h.twice.verdict())
+	s.reassigned = h.reassigned(ctx)
 	if slices.Contains(h.o.faults, faultDBFailover) {
 		s.verdicts = append(s.verdicts, h.failoverVerdicts(ctx)...)
 	}
@@ -114,11 +117,14 @@ func (s *summary) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  %-16s %6d calls\n", "total", s.calls())
 	fmt.Fprintf(w, "\nFaults injected:\n")
-	for _, k := range knownFaults {
+	for _, k := range append(slices.Clone(knownFaults), faultExpunge) {
 		fmt.Fprintf(w, "  %-16s %d\n", k, s.faults[k])
 	}
 	for _, e := range s.timeline {
 		fmt.Fprintf(w, "    %s\n", e)
+	}
+	if s.reassigned != "" {
+		fmt.Fprintf(w, "  %s\n", s.reassigned)
 	}
 	for i, f := range s.failovers {
 		fmt.Fprintf(w, "  database failover %d: %s\n", i+1, f)
