@@ -2,6 +2,7 @@ package nexus_test
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -9,6 +10,9 @@ import (
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/services/nexus"
+	"github.com/rackplane/rackplane/services/nexus/model"
+	"github.com/rackplane/rackplane/services/nexus/saga"
+	"github.com/rackplane/rackplane/services/nexus/sagas"
 	"github.com/rackplane/rackplane/services/racktest"
 )
 
@@ -70,6 +74,44 @@ func TestF1_AForceTerminateOfACreatingInstanceAnswersBusyAndTheCreateEndsStopped
 	mustForceTerminate(t, n, token, "vm", "p", "stopped")
 }
 
+// N13, F1, SPEC 7: a create with start that cannot place its VMM after a
+// stop or force-terminate recorded its wish leaves the instance stopped.
+// The create unwinds, but the instance is no longer only the create's to
+// remove, and it must not stay `creating` for good either (found by an
+// adversarial review of the saga undos).
+func TestN13_ACreateThatCannotStartAfterAStopWasRecordedLeavesItsInstanceStopped(t *testing.T) {
+	noRoom := nexus.WithSagaOptions(saga.WithInjectedErrors(func(template, node string) error {
+		if template == sagas.InstanceCreate && node == "alloc_vmm" {
+			return fmt.Errorf("%w: no sled has room (injected)", model.ErrNoCapacity)
+		}
+		return nil
+	}))
+	for _, how := range []string{"force-terminate", "stop"} {
+		t.Run(how, func(t *testing.T) {
+			h := createHeldAt(t, "alloc_vmm", noRoom)
+			switch how {
+			case "force-terminate":
+				if code, _, eb := forceTerminate(t, h.rack.Server(), h.token, "vm", "p"); code != http.StatusConflict &&
+					code != http.StatusServiceUnavailable {
+					t.Fatalf("force-terminate of a creating instance: %d %+v", code, eb)
+				}
+			case "stop":
+				if _, err := h.api.InstanceStop(ctx, oxide.InstanceStopParams{Project: "p", Instance: "vm"}); err != nil {
+					t.Fatalf("stop during create: %v", err)
+				}
+			}
+			close(h.block.release)
+			if err := <-h.created; err == nil {
+				t.Fatalf("the create whose VMM found no room answered success")
+			}
+			waitRunState(t, h.api, "p", "vm", oxide.InstanceStateStopped)
+			if k := len(h.rack.Agents()[0].Inventory().GetVmms()); k != 0 {
+				t.Errorf("%d VMMs registered on the sled", k)
+			}
+		})
+	}
+}
+
 // heldCreate is a create with start of instance "vm" in project "p", on a
 // one-sled rack whose sled moves its VMMs only when told, held before a
 // node of its saga until block.release is closed; created gets its answer.
@@ -81,11 +123,11 @@ type heldCreate struct {
 	created chan error
 }
 
-func createHeldAt(t *testing.T, node string) heldCreate {
+func createHeldAt(t *testing.T, node string, opts ...nexus.Option) heldCreate {
 	t.Helper()
 	h := heldCreate{block: newBlockAt(node), created: make(chan error, 1)}
 	h.rack = racktest.StartInProcess(t, racktest.Options{Backend: racktest.Backends[0], Sleds: 1,
-		SledConfig: racktest.EverySled(explicitSleds), NexusOptions: []nexus.Option{h.block.option()}})
+		SledConfig: racktest.EverySled(explicitSleds), NexusOptions: append([]nexus.Option{h.block.option()}, opts...)})
 	h.token = h.rack.Token(racktest.FleetAdmin)
 	h.api = racktest.NewClient(h.rack.Server().ExternalURL(), h.token).SDK(t)
 	if _, err := h.api.ProjectCreate(ctx, oxide.ProjectCreateParams{Body: &oxide.ProjectCreate{Name: "p"}}); err != nil {

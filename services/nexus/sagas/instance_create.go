@@ -45,7 +45,8 @@ func (d Deps) createInstance(ctx context.Context, _ *saga.Context, p InstanceSta
 // nodes' undos have put it back to what it was created as. An instance
 // that another request has since taken over is that request's, and is
 // left as it is: one whose VMM another start runs, or one a stop or
-// force-terminate has answered for (its wish is no longer the create's).
+// force-terminate has answered for (its wish is no longer the create's),
+// which is moved from `creating` to stopped.
 func (d Deps) uncreateInstance(ctx context.Context, _ *saga.Context, p InstanceStartParams) error {
 	for range uncreateTries {
 		inst, err := d.DS.InstanceGet(ctx, p.Instance)
@@ -56,6 +57,18 @@ func (d Deps) uncreateInstance(ctx context.Context, _ *saga.Context, p InstanceS
 			return err
 		}
 		s := inst.Runtime.State
+		if s == model.InstanceCreating && inst.IntendedState != p.Create.IntendedState {
+			// A stop answered for it while it was created: it stays, and
+			// the start nodes' undos left no VMM, so it rests stopped
+			// rather than `creating` for good.
+			next := inst.Runtime.Next(time.Now())
+			next.State = model.InstanceNoVMM
+			wrote, err := d.DS.InstanceUpdateRuntime(ctx, inst.ID, next)
+			if err != nil || wrote {
+				return err
+			}
+			continue
+		}
 		if (s != model.InstanceCreating && s != model.InstanceNoVMM && s != model.InstanceFailed) ||
 			inst.IntendedState != p.Create.IntendedState {
 			if d.Log != nil {
