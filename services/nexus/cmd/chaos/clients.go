@@ -63,7 +63,7 @@ func parseKinds(names []string) ([]chaos.Kind, error) {
 func (h *harness) exercise(ctx context.Context) error {
 	h.say("running %d clients for %s with faults %v", h.o.clients, h.o.duration, faultNames(h.o.faults))
 	sampling, stopSampling := context.WithCancel(ctx)
-	h.onClose(stopSampling)
+	h.tb.Cleanup(stopSampling)
 	go h.gens.loop(sampling, h.db, h.o.sample)
 	go h.twice.loop(sampling, h, h.o.sample)
 	var stop atomic.Bool

@@ -220,7 +220,7 @@ func run(ctx context.Context, args []string, out, progress io.Writer) error {
 		return err
 	}
 	h := newHarness(o, progress)
-	defer h.close()
+	defer h.tb.Close()
 	if err := h.setUp(ctx); err != nil {
 		return fmt.Errorf("setting the rack up: %w", err)
 	}

@@ -44,7 +44,6 @@ type harness struct {
 	o        options
 	progress io.Writer
 	tb       *testutil.Standalone
-	cleanups []func()
 
 	rack *racktest.Processes
 	dsn  string
@@ -82,16 +81,7 @@ func newHarness(o options, progress io.Writer) *harness {
 	h := &harness{o: o, progress: progress, tb: testutil.NewStandalone("chaos", nil), faults: &faultLog{},
 		gens: newGenerations(), twice: &twiceWatch{}}
 	h.expunged.Store(-1)
-	h.onClose(h.tb.Close)
 	return h
-}
-
-func (h *harness) onClose(f func()) { h.cleanups = append(h.cleanups, f) }
-
-func (h *harness) close() {
-	for i := len(h.cleanups) - 1; i >= 0; i-- {
-		h.cleanups[i]()
-	}
 }
 
 // do runs f, in which racktest's helpers fail through the standalone
@@ -145,7 +135,7 @@ func (h *harness) setUp(ctx context.Context) error {
 			Nexuses: replicas, Sleds: sleds, ZoneRuntime: "process", SledProxies: true, NexusZoneArgs: args})
 		for _, n := range h.rack.Nexuses() {
 			api := racktest.NewClient(n.ExternalURL(), h.rack.Token(racktest.FleetAdmin))
-			h.onClose(api.HTTP.CloseIdleConnections)
+			h.tb.Cleanup(api.HTTP.CloseIdleConnections)
 			h.apis = append(h.apis, api)
 		}
 		for _, s := range h.rack.Sleds() {
@@ -161,7 +151,7 @@ func (h *harness) setUp(ctx context.Context) error {
 	}
 	db.SetMaxOpenConns(4)
 	h.db = db
-	h.onClose(func() { db.Close() })
+	h.tb.Cleanup(func() { db.Close() })
 	if _, err := h.apis[0].Expect(ctx, http.MethodPost, "/v1/projects", `{"name": "`+project+`", "description": "R1"}`,
 		http.StatusCreated); err != nil {
 		return err
@@ -212,7 +202,7 @@ func (h *harness) setUpDatabase(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting PostgreSQL (or give --dsn): %w", err)
 	}
-	h.onClose(stop)
+	h.tb.Cleanup(stop)
 	db, err := sql.Open("pgx", admin)
 	if err != nil {
 		return err

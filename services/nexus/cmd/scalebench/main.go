@@ -234,7 +234,7 @@ func run(ctx context.Context, args []string, out, progress io.Writer) error {
 		return err
 	}
 	b := newBench(o, out, progress)
-	defer b.close()
+	defer b.harness.Close()
 	if err := b.raiseFileLimit(); err != nil {
 		return err
 	}

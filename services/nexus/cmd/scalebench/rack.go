@@ -53,7 +53,6 @@ type bench struct {
 	out      io.Writer
 	progress io.Writer
 	harness  *testutil.Standalone
-	cleanups []func()
 
 	backend datastore.Backend
 	dbURL   string  // nexus's DSN, or its SQLite file
@@ -82,17 +81,7 @@ type bench struct {
 }
 
 func newBench(o options, out, progress io.Writer) *bench {
-	b := &bench{o: o, out: out, progress: progress, harness: testutil.NewStandalone("scalebench", nil)}
-	b.onClose(b.harness.Close)
-	return b
-}
-
-func (b *bench) onClose(f func()) { b.cleanups = append(b.cleanups, f) }
-
-func (b *bench) close() {
-	for i := len(b.cleanups) - 1; i >= 0; i-- {
-		b.cleanups[i]()
-	}
+	return &bench{o: o, out: out, progress: progress, harness: testutil.NewStandalone("scalebench", nil)}
 }
 
 // do runs f, in which racktest's helpers fail through the standalone
@@ -243,7 +232,7 @@ func (b *bench) setUp(ctx context.Context) error {
 	b.api = b.rack.Client(racktest.FleetAdmin)
 	pool := b.o.concurrency + b.o.reserved + 16
 	b.api.HTTP.Transport = &http.Transport{MaxIdleConns: pool, MaxIdleConnsPerHost: pool, IdleConnTimeout: 5 * time.Minute}
-	b.onClose(b.api.HTTP.CloseIdleConnections)
+	b.harness.Cleanup(b.api.HTTP.CloseIdleConnections)
 	b.watch = newSledWatch(b)
 	go b.watch.loop(ctx)
 	if _, err := b.call(ctx, http.MethodPost, "/v1/projects", `{"name": "`+project+`", "description": "scalebench"}`, http.StatusCreated); err != nil {
@@ -273,7 +262,7 @@ func (b *bench) setUpDatabase(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting PostgreSQL: %w", err)
 	}
-	b.onClose(stop)
+	b.harness.Cleanup(stop)
 	db, err := sql.Open("pgx", admin)
 	if err != nil {
 		return err
@@ -300,7 +289,7 @@ func (b *bench) openDatabase() error {
 	}
 	db.SetMaxOpenConns(2)
 	b.db = db
-	b.onClose(func() { db.Close() })
+	b.harness.Cleanup(func() { db.Close() })
 	if b.backend == datastore.Postgres {
 		var version string
 		if err := db.QueryRow(`SELECT current_setting('server_version')`).Scan(&version); err == nil {
@@ -396,7 +385,7 @@ func (b *bench) sledLogger() (*zap.Logger, error) {
 		return nil, err
 	}
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(f), zap.WarnLevel))
-	b.onClose(func() { log.Sync(); f.Close() }) //nolint:errcheck // best effort
+	b.harness.Cleanup(func() { log.Sync(); f.Close() }) //nolint:errcheck // best effort
 	return log, nil
 }
 
