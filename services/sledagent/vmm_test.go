@@ -173,9 +173,15 @@ func TestV6_ExplicitModeWalksTheStateMachineAndPublishesEveryStep(t *testing.T) 
 	n := sledagenttest.StartNexus(t)
 	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n))
 	id := a.Register()
-	if rt := a.EnsureState(id, running); rt.GetState() != sStarting {
+	rt := a.EnsureState(id, running)
+	if rt.GetState() != sStarting {
 		t.Fatalf("EnsureState(running) answered %v; in explicit mode nothing moves until stepped", rt)
 	}
+	// Taken by nexus before the first step, which could otherwise be
+	// coalesced with it (V5), as every step below is waited for.
+	n.WaitUpdate(id, func(u *nexusv1.VmmStateUpdateRequest) bool {
+		return u.GetRuntime().GetGeneration() == rt.GetGeneration()
+	})
 	step := func(want sledagentv1.VmmState) {
 		t.Helper()
 		if a.Step(id, false) != 1 {
