@@ -111,6 +111,7 @@ type options struct {
 	keep           bool
 	cpuProfile     string
 	cpuProfileTime time.Duration
+	trace          string
 
 	reserved      int
 	samples       int
@@ -155,7 +156,8 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.jsonPath, "json", "", "also write the report's figures as JSON to this file")
 	fs.BoolVar(&o.keep, "keep", false, "keep the rack running after the report, until Ctrl-C")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of nexus during the busy phase to this file (nexus serves pprof on its metrics listener)")
-	fs.DurationVar(&o.cpuProfileTime, "cpu-profile-time", 30*time.Second, "how long the --cpu-profile samples (the busy phase lasts at least as long)")
+	fs.DurationVar(&o.cpuProfileTime, "cpu-profile-time", 30*time.Second, "how long the --cpu-profile and --trace last (the busy phase lasts at least as long)")
+	fs.StringVar(&o.trace, "trace", "", "write nexus's execution trace during the busy phase to this file (go tool trace -pprof=sync|net|sched tells what its passes wait on)")
 	fs.IntVar(&o.reserved, "reserved", 8, "instances reserved for measuring start, stop and force-terminate: one client each")
 	fs.IntVar(&o.samples, "samples", 200, "REST samples of each operation per phase (at least)")
 	fs.IntVar(&o.busyPasses, "busy-passes", 3, "passes of each of inventory, zones_push and instance_watcher the busy phase lasts (at least)")
@@ -218,7 +220,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 			bad("%s must not be negative", name)
 		}
 	}
-	if o.cpuProfile != "" && o.cpuProfileTime < time.Second {
+	if (o.cpuProfile != "" || o.trace != "") && o.cpuProfileTime < time.Second {
 		bad("--cpu-profile-time must be at least 1s")
 	}
 	if len(problems) > 0 {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"sync"
@@ -369,67 +370,104 @@ func (b *bench) waitPasses(ctx context.Context, since time.Time, bound time.Dura
 // restarted, so the profile holds the first pass of each task, which
 // meets cold connections to every sled and is the slowest. The harness's
 // own profile (its sled-agents, the other side of every call) goes to
-// --cpu-profile with ".harness" added, over the same time. The channel
-// closes once both are written (at once without --cpu-profile).
+// --cpu-profile with ".harness" added, over the same time. With --trace,
+// nexus's execution trace over the same time goes there too, to tell what
+// the passes wait on (go tool trace -pprof=sync|net|sched). The channel
+// closes once all are written (at once with neither flag).
 func (b *bench) startProfile(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
-	if b.o.cpuProfile == "" {
+	if b.o.cpuProfile == "" && b.o.trace == "" {
 		close(done)
 		return done
 	}
-	harness, err := os.Create(b.o.cpuProfile + ".harness")
-	if err == nil {
-		err = pprof.StartCPUProfile(harness)
+	secs := int(b.o.cpuProfileTime.Round(time.Second) / time.Second)
+	var wg sync.WaitGroup
+	if b.o.trace != "" {
+		harness, err := os.Create(b.o.trace + ".harness")
+		if err == nil {
+			err = trace.Start(harness)
+		}
+		if err != nil {
+			b.problem("execution trace of the harness: %v", err)
+			harness = nil
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if harness != nil {
+				defer func() {
+					trace.Stop()
+					harness.Close()
+				}()
+			}
+			if _, err := b.fetchDebug(ctx, fmt.Sprintf("trace?seconds=%d", secs), b.o.trace); err != nil {
+				b.problem("execution trace of nexus: %v", err)
+				return
+			}
+			b.say("Execution trace of nexus (the busy phase's first %ds) written to %s, and the harness's to %s.harness; see them with: go tool trace -pprof=sync %s",
+				secs, b.o.trace, b.o.trace, b.o.trace)
+		}()
 	}
-	if err != nil {
-		b.problem("CPU profile of the harness: %v", err)
-		harness = nil
+	if b.o.cpuProfile != "" {
+		harness, err := os.Create(b.o.cpuProfile + ".harness")
+		if err == nil {
+			err = pprof.StartCPUProfile(harness)
+		}
+		if err != nil {
+			b.problem("CPU profile of the harness: %v", err)
+			harness = nil
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if harness != nil {
+				defer func() {
+					pprof.StopCPUProfile()
+					harness.Close()
+				}()
+			}
+			n, err := b.fetchDebug(ctx, fmt.Sprintf("profile?seconds=%d", secs), b.o.cpuProfile)
+			if err != nil {
+				b.fig.profileErr = err.Error()
+				b.problem("CPU profile of nexus: %v", err)
+				return
+			}
+			b.fig.profileBytes = n
+			b.say("CPU profile of nexus (the busy phase's first %ds) written to %s, and the harness's to %s.harness; see them with: go tool pprof -top %s", secs, b.o.cpuProfile, b.o.cpuProfile, b.o.cpuProfile)
+		}()
 	}
 	go func() {
-		defer close(done)
-		if harness != nil {
-			defer func() {
-				pprof.StopCPUProfile()
-				harness.Close()
-			}()
-		}
-		secs := int(b.o.cpuProfileTime.Round(time.Second) / time.Second)
-		u := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", b.nexus.MetricsURL(), secs)
-		err := func() error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-			if err != nil {
-				return err
-			}
-			resp, err := (&http.Client{Timeout: b.o.cpuProfileTime + time.Minute}).Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-				return fmt.Errorf("GET %s: %s %s", u, resp.Status, strings.TrimSpace(string(body)))
-			}
-			f, err := os.Create(b.o.cpuProfile)
-			if err != nil {
-				return err
-			}
-			n, err := io.Copy(f, resp.Body)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err == nil {
-				b.fig.profileBytes = n
-			}
-			return err
-		}()
-		if err != nil {
-			b.fig.profileErr = err.Error()
-			b.problem("CPU profile of nexus: %v", err)
-			return
-		}
-		b.say("CPU profile of nexus (the busy phase's first %ds) written to %s, and the harness's to %s.harness; see them with: go tool pprof -top %s", secs, b.o.cpuProfile, b.o.cpuProfile, b.o.cpuProfile)
+		wg.Wait()
+		close(done)
 	}()
 	return done
+}
+
+// fetchDebug writes what nexus's /debug/pprof/<what> answers into file.
+func (b *bench) fetchDebug(ctx context.Context, what, file string) (int64, error) {
+	u := fmt.Sprintf("%s/debug/pprof/%s", b.nexus.MetricsURL(), what)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := (&http.Client{Timeout: b.o.cpuProfileTime + time.Minute}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return 0, fmt.Errorf("GET %s: %s %s", u, resp.Status, strings.TrimSpace(string(body)))
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
 }
 
 func allAtLeast(ok map[string]int, n int) bool {

@@ -142,7 +142,7 @@ func (b *bench) raiseFileLimit() error {
 // the others at nexus's defaults.
 func (b *bench) nexusConfig(c *nexusconfig.Config, busy bool) {
 	def := nexusconfig.Default()
-	c.Pprof = b.o.cpuProfile != ""
+	c.Pprof = b.o.cpuProfile != "" || b.o.trace != ""
 	if b.o.hbTimeout > 0 {
 		c.SledHeartbeatTimeout = duration.Duration(b.o.hbTimeout)
 	}
