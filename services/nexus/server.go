@@ -152,6 +152,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, opts ...Option
 	} else if n > 0 {
 		log.Info("recovered sagas", zap.Int("count", n))
 	}
+	go s.warmSledConnections()
 	s.background.Start()
 	// Health tells the truth from the first call on: SERVING only once
 	// ready, then kept in line with readiness.
@@ -378,6 +379,28 @@ func (s *Server) Sagas() *saga.Engine { return s.sagas }
 
 // DataStore is the replica's database, for tests that inspect it.
 func (s *Server) DataStore() *datastore.DataStore { return s.ds }
+
+// warmSledConnections connects to every sled while the first passes are
+// still a period away, so that they do not each pay a handshake per sled
+// (sledclient.Pool.Warm). It gives up when the replica stops.
+func (s *Server) warmSledConnections() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stopped:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	start := time.Now()
+	ready, err := s.sleds.Warm(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("connecting to the sleds ahead of the first passes", zap.Int("ready", ready), zap.Error(err))
+		return
+	}
+	s.log.Info("connected to the sleds ahead of the first passes", zap.Int("ready", ready), zap.Duration("elapsed", time.Since(start)))
+}
 
 // Serve answers requests on every listener until Shutdown.
 func (s *Server) Serve() error {

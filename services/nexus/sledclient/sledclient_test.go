@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/pkg/rackpki/rackpkitest"
@@ -107,5 +108,50 @@ func TestS2_ASledAnsweringForAnotherIsNotBelieved(t *testing.T) {
 	}
 	if _, err := p.Inventory(ctx, uuid.MustParse(impostor.Config.SledID)); err != nil {
 		t.Fatalf("the sled itself: %v", err)
+	}
+}
+
+// SPEC 6: a restarted nexus connects to every sled before its first passes
+// need them, so that a pass over 1,000 sleds does not pay 1,000 handshakes.
+// A sled that is gone, or one whose address answers for another sled, is
+// not waited for beyond its bound and is not counted ready (S2 stands).
+func TestSPEC6_WarmConnectsToEverySledAheadOfThePassesAndWaitsForNoneThatIsGone(t *testing.T) {
+	resolver := fixedResolver{}
+	var live []uuid.UUID
+	for range 3 {
+		a := sledagenttest.Start(t)
+		id := uuid.MustParse(a.Config.SledID)
+		resolver[id] = a.Server.Addr()
+		live = append(live, id)
+	}
+	resolver[uuid.New()] = resolver[live[0]] // answered by another sled
+	resolver[uuid.New()] = "127.0.0.1:1"     // nobody listens
+	p := NewPool(resolver, rackpkitest.For(t).Trust(rackpki.Identity{Kind: rackpki.Nexus, ID: "n"}))
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*warmTimeout)
+	defer cancel()
+	ready, err := p.Warm(ctx)
+	if err != nil || ready != len(live) {
+		t.Fatalf("Warm: %d ready, %v; want the %d live sleds ready", ready, err, len(live))
+	}
+	for _, id := range live {
+		p.mu.Lock()
+		c, ok := p.conns[id]
+		p.mu.Unlock()
+		if !ok || c.cc.GetState() != connectivity.Ready {
+			t.Errorf("sled %s: no ready connection after Warm (%v)", id, ok)
+		}
+	}
+
+	// Once the pool is closed (nexus shutting down), a warm-up still under
+	// way opens nothing that would outlive it.
+	p.Close()
+	if ready, _ := p.Warm(ctx); ready != 0 {
+		t.Fatalf("Warm after Close: %d ready, want 0", ready)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.conns) != 0 {
+		t.Fatalf("Warm after Close left %d connections open", len(p.conns))
 	}
 }
