@@ -121,7 +121,10 @@ func (d *DataStore) sledZones(ctx context.Context, q queryer, sleds []uuid.UUID)
 // ledger or none), and of the 1/refreshPasses of all sleds tried longest
 // ago, so that every sled is pushed again within refreshPasses calls, a
 // few at a time, without every pass costing every sled two fsynced ledger
-// writes.
+// writes. A sled not yet inventoried is not one that may lack its config
+// if it took its generation: its answer was durable (Z3). Right after rack
+// setup, before the first inventory, the first pass would otherwise push
+// every sled again.
 func (d *DataStore) SledZonesToPush(ctx context.Context, refreshPasses int) ([]model.SledZones, error) {
 	var cfgs []model.SledZones
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
@@ -139,7 +142,7 @@ func (d *DataStore) SledZonesToPush(ctx context.Context, refreshPasses int) ([]m
 			return p, err
 		}, `SELECT sz.sled_id,
 				sz.pushed_generation IS NULL OR sz.pushed_generation < sz.generation OR sz.push_error IS NOT NULL
-				OR inv.ledgered_generation IS NULL OR inv.ledgered_generation < sz.generation
+				OR (inv.sled_id IS NOT NULL AND (inv.ledgered_generation IS NULL OR inv.ledgered_generation < sz.generation))
 			FROM sled_zones sz LEFT JOIN sled_inventory inv ON inv.sled_id = sz.sled_id
 			ORDER BY sz.time_push_attempted, sz.sled_id`)
 		if err != nil {
