@@ -159,7 +159,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.cpuProfileTime, "cpu-profile-time", 30*time.Second, "how long the --cpu-profile and --trace last (the busy phase lasts at least as long)")
 	fs.StringVar(&o.trace, "trace", "", "write nexus's execution trace during the busy phase to this file (go tool trace -pprof=sync|net|sched tells what its passes wait on)")
 	fs.IntVar(&o.reserved, "reserved", 8, "instances reserved for measuring start, stop and force-terminate: one client each")
-	fs.IntVar(&o.samples, "samples", 200, "REST samples of each operation per phase (at least)")
+	fs.IntVar(&o.samples, "samples", 200, "REST samples of each operation per phase, and of those overlapping a pass in the busy phase (at least)")
 	fs.IntVar(&o.busyPasses, "busy-passes", 3, "passes of each of inventory, zones_push and instance_watcher the busy phase lasts (at least)")
 	fs.DurationVar(&o.taskPeriod, "task-period", 10*time.Second, "busy phase: period of inventory, zones_push, instance_watcher and instance_updater")
 	fs.DurationVar(&o.liveness, "liveness-period", 0, "busy phase: period of sled_liveness (default: nexus's)")
