@@ -608,6 +608,41 @@ func TestV8_AgentRegistersAndHeartbeatsOnceNexusIsReachable(t *testing.T) {
 	})
 }
 
+// SPEC 6 (no false reports): nexus answers a heartbeat once its database
+// has it, and a database slow for seconds must not make a live sled go
+// unheard. The agent sends every period whether or not the last one was
+// answered, so nexus keeps hearing it (it counts a heartbeat as it
+// arrives), with no more than a few unanswered at once.
+func TestSPEC6_HeartbeatsGoOnWhileNexusIsSlowToAnswerThem(t *testing.T) {
+	n := sledagenttest.StartNexus(t)
+	a := sledagenttest.Start(t, sledagenttest.Explicit, sledagenttest.WithNexus(n), func(c *config.Config) {
+		c.NexusCallTimeout = config.Duration(time.Minute) // no unanswered heartbeat gives up during the test
+	})
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if n.Heartbeats() == 0 {
+			return errors.New("no heartbeat yet")
+		}
+		return nil
+	})
+	release := n.HoldHeartbeats()
+	defer release()
+	held := n.Heartbeats()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if got := n.Heartbeats() - held; got < 3 {
+			return fmt.Errorf("%d heartbeats arrived while none was answered, want 3 or more (period %s)", got, time.Duration(a.Config.HeartbeatPeriod))
+		}
+		return nil
+	})
+	release()
+	answered := n.Heartbeats()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if n.Heartbeats() < answered+3 {
+			return errors.New("heartbeats did not go on once answered again")
+		}
+		return nil
+	})
+}
+
 // TestV5_ConcurrentRequestsOnOneVMMStayConsistent fires many concurrent
 // EnsureState and EnsureUnregistered calls at one VMM while transitions
 // complete, then checks one consistent outcome: generations strictly

@@ -35,6 +35,7 @@ type NexusReceiver struct {
 	updateAttempts int
 	failUpdates    []codes.Code // answers for the next update calls, in order
 	forgetSleds    bool
+	heartbeatGate  chan struct{} // while set, heartbeats are counted but not answered
 
 	failUpdatesOf map[string]codes.Code            // answer for every update call of a VMM
 	attempts      []*nexusv1.VmmStateUpdateRequest // every update call, refused ones included
@@ -150,13 +151,41 @@ func (s *nexusService) RegisterSled(_ context.Context, req *nexusv1.RegisterSled
 	return &nexusv1.RegisterSledResponse{}, nil
 }
 
-func (s *nexusService) SledHeartbeat(context.Context, *nexusv1.SledHeartbeatRequest) (*nexusv1.SledHeartbeatResponse, error) {
+// HoldHeartbeats makes heartbeats wait for their answer, as behind a
+// database slow to write them, until release; each is counted as it
+// arrives.
+func (n *NexusReceiver) HoldHeartbeats() (release func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	gate := make(chan struct{})
+	n.heartbeatGate = gate
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			n.heartbeatGate = nil
+			close(gate)
+		})
+	}
+}
+
+func (s *nexusService) SledHeartbeat(ctx context.Context, _ *nexusv1.SledHeartbeatRequest) (*nexusv1.SledHeartbeatResponse, error) {
 	s.n.mu.Lock()
-	defer s.n.mu.Unlock()
 	if s.n.forgetSleds {
+		s.n.mu.Unlock()
 		return nil, status.Error(codes.NotFound, "no such sled")
 	}
 	s.n.heartbeats++
+	gate := s.n.heartbeatGate
+	s.n.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	return &nexusv1.SledHeartbeatResponse{}, nil
 }
 
