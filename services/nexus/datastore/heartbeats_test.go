@@ -3,6 +3,7 @@ package datastore_test
 import (
 	"database/sql"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +42,8 @@ func TestSPEC6_ASledHeardIsNotLostWhileItsHeartbeatsCannotBeWritten(t *testing.T
 			Runtime: model.VMMRuntime{State: model.VMMCreating, Generation: 1, TimeUpdated: time.Now()}}
 		if _, err := other.VMMAllocate(ctx, vmm, 1, 1<<30, liveness); !errors.Is(err, model.ErrNoCapacity) {
 			t.Fatalf("a replica that heard nothing placed a VMM on a sled the database has not seen for long: %v", err)
+		} else if !strings.Contains(err.Error(), "no reachable sled") || !strings.Contains(err.Error(), s.ID.String()) {
+			t.Fatalf("refused as %q; want it to say no sled with room is reachable, naming sled %s", err, s.ID)
 		}
 		if sled, err := heard.VMMAllocate(ctx, vmm, 1, 1<<30, liveness); err != nil || sled != s.ID {
 			t.Fatalf("the replica that heard the sled placed a VMM on %v, %v; want sled %s", sled, err, s.ID)

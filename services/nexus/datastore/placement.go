@@ -100,8 +100,14 @@ func (d *DataStore) VMMAllocate(ctx context.Context, v model.VMM, ncpus, memory 
 		)
 		query, args := d.placementQuery(time.Now().Add(-liveness), ncpus, memory)
 		err := tx.QueryRowContext(ctx, query, args...).Scan(&sled, &live)
-		if isNoRows(err) || (err == nil && !live) {
+		if isNoRows(err) {
 			return uuid.Nil, fmt.Errorf("%w: no sled has %d CPUs and %d bytes free", model.ErrNoCapacity, ncpus, memory)
+		}
+		if err == nil && !live {
+			// The operator's question is then why the sleds with room are
+			// silent, not where capacity went.
+			return uuid.Nil, fmt.Errorf("%w: no reachable sled has %d CPUs and %d bytes free; sleds with room, "+
+				"%s among them, have not been heard from for %s", model.ErrNoCapacity, ncpus, memory, sled, liveness)
 		}
 		if err != nil {
 			return uuid.Nil, err
