@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,6 +18,7 @@ import (
 
 	sledagentv1 "github.com/rackplane/rackplane/pkg/api/omicron/sledagent/v1"
 	"github.com/rackplane/rackplane/pkg/apierror"
+	"github.com/rackplane/rackplane/pkg/fanout"
 	"github.com/rackplane/rackplane/pkg/grpcconn"
 	"github.com/rackplane/rackplane/pkg/rackpki"
 	"github.com/rackplane/rackplane/services/nexus/model"
@@ -207,42 +211,24 @@ func (p *Pool) Warm(ctx context.Context) (ready int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	var (
-		wg      sync.WaitGroup
-		readyMu sync.Mutex
-	)
-	slots := make(chan struct{}, warmAtOnce)
-	for sled := range addrs {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
+	var readyCount atomic.Int64
+	err = fanout.Each(ctx, slices.Collect(maps.Keys(addrs)), warmAtOnce, func(sled uuid.UUID) error {
+		wctx, cancel := context.WithTimeout(ctx, warmTimeout)
+		defer cancel()
+		cc, err := p.conn(wctx, sled)
+		if err != nil {
+			return nil // not ready; its calls dial it again
 		}
-		if ctx.Err() != nil {
-			break
+		cc.Connect()
+		for state := cc.GetState(); state != connectivity.Ready; state = cc.GetState() {
+			if state == connectivity.TransientFailure || state == connectivity.Shutdown || !cc.WaitForStateChange(wctx, state) {
+				return nil
+			}
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			wctx, cancel := context.WithTimeout(ctx, warmTimeout)
-			defer cancel()
-			cc, err := p.conn(wctx, sled)
-			if err != nil {
-				return
-			}
-			cc.Connect()
-			for state := cc.GetState(); state != connectivity.Ready; state = cc.GetState() {
-				if state == connectivity.TransientFailure || state == connectivity.Shutdown || !cc.WaitForStateChange(wctx, state) {
-					return
-				}
-			}
-			readyMu.Lock()
-			ready++
-			readyMu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return ready, ctx.Err()
+		readyCount.Add(1)
+		return nil
+	})
+	return int(readyCount.Load()), err
 }
 
 // Close closes every connection; calls after it find no sled.

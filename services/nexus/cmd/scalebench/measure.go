@@ -383,64 +383,65 @@ func (b *bench) startProfile(ctx context.Context) <-chan struct{} {
 	secs := int(b.o.cpuProfileTime.Round(time.Second) / time.Second)
 	var wg sync.WaitGroup
 	if b.o.trace != "" {
-		harness, err := os.Create(b.o.trace + ".harness")
-		if err == nil {
-			err = trace.Start(harness)
-		}
-		if err != nil {
-			b.problem("execution trace of the harness: %v", err)
-			harness = nil
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if harness != nil {
-				defer func() {
-					trace.Stop()
-					harness.Close()
-				}()
-			}
-			if _, err := b.fetchDebug(ctx, fmt.Sprintf("trace?seconds=%d", secs), b.o.trace); err != nil {
-				b.problem("execution trace of nexus: %v", err)
-				return
-			}
-			b.say("Execution trace of nexus (the busy phase's first %ds) written to %s, and the harness's to %s.harness; see them with: go tool trace -pprof=sync %s",
-				secs, b.o.trace, b.o.trace, b.o.trace)
-		}()
+		b.record(ctx, &wg, secs, recording{what: "execution trace", file: b.o.trace, endpoint: "trace",
+			start: trace.Start, stop: trace.Stop, see: "go tool trace -pprof=sync"}, func(int64, error) {})
 	}
 	if b.o.cpuProfile != "" {
-		harness, err := os.Create(b.o.cpuProfile + ".harness")
-		if err == nil {
-			err = pprof.StartCPUProfile(harness)
-		}
-		if err != nil {
-			b.problem("CPU profile of the harness: %v", err)
-			harness = nil
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if harness != nil {
-				defer func() {
-					pprof.StopCPUProfile()
-					harness.Close()
-				}()
-			}
-			n, err := b.fetchDebug(ctx, fmt.Sprintf("profile?seconds=%d", secs), b.o.cpuProfile)
+		b.record(ctx, &wg, secs, recording{what: "CPU profile", file: b.o.cpuProfile, endpoint: "profile",
+			start: pprof.StartCPUProfile, stop: pprof.StopCPUProfile, see: "go tool pprof -top"}, func(n int64, err error) {
 			if err != nil {
 				b.fig.profileErr = err.Error()
-				b.problem("CPU profile of nexus: %v", err)
 				return
 			}
 			b.fig.profileBytes = n
-			b.say("CPU profile of nexus (the busy phase's first %ds) written to %s, and the harness's to %s.harness; see them with: go tool pprof -top %s", secs, b.o.cpuProfile, b.o.cpuProfile, b.o.cpuProfile)
-		}()
+		})
 	}
 	go func() {
 		wg.Wait()
 		close(done)
 	}()
 	return done
+}
+
+// recording is a record of one kind taken of both sides over the same
+// time: nexus's, fetched from its pprof listener into file, and the
+// harness's own (its sled-agents), into file with ".harness" added.
+type recording struct {
+	what, file string
+	endpoint   string // under /debug/pprof/
+	start      func(io.Writer) error
+	stop       func()
+	see        string // the command that reads it
+}
+
+// record starts the harness's side of r at once and fetches nexus's, secs
+// long, in the background (counted in wg); done gets what nexus's
+// fetch wrote.
+func (b *bench) record(ctx context.Context, wg *sync.WaitGroup, secs int, r recording, done func(n int64, err error)) {
+	harness, err := os.Create(r.file + ".harness")
+	if err == nil {
+		err = r.start(harness)
+	}
+	if err != nil {
+		b.problem("%s of the harness: %v", r.what, err)
+		harness = nil
+	}
+	wg.Go(func() {
+		if harness != nil {
+			defer func() {
+				r.stop()
+				harness.Close()
+			}()
+		}
+		n, err := b.fetchDebug(ctx, fmt.Sprintf("%s?seconds=%d", r.endpoint, secs), r.file)
+		if err != nil {
+			b.problem("%s of nexus: %v", r.what, err)
+		} else {
+			b.say("%s of nexus (the busy phase's first %ds) written to %s, and the harness's to %s.harness; see them with: %s %s",
+				r.what, secs, r.file, r.file, r.see, r.file)
+		}
+		done(n, err)
+	})
 }
 
 // fetchDebug writes what nexus's /debug/pprof/<what> answers into file.
