@@ -61,9 +61,9 @@ type conn struct {
 // force-terminate).
 const addressTTL = 10 * time.Second
 
-// missReread is how old the addresses must be before a sled missing from
-// them makes the pool read them again (a sled that has just registered):
-// calls naming a sled that is not there do not each cost a read.
+// missReread is how often at most a sled missing from the addresses makes
+// the pool read them again (a sled that has just registered): calls naming
+// a sled that is not there share one read a second, not one each.
 const missReread = time.Second
 
 // Pool keeps one connection per sled, redialling when a sled's address
@@ -82,11 +82,15 @@ type Pool struct {
 // addressBook is the sleds' addresses as last read, and the read in
 // flight, which every caller that needs a fresher book waits for.
 type addressBook struct {
-	mu      sync.Mutex
-	addrs   map[uuid.UUID]string
-	read    time.Time
-	reading chan struct{}
-	err     error
+	mu    sync.Mutex
+	addrs map[uuid.UUID]string
+	// began is when the read that found addrs was sent, read when it
+	// answered: addrs hold every sled registered before began.
+	began, read time.Time
+	// lastBegan is when the last read, answered or not, was sent.
+	lastBegan time.Time
+	reading   chan struct{}
+	err       error
 }
 
 // CallTimeout bounds a sled-agent call made without a deadline of its own
@@ -104,31 +108,38 @@ func NewPool(r Resolver, trust rackpki.Trust) *Pool {
 // address is where sled listens: from addresses read within addressTTL,
 // or read again. When that read fails, an older address of the sled is
 // still better than none: a database that does not answer must not cut
-// nexus off its sleds.
+// nexus off its sleds. A sled is not registered only if addresses read
+// since this call began lack it: a sled that registered just after a read
+// (as nexus starts, while its sleds register) is found by a call made
+// right after, once the next read is due (missReread), rather than
+// refused.
 func (p *Pool) address(ctx context.Context, sled uuid.UUID) (string, error) {
 	b := &p.book
-	notRegistered := fmt.Errorf("%w: sled %s is not registered", model.ErrNotFound, sled)
+	asked := time.Now()
 	for waited := false; ; waited = true {
 		b.mu.Lock()
 		addr, ok := b.addrs[sled]
-		age := time.Since(b.read)
 		switch {
-		case ok && age < addressTTL, ok && waited:
+		case ok && (time.Since(b.read) < addressTTL || waited):
 			b.mu.Unlock()
 			return addr, nil
 		case waited && b.err != nil:
 			err := b.err
 			b.mu.Unlock()
 			return "", err
-		case waited, b.addrs != nil && age < missReread:
+		case !ok && b.addrs != nil && !b.began.Before(asked):
 			b.mu.Unlock()
-			return "", notRegistered
+			return "", fmt.Errorf("%w: sled %s is not registered", model.ErrNotFound, sled)
 		}
 		reading := b.reading
 		if reading == nil {
+			var after time.Duration
+			if !ok {
+				after = missReread - time.Since(b.lastBegan)
+			}
 			reading = make(chan struct{})
 			b.reading = reading
-			go p.readAddresses(reading)
+			go p.readAddresses(reading, after)
 		}
 		b.mu.Unlock()
 		select {
@@ -139,17 +150,25 @@ func (p *Pool) address(ctx context.Context, sled uuid.UUID) (string, error) {
 	}
 }
 
-// readAddresses reads the addresses of every sled into the book, on its
-// own deadline: it serves every caller waiting, not only the first.
-func (p *Pool) readAddresses(done chan struct{}) {
+// readAddresses reads the addresses of every sled into the book, after
+// waiting for after, on its own deadline: it serves every caller waiting,
+// not only the first.
+func (p *Pool) readAddresses(done chan struct{}, after time.Duration) {
+	if after > 0 {
+		time.Sleep(after) // misses share one read per missReread
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	defer cancel()
-	addrs, err := p.resolver.SledAddresses(ctx)
 	b := &p.book
+	b.mu.Lock()
+	began := time.Now()
+	b.lastBegan = began
+	b.mu.Unlock()
+	addrs, err := p.resolver.SledAddresses(ctx)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.err = err; err == nil {
-		b.addrs, b.read = addrs, time.Now()
+		b.addrs, b.began, b.read = addrs, began, time.Now()
 	}
 	b.reading = nil
 	close(done)
