@@ -347,13 +347,6 @@ func TestZ10_ARecycledPidIsNotAdopted(t *testing.T) {
 	if err := syscall.Kill(zonePid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	// Another process, which the record is made to name: as if the kernel
-	// had given the dead zone's pid to it.
-	stranger := exec.Command("sleep", "100000")
-	if err := stranger.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stranger.Process.Kill(); stranger.Wait() }) //nolint:errcheck // cleanup
 	recPath := filepath.Join(cfg.ZoneRoot, zone.FilesystemPool, "zones", zone.Id, "zone.json")
 	data, err := os.ReadFile(recPath)
 	if err != nil {
@@ -363,6 +356,25 @@ func TestZ10_ARecycledPidIsNotAdopted(t *testing.T) {
 	if err := json.Unmarshal(data, &rec); err != nil {
 		t.Fatal(err)
 	}
+	// Another process, which the record is made to name: as if the kernel
+	// had given the dead zone's pid to it. A process's start time is in
+	// clock ticks (10 ms): one started in the zone's own tick would be the
+	// zone as far as anyone can tell, and no recycled pid comes back that
+	// fast, so the stranger is one started in a later tick. (On a fast
+	// machine the whole test fits in one tick: it failed 11 runs in 20.)
+	var stranger *exec.Cmd
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		stranger = exec.Command("sleep", "100000")
+		if err := stranger.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmd := stranger
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() }) //nolint:errcheck // cleanup
+		if ticks := startTicksOf(t, stranger.Process.Pid); float64(ticks) == rec["start_ticks"] {
+			return fmt.Errorf("the stranger started in the zone's clock tick %d", ticks)
+		}
+		return nil
+	})
 	rec["pid"] = stranger.Process.Pid
 	if data, err = json.Marshal(rec); err != nil {
 		t.Fatal(err)
@@ -731,4 +743,21 @@ func TestZ10_AZoneWhoseRecordIsUnreadableIsStoppedBeforeItStartsAgain(t *testing
 		return nil
 	})
 	agent.Stop()
+}
+
+// startTicksOf is a process's start time in clock ticks since boot
+// (/proc/<pid>/stat, field 22), as the process zone runtime records it.
+func startTicksOf(t *testing.T, pid int) uint64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command's closing parenthesis, from field 3.
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	ticks, err := strconv.ParseUint(fields[22-3], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ticks
 }
