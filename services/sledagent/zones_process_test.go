@@ -370,7 +370,11 @@ func TestZ10_ARecycledPidIsNotAdopted(t *testing.T) {
 		}
 		cmd := stranger
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() }) //nolint:errcheck // cleanup
-		if ticks := startTicksOf(t, stranger.Process.Pid); float64(ticks) == rec["start_ticks"] {
+		ticks, err := process.StartTicks(stranger.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if float64(ticks) == rec["start_ticks"] {
 			return fmt.Errorf("the stranger started in the zone's clock tick %d", ticks)
 		}
 		return nil
@@ -743,21 +747,4 @@ func TestZ10_AZoneWhoseRecordIsUnreadableIsStoppedBeforeItStartsAgain(t *testing
 		return nil
 	})
 	agent.Stop()
-}
-
-// startTicksOf is a process's start time in clock ticks since boot
-// (/proc/<pid>/stat, field 22), as the process zone runtime records it.
-func startTicksOf(t *testing.T, pid int) uint64 {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The fields after the command's closing parenthesis, from field 3.
-	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
-	ticks, err := strconv.ParseUint(fields[22-3], 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ticks
 }

@@ -176,26 +176,30 @@ func (e *Engine) prepare(name string, params any) (Record, Template, error) {
 // database answers, nobody can tell; when the engine stops first, Recover
 // at the next start finds the row if there is one.
 func (e *Engine) settleCreate(rec Record, tmpl Template) {
+	launched := false
+	defer func() {
+		if !launched {
+			e.inFlight.Done() // the admission is the launched saga's otherwise
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		got, err := e.store.SagaGet(e.runCtx, rec.ID)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			e.inFlight.Done()
 			return
 		case err == nil:
 			if got.Owner != e.nexusID || got.State.Finished() {
-				e.inFlight.Done()
 				return
 			}
 			x, err := e.newExecution(got, tmpl, nil)
 			if err != nil { // a fresh row has no log to disagree with
 				e.log.Error("saga created after all cannot run", zap.Stringer("saga_id", rec.ID), zap.Error(err))
-				e.inFlight.Done()
 				return
 			}
 			x.log.Warn("saga created though its creation answered an error; running it")
 			e.stats.started.Add(1)
 			e.launch(x)
+			launched = true
 			return
 		}
 		delay := e.storeBackoff.Delay(attempt)
@@ -206,7 +210,6 @@ func (e *Engine) settleCreate(rec Record, tmpl Template) {
 		case <-t.C:
 		case <-e.stopping:
 			t.Stop()
-			e.inFlight.Done()
 			return
 		}
 	}

@@ -84,9 +84,9 @@ type Pool struct {
 type addressBook struct {
 	mu    sync.Mutex
 	addrs map[uuid.UUID]string
-	// began is when the read that found addrs was sent, read when it
-	// answered: addrs hold every sled registered before began.
-	began, read time.Time
+	// began is when the read that found addrs was sent: addrs hold every
+	// sled registered before it, and are trusted for addressTTL from it.
+	began time.Time
 	// lastBegan is when the last read, answered or not, was sent.
 	lastBegan time.Time
 	reading   chan struct{}
@@ -120,7 +120,7 @@ func (p *Pool) address(ctx context.Context, sled uuid.UUID) (string, error) {
 		b.mu.Lock()
 		addr, ok := b.addrs[sled]
 		switch {
-		case ok && (time.Since(b.read) < addressTTL || waited):
+		case ok && (time.Since(b.began) < addressTTL || waited):
 			b.mu.Unlock()
 			return addr, nil
 		case waited && b.err != nil:
@@ -131,31 +131,45 @@ func (p *Pool) address(ctx context.Context, sled uuid.UUID) (string, error) {
 			b.mu.Unlock()
 			return "", fmt.Errorf("%w: sled %s is not registered", model.ErrNotFound, sled)
 		}
-		reading := b.reading
-		if reading == nil {
-			var after time.Duration
-			if !ok {
-				after = missReread - time.Since(b.lastBegan)
-			}
-			reading = make(chan struct{})
-			b.reading = reading
-			go p.readAddresses(reading, after)
+		var after time.Duration
+		if !ok {
+			after = missReread - time.Since(b.lastBegan)
 		}
 		b.mu.Unlock()
-		select {
-		case <-reading:
-		case <-ctx.Done():
-			return "", ctx.Err()
+		if err := p.awaitRead(ctx, after); err != nil && ctx.Err() != nil {
+			return "", err
 		}
 	}
 }
 
-// readAddresses reads the addresses of every sled into the book, after
-// waiting for after, on its own deadline: it serves every caller waiting,
-// not only the first.
+// awaitRead waits for the read of the addresses in flight, or starts one
+// (after waiting for after, on its own deadline: it serves every caller
+// waiting, not only the first). It returns ctx's error, or the read's.
+func (p *Pool) awaitRead(ctx context.Context, after time.Duration) error {
+	b := &p.book
+	b.mu.Lock()
+	reading := b.reading
+	if reading == nil {
+		reading = make(chan struct{})
+		b.reading = reading
+		go p.readAddresses(reading, after)
+	}
+	b.mu.Unlock()
+	select {
+	case <-reading:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// readAddresses reads the addresses of every sled into the book, once
+// after has passed (misses share one read per missReread).
 func (p *Pool) readAddresses(done chan struct{}, after time.Duration) {
 	if after > 0 {
-		time.Sleep(after) // misses share one read per missReread
+		time.Sleep(after)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	defer cancel()
@@ -168,7 +182,7 @@ func (p *Pool) readAddresses(done chan struct{}, after time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.err = err; err == nil {
-		b.addrs, b.began, b.read = addrs, began, time.Now()
+		b.addrs, b.began = addrs, began
 	}
 	b.reading = nil
 	close(done)
@@ -226,12 +240,15 @@ const (
 // with them. A sled that cannot be reached is not waited for beyond
 // warmTimeout, and its connection retries as any other would.
 func (p *Pool) Warm(ctx context.Context) (ready int, err error) {
-	addrs, err := p.resolver.SledAddresses(ctx)
-	if err != nil {
+	// One read of the addresses, which the connections below then use.
+	if err := p.awaitRead(ctx, 0); err != nil {
 		return 0, err
 	}
+	p.book.mu.Lock()
+	sleds := slices.Collect(maps.Keys(p.book.addrs))
+	p.book.mu.Unlock()
 	var readyCount atomic.Int64
-	err = fanout.Each(ctx, slices.Collect(maps.Keys(addrs)), warmAtOnce, func(sled uuid.UUID) error {
+	err = fanout.Each(ctx, sleds, warmAtOnce, func(sled uuid.UUID) error {
 		wctx, cancel := context.WithTimeout(ctx, warmTimeout)
 		defer cancel()
 		cc, err := p.conn(wctx, sled)

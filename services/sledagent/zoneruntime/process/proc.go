@@ -50,8 +50,10 @@ func readStat(pid int) (procStat, error) {
 	return procStat{state: fields[0][0], ppid: ppid, pgrp: pgrp, startTicks: ticks}, nil
 }
 
-// startTicks is a process's start time in clock ticks since boot.
-func startTicks(pid int) (uint64, error) {
+// StartTicks is a process's start time in clock ticks since boot
+// (/proc/<pid>/stat, field 22): with its pid, the identity a zone's record
+// keeps of its process.
+func StartTicks(pid int) (uint64, error) {
 	st, err := readStat(pid)
 	return st.startTicks, err
 }

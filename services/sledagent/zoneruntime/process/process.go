@@ -288,7 +288,7 @@ func (r *Runtime) StartZone(ctx context.Context, zone zoneconfig.Zone) error {
 		return err
 	}
 	rec.Pid = cmd.Process.Pid
-	if rec.StartTicks, err = startTicks(rec.Pid); err != nil {
+	if rec.StartTicks, err = StartTicks(rec.Pid); err != nil {
 		return abandon(fmt.Errorf("reading the start time of zone %s's process: %w", zone.ID, err))
 	}
 	if err := writeRecord(dir, rec); err != nil {
@@ -582,7 +582,7 @@ func StopAll(root string, bound time.Duration) ([]int, error) {
 	signal(pids, syscall.SIGTERM)
 	deadline := time.Now().Add(bound)
 	for _, pid := range pids {
-		ticks, err := startTicks(pid)
+		ticks, err := StartTicks(pid)
 		for err == nil && alive(pid, ticks) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
