@@ -88,7 +88,7 @@ func TestOneReadOfTheSledsAddressesServesEveryCallWithinItsTTL(t *testing.T) {
 // is found by a call made right after: the pool does not refuse it from a
 // read older than the call. Before, the start saga of such a sled failed
 // "sled … is not registered" (TestX4_X5_AnExpungedReplicas…, in CI).
-func TestASledRegisteredJustAfterTheAddressesWereReadIsFound(t *testing.T) {
+func TestV8_ASledRegisteredJustAfterTheAddressesWereReadIsFound(t *testing.T) {
 	r := &countingResolver{registered: map[uuid.UUID]string{}}
 	known := uuid.New()
 	r.register(known, "127.0.0.1:1")
